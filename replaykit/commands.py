@@ -1,0 +1,184 @@
+"""The commands a workflow yields: immutable values, compared by value.
+
+A workflow never performs an effect itself; it yields one of these and the
+runtime answers it, live or from history. Because they are plain values, a
+unit test can step a workflow by hand::
+
+    >>> import replaykit as rk
+    >>> from datetime import timedelta
+    >>> rk.sleep(timedelta(hours=1)) == rk.sleep(3600)
+    True
+
+Every command is also awaitable, so ``async def`` workflows ``await`` the
+same values that generator workflows ``yield``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generator
+
+import attrs
+
+if TYPE_CHECKING:
+    from .activity import Activity
+
+ACTIVITY = "activity"
+TIMER = "timer"
+SIGNAL = "signal"
+SIDE_EFFECT = "side_effect"
+
+
+class Command:
+    """Base class of all commands. ``kind`` and ``name`` are what replay checks."""
+
+    __slots__ = ()
+    kind: ClassVar[str]
+
+    @property
+    def name(self) -> str:
+        return ""
+
+    def deadline(self, now: float) -> float | None:
+        """When this command times out (or fires), given the workflow's current time."""
+        return None
+
+    def describe(self) -> str:
+        return f"{self.kind} {self.name!r}" if self.name else self.kind
+
+    def __await__(self) -> Generator[Command, Any, Any]:
+        return (yield self)
+
+
+@attrs.frozen(repr=False)
+class ActivityCall(Command):
+    """Run ``activity`` with these arguments; made by calling an ``@rk.activity`` function."""
+
+    kind: ClassVar[str] = ACTIVITY
+    activity: Activity
+    args: tuple[Any, ...]
+    kwargs: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.activity.name
+
+    def describe(self) -> str:
+        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs]
+        return f"activity {self.activity.name}({', '.join(parts)})"
+
+    __repr__ = describe
+
+
+def _seconds(value: timedelta | float) -> float:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds != seconds or seconds < 0:
+        raise ValueError(f"a duration must be a non-negative timedelta or number of seconds, got {value!r}")
+    return seconds
+
+
+@attrs.frozen(repr=False)
+class Sleep(Command):
+    """A durable timer that fires ``seconds`` after the workflow's current time."""
+
+    kind: ClassVar[str] = TIMER
+    seconds: float = attrs.field(converter=_seconds)
+
+    def deadline(self, now: float) -> float:
+        return now + self.seconds
+
+    def describe(self) -> str:
+        return f"sleep({timedelta(seconds=self.seconds)})"
+
+    __repr__ = describe
+
+
+def _aware(when: datetime) -> datetime:
+    if not isinstance(when, datetime) or when.tzinfo is None:
+        raise ValueError(
+            f"sleep_until needs a timezone-aware datetime (e.g. datetime(..., tzinfo=timezone.utc)), got {when!r}"
+        )
+    return when
+
+
+@attrs.frozen(repr=False)
+class SleepUntil(Command):
+    """A durable timer that fires at an absolute, timezone-aware time."""
+
+    kind: ClassVar[str] = TIMER
+    when: datetime = attrs.field(converter=_aware)
+
+    def deadline(self, now: float) -> float:
+        return self.when.timestamp()
+
+    def describe(self) -> str:
+        return f"sleep_until({self.when.isoformat()})"
+
+    __repr__ = describe
+
+
+def _optional_seconds(value: timedelta | float | None) -> float | None:
+    return None if value is None else _seconds(value)
+
+
+@attrs.frozen(repr=False)
+class WaitSignal(Command):
+    """Wait for the next signal called ``signal``; ``None`` if ``timeout`` passes first."""
+
+    kind: ClassVar[str] = SIGNAL
+    signal: str
+    timeout: float | None = attrs.field(default=None, converter=_optional_seconds)
+
+    @property
+    def name(self) -> str:
+        return self.signal
+
+    def deadline(self, now: float) -> float | None:
+        return None if self.timeout is None else now + self.timeout
+
+    def describe(self) -> str:
+        timeout = "" if self.timeout is None else f", timeout={timedelta(seconds=self.timeout)}"
+        return f"wait_signal({self.signal!r}{timeout})"
+
+    __repr__ = describe
+
+
+@attrs.frozen(repr=False)
+class SideEffect(Command):
+    """Run a small non-deterministic function once and record its value."""
+
+    kind: ClassVar[str] = SIDE_EFFECT
+    fn: Callable[[], Any]
+
+    @property
+    def name(self) -> str:
+        return getattr(self.fn, "__qualname__", type(self.fn).__qualname__)
+
+    def describe(self) -> str:
+        return f"side_effect({self.name})"
+
+    __repr__ = describe
+
+
+def sleep(duration: timedelta | float) -> Sleep:
+    """Durable timer: ``yield rk.sleep(timedelta(days=1))`` survives restarts."""
+    return Sleep(duration)  # type: ignore[arg-type]
+
+
+def sleep_until(when: datetime) -> SleepUntil:
+    """Durable timer to an absolute, timezone-aware time."""
+    return SleepUntil(when)
+
+
+def wait_signal(name: str, timeout: timedelta | float | None = None) -> WaitSignal:
+    """Wait for a signal; returns its payload, or ``None`` when ``timeout`` passes first."""
+    return WaitSignal(name, timeout)  # type: ignore[arg-type]
+
+
+def side_effect(fn: Callable[[], Any]) -> SideEffect:
+    """``value = yield rk.side_effect(fn)`` runs ``fn`` once, live, and replays its recorded value."""
+    return SideEffect(fn)
+
+
+def utc(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc)

@@ -1,0 +1,111 @@
+"""Every exception replaykit raises, in one place.
+
+All derive from :class:`ReplayKitError`; where a builtin exception fits too
+(``TypeError``, ``LookupError``, ``TimeoutError``) the class also derives from
+it, so ``except TypeError`` keeps working for code that does not know us.
+"""
+
+from __future__ import annotations
+
+
+class ReplayKitError(Exception):
+    """Base class of every error raised by replaykit."""
+
+
+class NonDeterminismError(ReplayKitError):
+    """Workflow code no longer walks the path its recorded history took.
+
+    Raised while replaying, before anything new is recorded: fix the code (or
+    guard the change with ``ctx.patched``) and run again; the history is intact.
+    """
+
+    def __init__(self, workflow_id: str, seq: int, recorded: str, now: str, where: str) -> None:
+        self.workflow_id = workflow_id
+        self.seq = seq
+        self.recorded = recorded
+        self.now = now
+        self.where = where
+        super().__init__(
+            f"workflow {workflow_id!r} is not deterministic at step {seq} ({where}):\n"
+            f"  history recorded: {recorded}\n"
+            f"  code now yields:  {now}\n"
+            "Workflow code must make the same calls in the same order on every run. "
+            "Undo the change, or branch on ctx.patched(...) so histories recorded "
+            "before it keep the old path. Nothing was recorded."
+        )
+
+
+class InvalidCommandError(ReplayKitError, TypeError):
+    """A workflow yielded (or awaited) something that is not a replaykit command."""
+
+
+class NotAWorkflowError(ReplayKitError, TypeError):
+    """Something other than a generator function or ``async def`` was given as a workflow."""
+
+
+class SerializationError(ReplayKitError, TypeError):
+    """A value that has to be recorded can be neither JSON-encoded nor pickled."""
+
+
+class UnknownWorkflowError(ReplayKitError, LookupError):
+    """A stored history names a workflow that this process has not registered."""
+
+
+class WorkflowConflictError(ReplayKitError):
+    """A workflow id is already taken by a run of another workflow or with other arguments."""
+
+
+class WorkflowNotFoundError(ReplayKitError, LookupError):
+    """No workflow with this id exists in the store."""
+
+
+class WorkflowLockedError(ReplayKitError):
+    """Another live process (or engine) is driving this workflow right now."""
+
+
+class ResultTimeoutError(ReplayKitError, TimeoutError):
+    """``handle.result(timeout=...)`` gave up waiting; the workflow goes on."""
+
+
+class StoreError(ReplayKitError):
+    """Base class of problems with the database behind a store."""
+
+
+class NotAStoreError(StoreError):
+    """The file exists and holds data, but was not written by replaykit; it is left untouched."""
+
+
+class StoreTooNewError(StoreError):
+    """The store was written by a newer replaykit, whose format this version cannot read."""
+
+
+class CorruptStoreError(StoreError):
+    """The database file is damaged or truncated; SQLite cannot read it."""
+
+
+class ActivityFailed(ReplayKitError):
+    """Stands in for an activity's exception that could not be pickled.
+
+    ``error_type``, ``message`` and ``traceback`` hold what was recorded.
+    """
+
+    def __init__(self, error_type: str, message: str, traceback: str) -> None:
+        self.error_type = error_type
+        self.message = message
+        self.traceback = traceback
+        super().__init__(f"{error_type}: {message}")
+
+
+class WorkflowFailed(ReplayKitError):
+    """The workflow raised an exception it did not handle; the failure is recorded.
+
+    ``error_type``, ``message`` and ``traceback`` are the recorded text; the
+    original exception, when it could be rebuilt, is ``__cause__``.
+    """
+
+    def __init__(self, workflow_id: str, error_type: str, message: str, traceback: str) -> None:
+        self.workflow_id = workflow_id
+        self.error_type = error_type
+        self.message = message
+        self.traceback = traceback
+        super().__init__(f"workflow {workflow_id!r} failed: {error_type}: {message}")

@@ -1,0 +1,73 @@
+"""``WorkflowHandle``: a reference to one workflow run, to wait on or inspect."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from . import payloads
+from .errors import ResultTimeoutError, WorkflowFailed, WorkflowNotFoundError
+from .history import ERROR, RESULT, Status
+
+if TYPE_CHECKING:
+    from .store import Store
+
+
+class WorkflowHandle:
+    """Returned by ``Engine.start`` and ``Engine.handle``."""
+
+    def __init__(self, workflow_id: str, store: Store, poll_interval: float = 0.05) -> None:
+        self.workflow_id = workflow_id
+        self._store = store
+        self._poll = poll_interval
+        self._done = threading.Event()
+        self._error: BaseException | None = None
+
+    def _fail(self, error: BaseException) -> None:
+        """A local problem (lock held, non-determinism, ...): ``result()`` raises it."""
+        self._error = error
+        self._done.set()
+
+    def _finish(self) -> None:
+        self._done.set()
+
+    def status(self) -> Status:
+        """The run's status as recorded in the store."""
+        info = self._store.info(self.workflow_id)
+        if info is None:
+            raise WorkflowNotFoundError(f"no workflow with id {self.workflow_id!r}")
+        return info.status
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait for the run to end and return its result.
+
+        Raises :class:`WorkflowFailed` if the workflow raised, the local error
+        if this engine could not drive it (e.g. :class:`NonDeterminismError`),
+        and :class:`ResultTimeoutError` after ``timeout`` seconds.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if self._error is not None:
+                raise self._error
+            info = self._store.info(self.workflow_id)
+            if info is not None and info.status.is_terminal:
+                return self._recorded_result()
+            if deadline is not None and time.monotonic() >= deadline:
+                raise ResultTimeoutError(
+                    f"workflow {self.workflow_id!r} has not finished after {timeout}s; it goes on running"
+                )
+            wait = self._poll if deadline is None else min(self._poll, max(0.0, deadline - time.monotonic()))
+            self._done.wait(wait)
+
+    def _recorded_result(self) -> Any:
+        last = self._store.last_event(self.workflow_id)
+        assert last is not None and last.kind == RESULT, "a terminal run ends with its result event"
+        if last.outcome == ERROR:
+            record = payloads.error_record(last.encoding, last.payload)
+            raise WorkflowFailed(self.workflow_id, record["type"], record["message"], record["traceback"]) \
+                from payloads.decode_error(last.encoding, last.payload)
+        return payloads.decode(last.encoding, last.payload)
+
+    def __repr__(self) -> str:
+        return f"<WorkflowHandle {self.workflow_id!r}>"

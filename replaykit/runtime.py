@@ -1,0 +1,448 @@
+"""The engine: drives workflow runs, executes their commands, records outcomes.
+
+One driver thread owns every run's state machine and every write of history;
+activities run inline (``activity_threads=0``) or on a thread pool, and report
+back through the driver's inbox. Timers live in a heap; signals arrive through
+the store's inbox (from this process or any other) and are noticed by polling
+the store's cheap change counter while some run waits for one.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import queue
+import random
+import socket
+import threading
+import time
+from typing import Any, Callable, Iterable, Iterator
+
+from . import payloads
+from .activity import ActivityInfo
+from .clock import Clock, SystemClock
+from .commands import ACTIVITY, SIDE_EFFECT, SIGNAL, TIMER, ActivityCall, SideEffect, WaitSignal
+from .context import Context
+from .errors import (
+    ReplayKitError,
+    UnknownWorkflowError,
+    WorkflowConflictError,
+    WorkflowLockedError,
+)
+from .executor import Executor, Outcome
+from .handle import WorkflowHandle
+from .history import ERROR, OK, RESULT, RULES_VERSION, START, TIMEOUT, Event, Status
+from .interpreter import Machine, Pending, Raised, Returned, Step
+from .store import SqliteStore, Store
+from .workflow import Workflow, as_workflow, lookup
+
+log = logging.getLogger("replaykit")
+
+
+class _Run:
+    """A run this engine drives: its machine and what it waits on."""
+
+    def __init__(self, workflow_id: str, machine: Machine, handle: WorkflowHandle) -> None:
+        self.workflow_id = workflow_id
+        self.machine = machine
+        self.handle = handle
+        self.pending: Pending | None = None
+
+
+class Engine:
+    """Runs many workflows in one process against one store.
+
+    >>> import replaykit as rk
+    >>> @rk.workflow
+    ... def hello(ctx, name):
+    ...     return f"hello {name}"
+    ... 
+    >>> with rk.Engine(rk.MemoryStore()) as engine:
+    ...     engine.start(hello, "ada", workflow_id="greet-ada").result(timeout=5)
+    'hello ada'
+
+    ``db`` is a path (an SQLite file, created if absent) or a :class:`Store`.
+    ``activity_threads`` activities run concurrently; ``0`` runs them inline
+    on the driver thread (what :func:`replaykit.run` does: fastest for one
+    workflow). ``poll_interval`` is how often the store is checked for
+    signals sent by other processes while a run waits for one.
+    """
+
+    def __init__(
+        self,
+        db: str | os.PathLike[str] | Store,
+        *,
+        durability: str = "crash",
+        workflows: Iterable[Any] = (),
+        activity_threads: int = 16,
+        poll_interval: float = 0.05,
+        clock: Clock | None = None,
+    ) -> None:
+        self.store: Store = db if isinstance(db, Store) else SqliteStore(db, durability=durability)
+        self._own_store = not isinstance(db, Store)
+        self._workflows = {w.name: w for w in map(as_workflow, workflows)}
+        self._clock = clock or SystemClock()
+        self._poll = poll_interval
+        self._executor = Executor(activity_threads)
+        self._owner = f"pid {os.getpid()} on {socket.gethostname()}"
+        self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._runs: dict[str, _Run] = {}
+        self._timers: list[tuple[float, int, str, int]] = []
+        self._tiebreak = itertools.count()
+        self._waiting_signal: set[str] = set()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="replaykit-driver", daemon=True)
+        self._thread.start()
+
+    # -- public API ------------------------------------------------------------
+
+    def start(self, workflow: Any, *args: Any, workflow_id: str, lock_timeout: float = 0.0,
+              **kwargs: Any) -> WorkflowHandle:
+        """Start the run ``workflow_id``, or resume it if it exists; returns at once.
+
+        A rerun with the same id continues from its history (or returns the
+        recorded result). ``lock_timeout`` is how long to wait while another
+        live process drives the same id before ``result()`` raises
+        :class:`WorkflowLockedError`.
+        """
+        wf = as_workflow(workflow)
+        self._workflows.setdefault(wf.name, wf)
+        start_payload = self._start_payload(wf, args, kwargs)
+        handle = WorkflowHandle(workflow_id, self.store, self._poll)
+        deadline = time.monotonic() + lock_timeout
+        self._post(lambda: self._open(wf, workflow_id, (args, kwargs), start_payload, handle, deadline))
+        return handle
+
+    def handle(self, workflow_id: str) -> WorkflowHandle:
+        """A handle on an existing run, whoever drives it (``result()`` polls the store)."""
+        return WorkflowHandle(workflow_id, self.store, self._poll)
+
+    def signal(self, workflow_id: str, name: str, payload: Any = None) -> None:
+        """Deliver a signal; it waits in the run's inbox until a ``wait_signal(name)`` takes it."""
+        send_signal(self.store, workflow_id, name, payload, at=self._clock.now())
+        self._post(lambda: self._deliver_signals(workflow_id))
+
+    def recover(self) -> list[WorkflowHandle]:
+        """Resume every unfinished run in the store that no live process drives.
+
+        Raises :class:`UnknownWorkflowError` (after resuming the others) if a
+        run's workflow is not registered here.
+        """
+        handles, unknown = [], []
+        for info in self.store.list(Status.RUNNING):
+            if info.workflow_id in self._runs:
+                continue
+            try:
+                wf = lookup(info.name, self._workflows)
+            except UnknownWorkflowError:
+                unknown.append(info.name)
+                continue
+            handle = WorkflowHandle(info.workflow_id, self.store, self._poll)
+            self._post(lambda i=info, w=wf, h=handle: self._open(w, i.workflow_id, None, None, h, 0.0))
+            handles.append(handle)
+        if unknown:
+            lookup(unknown[0], self._workflows)
+        return handles
+
+    def run_forever(self, rescan: float = 1.0) -> None:
+        """Serve: resume unfinished runs, and keep looking for new ones, until ``close()``."""
+        while not self._closed:
+            try:
+                self.recover()
+            except UnknownWorkflowError as exc:
+                log.warning("%s", exc)
+            time.sleep(rescan)
+
+    def close(self) -> None:
+        """Stop driving. Unfinished runs stay recorded; a later engine resumes them."""
+        if self._closed:
+            return
+        self._closed = True
+        self._post(lambda: None)
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+        self._executor.close()
+        for workflow_id in list(self._runs):
+            self.store.unlock(workflow_id)
+        self._runs.clear()
+        if self._own_store:
+            self.store.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the driver loop (everything below runs on the driver thread) ----------
+
+    def _post(self, job: Callable[[], None]) -> None:
+        self._inbox.put(job)
+
+    def _loop(self) -> None:
+        while not self._closed:
+            try:
+                job = self._inbox.get(timeout=self._wait_time())
+            except queue.Empty:
+                job = None
+            while job is not None and not self._closed:
+                self._guarded(job)
+                try:
+                    job = self._inbox.get_nowait()
+                except queue.Empty:
+                    job = None
+            if self._closed:
+                return
+            self._fire_due_timers()
+            if self._waiting_signal and self.store.changed():
+                for workflow_id in list(self._waiting_signal):
+                    self._guarded(lambda w=workflow_id: self._deliver_signals(w))
+
+    def _wait_time(self) -> float | None:
+        wait = None
+        if self._timers:
+            wait = max(0.0, self._timers[0][0] - self._clock.now())
+        if self._waiting_signal:
+            wait = self._poll if wait is None else min(wait, self._poll)
+        return wait
+
+    def _guarded(self, job: Callable[[], None]) -> None:
+        try:
+            job()
+        except Exception:  # a bug in replaykit; keep serving the other runs
+            log.exception("replaykit driver job failed")
+
+    def _abort(self, run: _Run, error: BaseException) -> None:
+        """Stop driving ``run`` without recording anything; ``result()`` raises ``error``."""
+        self._runs.pop(run.workflow_id, None)
+        self._waiting_signal.discard(run.workflow_id)
+        self.store.unlock(run.workflow_id)
+        run.handle._fail(error)
+
+    # -- opening a run: create or replay ----------------------------------------
+
+    def _start_payload(self, wf: Workflow[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) \
+            -> tuple[str, str | bytes]:
+        start = {"args": list(args), "kwargs": kwargs, "seed": random.getrandbits(63), "rules": RULES_VERSION}
+        return payloads.encode(start, f"arguments of workflow {wf.name!r}")
+
+    def _open(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
+              start_payload: tuple[str, str | bytes] | None, handle: WorkflowHandle, lock_deadline: float) -> None:
+        if workflow_id in self._runs or not self.store.try_lock(workflow_id, self._owner):
+            if time.monotonic() < lock_deadline:
+                retry = lambda: self._open(wf, workflow_id, call, start_payload, handle, lock_deadline)  # noqa: E731
+                threading.Timer(self._poll, self._post, (retry,)).start()
+                return
+            owner = "this engine" if workflow_id in self._runs else (self.store.lock_owner(workflow_id) or "?")
+            handle._fail(WorkflowLockedError(
+                f"workflow {workflow_id!r} is being driven by another live process or engine ({owner}). "
+                "It continues there; wait for it with engine.handle(id).result(), or stop that process: "
+                "its lock is released the moment it exits, and a rerun resumes from the last recorded step."
+            ))
+            return
+        try:
+            self._open_locked(wf, workflow_id, call, start_payload, handle)
+        except BaseException as exc:
+            self._runs.pop(workflow_id, None)
+            self.store.unlock(workflow_id)
+            handle._fail(exc)
+
+    def _open_locked(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
+                     start_payload: tuple[str, str | bytes] | None, handle: WorkflowHandle) -> None:
+        info = self.store.info(workflow_id)
+        if info is None:
+            if start_payload is None:
+                raise ReplayKitError(f"workflow {workflow_id!r} vanished from the store")
+            start = Event(0, START, wf.name, self._clock.now(), OK, *start_payload)
+            self.store.create(workflow_id, wf.name, start)
+            info = self.store.info(workflow_id)
+            assert info is not None
+        if info.name != wf.name:
+            raise WorkflowConflictError(
+                f"workflow id {workflow_id!r} belongs to a run of workflow {info.name!r}, not {wf.name!r}. "
+                "Use another id for the new run."
+            )
+        if info.status.is_terminal:
+            self.store.unlock(workflow_id)
+            handle._finish()
+            return
+        self._replay(wf, workflow_id, call, handle)
+
+    def _replay(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
+                handle: WorkflowHandle) -> None:
+        events: Iterator[Event] = self.store.events(workflow_id)
+        start = next(events)
+        recorded = start.value()
+        args, kwargs = tuple(recorded["args"]), recorded["kwargs"]
+        if call is not None and (call[0], call[1]) != (args, kwargs):
+            raise WorkflowConflictError(
+                f"workflow {workflow_id!r} was started with args={args!r} kwargs={kwargs!r}; this call "
+                f"passes args={call[0]!r} kwargs={call[1]!r}. A rerun must pass the same arguments "
+                "(or use another workflow id)."
+            )
+        ctx = Context(workflow_id, seed=recorded["seed"], start_time=start.at)
+        machine = Machine(wf.fn, ctx, args, kwargs)
+        run = self._runs[workflow_id] = _Run(workflow_id, machine, handle)
+        event = next(events, None)
+        ctx.is_replaying = event is not None
+        step = machine.start()
+        while event is not None:
+            following = next(events, None)
+            if not isinstance(step, Pending):
+                machine.check(event)
+            ctx.is_replaying = following is not None
+            step = machine.replay(event)
+            event = following
+        ctx.is_replaying = False
+        self._advance(run, step)
+
+    # -- executing commands live ------------------------------------------------
+
+    def _advance(self, run: _Run, step: Step) -> None:
+        """Carry the run forward until it waits on something outside the driver."""
+        while True:
+            if isinstance(step, Returned):
+                self._finish(run, OK, payloads.encode(step.value, f"return value of workflow {run.workflow_id!r}"))
+                return
+            if isinstance(step, Raised):
+                self._finish(run, ERROR, payloads.encode_error(step.error))
+                return
+            run.pending = step
+            kind = step.command.kind
+            if kind == ACTIVITY:
+                call: ActivityCall = step.command  # type: ignore[assignment]
+                info = ActivityInfo(run.workflow_id, step.seq, 1, call.name)
+                if not self._executor.inline:
+                    self._executor.submit(call, info, lambda o, r=run, s=step.seq: self._post(
+                        lambda: self._activity_done(r, s, o)))
+                    return
+                outcome = self._executor.run_inline(call, info)
+            elif kind == SIDE_EFFECT:
+                effect: SideEffect = step.command  # type: ignore[assignment]
+                try:
+                    outcome = (True, effect.fn())
+                except Exception as exc:
+                    outcome = (False, exc)
+            elif kind == SIGNAL:
+                nxt = self._take_signal(run, step)
+                if nxt is None:
+                    return
+                step = nxt
+                continue
+            else:
+                assert kind == TIMER
+                assert step.deadline is not None
+                if step.deadline > self._clock.now():
+                    self._schedule(step.deadline, run, step.seq)
+                    return
+                step = self._resolve(run, OK, ("json", "null"), None)
+                continue
+            step = self._record_outcome(run, outcome)
+
+    def _record_outcome(self, run: _Run, outcome: Outcome) -> Step:
+        assert run.pending is not None
+        ok, value = outcome
+        where = f"result of {run.pending.command.describe()} (step {run.pending.seq} of {run.workflow_id!r})"
+        if ok:
+            return self._resolve(run, OK, payloads.encode(value, where), value)
+        encoded = payloads.encode_error(value)
+        record = payloads.error_record(*encoded)
+        thrown = value if record["pickle"] else payloads.decode_error(*encoded)
+        return self._resolve(run, ERROR, encoded, thrown)
+
+    def _resolve(self, run: _Run, outcome: str, encoded: tuple[str, str | bytes], value: Any,
+                 consume_signal: int | None = None) -> Step:
+        """Record the pending command's outcome (one commit), then resume the machine with it."""
+        pending = run.pending
+        assert pending is not None
+        at = self._clock.now()
+        cmd = pending.command
+        self.store.record(run.workflow_id, Event(pending.seq, cmd.kind, cmd.name, at, outcome, *encoded),
+                          consume_signal=consume_signal)
+        run.pending = None
+        if outcome == ERROR:
+            return run.machine.throw(at, value)
+        return run.machine.send(at, None if outcome == TIMEOUT else value)
+
+    def _finish(self, run: _Run, outcome: str, encoded: tuple[str, str | bytes]) -> None:
+        status = Status.COMPLETED if outcome == OK else Status.FAILED
+        event = Event(run.machine.seq + 1, RESULT, "", self._clock.now(), outcome, *encoded)
+        self.store.record(run.workflow_id, event, status=status)
+        self._runs.pop(run.workflow_id, None)
+        self.store.unlock(run.workflow_id)
+        run.handle._finish()
+
+    def _activity_done(self, run: _Run, seq: int, outcome: Outcome) -> None:
+        if self._runs.get(run.workflow_id) is not run or run.pending is None or run.pending.seq != seq:
+            return  # the run was aborted or closed meanwhile
+        self._step_safely(run, lambda: self._record_outcome(run, outcome))
+
+    def _step_safely(self, run: _Run, step: Callable[[], Step]) -> None:
+        try:
+            self._advance(run, step())
+        except BaseException as exc:
+            self._abort(run, exc)
+
+    # -- timers and signals -----------------------------------------------------
+
+    def _schedule(self, deadline: float, run: _Run, seq: int) -> None:
+        heapq.heappush(self._timers, (deadline, next(self._tiebreak), run.workflow_id, seq))
+
+    def _fire_due_timers(self) -> None:
+        now = self._clock.now()
+        while self._timers and self._timers[0][0] <= now:
+            _, _, workflow_id, seq = heapq.heappop(self._timers)
+            run = self._runs.get(workflow_id)
+            if run is None or run.pending is None or run.pending.seq != seq:
+                continue  # stale: the signal it guarded arrived first
+            outcome = OK if run.pending.command.kind == TIMER else TIMEOUT
+            self._waiting_signal.discard(workflow_id)
+            self._step_safely(run, lambda r=run, o=outcome: self._resolve(r, o, ("json", "null"), None))
+
+    def _take_signal(self, run: _Run, pending: Pending) -> Step | None:
+        """Resolve a ``wait_signal`` from the inbox if it can be; else park the run."""
+        wait: WaitSignal = pending.command  # type: ignore[assignment]
+        signal = self.store.next_signal(run.workflow_id, wait.signal)
+        if signal is not None:
+            self._waiting_signal.discard(run.workflow_id)
+            value = payloads.decode(signal.encoding, signal.payload)
+            return self._resolve(run, OK, (signal.encoding, signal.payload), value, consume_signal=signal.id)
+        if pending.deadline is not None and pending.deadline <= self._clock.now():
+            return self._resolve(run, TIMEOUT, ("json", "null"), None)
+        if run.workflow_id not in self._waiting_signal:
+            self._waiting_signal.add(run.workflow_id)
+            if pending.deadline is not None:
+                self._schedule(pending.deadline, run, pending.seq)
+        return None
+
+    def _deliver_signals(self, workflow_id: str) -> None:
+        run = self._runs.get(workflow_id)
+        if run is None or run.pending is None or run.pending.command.kind != SIGNAL:
+            return
+        try:
+            step = self._take_signal(run, run.pending)
+            if step is not None:
+                self._advance(run, step)
+        except BaseException as exc:
+            self._abort(run, exc)
+
+    def __repr__(self) -> str:
+        return f"<Engine {self.store!r} runs={len(self._runs)}>"
+
+
+def send_signal(db: str | os.PathLike[str] | Store, workflow_id: str, name: str, payload: Any = None,
+                *, at: float | None = None) -> None:
+    """Send a signal from any process: ``rk.send_signal("orders.db", "order-o-42", "approved", True)``.
+
+    The running engine (in this or another process) picks it up within its
+    ``poll_interval``; if the run is not waiting yet, the signal waits in its inbox.
+    """
+    store = db if isinstance(db, Store) else SqliteStore(db)
+    try:
+        encoded = payloads.encode(payload, f"payload of signal {name!r} to {workflow_id!r}")
+        store.send_signal(workflow_id, name, *encoded, time.time() if at is None else at)
+    finally:
+        if store is not db:
+            store.close()

@@ -1,0 +1,89 @@
+"""The store interface: everything the runtime needs to persist, and nothing more.
+
+A store holds, per workflow run, its row (name, status) and its history of
+events, plus an inbox of signals, and grants the exclusive right to drive a
+run. Only store modules speak SQL; the runtime sees this interface.
+"""
+
+from __future__ import annotations
+
+import abc
+from typing import Iterator
+
+import attrs
+
+from ..history import Event, Status, WorkflowInfo
+
+
+@attrs.frozen
+class Signal:
+    """An unconsumed signal waiting in a workflow's inbox."""
+
+    id: int
+    name: str
+    encoding: str
+    payload: str | bytes
+    sent_at: float
+
+
+class Store(abc.ABC):
+    """Persistence for histories, signals and ownership. See ``SqliteStore``, ``MemoryStore``."""
+
+    @abc.abstractmethod
+    def create(self, workflow_id: str, name: str, start: Event) -> bool:
+        """Create the run with its start event; ``False`` (and no change) if the id exists."""
+
+    @abc.abstractmethod
+    def info(self, workflow_id: str) -> WorkflowInfo | None:
+        """The run's row, or ``None``."""
+
+    @abc.abstractmethod
+    def events(self, workflow_id: str) -> Iterator[Event]:
+        """The run's history in ``seq`` order, streamed (never loaded whole)."""
+
+    @abc.abstractmethod
+    def last_event(self, workflow_id: str) -> Event | None:
+        """The newest event of the run (its result, once it has ended)."""
+
+    @abc.abstractmethod
+    def record(self, workflow_id: str, event: Event, *, status: Status | None = None,
+               consume_signal: int | None = None) -> None:
+        """Append one event in one transaction; optionally set the status or consume a signal."""
+
+    @abc.abstractmethod
+    def send_signal(self, workflow_id: str, name: str, encoding: str, payload: str | bytes,
+                    at: float) -> None:
+        """Put a signal in the run's inbox; raises ``WorkflowNotFoundError`` for unknown ids."""
+
+    @abc.abstractmethod
+    def next_signal(self, workflow_id: str, name: str) -> Signal | None:
+        """The oldest unconsumed signal of that name, or ``None``."""
+
+    @abc.abstractmethod
+    def list(self, status: Status | None = None) -> list[WorkflowInfo]:
+        """All runs, optionally only those with ``status``."""
+
+    @abc.abstractmethod
+    def try_lock(self, workflow_id: str, owner: str) -> bool:
+        """Take the exclusive right to drive the run; ``False`` if someone alive holds it."""
+
+    @abc.abstractmethod
+    def unlock(self, workflow_id: str) -> None:
+        """Give the right back."""
+
+    @abc.abstractmethod
+    def lock_owner(self, workflow_id: str) -> str | None:
+        """Who last took the lock (for error messages)."""
+
+    @abc.abstractmethod
+    def changed(self) -> bool:
+        """Cheap: has anyone committed anything since the last call?"""
+
+    def close(self) -> None:
+        """Release resources. The store must not be used afterwards."""
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

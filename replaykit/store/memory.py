@@ -1,0 +1,109 @@
+"""A store that lives in this process only: for tests and throwaway runs."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from typing import Iterator
+
+from ..errors import WorkflowLockedError, WorkflowNotFoundError
+from ..history import Event, Status, WorkflowInfo
+from .base import Signal, Store
+from .locks import ThreadLocks
+
+
+class MemoryStore(Store):
+    """Same semantics as ``SqliteStore``, nothing on disk. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._runs: dict[str, WorkflowInfo] = {}
+        self._events: dict[str, list[Event]] = {}
+        self._signals: dict[str, list[Signal]] = {}
+        self._consumed: set[int] = set()
+        self._ids = itertools.count(1)
+        self._owners: dict[str, str] = {}
+        self._locks = ThreadLocks()
+        self._version = 0
+        self._seen = -1
+
+    def _need(self, workflow_id: str) -> WorkflowInfo:
+        info = self._runs.get(workflow_id)
+        if info is None:
+            raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in this MemoryStore")
+        return info
+
+    def create(self, workflow_id: str, name: str, start: Event) -> bool:
+        with self._mutex:
+            if workflow_id in self._runs:
+                return False
+            self._runs[workflow_id] = WorkflowInfo(workflow_id, name, Status.RUNNING, start.at, start.at)
+            self._events[workflow_id] = [start]
+            self._signals[workflow_id] = []
+            self._version += 1
+            return True
+
+    def info(self, workflow_id: str) -> WorkflowInfo | None:
+        return self._runs.get(workflow_id)
+
+    def events(self, workflow_id: str) -> Iterator[Event]:
+        with self._mutex:
+            self._need(workflow_id)
+            history = list(self._events[workflow_id])
+        return iter(history)
+
+    def last_event(self, workflow_id: str) -> Event | None:
+        with self._mutex:
+            self._need(workflow_id)
+            return self._events[workflow_id][-1]
+
+    def record(self, workflow_id: str, event: Event, *, status: Status | None = None,
+               consume_signal: int | None = None) -> None:
+        with self._mutex:
+            info = self._need(workflow_id)
+            history = self._events[workflow_id]
+            if history[-1].seq >= event.seq:
+                raise WorkflowLockedError(
+                    f"step {event.seq} of workflow {workflow_id!r} was already recorded by another driver"
+                )
+            history.append(event)
+            if status is not None:
+                self._runs[workflow_id] = WorkflowInfo(workflow_id, info.name, status, info.created_at, event.at)
+            if consume_signal is not None:
+                self._consumed.add(consume_signal)
+            self._version += 1
+
+    def send_signal(self, workflow_id: str, name: str, encoding: str, payload: str | bytes,
+                    at: float) -> None:
+        with self._mutex:
+            self._need(workflow_id)
+            self._signals[workflow_id].append(Signal(next(self._ids), name, encoding, payload, at))
+            self._version += 1
+
+    def next_signal(self, workflow_id: str, name: str) -> Signal | None:
+        with self._mutex:
+            self._need(workflow_id)
+            for signal in self._signals[workflow_id]:
+                if signal.name == name and signal.id not in self._consumed:
+                    return signal
+        return None
+
+    def list(self, status: Status | None = None) -> list[WorkflowInfo]:
+        with self._mutex:
+            return [i for i in self._runs.values() if status is None or i.status is status]
+
+    def try_lock(self, workflow_id: str, owner: str) -> bool:
+        if not self._locks.try_acquire(workflow_id):
+            return False
+        self._owners[workflow_id] = owner
+        return True
+
+    def unlock(self, workflow_id: str) -> None:
+        self._locks.release(workflow_id)
+
+    def lock_owner(self, workflow_id: str) -> str | None:
+        return self._owners.get(workflow_id)
+
+    def changed(self) -> bool:
+        seen, self._seen = self._seen, self._version
+        return seen != self._version
