@@ -46,7 +46,8 @@ class ActivityInfo:
         return f"{self.workflow_id}:{self.seq}:{self.attempt}"
 
 
-_current: contextvars.ContextVar[ActivityInfo] = contextvars.ContextVar("replaykit_activity")
+# Holds the fields of ActivityInfo, not the object: built only when asked for.
+_current: contextvars.ContextVar[tuple[str, int, int, str]] = contextvars.ContextVar("replaykit_activity")
 
 
 def activity_info() -> ActivityInfo:
@@ -56,7 +57,7 @@ def activity_info() -> ActivityInfo:
     ``.fn`` directly).
     """
     try:
-        return _current.get()
+        return ActivityInfo(*_current.get())
     except LookupError:
         raise LookupError("activity_info() called outside a running activity") from None
 
@@ -67,9 +68,10 @@ class Activity(Generic[F]):
 
     fn: F
     name: str
+    is_async: bool = attrs.field(init=False, eq=False)
 
-    @property
-    def is_async(self) -> bool:
+    @is_async.default
+    def _is_async(self) -> bool:
         return inspect.iscoroutinefunction(self.fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> ActivityCall:

@@ -7,24 +7,26 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Coroutine
 
-from .activity import ActivityInfo, _current
+from .activity import _current
 from .commands import ActivityCall
 
 Outcome = tuple[bool, Any]  # (True, value) or (False, exception)
 Done = Callable[[Outcome], None]
 
 
-def _call(call: ActivityCall, info: ActivityInfo) -> Outcome:
+def _call(call: ActivityCall, info: tuple[str, int, int, str]) -> Outcome:
     token = _current.set(info)
     try:
-        return True, call.activity.fn(*call.args, **dict(call.kwargs))
+        if call.kwargs:
+            return True, call.activity.fn(*call.args, **dict(call.kwargs))
+        return True, call.activity.fn(*call.args)
     except Exception as exc:
         return False, exc
     finally:
         _current.reset(token)
 
 
-async def _acall(call: ActivityCall, info: ActivityInfo) -> Outcome:
+async def _acall(call: ActivityCall, info: tuple[str, int, int, str]) -> Outcome:
     _current.set(info)  # each task runs in its own context copy
     try:
         coro: Coroutine[Any, Any, Any] = call.activity.fn(*call.args, **dict(call.kwargs))
@@ -42,13 +44,13 @@ class Executor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
 
-    def run_inline(self, call: ActivityCall, info: ActivityInfo) -> Outcome:
+    def run_inline(self, call: ActivityCall, info: tuple[str, int, int, str]) -> Outcome:
         """Run in this thread and return the outcome (only when ``inline``)."""
         if call.activity.is_async:
             return self._event_loop_inline().run_until_complete(_acall(call, info))
         return _call(call, info)
 
-    def submit(self, call: ActivityCall, info: ActivityInfo, done: Done) -> None:
+    def submit(self, call: ActivityCall, info: tuple[str, int, int, str], done: Done) -> None:
         """Run in the background; ``done(outcome)`` is called from another thread."""
         if call.activity.is_async:
             future = asyncio.run_coroutine_threadsafe(_acall(call, info), self._event_loop_thread())

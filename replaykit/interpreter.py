@@ -10,9 +10,7 @@ command the code yielded, raising :class:`NonDeterminismError` on mismatch.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Union
-
-import attrs
+from typing import Any, Callable, NamedTuple, Union
 
 from . import payloads
 from .commands import Command
@@ -23,8 +21,8 @@ from .history import ERROR, TIMEOUT, Event
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
-@attrs.frozen
-class Pending:
+# NamedTuples rather than attrs classes: one is made per step, on the hot path.
+class Pending(NamedTuple):
     """The workflow is suspended at its ``seq``-th yield, waiting on ``command``."""
 
     seq: int
@@ -32,13 +30,11 @@ class Pending:
     deadline: float | None
 
 
-@attrs.frozen
-class Returned:
+class Returned(NamedTuple):
     value: Any
 
 
-@attrs.frozen
-class Raised:
+class Raised(NamedTuple):
     error: Exception
 
 

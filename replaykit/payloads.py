@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import traceback
-from typing import Any
+from typing import Any, Callable
 
 import cloudpickle
 
@@ -39,8 +39,11 @@ def _json_exact(value: Any, depth: int = 0) -> bool:
     return False
 
 
-def encode(value: Any, where: str) -> tuple[str, str | bytes]:
-    """Encode ``value``; ``where`` names it in the error (e.g. "result of activity 'charge'")."""
+def encode(value: Any, where: str | Callable[[], str]) -> tuple[str, str | bytes]:
+    """Encode ``value``; ``where`` (or what it returns) names it in the error."""
+    kind = type(value)
+    if kind is int:
+        return JSON, str(value)
     if value is None:
         return JSON, "null"
     if _json_exact(value):
@@ -48,6 +51,8 @@ def encode(value: Any, where: str) -> tuple[str, str | bytes]:
     try:
         return PICKLE, cloudpickle.dumps(value)
     except Exception as exc:
+        if callable(where):
+            where = where()
         raise SerializationError(
             f"cannot record the {where}: a value of type {type(value).__qualname__} can be neither "
             f"JSON-encoded nor pickled ({type(exc).__name__}: {exc}). Return plain data "

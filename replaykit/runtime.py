@@ -21,7 +21,6 @@ import time
 from typing import Any, Callable, Iterable, Iterator
 
 from . import payloads
-from .activity import ActivityInfo
 from .clock import Clock, SystemClock
 from .commands import ACTIVITY, SIDE_EFFECT, SIGNAL, TIMER, ActivityCall, SideEffect, WaitSignal
 from .context import Context
@@ -313,7 +312,7 @@ class Engine:
             kind = step.command.kind
             if kind == ACTIVITY:
                 call: ActivityCall = step.command  # type: ignore[assignment]
-                info = ActivityInfo(run.workflow_id, step.seq, 1, call.name)
+                info = (run.workflow_id, step.seq, 1, call.activity.name)
                 if not self._executor.inline:
                     self._executor.submit(call, info, lambda o, r=run, s=step.seq: self._post(
                         lambda: self._activity_done(r, s, o)))
@@ -344,7 +343,8 @@ class Engine:
     def _record_outcome(self, run: _Run, outcome: Outcome) -> Step:
         assert run.pending is not None
         ok, value = outcome
-        where = f"result of {run.pending.command.describe()} (step {run.pending.seq} of {run.workflow_id!r})"
+        pending = run.pending
+        where = lambda: f"result of {pending.command.describe()} (step {pending.seq} of {run.workflow_id!r})"
         if ok:
             return self._resolve(run, OK, payloads.encode(value, where), value)
         encoded = payloads.encode_error(value)

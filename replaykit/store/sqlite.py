@@ -261,9 +261,12 @@ class SqliteStore(Store):
     def record(self, workflow_id: str, event: Event, *, status: Status | None = None,
                consume_signal: int | None = None) -> None:
         run = self._run(workflow_id)
-        if status is None and consume_signal is None:
-            with _translated(self.path):  # autocommit: one INSERT, one commit
+        if status is None and consume_signal is None:  # the hot path: one INSERT, autocommitted
+            try:
                 self._insert(self._conn(), run, event)
+            except sqlite3.DatabaseError as exc:
+                with _translated(self.path):
+                    raise exc
             return
         with self._transaction() as conn:
             self._insert(conn, run, event)
