@@ -22,6 +22,7 @@ class WorkflowHandle:
         self._store = store
         self._poll = poll_interval
         self._done = threading.Event()
+        self._created = threading.Event()
         self._error: BaseException | None = None
 
     def _fail(self, error: BaseException) -> None:

@@ -112,6 +112,9 @@ class Engine:
         handle = WorkflowHandle(workflow_id, self.store, self._poll)
         deadline = time.monotonic() + lock_timeout
         self._post(lambda: self._open(wf, workflow_id, (args, kwargs), start_payload, handle, deadline))
+        while not handle._created.wait(0.1):  # so that signal() right after start() finds the run
+            if self._closed:
+                break
         return handle
 
     def handle(self, workflow_id: str) -> WorkflowHandle:
@@ -229,6 +232,14 @@ class Engine:
 
     def _open(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
               start_payload: tuple[str, str | bytes] | None, handle: WorkflowHandle, lock_deadline: float) -> None:
+        if not handle._created.is_set():
+            try:
+                self._create(wf, workflow_id, start_payload)
+            except BaseException as exc:
+                handle._fail(exc)
+                return
+            finally:
+                handle._created.set()
         if workflow_id in self._runs or not self.store.try_lock(workflow_id, self._owner):
             if time.monotonic() < lock_deadline:
                 retry = lambda: self._open(wf, workflow_id, call, start_payload, handle, lock_deadline)  # noqa: E731
@@ -248,16 +259,16 @@ class Engine:
             self.store.unlock(workflow_id)
             handle._fail(exc)
 
+    def _create(self, wf: Workflow[Any], workflow_id: str, start_payload: tuple[str, str | bytes] | None) -> None:
+        """Record the start event unless the run exists (an atomic insert: no lock needed)."""
+        if start_payload is not None and self.store.info(workflow_id) is None:
+            self.store.create(workflow_id, wf.name, Event(0, START, wf.name, self._clock.now(), OK, *start_payload))
+
     def _open_locked(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
                      start_payload: tuple[str, str | bytes] | None, handle: WorkflowHandle) -> None:
         info = self.store.info(workflow_id)
         if info is None:
-            if start_payload is None:
-                raise ReplayKitError(f"workflow {workflow_id!r} vanished from the store")
-            start = Event(0, START, wf.name, self._clock.now(), OK, *start_payload)
-            self.store.create(workflow_id, wf.name, start)
-            info = self.store.info(workflow_id)
-            assert info is not None
+            raise ReplayKitError(f"workflow {workflow_id!r} vanished from the store")
         if info.name != wf.name:
             raise WorkflowConflictError(
                 f"workflow id {workflow_id!r} belongs to a run of workflow {info.name!r}, not {wf.name!r}. "

@@ -1,0 +1,63 @@
+"""``replaykit`` command line: inspect a store and send signals from a shell.
+
+    replaykit list orders.db
+    replaykit history orders.db order-o-42
+    replaykit signal orders.db order-o-42 approved true     # payload is JSON
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+
+from .errors import ReplayKitError
+from .history import Status
+from .runtime import send_signal
+from .store import SqliteStore
+
+
+def _time(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="replaykit", description="Inspect replaykit stores and send signals.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("list", help="list workflow runs")
+    p.add_argument("db")
+    p.add_argument("--status", choices=[s.value for s in Status])
+    p = sub.add_parser("history", help="print a run's recorded events")
+    p.add_argument("db")
+    p.add_argument("workflow_id")
+    p = sub.add_parser("signal", help="send a signal to a run (picked up by the engine driving it)")
+    p.add_argument("db")
+    p.add_argument("workflow_id")
+    p.add_argument("name")
+    p.add_argument("payload", nargs="?", default="null", help="JSON value (default: null)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "signal":
+            try:
+                payload = json.loads(args.payload)
+            except json.JSONDecodeError as exc:
+                parser.error(f"payload must be JSON (e.g. true, 42, '\"text\"', '{{\"k\": 1}}'): {exc}")
+            send_signal(args.db, args.workflow_id, args.name, payload)
+            return 0
+        with SqliteStore(args.db) as store:
+            if args.command == "list":
+                for info in store.list(Status(args.status) if args.status else None):
+                    print(f"{info.workflow_id}\t{info.name}\t{info.status.value}\t{_time(info.updated_at)}")
+            else:
+                for e in store.events(args.workflow_id):
+                    value = repr(e.value()) if e.encoding == "pickle" else e.payload
+                    print(f"{e.seq}\t{_time(e.at)}\t{e.describe()}\t{e.outcome}\t{value}")
+        return 0
+    except ReplayKitError as exc:
+        print(f"replaykit: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

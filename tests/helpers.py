@@ -1,0 +1,42 @@
+"""Workflows and activities shared by tests, importable from subprocesses too."""
+
+from __future__ import annotations
+
+import os
+
+import replaykit as rk
+
+
+def journal(path: str, line: str) -> None:
+    """Append a line with one write(2): survives SIGKILL of the writer."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def read_journal(path: str) -> list[str]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return f.read().splitlines()
+
+
+@rk.activity
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@rk.workflow
+def adder(ctx: rk.Context, n: int):
+    total = 0
+    for i in range(n):
+        total = yield add(total, i)
+    return total
+
+
+@rk.workflow
+def waits_for_approval(ctx: rk.Context, timeout: float | None = None):
+    answer = yield rk.wait_signal("approved", timeout=timeout)
+    return {"answer": answer}
