@@ -17,8 +17,10 @@ if TYPE_CHECKING:
 class WorkflowHandle:
     """Returned by ``Engine.start`` and ``Engine.handle``."""
 
-    def __init__(self, workflow_id: str, store: Store, poll_interval: float = 0.05) -> None:
+    def __init__(self, workflow_id: str, store: Store, poll_interval: float = 0.05, *,
+                 driven_here: bool = False) -> None:
         self.workflow_id = workflow_id
+        self._driven_here = driven_here
         self._store = store
         self._poll = poll_interval
         self._done = threading.Event()
@@ -51,9 +53,10 @@ class WorkflowHandle:
         while True:
             if self._error is not None:
                 raise self._error
-            info = self._store.info(self.workflow_id)
-            if info is not None and info.status.is_terminal:
-                return self._recorded_result()
+            if not self._driven_here or self._done.is_set():
+                info = self._store.info(self.workflow_id)
+                if info is not None and info.status.is_terminal:
+                    return self._recorded_result()
             if deadline is not None and time.monotonic() >= deadline:
                 raise ResultTimeoutError(
                     f"workflow {self.workflow_id!r} has not finished after {timeout}s; it goes on running"

@@ -53,11 +53,36 @@ def encode(value: Any, where: str | Callable[[], str]) -> tuple[str, str | bytes
     except Exception as exc:
         if callable(where):
             where = where()
+        path, culprit = _culprit(value, "")
+        what = f"{path} is a value of type" if path else "a value of type"
         raise SerializationError(
-            f"cannot record the {where}: a value of type {type(value).__qualname__} can be neither "
-            f"JSON-encoded nor pickled ({type(exc).__name__}: {exc}). Return plain data "
+            f"cannot record the {where}: {what} {type(culprit).__qualname__}, which can be neither "
+            f"JSON-encoded nor pickled ({type(exc).__name__}: {exc}). Use plain data "
             "(str, numbers, lists, dicts) or a picklable object. Nothing was recorded."
         ) from exc
+
+
+def _picklable(value: Any) -> bool:
+    try:
+        cloudpickle.dumps(value)
+        return True
+    except Exception:
+        return False
+
+
+def _culprit(value: Any, path: str) -> tuple[str, Any]:
+    """Descend into containers to the innermost value that does not pickle, and its path."""
+    if isinstance(value, dict):
+        items: Any = value.items()
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        items = enumerate(value)
+    else:
+        return path, value
+    for key, item in items:
+        if not _picklable(item):
+            step = key if not path and isinstance(key, str) and key.isidentifier() else f"[{key!r}]"
+            return _culprit(item, path + step)
+    return path, value
 
 
 def decode(encoding: str, data: str | bytes) -> Any:

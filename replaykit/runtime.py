@@ -109,7 +109,7 @@ class Engine:
         wf = as_workflow(workflow)
         self._workflows.setdefault(wf.name, wf)
         start_payload = self._start_payload(wf, args, kwargs)
-        handle = WorkflowHandle(workflow_id, self.store, self._poll)
+        handle = WorkflowHandle(workflow_id, self.store, self._poll, driven_here=True)
         deadline = time.monotonic() + lock_timeout
         self._post(lambda: self._open(wf, workflow_id, (args, kwargs), start_payload, handle, deadline))
         while not handle._created.wait(0.1):  # so that signal() right after start() finds the run
@@ -141,7 +141,7 @@ class Engine:
             except UnknownWorkflowError:
                 unknown.append(info.name)
                 continue
-            handle = WorkflowHandle(info.workflow_id, self.store, self._poll)
+            handle = WorkflowHandle(info.workflow_id, self.store, self._poll, driven_here=True)
             self._post(lambda i=info, w=wf, h=handle: self._open(w, i.workflow_id, None, None, h, 0.0))
             handles.append(handle)
         if unknown:
@@ -274,14 +274,6 @@ class Engine:
                 f"workflow id {workflow_id!r} belongs to a run of workflow {info.name!r}, not {wf.name!r}. "
                 "Use another id for the new run."
             )
-        if info.status.is_terminal:
-            self.store.unlock(workflow_id)
-            handle._finish()
-            return
-        self._replay(wf, workflow_id, call, handle)
-
-    def _replay(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
-                handle: WorkflowHandle) -> None:
         events: Iterator[Event] = self.store.events(workflow_id)
         start = next(events)
         recorded = start.value()
@@ -292,6 +284,17 @@ class Engine:
                 f"passes args={call[0]!r} kwargs={call[1]!r}. A rerun must pass the same arguments "
                 "(or use another workflow id)."
             )
+        if info.status.is_terminal:
+            self.store.unlock(workflow_id)
+            handle._finish()
+            return
+        self._replay(wf, workflow_id, start, events, handle)
+
+    def _replay(self, wf: Workflow[Any], workflow_id: str, start: Event, events: Iterator[Event],
+                handle: WorkflowHandle) -> None:
+        """Rebuild the run's machine from its history: one pass, then carry on live."""
+        recorded = start.value()
+        args, kwargs = tuple(recorded["args"]), recorded["kwargs"]
         ctx = Context(workflow_id, seed=recorded["seed"], start_time=start.at)
         machine = Machine(wf.fn, ctx, args, kwargs)
         run = self._runs[workflow_id] = _Run(workflow_id, machine, handle)

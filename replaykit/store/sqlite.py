@@ -116,7 +116,9 @@ class SqliteStore(Store):
         self._mutex = threading.Lock()
         self._runs: dict[str, int] = {}
         with _translated(self.path):
-            self._init_schema(self._conn())
+            conn = self._conn()
+            self._init_schema(conn)  # refuses foreign files before anything is written
+            conn.execute("PRAGMA journal_mode = WAL")  # persistent, stored in the file
         self._locks = FileLocks(self.path)
 
     # -- connections and schema ------------------------------------------------
@@ -128,7 +130,6 @@ class SqliteStore(Store):
                                    cached_statements=64)
             with _translated(self.path):
                 conn.execute("PRAGMA busy_timeout = 10000")
-                conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[self.durability]}")
             self._local.conn = conn
             with self._mutex:
@@ -204,7 +205,8 @@ class SqliteStore(Store):
     def _run(self, workflow_id: str) -> int:
         run = self._runs.get(workflow_id)
         if run is None:
-            row = self._conn().execute("SELECT id FROM runs WHERE workflow_id = ?", (workflow_id,)).fetchone()
+            with _translated(self.path):
+                row = self._conn().execute("SELECT id FROM runs WHERE workflow_id = ?", (workflow_id,)).fetchone()
             if row is None:
                 raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {self.path}")
             run = self._runs[workflow_id] = row[0]
@@ -314,11 +316,13 @@ class SqliteStore(Store):
         self._locks.release(workflow_id)
 
     def lock_owner(self, workflow_id: str) -> str | None:
-        row = self._conn().execute("SELECT owner FROM owners WHERE workflow_id = ?", (workflow_id,)).fetchone()
+        with _translated(self.path):
+            row = self._conn().execute("SELECT owner FROM owners WHERE workflow_id = ?", (workflow_id,)).fetchone()
         return None if row is None else str(row[0])
 
     def changed(self) -> bool:
-        version = self._conn().execute("PRAGMA data_version").fetchone()[0]
+        with _translated(self.path):
+            version = self._conn().execute("PRAGMA data_version").fetchone()[0]
         before, self._local.data_version = getattr(self._local, "data_version", None), version
         return before != version
 
