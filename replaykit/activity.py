@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import contextvars
 import inspect
-from typing import Any, Callable, Generic, TypeVar, overload
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar, overload
 
 import attrs
 

@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{info.workflow_id}\t{info.name}\t{info.status.value}\t{_time(info.updated_at)}")
             else:
                 for e in store.events(args.workflow_id):
-                    value = repr(e.value()) if e.encoding == "pickle" else e.payload
+                    value = repr(e.value()) if isinstance(e.payload, bytes) else e.payload
                     print(f"{e.seq}\t{_time(e.at)}\t{e.describe()}\t{e.outcome}\t{value}")
         return 0
     except ReplayKitError as exc:

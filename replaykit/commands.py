@@ -15,8 +15,9 @@ same values that generator workflows ``yield``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Generator
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generator
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
@@ -55,7 +56,7 @@ class ActivityCall(Command):
     """Run ``activity`` with these arguments; made by calling an ``@rk.activity`` function."""
 
     kind: ClassVar[str] = ACTIVITY
-    activity: Activity
+    activity: Activity[Any]
     args: tuple[Any, ...]
     kwargs: tuple[tuple[str, Any], ...] = ()
 
@@ -162,7 +163,7 @@ class SideEffect(Command):
 
 def sleep(duration: timedelta | float) -> Sleep:
     """Durable timer: ``yield rk.sleep(timedelta(days=1))`` survives restarts."""
-    return Sleep(duration)  # type: ignore[arg-type]
+    return Sleep(duration)
 
 
 def sleep_until(when: datetime) -> SleepUntil:
@@ -172,7 +173,7 @@ def sleep_until(when: datetime) -> SleepUntil:
 
 def wait_signal(name: str, timeout: timedelta | float | None = None) -> WaitSignal:
     """Wait for a signal; returns its payload, or ``None`` when ``timeout`` passes first."""
-    return WaitSignal(name, timeout)  # type: ignore[arg-type]
+    return WaitSignal(name, timeout)
 
 
 def side_effect(fn: Callable[[], Any]) -> SideEffect:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import random as _random
 import uuid
+from collections.abc import MutableMapping
 from datetime import datetime
-from typing import Any, MutableMapping
+from typing import Any
 
 from .commands import utc
 

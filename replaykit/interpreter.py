@@ -10,7 +10,8 @@ command the code yielded, raising :class:`NonDeterminismError` on mismatch.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, NamedTuple, Union
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from . import payloads
 from .commands import Command
@@ -38,7 +39,7 @@ class Raised(NamedTuple):
     error: Exception
 
 
-Step = Union[Pending, Returned, Raised]
+Step = Pending | Returned | Raised
 
 
 def yield_site(gen: Any) -> str:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import base64
 import json
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-import cloudpickle
+import cloudpickle  # type: ignore[import-untyped]
 
 from .errors import ActivityFailed, SerializationError
 
@@ -96,8 +97,9 @@ def decode(encoding: str, data: str | bytes) -> Any:
 def encode_error(exc: BaseException) -> tuple[str, str]:
     """Record an exception as readable JSON, with a pickled copy when it pickles."""
     try:
-        pickled: str | None = base64.b64encode(cloudpickle.dumps(exc)).decode()
-        cloudpickle.loads(base64.b64decode(pickled))
+        raw = cloudpickle.dumps(exc)
+        cloudpickle.loads(raw)
+        pickled: str | None = base64.b64encode(raw).decode()
     except Exception:
         pickled = None
     record = {
@@ -118,9 +120,10 @@ def error_record(encoding: str, data: str | bytes) -> dict[str, Any]:
 def decode_error(encoding: str, data: str | bytes) -> BaseException:
     """The recorded exception, rebuilt; :class:`ActivityFailed` if it did not pickle."""
     record = error_record(encoding, data)
-    if record.get("pickle"):
+    pickled = record.get("pickle")
+    if pickled:
         try:
-            exc = cloudpickle.loads(base64.b64decode(record["pickle"]))
+            exc = cloudpickle.loads(base64.b64decode(pickled))
             if isinstance(exc, BaseException):
                 return exc
         except Exception:

@@ -9,6 +9,7 @@ the store's cheap change counter while some run waits for one.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import logging
@@ -18,7 +19,8 @@ import random
 import socket
 import threading
 import time
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from . import payloads
 from .clock import Clock, SystemClock
@@ -57,7 +59,7 @@ class Engine:
     >>> @rk.workflow
     ... def hello(ctx, name):
     ...     return f"hello {name}"
-    ... 
+    ...
     >>> with rk.Engine(rk.MemoryStore()) as engine:
     ...     engine.start(hello, "ada", workflow_id="greet-ada").result(timeout=5)
     'hello ada'
@@ -142,7 +144,7 @@ class Engine:
                 unknown.append(info.name)
                 continue
             handle = WorkflowHandle(info.workflow_id, self.store, self._poll, driven_here=True)
-            self._post(lambda i=info, w=wf, h=handle: self._open(w, i.workflow_id, None, None, h, 0.0))
+            self._post(functools.partial(self._open, wf, info.workflow_id, None, None, handle, 0.0))
             handles.append(handle)
         if unknown:
             lookup(unknown[0], self._workflows)
@@ -200,7 +202,7 @@ class Engine:
             self._fire_due_timers()
             if self._waiting_signal and self.store.changed():
                 for workflow_id in list(self._waiting_signal):
-                    self._guarded(lambda w=workflow_id: self._deliver_signals(w))
+                    self._guarded(functools.partial(self._deliver_signals, workflow_id))
 
     def _wait_time(self) -> float | None:
         wait = None
@@ -328,8 +330,7 @@ class Engine:
                 call: ActivityCall = step.command  # type: ignore[assignment]
                 info = (run.workflow_id, step.seq, 1, call.activity.name)
                 if not self._executor.inline:
-                    self._executor.submit(call, info, lambda o, r=run, s=step.seq: self._post(
-                        lambda: self._activity_done(r, s, o)))
+                    self._executor.submit(call, info, functools.partial(self._post_activity_done, run, step.seq))
                     return
                 outcome = self._executor.run_inline(call, info)
             elif kind == SIDE_EFFECT:
@@ -388,6 +389,10 @@ class Engine:
         self.store.unlock(run.workflow_id)
         run.handle._finish()
 
+    def _post_activity_done(self, run: _Run, seq: int, outcome: Outcome) -> None:
+        """Called on an activity thread: hand the outcome to the driver."""
+        self._post(functools.partial(self._activity_done, run, seq, outcome))
+
     def _activity_done(self, run: _Run, seq: int, outcome: Outcome) -> None:
         if self._runs.get(run.workflow_id) is not run or run.pending is None or run.pending.seq != seq:
             return  # the run was aborted or closed meanwhile
@@ -413,7 +418,7 @@ class Engine:
                 continue  # stale: the signal it guarded arrived first
             outcome = OK if run.pending.command.kind == TIMER else TIMEOUT
             self._waiting_signal.discard(workflow_id)
-            self._step_safely(run, lambda r=run, o=outcome: self._resolve(r, o, ("json", "null"), None))
+            self._step_safely(run, functools.partial(self._resolve, run, outcome, ("json", "null"), None))
 
     def _take_signal(self, run: _Run, pending: Pending) -> Step | None:
         """Resolve a ``wait_signal`` from the inbox if it can be; else park the run."""

@@ -15,8 +15,9 @@ import signal
 import sys
 import time
 
-import replaykit as rk
 from helpers import journal
+
+import replaykit as rk
 
 journal_path = kill_at = ""
 step_seconds = 0.0

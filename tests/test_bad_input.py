@@ -10,9 +10,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from helpers import adder, waits_for_approval
 
 import replaykit as rk
-from helpers import adder, waits_for_approval
 from replaykit.history import OK, START, Event
 from replaykit.store.sqlite import SCHEMA_VERSION
 
@@ -32,7 +32,8 @@ def returns_lock() -> object:
 
 
 def test_unserializable_workflow_argument_writes_nothing(db: str) -> None:
-    with pytest.raises(rk.SerializationError, match=r"arguments of workflow 'adder': args\[0\] is a value of type lock"):
+    expected = r"arguments of workflow 'adder': args\[0\] is a value of type lock"
+    with pytest.raises(rk.SerializationError, match=expected):
         rk.run(adder, threading.Lock(), workflow_id="a", db=db)
     with rk.SqliteStore(db) as store:
         assert store.list() == []

@@ -7,9 +7,9 @@ import inspect
 import pytest
 
 import replaykit as rk
+from replaykit import payloads
 from replaykit.history import ERROR, OK, Event
 from replaykit.interpreter import Machine, Pending, Raised, Returned
-from replaykit import payloads
 
 
 @rk.activity

@@ -7,10 +7,10 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-
-import replaykit as rk
 from conftest import PYTHON
 from helpers import waits_for_approval
+
+import replaykit as rk
 
 
 @rk.workflow

@@ -8,7 +8,7 @@ run. Only store modules speak SQL; the runtime sees this interface.
 from __future__ import annotations
 
 import abc
-from typing import Iterator
+from collections.abc import Iterator
 
 import attrs
 
@@ -79,7 +79,7 @@ class Store(abc.ABC):
     def changed(self) -> bool:
         """Cheap: has anyone committed anything since the last call?"""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing to release
         """Release resources. The store must not be used afterwards."""
 
     def __enter__(self) -> Store:

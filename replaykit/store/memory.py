@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 from ..errors import WorkflowLockedError, WorkflowNotFoundError
 from ..history import Event, Status, WorkflowInfo

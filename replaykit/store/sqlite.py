@@ -12,8 +12,9 @@ import enum
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 import sqlite_utils
 
@@ -167,26 +168,27 @@ class SqliteStore(Store):
 
     @staticmethod
     def _create_schema(conn: sqlite3.Connection, db: sqlite_utils.Database) -> None:
-        db["meta"].create({"key": str, "value": str}, pk="key")
-        db["meta"].insert_all([
+        meta, runs, signals, owners = (db.table(name) for name in ("meta", "runs", "signals", "owners"))
+        meta.create({"key": str, "value": str}, pk="key")
+        meta.insert_all([
             {"key": "schema_version", "value": str(SCHEMA_VERSION)},
             {"key": "payload_format", "value": str(payloads.FORMAT_VERSION)},
         ])
-        db["runs"].create(
+        runs.create(
             {"id": int, "workflow_id": str, "name": str, "status": str,
              "created_at": float, "updated_at": float},
             pk="id", not_null={"workflow_id", "name", "status"},
         )
-        db["runs"].create_index(["workflow_id"], unique=True)
-        db["runs"].create_index(["status"])
+        runs.create_index(["workflow_id"], unique=True)
+        runs.create_index(["status"])
         conn.execute(_EVENTS_DDL)
-        db["signals"].create(
+        signals.create(
             {"id": int, "run": int, "name": str, "encoding": str, "payload": str,
              "sent_at": float, "consumed": int},
             pk="id", foreign_keys=[("run", "runs", "id")], defaults={"consumed": 0},
         )
-        db["signals"].create_index(["run", "name", "consumed"])
-        db["owners"].create({"workflow_id": str, "owner": str}, pk="workflow_id")
+        signals.create_index(["run", "name", "consumed"])
+        owners.create({"workflow_id": str, "owner": str}, pk="workflow_id")
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -301,7 +303,7 @@ class SqliteStore(Store):
         db = sqlite_utils.Database(self._conn())
         where, args = ("status = ?", [status.value]) if status else (None, None)
         with _translated(self.path):
-            rows = db["runs"].rows_where(where, args, order_by="id",
+            rows = db.table("runs").rows_where(where, args, order_by="id",
                                          select="workflow_id, name, status, created_at, updated_at")
             return [_info(tuple(r.values())) for r in rows]
 
@@ -322,7 +324,7 @@ class SqliteStore(Store):
 
     def changed(self) -> bool:
         with _translated(self.path):
-            version = self._conn().execute("PRAGMA data_version").fetchone()[0]
+            version: int = self._conn().execute("PRAGMA data_version").fetchone()[0]
         before, self._local.data_version = getattr(self._local, "data_version", None), version
         return before != version
 
