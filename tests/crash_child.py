@@ -15,9 +15,9 @@ import signal
 import sys
 import time
 
-from helpers import journal
-
 import replaykit as rk
+
+from helpers import journal
 
 journal_path = kill_at = ""
 step_seconds = 0.0

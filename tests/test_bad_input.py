@@ -10,11 +10,12 @@ import threading
 from pathlib import Path
 
 import pytest
-from helpers import adder, waits_for_approval
 
 import replaykit as rk
 from replaykit.history import OK, START, Event
 from replaykit.store.sqlite import SCHEMA_VERSION
+
+from helpers import adder, waits_for_approval
 
 
 def sha(path: str) -> str:

@@ -10,10 +10,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import PYTHON, ROOT
-from helpers import read_journal
 
 import replaykit as rk
+
+from conftest import PYTHON, ROOT
+from helpers import read_journal
 
 CHILD = str(ROOT / "tests" / "crash_child.py")
 EXPECTED = sum(i * i for i in range(10))

@@ -7,9 +7,10 @@ import threading
 from typing import Any
 
 import pytest
-from helpers import adder, journal, read_journal
 
 import replaykit as rk
+
+from helpers import adder, journal, read_journal
 
 calls: list[str] = []
 

@@ -7,10 +7,11 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from conftest import PYTHON
-from helpers import waits_for_approval
 
 import replaykit as rk
+
+from conftest import PYTHON
+from helpers import waits_for_approval
 
 
 @rk.workflow

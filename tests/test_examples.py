@@ -1,0 +1,59 @@
+"""The examples run as a user runs them: as scripts, in their own processes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from conftest import PYTHON, ROOT
+
+EXAMPLES = ROOT / "examples"
+
+
+def run(script: str, *args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PYTHON, str(EXAMPLES / script), *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_quickstart(tmp_path: Path, child_env: dict[str, str]) -> None:
+    first = run("quickstart.py", env=child_env, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.count("charging 1999 cents") == 1  # the second run inside does not charge
+    assert first.stdout.count("'tracking': 'tracking-o-42'") == 2
+    assert (tmp_path / "quickstart.db").exists()
+    again = run("quickstart.py", env=child_env, cwd=tmp_path)
+    assert "charging" not in again.stdout and "tracking-o-42" in again.stdout
+
+
+def test_crash_resume(tmp_path: Path, child_env: dict[str, str]) -> None:
+    killed = run("crash_resume.py", "--crash-after", "3", "--delay", "0", env=child_env, cwd=tmp_path)
+    assert killed.returncode == -signal.SIGKILL
+    assert "step 3 done" in killed.stdout and "step 4 done" not in killed.stdout
+    rerun = run("crash_resume.py", "--delay", "0", env=child_env, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "step 1 done" not in rerun.stdout and "step 4 done" in rerun.stdout
+    assert "result: ['result-1', 'result-2', 'result-3', 'result-4', 'result-5', 'result-6']" in rerun.stdout
+    log = (tmp_path / "steps.log").read_text().splitlines()
+    # Step 3 was killed after its side effect but before it was recorded: it ran once more.
+    assert [line.split()[1] for line in log] == ["1", "2", "3", "3", "4", "5", "6"]
+
+
+def test_approval_signalled_from_the_command_line(tmp_path: Path, child_env: dict[str, str]) -> None:
+    waiting = subprocess.Popen([PYTHON, str(EXAMPLES / "approval.py"), "--timeout", "60"], env=child_env,
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    approve = [PYTHON, "-m", "replaykit", "signal", "approval.db", "expense-17", "approved", '"alice"']
+    while subprocess.run(approve, env=child_env, cwd=tmp_path, capture_output=True).returncode != 0:
+        assert time.monotonic() < deadline, "the workflow never started"
+        time.sleep(0.05)
+    out, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0, err
+    assert "result: approved by alice" in out
+
+
+def test_approval_times_out(tmp_path: Path, child_env: dict[str, str]) -> None:
+    done = run("approval.py", "--timeout", "0.3", env=child_env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "nobody approved it in time" in done.stdout and "result: rejected" in done.stdout
