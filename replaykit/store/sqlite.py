@@ -241,9 +241,7 @@ class SqliteStore(Store):
     def events(self, workflow_id: str) -> Iterator[Event]:
         run = self._run(workflow_id)
         with _translated(self.path):
-            cursor = self._conn().execute(_SELECT_EVENTS, (run,))
-            for row in cursor:
-                yield Event(*row)
+            yield from map(Event._make, self._conn().execute(_SELECT_EVENTS, (run,)))
 
     def last_event(self, workflow_id: str) -> Event | None:
         run = self._run(workflow_id)
@@ -255,7 +253,7 @@ class SqliteStore(Store):
 
     def _insert(self, conn: sqlite3.Connection, run: int, e: Event) -> None:
         try:
-            conn.execute(_INSERT_EVENT, (run, e.seq, e.kind, e.name, e.at, e.outcome, e.encoding, e.payload))
+            conn.execute(_INSERT_EVENT, (run, *e))
         except sqlite3.IntegrityError as exc:
             raise WorkflowLockedError(
                 f"step {e.seq} of this workflow was already recorded by another driver; "
