@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 
@@ -17,3 +20,61 @@ class SystemClock:
 
     def now(self) -> float:
         return time.time()
+
+
+class FakeClock:
+    """A clock that only moves when told to, or when the engine may skip ahead.
+
+    The engine jumps it to the next due timer whenever nothing else can make
+    progress (no activity running, no job queued) *and* skipping is allowed:
+    while somebody waits for a result (:meth:`waiting`), or up to the target of
+    an explicit :meth:`sleep`. It never goes backwards.
+    """
+
+    def __init__(self, start: float) -> None:
+        self._now = start
+        self._mutex = threading.Lock()
+        self._waiters = 0
+        self._target: float | None = None
+        self._reached = threading.Event()
+        self.on_move: list[Callable[[float], None]] = []
+
+    def now(self) -> float:
+        return self._now
+
+    def advance_to(self, when: float) -> None:
+        """Move to ``when`` (ignored if that is in the past)."""
+        with self._mutex:
+            if when <= self._now:
+                return
+            self._now = when
+        for listener in self.on_move:
+            listener(when)
+
+    def skip_limit(self) -> float | None:
+        """How far the engine may jump on its own right now (``None``: not at all)."""
+        if self._waiters:
+            return math.inf
+        return self._target
+
+    def waiting(self, delta: int) -> None:
+        """Count a caller blocked on a result (+1) or done waiting (-1)."""
+        with self._mutex:
+            self._waiters += delta
+
+    def begin_sleep(self, seconds: float) -> threading.Event:
+        """Let the engine skip up to ``now + seconds``; the event is set once it got there."""
+        with self._mutex:
+            self._target = self._now + seconds
+            self._reached.clear()
+            return self._reached
+
+    def target(self) -> float | None:
+        return self._target
+
+    def target_reached(self) -> None:
+        with self._mutex:
+            assert self._target is not None
+            target, self._target = self._target, None
+        self.advance_to(target)
+        self._reached.set()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import payloads
@@ -25,6 +26,7 @@ class WorkflowHandle:
         self._poll = poll_interval
         self._done = threading.Event()
         self._created = threading.Event()
+        self._on_wait: Callable[[int], None] | None = None  # told +1/-1 around result() (time skipping)
         self._error: BaseException | None = None
 
     def _fail(self, error: BaseException) -> None:
@@ -49,6 +51,15 @@ class WorkflowHandle:
         if this engine could not drive it (e.g. :class:`NonDeterminismError`),
         and :class:`ResultTimeoutError` after ``timeout`` seconds.
         """
+        if self._on_wait is None:
+            return self._wait_result(timeout)
+        self._on_wait(+1)
+        try:
+            return self._wait_result(timeout)
+        finally:
+            self._on_wait(-1)
+
+    def _wait_result(self, timeout: float | None) -> Any:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if self._error is not None:

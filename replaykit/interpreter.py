@@ -10,10 +10,10 @@ command the code yielded, raising :class:`NonDeterminismError` on mismatch.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-from . import payloads
+from . import determinism, payloads
 from .commands import Command
 from .context import Context
 from .errors import InvalidCommandError, NonDeterminismError
@@ -58,8 +58,9 @@ class Machine:
     """One workflow run as a state machine whose transitions are recorded outcomes."""
 
     def __init__(self, fn: Callable[..., Any], ctx: Context, args: tuple[Any, ...],
-                 kwargs: dict[str, Any]) -> None:
+                 kwargs: dict[str, Any], *, watch: bool = False) -> None:
         self.ctx = ctx
+        self._watch = watch
         self._gen = fn(ctx, *args, **kwargs)
         self.seq = 0
         self.pending: Command | None = None
@@ -76,6 +77,18 @@ class Machine:
         """Raise ``error`` at the pending yield, at workflow time ``at``."""
         self.ctx._time = at
         return self._advance(self._gen.throw, error)
+
+    def discard(self) -> None:
+        """Drop a suspended workflow quietly.
+
+        Closing a generator runs its ``finally`` blocks; that happens here, with
+        the logger silenced, instead of at some random garbage collection.
+        """
+        self.ctx.is_replaying = True
+        try:
+            self._gen.close()
+        except Exception:  # a finally block that yields or raises: nothing to record
+            pass
 
     def where(self) -> str:
         return yield_site(self._gen)
@@ -100,7 +113,11 @@ class Machine:
     def _advance(self, resume: Callable[[Any], Any], arg: Any) -> Step:
         self.pending = None
         try:
-            command = resume(arg)
+            if self._watch:
+                with determinism.watching():
+                    command = resume(arg)
+            else:
+                command = resume(arg)
         except StopIteration as stop:
             return Returned(stop.value)
         except Exception as exc:
@@ -114,3 +131,28 @@ class Machine:
         self.seq += 1
         self.pending = command
         return Pending(self.seq, command, command.deadline(self.ctx._time))
+
+
+def replay_history(fn: Callable[..., Any], workflow_id: str, start: Event, events: Iterator[Event], *,
+                   watch: bool = False) -> tuple[Machine, Step]:
+    """Build a fresh machine from a start event and feed it the recorded events, in one pass.
+
+    ``ctx.is_replaying`` is true while code runs that an event after it already
+    covers; code after the last event runs live. Returns the machine and the
+    step it reached: where a live run continues.
+    """
+    recorded = payloads.decode(start.encoding, start.payload)
+    ctx = Context(workflow_id, seed=recorded["seed"], start_time=start.at)
+    machine = Machine(fn, ctx, tuple(recorded["args"]), recorded["kwargs"], watch=watch)
+    event = next(events, None)
+    ctx.is_replaying = event is not None
+    step = machine.start()
+    while event is not None:
+        following = next(events, None)
+        if not isinstance(step, Pending):
+            machine.check(event)
+        ctx.is_replaying = following is not None
+        step = machine.replay(event)
+        event = following
+    ctx.is_replaying = False
+    return machine, step

@@ -10,8 +10,6 @@ the store's cheap change counter while some run waits for one.
 from __future__ import annotations
 
 import functools
-import heapq
-import itertools
 import logging
 import os
 import queue
@@ -23,10 +21,10 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from . import payloads
-from .clock import Clock, SystemClock
+from .clock import Clock, FakeClock, SystemClock
 from .commands import ACTIVITY, SIDE_EFFECT, SIGNAL, TIMER, ActivityCall, SideEffect, WaitSignal
-from .context import Context
 from .errors import (
+    NonDeterminismError,
     ReplayKitError,
     UnknownWorkflowError,
     WorkflowConflictError,
@@ -35,8 +33,9 @@ from .errors import (
 from .executor import Executor, Outcome
 from .handle import WorkflowHandle
 from .history import ERROR, OK, RESULT, RULES_VERSION, START, TIMEOUT, Event, Status
-from .interpreter import Machine, Pending, Raised, Returned, Step
+from .interpreter import Machine, Pending, Raised, Returned, Step, replay_history
 from .store import SqliteStore, Store
+from .timers import TimerQueue
 from .workflow import Workflow, as_workflow, lookup
 
 log = logging.getLogger("replaykit")
@@ -45,8 +44,9 @@ log = logging.getLogger("replaykit")
 class _Run:
     """A run this engine drives: its machine and what it waits on."""
 
-    def __init__(self, workflow_id: str, machine: Machine, handle: WorkflowHandle) -> None:
+    def __init__(self, workflow_id: str, workflow: Workflow[Any], machine: Machine, handle: WorkflowHandle) -> None:
         self.workflow_id = workflow_id
+        self.workflow = workflow
         self.machine = machine
         self.handle = handle
         self.pending: Pending | None = None
@@ -69,6 +69,12 @@ class Engine:
     on the driver thread (what :func:`replaykit.run` does: fastest for one
     workflow). ``poll_interval`` is how often the store is checked for
     signals sent by other processes while a run waits for one.
+
+    ``warn_nondeterminism`` makes workflow code that calls the wall clock,
+    ``random``, ``uuid`` or does I/O directly emit a ``NonDeterminismWarning``
+    (it costs a profile hook per step; the test environment turns it on).
+    ``strict_replay`` replays each run's whole history after every step and
+    checks the code reaches the same point (tests only: cost grows with length).
     """
 
     def __init__(
@@ -80,18 +86,23 @@ class Engine:
         activity_threads: int = 16,
         poll_interval: float = 0.05,
         clock: Clock | None = None,
+        executor: Executor | None = None,
+        warn_nondeterminism: bool = False,
+        strict_replay: bool = False,
     ) -> None:
         self.store: Store = db if isinstance(db, Store) else SqliteStore(db, durability=durability)
         self._own_store = not isinstance(db, Store)
         self._workflows = {w.name: w for w in map(as_workflow, workflows)}
         self._clock = clock or SystemClock()
         self._poll = poll_interval
-        self._executor = Executor(activity_threads)
+        self._executor = executor or Executor(activity_threads)
+        self._watch = warn_nondeterminism
+        self._strict = strict_replay
+        self._in_flight = 0  # activities submitted and not yet reported back
         self._owner = f"pid {os.getpid()} on {socket.gethostname()}"
         self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._runs: dict[str, _Run] = {}
-        self._timers: list[tuple[float, int, str, int]] = []
-        self._tiebreak = itertools.count()
+        self._timers = TimerQueue()
         self._waiting_signal: set[str] = set()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="replaykit-driver", daemon=True)
@@ -111,13 +122,29 @@ class Engine:
         wf = as_workflow(workflow)
         self._workflows.setdefault(wf.name, wf)
         start_payload = self._start_payload(wf, args, kwargs)
-        handle = WorkflowHandle(workflow_id, self.store, self._poll, driven_here=True)
+        handle = self._new_handle(workflow_id)
         deadline = time.monotonic() + lock_timeout
         self._post(lambda: self._open(wf, workflow_id, (args, kwargs), start_payload, handle, deadline))
         while not handle._created.wait(0.1):  # so that signal() right after start() finds the run
             if self._closed:
                 break
         return handle
+
+    def _new_handle(self, workflow_id: str) -> WorkflowHandle:
+        handle = WorkflowHandle(workflow_id, self.store, self._poll, driven_here=True)
+        if isinstance(self._clock, FakeClock):
+            handle._on_wait = self._waiting_for_result
+        return handle
+
+    def _waiting_for_result(self, delta: int) -> None:
+        """With a fake clock, time may skip ahead while somebody waits for a result."""
+        assert isinstance(self._clock, FakeClock)
+        self._clock.waiting(delta)
+        self._post(lambda: None)  # wake the driver to reconsider skipping
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the driver thread once the engine's clock reaches ``when``."""
+        self._post(lambda: self._timers.push(when, callback))
 
     def handle(self, workflow_id: str) -> WorkflowHandle:
         """A handle on an existing run, whoever drives it (``result()`` polls the store)."""
@@ -143,7 +170,7 @@ class Engine:
             except UnknownWorkflowError:
                 unknown.append(info.name)
                 continue
-            handle = WorkflowHandle(info.workflow_id, self.store, self._poll, driven_here=True)
+            handle = self._new_handle(info.workflow_id)
             self._post(functools.partial(self._open, wf, info.workflow_id, None, None, handle, 0.0))
             handles.append(handle)
         if unknown:
@@ -168,8 +195,9 @@ class Engine:
         if threading.current_thread() is not self._thread:
             self._thread.join()
         self._executor.close()
-        for workflow_id in list(self._runs):
-            self.store.unlock(workflow_id)
+        for run in list(self._runs.values()):
+            run.machine.discard()
+            self.store.unlock(run.workflow_id)
         self._runs.clear()
         if self._own_store:
             self.store.close()
@@ -203,14 +231,42 @@ class Engine:
             if self._waiting_signal and self.store.changed():
                 for workflow_id in list(self._waiting_signal):
                     self._guarded(functools.partial(self._deliver_signals, workflow_id))
+            if isinstance(self._clock, FakeClock) and self._idle():
+                self._skip_time(self._clock)
 
     def _wait_time(self) -> float | None:
         wait = None
-        if self._timers:
-            wait = max(0.0, self._timers[0][0] - self._clock.now())
+        deadline = self._timers.next_deadline()
+        if isinstance(self._clock, FakeClock):
+            wait = 0.0 if self._idle() and self._can_skip(self._clock) else None
+        elif deadline is not None:
+            wait = max(0.0, deadline - self._clock.now())
         if self._waiting_signal:
             wait = self._poll if wait is None else min(wait, self._poll)
         return wait
+
+    # -- time skipping (FakeClock only) -------------------------------------------
+
+    def _idle(self) -> bool:
+        """Nothing can progress without time passing: no activity runs, no job waits."""
+        return self._in_flight == 0 and self._inbox.empty()
+
+    def _can_skip(self, clock: FakeClock) -> bool:
+        limit = clock.skip_limit()
+        deadline = self._timers.next_deadline()
+        return limit is not None and (clock.target() is not None or (deadline is not None and deadline <= limit))
+
+    def _skip_time(self, clock: FakeClock) -> None:
+        """Jump to the next deadline the clock may reach; or finish an explicit sleep."""
+        limit = clock.skip_limit()
+        if limit is None:
+            return
+        deadline = self._timers.next_deadline()
+        if deadline is not None and deadline <= limit:
+            clock.advance_to(deadline)
+            self._fire_due_timers()
+        elif clock.target() is not None:
+            clock.target_reached()
 
     def _guarded(self, job: Callable[[], None]) -> None:
         try:
@@ -220,6 +276,7 @@ class Engine:
 
     def _abort(self, run: _Run, error: BaseException) -> None:
         """Stop driving ``run`` without recording anything; ``result()`` raises ``error``."""
+        run.machine.discard()
         self._runs.pop(run.workflow_id, None)
         self._waiting_signal.discard(run.workflow_id)
         self.store.unlock(run.workflow_id)
@@ -295,29 +352,34 @@ class Engine:
     def _replay(self, wf: Workflow[Any], workflow_id: str, start: Event, events: Iterator[Event],
                 handle: WorkflowHandle) -> None:
         """Rebuild the run's machine from its history: one pass, then carry on live."""
-        recorded = start.value()
-        args, kwargs = tuple(recorded["args"]), recorded["kwargs"]
-        ctx = Context(workflow_id, seed=recorded["seed"], start_time=start.at)
-        machine = Machine(wf.fn, ctx, args, kwargs)
-        run = self._runs[workflow_id] = _Run(workflow_id, machine, handle)
-        event = next(events, None)
-        ctx.is_replaying = event is not None
-        step = machine.start()
-        while event is not None:
-            following = next(events, None)
-            if not isinstance(step, Pending):
-                machine.check(event)
-            ctx.is_replaying = following is not None
-            step = machine.replay(event)
-            event = following
-        ctx.is_replaying = False
+        machine, step = replay_history(wf.fn, workflow_id, start, events, watch=self._watch)
+        run = self._runs[workflow_id] = _Run(workflow_id, wf, machine, handle)
         self._advance(run, step)
+
+    def _check_strict(self, run: _Run, live: Step) -> None:
+        """Replay the whole history from scratch; it must reach the step the live run reached."""
+        events = self.store.events(run.workflow_id)
+        machine, replayed = replay_history(run.workflow.fn, run.workflow_id, next(events), events)
+        machine.discard()
+        if isinstance(live, Pending) and isinstance(replayed, Pending):
+            if (live.seq, live.command) == (replayed.seq, replayed.command):
+                return
+        elif type(live) is type(replayed) and not isinstance(live, Pending):
+            return
+        def describe(step: Step) -> str:
+            return step.command.describe() if isinstance(step, Pending) else type(step).__name__.lower()
+
+        raise NonDeterminismError(run.workflow_id, run.machine.seq, f"live run: {describe(live)}",
+                                  f"{describe(replayed)} (strict replay of the same history)",
+                                  run.machine.where())
 
     # -- executing commands live ------------------------------------------------
 
     def _advance(self, run: _Run, step: Step) -> None:
         """Carry the run forward until it waits on something outside the driver."""
         while True:
+            if self._strict:
+                self._check_strict(run, step)
             if isinstance(step, Returned):
                 self._finish(run, OK, payloads.encode(step.value, f"return value of workflow {run.workflow_id!r}"))
                 return
@@ -330,6 +392,7 @@ class Engine:
                 call: ActivityCall = step.command  # type: ignore[assignment]
                 info = (run.workflow_id, step.seq, 1, call.activity.name)
                 if not self._executor.inline:
+                    self._in_flight += 1
                     self._executor.submit(call, info, functools.partial(self._post_activity_done, run, step.seq))
                     return
                 outcome = self._executor.run_inline(call, info)
@@ -349,7 +412,7 @@ class Engine:
                 assert kind == TIMER
                 assert step.deadline is not None
                 if step.deadline > self._clock.now():
-                    self._schedule(step.deadline, run, step.seq)
+                    self._timers.push(step.deadline, functools.partial(self._timer_fired, run, step.seq))
                     return
                 step = self._resolve(run, OK, ("json", "null"), None)
                 continue
@@ -394,6 +457,7 @@ class Engine:
         self._post(functools.partial(self._activity_done, run, seq, outcome))
 
     def _activity_done(self, run: _Run, seq: int, outcome: Outcome) -> None:
+        self._in_flight -= 1
         if self._runs.get(run.workflow_id) is not run or run.pending is None or run.pending.seq != seq:
             return  # the run was aborted or closed meanwhile
         self._step_safely(run, lambda: self._record_outcome(run, outcome))
@@ -406,19 +470,17 @@ class Engine:
 
     # -- timers and signals -----------------------------------------------------
 
-    def _schedule(self, deadline: float, run: _Run, seq: int) -> None:
-        heapq.heappush(self._timers, (deadline, next(self._tiebreak), run.workflow_id, seq))
-
     def _fire_due_timers(self) -> None:
-        now = self._clock.now()
-        while self._timers and self._timers[0][0] <= now:
-            _, _, workflow_id, seq = heapq.heappop(self._timers)
-            run = self._runs.get(workflow_id)
-            if run is None or run.pending is None or run.pending.seq != seq:
-                continue  # stale: the signal it guarded arrived first
-            outcome = OK if run.pending.command.kind == TIMER else TIMEOUT
-            self._waiting_signal.discard(workflow_id)
-            self._step_safely(run, functools.partial(self._resolve, run, outcome, ("json", "null"), None))
+        while (callback := self._timers.pop_due(self._clock.now())) is not None:
+            self._guarded(callback)
+
+    def _timer_fired(self, run: _Run, seq: int) -> None:
+        """A timer, or a signal wait's timeout, is due."""
+        if self._runs.get(run.workflow_id) is not run or run.pending is None or run.pending.seq != seq:
+            return  # stale: the signal it guarded arrived first, or the run ended
+        outcome = OK if run.pending.command.kind == TIMER else TIMEOUT
+        self._waiting_signal.discard(run.workflow_id)
+        self._step_safely(run, functools.partial(self._resolve, run, outcome, ("json", "null"), None))
 
     def _take_signal(self, run: _Run, pending: Pending) -> Step | None:
         """Resolve a ``wait_signal`` from the inbox if it can be; else park the run."""
@@ -433,7 +495,7 @@ class Engine:
         if run.workflow_id not in self._waiting_signal:
             self._waiting_signal.add(run.workflow_id)
             if pending.deadline is not None:
-                self._schedule(pending.deadline, run, pending.seq)
+                self._timers.push(pending.deadline, functools.partial(self._timer_fired, run, pending.seq))
         return None
 
     def _deliver_signals(self, workflow_id: str) -> None:
