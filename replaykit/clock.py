@@ -9,6 +9,12 @@ from collections.abc import Callable
 from typing import Protocol
 
 
+def monotonic() -> float:
+    """Seconds for measuring waits. Unlike ``time.monotonic``, freezegun does not fake it,
+    so timeouts keep working in the test environment, where user code sees frozen time."""
+    return time.clock_gettime(time.CLOCK_MONOTONIC)
+
+
 class Clock(Protocol):
     """The runtime's source of time, in seconds since the epoch (UTC)."""
 

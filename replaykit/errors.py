@@ -19,19 +19,21 @@ class NonDeterminismError(ReplayKitError):
     guard the change with ``ctx.patched``) and run again; the history is intact.
     """
 
-    def __init__(self, workflow_id: str, seq: int, recorded: str, now: str, where: str) -> None:
+    def __init__(self, workflow_id: str, seq: int, recorded: str, now: str, where: str, diff: str = "") -> None:
         self.workflow_id = workflow_id
         self.seq = seq
         self.recorded = recorded
         self.now = now
         self.where = where
+        self.diff = diff
         super().__init__(
             f"workflow {workflow_id!r} is not deterministic at step {seq} ({where}):\n"
             f"  history recorded: {recorded}\n"
             f"  code now yields:  {now}\n"
-            "Workflow code must make the same calls in the same order on every run. "
-            "Undo the change, or branch on ctx.patched(...) so histories recorded "
-            "before it keep the old path. Nothing was recorded."
+            + (f"{diff}\n" if diff else "")
+            + "Workflow code must make the same calls in the same order on every run. "
+            "Undo the change, or keep the old path for histories recorded before it. "
+            "Nothing was recorded."
         )
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -13,52 +14,65 @@ from .commands import ActivityCall
 
 Outcome = tuple[bool, Any]  # (True, value) or (False, exception)
 Done = Callable[[Outcome], None]
+Info = tuple[str, int, int, str]  # ActivityInfo's fields: workflow id, seq, attempt, activity name
 
 
-def _call(call: ActivityCall, info: tuple[str, int, int, str]) -> Outcome:
+def _call(fn: Callable[..., Any], call: ActivityCall, info: Info) -> Outcome:
     token = _current.set(info)
     try:
         if call.kwargs:
-            return True, call.activity.fn(*call.args, **dict(call.kwargs))
-        return True, call.activity.fn(*call.args)
+            return True, fn(*call.args, **dict(call.kwargs))
+        return True, fn(*call.args)
     except Exception as exc:
         return False, exc
     finally:
         _current.reset(token)
 
 
-async def _acall(call: ActivityCall, info: tuple[str, int, int, str]) -> Outcome:
+async def _acall(fn: Callable[..., Any], call: ActivityCall, info: Info) -> Outcome:
     _current.set(info)  # each task runs in its own context copy
     try:
-        coro: Coroutine[Any, Any, Any] = call.activity.fn(*call.args, **dict(call.kwargs))
+        coro: Coroutine[Any, Any, Any] = fn(*call.args, **dict(call.kwargs))
         return True, await coro
     except Exception as exc:
         return False, exc
 
 
 class Executor:
-    """Runs activities. ``threads=0`` runs sync ones inline (one workflow at a time)."""
+    """Runs activities. ``threads=0`` runs sync ones inline (one workflow at a time).
 
-    def __init__(self, threads: int) -> None:
+    ``overrides`` maps activity names to functions run instead (test doubles).
+    """
+
+    def __init__(self, threads: int, overrides: Mapping[str, Callable[..., Any]] | None = None) -> None:
         self.inline = threads == 0
+        self._overrides = dict(overrides or {})
         self._pool = None if self.inline else ThreadPoolExecutor(threads, thread_name_prefix="replaykit-activity")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
 
-    def run_inline(self, call: ActivityCall, info: tuple[str, int, int, str]) -> Outcome:
-        """Run in this thread and return the outcome (only when ``inline``)."""
-        if call.activity.is_async:
-            return self._event_loop_inline().run_until_complete(_acall(call, info))
-        return _call(call, info)
+    def _function(self, call: ActivityCall) -> tuple[Callable[..., Any], bool]:
+        fn = self._overrides.get(call.activity.name)
+        if fn is None:
+            return call.activity.fn, call.activity.is_async
+        return fn, inspect.iscoroutinefunction(fn)
 
-    def submit(self, call: ActivityCall, info: tuple[str, int, int, str], done: Done) -> None:
+    def run_inline(self, call: ActivityCall, info: Info) -> Outcome:
+        """Run in this thread and return the outcome (only when ``inline``)."""
+        fn, is_async = self._function(call)
+        if is_async:
+            return self._event_loop_inline().run_until_complete(_acall(fn, call, info))
+        return _call(fn, call, info)
+
+    def submit(self, call: ActivityCall, info: Info, done: Done) -> None:
         """Run in the background; ``done(outcome)`` is called from another thread."""
-        if call.activity.is_async:
-            future = asyncio.run_coroutine_threadsafe(_acall(call, info), self._event_loop_thread())
+        fn, is_async = self._function(call)
+        if is_async:
+            future = asyncio.run_coroutine_threadsafe(_acall(fn, call, info), self._event_loop_thread())
             future.add_done_callback(lambda f: done(f.result()))
         else:
             assert self._pool is not None
-            self._pool.submit(lambda: done(_call(call, info)))
+            self._pool.submit(lambda: done(_call(fn, call, info)))
 
     def _event_loop_inline(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:

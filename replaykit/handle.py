@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import payloads
+from .clock import monotonic
 from .errors import ResultTimeoutError, WorkflowFailed, WorkflowNotFoundError
 from .history import ERROR, RESULT, Status
 
@@ -60,7 +60,7 @@ class WorkflowHandle:
             self._on_wait(-1)
 
     def _wait_result(self, timeout: float | None) -> Any:
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if timeout is None else monotonic() + timeout
         while True:
             if self._error is not None:
                 raise self._error
@@ -68,11 +68,11 @@ class WorkflowHandle:
                 info = self._store.info(self.workflow_id)
                 if info is not None and info.status.is_terminal:
                     return self._recorded_result()
-            if deadline is not None and time.monotonic() >= deadline:
+            if deadline is not None and monotonic() >= deadline:
                 raise ResultTimeoutError(
                     f"workflow {self.workflow_id!r} has not finished after {timeout}s; it goes on running"
                 )
-            wait = self._poll if deadline is None else min(self._poll, max(0.0, deadline - time.monotonic()))
+            wait = self._poll if deadline is None else min(self._poll, max(0.0, deadline - monotonic()))
             self._done.wait(wait)
 
     def _recorded_result(self) -> Any:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from . import payloads
-from .clock import Clock, FakeClock, SystemClock
+from .clock import Clock, FakeClock, SystemClock, monotonic
 from .commands import ACTIVITY, SIDE_EFFECT, SIGNAL, TIMER, ActivityCall, SideEffect, WaitSignal
 from .errors import (
     NonDeterminismError,
@@ -34,6 +34,7 @@ from .executor import Executor, Outcome
 from .handle import WorkflowHandle
 from .history import ERROR, OK, RESULT, RULES_VERSION, START, TIMEOUT, Event, Status
 from .interpreter import Machine, Pending, Raised, Returned, Step, replay_history
+from .replaycheck import check_history
 from .store import SqliteStore, Store
 from .timers import TimerQueue
 from .workflow import Workflow, as_workflow, lookup
@@ -123,7 +124,7 @@ class Engine:
         self._workflows.setdefault(wf.name, wf)
         start_payload = self._start_payload(wf, args, kwargs)
         handle = self._new_handle(workflow_id)
-        deadline = time.monotonic() + lock_timeout
+        deadline = monotonic() + lock_timeout
         self._post(lambda: self._open(wf, workflow_id, (args, kwargs), start_payload, handle, deadline))
         while not handle._created.wait(0.1):  # so that signal() right after start() finds the run
             if self._closed:
@@ -300,7 +301,7 @@ class Engine:
             finally:
                 handle._created.set()
         if workflow_id in self._runs or not self.store.try_lock(workflow_id, self._owner):
-            if time.monotonic() < lock_deadline:
+            if monotonic() < lock_deadline:
                 retry = lambda: self._open(wf, workflow_id, call, start_payload, handle, lock_deadline)  # noqa: E731
                 threading.Timer(self._poll, self._post, (retry,)).start()
                 return
@@ -352,7 +353,12 @@ class Engine:
     def _replay(self, wf: Workflow[Any], workflow_id: str, start: Event, events: Iterator[Event],
                 handle: WorkflowHandle) -> None:
         """Rebuild the run's machine from its history: one pass, then carry on live."""
-        machine, step = replay_history(wf.fn, workflow_id, start, events, watch=self._watch)
+        try:
+            machine, step = replay_history(wf.fn, workflow_id, start, events, watch=self._watch)
+        except NonDeterminismError:
+            # Replay again, slowly, to explain the divergence side by side.
+            check_history(wf.fn, workflow_id, list(self.store.events(workflow_id)))
+            raise
         run = self._runs[workflow_id] = _Run(workflow_id, wf, machine, handle)
         self._advance(run, step)
 
@@ -412,7 +418,7 @@ class Engine:
                 assert kind == TIMER
                 assert step.deadline is not None
                 if step.deadline > self._clock.now():
-                    self._timers.push(step.deadline, functools.partial(self._timer_fired, run, step.seq))
+                    self._push_timer(run, step)
                     return
                 step = self._resolve(run, OK, ("json", "null"), None)
                 continue
@@ -474,10 +480,19 @@ class Engine:
         while (callback := self._timers.pop_due(self._clock.now())) is not None:
             self._guarded(callback)
 
+    def _push_timer(self, run: _Run, pending: Pending) -> None:
+        assert pending.deadline is not None
+        self._timers.push(pending.deadline, functools.partial(self._timer_fired, run, pending.seq),
+                          functools.partial(self._still_waiting, run, pending.seq))
+
+    def _still_waiting(self, run: _Run, seq: int) -> bool:
+        """Is ``run`` still suspended at yield ``seq``? (Else its timer is stale.)"""
+        return self._runs.get(run.workflow_id) is run and run.pending is not None and run.pending.seq == seq
+
     def _timer_fired(self, run: _Run, seq: int) -> None:
         """A timer, or a signal wait's timeout, is due."""
-        if self._runs.get(run.workflow_id) is not run or run.pending is None or run.pending.seq != seq:
-            return  # stale: the signal it guarded arrived first, or the run ended
+        if not self._still_waiting(run, seq):
+            return
         outcome = OK if run.pending.command.kind == TIMER else TIMEOUT
         self._waiting_signal.discard(run.workflow_id)
         self._step_safely(run, functools.partial(self._resolve, run, outcome, ("json", "null"), None))
@@ -495,7 +510,7 @@ class Engine:
         if run.workflow_id not in self._waiting_signal:
             self._waiting_signal.add(run.workflow_id)
             if pending.deadline is not None:
-                self._timers.push(pending.deadline, functools.partial(self._timer_fired, run, pending.seq))
+                self._push_timer(run, pending)
         return None
 
     def _deliver_signals(self, workflow_id: str) -> None:

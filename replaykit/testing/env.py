@@ -1,0 +1,183 @@
+"""``TestEnv``: run workflows in-process on a fake clock that skips ahead.
+
+A workflow that sleeps for a month and waits for a human runs in milliseconds:
+whenever nothing can make progress (no activity running) while a test waits for
+a result, the clock jumps to the next due timer. The same engine, interpreter and
+store interface as production; the in-memory store by default.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from unittest import mock
+
+import freezegun
+
+from .. import payloads
+from ..activity import Activity
+from ..clock import FakeClock
+from ..commands import ActivityCall, utc
+from ..executor import Executor
+from ..handle import WorkflowHandle
+from ..history import Event
+from ..runtime import Engine
+from ..store import MemoryStore, SqliteStore, Store
+from ..workflow import as_workflow
+
+DEFAULT_START = datetime(2030, 1, 1, tzinfo=timezone.utc)
+
+
+class _RecordingExecutor(Executor):
+    """An executor that notes every activity call it runs, in order."""
+
+    def __init__(self, threads: int, overrides: Mapping[str, Callable[..., Any]],
+                 calls: list[ActivityCall]) -> None:
+        super().__init__(threads, overrides)
+        self._calls = calls
+
+    def _function(self, call: ActivityCall) -> tuple[Callable[..., Any], bool]:
+        self._calls.append(call)
+        return super()._function(call)
+
+
+class TestEnv:
+    """A time-skipping test environment; use it as a context manager.
+
+    ``activities`` replaces activities (given as the decorated activity or its
+    name) by test doubles; each double is wrapped in a ``unittest.mock.Mock``
+    (``AsyncMock`` for ``async def``), returned by :meth:`mock`, so tests can
+    assert on calls. ``freeze_time`` makes ``datetime.now()``, ``time.time()``
+    and friends return the fake time while the environment is open (freezegun).
+    ``db`` is a path for a real SQLite store instead of the in-memory one.
+    ``strict_replay`` replays every run from scratch after each step to catch
+    non-determinism on the first run; ``warn_nondeterminism`` warns when
+    workflow code calls the clock, ``random``, ``uuid`` or does I/O directly.
+    """
+
+    __test__ = False  # not a pytest test class, despite the name
+
+    def __init__(
+        self,
+        *,
+        start: datetime = DEFAULT_START,
+        activities: Mapping[Activity[Any] | str, Callable[..., Any]] | None = None,
+        workflows: Iterable[Any] = (),
+        db: str | os.PathLike[str] | Store | None = None,
+        freeze_time: bool = True,
+        strict_replay: bool = False,
+        warn_nondeterminism: bool = True,
+        activity_threads: int = 8,
+    ) -> None:
+        if start.tzinfo is None:
+            raise ValueError(f"TestEnv(start=...) needs a timezone-aware datetime, got {start!r}")
+        self.clock = FakeClock(start.timestamp())
+        self.activity_calls: list[ActivityCall] = []
+        self._mocks: dict[str, mock.Mock] = {}
+        for key, fake in (activities or {}).items():
+            name = key.name if isinstance(key, Activity) else key
+            double = mock.AsyncMock(side_effect=fake) if _is_async(fake) else mock.Mock(side_effect=fake)
+            self._mocks[name] = double
+        if db is None:
+            self.store: Store = MemoryStore()
+        else:
+            self.store = db if isinstance(db, Store) else SqliteStore(db)
+        self._own_store = db is not None and not isinstance(db, Store)
+        self.engine = Engine(
+            self.store, workflows=workflows, clock=self.clock, poll_interval=0.01,
+            executor=_RecordingExecutor(activity_threads, self._mocks, self.activity_calls),
+            warn_nondeterminism=warn_nondeterminism, strict_replay=strict_replay,
+        )
+        self._freeze = freeze_time
+        self._freezer: Any = None
+        self._ids = itertools.count(1)
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def __enter__(self) -> TestEnv:
+        if self._freeze:
+            self._freezer = freezegun.freeze_time(self.now())
+            frozen = self._freezer.start()
+            self.clock.on_move.append(lambda t: frozen.move_to(utc(t)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.engine.close()
+        if self._freezer is not None:
+            self._freezer.stop()
+            self._freezer = None
+        if self._own_store:
+            self.store.close()
+
+    # -- running workflows ------------------------------------------------------------
+
+    def start(self, workflow: Any, *args: Any, workflow_id: str | None = None, **kwargs: Any) -> WorkflowHandle:
+        """Start a run (id defaults to ``<workflow name>-<n>``); returns its handle at once."""
+        if workflow_id is None:
+            workflow_id = f"{as_workflow(workflow).name}-{next(self._ids)}"
+        return self.engine.start(workflow, *args, workflow_id=workflow_id, **kwargs)
+
+    def run(self, workflow: Any, *args: Any, workflow_id: str | None = None, **kwargs: Any) -> Any:
+        """Start a run and wait for its result, skipping time as needed."""
+        return self.start(workflow, *args, workflow_id=workflow_id, **kwargs).result(timeout=60)
+
+    def signal(self, workflow_id: str, name: str, payload: Any = None, *,
+               at: datetime | timedelta | None = None) -> None:
+        """Send a signal now, or at a fake time (``at``: a datetime, or a delay from now)."""
+        if at is None:
+            self.engine.signal(workflow_id, name, payload)
+            return
+        when = (self.now() + at if isinstance(at, timedelta) else at).timestamp()
+        encoded = payloads.encode(payload, f"payload of signal {name!r} to {workflow_id!r}")
+
+        def deliver() -> None:
+            self.store.send_signal(workflow_id, name, *encoded, when)
+            self.engine._deliver_signals(workflow_id)
+
+        self.engine.call_at(when, deliver)
+
+    # -- time -------------------------------------------------------------------------
+
+    def now(self) -> datetime:
+        """The fake time."""
+        return utc(self.clock.now())
+
+    def sleep(self, duration: timedelta | float) -> None:
+        """Move fake time forward by ``duration``, running every timer that falls due on the way."""
+        seconds = duration.total_seconds() if isinstance(duration, timedelta) else float(duration)
+        if seconds < 0:
+            raise ValueError(f"cannot sleep a negative duration ({duration!r}); fake time never goes backwards")
+        reached = self.clock.begin_sleep(seconds)
+        self.engine._post(lambda: None)  # wake the driver
+        if not reached.wait(timeout=60):
+            raise TimeoutError("fake time could not advance: an activity has been running for 60 real seconds")
+
+    def advance_to(self, when: datetime) -> None:
+        """Move fake time forward to ``when`` (which must not be in the fake past)."""
+        self.sleep(when - self.now())
+
+    # -- inspection -------------------------------------------------------------------
+
+    def mock(self, activity: Activity[Any] | str) -> mock.Mock:
+        """The ``Mock`` standing in for a replaced activity, for ``assert_called_with`` & co."""
+        name = activity.name if isinstance(activity, Activity) else activity
+        try:
+            return self._mocks[name]
+        except KeyError:
+            raise KeyError(f"activity {name!r} was not replaced; pass it in TestEnv(activities={{...}})") from None
+
+    def history(self, workflow_id: str) -> list[Event]:
+        """The recorded events of a run."""
+        return list(self.store.events(workflow_id))
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    import inspect
+
+    return inspect.iscoroutinefunction(fn)

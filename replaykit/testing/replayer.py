@@ -1,0 +1,150 @@
+"""The replay checker: run recorded histories through the current code before it ships.
+
+    >>> from replaykit.testing import replay, replay_all, export_history, History
+
+``export_history(db, id).save("order-1.json")`` keeps a production history as a
+test fixture; ``replay(order, "order-1.json")`` checks the current code still
+walks it; ``replay_all(db, workflows=[...])`` checks every history in a store.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+
+from .. import payloads
+from ..errors import ReplayKitError, UnknownWorkflowError, WorkflowConflictError
+from ..history import Event
+from ..replaycheck import check_history
+from ..store import SqliteStore, Store
+from ..workflow import Workflow, as_workflow, lookup
+
+FORMAT = "replaykit-history"
+VERSION = 1
+
+
+@attrs.frozen
+class History:
+    """One run's recorded events, detached from any store; JSON-exportable."""
+
+    workflow_id: str
+    workflow: str
+    events: tuple[Event, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT, "version": VERSION, "workflow_id": self.workflow_id, "workflow": self.workflow,
+            "events": [_event_to_json(e) for e in self.events],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> History:
+        if data.get("format") != FORMAT:
+            raise ValueError(f"not a replaykit history export (format is {data.get('format')!r})")
+        if data.get("version", 0) > VERSION:
+            raise ValueError(f"history export version {data['version']} is newer than this replaykit reads")
+        return cls(data["workflow_id"], data["workflow"], tuple(_event_from_json(e) for e in data["events"]))
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        with open(path, "w") as f:
+            json.dump(self.to_json(), f, indent=1)
+            f.write("\n")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> History:
+        with open(path) as f:
+            return cls.from_json(json.load(f))
+
+
+def _event_to_json(e: Event) -> dict[str, Any]:
+    out: dict[str, Any] = {"seq": e.seq, "kind": e.kind, "name": e.name, "at": e.at, "outcome": e.outcome}
+    if e.encoding == payloads.JSON:
+        out["value"] = json.loads(e.payload)
+    else:
+        assert isinstance(e.payload, bytes)
+        out["pickle"] = base64.b64encode(e.payload).decode()
+    return out
+
+
+def _event_from_json(d: dict[str, Any]) -> Event:
+    payload: str | bytes
+    if "pickle" in d:
+        encoding, payload = payloads.PICKLE, base64.b64decode(d["pickle"])
+    else:
+        encoding, payload = payloads.JSON, payloads.encode(d["value"], "history value")[1]
+    return Event(d["seq"], d["kind"], d["name"], d["at"], d["outcome"], encoding, payload)
+
+
+def _open(db: str | os.PathLike[str] | Store) -> tuple[Store, bool]:
+    return (db, False) if isinstance(db, Store) else (SqliteStore(db), True)
+
+
+def export_history(db: str | os.PathLike[str] | Store, workflow_id: str) -> History:
+    """Read one run's history out of a store (a path or a :class:`Store`)."""
+    store, own = _open(db)
+    try:
+        info = store.info(workflow_id)
+        if info is None:
+            raise LookupError(f"no workflow with id {workflow_id!r} in {db!r}")
+        return History(workflow_id, info.name, tuple(store.events(workflow_id)))
+    finally:
+        if own:
+            store.close()
+
+
+@attrs.frozen
+class ReplayReport:
+    """The outcome of replaying one history: ``ok``, or the ``error`` that stopped it."""
+
+    workflow_id: str
+    workflow: str
+    steps: int
+    error: ReplayKitError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def replay(workflow: Any, history: History | str | os.PathLike[str]) -> ReplayReport:
+    """Replay ``history`` (or a JSON export's path) through ``workflow``'s current code.
+
+    Returns a report on success; raises :class:`~replaykit.NonDeterminismError`,
+    with a side-by-side table of recorded events and new commands, on divergence.
+    """
+    wf = as_workflow(workflow)
+    if not isinstance(history, History):
+        history = History.load(history)
+    if history.workflow != wf.name:
+        raise WorkflowConflictError(
+            f"history {history.workflow_id!r} was recorded by workflow {history.workflow!r}, not {wf.name!r}"
+        )
+    steps = check_history(wf.fn, history.workflow_id, history.events)
+    return ReplayReport(history.workflow_id, wf.name, steps)
+
+
+def replay_all(db: str | os.PathLike[str] | Store, workflows: Iterable[Any] = ()) -> list[ReplayReport]:
+    """Replay every history in a store; a report per run, failures included (nothing raised).
+
+    Use it in CI before deploying new workflow code, against a copy of production's store.
+    """
+    known: dict[str, Workflow[Any]] = {w.name: w for w in map(as_workflow, workflows)}
+    store, own = _open(db)
+    reports = []
+    try:
+        for info in store.list():
+            try:
+                wf = lookup(info.name, known)
+                steps = check_history(wf.fn, info.workflow_id, list(store.events(info.workflow_id)))
+                reports.append(ReplayReport(info.workflow_id, info.name, steps))
+            except (ReplayKitError, UnknownWorkflowError) as exc:
+                reports.append(ReplayReport(info.workflow_id, info.name, 0, exc))
+        return reports
+    finally:
+        if own:
+            store.close()
