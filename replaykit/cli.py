@@ -3,11 +3,13 @@
     replaykit list orders.db
     replaykit history orders.db order-o-42
     replaykit signal orders.db order-o-42 approved true     # payload is JSON
+    replaykit check orders.db -m myapp.workflows            # replay every history against current code
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from datetime import datetime, timezone
@@ -36,8 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("workflow_id")
     p.add_argument("name")
     p.add_argument("payload", nargs="?", default="null", help="JSON value (default: null)")
+    p = sub.add_parser("check", help="replay every history against the current code (exit 1 on divergence)")
+    p.add_argument("db")
+    p.add_argument("-m", "--module", action="append", default=[],
+                   help="module that defines workflows (imported to register them); repeatable")
     args = parser.parse_args(argv)
     try:
+        if args.command == "check":
+            return _check(args.db, args.module)
         if args.command == "signal":
             try:
                 payload = json.loads(args.payload)
@@ -57,6 +65,23 @@ def main(argv: list[str] | None = None) -> int:
     except ReplayKitError as exc:
         print(f"replaykit: {exc}", file=sys.stderr)
         return 1
+
+
+def _check(db: str, modules: list[str]) -> int:
+    from .testing.replayer import replay_all  # the checker lives with the testing tools
+
+    sys.path.insert(0, "")
+    for name in modules:
+        importlib.import_module(name)
+    reports = replay_all(db)
+    for r in reports:
+        if r.ok:
+            print(f"ok    {r.workflow_id} ({r.workflow}, {r.steps} steps)")
+        else:
+            print(f"FAIL  {r.workflow_id} ({r.workflow}): {r.error}")
+    failed = sum(not r.ok for r in reports)
+    print(f"{len(reports) - failed} passed, {failed} failed")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
