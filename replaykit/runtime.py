@@ -365,7 +365,11 @@ class Engine:
     def _check_strict(self, run: _Run, live: Step) -> None:
         """Replay the whole history from scratch; it must reach the step the live run reached."""
         events = self.store.events(run.workflow_id)
-        machine, replayed = replay_history(run.workflow.fn, run.workflow_id, next(events), events)
+        try:
+            machine, replayed = replay_history(run.workflow.fn, run.workflow_id, next(events), events)
+        except NonDeterminismError as exc:
+            raise NonDeterminismError(exc.workflow_id, exc.seq, exc.recorded,
+                                      f"{exc.now} (strict replay of the same history)", exc.where) from None
         machine.discard()
         if isinstance(live, Pending) and isinstance(replayed, Pending):
             if (live.seq, live.command) == (replayed.seq, replayed.command):
@@ -493,6 +497,7 @@ class Engine:
         """A timer, or a signal wait's timeout, is due."""
         if not self._still_waiting(run, seq):
             return
+        assert run.pending is not None
         outcome = OK if run.pending.command.kind == TIMER else TIMEOUT
         self._waiting_signal.discard(run.workflow_id)
         self._step_safely(run, functools.partial(self._resolve, run, outcome, ("json", "null"), None))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
 import attrs
 
@@ -39,6 +39,12 @@ def _check(fn: Any) -> None:
         f"{getattr(fn, '__qualname__', fn)!r} is {what}; a workflow must be a generator "
         "function (it uses `yield`) or an `async def` coroutine that yields or awaits replaykit commands"
     )
+
+
+@overload
+def workflow(fn: F, /) -> Workflow[F]: ...
+@overload
+def workflow(*, name: str | None = None) -> Callable[[F], Workflow[F]]: ...
 
 
 def workflow(fn: Any = None, /, *, name: str | None = None) -> Any:

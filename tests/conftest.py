@@ -25,3 +25,5 @@ def child_env() -> dict[str, str]:
 
 
 PYTHON = sys.executable
+
+pytest_plugins = ["pytester"]

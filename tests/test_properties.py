@@ -1,142 +1,135 @@
-"""Properties, with hypothesis: replay equivalence and crash-anywhere resumption."""
+"""The seed theory, made executable with hypothesis: crash-anywhere, replay purity,
+composition, and time."""
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import replaykit as rk
-from replaykit.history import START
+from replaykit.history import RESULT
 from replaykit.interpreter import Machine, Pending
+from replaykit.testing import TestEnv
+from replaykit.testing import strategies as rks
+from replaykit.testing.crashes import assert_survives_crashes, shape
 
-executions: Counter[str] = Counter()
-
-
-@rk.activity
-def compute(tag: str, x: int) -> int:
-    executions[tag] += 1
-    return x * 2 + 1
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-@rk.activity
-def refuse(tag: str, message: str) -> None:
-    executions[tag] += 1
-    raise ValueError(message)
+def recorded_run(program: list[Any], workflow: Any = rks.run_program) -> list[rk.Event]:
+    with TestEnv(warn_nondeterminism=False) as env:
+        handle = env.start(workflow, program, workflow_id="p")
+        signals = rks.signals_for(program) if workflow is rks.run_program else {}
+        for name, payload in signals.items():
+            env.signal("p", name, payload)
+        try:
+            handle.result(timeout=30)
+        except rk.WorkflowFailed:
+            pass
+        return env.history("p")
 
 
-@rk.workflow
-def program(ctx: rk.Context, ops: list[list[Any]]):
-    """Interpret a generated list of operations; the value depends on every outcome."""
-    acc = 0
-    for i, (op, arg) in enumerate(ops):
-        tag = f"{ctx.workflow_id}/{i}"
-        if op == "act":
-            acc += yield compute(tag, arg)
-        elif op == "fail":
-            try:
-                yield refuse(tag, f"no {arg}")
-            except ValueError as exc:
-                acc += len(str(exc))
-        elif op == "sleep":
-            yield rk.sleep(0)
-        elif op == "side":
-            acc += yield rk.side_effect(lambda a=arg: a + 1)
-        elif op == "rand":
-            acc += ctx.random().randint(0, 1000) + ctx.uuid4().int % 7
-        elif op == "branch" and acc % 2:
-            acc += yield compute(tag, -arg)
-    if ops and ops[-1][0] == "raise":
-        raise RuntimeError(f"ended with {acc}")
-    return acc
-
-
-ops = st.lists(
-    st.tuples(st.sampled_from(["act", "fail", "sleep", "side", "rand", "branch", "raise"]),
-              st.integers(-50, 50)).map(list),
-    max_size=12,
-)
-
-
-def shape(events: list[rk.Event]) -> list[tuple[Any, ...]]:
-    """A history without its timestamps (and the start event's random seed)."""
-    return [(e.seq, e.kind, e.name, e.outcome, e.payload if e.kind != START else None) for e in events]
-
-
-def outcome(handle: rk.WorkflowHandle) -> tuple[str, Any]:
-    try:
-        return "ok", handle.result(timeout=30)
-    except rk.WorkflowFailed as exc:
-        return "failed", exc.message
-
-
-def copy_prefix(source: rk.Store, workflow_id: str, n: int) -> rk.MemoryStore:
-    """A store holding the first ``n`` events: the state a crash after them leaves behind."""
-    events = list(source.events(workflow_id))[:n]
-    target = rk.MemoryStore()
-    target.create(workflow_id, "program", events[0])
-    for e in events[1:]:
-        target.record(workflow_id, e)
-    return target
-
-
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(ops=ops, data=st.data())
-def test_crash_anywhere_then_resume_matches_an_uninterrupted_run(ops: list[list[Any]], data: Any) -> None:
-    executions.clear()
-    with rk.Engine(rk.MemoryStore(), activity_threads=0) as engine:
-        expected = outcome(engine.start(program, ops, workflow_id="p"))
-        history = list(engine.store.events("p"))
-    uninterrupted = Counter(executions)
-
-    crash_after = data.draw(st.integers(1, len(history) - 1), label="events kept by the crash")
-    store = copy_prefix(engine.store, "p", crash_after)
-    executions.clear()
-    with rk.Engine(store, activity_threads=0) as engine:
-        assert outcome(engine.start(program, ops, workflow_id="p")) == expected
-        resumed = list(store.events("p"))
-    assert shape(resumed) == shape(history)
-    # Only the activities not yet recorded ran again, each once.
-    already_recorded = sum(1 for e in history[1:crash_after] if e.kind == "activity")
-    assert sum(executions.values()) == sum(uninterrupted.values()) - already_recorded
-
-
-@settings(max_examples=60, deadline=None)
-@given(ops=ops)
-def test_replay_reproduces_the_recorded_command_sequence(ops: list[list[Any]]) -> None:
-    with rk.Engine(rk.MemoryStore(), activity_threads=0) as engine:
-        outcome(engine.start(program, ops, workflow_id="p"))
-        history = list(engine.store.events("p"))
+def fresh_machine(history: list[rk.Event], workflow: Any = rks.run_program) -> Machine:
     start = history[0].value()
-    commands_seen = []
-    machine = Machine(program.fn, rk.Context("p", seed=start["seed"], start_time=history[0].at), (ops,), {})
+    ctx = rk.Context("p", seed=start["seed"], start_time=history[0].at)
+    return Machine(workflow.fn, ctx, tuple(start["args"]), start["kwargs"])
+
+
+# 1. Crash anywhere, resume: same result, same history, same activity executions.
+@settings(SETTINGS, max_examples=100)
+@given(program=rks.programs(), schedule=rks.crash_schedules())
+def test_crash_anywhere_then_resume_matches_an_uninterrupted_run(program: list[Any], schedule: list[float]) -> None:
+    length = len(recorded_run(program))
+    assert_survives_crashes(rks.run_program, program, signals=rks.signals_for(program),
+                            crash_points=rks.crash_points(schedule, length))
+
+
+# 2. Replay is a pure function: it yields exactly the recorded command sequence...
+@SETTINGS
+@given(program=rks.programs())
+def test_replay_yields_exactly_the_recorded_commands(program: list[Any]) -> None:
+    history = recorded_run(program)
+    steps = [e for e in history[1:] if e.kind != RESULT]
+    machine = fresh_machine(history)
     step = machine.start()
-    for event in history[1:-1]:
+    yielded = []
+    for event in steps:
         assert isinstance(step, Pending)
-        commands_seen.append((step.seq, step.command.kind, step.command.name))
-        step = machine.replay(event)  # raises NonDeterminismError on any divergence
-    assert not isinstance(step, Pending)
-    assert commands_seen == [(e.seq, e.kind, e.name) for e in history[1:-1]]
-
-
-@settings(max_examples=40, deadline=None)
-@given(ops=ops, prefix=st.integers(0, 20))
-def test_every_history_prefix_replays_to_the_suspension_point_the_live_run_passed(
-        ops: list[list[Any]], prefix: int) -> None:
-    with rk.Engine(rk.MemoryStore(), activity_threads=0) as engine:
-        outcome(engine.start(program, ops, workflow_id="p"))
-        history = list(engine.store.events("p"))
-    steps = history[1:-1]
-    prefix = min(prefix, len(steps))
-    start = history[0].value()
-    machine = Machine(program.fn, rk.Context("p", seed=start["seed"], start_time=history[0].at), (ops,), {})
-    step = machine.start()
-    for event in steps[:prefix]:
+        yielded.append((step.seq, step.command.kind, step.command.name))
         step = machine.replay(event)
-    if prefix < len(steps):
-        assert isinstance(step, Pending) and step.seq == steps[prefix].seq
-        assert (step.command.kind, step.command.name) == (steps[prefix].kind, steps[prefix].name)
+    assert not isinstance(step, Pending)
+    assert yielded == [(e.seq, e.kind, e.name) for e in steps]
+
+
+# ...and any prefix replays to the suspension point the live run passed through.
+@SETTINGS
+@given(program=rks.programs(), cut=st.integers(0, 40))
+def test_every_prefix_replays_to_the_live_suspension_point(program: list[Any], cut: int) -> None:
+    history = recorded_run(program)
+    steps = [e for e in history[1:] if e.kind != RESULT]
+    cut = min(cut, len(steps))
+    machine = fresh_machine(history)
+    step = machine.start()
+    for event in steps[:cut]:
+        step = machine.replay(event)
+    if cut < len(steps):
+        assert isinstance(step, Pending)
+        assert (step.seq, step.command.kind, step.command.name) == (steps[cut].seq, steps[cut].kind, steps[cut].name)
     else:
         assert not isinstance(step, Pending)
+
+
+# 3. Composition: sequencing two workflows replays as the concatenation of their histories.
+@rk.workflow(name="composed")
+def composed(ctx: rk.Context, program: list[Any]):
+    first, second = program
+    a = yield from rks._block(ctx, first, "p.0")
+    b = yield from rks._block(ctx, second, "p.1")
+    return [a, b]
+
+
+@SETTINGS
+@given(first=rks.programs(signals=False, failures=False, randomness=False),
+       second=rks.programs(signals=False, failures=False, randomness=False))
+def test_sequencing_composes_histories(first: list[Any], second: list[Any]) -> None:
+    both = recorded_run([first, second], composed)
+    alone = [recorded_run(first), recorded_run(second)]
+    steps = [(e.kind, e.name, e.outcome, e.payload) for e in both[1:-1]]
+    assert steps == [(e.kind, e.name, e.outcome, e.payload) for h in alone for e in h[1:-1]]
+    assert [e.seq for e in both[1:-1]] == list(range(1, len(steps) + 1))
+    assert both[-1].value() == [alone[0][-1].value(), alone[1][-1].value()]
+    assert shape(both) == shape(recorded_run([first, second], composed))  # and it is reproducible
+
+
+# 4. Time: timers fire in due order and never early; fake time never goes backwards.
+fired: list[int] = []
+
+
+@rk.workflow(name="sleeps_for")
+def sleeps_for(ctx: rk.Context, index: int, seconds: float):
+    yield rk.sleep(seconds)
+    fired.append(index)  # workflow code runs on the driver, in firing order
+    return ctx.now().timestamp()
+
+
+@SETTINGS
+@given(durations=st.lists(st.integers(0, 90 * 86400), min_size=1, max_size=12),
+       manual=st.lists(st.integers(0, 30 * 86400), max_size=3))
+def test_timers_fire_in_due_order_never_early_and_time_never_goes_back(durations: list[int],
+                                                                       manual: list[int]) -> None:
+    fired.clear()
+    with TestEnv(warn_nondeterminism=False) as env:
+        moves: list[float] = []
+        env.clock.on_move.append(moves.append)
+        start = env.clock.now()
+        handles = [env.start(sleeps_for, i, d, workflow_id=f"t{i}") for i, d in enumerate(durations)]
+        for step in manual:
+            env.sleep(step)
+        woke = [h.result(timeout=30) for h in handles]
+        end = env.clock.now()
+    assert moves == sorted(moves)  # never backwards
+    assert woke == [start + d for d in durations]  # exactly at the deadline: never early, never late
+    assert [durations[i] for i in fired] == sorted(durations)  # in due order
+    assert end == start + max(max(durations), sum(manual))  # no further than needed

@@ -21,6 +21,7 @@ Parallel groups join the generated programs when ``rk.all``/``rk.any`` land.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from hypothesis import strategies as st
@@ -47,6 +48,10 @@ def program_failure(message: str) -> None:
     raise ProgramError(message)
 
 
+def _plus_one(n: int) -> int:
+    return n + 1
+
+
 def _block(ctx: Context, ops: Program, path: str) -> Any:
     acc = 0
     for i, op in enumerate(ops):
@@ -58,7 +63,7 @@ def _block(ctx: Context, ops: Program, path: str) -> Any:
         elif kind == "sleep":
             yield commands.sleep(op[1])
         elif kind == "side":
-            acc += yield commands.side_effect(lambda n=op[1]: n + 1)
+            acc += yield commands.side_effect(functools.partial(_plus_one, op[1]))
         elif kind == "signal":
             got = yield commands.wait_signal(f"sig{here}", timeout=op[1])
             acc += 0 if got is None else got
@@ -82,13 +87,14 @@ def run_program(ctx: Context, program: Program) -> Any:
     return (yield from _block(ctx, program, "p"))
 
 
-def _leaves(signals: bool, failures: bool) -> st.SearchStrategy[list[Any]]:
+def _leaves(signals: bool, failures: bool, randomness: bool) -> st.SearchStrategy[list[Any]]:
     options = [
         st.tuples(st.just("act"), st.integers(-1000, 1000)),
         st.tuples(st.just("sleep"), st.sampled_from([0, 1, 60, 3600, 86400, 30 * 86400])),
         st.tuples(st.just("side"), st.integers(0, 100)),
-        st.tuples(st.just("rand"), st.just(0)),
     ]
+    if randomness:
+        options.append(st.tuples(st.just("rand"), st.just(0)))
     if signals:
         options.append(st.tuples(st.just("signal"), st.sampled_from([1, 3600, 86400])))
     if failures:
@@ -96,12 +102,18 @@ def _leaves(signals: bool, failures: bool) -> st.SearchStrategy[list[Any]]:
     return st.one_of(options).map(list)
 
 
-def programs(*, max_leaves: int = 12, signals: bool = True, failures: bool = True) -> st.SearchStrategy[Program]:
-    """Random workflow programs for :func:`run_program`: nested sequences and ``try`` blocks."""
+def programs(*, max_leaves: int = 12, signals: bool = True, failures: bool = True,
+             randomness: bool = True) -> st.SearchStrategy[Program]:
+    """Random workflow programs for :func:`run_program`: nested sequences and ``try`` blocks.
+
+    Switch off ``signals`` (waits with timeouts), ``failures`` (failing activities,
+    an uncaught exception at the end) or ``randomness`` (``ctx.random()`` draws).
+    """
+    leaves = _leaves(signals, failures, randomness)
     tree = st.recursive(
-        st.lists(_leaves(signals, failures), max_size=4),
+        st.lists(leaves, max_size=4),
         lambda children: st.lists(
-            st.one_of(_leaves(signals, failures), children.map(lambda c: ["seq", c]),
+            st.one_of(leaves, children.map(lambda c: ["seq", c]),
                       children.map(lambda c: ["try", c])),
             max_size=4),
         max_leaves=max_leaves,
