@@ -59,6 +59,7 @@ class Engine:
     >>> import replaykit as rk
     >>> @rk.workflow
     ... def hello(ctx, name):
+    ...     yield rk.sleep(0)
     ...     return f"hello {name}"
     ...
     >>> with rk.Engine(rk.MemoryStore()) as engine:
