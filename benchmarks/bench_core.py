@@ -69,13 +69,13 @@ def step_us(path: str, mode: str, n: int) -> float:
 
 def resume_ms(path: str, n: int) -> float:
     """Record n steps, stop; then time a fresh engine replaying them and finishing."""
-    with rk.Engine(path, activity_threads=0) as engine:
+    with rk.Engine(path, activity_threads=0, history_warning=10**9) as engine:
         handle = engine.start(steps_then_signal, n, workflow_id="r")
         while not _parked(engine.store, n):
             time.sleep(0.01)
     rk.send_signal(path, "r", "go", 1)
     t0 = time.perf_counter()
-    with rk.Engine(path, activity_threads=0) as engine:
+    with rk.Engine(path, activity_threads=0, history_warning=10**9) as engine:
         result = engine.start(steps_then_signal, n, workflow_id="r").result()
     elapsed = time.perf_counter() - t0
     assert result == n * (n - 1) // 2 + 1 and handle is not None

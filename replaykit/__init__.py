@@ -3,23 +3,34 @@
 See README.md for a tour and docs/ for the concepts.
 """
 
-from .activity import Activity, ActivityInfo, activity, activity_info
+from .activity import Activity, ActivityInfo, activity, activity_info, heartbeat, is_cancelled
 from .commands import (
     ActivityCall,
+    ChildWorkflow,
     Command,
+    ContinueAsNew,
+    Group,
     SideEffect,
     Sleep,
     SleepUntil,
     WaitSignal,
+    child_workflow,
+    continue_as_new,
     side_effect,
     sleep,
     sleep_until,
     wait_signal,
 )
+from .commands import all_of as all  # noqa: A001 - rk.all / rk.any read like asyncio.gather / wait
+from .commands import any_of as any  # noqa: A001
 from .context import Context
+from .control import cancel, pause, query, resume, send_signal
 from .errors import (
     ActivityFailed,
+    ActivityTimeoutError,
+    Cancelled,
     CorruptStoreError,
+    IllegalTransitionError,
     InvalidCommandError,
     NonDeterminismError,
     NotAStoreError,
@@ -29,6 +40,7 @@ from .errors import (
     SerializationError,
     StoreError,
     StoreTooNewError,
+    TimedOut,
     UnknownWorkflowError,
     WorkflowConflictError,
     WorkflowFailed,
@@ -37,20 +49,24 @@ from .errors import (
 )
 from .handle import WorkflowHandle
 from .history import Event, Status, WorkflowInfo
+from .retry import Exponential, Fixed, Linear, RetryPolicy
 from .run import run
-from .runtime import Engine, send_signal
+from .runtime import Engine
+from .saga import Saga
 from .store import Durability, MemoryStore, SqliteStore, Store
 from .workflow import Workflow, workflow
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Activity", "ActivityCall", "ActivityFailed", "ActivityInfo", "Command", "Context",
-    "CorruptStoreError", "Durability", "Engine", "Event", "InvalidCommandError", "MemoryStore",
-    "NonDeterminismError", "NotAStoreError", "NotAWorkflowError", "ReplayKitError",
-    "ResultTimeoutError", "SerializationError", "SideEffect", "Sleep", "SleepUntil", "SqliteStore",
-    "Status", "Store", "StoreError", "StoreTooNewError", "UnknownWorkflowError", "WaitSignal",
-    "Workflow", "WorkflowConflictError", "WorkflowFailed", "WorkflowHandle", "WorkflowInfo",
-    "WorkflowLockedError", "WorkflowNotFoundError", "activity", "activity_info", "run",
-    "send_signal", "side_effect", "sleep", "sleep_until", "wait_signal", "workflow",
+    "Activity", "ActivityCall", "ActivityFailed", "ActivityInfo", "ActivityTimeoutError", "Cancelled",
+    "ChildWorkflow", "Command", "Context", "ContinueAsNew", "CorruptStoreError", "Durability", "Engine", "Event",
+    "Exponential", "Fixed", "Group", "IllegalTransitionError", "InvalidCommandError", "Linear", "MemoryStore",
+    "NonDeterminismError", "NotAStoreError", "NotAWorkflowError", "ReplayKitError", "ResultTimeoutError",
+    "RetryPolicy", "Saga", "SerializationError", "SideEffect", "Sleep", "SleepUntil", "SqliteStore", "Status",
+    "Store", "StoreError", "StoreTooNewError", "TimedOut", "UnknownWorkflowError", "WaitSignal", "Workflow",
+    "WorkflowConflictError", "WorkflowFailed", "WorkflowHandle", "WorkflowInfo", "WorkflowLockedError",
+    "WorkflowNotFoundError", "activity", "activity_info", "all", "any", "cancel", "child_workflow",
+    "continue_as_new", "heartbeat", "is_cancelled", "pause", "query", "resume", "run", "send_signal",
+    "side_effect", "sleep", "sleep_until", "wait_signal", "workflow",
 ]

@@ -18,21 +18,41 @@ from __future__ import annotations
 
 import contextvars
 import inspect
+import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, Generic, TypeVar, overload
 
 import attrs
 
 from .commands import ActivityCall
+from .errors import Cancelled
+from .retry import RetryPolicy
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Execution:
+    """One execution of an activity: what it runs for, and how the engine reaches it."""
+
+    __slots__ = ("workflow_id", "step", "attempt", "activity", "cancelled", "clock", "last_heartbeat", "details")
+
+    def __init__(self, workflow_id: str, step: int, attempt: int, activity: str, clock: Any = None) -> None:
+        self.workflow_id = workflow_id
+        self.step = step
+        self.attempt = attempt
+        self.activity = activity
+        self.cancelled = False  # set by the engine; read by heartbeat() and is_cancelled()
+        self.clock = clock  # the engine's: heartbeats are timed on the clock that times them out
+        self.last_heartbeat = 0.0  # set when started, for activities with a heartbeat timeout
+        self.details: Any = None
 
 
 @attrs.frozen
 class ActivityInfo:
     """What an activity knows about the step it runs for; see :func:`activity_info`.
 
-    ``idempotency_key`` is ``"<workflow id>:<seq>:<attempt>"``. It is the same on
+    ``idempotency_key`` is ``"<workflow id>:<step>:<attempt>"``. It is the same on
     every execution of the same step and attempt, including the re-execution
     after a crash, so a side effect keyed on it happens at most once.
     """
@@ -47,8 +67,14 @@ class ActivityInfo:
         return f"{self.workflow_id}:{self.seq}:{self.attempt}"
 
 
-# Holds the fields of ActivityInfo, not the object: built only when asked for.
-_current: contextvars.ContextVar[tuple[str, int, int, str]] = contextvars.ContextVar("replaykit_activity")
+_current: contextvars.ContextVar[Execution] = contextvars.ContextVar("replaykit_activity")
+
+
+def _execution(what: str) -> Execution:
+    try:
+        return _current.get()
+    except LookupError:
+        raise LookupError(f"{what} called outside a running activity") from None
 
 
 def activity_info() -> ActivityInfo:
@@ -57,10 +83,33 @@ def activity_info() -> ActivityInfo:
     Raises ``LookupError`` outside an activity (for instance when a test calls
     ``.fn`` directly).
     """
-    try:
-        return ActivityInfo(*_current.get())
-    except LookupError:
-        raise LookupError("activity_info() called outside a running activity") from None
+    e = _execution("activity_info()")
+    return ActivityInfo(e.workflow_id, e.step, e.attempt, e.activity)
+
+
+def heartbeat(details: Any = None) -> None:
+    """Tell the engine a long activity is alive; raises :class:`Cancelled` if its result is no longer wanted.
+
+    Call it regularly from activities with a ``heartbeat_timeout``, and from any
+    long activity that should stop early when its workflow is cancelled or its
+    ``rk.any`` race is lost.
+    """
+    e = _execution("heartbeat()")
+    e.last_heartbeat = e.clock.now() if e.clock is not None else time.time()
+    e.details = details
+    if e.cancelled:
+        raise Cancelled(f"activity {e.activity!r} (step {e.step} of {e.workflow_id!r}) was cancelled")
+
+
+def is_cancelled() -> bool:
+    """Inside an activity: has the engine stopped wanting its result? (Check it, or call heartbeat().)"""
+    return _execution("is_cancelled()").cancelled
+
+
+def _optional_seconds(value: timedelta | float | None) -> float | None:
+    if value is None:
+        return None
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
 @attrs.frozen(repr=False)
@@ -69,6 +118,10 @@ class Activity(Generic[F]):
 
     fn: F
     name: str
+    retry: RetryPolicy | None = None
+    timeout: float | None = attrs.field(default=None, converter=_optional_seconds)
+    schedule_to_close: float | None = attrs.field(default=None, converter=_optional_seconds)
+    heartbeat_timeout: float | None = attrs.field(default=None, converter=_optional_seconds)
     is_async: bool = attrs.field(init=False, eq=False)
 
     @is_async.default
@@ -76,7 +129,7 @@ class Activity(Generic[F]):
         return inspect.iscoroutinefunction(self.fn)
 
     def __call__(self, *args: Any, **kwargs: Any) -> ActivityCall:
-        return ActivityCall(self, args, tuple(kwargs.items()))
+        return ActivityCall(self, args, tuple(kwargs.items()) if kwargs else ())
 
     def __repr__(self) -> str:
         return f"<activity {self.name}>"
@@ -85,19 +138,28 @@ class Activity(Generic[F]):
 @overload
 def activity(fn: F, /) -> Activity[F]: ...
 @overload
-def activity(*, name: str | None = None) -> Callable[[F], Activity[F]]: ...
+def activity(*, name: str | None = None, retry: RetryPolicy | None = None,
+             timeout: timedelta | float | None = None, schedule_to_close: timedelta | float | None = None,
+             heartbeat_timeout: timedelta | float | None = None) -> Callable[[F], Activity[F]]: ...
 
 
-def activity(fn: Any = None, /, *, name: str | None = None) -> Any:
+def activity(fn: Any = None, /, *, name: str | None = None, retry: RetryPolicy | None = None,
+             timeout: timedelta | float | None = None, schedule_to_close: timedelta | float | None = None,
+             heartbeat_timeout: timedelta | float | None = None) -> Any:
     """Mark a function (sync or ``async def``) as an activity.
 
     ``name`` is what histories record (default: the function's ``__qualname__``);
-    set it to keep old histories replaying after a rename.
+    set it to keep old histories replaying after a rename. ``retry`` is a
+    :class:`RetryPolicy` (default: the workflow's, else no retries).
+    ``timeout`` bounds each attempt (start to close), ``schedule_to_close`` all
+    attempts together, ``heartbeat_timeout`` the time between ``rk.heartbeat()``
+    calls; an overrun raises :class:`ActivityTimeoutError` at the yield (after
+    retries, if the policy allows them).
     """
 
     def wrap(f: F) -> Activity[F]:
         if not callable(f):
             raise TypeError(f"@rk.activity needs a function, got {f!r}")
-        return Activity(f, name or f.__qualname__)
+        return Activity(f, name or f.__qualname__, retry, timeout, schedule_to_close, heartbeat_timeout)
 
     return wrap if fn is None else wrap(fn)

@@ -28,6 +28,9 @@ ACTIVITY = "activity"
 TIMER = "timer"
 SIGNAL = "signal"
 SIDE_EFFECT = "side_effect"
+CHILD = "child"
+GROUP = "group"
+CONTINUE_AS_NEW = "continue_as_new"
 
 
 class Command:
@@ -159,6 +162,98 @@ class SideEffect(Command):
         return f"side_effect({self.name})"
 
     __repr__ = describe
+
+
+@attrs.frozen(repr=False)
+class Group(Command):
+    """Commands run in parallel: ``all`` waits for every one, ``any`` for the first to finish.
+
+    Each leaf gets its own step number, in argument order (depth first), when the
+    group is yielded; completions are recorded in the order they happen.
+    """
+
+    kind: ClassVar[str] = GROUP
+    mode: str
+    commands: tuple[Command, ...]
+
+    def __attrs_post_init__(self) -> None:
+        for c in self.commands:
+            if not isinstance(c, Command):
+                raise TypeError(f"rk.{self.mode}(...) takes replaykit commands, got {c!r}")
+        if self.mode == "any" and not self.commands:
+            raise ValueError("rk.any() needs at least one command: with none, nothing could ever finish first")
+
+    def describe(self) -> str:
+        return f"{self.mode}({', '.join(c.describe() for c in self.commands)})"
+
+    __repr__ = describe
+
+
+@attrs.frozen(repr=False)
+class ChildWorkflow(Command):
+    """Run another workflow as a child, with its own id and history; yields its result."""
+
+    kind: ClassVar[str] = CHILD
+    workflow: Any
+    args: tuple[Any, ...]
+    kwargs: tuple[tuple[str, Any], ...]
+    workflow_id: str | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.workflow.name)
+
+    def describe(self) -> str:
+        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs]
+        return f"child_workflow {self.name}({', '.join(parts)})"
+
+    __repr__ = describe
+
+
+@attrs.frozen(repr=False)
+class ContinueAsNew(Command):
+    """End this run and start the workflow afresh, same id, new (empty) history."""
+
+    kind: ClassVar[str] = CONTINUE_AS_NEW
+    args: tuple[Any, ...]
+    kwargs: tuple[tuple[str, Any], ...] = ()
+
+    def describe(self) -> str:
+        return f"continue_as_new{self.args!r}"
+
+    __repr__ = describe
+
+
+def all_of(*commands: Command) -> Group:
+    """``results = yield rk.all(a(), b(), c())``: run in parallel; a list of results in argument order.
+
+    The first failure (in the order outcomes arrive) is raised at the yield and
+    the other commands still running are cancelled.
+    """
+    return Group("all", commands)
+
+
+def any_of(*commands: Command) -> Group:
+    """``index, value = yield rk.any(a(), b())``: the first to finish wins; the others are cancelled.
+
+    If the first to finish failed, its exception is raised at the yield.
+    """
+    return Group("any", commands)
+
+
+def child_workflow(workflow: Any, *args: Any, workflow_id: str | None = None, **kwargs: Any) -> ChildWorkflow:
+    """``result = yield rk.child_workflow(pipeline_stage, item, workflow_id=...)``.
+
+    The id defaults to ``<parent id>/<step>``, stable across replays.
+    """
+    from .workflow import as_workflow
+
+    return ChildWorkflow(as_workflow(workflow), args, tuple(kwargs.items()), workflow_id)
+
+
+def continue_as_new(*args: Any, **kwargs: Any) -> ContinueAsNew:
+    """``yield rk.continue_as_new(state)``: restart with these arguments and an empty history."""
+    return ContinueAsNew(args, tuple(kwargs.items()))
 
 
 def sleep(duration: timedelta | float) -> Sleep:

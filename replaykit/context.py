@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 import random as _random
 import uuid
-from collections.abc import MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -37,8 +38,14 @@ class Context:
     def __init__(self, workflow_id: str, *, seed: int, start_time: float) -> None:
         self.workflow_id = workflow_id
         self.is_replaying = False
+        self.seed = seed
         self._time = start_time
         self._rng = _random.Random(seed)
+        self._shield_depth = 0
+        self._queries: dict[str, Callable[..., Any]] = {}
+        self.custom_status: Any = None
+        # Set by the interpreter: answers patched()/deprecate_patch() from the history.
+        self._patch_hook: Callable[[str, bool], bool] = lambda change_id, deprecated: True
         self.logger: logging.LoggerAdapter = _ReplayAwareLogger(  # type: ignore[type-arg]
             logging.getLogger("replaykit.workflow"), self
         )
@@ -54,6 +61,64 @@ class Context:
     def uuid4(self) -> uuid.UUID:
         """A random-looking UUID (version 4) that is the same on every replay."""
         return uuid.UUID(int=self._rng.getrandbits(128), version=4)
+
+    # -- versioning ---------------------------------------------------------------
+
+    def patched(self, change_id: str) -> bool:
+        """``True`` on the new code path: for runs that reach this point after the change.
+
+        A run that passed this point before the change (its history has no marker
+        for ``change_id``) gets ``False`` and keeps the old path, so it replays::
+
+            if ctx.patched("send-sms"):
+                yield send_sms(user)
+            else:
+                yield send_email(user)
+
+        Once no run still needs the old path, replace the call by
+        :meth:`deprecate_patch` and drop the old branch.
+        """
+        return self._patch_hook(change_id, False)
+
+    def deprecate_patch(self, change_id: str) -> None:
+        """The successor of ``patched(change_id)`` once only the new path remains: histories with
+        or without the marker both replay."""
+        self._patch_hook(change_id, True)
+
+    # -- cancellation ---------------------------------------------------------------
+
+    @contextmanager
+    def shield(self) -> Iterator[None]:
+        """Defer cancellation: inside, ``rk.Cancelled`` is not raised; it is raised at the
+        first yield after the block (if the workflow was cancelled meanwhile)."""
+        self._shield_depth += 1
+        try:
+            yield
+        finally:
+            self._shield_depth -= 1
+
+    # -- what the outside may read ---------------------------------------------------
+
+    def query(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        """Register a read-only query handler, answered from replayed state::
+
+            @ctx.query("progress")
+            def progress():
+                return {"done": done, "total": total}
+        """
+        def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+            self._queries[name] = fn
+            return fn
+
+        return register
+
+    def set_query_handler(self, name: str, fn: Callable[..., Any]) -> None:
+        """Same as the :meth:`query` decorator."""
+        self._queries[name] = fn
+
+    def set_status(self, value: Any) -> None:
+        """Custom progress, JSON-able, visible from outside as ``handle.custom_status()``."""
+        self.custom_status = value
 
     def __repr__(self) -> str:
         return f"<Context {self.workflow_id!r} replaying={self.is_replaying}>"

@@ -85,6 +85,35 @@ class CorruptStoreError(StoreError):
     """The database file is damaged or truncated; SQLite cannot read it."""
 
 
+class Cancelled(ReplayKitError):
+    """Raised at a workflow's current yield when it is cancelled; and, cooperatively,
+    from ``rk.heartbeat()`` inside an activity whose result is no longer wanted.
+
+    Catch it to run compensations; a workflow that lets it escape ends ``cancelled``.
+    """
+
+
+class TimedOut(Cancelled):
+    """Raised at a workflow's current yield when its run timeout passes; it ends ``timed_out``."""
+
+
+class ActivityTimeoutError(ReplayKitError):
+    """An activity overran one of its timeouts (``kind``: start_to_close, schedule_to_close, heartbeat)."""
+
+    def __init__(self, kind: str, activity: str, seconds: float) -> None:
+        self.kind = kind
+        self.activity = activity
+        self.seconds = seconds
+        super().__init__(f"activity {activity!r} exceeded its {kind} timeout of {seconds:g}s")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return ActivityTimeoutError, (self.kind, self.activity, self.seconds)
+
+
+class IllegalTransitionError(ReplayKitError):
+    """A lifecycle operation that the workflow's current status does not allow (e.g. resuming a completed run)."""
+
+
 class ActivityFailed(ReplayKitError):
     """Stands in for an activity's exception that could not be pickled.
 

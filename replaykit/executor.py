@@ -9,15 +9,14 @@ from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .activity import _current
+from .activity import Execution, _current
 from .commands import ActivityCall
 
 Outcome = tuple[bool, Any]  # (True, value) or (False, exception)
 Done = Callable[[Outcome], None]
-Info = tuple[str, int, int, str]  # ActivityInfo's fields: workflow id, seq, attempt, activity name
 
 
-def _call(fn: Callable[..., Any], call: ActivityCall, info: Info) -> Outcome:
+def _call(fn: Callable[..., Any], call: ActivityCall, info: Execution) -> Outcome:
     token = _current.set(info)
     try:
         if call.kwargs:
@@ -29,7 +28,7 @@ def _call(fn: Callable[..., Any], call: ActivityCall, info: Info) -> Outcome:
         _current.reset(token)
 
 
-async def _acall(fn: Callable[..., Any], call: ActivityCall, info: Info) -> Outcome:
+async def _acall(fn: Callable[..., Any], call: ActivityCall, info: Execution) -> Outcome:
     _current.set(info)  # each task runs in its own context copy
     try:
         coro: Coroutine[Any, Any, Any] = fn(*call.args, **dict(call.kwargs))
@@ -46,9 +45,11 @@ class Executor:
 
     def __init__(self, threads: int, overrides: Mapping[str, Callable[..., Any]] | None = None) -> None:
         self.inline = threads == 0
+        self._threads = threads or 8  # inline executors still need threads for parallel groups
         self._overrides = dict(overrides or {})
-        self._pool = None if self.inline else ThreadPoolExecutor(threads, thread_name_prefix="replaykit-activity")
+        self._pool: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._inline_loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
 
     def _function(self, call: ActivityCall) -> tuple[Callable[..., Any], bool]:
@@ -57,27 +58,28 @@ class Executor:
             return call.activity.fn, call.activity.is_async
         return fn, inspect.iscoroutinefunction(fn)
 
-    def run_inline(self, call: ActivityCall, info: Info) -> Outcome:
+    def run_inline(self, call: ActivityCall, info: Execution) -> Outcome:
         """Run in this thread and return the outcome (only when ``inline``)."""
         fn, is_async = self._function(call)
         if is_async:
             return self._event_loop_inline().run_until_complete(_acall(fn, call, info))
         return _call(fn, call, info)
 
-    def submit(self, call: ActivityCall, info: Info, done: Done) -> None:
+    def submit(self, call: ActivityCall, info: Execution, done: Done) -> None:
         """Run in the background; ``done(outcome)`` is called from another thread."""
         fn, is_async = self._function(call)
         if is_async:
             future = asyncio.run_coroutine_threadsafe(_acall(fn, call, info), self._event_loop_thread())
             future.add_done_callback(lambda f: done(f.result()))
         else:
-            assert self._pool is not None
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="replaykit-activity")
             self._pool.submit(lambda: done(_call(fn, call, info)))
 
     def _event_loop_inline(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            self._loop = asyncio.new_event_loop()
-        return self._loop
+        if self._inline_loop is None:
+            self._inline_loop = asyncio.new_event_loop()
+        return self._inline_loop
 
     def _event_loop_thread(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
@@ -90,9 +92,10 @@ class Executor:
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
-        if self._loop is not None:
-            if self._loop_thread is not None:
-                self._loop.call_soon_threadsafe(self._loop.stop)
-                self._loop_thread.join(timeout=5)
+        if self._loop is not None and self._loop_thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop_thread.join(timeout=5)
             if not self._loop.is_running():
                 self._loop.close()
+        if self._inline_loop is not None:
+            self._inline_loop.close()

@@ -1,8 +1,11 @@
 """The recorded history of one workflow run: an ordered list of events.
 
-Event ``seq`` 0 is the start (arguments, random seed, rules version); event
-``seq`` n >= 1 is the outcome of the n-th command the workflow yielded; the
-last event, once the run ends, is its result. See ``docs/history.md``.
+Events are numbered by their position (``seq``: 0 is the start, with arguments,
+random seed and rules version). Each outcome names the ``step`` it answers: the
+number of the command in the workflow's own yield order (commands of a parallel
+group get consecutive steps), so completions can be recorded in the order they
+happened while ids never depend on it. The last event, once the run ends, is its
+result. See ``docs/history.md``.
 """
 
 from __future__ import annotations
@@ -17,34 +20,57 @@ from . import payloads
 # Version of the replay rules that wrote a history (what is checked, how ids
 # are assigned). Recorded in every start event so checks can grow stricter
 # without breaking histories written under older rules.
-RULES_VERSION = 1
+RULES_VERSION = 2
 
 START = "start"
 RESULT = "result"
+CANCEL = "cancel"  # a cancellation (or run timeout) delivered at the current yield
+PATCH = "patch"  # a ctx.patched() marker
 
 OK = "ok"
 ERROR = "error"
 TIMEOUT = "timeout"
+CONTINUED = "continued"  # result outcome of a run that continued as new
 
 
 class Status(str, enum.Enum):
-    """Where a workflow run stands."""
+    """Where a workflow run stands. Terminal statuses are absorbing."""
 
+    PENDING = "pending"  # created, to start later (start_at / start_delay)
     RUNNING = "running"
+    PAUSED = "paused"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
+    TIMED_OUT = "timed_out"
+    CONTINUED = "continued"  # replaced by a fresh run of the same workflow id
 
     @property
     def is_terminal(self) -> bool:
-        return self is not Status.RUNNING
+        return self in _TERMINAL
+
+    def can_become(self, other: Status) -> bool:
+        """Is ``self -> other`` a legal transition?"""
+        return other in _TRANSITIONS[self]
+
+
+_TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.TIMED_OUT, Status.CONTINUED})
+_ENDINGS = {Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.TIMED_OUT, Status.CONTINUED}
+_TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.PENDING: frozenset({Status.RUNNING, Status.PAUSED, Status.CANCELLED}),
+    Status.RUNNING: frozenset({Status.PAUSED} | _ENDINGS),
+    Status.PAUSED: frozenset({Status.RUNNING} | _ENDINGS),
+    **{s: frozenset() for s in _TERMINAL},
+}
 
 
 # A NamedTuple, not an attrs class: one is built for every step recorded and every
 # row replayed, and a NamedTuple is five times cheaper to build than a frozen attrs class.
 class Event(NamedTuple):
-    """One recorded step. ``outcome`` is ``ok``, ``error`` or ``timeout``."""
+    """One recorded event. ``outcome`` is ``ok``, ``error``, ``timeout`` (or ``continued``)."""
 
     seq: int
+    step: int
     kind: str
     name: str
     at: float
@@ -69,3 +95,4 @@ class WorkflowInfo:
     status: Status
     created_at: float
     updated_at: float
+    custom_status: Any = None

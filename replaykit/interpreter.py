@@ -1,34 +1,72 @@
 """The pure heart: drive one workflow generator or coroutine, live or from history.
 
 :class:`Machine` does no I/O and reads no clock. The runtime feeds it outcomes
-(``send``/``throw``) or recorded events (``replay``); it answers with the next
-command (:class:`Pending`), or the workflow's end (:class:`Returned`,
-:class:`Raised`). ``replay`` first checks the recorded event against the
-command the code yielded, raising :class:`NonDeterminismError` on mismatch.
+(``resolve``, ``cancel``) or recorded events (``replay``); it answers with what
+to start next (:class:`Waiting`) or how the workflow ended (:class:`Returned`,
+:class:`Raised`, :class:`Continued`). ``replay`` first checks the recorded
+event against what the code is waiting on, raising :class:`NonDeterminismError`
+on a mismatch.
+
+Every yielded command becomes a tree: a leaf per command, a node per
+``rk.all``/``rk.any`` group. Leaves get consecutive step numbers in argument
+order when the yield happens; completions may then arrive in any order, each
+recorded with its step. A failed activity with a retry policy turns into a
+durable backoff timer, then into its next attempt, under the same step.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
+
+import attrs
 
 from . import determinism, payloads
-from .commands import Command
+from .commands import ACTIVITY, TIMER, ActivityCall, Command, ContinueAsNew, Group
 from .context import Context
-from .errors import InvalidCommandError, NonDeterminismError
-from .history import ERROR, TIMEOUT, Event
+from .errors import ActivityTimeoutError, InvalidCommandError, NonDeterminismError
+from .history import CANCEL, ERROR, PATCH, TIMEOUT, Event
+from .retry import RetryPolicy
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
-# NamedTuples rather than attrs classes: one is made per step, on the hot path.
-class Pending(NamedTuple):
-    """The workflow is suspended at its ``seq``-th yield, waiting on ``command``."""
+@attrs.frozen(repr=False)
+class Backoff(Command):
+    """The durable wait between two attempts of a failed activity (recorded as timer 'retry')."""
 
-    seq: int
+    kind: ClassVar[str] = TIMER
+    seconds: float
+    call: Command  # the activity call to try again afterwards
+
+    @property
+    def name(self) -> str:
+        return "retry"
+
+    def deadline(self, now: float) -> float:
+        return now + self.seconds
+
+    def describe(self) -> str:
+        return f"retry backoff of {self.seconds:g}s"
+
+    __repr__ = describe
+
+
+class Leaf(NamedTuple):
+    """A command to carry out now, for ``step``."""
+
+    step: int
     command: Command
     deadline: float | None
+    attempt: int
+    scheduled: float  # workflow time the step was first yielded
+
+
+class Waiting(NamedTuple):
+    """The workflow waits; ``started`` are leaves to start now (often one, sometimes none)."""
+
+    started: tuple[Leaf, ...]
 
 
 class Returned(NamedTuple):
@@ -39,7 +77,28 @@ class Raised(NamedTuple):
     error: Exception
 
 
-Step = Pending | Returned | Raised
+class Continued(NamedTuple):
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+Step = Waiting | Returned | Raised | Continued
+
+
+class _Node:
+    """A leaf (``command`` set) or a group (``mode`` set) of the tree of the current yield."""
+
+    __slots__ = ("parent", "index", "command", "leaf", "mode", "children", "results", "remaining")
+
+    def __init__(self, parent: _Node | None, index: int) -> None:
+        self.parent = parent
+        self.index = index
+        self.command: Command | None = None
+        self.leaf: Leaf | None = None
+        self.mode = ""
+        self.children: list[_Node] = []
+        self.results: list[Any] = []
+        self.remaining = 0
 
 
 def yield_site(gen: Any) -> str:
@@ -54,29 +113,115 @@ def yield_site(gen: Any) -> str:
     return site or "<unknown location>"
 
 
+class Feed:
+    """The recorded events still to replay, with one of lookahead."""
+
+    def __init__(self, events: Iterator[Event]) -> None:
+        self._events = events
+        self._next = next(events, None)
+
+    def peek(self) -> Event | None:
+        return self._next
+
+    def pop(self) -> Event | None:
+        event, self._next = self._next, next(self._events, None)
+        return event
+
+
 class Machine:
     """One workflow run as a state machine whose transitions are recorded outcomes."""
 
-    def __init__(self, fn: Callable[..., Any], ctx: Context, args: tuple[Any, ...],
-                 kwargs: dict[str, Any], *, watch: bool = False) -> None:
+    def __init__(self, fn: Callable[..., Any], ctx: Context, args: tuple[Any, ...], kwargs: dict[str, Any], *,
+                 watch: bool = False, retry: RetryPolicy | None = None) -> None:
         self.ctx = ctx
         self._watch = watch
+        self._default_retry = retry
         self._gen = fn(ctx, *args, **kwargs)
-        self.seq = 0
-        self.pending: Command | None = None
+        self.seq = 0  # the last step number handed out
+        self.outstanding: dict[int, Leaf] = {}
+        self._nodes: dict[int, _Node | None] = {}  # None: a lone command, the root of its yield
+        self._cancel_pending: BaseException | None = None
+        self._patches: dict[str, bool] = {}
+        self._new_markers: list[str] = []
+        self._cancelled: list[int] = []
+        self.feed: Feed | None = None
+        ctx._patch_hook = self._patch
+
+    # -- driving ----------------------------------------------------------------
 
     def start(self) -> Step:
         return self._advance(self._gen.send, None)
 
-    def send(self, at: float, value: Any) -> Step:
-        """Resume the pending yield with ``value``, at workflow time ``at``."""
+    def resolve(self, step: int, outcome: str, value: Any, at: float) -> Step:
+        """Feed the outcome of leaf ``step`` (``value`` is the exception for ``error``), at time ``at``."""
         self.ctx._time = at
-        return self._advance(self._gen.send, value)
+        node = self._nodes.pop(step)
+        leaf = self.outstanding.pop(step)
+        if leaf.command.kind == ACTIVITY:
+            if outcome != ERROR:
+                return self._complete(node, True, value)
+            wait = self._retry_wait(leaf, value, at)
+            if wait is not None:
+                backoff = Leaf(step, Backoff(wait, leaf.command), at + wait, leaf.attempt, leaf.scheduled)
+                self._register(node, backoff)
+                return Waiting((backoff,))
+        if isinstance(leaf.command, Backoff):
+            retry = Leaf(step, leaf.command.call, None, leaf.attempt + 1, leaf.scheduled)
+            self._register(node, retry)
+            return Waiting((retry,))
+        ok, result = (False, value) if outcome == ERROR else (True, None if outcome == TIMEOUT else value)
+        return self._complete(node, ok, result)
 
-    def throw(self, at: float, error: BaseException) -> Step:
-        """Raise ``error`` at the pending yield, at workflow time ``at``."""
+    def cancel(self, at: float, error: BaseException) -> Step:
+        """Deliver a cancellation (or run timeout) at the current yield; deferred while shielded."""
         self.ctx._time = at
+        if self.ctx._shield_depth > 0:
+            self._cancel_pending = error
+            return Waiting(())
+        self._drop_all()
         return self._advance(self._gen.throw, error)
+
+    def replay(self, event: Event) -> Step:
+        """Check ``event`` against what the code waits on, then feed it its recorded outcome."""
+        if event.kind == CANCEL:
+            return self.cancel(event.at, payloads.decode_error(event.encoding, event.payload))
+        self.check(event)
+        if event.outcome == ERROR:
+            return self.resolve(event.step, ERROR, payloads.decode_error(event.encoding, event.payload), event.at)
+        value = None if event.outcome == TIMEOUT else payloads.decode(event.encoding, event.payload)
+        return self.resolve(event.step, event.outcome, value, event.at)
+
+    def check(self, event: Event) -> None:
+        """Raise ``NonDeterminismError`` unless ``event`` answers a command the code waits on."""
+        leaf = self.outstanding.get(event.step)
+        if leaf is not None and event.kind == leaf.command.kind and event.name == leaf.command.name:
+            return
+        if event.kind == PATCH:
+            now = f"no ctx.patched({event.name!r}) call here (remove a patch only after ctx.deprecate_patch)"
+        elif leaf is not None:
+            now = leaf.command.describe()
+        elif self.outstanding:
+            now = ", ".join(f"step {s}: {lf.command.describe()}" for s, lf in sorted(self.outstanding.items()))
+        else:
+            now = "nothing (the workflow has already ended)"
+        raise NonDeterminismError(self.ctx.workflow_id, event.step, event.describe(), now, self.where())
+
+    def drain_markers(self) -> list[str]:
+        """Patch markers the live code asked for since the last call, to record in order."""
+        markers, self._new_markers = self._new_markers, []
+        return markers
+
+    def drain_cancelled(self) -> list[int]:
+        """Steps no longer wanted since the last call (their activities should be told)."""
+        cancelled, self._cancelled = self._cancelled, []
+        return cancelled
+
+    def is_waiting_on(self, step: int, attempt: int | None = None) -> bool:
+        leaf = self.outstanding.get(step)
+        return leaf is not None and (attempt is None or leaf.attempt == attempt)
+
+    def where(self) -> str:
+        return yield_site(self._gen)
 
     def discard(self) -> None:
         """Drop a suspended workflow quietly.
@@ -90,69 +235,150 @@ class Machine:
         except Exception:  # a finally block that yields or raises: nothing to record
             pass
 
-    def where(self) -> str:
-        return yield_site(self._gen)
+    # -- internals ------------------------------------------------------------------
 
-    def check(self, event: Event) -> None:
-        """Raise ``NonDeterminismError`` unless ``event`` answers the pending command."""
-        cmd = self.pending
-        if cmd is not None and event.seq == self.seq and event.kind == cmd.kind and event.name == cmd.name:
+    def _patch(self, change_id: str, deprecated: bool) -> bool:
+        if change_id in self._patches:
+            return self._patches[change_id]
+        upcoming = self.feed.peek() if self.feed is not None else None
+        if upcoming is None:  # live: take the new path and record that we did
+            self._new_markers.append(change_id)
+            result = True
+        elif upcoming.kind == PATCH and upcoming.name == change_id:
+            assert self.feed is not None
+            self.feed.pop()
+            result = True
+        else:  # this history passed here before the change
+            result = deprecated
+        self._patches[change_id] = result
+        return result
+
+    def _retry_wait(self, leaf: Leaf, error: BaseException, at: float) -> float | None:
+        """Seconds until the next attempt of a failed activity, or ``None`` to let the error through."""
+        call = leaf.command
+        assert isinstance(call, ActivityCall)
+        policy = call.activity.retry or self._default_retry
+        if policy is None or (isinstance(error, ActivityTimeoutError) and error.kind == "schedule_to_close"):
+            return None
+        return policy.next_wait(error, leaf.attempt, leaf.scheduled, at, self.ctx.seed, leaf.step)
+
+    def _register(self, node: _Node | None, leaf: Leaf) -> None:
+        if node is not None:
+            node.leaf = leaf
+        self._nodes[leaf.step] = node
+        self.outstanding[leaf.step] = leaf
+
+    def _build(self, command: Command, started: list[Leaf]) -> None:
+        """Number the leaves of a yielded command and register what it waits on."""
+        if isinstance(command, Group):
+            self._build_node(command, None, 0, started)
             return
-        now = cmd.describe() if cmd is not None else "nothing (the workflow has already ended)"
-        raise NonDeterminismError(self.ctx.workflow_id, event.seq, event.describe(), now, self.where())
+        self.seq += 1  # a lone command: the common case, kept lean
+        leaf = Leaf(self.seq, command, command.deadline(self.ctx._time), 1, self.ctx._time)
+        self._nodes[self.seq] = None
+        self.outstanding[self.seq] = leaf
+        started.append(leaf)
 
-    def replay(self, event: Event) -> Step:
-        """Check ``event`` against the pending command, then resume with its recorded outcome."""
-        self.check(event)
-        if event.outcome == ERROR:
-            return self.throw(event.at, payloads.decode_error(event.encoding, event.payload))
-        if event.outcome == TIMEOUT:
-            return self.send(event.at, None)
-        return self.send(event.at, payloads.decode(event.encoding, event.payload))
+    def _build_node(self, command: Command, parent: _Node | None, index: int, started: list[Leaf]) -> _Node:
+        node = _Node(parent, index)
+        if isinstance(command, Group):
+            node.mode = command.mode
+            node.results = [None] * len(command.commands)
+            node.remaining = len(command.commands)
+            node.children = [self._build_node(c, node, i, started) for i, c in enumerate(command.commands)]
+        else:
+            self.seq += 1
+            node.command = command
+            leaf = Leaf(self.seq, command, command.deadline(self.ctx._time), 1, self.ctx._time)
+            self._register(node, leaf)
+            started.append(leaf)
+        return node
+
+    def _drop(self, node: _Node) -> None:
+        """Cancel every leaf still outstanding under ``node``."""
+        if node.leaf is not None and node.leaf.step in self.outstanding:
+            del self.outstanding[node.leaf.step]
+            self._nodes.pop(node.leaf.step, None)
+            self._cancelled.append(node.leaf.step)
+        for child in node.children:
+            self._drop(child)
+
+    def _drop_all(self) -> None:
+        self._cancelled.extend(self.outstanding)
+        self.outstanding.clear()
+        self._nodes.clear()
+
+    def _complete(self, node: _Node | None, ok: bool, value: Any) -> Step:
+        """A node finished; settle its groups upwards, and resume the workflow when the root does."""
+        while node is not None and node.parent is not None:
+            group, index = node.parent, node.index
+            if group.mode == "all" and ok:
+                group.results[index] = value
+                group.remaining -= 1
+                if group.remaining:
+                    return Waiting(())
+                value = list(group.results)
+            else:  # a failure in `all`, or the first to finish in `any`
+                self._drop(group)
+                if ok:
+                    value = (index, value)
+            node = group
+        if ok:
+            return self._advance(self._gen.send, value)
+        return self._advance(self._gen.throw, value)
 
     def _advance(self, resume: Callable[[Any], Any], arg: Any) -> Step:
-        self.pending = None
-        try:
-            if self._watch:
-                with determinism.watching():
+        while True:
+            try:
+                if self._watch:
+                    with determinism.watching():
+                        command = resume(arg)
+                else:
                     command = resume(arg)
-            else:
-                command = resume(arg)
-        except StopIteration as stop:
-            return Returned(stop.value)
-        except Exception as exc:
-            return Raised(exc)
-        if not isinstance(command, Command):
-            raise InvalidCommandError(
-                f"workflow {self.ctx.workflow_id!r} yielded {command!r} at {self.where()}, which is not a "
-                "replaykit command. Yield an activity call, rk.sleep(...), rk.wait_signal(...) or "
-                "rk.side_effect(...). Nothing was recorded."
-            )
-        self.seq += 1
-        self.pending = command
-        return Pending(self.seq, command, command.deadline(self.ctx._time))
+            except StopIteration as stop:
+                return Returned(stop.value)
+            except Exception as exc:
+                return Raised(exc)
+            if not isinstance(command, Command):
+                raise InvalidCommandError(
+                    f"workflow {self.ctx.workflow_id!r} yielded {command!r} at {self.where()}, which is not a "
+                    "replaykit command. Yield an activity call, rk.sleep(...), rk.wait_signal(...), rk.all(...), "
+                    "rk.any(...), rk.child_workflow(...) or rk.side_effect(...). Nothing was recorded."
+                )
+            if self._cancel_pending is not None and self.ctx._shield_depth == 0:
+                resume, arg, self._cancel_pending = self._gen.throw, self._cancel_pending, None
+                continue
+            if isinstance(command, ContinueAsNew):
+                return Continued(command.args, dict(command.kwargs))
+            started: list[Leaf] = []
+            self._build(command, started)
+            if isinstance(command, Group) and not command.commands:  # rk.all() of nothing
+                resume, arg = self._gen.send, []
+                continue
+            return Waiting(tuple(started))
 
 
 def replay_history(fn: Callable[..., Any], workflow_id: str, start: Event, events: Iterator[Event], *,
-                   watch: bool = False) -> tuple[Machine, Step]:
+                   watch: bool = False, retry: RetryPolicy | None = None,
+                   quiet: bool = False) -> tuple[Machine, Step]:
     """Build a fresh machine from a start event and feed it the recorded events, in one pass.
 
     ``ctx.is_replaying`` is true while code runs that an event after it already
     covers; code after the last event runs live. Returns the machine and the
-    step it reached: where a live run continues.
+    step it reached: where a live run continues. Leaves started during replay
+    that are still outstanding at the end are in ``machine.outstanding``.
     """
     recorded = payloads.decode(start.encoding, start.payload)
     ctx = Context(workflow_id, seed=recorded["seed"], start_time=start.at)
-    machine = Machine(fn, ctx, tuple(recorded["args"]), recorded["kwargs"], watch=watch)
-    event = next(events, None)
-    ctx.is_replaying = event is not None
+    machine = Machine(fn, ctx, tuple(recorded["args"]), recorded["kwargs"], watch=watch, retry=retry)
+    feed = machine.feed = Feed(events)
+    ctx.is_replaying = quiet or feed.peek() is not None
     step = machine.start()
-    while event is not None:
-        following = next(events, None)
-        if not isinstance(step, Pending):
+    while (event := feed.pop()) is not None:
+        if isinstance(step, (Returned, Raised, Continued)):
             machine.check(event)
-        ctx.is_replaying = following is not None
+        ctx.is_replaying = quiet or feed.peek() is not None
         step = machine.replay(event)
-        event = following
-    ctx.is_replaying = False
+    machine.feed = None
+    ctx.is_replaying = quiet
     return machine, step

@@ -13,23 +13,30 @@ from typing import Any
 from . import payloads
 from .context import Context
 from .errors import NonDeterminismError
-from .history import RESULT, Event
-from .interpreter import Machine, Pending, Returned, Step
+from .history import CANCEL, RESULT, Event
+from .interpreter import Feed, Machine, Returned, Step, Waiting
 
 _CONTEXT_ROWS = 8
 
 
-def _code_side(step: Step) -> str:
-    if isinstance(step, Pending):
-        return step.command.describe()
+def _code_side(machine: Machine, step: Step, event: Event) -> str:
+    leaf = machine.outstanding.get(event.step)
+    if leaf is not None:
+        return leaf.command.describe()
+    if machine.outstanding:
+        return ", ".join(f"step {s}: {lf.command.describe()}" for s, lf in sorted(machine.outstanding.items()))
     if isinstance(step, Returned):
         return "returns (the workflow ends)"
-    return f"raises {type(step.error).__name__} (the workflow ends)"
+    if isinstance(step, Waiting):
+        return "nothing"
+    return f"ends ({type(step).__name__.lower()})"
 
 
-def _matches(step: Step, event: Event) -> bool:
-    return isinstance(step, Pending) and (step.seq, step.command.kind, step.command.name) == (
-        event.seq, event.kind, event.name)
+def _matches(machine: Machine, event: Event) -> bool:
+    if event.kind == CANCEL:
+        return True
+    leaf = machine.outstanding.get(event.step)
+    return leaf is not None and (leaf.command.kind, leaf.command.name) == (event.kind, event.name)
 
 
 def _table(rows: list[tuple[int, str, str, bool]]) -> str:
@@ -38,39 +45,45 @@ def _table(rows: list[tuple[int, str, str, bool]]) -> str:
     lines = [f"  {'':2}{'step':>5}  {'history recorded':<{width}}  code now"]
     if len(rows) > len(shown):
         lines.append(f"  {'':2}{'...':>5}")
-    for seq, recorded, code, ok in shown:
-        lines.append(f"  {'  ' if ok else '> '}{seq:>5}  {recorded:<{width}}  {code}")
+    for step, recorded, code, ok in shown:
+        lines.append(f"  {'  ' if ok else '> '}{step:>5}  {recorded:<{width}}  {code}")
     return "\n".join(lines)
 
 
-def check_history(fn: Callable[..., Any], workflow_id: str, events: Sequence[Event]) -> int:
-    """Replay ``events`` (a start event first) through ``fn``; return how many steps matched.
+def check_history(fn: Callable[..., Any], workflow_id: str, events: Sequence[Event], *,
+                  retry: Any = None) -> int:
+    """Replay ``events`` (a start event first) through ``fn``; return how many events matched.
 
     Raises :class:`NonDeterminismError` whose ``diff`` shows recorded events and
-    the commands the code yields now, side by side, up to the first mismatch.
+    the commands the code waits on now, side by side, up to the first mismatch.
     A history that ends with a result must also end the code there.
     """
-    start, rest = events[0], list(events[1:])
+    rest = list(events[1:])
     result = rest.pop() if rest and rest[-1].kind == RESULT else None
-    recorded = payloads.decode(start.encoding, start.payload)
-    ctx = Context(workflow_id, seed=recorded["seed"], start_time=start.at)
+    recorded = payloads.decode(events[0].encoding, events[0].payload)
+    ctx = Context(workflow_id, seed=recorded["seed"], start_time=events[0].at)
     ctx.is_replaying = True
-    machine = Machine(fn, ctx, tuple(recorded["args"]), recorded["kwargs"])
+    machine = Machine(fn, ctx, tuple(recorded["args"]), recorded["kwargs"], retry=retry)
+    feed = machine.feed = Feed(iter(rest))
     rows: list[tuple[int, str, str, bool]] = []
     try:
         step = machine.start()
-        for event in rest:
-            ok = _matches(step, event)
-            rows.append((event.seq, event.describe(), _code_side(step), ok))
+        while (event := feed.pop()) is not None:
+            ok = event.kind == "patch" or _matches(machine, event)
+            if event.kind != "patch":
+                rows.append((event.step, event.describe(), _code_side(machine, step, event), ok))
             if not ok:
-                raise NonDeterminismError(workflow_id, event.seq, event.describe(), _code_side(step),
-                                          machine.where(), _table(rows))
-            step = machine.replay(event)
-        if result is not None and isinstance(step, Pending):
-            ended = "the workflow " + ("returned" if result.outcome == "ok" else "failed")
-            rows.append((result.seq, ended, _code_side(step), False))
-            raise NonDeterminismError(workflow_id, result.seq, ended, _code_side(step), machine.where(),
-                                      _table(rows))
+                raise NonDeterminismError(workflow_id, event.step, event.describe(),
+                                          _code_side(machine, step, event), machine.where(), _table(rows))
+            if event.kind != "patch":
+                step = machine.replay(event)
+            else:
+                machine.check(event)  # an unconsumed marker: the code no longer asks for it
+        if result is not None and isinstance(step, Waiting):
+            ended = "the workflow " + ("returned" if result.outcome == "ok" else "ended")
+            now = _code_side(machine, step, result)
+            rows.append((result.step, ended, now, False))
+            raise NonDeterminismError(workflow_id, result.seq, ended, now, machine.where(), _table(rows))
         return len(rest)
     finally:
         machine.discard()

@@ -1,10 +1,10 @@
-"""The engine: drives workflow runs, executes their commands, records outcomes.
+"""The engine: drives workflow runs, carries out their commands, records outcomes.
 
-One driver thread owns every run's state machine and every write of history;
-activities run inline (``activity_threads=0``) or on a thread pool, and report
-back through the driver's inbox. Timers live in a heap; signals arrive through
-the store's inbox (from this process or any other) and are noticed by polling
-the store's cheap change counter while some run waits for one.
+One driver thread owns every run's state machine and every history write of
+its engine; activities run inline (``activity_threads=0``) or on a thread pool
+and report back through the driver's inbox. Timers live in a heap. Signals,
+cancellations, pauses and finished children arrive through the store (from
+this process or any other) and are noticed by polling its cheap change counter.
 """
 
 from __future__ import annotations
@@ -17,23 +17,29 @@ import random
 import socket
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
-from . import payloads
+from . import control, payloads
+from .activity import Execution
 from .clock import Clock, FakeClock, SystemClock, monotonic
-from .commands import ACTIVITY, SIDE_EFFECT, SIGNAL, TIMER, ActivityCall, SideEffect, WaitSignal
+from .commands import SIGNAL
+from .effects import NULL, Answer, Effects
 from .errors import (
+    Cancelled,
     NonDeterminismError,
     ReplayKitError,
+    TimedOut,
     UnknownWorkflowError,
     WorkflowConflictError,
     WorkflowLockedError,
 )
-from .executor import Executor, Outcome
+from .executor import Executor
 from .handle import WorkflowHandle
-from .history import ERROR, OK, RESULT, RULES_VERSION, START, TIMEOUT, Event, Status
-from .interpreter import Machine, Pending, Raised, Returned, Step, replay_history
+from .history import CANCEL, CONTINUED, ERROR, OK, PATCH, RESULT, RULES_VERSION, START, Event, Status
+from .interpreter import Continued, Leaf, Machine, Raised, Returned, Step, Waiting, replay_history
 from .replaycheck import check_history
 from .store import SqliteStore, Store
 from .timers import TimerQueue
@@ -41,19 +47,30 @@ from .workflow import Workflow, as_workflow, lookup
 
 log = logging.getLogger("replaykit")
 
+Payload = tuple[str, str | bytes]
+
 
 class _Run:
-    """A run this engine drives: its machine and what it waits on."""
+    """A run this engine drives: its machine and what it is waiting on."""
 
-    def __init__(self, workflow_id: str, workflow: Workflow[Any], machine: Machine, handle: WorkflowHandle) -> None:
+    def __init__(self, workflow_id: str, workflow: Workflow[Any], machine: Machine, handle: WorkflowHandle,
+                 next_seq: int, start: dict[str, Any]) -> None:
         self.workflow_id = workflow_id
         self.workflow = workflow
         self.machine = machine
         self.handle = handle
-        self.pending: Pending | None = None
+        self.next_seq = next_seq  # position of the next event in its history
+        self.start = start  # the decoded start payload
+        self.executions: dict[int, Execution] = {}  # running activities, by step
+        self.signal_waits: set[int] = set()
+        self.children: set[str] = set()
+        self.paused = False
+        self.parked: list[Leaf] = []  # leaves not started because the run is paused
+        self.custom_status: Any = None
+        self.warned_size = False
 
 
-class Engine:
+class Engine(Effects):
     """Runs many workflows in one process against one store.
 
     >>> import replaykit as rk
@@ -68,15 +85,17 @@ class Engine:
 
     ``db`` is a path (an SQLite file, created if absent) or a :class:`Store`.
     ``activity_threads`` activities run concurrently; ``0`` runs them inline
-    on the driver thread (what :func:`replaykit.run` does: fastest for one
-    workflow). ``poll_interval`` is how often the store is checked for
-    signals sent by other processes while a run waits for one.
+    on the driver thread when nothing else runs (what :func:`replaykit.run`
+    does: fastest for one workflow). ``poll_interval`` is how often the store is
+    checked for signals, cancellations and pauses from other processes.
 
     ``warn_nondeterminism`` makes workflow code that calls the wall clock,
     ``random``, ``uuid`` or does I/O directly emit a ``NonDeterminismWarning``
     (it costs a profile hook per step; the test environment turns it on).
     ``strict_replay`` replays each run's whole history after every step and
     checks the code reaches the same point (tests only: cost grows with length).
+    ``history_warning`` logs a warning when a run's history passes that many
+    events (loops that never end should ``continue_as_new``).
     """
 
     def __init__(
@@ -91,6 +110,7 @@ class Engine:
         executor: Executor | None = None,
         warn_nondeterminism: bool = False,
         strict_replay: bool = False,
+        history_warning: int = 10_000,
     ) -> None:
         self.store: Store = db if isinstance(db, Store) else SqliteStore(db, durability=durability)
         self._own_store = not isinstance(db, Store)
@@ -100,12 +120,13 @@ class Engine:
         self._executor = executor or Executor(activity_threads)
         self._watch = warn_nondeterminism
         self._strict = strict_replay
+        self._history_warning = history_warning
         self._in_flight = 0  # activities submitted and not yet reported back
         self._owner = f"pid {os.getpid()} on {socket.gethostname()}"
         self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._runs: dict[str, _Run] = {}
+        self._children: dict[str, tuple[_Run, Leaf]] = {}  # child id -> the parent leaf waiting on it
         self._timers = TimerQueue()
-        self._waiting_signal: set[str] = set()
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="replaykit-driver", daemon=True)
         self._thread.start()
@@ -113,17 +134,26 @@ class Engine:
     # -- public API ------------------------------------------------------------
 
     def start(self, workflow: Any, *args: Any, workflow_id: str, lock_timeout: float = 0.0,
-              **kwargs: Any) -> WorkflowHandle:
-        """Start the run ``workflow_id``, or resume it if it exists; returns at once.
+              timeout: timedelta | float | None = None, start_at: datetime | None = None,
+              start_delay: timedelta | float | None = None, **kwargs: Any) -> WorkflowHandle:
+        """Start the run ``workflow_id``, or resume it if it exists; returns once it is recorded.
 
         A rerun with the same id continues from its history (or returns the
         recorded result). ``lock_timeout`` is how long to wait while another
         live process drives the same id before ``result()`` raises
-        :class:`WorkflowLockedError`.
+        :class:`WorkflowLockedError`. ``timeout`` bounds the whole run:
+        :class:`TimedOut` is raised at its current yield when it passes.
+        ``start_at`` / ``start_delay`` create the run now (status ``pending``)
+        and start it later, durably.
         """
         wf = as_workflow(workflow)
         self._workflows.setdefault(wf.name, wf)
-        start_payload = self._start_payload(wf, args, kwargs)
+        begin = None
+        if start_at is not None:
+            begin = start_at.timestamp()
+        elif start_delay is not None:
+            begin = self._clock.now() + _seconds(start_delay)
+        start_payload = self._start_payload(wf, args, kwargs, timeout=timeout, start_at=begin)
         handle = self._new_handle(workflow_id)
         deadline = monotonic() + lock_timeout
         self._post(lambda: self._open(wf, workflow_id, (args, kwargs), start_payload, handle, deadline))
@@ -132,39 +162,50 @@ class Engine:
                 break
         return handle
 
-    def _new_handle(self, workflow_id: str) -> WorkflowHandle:
-        handle = WorkflowHandle(workflow_id, self.store, self._poll, driven_here=True)
-        if isinstance(self._clock, FakeClock):
-            handle._on_wait = self._waiting_for_result
-        return handle
-
-    def _waiting_for_result(self, delta: int) -> None:
-        """With a fake clock, time may skip ahead while somebody waits for a result."""
-        assert isinstance(self._clock, FakeClock)
-        self._clock.waiting(delta)
-        self._post(lambda: None)  # wake the driver to reconsider skipping
-
-    def call_at(self, when: float, callback: Callable[[], None]) -> None:
-        """Run ``callback`` on the driver thread once the engine's clock reaches ``when``."""
-        self._post(lambda: self._timers.push(when, callback))
-
     def handle(self, workflow_id: str) -> WorkflowHandle:
         """A handle on an existing run, whoever drives it (``result()`` polls the store)."""
         return WorkflowHandle(workflow_id, self.store, self._poll)
 
     def signal(self, workflow_id: str, name: str, payload: Any = None) -> None:
         """Deliver a signal; it waits in the run's inbox until a ``wait_signal(name)`` takes it."""
-        send_signal(self.store, workflow_id, name, payload, at=self._clock.now())
+        control.send_signal(self.store, workflow_id, name, payload, at=self._clock.now())
         self._post(lambda: self._deliver_signals(workflow_id))
 
+    def cancel(self, workflow_id: str, reason: str = "cancelled") -> None:
+        """Raise :class:`Cancelled` at the run's current yield (see :func:`replaykit.cancel`)."""
+        control.cancel(self.store, workflow_id, reason, at=self._clock.now())
+        self._post(lambda: self._take_controls(workflow_id))
+
+    def pause(self, workflow_id: str) -> None:
+        """Stop the run at its next yield, durably, until :meth:`resume`."""
+        control.pause(self.store, workflow_id, at=self._clock.now())
+        self._post(lambda: self._take_controls(workflow_id))
+
+    def resume(self, workflow_id: str) -> WorkflowHandle:
+        """Let a paused run go on; this engine drives it if nobody else does."""
+        control.resume(self.store, workflow_id, at=self._clock.now())
+        handle = self._new_handle(workflow_id)
+        handle._created.set()
+        info = self.store.info(workflow_id)
+        assert info is not None
+        wf = lookup(info.name, self._workflows)
+        self._post(lambda: self._take_controls(workflow_id) if workflow_id in self._runs
+                   else self._open(wf, workflow_id, None, None, handle, 0.0))
+        return handle
+
+    def query(self, workflow_id: str, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Answer a query from the run's replayed state, without advancing it."""
+        return control.query(self.store, workflow_id, name, *args, workflows=self._workflows, **kwargs)
+
     def recover(self) -> list[WorkflowHandle]:
-        """Resume every unfinished run in the store that no live process drives.
+        """Resume every unfinished run in the store that no live process drives
+        (``running`` ones now, ``pending`` ones at their start time; not ``paused`` ones).
 
         Raises :class:`UnknownWorkflowError` (after resuming the others) if a
         run's workflow is not registered here.
         """
         handles, unknown = [], []
-        for info in self.store.list(Status.RUNNING):
+        for info in self.store.list(Status.RUNNING) + self.store.list(Status.PENDING):
             if info.workflow_id in self._runs:
                 continue
             try:
@@ -173,6 +214,7 @@ class Engine:
                 unknown.append(info.name)
                 continue
             handle = self._new_handle(info.workflow_id)
+            handle._created.set()
             self._post(functools.partial(self._open, wf, info.workflow_id, None, None, handle, 0.0))
             handles.append(handle)
         if unknown:
@@ -198,6 +240,8 @@ class Engine:
             self._thread.join()
         self._executor.close()
         for run in list(self._runs.values()):
+            for execution in run.executions.values():
+                execution.cancelled = True
             run.machine.discard()
             self.store.unlock(run.workflow_id)
         self._runs.clear()
@@ -209,6 +253,25 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def __repr__(self) -> str:
+        return f"<Engine {self.store!r} runs={len(self._runs)}>"
+
+    def _new_handle(self, workflow_id: str) -> WorkflowHandle:
+        handle = WorkflowHandle(workflow_id, self.store, self._poll, driven_here=True)
+        if isinstance(self._clock, FakeClock):
+            handle._on_wait = self._waiting_for_result
+        return handle
+
+    def _waiting_for_result(self, delta: int) -> None:
+        """With a fake clock, time may skip ahead while somebody waits for a result."""
+        assert isinstance(self._clock, FakeClock)
+        self._clock.waiting(delta)
+        self._post(lambda: None)  # wake the driver to reconsider skipping
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the driver thread once the engine's clock reaches ``when``."""
+        self._post(lambda: self._timers.push(when, callback))
 
     # -- the driver loop (everything below runs on the driver thread) ----------
 
@@ -230,9 +293,8 @@ class Engine:
             if self._closed:
                 return
             self._fire_due_timers()
-            if self._waiting_signal and self.store.changed():
-                for workflow_id in list(self._waiting_signal):
-                    self._guarded(functools.partial(self._deliver_signals, workflow_id))
+            if (self._runs or self._children) and self.store.changed():
+                self._guarded(self._poll_store)
             if isinstance(self._clock, FakeClock) and self._idle():
                 self._skip_time(self._clock)
 
@@ -243,9 +305,29 @@ class Engine:
             wait = 0.0 if self._idle() and self._can_skip(self._clock) else None
         elif deadline is not None:
             wait = max(0.0, deadline - self._clock.now())
-        if self._waiting_signal:
+        if self._runs or self._children:
             wait = self._poll if wait is None else min(wait, self._poll)
         return wait
+
+    def _guarded(self, job: Callable[[], None]) -> None:
+        try:
+            job()
+        except Exception:  # a bug in replaykit; keep serving the other runs
+            log.exception("replaykit driver job failed")
+
+    def _fire_due_timers(self) -> None:
+        while (callback := self._timers.pop_due(self._clock.now())) is not None:
+            self._guarded(callback)
+
+    def _poll_store(self) -> None:
+        """Something was committed elsewhere: signals, controls, children that ended."""
+        for workflow_id in list(self._runs):
+            self._take_controls(workflow_id)
+            if workflow_id in self._runs and self._runs[workflow_id].signal_waits:
+                self._deliver_signals(workflow_id)
+        for child_id in list(self._children):
+            if child_id not in self._runs:
+                self._child_ended(child_id)
 
     # -- time skipping (FakeClock only) -------------------------------------------
 
@@ -270,29 +352,31 @@ class Engine:
         elif clock.target() is not None:
             clock.target_reached()
 
-    def _guarded(self, job: Callable[[], None]) -> None:
-        try:
-            job()
-        except Exception:  # a bug in replaykit; keep serving the other runs
-            log.exception("replaykit driver job failed")
+    # -- opening a run: create, lock, replay ------------------------------------------
 
-    def _abort(self, run: _Run, error: BaseException) -> None:
-        """Stop driving ``run`` without recording anything; ``result()`` raises ``error``."""
-        run.machine.discard()
-        self._runs.pop(run.workflow_id, None)
-        self._waiting_signal.discard(run.workflow_id)
-        self.store.unlock(run.workflow_id)
-        run.handle._fail(error)
-
-    # -- opening a run: create or replay ----------------------------------------
-
-    def _start_payload(self, wf: Workflow[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) \
-            -> tuple[str, str | bytes]:
-        start = {"args": list(args), "kwargs": kwargs, "seed": random.getrandbits(63), "rules": RULES_VERSION}
+    def _start_payload(self, wf: Workflow[Any], args: tuple[Any, ...], kwargs: dict[str, Any], *,
+                       timeout: timedelta | float | None = None, start_at: float | None = None,
+                       parent: tuple[str, int] | None = None) -> Payload:
+        start: dict[str, Any] = {"args": list(args), "kwargs": kwargs, "seed": random.getrandbits(63),
+                                 "rules": RULES_VERSION}
+        if timeout is not None:
+            start["timeout"] = _seconds(timeout)
+        if start_at is not None:
+            start["start_at"] = start_at
+        if parent is not None:
+            start["parent"] = list(parent)
         return payloads.encode(start, f"arguments of workflow {wf.name!r}")
 
+    def _create(self, wf: Workflow[Any], workflow_id: str, start_payload: Payload | None) -> None:
+        """Record the start event unless the run exists (an atomic insert: no lock needed)."""
+        if start_payload is None or self.store.info(workflow_id) is not None:
+            return
+        start = Event(0, 0, START, wf.name, self._clock.now(), OK, *start_payload)
+        pending = "start_at" in payloads.decode(*start_payload)
+        self.store.create(workflow_id, wf.name, start, Status.PENDING if pending else Status.RUNNING)
+
     def _open(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
-              start_payload: tuple[str, str | bytes] | None, handle: WorkflowHandle, lock_deadline: float) -> None:
+              start_payload: Payload | None, handle: WorkflowHandle, lock_deadline: float) -> None:
         if not handle._created.is_set():
             try:
                 self._create(wf, workflow_id, start_payload)
@@ -314,19 +398,16 @@ class Engine:
             ))
             return
         try:
-            self._open_locked(wf, workflow_id, call, start_payload, handle)
+            self._open_locked(wf, workflow_id, call, handle)
         except BaseException as exc:
-            self._runs.pop(workflow_id, None)
+            run = self._runs.pop(workflow_id, None)
+            if run is not None:
+                run.machine.discard()
             self.store.unlock(workflow_id)
             handle._fail(exc)
 
-    def _create(self, wf: Workflow[Any], workflow_id: str, start_payload: tuple[str, str | bytes] | None) -> None:
-        """Record the start event unless the run exists (an atomic insert: no lock needed)."""
-        if start_payload is not None and self.store.info(workflow_id) is None:
-            self.store.create(workflow_id, wf.name, Event(0, START, wf.name, self._clock.now(), OK, *start_payload))
-
     def _open_locked(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
-                     start_payload: tuple[str, str | bytes] | None, handle: WorkflowHandle) -> None:
+                     handle: WorkflowHandle) -> None:
         info = self.store.info(workflow_id)
         if info is None:
             raise ReplayKitError(f"workflow {workflow_id!r} vanished from the store")
@@ -339,212 +420,266 @@ class Engine:
         start = next(events)
         recorded = start.value()
         args, kwargs = tuple(recorded["args"]), recorded["kwargs"]
-        if call is not None and (call[0], call[1]) != (args, kwargs):
+        if call is not None and (call[0], call[1]) != (args, kwargs) and start.name == wf.name \
+                and not self._continued(workflow_id):
             raise WorkflowConflictError(
                 f"workflow {workflow_id!r} was started with args={args!r} kwargs={kwargs!r}; this call "
                 f"passes args={call[0]!r} kwargs={call[1]!r}. A rerun must pass the same arguments "
                 "(or use another workflow id)."
             )
-        if info.status.is_terminal:
+        if info.status.is_terminal or info.status is Status.PAUSED:
             self.store.unlock(workflow_id)
-            handle._finish()
+            if info.status.is_terminal:
+                handle._finish()
             return
+        if info.status is Status.PENDING:
+            begin = recorded["start_at"]
+            if begin > self._clock.now():
+                self.store.unlock(workflow_id)  # whoever holds the lock when it is due starts it
+                self._timers.push(begin, lambda: self._open(wf, workflow_id, None, None, handle, 0.0))
+                return
+            self.store.set_status(workflow_id, Status.RUNNING, self._clock.now())
         self._replay(wf, workflow_id, start, events, handle)
+
+    def _continued(self, workflow_id: str) -> bool:
+        """Has this id continued as new (so its current arguments are its own)?"""
+        first = self.store.events(workflow_id)
+        return bool(next(first).value().get("continued"))
 
     def _replay(self, wf: Workflow[Any], workflow_id: str, start: Event, events: Iterator[Event],
                 handle: WorkflowHandle) -> None:
         """Rebuild the run's machine from its history: one pass, then carry on live."""
+        counted = _Counter(events)
         try:
-            machine, step = replay_history(wf.fn, workflow_id, start, events, watch=self._watch)
+            machine, step = replay_history(wf.fn, workflow_id, start, counted, watch=self._watch, retry=wf.retry)
         except NonDeterminismError:
             # Replay again, slowly, to explain the divergence side by side.
             check_history(wf.fn, workflow_id, list(self.store.events(workflow_id)))
             raise
-        run = self._runs[workflow_id] = _Run(workflow_id, wf, machine, handle)
+        recorded = start.value()
+        run = self._runs[workflow_id] = _Run(workflow_id, wf, machine, handle, counted.count + 1, recorded)
+        run.custom_status = machine.ctx.custom_status
+        if "timeout" in recorded and not counted.timed_out:
+            self._timers.push(start.at + recorded["timeout"], functools.partial(self._run_timed_out, run),
+                              lambda: self._runs.get(workflow_id) is run)
+        if isinstance(step, Waiting):  # leaves replay left outstanding are started again
+            step = Waiting(tuple(machine.outstanding.values()))
         self._advance(run, step)
+        if self._runs.get(workflow_id) is run:
+            self._take_controls(workflow_id)
 
-    def _check_strict(self, run: _Run, live: Step) -> None:
-        """Replay the whole history from scratch; it must reach the step the live run reached."""
-        events = self.store.events(run.workflow_id)
-        try:
-            machine, replayed = replay_history(run.workflow.fn, run.workflow_id, next(events), events)
-        except NonDeterminismError as exc:
-            raise NonDeterminismError(exc.workflow_id, exc.seq, exc.recorded,
-                                      f"{exc.now} (strict replay of the same history)", exc.where) from None
-        machine.discard()
-        if isinstance(live, Pending) and isinstance(replayed, Pending):
-            if (live.seq, live.command) == (replayed.seq, replayed.command):
-                return
-        elif type(live) is type(replayed) and not isinstance(live, Pending):
-            return
-        def describe(step: Step) -> str:
-            return step.command.describe() if isinstance(step, Pending) else type(step).__name__.lower()
-
-        raise NonDeterminismError(run.workflow_id, run.machine.seq, f"live run: {describe(live)}",
-                                  f"{describe(replayed)} (strict replay of the same history)",
-                                  run.machine.where())
-
-    # -- executing commands live ------------------------------------------------
+    # -- carrying runs forward ----------------------------------------------------------
 
     def _advance(self, run: _Run, step: Step) -> None:
         """Carry the run forward until it waits on something outside the driver."""
+        todo: deque[Leaf] = deque()
         while True:
-            if self._strict:
-                self._check_strict(run, step)
             if isinstance(step, Returned):
                 self._finish(run, OK, payloads.encode(step.value, f"return value of workflow {run.workflow_id!r}"))
                 return
             if isinstance(step, Raised):
-                self._finish(run, ERROR, payloads.encode_error(step.error))
+                self._finish(run, ERROR, payloads.encode_error(step.error), _ending_status(step.error))
                 return
-            run.pending = step
-            kind = step.command.kind
-            if kind == ACTIVITY:
-                call: ActivityCall = step.command  # type: ignore[assignment]
-                info = (run.workflow_id, step.seq, 1, call.activity.name)
-                if not self._executor.inline:
-                    self._in_flight += 1
-                    self._executor.submit(call, info, functools.partial(self._post_activity_done, run, step.seq))
+            if isinstance(step, Continued):
+                self._continue_as_new(run, step)
+                return
+            self._after_step(run)
+            if self._strict:
+                self._check_strict(run)
+            started = step.started
+            if len(started) == 1 and not todo and not run.paused:  # the common case: one command
+                leaf = started[0]
+                answer = self._start_leaf(run, leaf, False)
+                if answer is None:
                     return
-                outcome = self._executor.run_inline(call, info)
-            elif kind == SIDE_EFFECT:
-                effect: SideEffect = step.command  # type: ignore[assignment]
-                try:
-                    outcome = (True, effect.fn())
-                except Exception as exc:
-                    outcome = (False, exc)
-            elif kind == SIGNAL:
-                nxt = self._take_signal(run, step)
-                if nxt is None:
-                    return
-                step = nxt
+                at, value = self._record_answer(run, leaf, answer)
+                step = run.machine.resolve(leaf.step, answer[0], value, at)
                 continue
-            else:
-                assert kind == TIMER
-                assert step.deadline is not None
-                if step.deadline > self._clock.now():
-                    self._push_timer(run, step)
-                    return
-                step = self._resolve(run, OK, ("json", "null"), None)
-                continue
-            step = self._record_outcome(run, outcome)
+            todo.extend(started)
+            answered: tuple[Leaf, Answer] | None = None
+            while todo and answered is None:
+                leaf = todo.popleft()
+                if not self._still_waiting(run, leaf):
+                    continue  # cancelled meanwhile (a sibling won an rk.any)
+                if run.paused:
+                    run.parked.append(leaf)
+                    continue
+                answer = self._start_leaf(run, leaf, bool(todo))
+                if answer is not None:
+                    answered = leaf, answer
+            if answered is None:
+                return
+            at, value = self._record_answer(run, *answered)
+            step = run.machine.resolve(answered[0].step, answered[1][0], value, at)
 
-    def _record_outcome(self, run: _Run, outcome: Outcome) -> Step:
-        assert run.pending is not None
-        ok, value = outcome
-        pending = run.pending
-        where = lambda: f"result of {pending.command.describe()} (step {pending.seq} of {run.workflow_id!r})"
-        if ok:
-            return self._resolve(run, OK, payloads.encode(value, where), value)
-        encoded = payloads.encode_error(value)
-        record = payloads.error_record(*encoded)
-        thrown = value if record["pickle"] else payloads.decode_error(*encoded)
-        return self._resolve(run, ERROR, encoded, thrown)
+    def _settle(self, run: _Run, leaf: Leaf, answer: Answer) -> None:
+        """Record an outcome that arrived later (activity, timer, signal, child) and go on."""
+        try:
+            at, value = self._record_answer(run, leaf, answer)
+            self._advance(run, run.machine.resolve(leaf.step, answer[0], value, at))
+        except BaseException as exc:
+            self._abort(run, exc)
 
-    def _resolve(self, run: _Run, outcome: str, encoded: tuple[str, str | bytes], value: Any,
-                 consume_signal: int | None = None) -> Step:
-        """Record the pending command's outcome (one commit), then resume the machine with it."""
-        pending = run.pending
-        assert pending is not None
-        at = self._clock.now()
-        cmd = pending.command
-        self.store.record(run.workflow_id, Event(pending.seq, cmd.kind, cmd.name, at, outcome, *encoded),
-                          consume_signal=consume_signal)
-        run.pending = None
-        if outcome == ERROR:
-            return run.machine.throw(at, value)
-        return run.machine.send(at, None if outcome == TIMEOUT else value)
+    def _after_step(self, run: _Run) -> None:
+        """Bookkeeping after the workflow moved: patch markers, cancelled leaves, custom status."""
+        machine = run.machine
+        if not (machine._new_markers or machine._cancelled or machine.ctx.custom_status != run.custom_status
+                or (run.next_seq > self._history_warning and not run.warned_size)):
+            return  # the common case, on the hot path
+        for change_id in machine.drain_markers():
+            self.store.record(run.workflow_id, Event(run.next_seq, 0, PATCH, change_id, self._clock.now(), OK,
+                                                     *NULL))
+            run.next_seq += 1
+        for step in machine.drain_cancelled():
+            execution = run.executions.pop(step, None)
+            if execution is not None:
+                execution.cancelled = True  # cooperative: rk.heartbeat() raises Cancelled
+            run.signal_waits.discard(step)
+            for child_id, (parent, leaf) in list(self._children.items()):
+                if parent is run and leaf.step == step:
+                    self._cancel_child(child_id)
+        if machine.ctx.custom_status != run.custom_status:
+            run.custom_status = machine.ctx.custom_status
+            self.store.set_custom_status(run.workflow_id, run.custom_status)
+        if run.next_seq > self._history_warning and not run.warned_size:
+            run.warned_size = True
+            log.warning("workflow %r has %d events in its history; consider rk.continue_as_new(...) to keep "
+                        "replays fast", run.workflow_id, run.next_seq)
 
-    def _finish(self, run: _Run, outcome: str, encoded: tuple[str, str | bytes]) -> None:
-        status = Status.COMPLETED if outcome == OK else Status.FAILED
-        event = Event(run.machine.seq + 1, RESULT, "", self._clock.now(), outcome, *encoded)
+    def _check_strict(self, run: _Run) -> None:
+        """Replay the whole history from scratch; it must wait on exactly what the live run waits on."""
+        events = self.store.events(run.workflow_id)
+        try:
+            machine, _ = replay_history(run.workflow.fn, run.workflow_id, next(events), events,
+                                        retry=run.workflow.retry)
+        except NonDeterminismError as exc:
+            raise NonDeterminismError(exc.workflow_id, exc.seq, exc.recorded,
+                                      f"{exc.now} (strict replay of the same history)", exc.where) from None
+        replayed = {s: leaf.command for s, leaf in machine.outstanding.items()}
+        machine.discard()
+        live = {s: leaf.command for s, leaf in run.machine.outstanding.items()}
+        if replayed != live:
+            def show(commands: dict[int, Any]) -> str:
+                return ", ".join(f"step {s}: {c.describe()}" for s, c in sorted(commands.items())) or "nothing"
+
+            raise NonDeterminismError(run.workflow_id, run.machine.seq, f"live run waits on {show(live)}",
+                                      f"{show(replayed)} (strict replay of the same history)", run.machine.where())
+
+    def _finish(self, run: _Run, outcome: str, encoded: Payload, status: Status | None = None) -> None:
+        status = status or (Status.COMPLETED if outcome == OK else Status.FAILED)
+        for child_id in list(run.children):  # parent-close policy: cancel children still running
+            self._cancel_child(child_id)
+        self._after_step(run)
+        event = Event(run.next_seq, 0, RESULT, "", self._clock.now(), outcome, *encoded)
         self.store.record(run.workflow_id, event, status=status)
+        self._release(run)
+        run.handle._finish()
+        if "parent" in run.start:
+            self._post(functools.partial(self._child_ended, run.workflow_id))
+
+    def _continue_as_new(self, run: _Run, step: Continued) -> None:
+        self._after_step(run)
+        start_payload = self._start_payload(run.workflow, step.args, step.kwargs)
+        start = payloads.decode(*start_payload)
+        start["continued"] = True
+        result = Event(run.next_seq, 0, RESULT, "", self._clock.now(), CONTINUED,
+                       *payloads.encode({"args": list(step.args), "kwargs": step.kwargs}, "continue_as_new"))
+        new_start = Event(0, 0, START, run.workflow.name, self._clock.now(), OK,
+                          *payloads.encode(start, f"arguments of workflow {run.workflow.name!r}"))
+        self.store.continue_as_new(run.workflow_id, result, new_start)
+        run.machine.discard()
+        del self._runs[run.workflow_id]
+        self._replay(run.workflow, run.workflow_id, new_start, iter(()), run.handle)
+
+    def _release(self, run: _Run) -> None:
+        for execution in run.executions.values():
+            execution.cancelled = True
         self._runs.pop(run.workflow_id, None)
         self.store.unlock(run.workflow_id)
-        run.handle._finish()
 
-    def _post_activity_done(self, run: _Run, seq: int, outcome: Outcome) -> None:
-        """Called on an activity thread: hand the outcome to the driver."""
-        self._post(functools.partial(self._activity_done, run, seq, outcome))
+    def _abort(self, run: _Run, error: BaseException) -> None:
+        """Stop driving ``run`` without recording anything; ``result()`` raises ``error``."""
+        run.machine.discard()
+        self._release(run)
+        run.handle._fail(error)
 
-    def _activity_done(self, run: _Run, seq: int, outcome: Outcome) -> None:
-        self._in_flight -= 1
-        if self._runs.get(run.workflow_id) is not run or run.pending is None or run.pending.seq != seq:
-            return  # the run was aborted or closed meanwhile
-        self._step_safely(run, lambda: self._record_outcome(run, outcome))
+    # -- controls: cancel, pause, run timeout ------------------------------------------------
 
-    def _step_safely(self, run: _Run, step: Callable[[], Step]) -> None:
-        try:
-            self._advance(run, step())
-        except BaseException as exc:
-            self._abort(run, exc)
-
-    # -- timers and signals -----------------------------------------------------
-
-    def _fire_due_timers(self) -> None:
-        while (callback := self._timers.pop_due(self._clock.now())) is not None:
-            self._guarded(callback)
-
-    def _push_timer(self, run: _Run, pending: Pending) -> None:
-        assert pending.deadline is not None
-        self._timers.push(pending.deadline, functools.partial(self._timer_fired, run, pending.seq),
-                          functools.partial(self._still_waiting, run, pending.seq))
-
-    def _still_waiting(self, run: _Run, seq: int) -> bool:
-        """Is ``run`` still suspended at yield ``seq``? (Else its timer is stale.)"""
-        return self._runs.get(run.workflow_id) is run and run.pending is not None and run.pending.seq == seq
-
-    def _timer_fired(self, run: _Run, seq: int) -> None:
-        """A timer, or a signal wait's timeout, is due."""
-        if not self._still_waiting(run, seq):
-            return
-        assert run.pending is not None
-        outcome = OK if run.pending.command.kind == TIMER else TIMEOUT
-        self._waiting_signal.discard(run.workflow_id)
-        self._step_safely(run, functools.partial(self._resolve, run, outcome, ("json", "null"), None))
-
-    def _take_signal(self, run: _Run, pending: Pending) -> Step | None:
-        """Resolve a ``wait_signal`` from the inbox if it can be; else park the run."""
-        wait: WaitSignal = pending.command  # type: ignore[assignment]
-        signal = self.store.next_signal(run.workflow_id, wait.signal)
-        if signal is not None:
-            self._waiting_signal.discard(run.workflow_id)
-            value = payloads.decode(signal.encoding, signal.payload)
-            return self._resolve(run, OK, (signal.encoding, signal.payload), value, consume_signal=signal.id)
-        if pending.deadline is not None and pending.deadline <= self._clock.now():
-            return self._resolve(run, TIMEOUT, ("json", "null"), None)
-        if run.workflow_id not in self._waiting_signal:
-            self._waiting_signal.add(run.workflow_id)
-            if pending.deadline is not None:
-                self._push_timer(run, pending)
-        return None
-
-    def _deliver_signals(self, workflow_id: str) -> None:
+    def _take_controls(self, workflow_id: str) -> None:
+        """Apply what other processes (or this one) asked of a run: pause, resume, cancel."""
         run = self._runs.get(workflow_id)
-        if run is None or run.pending is None or run.pending.command.kind != SIGNAL:
+        if run is None:
             return
+        info = self.store.info(workflow_id)
+        if info is not None and info.status is Status.PAUSED and not run.paused:
+            run.paused = True
+        elif info is not None and info.status is Status.RUNNING and run.paused:
+            run.paused = False
+            parked, run.parked = run.parked, []
+            self._step_safely(run, Waiting(tuple(parked)))
+            if self._runs.get(workflow_id) is not run:
+                return
+        request = self.store.next_signal(workflow_id, control.CANCEL_REQUEST)
+        if request is not None and not run.paused:
+            reason = payloads.decode(request.encoding, request.payload)
+            self._deliver_cancel(run, Cancelled(reason), request.id)
+
+    def _deliver_cancel(self, run: _Run, error: Cancelled, request_id: int | None) -> None:
+        at = self._clock.now()
+        event = Event(run.next_seq, 0, CANCEL, type(error).__name__, at, ERROR, *payloads.encode_error(error))
+        self.store.record(run.workflow_id, event, consume_signal=request_id)
+        run.next_seq += 1
+        self._step_safely(run, run.machine.cancel(at, error))
+
+    def _run_timed_out(self, run: _Run) -> None:
+        if self._runs.get(run.workflow_id) is run:
+            self._deliver_cancel(run, TimedOut(f"workflow {run.workflow_id!r} ran past its timeout"), None)
+
+    def _cancel_child(self, child_id: str) -> None:
+        self._children.pop(child_id, None)
+        info = self.store.info(child_id)
+        if info is not None and not info.status.is_terminal:
+            control.cancel(self.store, child_id, "parent cancelled or closed", at=self._clock.now())
+            self._take_controls(child_id)
+
+    def _step_safely(self, run: _Run, step: Step) -> None:
         try:
-            step = self._take_signal(run, run.pending)
-            if step is not None:
-                self._advance(run, step)
+            self._advance(run, step)
         except BaseException as exc:
             self._abort(run, exc)
 
-    def __repr__(self) -> str:
-        return f"<Engine {self.store!r} runs={len(self._runs)}>"
+
+class _Counter:
+    """Counts the events a replay consumes, and notices a recorded run timeout."""
+
+    def __init__(self, events: Iterator[Event]) -> None:
+        self._events = events
+        self.count = 0
+        self.timed_out = False
+
+    def __iter__(self) -> _Counter:
+        return self
+
+    def __next__(self) -> Event:
+        event = next(self._events)
+        self.count += 1
+        if event.kind == CANCEL and event.name == TimedOut.__name__:
+            self.timed_out = True
+        return event
 
 
-def send_signal(db: str | os.PathLike[str] | Store, workflow_id: str, name: str, payload: Any = None,
-                *, at: float | None = None) -> None:
-    """Send a signal from any process: ``rk.send_signal("orders.db", "order-o-42", "approved", True)``.
+def _ending_status(error: BaseException) -> Status:
+    if isinstance(error, TimedOut):
+        return Status.TIMED_OUT
+    if isinstance(error, Cancelled):
+        return Status.CANCELLED
+    return Status.FAILED
 
-    The running engine (in this or another process) picks it up within its
-    ``poll_interval``; if the run is not waiting yet, the signal waits in its inbox.
-    """
-    store = db if isinstance(db, Store) else SqliteStore(db)
-    try:
-        encoded = payloads.encode(payload, f"payload of signal {name!r} to {workflow_id!r}")
-        store.send_signal(workflow_id, name, *encoded, time.time() if at is None else at)
-    finally:
-        if store is not db:
-            store.close()
+
+def _seconds(value: timedelta | float) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+send_signal = control.send_signal
+
+__all__ = ["Engine", "send_signal", "SIGNAL"]

@@ -21,6 +21,7 @@ class Workflow(Generic[F]):
 
     fn: F
     name: str
+    retry: Any = None  # the default RetryPolicy of its activities
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.fn(*args, **kwargs)
@@ -44,18 +45,19 @@ def _check(fn: Any) -> None:
 @overload
 def workflow(fn: F, /) -> Workflow[F]: ...
 @overload
-def workflow(*, name: str | None = None) -> Callable[[F], Workflow[F]]: ...
+def workflow(*, name: str | None = None, retry: Any = None) -> Callable[[F], Workflow[F]]: ...
 
 
-def workflow(fn: Any = None, /, *, name: str | None = None) -> Any:
+def workflow(fn: Any = None, /, *, name: str | None = None, retry: Any = None) -> Any:
     """Mark a generator function or ``async def`` as a workflow and register it by name.
 
-    ``name`` is what histories record (default: the function's ``__qualname__``).
+    ``name`` is what histories record (default: the function's ``__qualname__``);
+    ``retry`` is the default :class:`RetryPolicy` of the activities it calls.
     """
 
     def wrap(f: F) -> Workflow[F]:
         _check(f)
-        wf = Workflow(f, name or f.__qualname__)
+        wf = Workflow(f, name or f.__qualname__, retry)
         _registry[wf.name] = wf
         return wf
 

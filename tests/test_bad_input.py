@@ -92,7 +92,7 @@ def test_yielding_something_else_records_nothing(db: str) -> None:
 
 def test_unknown_workflow_in_stored_history(db: str) -> None:
     with rk.SqliteStore(db) as store:
-        store.create("g", "ghost.flow", Event(0, START, "ghost.flow", 1.0, OK, "json",
+        store.create("g", "ghost.flow", Event(0, 0, START, "ghost.flow", 1.0, OK, "json",
                                               '{"args":[],"kwargs":{},"seed":1,"rules":1}'))
     with rk.Engine(db) as engine, pytest.raises(rk.UnknownWorkflowError) as err:
         engine.recover()

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import pytest
 
 import replaykit as rk
 from replaykit import payloads
 from replaykit.history import ERROR, OK, Event
-from replaykit.interpreter import Machine, Pending, Raised, Returned
+from replaykit.interpreter import Machine, Raised, Returned, Step, Waiting
 
 
 @rk.activity
@@ -26,8 +27,13 @@ def ctx() -> rk.Context:
     return rk.Context("wf-1", seed=7, start_time=1000.0)
 
 
-def ok(seq: int, kind: str, name: str, value: object, at: float = 1000.0) -> Event:
-    return Event(seq, kind, name, at, OK, *payloads.encode(value, "test"))
+def ok(step: int, kind: str, name: str, value: object, at: float = 1000.0) -> Event:
+    return Event(step, step, kind, name, at, OK, *payloads.encode(value, "test"))
+
+
+def waits_on(step: Step) -> list[tuple[int, Any]]:
+    assert isinstance(step, Waiting), step
+    return [(leaf.step, leaf.command) for leaf in step.started]
 
 
 def two_steps(ctx: rk.Context, key: str):
@@ -38,15 +44,13 @@ def two_steps(ctx: rk.Context, key: str):
 
 def test_live_steps_and_replay_produce_the_same_commands() -> None:
     m = Machine(two_steps, ctx(), ("x",), {})
-    first = m.start()
-    assert first == Pending(1, fetch("x"), None)
-    second = m.send(1001.0, "X")
-    assert second == Pending(2, fetch("X!"), None)
-    assert m.send(1002.0, "X!") == Returned("XX!")
+    assert waits_on(m.start()) == [(1, fetch("x"))]
+    assert waits_on(m.resolve(1, OK, "X", 1001.0)) == [(2, fetch("X!"))]
+    assert m.resolve(2, OK, "X!", 1002.0) == Returned("XX!")
 
     replayed = Machine(two_steps, ctx(), ("x",), {})
-    assert replayed.start() == first
-    assert replayed.replay(ok(1, "activity", "fetch", "X")) == second
+    assert waits_on(replayed.start()) == [(1, fetch("x"))]
+    assert waits_on(replayed.replay(ok(1, "activity", "fetch", "X"))) == [(2, fetch("X!"))]
     assert replayed.replay(ok(2, "activity", "fetch", "X!")) == Returned("XX!")
 
 
@@ -59,7 +63,7 @@ def test_recorded_error_is_thrown_at_the_yield() -> None:
 
     m = Machine(flow, ctx(), (), {})
     m.start()
-    error = Event(1, "activity", "fetch", 1000.0, ERROR, *payloads.encode_error(KeyError("gone")))
+    error = Event(1, 1, "activity", "fetch", 1000.0, ERROR, *payloads.encode_error(KeyError("gone")))
     assert m.replay(error) == Returned("caught gone")
 
 
@@ -70,7 +74,7 @@ def test_unhandled_error_ends_the_machine_with_raised() -> None:
 
     m = Machine(flow, ctx(), (), {})
     m.start()
-    step = m.send(1000.0, "A")
+    step = m.resolve(1, OK, "A", 1000.0)
     assert isinstance(step, Raised) and str(step.error) == "boom"
 
 
@@ -169,4 +173,4 @@ def test_sleep_deadline_counts_from_workflow_time() -> None:
     m = Machine(flow, ctx(), (), {})
     m.start()
     step = m.replay(ok(1, "activity", "fetch", "A", at=5000.0))
-    assert step == Pending(2, rk.sleep(60), 5060.0)
+    assert isinstance(step, Waiting) and step.started[0].deadline == 5060.0

@@ -113,6 +113,6 @@ def test_signal_to_unknown_workflow_is_an_error(db: str, child_env: dict[str, st
 
 def _wait_until_waiting(engine: rk.Engine, workflow_id: str) -> None:
     deadline = time.monotonic() + 10
-    while engine.store.info(workflow_id) is None or workflow_id not in engine._waiting_signal:
+    while workflow_id not in engine._runs or not engine._runs[workflow_id].signal_waits:
         assert time.monotonic() < deadline, "workflow never started waiting"
         time.sleep(0.01)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterator
+from typing import Any
 
 import attrs
 
@@ -26,42 +27,69 @@ class Signal:
     sent_at: float
 
 
+UNSET: Any = object()
+
+
 class Store(abc.ABC):
-    """Persistence for histories, signals and ownership. See ``SqliteStore``, ``MemoryStore``."""
+    """Persistence for histories, signals and ownership. See ``SqliteStore``, ``MemoryStore``.
+
+    A workflow id names a chain of runs: ``continue_as_new`` ends one and starts the
+    next. ``info``, ``events`` and ``record`` address the newest run of the id.
+    """
 
     @abc.abstractmethod
-    def create(self, workflow_id: str, name: str, start: Event) -> bool:
+    def create(self, workflow_id: str, name: str, start: Event, status: Status = Status.RUNNING) -> bool:
         """Create the run with its start event; ``False`` (and no change) if the id exists."""
 
     @abc.abstractmethod
     def info(self, workflow_id: str) -> WorkflowInfo | None:
-        """The run's row, or ``None``."""
+        """The newest run's row, or ``None``."""
 
     @abc.abstractmethod
     def events(self, workflow_id: str) -> Iterator[Event]:
-        """The run's history in ``seq`` order, streamed (never loaded whole)."""
+        """The newest run's history in ``seq`` order, streamed (never loaded whole)."""
 
     @abc.abstractmethod
     def last_event(self, workflow_id: str) -> Event | None:
-        """The newest event of the run (its result, once it has ended)."""
+        """The newest event of the newest run (its result, once it has ended)."""
 
     @abc.abstractmethod
     def record(self, workflow_id: str, event: Event, *, status: Status | None = None,
-               consume_signal: int | None = None) -> None:
-        """Append one event in one transaction; optionally set the status or consume a signal."""
+               consume_signal: int | None = None, custom_status: Any = UNSET) -> None:
+        """Append one event in one transaction; optionally set the status or custom status,
+        or consume a signal, in the same transaction."""
+
+    @abc.abstractmethod
+    def continue_as_new(self, workflow_id: str, result: Event, start: Event) -> None:
+        """End the newest run with ``result`` (status ``continued``) and start the next with ``start``."""
+
+    @abc.abstractmethod
+    def set_custom_status(self, workflow_id: str, value: Any) -> None:
+        """Store the newest run's custom status (JSON-able), as set by ``ctx.set_status``."""
+
+    @abc.abstractmethod
+    def set_status(self, workflow_id: str, status: Status, at: float) -> Status:
+        """Move the newest run to ``status`` if that transition is legal; return the old status.
+
+        Raises ``IllegalTransitionError`` otherwise, changing nothing.
+        """
 
     @abc.abstractmethod
     def send_signal(self, workflow_id: str, name: str, encoding: str, payload: str | bytes,
                     at: float) -> None:
-        """Put a signal in the run's inbox; raises ``WorkflowNotFoundError`` for unknown ids."""
+        """Put a signal in the id's inbox; raises ``WorkflowNotFoundError`` for unknown ids."""
 
     @abc.abstractmethod
     def next_signal(self, workflow_id: str, name: str) -> Signal | None:
         """The oldest unconsumed signal of that name, or ``None``."""
 
     @abc.abstractmethod
+    def consume_signal(self, signal_id: int) -> None:
+        """Mark a signal taken without recording an event (control requests)."""
+
+    @abc.abstractmethod
     def list(self, status: Status | None = None) -> list[WorkflowInfo]:
-        """All runs, optionally only those with ``status``."""
+        """The newest run of every id, optionally only those with ``status``."""
 
     @abc.abstractmethod
     def try_lock(self, workflow_id: str, owner: str) -> bool:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Iterator
+from typing import Any
 
-from ..errors import WorkflowLockedError, WorkflowNotFoundError
-from ..history import Event, Status, WorkflowInfo
-from .base import Signal, Store
+import attrs
+
+from ..errors import IllegalTransitionError, WorkflowLockedError, WorkflowNotFoundError
+from ..history import CONTINUED, Event, Status, WorkflowInfo
+from .base import UNSET, Signal, Store
 from .locks import ThreadLocks
 
 
@@ -33,13 +36,13 @@ class MemoryStore(Store):
             raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in this MemoryStore")
         return info
 
-    def create(self, workflow_id: str, name: str, start: Event) -> bool:
+    def create(self, workflow_id: str, name: str, start: Event, status: Status = Status.RUNNING) -> bool:
         with self._mutex:
             if workflow_id in self._runs:
                 return False
-            self._runs[workflow_id] = WorkflowInfo(workflow_id, name, Status.RUNNING, start.at, start.at)
+            self._runs[workflow_id] = WorkflowInfo(workflow_id, name, status, start.at, start.at)
             self._events[workflow_id] = [start]
-            self._signals[workflow_id] = []
+            self._signals.setdefault(workflow_id, [])
             self._version += 1
             return True
 
@@ -58,20 +61,49 @@ class MemoryStore(Store):
             return self._events[workflow_id][-1]
 
     def record(self, workflow_id: str, event: Event, *, status: Status | None = None,
-               consume_signal: int | None = None) -> None:
+               consume_signal: int | None = None, custom_status: Any = UNSET) -> None:
         with self._mutex:
             info = self._need(workflow_id)
             history = self._events[workflow_id]
             if history[-1].seq >= event.seq:
                 raise WorkflowLockedError(
-                    f"step {event.seq} of workflow {workflow_id!r} was already recorded by another driver"
+                    f"event {event.seq} of workflow {workflow_id!r} was already recorded by another driver"
                 )
             history.append(event)
+            changes: dict[str, Any] = {"updated_at": event.at} if status is not None else {}
             if status is not None:
-                self._runs[workflow_id] = WorkflowInfo(workflow_id, info.name, status, info.created_at, event.at)
+                changes["status"] = status
+            if custom_status is not UNSET:
+                changes["custom_status"] = custom_status
+            if changes:
+                self._runs[workflow_id] = attrs.evolve(info, **changes)
             if consume_signal is not None:
                 self._consumed.add(consume_signal)
             self._version += 1
+
+    def continue_as_new(self, workflow_id: str, result: Event, start: Event) -> None:
+        with self._mutex:
+            info = self._need(workflow_id)
+            assert result.outcome == CONTINUED
+            self._runs[workflow_id] = WorkflowInfo(workflow_id, info.name, Status.RUNNING, start.at, start.at,
+                                                   info.custom_status)
+            self._events[workflow_id] = [start]
+            self._version += 1
+
+    def set_custom_status(self, workflow_id: str, value: Any) -> None:
+        with self._mutex:
+            self._runs[workflow_id] = attrs.evolve(self._need(workflow_id), custom_status=value)
+            self._version += 1
+
+    def set_status(self, workflow_id: str, status: Status, at: float) -> Status:
+        with self._mutex:
+            info = self._need(workflow_id)
+            if info.status is not status and not info.status.can_become(status):
+                raise IllegalTransitionError(
+                    f"workflow {workflow_id!r} is {info.status.value}; it cannot become {status.value}")
+            self._runs[workflow_id] = attrs.evolve(info, status=status, updated_at=at)
+            self._version += 1
+            return info.status
 
     def send_signal(self, workflow_id: str, name: str, encoding: str, payload: str | bytes,
                     at: float) -> None:
@@ -87,6 +119,11 @@ class MemoryStore(Store):
                 if signal.name == name and signal.id not in self._consumed:
                     return signal
         return None
+
+    def consume_signal(self, signal_id: int) -> None:
+        with self._mutex:
+            self._consumed.add(signal_id)
+            self._version += 1
 
     def list(self, status: Status | None = None) -> list[WorkflowInfo]:
         with self._mutex:

@@ -9,6 +9,7 @@ durable step is one ``INSERT`` committed on its own: one commit, nothing more.
 from __future__ import annotations
 
 import enum
+import json
 import os
 import sqlite3
 import threading
@@ -21,13 +22,14 @@ import sqlite_utils
 from .. import payloads
 from ..errors import (
     CorruptStoreError,
+    IllegalTransitionError,
     NotAStoreError,
     StoreTooNewError,
     WorkflowLockedError,
     WorkflowNotFoundError,
 )
 from ..history import Event, Status, WorkflowInfo
-from .base import Signal, Store
+from .base import UNSET, Signal, Store
 from .locks import FileLocks
 
 SCHEMA_VERSION = 1
@@ -50,6 +52,7 @@ _EVENTS_DDL = """
 CREATE TABLE events (
     run INTEGER NOT NULL,
     seq INTEGER NOT NULL,
+    step INTEGER NOT NULL,
     kind TEXT NOT NULL,
     name TEXT NOT NULL,
     at REAL NOT NULL,
@@ -59,10 +62,11 @@ CREATE TABLE events (
     PRIMARY KEY (run, seq)
 ) WITHOUT ROWID
 """
-_INSERT_EVENT = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-_SELECT_EVENTS = (
-    "SELECT seq, kind, name, at, outcome, encoding, payload FROM events WHERE run = ? ORDER BY seq"
-)
+_INSERT_EVENT = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_EVENT_COLUMNS = "seq, step, kind, name, at, outcome, encoding, payload"
+_SELECT_EVENTS = f"SELECT {_EVENT_COLUMNS} FROM events WHERE run = ? ORDER BY seq"
+_RUN_COLUMNS = "workflow_id, name, status, created_at, updated_at, custom_status"
+_NEWEST = "generation = (SELECT MAX(generation) FROM runs r WHERE r.workflow_id = runs.workflow_id)"
 
 
 def _check_header(path: str) -> None:
@@ -175,19 +179,19 @@ class SqliteStore(Store):
             {"key": "payload_format", "value": str(payloads.FORMAT_VERSION)},
         ])
         runs.create(
-            {"id": int, "workflow_id": str, "name": str, "status": str,
-             "created_at": float, "updated_at": float},
-            pk="id", not_null={"workflow_id", "name", "status"},
+            {"id": int, "workflow_id": str, "generation": int, "name": str, "status": str,
+             "created_at": float, "updated_at": float, "custom_status": str},
+            pk="id", not_null={"workflow_id", "generation", "name", "status"},
         )
-        runs.create_index(["workflow_id"], unique=True)
+        runs.create_index(["workflow_id", "generation"], unique=True)
         runs.create_index(["status"])
         conn.execute(_EVENTS_DDL)
         signals.create(
-            {"id": int, "run": int, "name": str, "encoding": str, "payload": str,
+            {"id": int, "workflow_id": str, "name": str, "encoding": str, "payload": str,
              "sent_at": float, "consumed": int},
-            pk="id", foreign_keys=[("run", "runs", "id")], defaults={"consumed": 0},
+            pk="id", defaults={"consumed": 0},
         )
-        signals.create_index(["run", "name", "consumed"])
+        signals.create_index(["workflow_id", "name", "consumed"])
         owners.create({"workflow_id": str, "owner": str}, pk="workflow_id")
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -205,10 +209,13 @@ class SqliteStore(Store):
                 raise
 
     def _run(self, workflow_id: str) -> int:
+        """The row id of the newest run of ``workflow_id`` (cached: runs only ever get newer)."""
         run = self._runs.get(workflow_id)
         if run is None:
             with _translated(self.path):
-                row = self._conn().execute("SELECT id FROM runs WHERE workflow_id = ?", (workflow_id,)).fetchone()
+                row = self._conn().execute(
+                    "SELECT id FROM runs WHERE workflow_id = ? ORDER BY generation DESC LIMIT 1", (workflow_id,)
+                ).fetchone()
             if row is None:
                 raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {self.path}")
             run = self._runs[workflow_id] = row[0]
@@ -216,12 +223,12 @@ class SqliteStore(Store):
 
     # -- the Store interface ----------------------------------------------------
 
-    def create(self, workflow_id: str, name: str, start: Event) -> bool:
+    def create(self, workflow_id: str, name: str, start: Event, status: Status = Status.RUNNING) -> bool:
         with self._transaction() as conn:
             cur = conn.execute(
-                "INSERT OR IGNORE INTO runs (workflow_id, name, status, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (workflow_id, name, Status.RUNNING.value, start.at, start.at),
+                "INSERT OR IGNORE INTO runs (workflow_id, generation, name, status, created_at, updated_at) "
+                "VALUES (?, 1, ?, ?, ?, ?)",
+                (workflow_id, name, status.value, start.at, start.at),
             )
             if cur.rowcount == 0:
                 return False
@@ -233,7 +240,7 @@ class SqliteStore(Store):
     def info(self, workflow_id: str) -> WorkflowInfo | None:
         with _translated(self.path):
             row = self._conn().execute(
-                "SELECT workflow_id, name, status, created_at, updated_at FROM runs WHERE workflow_id = ?",
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE workflow_id = ? ORDER BY generation DESC LIMIT 1",
                 (workflow_id,),
             ).fetchone()
         return None if row is None else _info(row)
@@ -247,8 +254,7 @@ class SqliteStore(Store):
         run = self._run(workflow_id)
         with _translated(self.path):
             row = self._conn().execute(
-                "SELECT seq, kind, name, at, outcome, encoding, payload FROM events "
-                "WHERE run = ? ORDER BY seq DESC LIMIT 1", (run,)).fetchone()
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE run = ? ORDER BY seq DESC LIMIT 1", (run,)).fetchone()
         return None if row is None else Event(*row)
 
     def _insert(self, conn: sqlite3.Connection, run: int, e: Event) -> None:
@@ -256,14 +262,14 @@ class SqliteStore(Store):
             conn.execute(_INSERT_EVENT, (run, *e))
         except sqlite3.IntegrityError as exc:
             raise WorkflowLockedError(
-                f"step {e.seq} of this workflow was already recorded by another driver; "
+                f"event {e.seq} of this workflow was already recorded by another driver; "
                 "two processes are driving the same workflow. Nothing was overwritten."
             ) from exc
 
     def record(self, workflow_id: str, event: Event, *, status: Status | None = None,
-               consume_signal: int | None = None) -> None:
+               consume_signal: int | None = None, custom_status: Any = UNSET) -> None:
         run = self._run(workflow_id)
-        if status is None and consume_signal is None:  # the hot path: one INSERT, autocommitted
+        if status is None and consume_signal is None and custom_status is UNSET:  # hot path: one INSERT
             try:
                 self._insert(self._conn(), run, event)
             except sqlite3.DatabaseError as exc:
@@ -277,32 +283,68 @@ class SqliteStore(Store):
                              (status.value, event.at, run))
             if consume_signal is not None:
                 conn.execute("UPDATE signals SET consumed = 1 WHERE id = ?", (consume_signal,))
+            if custom_status is not UNSET:
+                conn.execute("UPDATE runs SET custom_status = ? WHERE id = ?", (json.dumps(custom_status), run))
+
+    def continue_as_new(self, workflow_id: str, result: Event, start: Event) -> None:
+        run = self._run(workflow_id)
+        with self._transaction() as conn:
+            self._insert(conn, run, result)
+            conn.execute("UPDATE runs SET status = ?, updated_at = ? WHERE id = ?",
+                         (Status.CONTINUED.value, result.at, run))
+            cur = conn.execute(
+                "INSERT INTO runs (workflow_id, generation, name, status, created_at, updated_at, custom_status) "
+                "SELECT workflow_id, generation + 1, name, ?, ?, ?, custom_status FROM runs WHERE id = ?",
+                (Status.RUNNING.value, start.at, start.at, run),
+            )
+            assert cur.lastrowid is not None
+            self._insert(conn, cur.lastrowid, start)
+        self._runs[workflow_id] = cur.lastrowid
+
+    def set_custom_status(self, workflow_id: str, value: Any) -> None:
+        run = self._run(workflow_id)
+        with _translated(self.path):
+            self._conn().execute("UPDATE runs SET custom_status = ? WHERE id = ?", (json.dumps(value), run))
+
+    def set_status(self, workflow_id: str, status: Status, at: float) -> Status:
+        run = self._run(workflow_id)
+        with self._transaction() as conn:
+            old = Status(conn.execute("SELECT status FROM runs WHERE id = ?", (run,)).fetchone()[0])
+            if old is not status and not old.can_become(status):
+                raise IllegalTransitionError(
+                    f"workflow {workflow_id!r} is {old.value}; it cannot become {status.value}")
+            conn.execute("UPDATE runs SET status = ?, updated_at = ? WHERE id = ?", (status.value, at, run))
+        return old
 
     def send_signal(self, workflow_id: str, name: str, encoding: str, payload: str | bytes,
                     at: float) -> None:
-        run = self._run(workflow_id)
+        self._run(workflow_id)  # the id must exist
         with _translated(self.path):
             self._conn().execute(
-                "INSERT INTO signals (run, name, encoding, payload, sent_at, consumed) VALUES (?, ?, ?, ?, ?, 0)",
-                (run, name, encoding, payload, at),
+                "INSERT INTO signals (workflow_id, name, encoding, payload, sent_at, consumed) "
+                "VALUES (?, ?, ?, ?, ?, 0)",
+                (workflow_id, name, encoding, payload, at),
             )
 
     def next_signal(self, workflow_id: str, name: str) -> Signal | None:
-        run = self._run(workflow_id)
         with _translated(self.path):
             row = self._conn().execute(
                 "SELECT id, name, encoding, payload, sent_at FROM signals "
-                "WHERE run = ? AND name = ? AND consumed = 0 ORDER BY id LIMIT 1",
-                (run, name),
+                "WHERE workflow_id = ? AND name = ? AND consumed = 0 ORDER BY id LIMIT 1",
+                (workflow_id, name),
             ).fetchone()
         return None if row is None else Signal(*row)
 
+    def consume_signal(self, signal_id: int) -> None:
+        with _translated(self.path):
+            self._conn().execute("UPDATE signals SET consumed = 1 WHERE id = ?", (signal_id,))
+
     def list(self, status: Status | None = None) -> list[WorkflowInfo]:
         db = sqlite_utils.Database(self._conn())
-        where, args = ("status = ?", [status.value]) if status else (None, None)
+        where = _NEWEST + (" AND status = ?" if status else "")
         with _translated(self.path):
-            rows = db.table("runs").rows_where(where, args, order_by="id",
-                                         select="workflow_id, name, status, created_at, updated_at")
+            rows = db.table("runs").rows_where(where, [status.value] if status else [], order_by="id",
+                                               select=_RUN_COLUMNS)
             return [_info(tuple(r.values())) for r in rows]
 
     def try_lock(self, workflow_id: str, owner: str) -> bool:
@@ -338,4 +380,5 @@ class SqliteStore(Store):
 
 
 def _info(row: tuple[Any, ...]) -> WorkflowInfo:
-    return WorkflowInfo(row[0], row[1], Status(row[2]), row[3], row[4])
+    custom = None if row[5] is None else json.loads(row[5])
+    return WorkflowInfo(row[0], row[1], Status(row[2]), row[3], row[4], custom)

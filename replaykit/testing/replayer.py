@@ -62,7 +62,8 @@ class History:
 
 
 def _event_to_json(e: Event) -> dict[str, Any]:
-    out: dict[str, Any] = {"seq": e.seq, "kind": e.kind, "name": e.name, "at": e.at, "outcome": e.outcome}
+    out: dict[str, Any] = {"seq": e.seq, "step": e.step, "kind": e.kind, "name": e.name, "at": e.at,
+                           "outcome": e.outcome}
     if e.encoding == payloads.JSON:
         out["value"] = json.loads(e.payload)
     else:
@@ -77,7 +78,7 @@ def _event_from_json(d: dict[str, Any]) -> Event:
         encoding, payload = payloads.PICKLE, base64.b64decode(d["pickle"])
     else:
         encoding, payload = payloads.JSON, payloads.encode(d["value"], "history value")[1]
-    return Event(d["seq"], d["kind"], d["name"], d["at"], d["outcome"], encoding, payload)
+    return Event(d["seq"], d["step"], d["kind"], d["name"], d["at"], d["outcome"], encoding, payload)
 
 
 def _open(db: str | os.PathLike[str] | Store) -> tuple[Store, bool]:

@@ -1,0 +1,120 @@
+"""Operations on workflow runs that work from any process with the store: the engine
+driving a run notices them within its ``poll_interval``.
+
+    rk.send_signal("orders.db", "order-o-42", "approved", True)
+    rk.cancel("orders.db", "order-o-42")
+    rk.pause("orders.db", "order-o-42"); rk.resume("orders.db", "order-o-42")
+    rk.query("orders.db", "order-o-42", "progress")
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from . import payloads
+from .errors import Cancelled, IllegalTransitionError, WorkflowNotFoundError
+from .history import ERROR, RESULT, Event, Status
+from .interpreter import replay_history
+from .store import SqliteStore, Store
+from .workflow import Workflow, lookup
+
+CANCEL_REQUEST = "__replaykit_cancel__"  # a control message in the run's signal inbox
+
+Db = str | os.PathLike[str] | Store
+
+
+@contextmanager
+def opened(db: Db) -> Iterator[Store]:
+    """A store for ``db``: the given one, or an SQLite file opened (and closed) here."""
+    if isinstance(db, Store):
+        yield db
+        return
+    store = SqliteStore(db)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _need(store: Store, workflow_id: str) -> Status:
+    info = store.info(workflow_id)
+    if info is None:
+        raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
+    return info.status
+
+
+def send_signal(db: Db, workflow_id: str, name: str, payload: Any = None, *, at: float | None = None) -> None:
+    """Send a signal from any process: ``rk.send_signal("orders.db", "order-o-42", "approved", True)``.
+
+    The engine driving the run (in this or another process) picks it up within its
+    ``poll_interval``; if the run is not waiting for it yet, it waits in the run's inbox.
+    """
+    encoded = payloads.encode(payload, f"payload of signal {name!r} to {workflow_id!r}")
+    with opened(db) as store:
+        store.send_signal(workflow_id, name, *encoded, time.time() if at is None else at)
+
+
+def cancel(db: Db, workflow_id: str, reason: str = "cancelled", *, at: float | None = None) -> None:
+    """Ask for a run to be cancelled: ``rk.Cancelled`` is raised at its current yield, so
+    ``except``/``finally`` blocks and compensations run. A run that has not started yet
+    (``pending``) ends ``cancelled`` at once; a paused one is resumed to be cancelled."""
+    now = time.time() if at is None else at
+    with opened(db) as store:
+        status = _need(store, workflow_id)
+        if status.is_terminal:
+            raise IllegalTransitionError(f"workflow {workflow_id!r} is already {status.value}; nothing to cancel")
+        if status is Status.PENDING:
+            last = store.last_event(workflow_id)
+            assert last is not None
+            result = Event(last.seq + 1, 0, RESULT, "", now, ERROR, *payloads.encode_error(Cancelled(reason)))
+            store.record(workflow_id, result, status=Status.CANCELLED)
+            return
+        if status is Status.PAUSED:
+            store.set_status(workflow_id, Status.RUNNING, now)
+        store.send_signal(workflow_id, CANCEL_REQUEST, *payloads.encode(reason, "cancel reason"), now)
+
+
+def pause(db: Db, workflow_id: str, *, at: float | None = None) -> None:
+    """Stop a run at its next yield (durably: it stays paused across restarts) until :func:`resume`."""
+    with opened(db) as store:
+        _need(store, workflow_id)
+        store.set_status(workflow_id, Status.PAUSED, time.time() if at is None else at)
+
+
+def resume(db: Db, workflow_id: str, *, at: float | None = None) -> None:
+    """Let a paused run go on (an engine that drives or recovers it continues it)."""
+    with opened(db) as store:
+        status = _need(store, workflow_id)
+        if status is not Status.PAUSED:
+            raise IllegalTransitionError(f"workflow {workflow_id!r} is {status.value}, not paused")
+        store.set_status(workflow_id, Status.RUNNING, time.time() if at is None else at)
+
+
+def query(db: Db, workflow_id: str, name: str, *args: Any, workflows: dict[str, Workflow[Any]] | None = None,
+          **kwargs: Any) -> Any:
+    """Answer a query from the run's replayed state, without advancing it (any process, any status).
+
+    The workflow registers handlers with ``@ctx.query("name")``; the history is
+    replayed silently in a fresh interpreter and the handler is called on the result.
+    """
+    with opened(db) as store:
+        info = store.info(workflow_id)
+        if info is None:
+            raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
+        wf = lookup(info.name, workflows)
+        events = store.events(workflow_id)
+        recorded = [e for e in events if e.kind != RESULT]
+    it = iter(recorded)
+    machine, _ = replay_history(wf.fn, workflow_id, next(it), it, quiet=True, retry=wf.retry)
+    try:
+        handler = machine.ctx._queries.get(name)
+        if handler is None:
+            known = ", ".join(sorted(machine.ctx._queries)) or "none"
+            raise LookupError(f"workflow {workflow_id!r} ({wf.name}) has no query {name!r}; it answers: {known}")
+        return handler(*args, **kwargs)
+    finally:
+        machine.discard()

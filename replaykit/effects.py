@@ -1,0 +1,252 @@
+"""Carrying out the leaves a workflow waits on, one small method per command kind.
+
+Mixed into :class:`~replaykit.runtime.Engine`; everything here runs on its
+driver thread. A starter either answers at once (a due timer, a signal already
+in the inbox, a side effect, an inline activity) by returning the outcome, or
+arranges for the outcome to arrive later through the driver's inbox or timers
+and returns ``None``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING, Any
+
+from . import payloads
+from .activity import Execution
+from .commands import ACTIVITY, CHILD, SIDE_EFFECT, SIGNAL, ActivityCall, ChildWorkflow, SideEffect, WaitSignal
+from .errors import ActivityTimeoutError, WorkflowFailed
+from .executor import Outcome
+from .history import ERROR, OK, RESULT, TIMEOUT, Event
+from .interpreter import Leaf
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .clock import Clock
+    from .executor import Executor
+    from .handle import WorkflowHandle
+    from .runtime import _Run
+    from .store import Store
+    from .timers import TimerQueue
+    from .workflow import Workflow
+
+# (outcome, encoded payload, value for the workflow, signal id to consume)
+Answer = tuple[str, tuple[str, str | bytes], Any, int | None]
+NULL = (payloads.JSON, "null")
+
+
+class Effects:
+    """The per-kind starters and completion handlers of the engine."""
+
+    # What these methods use of the engine they are mixed into:
+    store: Store
+    _clock: Clock
+    _timers: TimerQueue
+    _runs: dict[str, _Run]
+    _children: dict[str, tuple[_Run, Leaf]]
+    _executor: Executor
+    _in_flight: int
+
+    if TYPE_CHECKING:
+        def _post(self, job: Callable[[], None]) -> None: ...
+        def _settle(self, run: _Run, leaf: Leaf, answer: Answer) -> None: ...
+        def _new_handle(self, workflow_id: str) -> WorkflowHandle: ...
+        def _create(self, wf: Workflow[Any], workflow_id: str, start_payload: tuple[str, str | bytes] | None
+                    ) -> None: ...
+        def _start_payload(self, wf: Workflow[Any], args: tuple[Any, ...], kwargs: dict[str, Any], *,
+                           timeout: Any = None, start_at: float | None = None,
+                           parent: tuple[str, int] | None = None) -> tuple[str, str | bytes]: ...
+        def _open(self, wf: Workflow[Any], workflow_id: str, call: Any, start_payload: Any,
+                  handle: WorkflowHandle, lock_deadline: float) -> None: ...
+
+    def _start_leaf(self, run: _Run, leaf: Leaf, more_to_start: bool) -> Answer | None:
+        kind = leaf.command.kind
+        if kind == ACTIVITY:
+            return self._start_activity(run, leaf, more_to_start)
+        if kind == SIGNAL:
+            return self._start_signal_wait(run, leaf)
+        if kind == SIDE_EFFECT:
+            effect: SideEffect = leaf.command  # type: ignore[assignment]
+            try:
+                return self._answer(run, leaf, (True, effect.fn()))
+            except Exception as exc:
+                return self._answer(run, leaf, (False, exc))
+        if kind == CHILD:
+            return self._start_child(run, leaf)
+        return self._start_timer(run, leaf)
+
+    # -- timers -------------------------------------------------------------------
+
+    def _start_timer(self, run: _Run, leaf: Leaf) -> Answer | None:
+        assert leaf.deadline is not None
+        if leaf.deadline <= self._clock.now():
+            return OK, NULL, None, None
+        self._timers.push(leaf.deadline, functools.partial(self._timer_fired, run, leaf),
+                          functools.partial(self._still_waiting, run, leaf))
+        return None
+
+    def _still_waiting(self, run: _Run, leaf: Leaf) -> bool:
+        """Is ``run`` still driven here and waiting on this very leaf (step and attempt)?"""
+        return self._runs.get(run.workflow_id) is run and run.machine.outstanding.get(leaf.step) is leaf
+
+    def _timer_fired(self, run: _Run, leaf: Leaf) -> None:
+        """A timer, or a signal wait's timeout, is due."""
+        if self._still_waiting(run, leaf):
+            outcome = TIMEOUT if leaf.command.kind == SIGNAL else OK
+            self._settle(run, leaf, (outcome, NULL, None, None))
+
+    # -- signals ---------------------------------------------------------------------
+
+    def _start_signal_wait(self, run: _Run, leaf: Leaf) -> Answer | None:
+        wait: WaitSignal = leaf.command  # type: ignore[assignment]
+        signal = self.store.next_signal(run.workflow_id, wait.signal)
+        if signal is not None:
+            value = payloads.decode(signal.encoding, signal.payload)
+            return OK, (signal.encoding, signal.payload), value, signal.id
+        if leaf.deadline is not None and leaf.deadline <= self._clock.now():
+            return TIMEOUT, NULL, None, None
+        run.signal_waits.add(leaf.step)
+        if leaf.deadline is not None:
+            self._timers.push(leaf.deadline, functools.partial(self._timer_fired, run, leaf),
+                              functools.partial(self._still_waiting, run, leaf))
+        return None
+
+    def _deliver_signals(self, workflow_id: str) -> None:
+        """Hand waiting ``wait_signal`` leaves of a run the signals now in its inbox."""
+        run = self._runs.get(workflow_id)
+        if run is None:
+            return
+        for step in sorted(run.signal_waits):
+            leaf = run.machine.outstanding.get(step)
+            if leaf is None or leaf.command.kind != SIGNAL:
+                run.signal_waits.discard(step)
+                continue
+            wait: WaitSignal = leaf.command  # type: ignore[assignment]
+            signal = self.store.next_signal(workflow_id, wait.signal)
+            if signal is not None:
+                run.signal_waits.discard(step)
+                value = payloads.decode(signal.encoding, signal.payload)
+                self._settle(run, leaf, (OK, (signal.encoding, signal.payload), value, signal.id))
+                if self._runs.get(workflow_id) is not run:
+                    return
+
+    # -- activities -----------------------------------------------------------------
+
+    def _start_activity(self, run: _Run, leaf: Leaf, more_to_start: bool) -> Answer | None:
+        call: ActivityCall = leaf.command  # type: ignore[assignment]
+        activity = call.activity
+        execution = Execution(run.workflow_id, leaf.step, leaf.attempt, activity.name, self._clock)
+        if self._executor.inline and not self._in_flight and not more_to_start and not _has_timeouts(call):
+            return self._answer(run, leaf, self._executor.run_inline(call, execution))
+        now = self._clock.now()
+        run.executions[leaf.step] = execution
+        execution.last_heartbeat = now
+        self._in_flight += 1
+        self._executor.submit(call, execution, functools.partial(self._post_activity_done, run, leaf, execution))
+        limits = [("start_to_close", activity.timeout, now),
+                  ("schedule_to_close", activity.schedule_to_close, leaf.scheduled),
+                  ("heartbeat", activity.heartbeat_timeout, now)]
+        for kind, seconds, since in limits:
+            if seconds is not None:
+                self._timers.push(since + seconds,
+                                  functools.partial(self._activity_overdue, run, leaf, execution, kind, seconds),
+                                  functools.partial(self._still_waiting, run, leaf))
+        return None
+
+    def _post_activity_done(self, run: _Run, leaf: Leaf, execution: Execution, outcome: Outcome) -> None:
+        """Called on an activity thread: hand the outcome to the driver."""
+        self._post(functools.partial(self._activity_done, run, leaf, execution, outcome))
+
+    def _activity_done(self, run: _Run, leaf: Leaf, execution: Execution, outcome: Outcome) -> None:
+        self._in_flight -= 1
+        if run.executions.get(leaf.step) is execution:
+            del run.executions[leaf.step]
+        if self._still_waiting(run, leaf) and not execution.cancelled:
+            self._settle(run, leaf, self._answer(run, leaf, outcome))
+
+    def _activity_overdue(self, run: _Run, leaf: Leaf, execution: Execution, kind: str,
+                          seconds: float) -> None:
+        if not self._still_waiting(run, leaf) or execution.cancelled:
+            return
+        if kind == "heartbeat":
+            quiet_since = execution.last_heartbeat
+            if self._clock.now() < quiet_since + seconds:  # it did beat: check again later
+                self._timers.push(quiet_since + seconds,
+                                  functools.partial(self._activity_overdue, run, leaf, execution, kind, seconds),
+                                  functools.partial(self._still_waiting, run, leaf))
+                return
+        execution.cancelled = True  # cooperative: rk.heartbeat() raises Cancelled in the activity
+        error = ActivityTimeoutError(kind, execution.activity, seconds)
+        self._settle(run, leaf, (ERROR, payloads.encode_error(error), error, None))
+
+    def _answer(self, run: _Run, leaf: Leaf, outcome: Outcome) -> Answer:
+        """Encode an activity or side effect outcome for recording."""
+        ok, value = outcome
+        if ok:
+            where = lambda: f"result of {leaf.command.describe()} (step {leaf.step} of {run.workflow_id!r})"  # noqa: E731
+            return OK, payloads.encode(value, where), value, None
+        encoded = payloads.encode_error(value)
+        thrown = value if payloads.error_record(*encoded)["pickle"] else payloads.decode_error(*encoded)
+        return ERROR, encoded, thrown, None
+
+    # -- child workflows ---------------------------------------------------------------
+
+    def _start_child(self, run: _Run, leaf: Leaf) -> Answer | None:
+        command: ChildWorkflow = leaf.command  # type: ignore[assignment]
+        child_id = command.workflow_id or f"{run.workflow_id}/{leaf.step}"
+        self._children[child_id] = (run, leaf)
+        run.children.add(child_id)
+        if self.store.info(child_id) is None:
+            payload = self._start_payload(command.workflow, command.args, dict(command.kwargs),
+                                          parent=(run.workflow_id, leaf.step))
+            self._create(command.workflow, child_id, payload)
+        answer = self._child_answer(child_id)
+        if answer is not None:
+            return answer
+        if child_id not in self._runs:
+            handle = self._new_handle(child_id)
+            handle._created.set()
+            self._open(command.workflow, child_id, None, None, handle, 0.0)
+        return None
+
+    def _child_answer(self, child_id: str) -> Answer | None:
+        """The child's outcome, if it has ended, as its parent records it."""
+        info = self.store.info(child_id)
+        if info is None or not info.status.is_terminal:
+            return None
+        last = self.store.last_event(child_id)
+        assert last is not None and last.kind == RESULT
+        if last.outcome == OK:
+            return OK, (last.encoding, last.payload), payloads.decode(last.encoding, last.payload), None
+        record = payloads.error_record(last.encoding, last.payload)
+        error = WorkflowFailed(child_id, record["type"], record["message"], record["traceback"])
+        return ERROR, payloads.encode_error(error), error, None
+
+    def _child_ended(self, child_id: str) -> None:
+        """A child this engine knows of ended: settle its parent's leaf."""
+        waiting = self._children.get(child_id)
+        if waiting is None:
+            return
+        run, leaf = waiting
+        answer = self._child_answer(child_id)
+        if answer is None:
+            return
+        del self._children[child_id]
+        run.children.discard(child_id)
+        if self._still_waiting(run, leaf):
+            self._settle(run, leaf, answer)
+
+    def _record_answer(self, run: _Run, leaf: Leaf, answer: Answer) -> tuple[float, Any]:
+        """Record one leaf's outcome: one commit. Returns (time, value) to feed the machine."""
+        outcome, encoded, value, signal_id = answer
+        at = self._clock.now()
+        event = Event(run.next_seq, leaf.step, leaf.command.kind, leaf.command.name, at, outcome, *encoded)
+        self.store.record(run.workflow_id, event, consume_signal=signal_id)
+        run.next_seq += 1
+        return at, value
+
+
+def _has_timeouts(call: ActivityCall) -> bool:
+    a = call.activity
+    return a.timeout is not None or a.schedule_to_close is not None or a.heartbeat_timeout is not None

@@ -1,0 +1,88 @@
+"""Retry policies for activities: how often, how long to wait between attempts, what not to retry.
+
+Waits between attempts are durable timers (they survive a crash and are skipped
+in the test environment), and every attempt's error is recorded. Jitter is
+deterministic: drawn from the run's recorded seed, the step and the attempt.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+import attrs
+
+
+def _seconds(value: timedelta | float) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+@attrs.frozen
+class Fixed:
+    """The same wait before every retry."""
+
+    delay: float = attrs.field(converter=_seconds)
+
+    def wait(self, attempt: int) -> float:
+        return self.delay
+
+
+@attrs.frozen
+class Exponential:
+    """``base``, then twice as long each retry, capped at ``max``."""
+
+    base: float = attrs.field(default=1.0, converter=_seconds)
+    max: float = attrs.field(default=300.0, converter=_seconds)
+
+    def wait(self, attempt: int) -> float:
+        return float(min(self.max, self.base * 2 ** (attempt - 1)))
+
+
+@attrs.frozen
+class Linear:
+    """``increment`` more each retry, capped at ``max``."""
+
+    increment: float = attrs.field(default=1.0, converter=_seconds)
+    max: float = attrs.field(default=300.0, converter=_seconds)
+
+    def wait(self, attempt: int) -> float:
+        return float(min(self.max, self.increment * attempt))
+
+
+Backoff = Fixed | Exponential | Linear
+
+
+def _optional_seconds(value: timedelta | float | None) -> float | None:
+    return None if value is None else _seconds(value)
+
+
+@attrs.frozen
+class RetryPolicy:
+    """When a failed activity is tried again.
+
+    ``max_attempts`` counts the first attempt (``None``: retry until it succeeds, or
+    until an operator intervenes, e.g. by cancelling the workflow or winning an
+    ``rk.any`` against it with a signal). ``non_retryable`` exception types fail at
+    once. ``max_elapsed`` bounds the time from the first attempt to the start of the
+    last. ``jitter`` spreads each wait by up to that fraction, deterministically.
+    """
+
+    max_attempts: int | None = 3
+    backoff: Backoff = attrs.field(factory=Exponential)
+    non_retryable: tuple[type[BaseException], ...] = ()
+    max_elapsed: float | None = attrs.field(default=None, converter=_optional_seconds)
+    jitter: float = 0.0
+
+    def next_wait(self, error: BaseException, attempt: int, started: float, now: float, seed: int,
+                  step: int) -> float | None:
+        """Seconds to wait before attempt ``attempt + 1``, or ``None`` to give up."""
+        if isinstance(error, self.non_retryable):
+            return None
+        if self.max_attempts is not None and attempt >= self.max_attempts:
+            return None
+        wait = self.backoff.wait(attempt)
+        if self.jitter:
+            wait *= 1 + self.jitter * random.Random(f"{seed}:{step}:{attempt}").uniform(-1, 1)
+        if self.max_elapsed is not None and now + wait - started > self.max_elapsed:
+            return None
+        return max(0.0, wait)
