@@ -53,6 +53,7 @@ from .retry import Exponential, Fixed, Linear, RetryPolicy
 from .run import run
 from .runtime import Engine
 from .saga import Saga
+from .schedule import run_schedule as _run_schedule  # noqa: F401 - registers the schedule workflow
 from .store import Durability, MemoryStore, SqliteStore, Store
 from .workflow import Workflow, workflow
 

@@ -137,7 +137,9 @@ class Effects:
         call: ActivityCall = leaf.command  # type: ignore[assignment]
         activity = call.activity
         execution = Execution(run.workflow_id, leaf.step, leaf.attempt, activity.name, self._clock)
-        if self._executor.inline and not self._in_flight and not more_to_start and not _has_timeouts(call):
+        executor = self._executor
+        if executor.serial or (executor.inline and not self._in_flight and not more_to_start
+                               and not _has_timeouts(call)):
             return self._answer(run, leaf, self._executor.run_inline(call, execution))
         now = self._clock.now()
         run.executions[leaf.step] = execution

@@ -38,13 +38,17 @@ async def _acall(fn: Callable[..., Any], call: ActivityCall, info: Execution) ->
 
 
 class Executor:
-    """Runs activities. ``threads=0`` runs sync ones inline (one workflow at a time).
+    """Runs activities. ``threads=0`` runs sync ones inline when nothing else runs (one
+    workflow at a time); ``serial=True`` runs every activity inline, one after the other,
+    in the order they were yielded (deterministic completion order, for tests).
 
     ``overrides`` maps activity names to functions run instead (test doubles).
     """
 
-    def __init__(self, threads: int, overrides: Mapping[str, Callable[..., Any]] | None = None) -> None:
-        self.inline = threads == 0
+    def __init__(self, threads: int, overrides: Mapping[str, Callable[..., Any]] | None = None, *,
+                 serial: bool = False) -> None:
+        self.serial = serial
+        self.inline = threads == 0 or serial
         self._threads = threads or 8  # inline executors still need threads for parallel groups
         self._overrides = dict(overrides or {})
         self._pool: ThreadPoolExecutor | None = None

@@ -43,7 +43,7 @@ from .interpreter import Continued, Leaf, Machine, Raised, Returned, Step, Waiti
 from .replaycheck import check_history
 from .store import SqliteStore, Store
 from .timers import TimerQueue
-from .workflow import Workflow, as_workflow, lookup
+from .workflow import Workflow, as_workflow, lookup, register
 
 log = logging.getLogger("replaykit")
 
@@ -161,6 +161,24 @@ class Engine(Effects):
             if self._closed:
                 break
         return handle
+
+    def schedule(self, schedule_id: str, workflow: Any, cron: str, *args: Any, start_after: datetime | None = None,
+                 **kwargs: Any) -> WorkflowHandle:
+        """Start ``workflow`` at every fire time of a cron expression (see :mod:`replaykit.schedule`).
+
+        The schedule runs as the workflow ``schedule:<schedule_id>``; cancel that id to stop it.
+        Fires are counted from ``start_after`` (default: now); each starts a child run with id
+        ``schedule:<schedule_id>@<fire time>``.
+        """
+        from .schedule import check_cron, run_schedule
+
+        check_cron(cron)
+        wf = as_workflow(workflow)
+        self._workflows.setdefault(wf.name, wf)
+        register(wf)  # the schedule workflow finds its target by name
+        after = start_after.timestamp() if start_after is not None else self._clock.now()
+        return self.start(run_schedule, wf.name, cron, list(args), kwargs, after,
+                          workflow_id=f"schedule:{schedule_id}")
 
     def handle(self, workflow_id: str) -> WorkflowHandle:
         """A handle on an existing run, whoever drives it (``result()`` polls the store)."""

@@ -64,6 +64,11 @@ def workflow(fn: Any = None, /, *, name: str | None = None, retry: Any = None) -
     return wrap if fn is None else wrap(fn)
 
 
+def register(wf: Workflow[Any]) -> None:
+    """Make ``wf`` findable by name (decorated workflows already are)."""
+    _registry.setdefault(wf.name, wf)
+
+
 def as_workflow(obj: Any) -> Workflow[Any]:
     """Accept a ``Workflow`` or an undecorated generator function / coroutine function."""
     if isinstance(obj, Workflow):

@@ -21,7 +21,8 @@ from .. import payloads
 from ..activity import Activity
 from ..clock import FakeClock
 from ..commands import ActivityCall, utc
-from ..executor import Executor
+from ..activity import Execution
+from ..executor import Executor, Outcome
 from ..handle import WorkflowHandle
 from ..history import Event
 from ..runtime import Engine
@@ -32,16 +33,25 @@ DEFAULT_START = datetime(2030, 1, 1, tzinfo=timezone.utc)
 
 
 class _RecordingExecutor(Executor):
-    """An executor that notes every activity call it runs, in order."""
+    """An executor that notes every activity it runs, in order: the call, and its (step, attempt)."""
 
     def __init__(self, threads: int, overrides: Mapping[str, Callable[..., Any]],
-                 calls: list[ActivityCall]) -> None:
-        super().__init__(threads, overrides)
+                 calls: list[ActivityCall], runs: list[tuple[int, int]], serial: bool) -> None:
+        super().__init__(threads, overrides, serial=serial)
         self._calls = calls
+        self._runs = runs
 
-    def _function(self, call: ActivityCall) -> tuple[Callable[..., Any], bool]:
+    def _note(self, call: ActivityCall, info: Execution) -> None:
         self._calls.append(call)
-        return super()._function(call)
+        self._runs.append((info.step, info.attempt))
+
+    def run_inline(self, call: ActivityCall, info: Execution) -> Outcome:
+        self._note(call, info)
+        return super().run_inline(call, info)
+
+    def submit(self, call: ActivityCall, info: Execution, done: Callable[[Outcome], None]) -> None:
+        self._note(call, info)
+        super().submit(call, info, done)
 
 
 class TestEnv:
@@ -56,6 +66,8 @@ class TestEnv:
     ``strict_replay`` replays every run from scratch after each step to catch
     non-determinism on the first run; ``warn_nondeterminism`` warns when
     workflow code calls the clock, ``random``, ``uuid`` or does I/O directly.
+    ``concurrent_activities=False`` runs activities one at a time, in the order they
+    were yielded, so that parallel groups complete in a repeatable order.
     """
 
     __test__ = False  # not a pytest test class, despite the name
@@ -71,11 +83,13 @@ class TestEnv:
         strict_replay: bool = False,
         warn_nondeterminism: bool = True,
         activity_threads: int = 8,
+        concurrent_activities: bool = True,
     ) -> None:
         if start.tzinfo is None:
             raise ValueError(f"TestEnv(start=...) needs a timezone-aware datetime, got {start!r}")
         self.clock = FakeClock(start.timestamp())
         self.activity_calls: list[ActivityCall] = []
+        self.activity_runs: list[tuple[int, int]] = []  # (step, attempt) of each execution, in order
         self._mocks: dict[str, mock.Mock] = {}
         for key, fake in (activities or {}).items():
             name = key.name if isinstance(key, Activity) else key
@@ -88,7 +102,8 @@ class TestEnv:
         self._own_store = db is not None and not isinstance(db, Store)
         self.engine = Engine(
             self.store, workflows=workflows, clock=self.clock, poll_interval=0.01,
-            executor=_RecordingExecutor(activity_threads, self._mocks, self.activity_calls),
+            executor=_RecordingExecutor(activity_threads, self._mocks, self.activity_calls, self.activity_runs,
+                                        serial=not concurrent_activities),
             warn_nondeterminism=warn_nondeterminism, strict_replay=strict_replay,
         )
         self._freeze = freeze_time
