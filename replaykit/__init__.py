@@ -24,7 +24,7 @@ from .commands import (
 from .commands import all_of as all  # noqa: A001 - rk.all / rk.any read like asyncio.gather / wait
 from .commands import any_of as any  # noqa: A001
 from .context import Context
-from .control import cancel, pause, query, resume, send_signal
+from .control import cancel, pause, query, resume, runs_without_patch, send_signal
 from .errors import (
     ActivityFailed,
     ActivityTimeoutError,
@@ -68,6 +68,6 @@ __all__ = [
     "Store", "StoreError", "StoreTooNewError", "TimedOut", "UnknownWorkflowError", "WaitSignal", "Workflow",
     "WorkflowConflictError", "WorkflowFailed", "WorkflowHandle", "WorkflowInfo", "WorkflowLockedError",
     "WorkflowNotFoundError", "activity", "activity_info", "all", "any", "cancel", "child_workflow",
-    "continue_as_new", "heartbeat", "is_cancelled", "pause", "query", "resume", "run", "send_signal",
-    "side_effect", "sleep", "sleep_until", "wait_signal", "workflow",
+    "continue_as_new", "heartbeat", "is_cancelled", "pause", "query", "resume", "run", "runs_without_patch",
+    "send_signal", "side_effect", "sleep", "sleep_until", "wait_signal", "workflow",
 ]

@@ -17,7 +17,7 @@ from typing import Any
 
 from . import payloads
 from .errors import Cancelled, IllegalTransitionError, WorkflowNotFoundError
-from .history import ERROR, RESULT, Event, Status
+from .history import ERROR, PATCH, RESULT, Event, Status
 from .interpreter import replay_history
 from .store import SqliteStore, Store
 from .workflow import Workflow, lookup
@@ -92,6 +92,19 @@ def resume(db: Db, workflow_id: str, *, at: float | None = None) -> None:
         if status is not Status.PAUSED:
             raise IllegalTransitionError(f"workflow {workflow_id!r} is {status.value}, not paused")
         store.set_status(workflow_id, Status.RUNNING, time.time() if at is None else at)
+
+
+def runs_without_patch(db: Db, change_id: str) -> list[str]:
+    """Unfinished runs whose history has no ``ctx.patched(change_id)`` marker: the runs that may
+    still take the old code path. Deprecate (then drop) a patch only once this list is empty."""
+    with opened(db) as store:
+        found = []
+        for info in store.list():
+            if info.status.is_terminal:
+                continue
+            if not any(e.kind == PATCH and e.name == change_id for e in store.events(info.workflow_id)):
+                found.append(info.workflow_id)
+        return found
 
 
 def query(db: Db, workflow_id: str, name: str, *args: Any, workflows: dict[str, Workflow[Any]] | None = None,

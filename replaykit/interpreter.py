@@ -369,7 +369,7 @@ def replay_history(fn: Callable[..., Any], workflow_id: str, start: Event, event
     that are still outstanding at the end are in ``machine.outstanding``.
     """
     recorded = payloads.decode(start.encoding, start.payload)
-    ctx = Context(workflow_id, seed=recorded["seed"], start_time=start.at)
+    ctx = Context(workflow_id, seed=recorded["seed"], start_time=max(start.at, recorded.get("start_at", 0)))
     machine = Machine(fn, ctx, tuple(recorded["args"]), recorded["kwargs"], watch=watch, retry=retry)
     feed = machine.feed = Feed(events)
     ctx.is_replaying = quiet or feed.peek() is not None

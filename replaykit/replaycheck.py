@@ -61,7 +61,7 @@ def check_history(fn: Callable[..., Any], workflow_id: str, events: Sequence[Eve
     rest = list(events[1:])
     result = rest.pop() if rest and rest[-1].kind == RESULT else None
     recorded = payloads.decode(events[0].encoding, events[0].payload)
-    ctx = Context(workflow_id, seed=recorded["seed"], start_time=events[0].at)
+    ctx = Context(workflow_id, seed=recorded["seed"], start_time=max(events[0].at, recorded.get("start_at", 0)))
     ctx.is_replaying = True
     machine = Machine(fn, ctx, tuple(recorded["args"]), recorded["kwargs"], retry=retry)
     feed = machine.feed = Feed(iter(rest))

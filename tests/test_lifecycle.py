@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 
 import replaykit as rk
-from conftest import PYTHON
 from replaykit.commands import utc
 from replaykit.testing import TestEnv, export_history, replay
 from replaykit.testing.crashes import assert_survives_crashes
+
+from conftest import PYTHON
 
 log: list[str] = []
 

@@ -18,10 +18,9 @@ from unittest import mock
 import freezegun
 
 from .. import payloads
-from ..activity import Activity
+from ..activity import Activity, Execution
 from ..clock import FakeClock
 from ..commands import ActivityCall, utc
-from ..activity import Execution
 from ..executor import Executor, Outcome
 from ..handle import WorkflowHandle
 from ..history import Event

@@ -1,0 +1,291 @@
+"""Versioning with ctx.patched, continue-as-new, delayed starts and cron schedules."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+import replaykit as rk
+from replaykit.testing import TestEnv, export_history, replay
+
+sent: list[str] = []
+
+
+@rk.activity
+def send(channel: str, to: str) -> str:
+    sent.append(f"{channel}:{to}")
+    return channel
+
+
+@rk.activity
+def send_sms(to: str) -> str:
+    sent.append(f"sms:{to}")
+    return "sms"
+
+
+@pytest.fixture(autouse=True)
+def _clear() -> None:
+    sent.clear()
+
+
+@rk.workflow(name="notify")
+def notify_v1(ctx: rk.Context, to: str):
+    first = yield send("email", to)
+    second = yield send("email", to)
+    yield rk.wait_signal("next")
+    return [first, second]
+
+
+@rk.workflow(name="notify")
+def notify_v2(ctx: rk.Context, to: str):
+    first = yield send("email", to)
+    if ctx.patched("sms-instead-of-email"):
+        second = yield send_sms(to)
+    else:
+        second = yield send("email", to)
+    yield rk.wait_signal("next")
+    return [first, second]
+
+
+@rk.workflow(name="notify")
+def notify_v3(ctx: rk.Context, to: str):
+    first = yield send("email", to)
+    ctx.deprecate_patch("sms-instead-of-email")
+    second = yield send_sms(to)
+    yield rk.wait_signal("next")
+    return [first, second]
+
+
+def test_runs_from_before_a_patch_keep_the_old_path_new_ones_take_the_new(db: str) -> None:
+    with rk.Engine(db) as engine:
+        engine.start(notify_v1, "ann", workflow_id="old")  # past the changed point when the code changes
+        while sent.count("email:ann") < 2:
+            time.sleep(0.01)
+    rk.send_signal(db, "old", "next")
+    assert rk.run(notify_v2, "ann", workflow_id="old", db=db) == ["email", "email"]
+    with rk.Engine(db) as engine:
+        handle = engine.start(notify_v2, "bo", workflow_id="new")
+        engine.signal("new", "next")
+        assert handle.result(timeout=10) == ["email", "sms"]
+    with rk.SqliteStore(db) as store:
+        markers = [(e.kind, e.name) for e in store.events("new") if e.kind == "patch"]
+        assert markers == [("patch", "sms-instead-of-email")]
+        assert not [e for e in store.events("old") if e.kind == "patch"]
+    # Both histories replay under v2. Under v3 (patch deprecated) the histories with the marker replay;
+    # the old one does not, which is why a patch stays until no run without its marker is left.
+    assert replay(notify_v2, export_history(db, "old")).ok and replay(notify_v2, export_history(db, "new")).ok
+    assert replay(notify_v3, export_history(db, "new")).ok
+    with pytest.raises(rk.NonDeterminismError):
+        replay(notify_v3, export_history(db, "old"))
+    # Finding runs still on old code: unfinished runs without the marker.
+    assert rk.runs_without_patch(db, "sms-instead-of-email") == []
+
+
+def test_finding_runs_still_on_old_code(db: str) -> None:
+    with rk.Engine(db) as engine:
+        engine.start(notify_v1, "cy", workflow_id="still-old")
+        engine.start(notify_v2, "di", workflow_id="already-new")
+        while len(sent) < 4:
+            time.sleep(0.01)
+    assert rk.runs_without_patch(db, "sms-instead-of-email") == ["still-old"]
+
+
+@rk.workflow(name="monitor")
+def monitor(ctx: rk.Context, checks_done: int, history_limit: int):
+    for _ in range(history_limit):
+        if checks_done == 25:
+            return f"stopped after {checks_done} checks"
+        yield rk.sleep(timedelta(minutes=5))
+        checks_done += 1
+    yield rk.continue_as_new(checks_done, history_limit)
+
+
+def test_continue_as_new_keeps_the_id_and_starts_a_fresh_history(db: str) -> None:
+    with TestEnv(db=db) as env:
+        assert env.run(monitor, 0, 10, workflow_id="mon") == "stopped after 25 checks"
+        history = env.history("mon")
+    assert history[0].value()["args"] == [20, 10] and len(history) == 2 + 5
+    with rk.SqliteStore(db) as store:
+        runs = store._conn().execute("SELECT generation, status FROM runs WHERE workflow_id = 'mon' "
+                                     "ORDER BY generation").fetchall()
+    assert runs == [(1, "continued"), (2, "continued"), (3, "completed")]
+    assert rk.run(monitor, 0, 10, workflow_id="mon", db=db) == "stopped after 25 checks"  # rerun: recorded result
+
+
+def test_a_growing_history_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    @rk.workflow(name="chatty")
+    def chatty(ctx: rk.Context):
+        for _ in range(30):
+            yield rk.sleep(1)
+
+    with TestEnv() as env:
+        env.engine._history_warning = 20
+        with caplog.at_level(logging.WARNING, logger="replaykit"):
+            env.run(chatty, workflow_id="chatty")
+    warnings = [r.getMessage() for r in caplog.records if "continue_as_new" in r.getMessage()]
+    assert len(warnings) == 1 and "'chatty' has 21 events" in warnings[0]
+
+
+def test_delayed_start_is_durable_across_restarts(db: str) -> None:
+    @rk.workflow(name="delayed")
+    def delayed(ctx: rk.Context):
+        return ctx.now().timestamp()
+        yield  # pragma: no cover
+
+    with rk.Engine(db) as engine:
+        handle = engine.start(delayed, workflow_id="d", start_delay=0.5)
+        assert handle.status() is rk.Status.PENDING
+        due = time.time() + 0.5
+    time.sleep(0.1)
+    with rk.Engine(db, workflows=[delayed]) as engine:
+        [handle] = engine.recover()
+        started_at = handle.result(timeout=10)
+    assert due - 0.1 <= started_at and handle.status() is rk.Status.COMPLETED
+
+
+@rk.workflow(name="report")
+def report(ctx: rk.Context, kind: str):
+    fire = datetime.fromisoformat(ctx.workflow_id.split("@")[1])  # the schedule names runs by fire time
+    yield send("report", f"{kind}@{fire:%Y-%m-%d %H:%M}")
+
+
+def test_cron_schedule_starts_each_fire_once_in_order() -> None:
+    with TestEnv(start=datetime(2030, 1, 1, tzinfo=timezone.utc)) as env:
+        env.engine.schedule("nightly", report, "0 3 * * *", "sales")
+        env.sleep(timedelta(days=3, hours=4))
+        assert sent == ["report:sales@2030-01-01 03:00", "report:sales@2030-01-02 03:00",
+                        "report:sales@2030-01-03 03:00", "report:sales@2030-01-04 03:00"]
+        runs = sorted(i.workflow_id for i in env.store.list() if i.workflow_id.startswith("schedule:nightly@"))
+        assert runs[0] == "schedule:nightly@2030-01-01T03:00:00+00:00" and len(runs) == 4
+    with pytest.raises(ValueError, match="invalid cron expression"):
+        TestEnv().engine.schedule("bad", report, "every tuesday")
+
+
+def test_a_crashed_schedule_catches_up_without_doubling(db: str) -> None:
+    with TestEnv(db=db, start=datetime(2030, 1, 1, tzinfo=timezone.utc)) as env:
+        env.engine.schedule("hourly", report, "0 * * * *", "ops")
+        env.sleep(timedelta(hours=2, minutes=30))
+    assert len(sent) == 2
+    # The process was down for three hours; on restart the missed fires run, once each.
+    with TestEnv(db=db, start=datetime(2030, 1, 1, 5, 30, tzinfo=timezone.utc)) as env:
+        env.engine.recover()
+        env.sleep(timedelta(minutes=1))
+    assert sent == [f"report:ops@2030-01-01 0{h}:00" for h in (1, 2, 3, 4, 5)]
+
+
+class Lifecycle(RuleBasedStateMachine):
+    """Statuses change only along legal transitions; terminal statuses are absorbing."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.store = rk.MemoryStore()
+        self.store.create("w", "x", rk.Event(0, 0, "start", "x", 0.0, "ok", "json", "{}"))
+        self.status = rk.Status.RUNNING
+        self.history = [self.status]
+
+    @rule(to=st.sampled_from(list(rk.Status)))
+    def move(self, to: rk.Status) -> None:
+        legal = self.status is to or self.status.can_become(to)
+        try:
+            self.store.set_status("w", to, 1.0)
+        except rk.IllegalTransitionError:
+            assert not legal
+        else:
+            assert legal
+            self.status = to
+            self.history.append(to)
+
+    @precondition(lambda self: self.status.is_terminal)
+    @rule()
+    def terminal_is_absorbing(self) -> None:
+        for other in rk.Status:
+            if other is not self.status:
+                with pytest.raises(rk.IllegalTransitionError):
+                    self.store.set_status("w", other, 2.0)
+
+    @invariant()
+    def store_agrees(self) -> None:
+        assert self.store.info("w").status is self.status  # type: ignore[union-attr]
+
+
+TestLifecycle = Lifecycle.TestCase
+TestLifecycle.settings = settings(max_examples=60, stateful_step_count=15, deadline=None)
+
+
+
+@rk.workflow(name="controllable")
+def controllable(ctx: rk.Context):
+    while True:
+        order = yield rk.wait_signal("order")
+        if order == "finish":
+            return "finished"
+        if order == "fail":
+            raise RuntimeError("told to fail")
+        yield send("work", order)
+
+
+class EngineLifecycle(RuleBasedStateMachine):
+    """Pause, resume, cancel, finish and fail a real run in any order: only legal transitions
+    happen, illegal operations are refused, and a terminal run stays terminal."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.env = TestEnv(warn_nondeterminism=False).__enter__()
+        self.handle = self.env.start(controllable, workflow_id="c")
+        self.seen = [rk.Status.RUNNING]
+
+    def teardown(self) -> None:
+        self.env.close()
+
+    def status(self) -> rk.Status:
+        deadline = time.monotonic() + 5
+        while True:  # let the driver apply what was asked
+            self.env.sleep(0)
+            status = self.handle.status()
+            if status is not rk.Status.RUNNING or time.monotonic() > deadline or not self.expect_end:
+                return status
+            time.sleep(0.005)
+
+    expect_end = False
+
+    @rule(op=st.sampled_from(["pause", "resume", "cancel"]))
+    def operate(self, op: str) -> None:
+        before = self.handle.status()
+        try:
+            getattr(self.env.engine, op)("c")
+        except rk.IllegalTransitionError:
+            assert before.is_terminal or (op == "resume" and before is not rk.Status.PAUSED)
+            return
+        assert not before.is_terminal
+        self.expect_end = op == "cancel"
+        self.record(self.status())
+
+    @rule(order=st.sampled_from(["finish", "fail", "more"]))
+    def order(self, order: str) -> None:
+        before = self.handle.status()
+        if before.is_terminal:
+            return
+        self.env.signal("c", "order", order)
+        self.expect_end = order in ("finish", "fail") and before is not rk.Status.PAUSED
+        self.record(self.status())
+
+    def record(self, status: rk.Status) -> None:
+        last = self.seen[-1]
+        assert status is last or last.can_become(status), f"{last.value} -> {status.value}"
+        self.seen.append(status)
+
+    @invariant()
+    def terminal_is_absorbing(self) -> None:
+        ends = [i for i, s in enumerate(self.seen) if s.is_terminal]
+        if ends:
+            assert all(s is self.seen[ends[0]] for s in self.seen[ends[0]:])
+
+
+TestEngineLifecycle = EngineLifecycle.TestCase
+TestEngineLifecycle.settings = settings(max_examples=25, stateful_step_count=10, deadline=None)
