@@ -132,3 +132,26 @@ def test_second_process_fails_fast_while_the_first_drives(tmp_path: Path, child_
     assert first.returncode == 0 and out.strip() == str(EXPECTED), err
     assert all(n == 1 for n in done_counts(journal).values())
     assert_history_intact(db)
+
+
+def test_sigkill_during_a_fan_out(tmp_path: Path, child_env: dict[str, str]) -> None:
+    db, journal = str(tmp_path / "f.db"), str(tmp_path / "journal")
+    script = str(ROOT / "tests" / "fanout_child.py")
+    rng = random.Random(99)
+    for _ in range(4):
+        child = subprocess.Popen([PYTHON, script, db, journal], env=child_env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(rng.uniform(0.1, 0.35))
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=60)
+    done = subprocess.run([PYTHON, script, db, journal], env=child_env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == str(sum(i * i for i in range(20))), done.stderr
+    with rk.SqliteStore(db) as store:
+        events = list(store.events("fan"))
+    recorded = [e.step for e in events if e.kind == "activity"]
+    assert sorted(recorded) == list(range(1, 21))  # each leaf recorded exactly once
+    counts = done_counts(journal)
+    assert set(counts) == set(range(20))
+    # At most 4 in flight per kill (the thread pool's size) ran again.
+    assert sum(counts.values()) - 20 <= 4 * 4

@@ -57,3 +57,43 @@ def test_approval_times_out(tmp_path: Path, child_env: dict[str, str]) -> None:
     done = run("approval.py", "--timeout", "0.3", env=child_env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "nobody approved it in time" in done.stdout and "result: rejected" in done.stdout
+
+
+def test_money_transfer(tmp_path: Path, child_env: dict[str, str]) -> None:
+    done = run("money_transfer.py", env=child_env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "rolled back: frozen accepts no deposits" in done.stdout
+    assert "balances: {'alice': 700, 'bob': 400, 'frozen': 0}" in done.stdout
+
+
+def test_fan_out(tmp_path: Path, child_env: dict[str, str]) -> None:
+    done = run("fan_out.py", env=child_env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "{'items': 100, 'total': 328350, 'best': 9801}" in done.stdout
+
+
+def test_escalation(tmp_path: Path, child_env: dict[str, str]) -> None:
+    timed_out = run("escalation.py", "--timeout", "0.2", env=child_env, cwd=tmp_path)
+    assert "asked director" in timed_out.stdout and "result: rejected: nobody answered" in timed_out.stdout
+    waiting = subprocess.Popen([PYTHON, str(EXAMPLES / "escalation.py"), "--db", "answered.db", "--timeout", "60"],
+                               env=child_env, cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    answer = [PYTHON, "-m", "replaykit", "signal", "answered.db", "expense-9", "manager", '"yes"']
+    deadline = time.monotonic() + 30
+    while subprocess.run(answer, env=child_env, cwd=tmp_path, capture_output=True).returncode != 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    out, _ = waiting.communicate(timeout=60)
+    assert "result: manager said yes" in out and "director" not in out
+
+
+def test_monitor(tmp_path: Path, child_env: dict[str, str]) -> None:
+    done = run("monitor.py", "--checks", "12", env=child_env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "{'url': 'https://example.com/health', 'failures': 0}" in done.stdout
+    assert "events in the current history: 6" in done.stdout  # 2 checks in the last run, not 12
+
+
+def test_pipeline(tmp_path: Path, child_env: dict[str, str]) -> None:
+    done = run("pipeline.py", env=child_env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "{'a.pdf': 13, 'corrupt.pdf': 'skipped: cannot read corrupt.pdf', 'report.pdf': 18}" in done.stdout
