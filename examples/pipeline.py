@@ -33,11 +33,8 @@ def process_document(ctx: rk.Context, doc: str):
 
 @rk.workflow
 def pipeline(ctx: rk.Context, docs: list[str]):
-    results = {}
     outcomes = yield rk.all(*[rk.child_workflow(guarded, doc) for doc in docs])
-    for doc, outcome in zip(docs, outcomes):
-        results[doc] = outcome
-    return results
+    return dict(zip(docs, outcomes, strict=True))
 
 
 @rk.workflow
