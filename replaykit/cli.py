@@ -3,6 +3,7 @@
     replaykit list orders.db
     replaykit history orders.db order-o-42
     replaykit signal orders.db order-o-42 approved true     # payload is JSON
+    replaykit cancel orders.db order-o-42                   # also: pause, resume
     replaykit check orders.db -m myapp.workflows            # replay every history against current code
 """
 
@@ -16,6 +17,7 @@ from datetime import datetime, timezone
 
 from .errors import ReplayKitError
 from .history import Status
+from . import control
 from .runtime import send_signal
 from .store import SqliteStore
 
@@ -38,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("workflow_id")
     p.add_argument("name")
     p.add_argument("payload", nargs="?", default="null", help="JSON value (default: null)")
+    for verb, text in (("cancel", "cancel a run (raises rk.Cancelled at its current yield)"),
+                       ("pause", "pause a run at its next yield"), ("resume", "resume a paused run")):
+        p = sub.add_parser(verb, help=text)
+        p.add_argument("db")
+        p.add_argument("workflow_id")
     p = sub.add_parser("check", help="replay every history against the current code (exit 1 on divergence)")
     p.add_argument("db")
     p.add_argument("-m", "--module", action="append", default=[],
@@ -46,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "check":
             return _check(args.db, args.module)
+        if args.command in ("cancel", "pause", "resume"):
+            getattr(control, args.command)(args.db, args.workflow_id)
+            return 0
         if args.command == "signal":
             try:
                 payload = json.loads(args.payload)
@@ -60,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 for e in store.events(args.workflow_id):
                     value = repr(e.value()) if isinstance(e.payload, bytes) else e.payload
-                    print(f"{e.seq}\t{_time(e.at)}\t{e.describe()}\t{e.outcome}\t{value}")
+                    print(f"{e.seq}\tstep {e.step}\t{_time(e.at)}\t{e.describe()}\t{e.outcome}\t{value}")
         return 0
     except ReplayKitError as exc:
         print(f"replaykit: {exc}", file=sys.stderr)

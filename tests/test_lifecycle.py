@@ -295,3 +295,24 @@ def test_saga_compensates_in_reverse_on_failure() -> None:
 
 def _unused(*_: Any) -> None:
     pass
+
+
+def test_cancel_pause_and_resume_from_a_shell(db: str, child_env: dict[str, str]) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([PYTHON, "-m", "replaykit", *args], env=child_env, capture_output=True, text=True,
+                              timeout=60)
+
+    with rk.Engine(db, poll_interval=0.02) as engine:
+        handle = engine.start(cancellable, workflow_id="shell")
+        while "started" not in log:
+            time.sleep(0.01)
+        assert cli("pause", db, "shell").returncode == 0
+        assert handle.status() is rk.Status.PAUSED
+        assert cli("resume", db, "shell").returncode == 0
+        assert cli("cancel", db, "shell").returncode == 0
+        with pytest.raises(rk.WorkflowFailed, match="Cancelled"):
+            handle.result(timeout=10)
+    refused = cli("resume", db, "shell")
+    assert refused.returncode == 1 and "is cancelled, not paused" in refused.stderr
+    history = cli("history", db, "shell").stdout
+    assert "cancel 'Cancelled'" in history and "step 1" in history
