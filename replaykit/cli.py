@@ -15,9 +15,9 @@ import json
 import sys
 from datetime import datetime, timezone
 
+from . import control
 from .errors import ReplayKitError
 from .history import Status
-from . import control
 from .runtime import send_signal
 from .store import SqliteStore
 
