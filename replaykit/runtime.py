@@ -14,7 +14,6 @@ import logging
 import os
 import queue
 import random
-import socket
 import threading
 import time
 from collections import deque
@@ -122,7 +121,6 @@ class Engine(Effects):
         self._strict = strict_replay
         self._history_warning = history_warning
         self._in_flight = 0  # activities submitted and not yet reported back
-        self._owner = f"pid {os.getpid()} on {socket.gethostname()}"
         self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._runs: dict[str, _Run] = {}
         self._children: dict[str, tuple[_Run, Leaf]] = {}  # child id -> the parent leaf waiting on it
@@ -154,12 +152,11 @@ class Engine(Effects):
         elif start_delay is not None:
             begin = self._clock.now() + _seconds(start_delay)
         start_payload = self._start_payload(wf, args, kwargs, timeout=timeout, start_at=begin)
+        self._create(wf, workflow_id, start_payload)  # here, so that signal() right after start() finds it
         handle = self._new_handle(workflow_id)
+        handle._created.set()
         deadline = monotonic() + lock_timeout
         self._post(lambda: self._open(wf, workflow_id, (args, kwargs), start_payload, handle, deadline))
-        while not handle._created.wait(0.1):  # so that signal() right after start() finds the run
-            if self._closed:
-                break
         return handle
 
     def schedule(self, schedule_id: str, workflow: Any, cron: str, *args: Any, start_after: datetime | None = None,
@@ -190,9 +187,12 @@ class Engine(Effects):
         self._post(lambda: self._deliver_signals(workflow_id))
 
     def cancel(self, workflow_id: str, reason: str = "cancelled") -> None:
-        """Raise :class:`Cancelled` at the run's current yield (see :func:`replaykit.cancel`)."""
+        """Raise :class:`Cancelled` at the run's current yield (see :func:`replaykit.cancel`).
+
+        If no live process drives the run, this engine does, to deliver it.
+        """
         control.cancel(self.store, workflow_id, reason, at=self._clock.now())
-        self._post(lambda: self._take_controls(workflow_id))
+        self._drive(workflow_id)
 
     def pause(self, workflow_id: str) -> None:
         """Stop the run at its next yield, durably, until :meth:`resume`."""
@@ -202,10 +202,16 @@ class Engine(Effects):
     def resume(self, workflow_id: str) -> WorkflowHandle:
         """Let a paused run go on; this engine drives it if nobody else does."""
         control.resume(self.store, workflow_id, at=self._clock.now())
+        return self._drive(workflow_id)
+
+    def _drive(self, workflow_id: str) -> WorkflowHandle:
+        """Apply controls to a run this engine drives, or start driving it (if nobody else does)."""
         handle = self._new_handle(workflow_id)
         handle._created.set()
         info = self.store.info(workflow_id)
-        assert info is not None
+        if info is None or info.status.is_terminal:
+            handle._finish()
+            return handle
         wf = lookup(info.name, self._workflows)
         self._post(lambda: self._take_controls(workflow_id) if workflow_id in self._runs
                    else self._open(wf, workflow_id, None, None, handle, 0.0))
@@ -387,7 +393,7 @@ class Engine(Effects):
 
     def _create(self, wf: Workflow[Any], workflow_id: str, start_payload: Payload | None) -> None:
         """Record the start event unless the run exists (an atomic insert: no lock needed)."""
-        if start_payload is None or self.store.info(workflow_id) is not None:
+        if start_payload is None:
             return
         start = Event(0, 0, START, wf.name, self._clock.now(), OK, *start_payload)
         pending = "start_at" in payloads.decode(*start_payload)
@@ -403,7 +409,7 @@ class Engine(Effects):
                 return
             finally:
                 handle._created.set()
-        if workflow_id in self._runs or not self.store.try_lock(workflow_id, self._owner):
+        if workflow_id in self._runs or not self.store.try_lock(workflow_id):
             if monotonic() < lock_deadline:
                 retry = lambda: self._open(wf, workflow_id, call, start_payload, handle, lock_deadline)  # noqa: E731
                 threading.Timer(self._poll, self._post, (retry,)).start()

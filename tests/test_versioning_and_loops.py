@@ -236,7 +236,7 @@ class EngineLifecycle(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
-        self.env = TestEnv(warn_nondeterminism=False).__enter__()
+        self.env = TestEnv(warn_nondeterminism=False, freeze_time=False).__enter__()
         self.handle = self.env.start(controllable, workflow_id="c")
         self.seen = [rk.Status.RUNNING]
 
@@ -248,11 +248,13 @@ class EngineLifecycle(RuleBasedStateMachine):
         while True:  # let the driver apply what was asked
             self.env.sleep(0)
             status = self.handle.status()
-            if status is not rk.Status.RUNNING or time.monotonic() > deadline or not self.expect_end:
+            if status.is_terminal or not self.expect_end:
                 return status
+            assert time.monotonic() < deadline, f"the run should have ended but is {status.value}"
             time.sleep(0.005)
 
     expect_end = False
+    ordered_while_paused = False
 
     @rule(op=st.sampled_from(["pause", "resume", "cancel"]))
     def operate(self, op: str) -> None:
@@ -263,8 +265,10 @@ class EngineLifecycle(RuleBasedStateMachine):
             assert before.is_terminal or (op == "resume" and before is not rk.Status.PAUSED)
             return
         assert not before.is_terminal
-        self.expect_end = op == "cancel"
+        self.expect_end = op == "cancel"  # a cancelled run ends (it does not catch Cancelled)
         self.record(self.status())
+        if op == "cancel":  # it ends: cancelled, unless an order signalled earlier (while paused) came first
+            assert self.seen[-1] is rk.Status.CANCELLED or (self.ordered_while_paused and self.seen[-1].is_terminal)
 
     @rule(order=st.sampled_from(["finish", "fail", "more"]))
     def order(self, order: str) -> None:
@@ -272,6 +276,7 @@ class EngineLifecycle(RuleBasedStateMachine):
         if before.is_terminal:
             return
         self.env.signal("c", "order", order)
+        self.ordered_while_paused |= before is rk.Status.PAUSED and order != "more"
         self.expect_end = order in ("finish", "fail") and before is not rk.Status.PAUSED
         self.record(self.status())
 

@@ -92,7 +92,7 @@ class Store(abc.ABC):
         """The newest run of every id, optionally only those with ``status``."""
 
     @abc.abstractmethod
-    def try_lock(self, workflow_id: str, owner: str) -> bool:
+    def try_lock(self, workflow_id: str) -> bool:
         """Take the exclusive right to drive the run; ``False`` if someone alive holds it."""
 
     @abc.abstractmethod
@@ -101,7 +101,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def lock_owner(self, workflow_id: str) -> str | None:
-        """Who last took the lock (for error messages)."""
+        """Who holds the lock right now, as far as the system tells (for error messages)."""
 
     @abc.abstractmethod
     def changed(self) -> bool:

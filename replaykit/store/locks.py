@@ -14,6 +14,8 @@ import errno
 import fcntl
 import hashlib
 import os
+import struct
+import sys
 import threading
 
 
@@ -64,6 +66,20 @@ class FileLocks:
                 fcntl.lockf(f.fd, fcntl.LOCK_UN, 1, _offset(key))
                 f.held.discard(key)
 
+    def holder(self, key: str) -> int | None:
+        """The pid of the process holding ``key`` (``os.getpid()`` if this one), if the OS tells."""
+        if key in self._file.held:
+            return os.getpid()
+        if not sys.platform.startswith("linux"):  # struct flock's layout below is Linux's
+            return None
+        query = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, _offset(key), 1, 0) + b"\0" * 8
+        answer = fcntl.fcntl(self._file.fd, fcntl.F_GETLK, query)
+        kind, _, _, _, pid = struct.unpack(_FLOCK, answer[:struct.calcsize(_FLOCK)])
+        return None if kind == fcntl.F_UNLCK else int(pid)
+
+
+_FLOCK = "hhqqi"  # Linux struct flock: l_type, l_whence, l_start, l_len, l_pid
+
 
 class ThreadLocks:
     """The same interface for stores that live inside one process."""
@@ -82,3 +98,6 @@ class ThreadLocks:
     def release(self, key: str) -> None:
         with self._mutex:
             self._held.discard(key)
+
+    def holder(self, key: str) -> int | None:
+        return os.getpid() if key in self._held else None

@@ -25,7 +25,6 @@ class MemoryStore(Store):
         self._signals: dict[str, list[Signal]] = {}
         self._consumed: set[int] = set()
         self._ids = itertools.count(1)
-        self._owners: dict[str, str] = {}
         self._locks = ThreadLocks()
         self._version = 0
         self._seen = -1
@@ -129,17 +128,14 @@ class MemoryStore(Store):
         with self._mutex:
             return [i for i in self._runs.values() if status is None or i.status is status]
 
-    def try_lock(self, workflow_id: str, owner: str) -> bool:
-        if not self._locks.try_acquire(workflow_id):
-            return False
-        self._owners[workflow_id] = owner
-        return True
+    def try_lock(self, workflow_id: str) -> bool:
+        return self._locks.try_acquire(workflow_id)
 
     def unlock(self, workflow_id: str) -> None:
         self._locks.release(workflow_id)
 
     def lock_owner(self, workflow_id: str) -> str | None:
-        return self._owners.get(workflow_id)
+        return "this process" if self._locks.holder(workflow_id) is not None else None
 
     def changed(self) -> bool:
         seen, self._seen = self._seen, self._version

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import json
 import os
+import socket
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -172,7 +173,7 @@ class SqliteStore(Store):
 
     @staticmethod
     def _create_schema(conn: sqlite3.Connection, db: sqlite_utils.Database) -> None:
-        meta, runs, signals, owners = (db.table(name) for name in ("meta", "runs", "signals", "owners"))
+        meta, runs, signals = (db.table(name) for name in ("meta", "runs", "signals"))
         meta.create({"key": str, "value": str}, pk="key")
         meta.insert_all([
             {"key": "schema_version", "value": str(SCHEMA_VERSION)},
@@ -192,7 +193,6 @@ class SqliteStore(Store):
             pk="id", defaults={"consumed": 0},
         )
         signals.create_index(["workflow_id", "name", "consumed"])
-        owners.create({"workflow_id": str, "owner": str}, pk="workflow_id")
         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
@@ -347,20 +347,15 @@ class SqliteStore(Store):
                                                select=_RUN_COLUMNS)
             return [_info(tuple(r.values())) for r in rows]
 
-    def try_lock(self, workflow_id: str, owner: str) -> bool:
-        if not self._locks.try_acquire(workflow_id):
-            return False
-        with _translated(self.path):
-            self._conn().execute("INSERT OR REPLACE INTO owners VALUES (?, ?)", (workflow_id, owner))
-        return True
+    def try_lock(self, workflow_id: str) -> bool:
+        return self._locks.try_acquire(workflow_id)
 
     def unlock(self, workflow_id: str) -> None:
         self._locks.release(workflow_id)
 
     def lock_owner(self, workflow_id: str) -> str | None:
-        with _translated(self.path):
-            row = self._conn().execute("SELECT owner FROM owners WHERE workflow_id = ?", (workflow_id,)).fetchone()
-        return None if row is None else str(row[0])
+        pid = self._locks.holder(workflow_id)
+        return None if pid is None else f"pid {pid} on {socket.gethostname()}"
 
     def changed(self) -> bool:
         with _translated(self.path):
