@@ -50,6 +50,8 @@ class Effects:
 
     if TYPE_CHECKING:
         def _post(self, job: Callable[[], None]) -> None: ...
+        def _flush(self) -> None: ...
+        def _later(self, action: Callable[[], None]) -> None: ...
         def _settle(self, run: _Run, leaf: Leaf, answer: Answer) -> None: ...
         def _new_handle(self, workflow_id: str) -> WorkflowHandle: ...
         def _create(self, wf: Workflow[Any], workflow_id: str, start_payload: tuple[str, str | bytes] | None
@@ -145,7 +147,8 @@ class Effects:
         run.executions[leaf.step] = execution
         execution.last_heartbeat = now
         self._in_flight += 1
-        self._executor.submit(call, execution, functools.partial(self._post_activity_done, run, leaf, execution))
+        self._later(functools.partial(self._executor.submit, call, execution,
+                                      functools.partial(self._post_activity_done, run, leaf, execution)))
         limits = [("start_to_close", activity.timeout, now),
                   ("schedule_to_close", activity.schedule_to_close, leaf.scheduled),
                   ("heartbeat", activity.heartbeat_timeout, now)]

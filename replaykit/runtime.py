@@ -95,6 +95,14 @@ class Engine(Effects):
     checks the code reaches the same point (tests only: cost grows with length).
     ``history_warning`` logs a warning when a run's history passes that many
     events (loops that never end should ``continue_as_new``).
+
+    ``group_commit`` (default on, with an activity thread pool) lets the steps of
+    all runs that progress in one turn of the driver share one commit. Nothing
+    outside the engine happens on uncommitted state: activities start, and results
+    are reported, only after the commit. The price: an activity that finished
+    within the last turn before a crash (well under a millisecond) may run once
+    more, as at-least-once allows. Inline activities (``activity_threads=0``, as
+    in :func:`replaykit.run`) always commit every step.
     """
 
     def __init__(
@@ -110,6 +118,7 @@ class Engine(Effects):
         warn_nondeterminism: bool = False,
         strict_replay: bool = False,
         history_warning: int = 10_000,
+        group_commit: bool = True,
     ) -> None:
         self.store: Store = db if isinstance(db, Store) else SqliteStore(db, durability=durability)
         self._own_store = not isinstance(db, Store)
@@ -120,6 +129,9 @@ class Engine(Effects):
         self._watch = warn_nondeterminism
         self._strict = strict_replay
         self._history_warning = history_warning
+        # Inline activities (rk.run) commit every step: a finished activity is never run twice.
+        self._group_commit = group_commit and not self._executor.inline
+        self._after_commit: list[Callable[[], None]] = []  # external effects held back until the commit
         self._in_flight = 0  # activities submitted and not yet reported back
         self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._runs: dict[str, _Run] = {}
@@ -303,6 +315,8 @@ class Engine(Effects):
         self._inbox.put(job)
 
     def _loop(self) -> None:
+        if self._group_commit:
+            self.store.batch()
         while not self._closed:
             try:
                 job = self._inbox.get(timeout=self._wait_time())
@@ -321,6 +335,23 @@ class Engine(Effects):
                 self._guarded(self._poll_store)
             if isinstance(self._clock, FakeClock) and self._idle():
                 self._skip_time(self._clock)
+            self._flush()
+        self._flush()
+
+    def _flush(self) -> None:
+        """Commit the batch, then let out what was waiting for it (activity starts, results)."""
+        self.store.commit()
+        while self._after_commit:
+            actions, self._after_commit = self._after_commit, []
+            for action in actions:
+                self._guarded(action)
+
+    def _later(self, action: Callable[[], None]) -> None:
+        """Do ``action`` once what was recorded so far is committed."""
+        if self._group_commit:
+            self._after_commit.append(action)
+        else:
+            action()
 
     def _wait_time(self) -> float | None:
         wait = None
@@ -409,7 +440,7 @@ class Engine(Effects):
                 return
             finally:
                 handle._created.set()
-        if workflow_id in self._runs or not self.store.try_lock(workflow_id):
+        if workflow_id in self._runs or not self._lock(workflow_id):
             if monotonic() < lock_deadline:
                 retry = lambda: self._open(wf, workflow_id, call, start_payload, handle, lock_deadline)  # noqa: E731
                 threading.Timer(self._poll, self._post, (retry,)).start()
@@ -429,6 +460,11 @@ class Engine(Effects):
                 run.machine.discard()
             self.store.unlock(workflow_id)
             handle._fail(exc)
+
+    def _lock(self, workflow_id: str) -> bool:
+        """Take the run's lock; if the holder vanished between our try and our asking who it is, try again."""
+        return self.store.try_lock(workflow_id) or (
+            self.store.lock_owner(workflow_id) is None and self.store.try_lock(workflow_id))
 
     def _open_locked(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
                      handle: WorkflowHandle) -> None:
@@ -597,7 +633,7 @@ class Engine(Effects):
         event = Event(run.next_seq, 0, RESULT, "", self._clock.now(), outcome, *encoded)
         self.store.record(run.workflow_id, event, status=status)
         self._release(run)
-        run.handle._finish()
+        self._later(run.handle._finish)
         if "parent" in run.start:
             self._post(functools.partial(self._child_ended, run.workflow_id))
 

@@ -107,6 +107,12 @@ class Store(abc.ABC):
     def changed(self) -> bool:
         """Cheap: has anyone committed anything since the last call?"""
 
+    def batch(self) -> None:  # noqa: B027 - stores without transactions need no batching
+        """Group this thread's writes into one transaction, until :meth:`commit` (group commit)."""
+
+    def commit(self) -> None:  # noqa: B027
+        """Commit what :meth:`batch` grouped."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing to release
         """Release resources. The store must not be used afterwards."""
 

@@ -199,6 +199,11 @@ class SqliteStore(Store):
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         conn = self._conn()
+        if getattr(self._local, "batching", False):  # part of the open batch: committed with it
+            with _translated(self.path):
+                self._begin_batch(conn)
+                yield conn
+            return
         with _translated(self.path):
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -207,6 +212,24 @@ class SqliteStore(Store):
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+
+    # -- group commit --------------------------------------------------------------------
+
+    def batch(self) -> None:
+        """From now on, this thread's writes share one transaction until :meth:`commit`."""
+        self._local.batching = True
+
+    def commit(self) -> None:
+        """Commit this thread's batch (one fsync in ``power`` mode, for all its writes)."""
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and conn.in_transaction:
+            with _translated(self.path):
+                conn.execute("COMMIT")
+
+    @staticmethod
+    def _begin_batch(conn: sqlite3.Connection) -> None:
+        if not conn.in_transaction:
+            conn.execute("BEGIN IMMEDIATE")
 
     def _run(self, workflow_id: str) -> int:
         """The row id of the newest run of ``workflow_id`` (cached: runs only ever get newer)."""
@@ -270,8 +293,11 @@ class SqliteStore(Store):
                consume_signal: int | None = None, custom_status: Any = UNSET) -> None:
         run = self._run(workflow_id)
         if status is None and consume_signal is None and custom_status is UNSET:  # hot path: one INSERT
+            conn = self._conn()
             try:
-                self._insert(self._conn(), run, event)
+                if getattr(self._local, "batching", False):
+                    self._begin_batch(conn)
+                self._insert(conn, run, event)
             except sqlite3.DatabaseError as exc:
                 with _translated(self.path):
                     raise exc
