@@ -27,6 +27,10 @@ class _ReplayAwareLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         return f"[{self._ctx.workflow_id}] {msg}", kwargs
 
 
+def _new_path(change_id: str, deprecated: bool) -> bool:
+    return True
+
+
 class Context:
     """What a workflow may ask of the world without breaking replay.
 
@@ -35,20 +39,28 @@ class Context:
     workflow, and randomness comes from a seed recorded when it started.
     """
 
+    __slots__ = ("workflow_id", "is_replaying", "seed", "_time", "_rng", "_logger", "_shield_depth", "_queries",
+                 "custom_status", "_patch_hook", "__dict__")
+
     def __init__(self, workflow_id: str, *, seed: int, start_time: float) -> None:
         self.workflow_id = workflow_id
         self.is_replaying = False
         self.seed = seed
         self._time = start_time
-        self._rng = _random.Random(seed)
+        self._rng: _random.Random | None = None  # made on first use: 2.5 KB a parked run need not carry
+        self._logger: logging.LoggerAdapter | None = None  # type: ignore[type-arg]
         self._shield_depth = 0
         self._queries: dict[str, Callable[..., Any]] = {}
         self.custom_status: Any = None
         # Set by the interpreter: answers patched()/deprecate_patch() from the history.
-        self._patch_hook: Callable[[str, bool], bool] = lambda change_id, deprecated: True
-        self.logger: logging.LoggerAdapter = _ReplayAwareLogger(  # type: ignore[type-arg]
-            logging.getLogger("replaykit.workflow"), self
-        )
+        self._patch_hook: Callable[[str, bool], bool] = _new_path
+
+    @property
+    def logger(self) -> logging.LoggerAdapter:  # type: ignore[type-arg]
+        """A logger that stays silent while the workflow replays."""
+        if self._logger is None:
+            self._logger = _ReplayAwareLogger(logging.getLogger("replaykit.workflow"), self)
+        return self._logger
 
     def now(self) -> datetime:
         """The workflow's current time, timezone-aware UTC; deterministic across replays."""
@@ -56,11 +68,13 @@ class Context:
 
     def random(self) -> _random.Random:
         """A ``random.Random`` seeded per run; draws repeat exactly on replay."""
+        if self._rng is None:
+            self._rng = _random.Random(self.seed)
         return self._rng
 
     def uuid4(self) -> uuid.UUID:
         """A random-looking UUID (version 4) that is the same on every replay."""
-        return uuid.UUID(int=self._rng.getrandbits(128), version=4)
+        return uuid.UUID(int=self.random().getrandbits(128), version=4)
 
     # -- versioning ---------------------------------------------------------------
 

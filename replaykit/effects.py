@@ -108,7 +108,7 @@ class Effects:
             return OK, (signal.encoding, signal.payload), value, signal.id
         if leaf.deadline is not None and leaf.deadline <= self._clock.now():
             return TIMEOUT, NULL, None, None
-        run.signal_waits.add(leaf.step)
+        run.signal_waits[leaf.step] = None
         if leaf.deadline is not None:
             self._timers.push(leaf.deadline, functools.partial(self._timer_fired, run, leaf),
                               functools.partial(self._still_waiting, run, leaf))
@@ -122,12 +122,12 @@ class Effects:
         for step in sorted(run.signal_waits):
             leaf = run.machine.outstanding.get(step)
             if leaf is None or leaf.command.kind != SIGNAL:
-                run.signal_waits.discard(step)
+                run.signal_waits.pop(step, None)
                 continue
             wait: WaitSignal = leaf.command  # type: ignore[assignment]
             signal = self.store.next_signal(workflow_id, wait.signal)
             if signal is not None:
-                run.signal_waits.discard(step)
+                run.signal_waits.pop(step, None)
                 value = payloads.decode(signal.encoding, signal.payload)
                 self._settle(run, leaf, (OK, (signal.encoding, signal.payload), value, signal.id))
                 if self._runs.get(workflow_id) is not run:
@@ -201,7 +201,7 @@ class Effects:
         command: ChildWorkflow = leaf.command  # type: ignore[assignment]
         child_id = command.workflow_id or f"{run.workflow_id}/{leaf.step}"
         self._children[child_id] = (run, leaf)
-        run.children.add(child_id)
+        run.children[child_id] = None
         if self.store.info(child_id) is None:
             payload = self._start_payload(command.workflow, command.args, dict(command.kwargs),
                                           parent=(run.workflow_id, leaf.step))
@@ -211,7 +211,7 @@ class Effects:
             return answer
         if child_id not in self._runs:
             handle = self._new_handle(child_id)
-            handle._created.set()
+            handle._created = True
             self._open(command.workflow, child_id, None, None, handle, 0.0)
         return None
 
@@ -238,7 +238,7 @@ class Effects:
         if answer is None:
             return
         del self._children[child_id]
-        run.children.discard(child_id)
+        run.children.pop(child_id, None)
         if self._still_waiting(run, leaf):
             self._settle(run, leaf, answer)
 

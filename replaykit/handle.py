@@ -24,18 +24,22 @@ class WorkflowHandle:
         self._driven_here = driven_here
         self._store = store
         self._poll = poll_interval
-        self._done = threading.Event()
-        self._created = threading.Event()
+        self._ended = False  # finished or failed here; result() need not wait
+        self._wakeup: threading.Event | None = None  # made by the first result() call
+        self._created = False  # the run exists in the store
         self._on_wait: Callable[[int], None] | None = None  # told +1/-1 around result() (time skipping)
         self._error: BaseException | None = None
 
     def _fail(self, error: BaseException) -> None:
         """A local problem (lock held, non-determinism, ...): ``result()`` raises it."""
         self._error = error
-        self._done.set()
+        self._finish()
 
     def _finish(self) -> None:
-        self._done.set()
+        self._ended = True  # then wake a waiter; result() checks the flag after making the event
+        wakeup = self._wakeup
+        if wakeup is not None:
+            wakeup.set()
 
     def status(self) -> Status:
         """The run's status as recorded in the store."""
@@ -61,10 +65,14 @@ class WorkflowHandle:
 
     def _wait_result(self, timeout: float | None) -> Any:
         deadline = None if timeout is None else monotonic() + timeout
+        if self._wakeup is None:
+            self._wakeup = threading.Event()
+        if self._ended:
+            self._wakeup.set()
         while True:
             if self._error is not None:
                 raise self._error
-            if not self._driven_here or self._done.is_set():
+            if not self._driven_here or self._ended:
                 info = self._store.info(self.workflow_id)
                 if info is not None and info.status.is_terminal:
                     return self._recorded_result()
@@ -73,7 +81,7 @@ class WorkflowHandle:
                     f"workflow {self.workflow_id!r} has not finished after {timeout}s; it goes on running"
                 )
             wait = self._poll if deadline is None else min(self._poll, max(0.0, deadline - monotonic()))
-            self._done.wait(wait)
+            self._wakeup.wait(wait)
 
     def _recorded_result(self) -> Any:
         last = self._store.last_event(self.workflow_id)

@@ -131,6 +131,9 @@ class Feed:
 class Machine:
     """One workflow run as a state machine whose transitions are recorded outcomes."""
 
+    __slots__ = ("ctx", "_watch", "_default_retry", "_gen", "seq", "outstanding", "_nodes", "_cancel_pending",
+                 "_patches", "_new_markers", "_cancelled", "feed")
+
     def __init__(self, fn: Callable[..., Any], ctx: Context, args: tuple[Any, ...], kwargs: dict[str, Any], *,
                  watch: bool = False, retry: RetryPolicy | None = None) -> None:
         self.ctx = ctx

@@ -22,6 +22,9 @@ class TimerQueue:
         self._heap: list[tuple[float, int, Callable[[], None], Callable[[], bool]]] = []
         self._order = itertools.count()
 
+    def __len__(self) -> int:
+        return len(self._heap)
+
     def push(self, deadline: float, callback: Callable[[], None], alive: Callable[[], bool] = _always) -> None:
         heapq.heappush(self._heap, (deadline, next(self._order), callback, alive))
 
