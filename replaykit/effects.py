@@ -47,10 +47,12 @@ class Effects:
     _children: dict[str, tuple[_Run, Leaf]]
     _executor: Executor
     _in_flight: int
+    _evicted: dict[str, Any]
 
     if TYPE_CHECKING:
         def _post(self, job: Callable[[], None]) -> None: ...
         def _flush(self) -> None: ...
+        def _wake(self, workflow_id: str) -> None: ...
         def _later(self, action: Callable[[], None]) -> None: ...
         def _settle(self, run: _Run, leaf: Leaf, answer: Answer) -> None: ...
         def _new_handle(self, workflow_id: str) -> WorkflowHandle: ...
@@ -84,9 +86,26 @@ class Effects:
         assert leaf.deadline is not None
         if leaf.deadline <= self._clock.now():
             return OK, NULL, None, None
-        self._timers.push(leaf.deadline, functools.partial(self._timer_fired, run, leaf),
-                          functools.partial(self._still_waiting, run, leaf))
+        self._push_timer(run, leaf)
         return None
+
+    def _push_timer(self, run: _Run, leaf: Leaf) -> None:
+        # By id, not by run object: an evicted run must not stay alive in the heap.
+        assert leaf.deadline is not None
+        self._timers.push(leaf.deadline, functools.partial(self._timer_due, run.workflow_id, leaf),
+                          functools.partial(self._timer_alive, run.workflow_id, leaf))
+
+    def _timer_alive(self, workflow_id: str, leaf: Leaf) -> bool:
+        run = self._runs.get(workflow_id)
+        return (run is not None and run.machine.outstanding.get(leaf.step) is leaf) or workflow_id in self._evicted
+
+    def _timer_due(self, workflow_id: str, leaf: Leaf) -> None:
+        if workflow_id in self._evicted:
+            self._wake(workflow_id)  # replayed; its own timers then fire at once
+            return
+        run = self._runs.get(workflow_id)
+        if run is not None:
+            self._timer_fired(run, leaf)
 
     def _still_waiting(self, run: _Run, leaf: Leaf) -> bool:
         """Is ``run`` still driven here and waiting on this very leaf (step and attempt)?"""
@@ -110,8 +129,7 @@ class Effects:
             return TIMEOUT, NULL, None, None
         run.signal_waits[leaf.step] = None
         if leaf.deadline is not None:
-            self._timers.push(leaf.deadline, functools.partial(self._timer_fired, run, leaf),
-                              functools.partial(self._still_waiting, run, leaf))
+            self._push_timer(run, leaf)
         return None
 
     def _deliver_signals(self, workflow_id: str) -> None:

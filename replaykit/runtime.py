@@ -24,7 +24,7 @@ from typing import Any
 from . import control, payloads
 from .activity import Execution
 from .clock import Clock, FakeClock, SystemClock, monotonic
-from .commands import SIGNAL
+from .commands import SIGNAL, TIMER
 from .effects import NULL, Answer, Effects
 from .errors import (
     Cancelled,
@@ -106,6 +106,11 @@ class Engine(Effects):
     within the last turn before a crash (well under a millisecond) may run once
     more, as at-least-once allows. Inline activities (``activity_threads=0``, as
     in :func:`replaykit.run`) always commit every step.
+
+    ``max_cached_runs`` bounds how many runs stay in memory: beyond it, a run that
+    waits only on timers is evicted (its generator is closed, quietly: ``finally``
+    blocks run with the logger silenced and any command they yield ignored) and
+    replayed from its history when its timer is due. ``None``: keep all.
     """
 
     def __init__(
@@ -122,6 +127,7 @@ class Engine(Effects):
         strict_replay: bool = False,
         history_warning: int = 10_000,
         group_commit: bool = True,
+        max_cached_runs: int | None = None,
     ) -> None:
         self.store: Store = db if isinstance(db, Store) else SqliteStore(db, durability=durability)
         self._own_store = not isinstance(db, Store)
@@ -140,6 +146,8 @@ class Engine(Effects):
         self._runs: dict[str, _Run] = {}
         self._children: dict[str, tuple[_Run, Leaf]] = {}  # child id -> the parent leaf waiting on it
         self._timers = TimerQueue()
+        self._max_cached = max_cached_runs
+        self._evicted: dict[str, tuple[Workflow[Any], WorkflowHandle]] = {}
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="replaykit-driver", daemon=True)
         self._thread.start()
@@ -554,6 +562,7 @@ class Engine(Effects):
                 leaf = started[0]
                 answer = self._start_leaf(run, leaf, False)
                 if answer is None:
+                    self._maybe_evict(run)
                     return
                 at, value = self._record_answer(run, leaf, answer)
                 step = run.machine.resolve(leaf.step, answer[0], value, at)
@@ -571,9 +580,29 @@ class Engine(Effects):
                 if answer is not None:
                     answered = leaf, answer
             if answered is None:
+                self._maybe_evict(run)
                 return
             at, value = self._record_answer(run, *answered)
             step = run.machine.resolve(answered[0].step, answered[1][0], value, at)
+
+    def _maybe_evict(self, run: _Run) -> None:
+        """Over the cache limit, drop a run that only waits on timers; it is replayed when one is due."""
+        if self._max_cached is None or len(self._runs) <= self._max_cached or self._runs.get(run.workflow_id) is not run:
+            return
+        waits = run.machine.outstanding.values()
+        if (not waits or run.executions or run.signal_waits or run.children or run.paused
+                or any(leaf.command.kind != TIMER for leaf in waits)):
+            return
+        run.machine.discard()  # its timers stay in the heap, by id: the first due wakes it
+        del self._runs[run.workflow_id]
+        self.store.unlock(run.workflow_id)
+        self._evicted[run.workflow_id] = (run.workflow, run.handle)
+
+    def _wake(self, workflow_id: str) -> None:
+        """An evicted run's timer is due: replay it from its history and go on."""
+        evicted = self._evicted.pop(workflow_id, None)
+        if evicted is not None:
+            self._open(evicted[0], workflow_id, None, None, evicted[1], 0.0)
 
     def _settle(self, run: _Run, leaf: Leaf, answer: Answer) -> None:
         """Record an outcome that arrived later (activity, timer, signal, child) and go on."""

@@ -116,3 +116,20 @@ def _wait_until_waiting(engine: rk.Engine, workflow_id: str) -> None:
     while workflow_id not in engine._runs or not engine._runs[workflow_id].signal_waits:
         assert time.monotonic() < deadline, "workflow never started waiting"
         time.sleep(0.01)
+
+
+def test_runs_parked_on_timers_are_evicted_and_replayed_when_due() -> None:
+    from replaykit.clock import FakeClock
+
+    clock = FakeClock(1_000_000.0)
+    with rk.Engine(rk.MemoryStore(), clock=clock, max_cached_runs=2) as engine:
+        handles = [engine.start(nap, 3600.0 + i, workflow_id=f"n{i}") for i in range(10)]
+        deadline = time.monotonic() + 10
+        while len(engine._evicted) < 8:
+            assert time.monotonic() < deadline, "parked runs were not evicted"
+            time.sleep(0.01)
+        assert len(engine._runs) == 2  # only two stay in memory
+        clock.waiting(+1)  # let time skip, as a test environment does while waiting
+        engine._post(lambda: None)
+        assert [h.result(timeout=10) for h in handles] == [1_000_000.0 + 3600 + i for i in range(10)]
+        assert not engine._evicted and not engine._runs
