@@ -326,7 +326,8 @@ def main() -> int:
         raw = median(repeat, lambda t, m=mode, k=n: raw_commit_us(t, m, k))
         ours = median(repeat, lambda t, m=mode, k=n: step_us(t, m, k))
         target = "10x" if mode == "power" else "50x"
-        theirs = f"{dbos_step:,.0f} µs | {ratio(dbos_step, ours)} (target >= {target}) |" if dbos_step else "n/a | n/a |"
+        theirs = (f"{dbos_step:,.0f} µs | {ratio(dbos_step, ours)} (target >= {target}) |" if dbos_step
+                  else "n/a | n/a |")
         out(f"| {mode} | {raw:.1f} µs | {ours:.1f} µs | {ours / raw:.2f}x | {theirs}")
     out()
     out("DBOS on SQLite uses SQLite's defaults (rollback journal, `synchronous=FULL`): power-safe.")

@@ -587,7 +587,9 @@ class Engine(Effects):
 
     def _maybe_evict(self, run: _Run) -> None:
         """Over the cache limit, drop a run that only waits on timers; it is replayed when one is due."""
-        if self._max_cached is None or len(self._runs) <= self._max_cached or self._runs.get(run.workflow_id) is not run:
+        if self._max_cached is None or len(self._runs) <= self._max_cached:
+            return
+        if self._runs.get(run.workflow_id) is not run:
             return
         waits = run.machine.outstanding.values()
         if (not waits or run.executions or run.signal_waits or run.children or run.paused
