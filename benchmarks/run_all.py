@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib.util
+import logging
 import os
 import platform
 import signal
@@ -283,6 +284,7 @@ def million_step_replay(tmp: str, n: int) -> tuple[float, float]:
 # -- the report -----------------------------------------------------------------------------------------------
 
 def main() -> int:
+    logging.getLogger("replaykit").setLevel(logging.ERROR)  # long benchmark histories warn by design
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="small sizes, one run each (a smoke test)")

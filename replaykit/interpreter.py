@@ -114,17 +114,25 @@ def yield_site(gen: Any) -> str:
 
 
 class Feed:
-    """The recorded events still to replay, with one of lookahead."""
+    """The recorded events still to replay, with one of lookahead; counts what it gave out."""
+
+    __slots__ = ("_events", "_next", "count", "timed_out")
 
     def __init__(self, events: Iterator[Event]) -> None:
         self._events = events
         self._next = next(events, None)
+        self.count = 0
+        self.timed_out = False  # a run timeout is among the events given out
 
     def peek(self) -> Event | None:
         return self._next
 
     def pop(self) -> Event | None:
         event, self._next = self._next, next(self._events, None)
+        if event is not None:
+            self.count += 1
+            if event.kind == CANCEL and event.name == "TimedOut":
+                self.timed_out = True
         return event
 
 
@@ -361,7 +369,7 @@ class Machine:
             return Waiting(tuple(started))
 
 
-def replay_history(fn: Callable[..., Any], workflow_id: str, start: Event, events: Iterator[Event], *,
+def replay_history(fn: Callable[..., Any], workflow_id: str, start: Event, events: Iterator[Event] | Feed, *,
                    watch: bool = False, retry: RetryPolicy | None = None,
                    quiet: bool = False) -> tuple[Machine, Step]:
     """Build a fresh machine from a start event and feed it the recorded events, in one pass.
@@ -374,7 +382,7 @@ def replay_history(fn: Callable[..., Any], workflow_id: str, start: Event, event
     recorded = payloads.decode(start.encoding, start.payload)
     ctx = Context(workflow_id, seed=recorded["seed"], start_time=max(start.at, recorded.get("start_at", 0)))
     machine = Machine(fn, ctx, tuple(recorded["args"]), recorded["kwargs"], watch=watch, retry=retry)
-    feed = machine.feed = Feed(events)
+    feed = machine.feed = events if isinstance(events, Feed) else Feed(events)
     ctx.is_replaying = quiet or feed.peek() is not None
     step = machine.start()
     while (event := feed.pop()) is not None:

@@ -38,7 +38,7 @@ from .errors import (
 from .executor import Executor
 from .handle import WorkflowHandle
 from .history import CANCEL, CONTINUED, ERROR, OK, PATCH, RESULT, RULES_VERSION, START, Event, Status
-from .interpreter import Continued, Leaf, Machine, Raised, Returned, Step, Waiting, replay_history
+from .interpreter import Continued, Feed, Leaf, Machine, Raised, Returned, Step, Waiting, replay_history
 from .replaycheck import check_history
 from .store import SqliteStore, Store
 from .timers import TimerQueue
@@ -520,7 +520,7 @@ class Engine(Effects):
     def _replay(self, wf: Workflow[Any], workflow_id: str, start: Event, events: Iterator[Event],
                 handle: WorkflowHandle) -> None:
         """Rebuild the run's machine from its history: one pass, then carry on live."""
-        counted = _Counter(events)
+        counted = Feed(events)
         try:
             machine, step = replay_history(wf.fn, workflow_id, start, counted, watch=self._watch, retry=wf.retry)
         except NonDeterminismError:
@@ -536,7 +536,8 @@ class Engine(Effects):
         if isinstance(step, Waiting):  # leaves replay left outstanding are started again
             step = Waiting(tuple(machine.outstanding.values()))
         self._advance(run, step)
-        if self._runs.get(workflow_id) is run:
+        if counted.count and self._runs.get(workflow_id) is run:
+            # Requests that came while nobody drove it (a fresh run's come through the store poll).
             self._take_controls(workflow_id)
 
     # -- carrying runs forward ----------------------------------------------------------
@@ -741,25 +742,6 @@ class Engine(Effects):
             self._advance(run, step)
         except BaseException as exc:
             self._abort(run, exc)
-
-
-class _Counter:
-    """Counts the events a replay consumes, and notices a recorded run timeout."""
-
-    def __init__(self, events: Iterator[Event]) -> None:
-        self._events = events
-        self.count = 0
-        self.timed_out = False
-
-    def __iter__(self) -> _Counter:
-        return self
-
-    def __next__(self) -> Event:
-        event = next(self._events)
-        self.count += 1
-        if event.kind == CANCEL and event.name == TimedOut.__name__:
-            self.timed_out = True
-        return event
 
 
 def _ending_status(error: BaseException) -> Status:

@@ -97,3 +97,14 @@ def test_pipeline(tmp_path: Path, child_env: dict[str, str]) -> None:
     done = run("pipeline.py", env=child_env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "{'a.pdf': 13, 'corrupt.pdf': 'skipped: cannot read corrupt.pdf', 'report.pdf': 18}" in done.stdout
+
+
+def test_the_benchmark_script_runs(tmp_path: Path, child_env: dict[str, str]) -> None:
+    report = tmp_path / "benchmarks.md"
+    done = subprocess.run([PYTHON, str(ROOT / "benchmarks" / "run_all.py"), "--quick", "--no-peers",
+                           "--write", str(report)], env=child_env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    text = report.read_text()
+    for heading in ("## 1. One durable step", "## 2. Resume after a crash", "## 3. Throughput",
+                    "## 4. Fan-out", "## 5. Parked workflows", "## 6. History size", "## 7. Replaying"):
+        assert heading in text

@@ -1,0 +1,45 @@
+"""Payload encoding: exact round trips, JSON where it is exact, pickle otherwise."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from replaykit import payloads
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(json_values)
+def test_json_values_round_trip_exactly_and_stay_readable(value: Any) -> None:
+    encoding, data = payloads.encode(value, "test value")
+    assert encoding == payloads.JSON and isinstance(data, str)
+    decoded = payloads.decode(encoding, data)
+    assert decoded == value and type(decoded) is type(value)
+
+
+@given(st.one_of(st.tuples(st.integers(), st.text()), st.frozensets(st.integers()), st.datetimes(),
+                 st.dictionaries(st.integers(), st.text(), min_size=1), st.lists(st.tuples(st.integers()), min_size=1)))
+def test_values_json_would_change_are_pickled(value: Any) -> None:
+    encoding, data = payloads.encode(value, "test value")
+    assert encoding == payloads.PICKLE
+    assert payloads.decode(encoding, data) == value
+
+
+def test_errors_are_recorded_readably() -> None:
+    try:
+        raise KeyError("missing")
+    except KeyError as exc:
+        encoding, data = payloads.encode_error(exc)
+    record = payloads.error_record(encoding, data)
+    assert record["type"] == "builtins.KeyError" and record["message"] == "'missing'"
+    rebuilt = payloads.decode_error(encoding, data)
+    assert isinstance(rebuilt, KeyError) and rebuilt.args == ("missing",)
+    assert payloads.encode(dt.date(2030, 1, 1), "x")[0] == payloads.PICKLE
