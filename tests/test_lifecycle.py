@@ -316,3 +316,28 @@ def test_cancel_pause_and_resume_from_a_shell(db: str, child_env: dict[str, str]
     assert refused.returncode == 1 and "is cancelled, not paused" in refused.stderr
     history = cli("history", db, "shell").stdout
     assert "cancel 'Cancelled'" in history and "step 1" in history
+
+
+def test_a_saga_survives_a_crash_anywhere_in_its_compensation() -> None:
+    @rk.activity
+    def reserve(what: str) -> str:
+        if what == "car":
+            raise RuntimeError("no cars")
+        return what
+
+    @rk.activity
+    def release(what: str) -> str:
+        return f"released {what}"
+
+    @rk.workflow(name="trip-saga")
+    def trip(ctx: rk.Context):
+        saga = rk.Saga()
+        try:
+            for what in ("flight", "hotel", "car"):
+                yield reserve(what)
+                saga.add(release, what)
+        except RuntimeError:
+            with ctx.shield():
+                return (yield from saga.compensate())
+
+    assert assert_survives_crashes(trip).value == ["released hotel", "released flight"]

@@ -118,6 +118,12 @@ def test_continue_as_new_keeps_the_id_and_starts_a_fresh_history(db: str) -> Non
     assert rk.run(monitor, 0, 10, workflow_id="mon", db=db) == "stopped after 25 checks"  # rerun: recorded result
 
 
+def test_continue_as_new_survives_a_crash_anywhere_in_its_last_run() -> None:
+    from replaykit.testing.crashes import assert_survives_crashes
+
+    assert assert_survives_crashes(monitor, 0, 10).value == "stopped after 25 checks"
+
+
 def test_a_growing_history_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
     @rk.workflow(name="chatty")
     def chatty(ctx: rk.Context):

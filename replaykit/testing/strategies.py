@@ -2,7 +2,8 @@
 
 ``programs()`` draws random workflow programs: trees of activities, failing
 activities caught by ``try`` blocks, timers, side effects, signal waits with
-timeouts, and an optional uncaught exception at the end. ``run_program`` is a
+timeouts, parallel groups (``rk.all`` / ``rk.any`` of those), and an optional
+uncaught exception at the end. ``run_program`` is a
 workflow that interprets one, so any property about workflows in general can
 be checked against many of them::
 
@@ -15,8 +16,6 @@ be checked against many of them::
         assert_survives_crashes(rks.run_program, program, signals=rks.signals_for(program))
 
 ``crash_schedules()`` draws the fractions of a run's history at which to crash.
-
-Parallel groups join the generated programs when ``rk.all``/``rk.any`` land.
 """
 
 from __future__ import annotations
@@ -76,9 +75,30 @@ def _block(ctx: Context, ops: Program, path: str) -> Any:
                 acc += yield from _block(ctx, op[1], here)
             except ProgramError as exc:
                 acc += len(str(exc))
+        elif kind in ("all", "any"):
+            group = [_command(leaf, f"{here}.{j}") for j, leaf in enumerate(op[1])]
+            if kind == "all":
+                acc += sum(v or 0 for v in (yield commands.all_of(*group)))
+            else:
+                index, value = yield commands.any_of(*group)
+                acc += 1000 * index + (value or 0)
         elif kind == "raise":
             raise ProgramError(f"program raised at {here} with {acc}")
     return acc
+
+
+def _command(op: list[Any], here: str) -> commands.Command:
+    """One leaf of a parallel group, as a command."""
+    kind = op[0]
+    if kind == "act":
+        return program_step(op[1])
+    if kind == "fail":
+        return program_failure(op[1])
+    if kind == "sleep":
+        return commands.sleep(op[1])
+    if kind == "side":
+        return commands.side_effect(functools.partial(_plus_one, op[1]))
+    return commands.wait_signal(f"sig{here}", timeout=op[1])
 
 
 @workflow(name="replaykit.testing.run_program")
@@ -110,10 +130,12 @@ def programs(*, max_leaves: int = 12, signals: bool = True, failures: bool = Tru
     an uncaught exception at the end) or ``randomness`` (``ctx.random()`` draws).
     """
     leaves = _leaves(signals, failures, randomness)
+    group_leaves = _leaves(signals, failures, randomness=False)  # ctx.random() is no command
+    groups = st.tuples(st.sampled_from(["all", "any"]), st.lists(group_leaves, min_size=1, max_size=4)).map(list)
     tree = st.recursive(
-        st.lists(leaves, max_size=4),
+        st.lists(st.one_of(leaves, groups), max_size=4),
         lambda children: st.lists(
-            st.one_of(leaves, children.map(lambda c: ["seq", c]),
+            st.one_of(leaves, groups, children.map(lambda c: ["seq", c]),
                       children.map(lambda c: ["try", c])),
             max_size=4),
         max_leaves=max_leaves,
@@ -131,6 +153,8 @@ def signals_for(program: Program, path: str = "p") -> dict[str, int]:
             found[f"sig{here}"] = i + 1
         elif op[0] in ("seq", "try"):
             found.update(signals_for(op[1], here))
+        elif op[0] in ("all", "any"):
+            found.update({f"sig{here}.{j}": j + 1 for j, leaf in enumerate(op[1]) if leaf[0] == "signal" and j % 2})
     return found
 
 
