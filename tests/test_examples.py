@@ -108,3 +108,10 @@ def test_the_benchmark_script_runs(tmp_path: Path, child_env: dict[str, str]) ->
     for heading in ("## 1. One durable step", "## 2. Resume after a crash", "## 3. Throughput",
                     "## 4. Fan-out", "## 5. Parked workflows", "## 6. History size", "## 7. Replaying"):
         assert heading in text
+
+
+def test_the_core_benchmark_runs(child_env: dict[str, str]) -> None:
+    done = subprocess.run([PYTHON, str(ROOT / "benchmarks" / "bench_core.py"), "--steps", "200", "--repeat", "1"],
+                          env=child_env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "10,000 recorded steps" in done.stdout and "crash" in done.stdout and "power" in done.stdout
