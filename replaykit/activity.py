@@ -123,10 +123,15 @@ class Activity(Generic[F]):
     schedule_to_close: float | None = attrs.field(default=None, converter=_optional_seconds)
     heartbeat_timeout: float | None = attrs.field(default=None, converter=_optional_seconds)
     is_async: bool = attrs.field(init=False, eq=False)
+    has_timeouts: bool = attrs.field(init=False, eq=False)
 
     @is_async.default
     def _is_async(self) -> bool:
         return inspect.iscoroutinefunction(self.fn)
+
+    @has_timeouts.default
+    def _has_timeouts(self) -> bool:
+        return self.timeout is not None or self.schedule_to_close is not None or self.heartbeat_timeout is not None
 
     def __call__(self, *args: Any, **kwargs: Any) -> ActivityCall:
         return ActivityCall(self, args, tuple(kwargs.items()) if kwargs else ())

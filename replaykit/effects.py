@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from . import payloads
 from .activity import Execution
 from .commands import ACTIVITY, CHILD, SIDE_EFFECT, SIGNAL, ActivityCall, ChildWorkflow, SideEffect, WaitSignal
-from .errors import ActivityTimeoutError, WorkflowFailed
+from .errors import ActivityTimeoutError, SerializationError, WorkflowFailed
 from .executor import Outcome
 from .history import ERROR, OK, RESULT, TIMEOUT, Event
 from .interpreter import Leaf
@@ -159,7 +159,7 @@ class Effects:
         execution = Execution(run.workflow_id, leaf.step, leaf.attempt, activity.name, self._clock)
         executor = self._executor
         if executor.serial or (executor.inline and not self._in_flight and not more_to_start
-                               and not _has_timeouts(call)):
+                               and not activity.has_timeouts):
             return self._answer(run, leaf, self._executor.run_inline(call, execution))
         now = self._clock.now()
         run.executions[leaf.step] = execution
@@ -207,8 +207,11 @@ class Effects:
         """Encode an activity or side effect outcome for recording."""
         ok, value = outcome
         if ok:
-            where = lambda: f"result of {leaf.command.describe()} (step {leaf.step} of {run.workflow_id!r})"  # noqa: E731
-            return OK, payloads.encode(value, where), value, None
+            try:
+                return OK, payloads.encode(value, None), value, None
+            except SerializationError:  # again, to say where the value came from
+                payloads.encode(value, f"result of {leaf.command.describe()} (step {leaf.step} of {run.workflow_id!r})")
+                raise
         encoded = payloads.encode_error(value)
         thrown = value if payloads.error_record(*encoded)["pickle"] else payloads.decode_error(*encoded)
         return ERROR, encoded, thrown, None
@@ -269,7 +272,3 @@ class Effects:
         run.next_seq += 1
         return at, value
 
-
-def _has_timeouts(call: ActivityCall) -> bool:
-    a = call.activity
-    return a.timeout is not None or a.schedule_to_close is not None or a.heartbeat_timeout is not None

@@ -64,6 +64,8 @@ class Executor:
 
     def run_inline(self, call: ActivityCall, info: Execution) -> Outcome:
         """Run in this thread and return the outcome (only when ``inline``)."""
+        if not self._overrides and not call.activity.is_async:  # the hot path
+            return _call(call.activity.fn, call, info)
         fn, is_async = self._function(call)
         if is_async:
             return self._event_loop_inline().run_until_complete(_acall(fn, call, info))

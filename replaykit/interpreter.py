@@ -285,7 +285,8 @@ class Machine:
             self._build_node(command, None, 0, started)
             return
         self.seq += 1  # a lone command: the common case, kept lean
-        leaf = Leaf(self.seq, command, command.deadline(self.ctx._time), 1, self.ctx._time)
+        now = self.ctx._time
+        leaf = Leaf(self.seq, command, None if command.kind == ACTIVITY else command.deadline(now), 1, now)
         self._nodes[self.seq] = None
         self.outstanding[self.seq] = leaf
         started.append(leaf)

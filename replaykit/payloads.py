@@ -40,7 +40,7 @@ def _json_exact(value: Any, depth: int = 0) -> bool:
     return False
 
 
-def encode(value: Any, where: str | Callable[[], str]) -> tuple[str, str | bytes]:
+def encode(value: Any, where: str | Callable[[], str] | None) -> tuple[str, str | bytes]:
     """Encode ``value``; ``where`` (or what it returns) names it in the error."""
     kind = type(value)
     if kind is int:
@@ -54,6 +54,7 @@ def encode(value: Any, where: str | Callable[[], str]) -> tuple[str, str | bytes
     except Exception as exc:
         if callable(where):
             where = where()
+        where = where or "value"
         path, culprit = _culprit(value, "")
         what = f"{path} is a value of type" if path else "a value of type"
         raise SerializationError(
