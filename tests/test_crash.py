@@ -120,7 +120,7 @@ def test_rerun_right_after_sigkill_continues_at_once(tmp_path: Path, child_env: 
 
 def test_second_process_fails_fast_while_the_first_drives(tmp_path: Path, child_env: dict[str, str]) -> None:
     db, journal = str(tmp_path / "w.db"), str(tmp_path / "journal")
-    first = subprocess.Popen([PYTHON, CHILD, db, journal, "none", "0.1"], env=child_env,
+    first = subprocess.Popen([PYTHON, CHILD, db, journal, "none", "0.4"], env=child_env,  # 4 s in all
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     while not read_journal(journal):
         time.sleep(0.01)
