@@ -119,10 +119,8 @@ def query(db: Db, workflow_id: str, name: str, *args: Any, workflows: dict[str, 
         if info is None:
             raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
         wf = lookup(info.name, workflows)
-        events = store.events(workflow_id)
-        recorded = [e for e in events if e.kind != RESULT]
-    it = iter(recorded)
-    machine, _ = replay_history(wf.fn, workflow_id, next(it), it, quiet=True, retry=wf.retry)
+        events = (e for e in store.events(workflow_id) if e.kind != RESULT)  # streamed, not loaded whole
+        machine, _ = replay_history(wf, workflow_id, next(events), events, quiet=True)
     try:
         handler = machine.ctx._queries.get(name)
         if handler is None:

@@ -56,13 +56,13 @@ class Effects:
         def _later(self, action: Callable[[], None]) -> None: ...
         def _settle(self, run: _Run, leaf: Leaf, answer: Answer) -> None: ...
         def _new_handle(self, workflow_id: str) -> WorkflowHandle: ...
-        def _create(self, wf: Workflow[Any], workflow_id: str, start_payload: tuple[str, str | bytes] | None
-                    ) -> None: ...
+        def _create(self, wf: Workflow[Any], workflow_id: str, start_payload: tuple[str, str | bytes],
+                    pending: bool = False) -> None: ...
         def _start_payload(self, wf: Workflow[Any], args: tuple[Any, ...], kwargs: dict[str, Any], *,
                            timeout: Any = None, start_at: float | None = None,
                            parent: tuple[str, int] | None = None) -> tuple[str, str | bytes]: ...
-        def _open(self, wf: Workflow[Any], workflow_id: str, call: Any, start_payload: Any,
-                  handle: WorkflowHandle, lock_deadline: float) -> None: ...
+        def _open(self, wf: Workflow[Any], workflow_id: str, call: Any, handle: WorkflowHandle,
+                  lock_deadline: float) -> None: ...
 
     def _start_leaf(self, run: _Run, leaf: Leaf, more_to_start: bool) -> Answer | None:
         kind = leaf.command.kind
@@ -231,9 +231,7 @@ class Effects:
         if answer is not None:
             return answer
         if child_id not in self._runs:
-            handle = self._new_handle(child_id)
-            handle._created = True
-            self._open(command.workflow, child_id, None, None, handle, 0.0)
+            self._open(command.workflow, child_id, None, self._new_handle(child_id), 0.0)
         return None
 
     def _child_answer(self, child_id: str) -> Answer | None:

@@ -26,7 +26,6 @@ class WorkflowHandle:
         self._poll = poll_interval
         self._ended = False  # finished or failed here; result() need not wait
         self._wakeup: threading.Event | None = None  # made by the first result() call
-        self._created = False  # the run exists in the store
         self._on_wait: Callable[[int], None] | None = None  # told +1/-1 around result() (time skipping)
         self._error: BaseException | None = None
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from typing import Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import attrs
 
@@ -28,6 +28,9 @@ from .context import Context
 from .errors import ActivityTimeoutError, InvalidCommandError, NonDeterminismError
 from .history import CANCEL, ERROR, PATCH, TIMEOUT, Event
 from .retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from .workflow import Workflow
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -370,9 +373,21 @@ class Machine:
             return Waiting(tuple(started))
 
 
-def replay_history(fn: Callable[..., Any], workflow_id: str, start: Event, events: Iterator[Event] | Feed, *,
-                   watch: bool = False, retry: RetryPolicy | None = None,
-                   quiet: bool = False) -> tuple[Machine, Step]:
+def new_machine(workflow: Workflow[Any], workflow_id: str, start: Event, *, watch: bool = False,
+                recorded: dict[str, Any] | None = None) -> Machine:
+    """A fresh machine for a run, from its start event (``recorded``: that event's payload, if
+    already decoded). Arguments, seed, start time and the workflow's default retry policy all
+    come from here, so every replay of the run is built the same way."""
+    if recorded is None:
+        recorded = payloads.decode(start.encoding, start.payload)
+    ctx = Context(workflow_id, seed=recorded["seed"], start_time=max(start.at, recorded.get("start_at", 0)))
+    return Machine(workflow.fn, ctx, tuple(recorded["args"]), recorded["kwargs"], watch=watch,
+                   retry=workflow.retry)
+
+
+def replay_history(workflow: Workflow[Any], workflow_id: str, start: Event, events: Iterator[Event] | Feed, *,
+                   watch: bool = False, quiet: bool = False,
+                   recorded: dict[str, Any] | None = None) -> tuple[Machine, Step]:
     """Build a fresh machine from a start event and feed it the recorded events, in one pass.
 
     ``ctx.is_replaying`` is true while code runs that an event after it already
@@ -380,9 +395,8 @@ def replay_history(fn: Callable[..., Any], workflow_id: str, start: Event, event
     step it reached: where a live run continues. Leaves started during replay
     that are still outstanding at the end are in ``machine.outstanding``.
     """
-    recorded = payloads.decode(start.encoding, start.payload)
-    ctx = Context(workflow_id, seed=recorded["seed"], start_time=max(start.at, recorded.get("start_at", 0)))
-    machine = Machine(fn, ctx, tuple(recorded["args"]), recorded["kwargs"], watch=watch, retry=retry)
+    machine = new_machine(workflow, workflow_id, start, watch=watch, recorded=recorded)
+    ctx = machine.ctx
     feed = machine.feed = events if isinstance(events, Feed) else Feed(events)
     ctx.is_replaying = quiet or feed.peek() is not None
     step = machine.start()

@@ -7,14 +7,13 @@ The engine uses it to explain a failed resume; ``replaykit.testing.replay`` and
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from . import payloads
-from .context import Context
 from .errors import NonDeterminismError
 from .history import CANCEL, RESULT, Event
-from .interpreter import Feed, Machine, Returned, Step, Waiting
+from .interpreter import Feed, Machine, Returned, Step, Waiting, new_machine
+from .workflow import Workflow
 
 _CONTEXT_ROWS = 8
 
@@ -50,8 +49,7 @@ def _table(rows: list[tuple[int, str, str, bool]]) -> str:
     return "\n".join(lines)
 
 
-def check_history(fn: Callable[..., Any], workflow_id: str, events: Sequence[Event], *,
-                  retry: Any = None) -> int:
+def check_history(workflow: Workflow[Any], workflow_id: str, events: Sequence[Event]) -> int:
     """Replay ``events`` (a start event first) through ``fn``; return how many events matched.
 
     Raises :class:`NonDeterminismError` whose ``diff`` shows recorded events and
@@ -60,10 +58,8 @@ def check_history(fn: Callable[..., Any], workflow_id: str, events: Sequence[Eve
     """
     rest = list(events[1:])
     result = rest.pop() if rest and rest[-1].kind == RESULT else None
-    recorded = payloads.decode(events[0].encoding, events[0].payload)
-    ctx = Context(workflow_id, seed=recorded["seed"], start_time=max(events[0].at, recorded.get("start_at", 0)))
-    ctx.is_replaying = True
-    machine = Machine(fn, ctx, tuple(recorded["args"]), recorded["kwargs"], retry=retry)
+    machine = new_machine(workflow, workflow_id, events[0])
+    machine.ctx.is_replaying = True
     feed = machine.feed = Feed(iter(rest))
     rows: list[tuple[int, str, str, bool]] = []
     try:

@@ -175,11 +175,11 @@ class Engine(Effects):
         elif start_delay is not None:
             begin = self._clock.now() + _seconds(start_delay)
         start_payload = self._start_payload(wf, args, kwargs, timeout=timeout, start_at=begin)
-        self._create(wf, workflow_id, start_payload)  # here, so that signal() right after start() finds it
+        # Created here, not on the driver, so that signal() right after start() finds the run.
+        self._create(wf, workflow_id, start_payload, pending=begin is not None)
         handle = self._new_handle(workflow_id)
-        handle._created = True
         deadline = monotonic() + lock_timeout
-        self._post(lambda: self._open(wf, workflow_id, (args, kwargs), start_payload, handle, deadline))
+        self._post(lambda: self._open(wf, workflow_id, (args, kwargs), handle, deadline))
         return handle
 
     def schedule(self, schedule_id: str, workflow: Any, cron: str, *args: Any, start_after: datetime | None = None,
@@ -230,14 +230,13 @@ class Engine(Effects):
     def _drive(self, workflow_id: str) -> WorkflowHandle:
         """Apply controls to a run this engine drives, or start driving it (if nobody else does)."""
         handle = self._new_handle(workflow_id)
-        handle._created = True
         info = self.store.info(workflow_id)
         if info is None or info.status.is_terminal:
             handle._finish()
             return handle
         wf = lookup(info.name, self._workflows)
         self._post(lambda: self._take_controls(workflow_id) if workflow_id in self._runs
-                   else self._open(wf, workflow_id, None, None, handle, 0.0))
+                   else self._open(wf, workflow_id, None, handle, 0.0))
         return handle
 
     def query(self, workflow_id: str, name: str, *args: Any, **kwargs: Any) -> Any:
@@ -261,8 +260,7 @@ class Engine(Effects):
                 unknown.append(info.name)
                 continue
             handle = self._new_handle(info.workflow_id)
-            handle._created = True
-            self._post(functools.partial(self._open, wf, info.workflow_id, None, None, handle, 0.0))
+            self._post(functools.partial(self._open, wf, info.workflow_id, None, handle, 0.0))
             handles.append(handle)
         if unknown:
             lookup(unknown[0], self._workflows)
@@ -422,9 +420,11 @@ class Engine(Effects):
 
     def _start_payload(self, wf: Workflow[Any], args: tuple[Any, ...], kwargs: dict[str, Any], *,
                        timeout: timedelta | float | None = None, start_at: float | None = None,
-                       parent: tuple[str, int] | None = None) -> Payload:
+                       parent: tuple[str, int] | None = None, continued: bool = False) -> Payload:
         start: dict[str, Any] = {"args": list(args), "kwargs": kwargs, "seed": random.getrandbits(63),
                                  "rules": RULES_VERSION}
+        if continued:
+            start["continued"] = True
         if timeout is not None:
             start["timeout"] = _seconds(timeout)
         if start_at is not None:
@@ -433,27 +433,17 @@ class Engine(Effects):
             start["parent"] = list(parent)
         return payloads.encode(start, f"arguments of workflow {wf.name!r}")
 
-    def _create(self, wf: Workflow[Any], workflow_id: str, start_payload: Payload | None) -> None:
+    def _create(self, wf: Workflow[Any], workflow_id: str, start_payload: Payload, pending: bool = False) -> None:
         """Record the start event unless the run exists (an atomic insert: no lock needed)."""
-        if start_payload is None:
-            return
         start = Event(0, 0, START, wf.name, self._clock.now(), OK, *start_payload)
-        pending = "start_at" in payloads.decode(*start_payload)
         self.store.create(workflow_id, wf.name, start, Status.PENDING if pending else Status.RUNNING)
 
     def _open(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
-              start_payload: Payload | None, handle: WorkflowHandle, lock_deadline: float) -> None:
-        if not handle._created:
-            try:
-                self._create(wf, workflow_id, start_payload)
-            except BaseException as exc:
-                handle._fail(exc)
-                return
-            finally:
-                handle._created = True
+              handle: WorkflowHandle, lock_deadline: float) -> None:
+        """Lock a run that exists in the store, and replay it (``call``: the arguments a rerun passed)."""
         if workflow_id in self._runs or not self._lock(workflow_id):
             if monotonic() < lock_deadline:
-                retry = lambda: self._open(wf, workflow_id, call, start_payload, handle, lock_deadline)  # noqa: E731
+                retry = lambda: self._open(wf, workflow_id, call, handle, lock_deadline)  # noqa: E731
                 threading.Timer(self._poll, self._post, (retry,)).start()
                 return
             owner = "this engine" if workflow_id in self._runs else (self.store.lock_owner(workflow_id) or "?")
@@ -491,8 +481,7 @@ class Engine(Effects):
         start = next(events)
         recorded = start.value()
         args, kwargs = tuple(recorded["args"]), recorded["kwargs"]
-        if call is not None and (call[0], call[1]) != (args, kwargs) and start.name == wf.name \
-                and not self._continued(workflow_id):
+        if call is not None and (call[0], call[1]) != (args, kwargs) and not recorded.get("continued"):
             raise WorkflowConflictError(
                 f"workflow {workflow_id!r} was started with args={args!r} kwargs={kwargs!r}; this call "
                 f"passes args={call[0]!r} kwargs={call[1]!r}. A rerun must pass the same arguments "
@@ -507,27 +496,21 @@ class Engine(Effects):
             begin = recorded["start_at"]
             if begin > self._clock.now():
                 self.store.unlock(workflow_id)  # whoever holds the lock when it is due starts it
-                self._timers.push(begin, lambda: self._open(wf, workflow_id, None, None, handle, 0.0))
+                self._timers.push(begin, lambda: self._open(wf, workflow_id, None, handle, 0.0))
                 return
             self.store.set_status(workflow_id, Status.RUNNING, self._clock.now())
-        self._replay(wf, workflow_id, start, events, handle)
+        self._replay(wf, workflow_id, start, recorded, events, handle)
 
-    def _continued(self, workflow_id: str) -> bool:
-        """Has this id continued as new (so its current arguments are its own)?"""
-        first = self.store.events(workflow_id)
-        return bool(next(first).value().get("continued"))
-
-    def _replay(self, wf: Workflow[Any], workflow_id: str, start: Event, events: Iterator[Event],
-                handle: WorkflowHandle) -> None:
+    def _replay(self, wf: Workflow[Any], workflow_id: str, start: Event, recorded: dict[str, Any],
+                events: Iterator[Event], handle: WorkflowHandle) -> None:
         """Rebuild the run's machine from its history: one pass, then carry on live."""
         counted = Feed(events)
         try:
-            machine, step = replay_history(wf.fn, workflow_id, start, counted, watch=self._watch, retry=wf.retry)
+            machine, step = replay_history(wf, workflow_id, start, counted, watch=self._watch, recorded=recorded)
         except NonDeterminismError:
             # Replay again, slowly, to explain the divergence side by side.
-            check_history(wf.fn, workflow_id, list(self.store.events(workflow_id)))
+            check_history(wf, workflow_id, list(self.store.events(workflow_id)))
             raise
-        recorded = start.value()
         run = self._runs[workflow_id] = _Run(workflow_id, wf, machine, handle, counted.count + 1, recorded)
         run.custom_status = machine.ctx.custom_status
         if "timeout" in recorded and not counted.timed_out:
@@ -605,7 +588,7 @@ class Engine(Effects):
         """An evicted run's timer is due: replay it from its history and go on."""
         evicted = self._evicted.pop(workflow_id, None)
         if evicted is not None:
-            self._open(evicted[0], workflow_id, None, None, evicted[1], 0.0)
+            self._open(evicted[0], workflow_id, None, evicted[1], 0.0)
 
     def _settle(self, run: _Run, leaf: Leaf, answer: Answer) -> None:
         """Record an outcome that arrived later (activity, timer, signal, child) and go on."""
@@ -645,8 +628,7 @@ class Engine(Effects):
         """Replay the whole history from scratch; it must wait on exactly what the live run waits on."""
         events = self.store.events(run.workflow_id)
         try:
-            machine, _ = replay_history(run.workflow.fn, run.workflow_id, next(events), events,
-                                        retry=run.workflow.retry)
+            machine, _ = replay_history(run.workflow, run.workflow_id, next(events), events)
         except NonDeterminismError as exc:
             raise NonDeterminismError(exc.workflow_id, exc.seq, exc.recorded,
                                       f"{exc.now} (strict replay of the same history)", exc.where) from None
@@ -674,17 +656,14 @@ class Engine(Effects):
 
     def _continue_as_new(self, run: _Run, step: Continued) -> None:
         self._after_step(run)
-        start_payload = self._start_payload(run.workflow, step.args, step.kwargs)
-        start = payloads.decode(*start_payload)
-        start["continued"] = True
+        start_payload = self._start_payload(run.workflow, step.args, step.kwargs, continued=True)
         result = Event(run.next_seq, 0, RESULT, "", self._clock.now(), CONTINUED,
                        *payloads.encode({"args": list(step.args), "kwargs": step.kwargs}, "continue_as_new"))
-        new_start = Event(0, 0, START, run.workflow.name, self._clock.now(), OK,
-                          *payloads.encode(start, f"arguments of workflow {run.workflow.name!r}"))
+        new_start = Event(0, 0, START, run.workflow.name, self._clock.now(), OK, *start_payload)
         self.store.continue_as_new(run.workflow_id, result, new_start)
         run.machine.discard()
         del self._runs[run.workflow_id]
-        self._replay(run.workflow, run.workflow_id, new_start, iter(()), run.handle)
+        self._replay(run.workflow, run.workflow_id, new_start, new_start.value(), iter(()), run.handle)
 
     def _release(self, run: _Run) -> None:
         for execution in run.executions.values():

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import replaykit as rk
 from replaykit.history import RESULT
-from replaykit.interpreter import Machine, Waiting
+from replaykit.interpreter import Machine, Waiting, new_machine
 from replaykit.testing import TestEnv
 from replaykit.testing import strategies as rks
 from replaykit.testing.crashes import assert_survives_crashes, shape
@@ -32,9 +32,7 @@ def recorded_run(program: list[Any], workflow: Any = rks.run_program) -> list[rk
 
 
 def fresh_machine(history: list[rk.Event], workflow: Any = rks.run_program) -> Machine:
-    start = history[0].value()
-    ctx = rk.Context("p", seed=start["seed"], start_time=history[0].at)
-    return Machine(workflow.fn, ctx, tuple(start["args"]), start["kwargs"])
+    return new_machine(workflow, "p", history[0])
 
 
 # 1. Crash anywhere, resume: same result, same history, same activity executions.

@@ -204,3 +204,25 @@ def test_engine_resume_error_has_the_diff_too(tmp_path: Path) -> None:
     with pytest.raises(rk.NonDeterminismError) as err:
         rk.run(v2, workflow_id="e", db=db)
     assert err.value.diff and f"{__file__}:{inspect.getsourcelines(v2.fn)[1] + 2}" in str(err.value)
+
+
+def test_histories_with_retries_under_a_workflow_default_policy_replay() -> None:
+    attempts: list[int] = []
+
+    @rk.activity
+    def shaky() -> str:
+        attempts.append(1)
+        if len(attempts) < 2:
+            raise ConnectionError("try again")
+        return "ok"
+
+    @rk.workflow(name="retried-by-default", retry=rk.RetryPolicy(max_attempts=3, backoff=rk.Fixed(5)))
+    def flow(ctx: rk.Context):
+        return (yield shaky())
+
+    with TestEnv() as env:
+        assert env.run(flow, workflow_id="r") == "ok"
+        history = export_history(env.store, "r")
+        assert [e.name for e in history.events if e.kind == "timer"] == ["retry"]
+        assert replay(flow, history).ok  # the workflow's default policy is part of the replay
+        assert [r.ok for r in replay_all(env.store, workflows=[flow])] == [True]

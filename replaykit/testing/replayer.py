@@ -125,7 +125,7 @@ def replay(workflow: Any, history: History | str | os.PathLike[str]) -> ReplayRe
         raise WorkflowConflictError(
             f"history {history.workflow_id!r} was recorded by workflow {history.workflow!r}, not {wf.name!r}"
         )
-    steps = check_history(wf.fn, history.workflow_id, history.events)
+    steps = check_history(wf, history.workflow_id, history.events)
     return ReplayReport(history.workflow_id, wf.name, steps)
 
 
@@ -141,7 +141,7 @@ def replay_all(db: str | os.PathLike[str] | Store, workflows: Iterable[Any] = ()
         for info in store.list():
             try:
                 wf = lookup(info.name, known)
-                steps = check_history(wf.fn, info.workflow_id, list(store.events(info.workflow_id)))
+                steps = check_history(wf, info.workflow_id, list(store.events(info.workflow_id)))
                 reports.append(ReplayReport(info.workflow_id, info.name, steps))
             except (ReplayKitError, UnknownWorkflowError) as exc:
                 reports.append(ReplayReport(info.workflow_id, info.name, 0, exc))
