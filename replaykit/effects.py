@@ -127,7 +127,6 @@ class Effects:
             return OK, (signal.encoding, signal.payload), value, signal.id
         if leaf.deadline is not None and leaf.deadline <= self._clock.now():
             return TIMEOUT, NULL, None, None
-        run.signal_waits[leaf.step] = None
         if leaf.deadline is not None:
             self._push_timer(run, leaf)
         return None
@@ -137,15 +136,14 @@ class Effects:
         run = self._runs.get(workflow_id)
         if run is None:
             return
-        for step in sorted(run.signal_waits):
-            leaf = run.machine.outstanding.get(step)
-            if leaf is None or leaf.command.kind != SIGNAL:
-                run.signal_waits.pop(step, None)
-                continue
+        waits = [leaf for _, leaf in sorted(run.machine.outstanding.items())
+                 if leaf.command.kind == SIGNAL and leaf not in run.parked]  # parked waits have not started
+        for leaf in waits:
+            if not self._still_waiting(run, leaf):
+                continue  # answered or cancelled by what the previous signal set off
             wait: WaitSignal = leaf.command  # type: ignore[assignment]
             signal = self.store.next_signal(workflow_id, wait.signal)
             if signal is not None:
-                run.signal_waits.pop(step, None)
                 value = payloads.decode(signal.encoding, signal.payload)
                 self._settle(run, leaf, (OK, (signal.encoding, signal.payload), value, signal.id))
                 if self._runs.get(workflow_id) is not run:
@@ -222,7 +220,6 @@ class Effects:
         command: ChildWorkflow = leaf.command  # type: ignore[assignment]
         child_id = command.workflow_id or f"{run.workflow_id}/{leaf.step}"
         self._children[child_id] = (run, leaf)
-        run.children[child_id] = None
         if self.store.info(child_id) is None:
             payload = self._start_payload(command.workflow, command.args, dict(command.kwargs),
                                           parent=(run.workflow_id, leaf.step))
@@ -257,7 +254,6 @@ class Effects:
         if answer is None:
             return
         del self._children[child_id]
-        run.children.pop(child_id, None)
         if self._still_waiting(run, leaf):
             self._settle(run, leaf, answer)
 

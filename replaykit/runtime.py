@@ -52,8 +52,8 @@ Payload = tuple[str, str | bytes]
 class _Run:
     """A run this engine drives: its machine and what it is waiting on."""
 
-    __slots__ = ("workflow_id", "workflow", "machine", "handle", "next_seq", "is_child", "executions", "signal_waits",
-                 "children", "paused", "parked", "custom_status", "warned_size")
+    __slots__ = ("workflow_id", "workflow", "machine", "handle", "next_seq", "is_child", "executions", "paused",
+                 "parked", "custom_status", "warned_size")
 
     def __init__(self, workflow_id: str, workflow: Workflow[Any], machine: Machine, handle: WorkflowHandle,
                  next_seq: int, start: dict[str, Any]) -> None:
@@ -64,8 +64,6 @@ class _Run:
         self.next_seq = next_seq  # position of the next event in its history
         self.is_child = "parent" in start
         self.executions: dict[int, Execution] = {}  # running activities, by step
-        self.signal_waits: dict[int, None] = {}  # dicts, not sets: 64 bytes empty instead of 216
-        self.children: dict[str, None] = {}
         self.paused = False
         self.parked: list[Leaf] = []  # leaves not started because the run is paused
         self.custom_status: Any = None
@@ -384,10 +382,13 @@ class Engine(Effects):
             self._guarded(callback)
 
     def _poll_store(self) -> None:
-        """Something was committed elsewhere: signals, controls, children that ended."""
-        for workflow_id in list(self._runs):
-            self._take_controls(workflow_id)
-            if workflow_id in self._runs and self._runs[workflow_id].signal_waits:
+        """Something was committed elsewhere: act on the runs it concerns (two queries, not two per run)."""
+        with_mail = self.store.inbox()  # ids with unconsumed signals, cancellation requests among them
+        paused = {info.workflow_id for info in self.store.list(Status.PAUSED)}
+        for workflow_id, run in list(self._runs.items()):
+            if run.paused != (workflow_id in paused) or workflow_id in with_mail:
+                self._take_controls(workflow_id)
+            if workflow_id in with_mail:
                 self._deliver_signals(workflow_id)
         for child_id in list(self._children):
             if child_id not in self._runs:
@@ -576,8 +577,7 @@ class Engine(Effects):
         if self._runs.get(run.workflow_id) is not run:
             return
         waits = run.machine.outstanding.values()
-        if (not waits or run.executions or run.signal_waits or run.children or run.paused
-                or any(leaf.command.kind != TIMER for leaf in waits)):
+        if not waits or run.executions or run.paused or any(leaf.command.kind != TIMER for leaf in waits):
             return
         run.machine.discard()  # its timers stay in the heap, by id: the first due wakes it
         del self._runs[run.workflow_id]
@@ -612,7 +612,6 @@ class Engine(Effects):
             execution = run.executions.pop(step, None)
             if execution is not None:
                 execution.cancelled = True  # cooperative: rk.heartbeat() raises Cancelled
-            run.signal_waits.pop(step, None)
             for child_id, (parent, leaf) in list(self._children.items()):
                 if parent is run and leaf.step == step:
                     self._cancel_child(child_id)
@@ -644,8 +643,9 @@ class Engine(Effects):
 
     def _finish(self, run: _Run, outcome: str, encoded: Payload, status: Status | None = None) -> None:
         status = status or (Status.COMPLETED if outcome == OK else Status.FAILED)
-        for child_id in list(run.children):  # parent-close policy: cancel children still running
-            self._cancel_child(child_id)
+        for child_id, (parent, _) in list(self._children.items()):  # parent-close policy: cancel them
+            if parent is run:
+                self._cancel_child(child_id)
         self._after_step(run)
         event = Event(run.next_seq, 0, RESULT, "", self._clock.now(), outcome, *encoded)
         self.store.record(run.workflow_id, event, status=status)

@@ -113,7 +113,8 @@ def test_signal_to_unknown_workflow_is_an_error(db: str, child_env: dict[str, st
 
 def _wait_until_waiting(engine: rk.Engine, workflow_id: str) -> None:
     deadline = time.monotonic() + 10
-    while workflow_id not in engine._runs or not engine._runs[workflow_id].signal_waits:
+    while workflow_id not in engine._runs or not any(
+            leaf.command.kind == "signal" for leaf in engine._runs[workflow_id].machine.outstanding.values()):
         assert time.monotonic() < deadline, "workflow never started waiting"
         time.sleep(0.01)
 

@@ -84,6 +84,10 @@ class Store(abc.ABC):
         """The oldest unconsumed signal of that name, or ``None``."""
 
     @abc.abstractmethod
+    def inbox(self) -> set[str]:
+        """The workflow ids with signals not yet consumed (cheap: engines poll it)."""
+
+    @abc.abstractmethod
     def consume_signal(self, signal_id: int) -> None:
         """Mark a signal taken without recording an event (control requests)."""
 

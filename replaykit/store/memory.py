@@ -119,6 +119,11 @@ class MemoryStore(Store):
                     return signal
         return None
 
+    def inbox(self) -> set[str]:
+        with self._mutex:
+            return {workflow_id for workflow_id, signals in self._signals.items()
+                    if any(s.id not in self._consumed for s in signals)}
+
     def consume_signal(self, signal_id: int) -> None:
         with self._mutex:
             self._consumed.add(signal_id)
