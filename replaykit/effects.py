@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 from . import payloads
 from .activity import Execution
 from .commands import ACTIVITY, CHILD, SIDE_EFFECT, SIGNAL, ActivityCall, ChildWorkflow, SideEffect, WaitSignal
-from .errors import ActivityTimeoutError, SerializationError, WorkflowFailed
+from .errors import ActivityTimeoutError, SerializationError
 from .executor import Outcome
+from .handle import recorded_outcome
 from .history import ERROR, OK, RESULT, TIMEOUT, Event
 from .interpreter import Leaf
 
@@ -238,11 +239,10 @@ class Effects:
             return None
         last = self.store.last_event(child_id)
         assert last is not None and last.kind == RESULT
-        if last.outcome == OK:
-            return OK, (last.encoding, last.payload), payloads.decode(last.encoding, last.payload), None
-        record = payloads.error_record(last.encoding, last.payload)
-        error = WorkflowFailed(child_id, record["type"], record["message"], record["traceback"])
-        return ERROR, payloads.encode_error(error), error, None
+        ok, value = recorded_outcome(child_id, last)
+        if ok:
+            return OK, (last.encoding, last.payload), value, None
+        return ERROR, payloads.encode_error(value), value, None
 
     def _child_ended(self, child_id: str) -> None:
         """A child this engine knows of ended: settle its parent's leaf."""

@@ -7,9 +7,25 @@ it, so ``except TypeError`` keeps working for code that does not know us.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ReplayKitError(Exception):
-    """Base class of every error raised by replaykit."""
+    """Base class of every error raised by replaykit.
+
+    Every subclass pickles with its attributes intact, whatever its constructor
+    takes, so an error recorded in a history is raised again, the same, on replay.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _rebuild, (type(self), self.args, self.__dict__)
+
+
+def _rebuild(cls: type[ReplayKitError], args: tuple[Any, ...], state: dict[str, Any]) -> ReplayKitError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class NonDeterminismError(ReplayKitError):
@@ -105,9 +121,6 @@ class ActivityTimeoutError(ReplayKitError):
         self.activity = activity
         self.seconds = seconds
         super().__init__(f"activity {activity!r} exceeded its {kind} timeout of {seconds:g}s")
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return ActivityTimeoutError, (self.kind, self.activity, self.seconds)
 
 
 class IllegalTransitionError(ReplayKitError):

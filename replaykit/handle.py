@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from . import payloads
 from .clock import monotonic
 from .errors import ResultTimeoutError, WorkflowFailed, WorkflowNotFoundError
-from .history import ERROR, RESULT, Status
+from .history import ERROR, RESULT, Event, Status
 
 if TYPE_CHECKING:
     from .store import Store
@@ -85,11 +85,21 @@ class WorkflowHandle:
     def _recorded_result(self) -> Any:
         last = self._store.last_event(self.workflow_id)
         assert last is not None and last.kind == RESULT, "a terminal run ends with its result event"
-        if last.outcome == ERROR:
-            record = payloads.error_record(last.encoding, last.payload)
-            raise WorkflowFailed(self.workflow_id, record["type"], record["message"], record["traceback"]) \
-                from payloads.decode_error(last.encoding, last.payload)
-        return payloads.decode(last.encoding, last.payload)
+        ok, value = recorded_outcome(self.workflow_id, last)
+        if ok:
+            return value
+        raise value
 
     def __repr__(self) -> str:
         return f"<WorkflowHandle {self.workflow_id!r}>"
+
+
+def recorded_outcome(workflow_id: str, result: Event) -> tuple[bool, Any]:
+    """How a finished run ended, from its result event: ``(True, value)``, or ``(False, failure)``
+    with a :class:`WorkflowFailed` whose ``__cause__`` is the rebuilt original exception."""
+    if result.outcome != ERROR:
+        return True, payloads.decode(result.encoding, result.payload)
+    record = payloads.error_record(result.encoding, result.payload)
+    failure = WorkflowFailed(workflow_id, record["type"], record["message"], record["traceback"])
+    failure.__cause__ = payloads.decode_error(result.encoding, result.payload)
+    return False, failure

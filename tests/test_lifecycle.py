@@ -341,3 +341,15 @@ def test_a_saga_survives_a_crash_anywhere_in_its_compensation() -> None:
                 return (yield from saga.compensate())
 
     assert assert_survives_crashes(trip).value == ["released hotel", "released flight"]
+
+
+def test_a_failed_child_replays_as_the_same_exception() -> None:
+    @rk.workflow(name="tolerant-parent")
+    def parent(ctx: rk.Context):
+        try:
+            yield rk.child_workflow(failing_stage)
+        except rk.WorkflowFailed as exc:
+            return f"child {exc.workflow_id} failed: {exc.message}"
+
+    outcome = assert_survives_crashes(parent)
+    assert outcome.value == "child crash-check/1 failed: stage broke"

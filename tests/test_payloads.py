@@ -43,3 +43,17 @@ def test_errors_are_recorded_readably() -> None:
     rebuilt = payloads.decode_error(encoding, data)
     assert isinstance(rebuilt, KeyError) and rebuilt.args == ("missing",)
     assert payloads.encode(dt.date(2030, 1, 1), "x")[0] == payloads.PICKLE
+
+
+def test_replaykit_errors_survive_recording_with_their_type_and_details() -> None:
+    import replaykit as rk
+
+    errors = [rk.WorkflowFailed("child-1", "builtins.ValueError", "boom", "Traceback ..."),
+              rk.ActivityFailed("x.Error", "broken", "Traceback ..."),
+              rk.ActivityTimeoutError("heartbeat", "fetch", 1.5),
+              rk.NonDeterminismError("w", 3, "timer", "activity a()", "flow.py:9"),
+              rk.Cancelled("stop"), rk.TimedOut("late")]
+    for error in errors:
+        rebuilt = payloads.decode_error(*payloads.encode_error(error))
+        assert type(rebuilt) is type(error) and str(rebuilt) == str(error)
+        assert vars(rebuilt) == vars(error)
