@@ -18,7 +18,6 @@ from datetime import datetime, timezone
 from . import control
 from .errors import ReplayKitError
 from .history import Status
-from .runtime import send_signal
 from .store import SqliteStore
 
 
@@ -61,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                 payload = json.loads(args.payload)
             except json.JSONDecodeError as exc:
                 parser.error(f"payload must be JSON (e.g. true, 42, '\"text\"', '{{\"k\": 1}}'): {exc}")
-            send_signal(args.db, args.workflow_id, args.name, payload)
+            control.send_signal(args.db, args.workflow_id, args.name, payload)
             return 0
         with SqliteStore(args.db) as store:
             if args.command == "list":

@@ -230,10 +230,6 @@ class Machine:
         cancelled, self._cancelled = self._cancelled, []
         return cancelled
 
-    def is_waiting_on(self, step: int, attempt: int | None = None) -> bool:
-        leaf = self.outstanding.get(step)
-        return leaf is not None and (attempt is None or leaf.attempt == attempt)
-
     def where(self) -> str:
         return yield_site(self._gen)
 

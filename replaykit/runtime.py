@@ -24,7 +24,7 @@ from typing import Any
 from . import control, payloads
 from .activity import Execution
 from .clock import Clock, FakeClock, SystemClock, monotonic
-from .commands import SIGNAL, TIMER
+from .commands import TIMER
 from .effects import NULL, Answer, Effects
 from .errors import (
     Cancelled,
@@ -312,7 +312,7 @@ class Engine(Effects):
         self._clock.waiting(delta)
         self._post(lambda: None)  # wake the driver to reconsider skipping
 
-    def call_at(self, when: float, callback: Callable[[], None]) -> None:
+    def _call_at(self, when: float, callback: Callable[[], None]) -> None:
         """Run ``callback`` on the driver thread once the engine's clock reaches ``when``."""
         self._post(lambda: self._timers.push(when, callback))
 
@@ -542,33 +542,23 @@ class Engine(Effects):
             self._after_step(run)
             if self._strict:
                 self._check_strict(run)
-            started = step.started
-            if len(started) == 1 and not todo and not run.paused:  # the common case: one command
-                leaf = started[0]
-                answer = self._start_leaf(run, leaf, False)
-                if answer is None:
-                    self._maybe_evict(run)
-                    return
-                at, value = self._record_answer(run, leaf, answer)
-                step = run.machine.resolve(leaf.step, answer[0], value, at)
-                continue
-            todo.extend(started)
-            answered: tuple[Leaf, Answer] | None = None
-            while todo and answered is None:
+            todo.extend(step.started)
+            waiting = run.machine.outstanding
+            while todo:  # start leaves until one answers at once (or none does)
                 leaf = todo.popleft()
-                if not self._still_waiting(run, leaf):
+                if waiting.get(leaf.step) is not leaf:
                     continue  # cancelled meanwhile (a sibling won an rk.any)
                 if run.paused:
                     run.parked.append(leaf)
                     continue
                 answer = self._start_leaf(run, leaf, bool(todo))
                 if answer is not None:
-                    answered = leaf, answer
-            if answered is None:
+                    break
+            else:
                 self._maybe_evict(run)
                 return
-            at, value = self._record_answer(run, *answered)
-            step = run.machine.resolve(answered[0].step, answered[1][0], value, at)
+            at, value = self._record_answer(run, leaf, answer)
+            step = run.machine.resolve(leaf.step, answer[0], value, at)
 
     def _maybe_evict(self, run: _Run) -> None:
         """Over the cache limit, drop a run that only waits on timers; it is replayed when one is due."""
@@ -734,7 +724,3 @@ def _ending_status(error: BaseException) -> Status:
 def _seconds(value: timedelta | float) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
-
-send_signal = control.send_signal
-
-__all__ = ["Engine", "send_signal", "SIGNAL"]

@@ -8,6 +8,7 @@ store interface as production; the in-memory store by default.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -92,8 +93,8 @@ class TestEnv:
         self._mocks: dict[str, mock.Mock] = {}
         for key, fake in (activities or {}).items():
             name = key.name if isinstance(key, Activity) else key
-            double = mock.AsyncMock(side_effect=fake) if _is_async(fake) else mock.Mock(side_effect=fake)
-            self._mocks[name] = double
+            double = mock.AsyncMock if inspect.iscoroutinefunction(fake) else mock.Mock
+            self._mocks[name] = double(side_effect=fake)
         if db is None:
             self.store: Store = MemoryStore()
         else:
@@ -154,7 +155,7 @@ class TestEnv:
             self.store.send_signal(workflow_id, name, *encoded, when)
             self.engine._deliver_signals(workflow_id)
 
-        self.engine.call_at(when, deliver)
+        self.engine._call_at(when, deliver)
 
     # -- time -------------------------------------------------------------------------
 
@@ -190,8 +191,3 @@ class TestEnv:
         """The recorded events of a run."""
         return list(self.store.events(workflow_id))
 
-
-def _is_async(fn: Callable[..., Any]) -> bool:
-    import inspect
-
-    return inspect.iscoroutinefunction(fn)
