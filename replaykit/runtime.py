@@ -47,13 +47,14 @@ from .workflow import Workflow, as_workflow, lookup, register
 log = logging.getLogger("replaykit")
 
 Payload = tuple[str, str | bytes]
+_NOTHING: dict[str, Any] = {}
 
 
 class _Run:
     """A run this engine drives: its machine and what it is waiting on."""
 
     __slots__ = ("workflow_id", "workflow", "machine", "handle", "next_seq", "is_child", "executions", "paused",
-                 "parked", "custom_status", "warned_size")
+                 "parked", "custom_status", "status_unsaved", "warned_size")
 
     def __init__(self, workflow_id: str, workflow: Workflow[Any], machine: Machine, handle: WorkflowHandle,
                  next_seq: int, start: dict[str, Any]) -> None:
@@ -67,6 +68,7 @@ class _Run:
         self.paused = False
         self.parked: list[Leaf] = []  # leaves not started because the run is paused
         self.custom_status: Any = None
+        self.status_unsaved = False  # ctx.set_status changed it; saved with the next event, or on parking
         self.warned_size = False
 
 
@@ -554,7 +556,9 @@ class Engine(Effects):
                 answer = self._start_leaf(run, leaf, bool(todo))
                 if answer is not None:
                     break
-            else:
+            else:  # the run waits on something outside the driver
+                if run.status_unsaved:  # no event to carry it: save it on its own
+                    self.store.set_custom_status(run.workflow_id, self._unsaved_status(run)["custom_status"])
                 self._maybe_evict(run)
                 return
             at, value = self._record_answer(run, leaf, answer)
@@ -607,11 +611,19 @@ class Engine(Effects):
                     self._cancel_child(child_id)
         if machine.ctx.custom_status != run.custom_status:
             run.custom_status = machine.ctx.custom_status
-            self.store.set_custom_status(run.workflow_id, run.custom_status)
+            run.status_unsaved = True
         if run.next_seq > self._history_warning and not run.warned_size:
             run.warned_size = True
             log.warning("workflow %r has %d events in its history; consider rk.continue_as_new(...) to keep "
                         "replays fast", run.workflow_id, run.next_seq)
+
+    @staticmethod
+    def _unsaved_status(run: _Run) -> dict[str, Any]:
+        """``custom_status=...`` for the next ``store.record``, if ``ctx.set_status`` changed it."""
+        if not run.status_unsaved:
+            return _NOTHING
+        run.status_unsaved = False
+        return {"custom_status": run.custom_status}
 
     def _check_strict(self, run: _Run) -> None:
         """Replay the whole history from scratch; it must wait on exactly what the live run waits on."""
@@ -638,7 +650,7 @@ class Engine(Effects):
                 self._cancel_child(child_id)
         self._after_step(run)
         event = Event(run.next_seq, 0, RESULT, "", self._clock.now(), outcome, *encoded)
-        self.store.record(run.workflow_id, event, status=status)
+        self.store.record(run.workflow_id, event, status=status, **self._unsaved_status(run))
         self._release(run)
         self._later(run.handle._finish)
         if run.is_child:
