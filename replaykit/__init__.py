@@ -46,6 +46,7 @@ from .errors import (
     WorkflowFailed,
     WorkflowLockedError,
     WorkflowNotFoundError,
+    WorkflowPausedError,
 )
 from .handle import WorkflowHandle
 from .history import Event, Status, WorkflowInfo
@@ -67,7 +68,8 @@ __all__ = [
     "RetryPolicy", "Saga", "SerializationError", "SideEffect", "Sleep", "SleepUntil", "SqliteStore", "Status",
     "Store", "StoreError", "StoreTooNewError", "TimedOut", "UnknownWorkflowError", "WaitSignal", "Workflow",
     "WorkflowConflictError", "WorkflowFailed", "WorkflowHandle", "WorkflowInfo", "WorkflowLockedError",
-    "WorkflowNotFoundError", "activity", "activity_info", "all", "any", "cancel", "child_workflow",
+    "WorkflowNotFoundError", "WorkflowPausedError", "activity", "activity_info", "all", "any", "cancel",
+    "child_workflow",
     "continue_as_new", "heartbeat", "is_cancelled", "pause", "query", "resume", "run", "runs_without_patch",
     "send_signal", "side_effect", "sleep", "sleep_until", "wait_signal", "workflow",
 ]

@@ -81,6 +81,10 @@ class WorkflowLockedError(ReplayKitError):
     """Another live process (or engine) is driving this workflow right now."""
 
 
+class WorkflowPausedError(ReplayKitError):
+    """The run is paused: nothing drives it until it is resumed (``rk.resume``, ``replaykit resume``)."""
+
+
 class ResultTimeoutError(ReplayKitError, TimeoutError):
     """``handle.result(timeout=...)`` gave up waiting; the workflow goes on."""
 

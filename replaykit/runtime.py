@@ -34,6 +34,7 @@ from .errors import (
     UnknownWorkflowError,
     WorkflowConflictError,
     WorkflowLockedError,
+    WorkflowPausedError,
 )
 from .executor import Executor
 from .handle import WorkflowHandle
@@ -490,11 +491,15 @@ class Engine(Effects):
                 f"passes args={call[0]!r} kwargs={call[1]!r}. A rerun must pass the same arguments "
                 "(or use another workflow id)."
             )
-        if info.status.is_terminal or info.status is Status.PAUSED:
+        if info.status.is_terminal:
             self.store.unlock(workflow_id)
-            if info.status.is_terminal:
-                handle._finish()
+            handle._finish()
             return
+        if info.status is Status.PAUSED:
+            raise WorkflowPausedError(
+                f"workflow {workflow_id!r} is paused; resume it (engine.resume, rk.resume or "
+                "`replaykit resume`) to let it go on"
+            )
         if info.status is Status.PENDING:
             begin = recorded["start_at"]
             if begin > self._clock.now():

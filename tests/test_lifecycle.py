@@ -353,3 +353,13 @@ def test_a_failed_child_replays_as_the_same_exception() -> None:
 
     outcome = assert_survives_crashes(parent)
     assert outcome.value == "child crash-check/1 failed: stage broke"
+
+
+def test_rerunning_a_paused_workflow_says_so_instead_of_waiting_forever(db: str) -> None:
+    with rk.Engine(db) as engine:
+        engine.start(cancellable, workflow_id="paused")
+        while "started" not in log:
+            time.sleep(0.01)
+        engine.pause("paused")
+    with pytest.raises(rk.WorkflowPausedError, match="'paused' is paused; resume it"):
+        rk.run(cancellable, workflow_id="paused", db=db)
