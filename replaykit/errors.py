@@ -105,6 +105,20 @@ class CorruptStoreError(StoreError):
     """The database file is damaged or truncated; SQLite cannot read it."""
 
 
+class StoreNotFoundError(StoreError, FileNotFoundError):
+    """A command that only reads was given a store path that does not exist (nothing is created),
+    or the directory meant to hold a new store does not exist."""
+
+
+class StoreFullError(StoreError, OSError):
+    """The disk (or a file size limit) is full: nothing more can be recorded. What was recorded
+    before is intact; free space and run again, and the run continues where it stopped."""
+
+
+class StoreReadOnlyError(StoreError, PermissionError):
+    """The store (or its directory) cannot be written; the operation needed to write."""
+
+
 class Cancelled(ReplayKitError):
     """Raised at a workflow's current yield when it is cancelled; and, cooperatively,
     from ``rk.heartbeat()`` inside an activity whose result is no longer wanted.
@@ -115,6 +129,19 @@ class Cancelled(ReplayKitError):
 
 class TimedOut(Cancelled):
     """Raised at a workflow's current yield when its run timeout passes; it ends ``timed_out``."""
+
+
+class WorkflowCancelled(Cancelled):
+    """``result()`` of a run that ended ``cancelled``: ``reason`` says why. Not a :class:`WorkflowFailed`."""
+
+    def __init__(self, workflow_id: str, reason: str) -> None:
+        self.workflow_id = workflow_id
+        self.reason = reason
+        super().__init__(f"workflow {workflow_id!r} was cancelled: {reason}")
+
+
+class WorkflowTimedOut(WorkflowCancelled, TimedOut):
+    """``result()`` of a run that ended ``timed_out`` (it passed its run timeout)."""
 
 
 class ActivityTimeoutError(ReplayKitError):
