@@ -47,9 +47,9 @@ class NonDeterminismError(ReplayKitError):
             f"  history recorded: {recorded}\n"
             f"  code now yields:  {now}\n"
             + (f"{diff}\n" if diff else "")
-            + "Workflow code must make the same calls in the same order on every run. "
-            "Undo the change, or keep the old path for histories recorded before it. "
-            "Nothing was recorded."
+            + "Workflow code must make the same calls in the same order on every run. Undo the change, "
+            "or guard it with `if ctx.patched(\"<change-id>\"):` so that runs recorded before it keep "
+            "the old path (docs/versioning.md). Nothing was recorded."
         )
 
 
