@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Any
 
 from . import payloads
 from .clock import monotonic
-from .errors import ResultTimeoutError, WorkflowFailed, WorkflowNotFoundError
+from .errors import (
+    Cancelled,
+    ResultTimeoutError,
+    TimedOut,
+    WorkflowCancelled,
+    WorkflowFailed,
+    WorkflowNotFoundError,
+    WorkflowTimedOut,
+)
 from .history import ERROR, RESULT, Event, Status
 
 if TYPE_CHECKING:
@@ -50,9 +58,11 @@ class WorkflowHandle:
     def result(self, timeout: float | None = None) -> Any:
         """Wait for the run to end and return its result.
 
-        Raises :class:`WorkflowFailed` if the workflow raised, the local error
-        if this engine could not drive it (e.g. :class:`NonDeterminismError`),
-        and :class:`ResultTimeoutError` after ``timeout`` seconds.
+        Raises :class:`WorkflowFailed` if the workflow raised,
+        :class:`WorkflowCancelled` if it was cancelled (:class:`WorkflowTimedOut`
+        if it ran past its timeout), the local error if this engine could not
+        drive it (e.g. :class:`NonDeterminismError`), and
+        :class:`ResultTimeoutError` after ``timeout`` seconds.
         """
         if self._on_wait is None:
             return self._wait_result(timeout)
@@ -95,11 +105,25 @@ class WorkflowHandle:
 
 
 def recorded_outcome(workflow_id: str, result: Event) -> tuple[bool, Any]:
-    """How a finished run ended, from its result event: ``(True, value)``, or ``(False, failure)``
-    with a :class:`WorkflowFailed` whose ``__cause__`` is the rebuilt original exception."""
+    """How a finished run ended, from its result event: ``(True, value)``, or ``(False, error)``.
+
+    The one place that decides what ``handle.result()`` raises, and what a parent
+    sees at the yield of a child that ended: :class:`WorkflowCancelled` (or
+    :class:`WorkflowTimedOut`) when a cancellation (or the run timeout) ended
+    it, else :class:`WorkflowFailed`. The rebuilt original exception is the
+    error's ``__cause__``. A parent records what it saw in its own history, so
+    histories recorded before cancelled children raised ``WorkflowCancelled``
+    replay as they were recorded (with ``WorkflowFailed``).
+    """
     if result.outcome != ERROR:
         return True, payloads.decode(result.encoding, result.payload)
-    record = payloads.error_record(result.encoding, result.payload)
-    failure = WorkflowFailed(workflow_id, record["type"], record["message"], record["traceback"])
-    failure.__cause__ = payloads.decode_error(result.encoding, result.payload)
-    return False, failure
+    cause = payloads.decode_error(result.encoding, result.payload)
+    error: Exception
+    if isinstance(cause, Cancelled):
+        ended = WorkflowTimedOut if isinstance(cause, TimedOut) else WorkflowCancelled
+        error = ended(workflow_id, str(cause))
+    else:
+        record = payloads.error_record(result.encoding, result.payload)
+        error = WorkflowFailed(workflow_id, record["type"], record["message"], record["traceback"])
+    error.__cause__ = cause
+    return False, error

@@ -18,7 +18,7 @@ from cronsim import CronSim, CronSimError
 
 from .commands import Command, child_workflow, continue_as_new, sleep_until, utc
 from .context import Context
-from .errors import WorkflowFailed
+from .errors import WorkflowCancelled, WorkflowFailed
 from .workflow import lookup, workflow
 
 FIRES_PER_RUN = 100  # then continue as new, to keep the schedule's history short
@@ -43,7 +43,7 @@ def run_schedule(ctx: Context, target: str, cron: str, args: list[Any], kwargs: 
         yield sleep_until(fire)
         try:
             yield child_workflow(wf, *args, workflow_id=f"{ctx.workflow_id}@{fire.isoformat()}", **kwargs)
-        except WorkflowFailed as exc:
-            ctx.logger.warning("scheduled run %s failed: %s", exc.workflow_id, exc)
+        except (WorkflowFailed, WorkflowCancelled) as exc:  # one fire's end does not end the schedule
+            ctx.logger.warning("scheduled run %s did not complete: %s", exc.workflow_id, exc)
         last = fire.timestamp()
     yield continue_as_new(target, cron, args, kwargs, last)

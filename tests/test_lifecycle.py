@@ -58,9 +58,9 @@ def test_cancel_raises_at_the_yield_runs_compensation_and_ends_cancelled() -> No
         handle = env.start(cancellable, workflow_id="c")
         env.sleep(timedelta(days=1))
         env.engine.cancel("c", "customer asked")
-        with pytest.raises(rk.WorkflowFailed) as err:
+        with pytest.raises(rk.WorkflowCancelled) as err:
             handle.result()
-        assert err.value.error_type == "replaykit.errors.Cancelled" and err.value.message == "customer asked"
+        assert err.value.reason == "customer asked"
         assert handle.status() is rk.Status.CANCELLED
         kinds = [e.kind for e in env.history("c")]
     assert log == ["started", "compensated", "finally"]
@@ -72,7 +72,7 @@ def test_a_cancelled_history_replays_and_resumes_mid_compensation() -> None:
         handle = env.start(cancellable, workflow_id="c")
         env.sleep(timedelta(days=1))
         env.engine.cancel("c")
-        with pytest.raises(rk.WorkflowFailed):
+        with pytest.raises(rk.WorkflowCancelled):
             handle.result()
         history = export_history(env.store, "c")
     assert replay(cancellable, history).ok
@@ -83,7 +83,7 @@ def test_a_cancelled_history_replays_and_resumes_mid_compensation() -> None:
         store.record("c", event)
     log.clear()
     with TestEnv(db=store, start=utc(history.events[2].at)) as env:
-        with pytest.raises(rk.WorkflowFailed, match="Cancelled"):
+        with pytest.raises(rk.WorkflowCancelled):
             env.engine.recover()[0].result(timeout=10)
     assert log == ["compensated", "finally"]
 
@@ -246,7 +246,7 @@ def test_cancelling_a_parent_cancels_its_children() -> None:
         handle = env.start(parent, workflow_id="par")
         env.sleep(timedelta(hours=1))
         env.engine.cancel("par")
-        with pytest.raises(rk.WorkflowFailed):
+        with pytest.raises(rk.WorkflowCancelled):
             handle.result()
         env.sleep(timedelta(seconds=1))
         assert env.store.info("par/1").status is rk.Status.CANCELLED
@@ -310,7 +310,7 @@ def test_cancel_pause_and_resume_from_a_shell(db: str, child_env: dict[str, str]
         assert handle.status() is rk.Status.PAUSED
         assert cli("resume", db, "shell").returncode == 0
         assert cli("cancel", db, "shell").returncode == 0
-        with pytest.raises(rk.WorkflowFailed, match="Cancelled"):
+        with pytest.raises(rk.WorkflowCancelled):
             handle.result(timeout=10)
     refused = cli("resume", db, "shell")
     assert refused.returncode == 1 and "is cancelled, not paused" in refused.stderr

@@ -16,7 +16,7 @@ import attrs
 
 from .. import payloads
 from ..commands import utc
-from ..errors import WorkflowFailed
+from ..errors import WorkflowCancelled, WorkflowFailed
 from ..history import ERROR, START, Event
 from ..store import MemoryStore
 from ..workflow import as_workflow
@@ -25,7 +25,7 @@ from .env import TestEnv
 
 @attrs.frozen
 class Outcome:
-    """How a run ended: ``("ok", value)`` or ``("failed", "Type: message")``."""
+    """How a run ended: ``("ok", value)``, ``("failed", "Type: message")`` or ``("cancelled", reason)``."""
 
     status: str
     value: Any
@@ -67,6 +67,8 @@ def _run(env: TestEnv, workflow: Any, args: tuple[Any, ...], kwargs: dict[str, A
         return Outcome("ok", handle.result(timeout=60))
     except WorkflowFailed as exc:
         return Outcome("failed", f"{exc.error_type}: {exc.message}")
+    except WorkflowCancelled as exc:
+        return Outcome("cancelled", exc.reason)
 
 
 def assert_survives_crashes(
