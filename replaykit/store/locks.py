@@ -3,9 +3,12 @@
 Each workflow id maps to one byte of a side file (``<db>-locks``), locked with
 ``fcntl.lockf``. A killed process loses its locks at once, so a rerun can take
 over immediately; no lease has to expire first. POSIX locks belong to the
-process, not the file descriptor, so this module keeps one descriptor per
-file and its own set of keys held in this process (two engines in one
-process must not both drive a workflow either).
+process, not the file descriptor, and closing *any* descriptor of the file drops
+them all; so this module keeps one descriptor per file, shared by every store of
+that path in the process, with its own set of keys held (two engines in one
+process must not both drive a workflow either). The descriptor is opened on the
+first lock and closed when the last store of the path has closed and no lock is
+held: a long-running process keeps none for stores it no longer uses.
 """
 
 from __future__ import annotations
@@ -18,16 +21,27 @@ import struct
 import sys
 import threading
 
+from ..errors import StoreError
+
 
 class _LockFile:
+    """The process's one descriptor on a lock file, and the keys it holds there."""
+
     def __init__(self, path: str) -> None:
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.path = path
+        self.fd: int | None = None
         self.held: set[str] = set()
+        self.users = 0  # FileLocks objects not yet closed
         self.mutex = threading.Lock()
+
+    def descriptor(self) -> int:
+        if self.fd is None:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        return self.fd
 
 
 _files: dict[str, _LockFile] = {}
-_files_mutex = threading.Lock()
+_files_mutex = threading.Lock()  # taken before a _LockFile's own mutex, never after
 
 
 def _offset(key: str) -> int:
@@ -35,47 +49,91 @@ def _offset(key: str) -> int:
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") >> 2
 
 
+def stores_open(db_path: str) -> int:
+    """How many stores of the database at ``db_path`` this process has open."""
+    with _files_mutex:
+        f = _files.get(os.path.realpath(db_path) + "-locks")
+        return 0 if f is None else f.users
+
+
+def _drop_if_unused(f: _LockFile) -> None:
+    """Close the descriptor once nothing needs it: no store uses it and no lock hangs on it."""
+    with _files_mutex, f.mutex:
+        if f.users == 0 and not f.held:
+            if f.fd is not None:
+                os.close(f.fd)
+                f.fd = None
+            if _files.get(f.path) is f:
+                del _files[f.path]
+
+
 class FileLocks:
-    """Exclusive, non-blocking, process-owned locks keyed by string."""
+    """Exclusive, non-blocking, process-owned locks keyed by string. :meth:`close` when done."""
 
     def __init__(self, db_path: str) -> None:
         path = os.path.realpath(db_path) + "-locks"
         with _files_mutex:
-            if path not in _files:
-                _files[path] = _LockFile(path)
-            self._file = _files[path]
+            f = _files.get(path)
+            if f is None:
+                f = _files[path] = _LockFile(path)
+            f.users += 1
+        self._file = f
+        self._mine: set[str] = set()  # keys taken through this object: given back by close()
+        self._closed = False
 
     def try_acquire(self, key: str) -> bool:
         f = self._file
         with f.mutex:
+            if self._closed:
+                raise StoreError(f"{self._file.path[:-6]}: the store is closed; open it again to lock workflows")
             if key in f.held:
                 return False
             try:
-                fcntl.lockf(f.fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, _offset(key))
+                fcntl.lockf(f.descriptor(), fcntl.LOCK_EX | fcntl.LOCK_NB, 1, _offset(key))
             except OSError as exc:
                 if exc.errno in (errno.EACCES, errno.EAGAIN):
                     return False
                 raise
             f.held.add(key)
+            self._mine.add(key)
             return True
 
     def release(self, key: str) -> None:
         f = self._file
         with f.mutex:
-            if key in f.held:
+            if key in f.held and f.fd is not None:
                 fcntl.lockf(f.fd, fcntl.LOCK_UN, 1, _offset(key))
                 f.held.discard(key)
+            self._mine.discard(key)
+        if self._closed:
+            _drop_if_unused(f)
 
     def holder(self, key: str) -> int | None:
         """The pid of the process holding ``key`` (``os.getpid()`` if this one), if the OS tells."""
-        if key in self._file.held:
+        f = self._file
+        if key in f.held:
             return os.getpid()
         if not sys.platform.startswith("linux"):  # struct flock's layout below is Linux's
             return None
         query = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, _offset(key), 1, 0) + b"\0" * 8
-        answer = fcntl.fcntl(self._file.fd, fcntl.F_GETLK, query)
+        with f.mutex:
+            if self._closed:
+                return None
+            answer = fcntl.fcntl(f.descriptor(), fcntl.F_GETLK, query)
         kind, _, _, _, pid = struct.unpack(_FLOCK, answer[:struct.calcsize(_FLOCK)])
         return None if kind == fcntl.F_UNLCK else int(pid)
+
+    def close(self) -> None:
+        """Give back the locks taken here; the descriptor goes with the last user of the file."""
+        if self._closed:
+            return
+        for key in list(self._mine):
+            self.release(key)
+        f = self._file
+        with _files_mutex, f.mutex:
+            self._closed = True
+            f.users -= 1
+        _drop_if_unused(f)
 
 
 _FLOCK = "hhqqi"  # Linux struct flock: l_type, l_whence, l_start, l_len, l_pid

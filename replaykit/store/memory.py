@@ -14,6 +14,8 @@ from ..history import CONTINUED, Event, Status, WorkflowInfo
 from .base import UNSET, Signal, Store
 from .locks import ThreadLocks
 
+_PAGE = 1000
+
 
 class MemoryStore(Store):
     """Same semantics as ``SqliteStore``, nothing on disk. Thread-safe."""
@@ -51,8 +53,19 @@ class MemoryStore(Store):
     def events(self, workflow_id: str) -> Iterator[Event]:
         with self._mutex:
             self._need(workflow_id)
-            history = list(self._events[workflow_id])
-        return iter(history)
+            history = self._events[workflow_id]  # only ever appended to (continue_as_new starts a new list)
+        return self._pages(history)
+
+    def _pages(self, history: list[Event]) -> Iterator[Event]:
+        """A page at a time, each copied under the mutex, as ``SqliteStore`` reads: bounded memory."""
+        start = 0
+        while True:
+            with self._mutex:
+                page = history[start:start + _PAGE]
+            yield from page
+            if len(page) < _PAGE:
+                return
+            start += _PAGE
 
     def last_event(self, workflow_id: str) -> Event | None:
         with self._mutex:
@@ -107,7 +120,10 @@ class MemoryStore(Store):
     def send_signal(self, workflow_id: str, name: str, encoding: str, payload: str | bytes,
                     at: float) -> None:
         with self._mutex:
-            self._need(workflow_id)
+            status = self._need(workflow_id).status
+            if status.is_terminal:
+                raise IllegalTransitionError(
+                    f"workflow {workflow_id!r} is {status.value}; it can no longer take signals")
             self._signals[workflow_id].append(Signal(next(self._ids), name, encoding, payload, at))
             self._version += 1
 

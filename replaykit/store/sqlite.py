@@ -15,27 +15,28 @@ import socket
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
+from urllib.request import pathname2url
 
 import sqlite_utils
 
 from .. import payloads
 from ..errors import (
-    CorruptStoreError,
     IllegalTransitionError,
     NotAStoreError,
+    StoreNotFoundError,
     StoreTooNewError,
     WorkflowLockedError,
     WorkflowNotFoundError,
 )
 from ..history import Event, Status, WorkflowInfo
 from .base import UNSET, Signal, Store
-from .locks import FileLocks
+from .locks import FileLocks, stores_open
+from .sqlite_errors import cannot_open, refused, translated
 
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x524B4954  # "RKIT" in the SQLite header: marks a replaykit store
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 class Durability(str, enum.Enum):
@@ -46,6 +47,7 @@ class Durability(str, enum.Enum):
 
 
 _SYNCHRONOUS = {Durability.CRASH: "NORMAL", Durability.POWER: "FULL"}
+_PAGE = 1000  # history rows per query: memory stays bounded, and no statement stays open between pages
 
 # sqlite-utils cannot declare WITHOUT ROWID tables; the history table is one
 # (a single b-tree keyed by (run, seq): one insert per step, no extra index).
@@ -65,111 +67,107 @@ CREATE TABLE events (
 """
 _INSERT_EVENT = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _EVENT_COLUMNS = "seq, step, kind, name, at, outcome, encoding, payload"
-_SELECT_EVENTS = f"SELECT {_EVENT_COLUMNS} FROM events WHERE run = ? ORDER BY seq"
+_SELECT_PAGE = f"SELECT {_EVENT_COLUMNS} FROM events WHERE run = ? AND seq > ? ORDER BY seq LIMIT ?"
 _RUN_COLUMNS = "workflow_id, name, status, created_at, updated_at, custom_status"
+_NEWEST_RUN = "SELECT {} FROM runs WHERE workflow_id = ? ORDER BY generation DESC LIMIT 1"
 _NEWEST = "generation = (SELECT MAX(generation) FROM runs r WHERE r.workflow_id = runs.workflow_id)"
 
 
-def _check_header(path: str) -> None:
-    """Refuse files that are not SQLite, or are visibly truncated, before SQLite touches them."""
-    try:
-        size = os.path.getsize(path)
-    except FileNotFoundError:
-        return
-    if size == 0:
-        return
-    with open(path, "rb") as f:
-        header = f.read(100)
-    if not header.startswith(_SQLITE_MAGIC):
-        if len(header) < len(_SQLITE_MAGIC) and _SQLITE_MAGIC.startswith(header):
-            raise CorruptStoreError(f"{path}: the file is truncated ({size} bytes): not even an SQLite header")
-        raise NotAStoreError(
-            f"{path} is not an SQLite database, so it cannot be a replaykit store. "
-            "Pass the path of a replaykit store, or a path that does not exist yet. The file was not changed."
-        )
-    if len(header) < 100:
-        raise CorruptStoreError(f"{path}: the file is truncated ({size} bytes, header incomplete)")
-    page_size = int.from_bytes(header[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    pages = int.from_bytes(header[28:32], "big")
-    if page_size and pages and size < pages * page_size:
-        raise CorruptStoreError(
-            f"{path}: the file is truncated: its header describes {pages} pages of {page_size} bytes "
-            f"({pages * page_size} bytes) but the file holds {size}. Restore it from a backup; "
-            "replaykit will not overwrite it."
-        )
-
-
-@contextmanager
-def _translated(path: str) -> Iterator[None]:
-    try:
-        yield
-    except sqlite3.DatabaseError as exc:
-        if type(exc) is sqlite3.DatabaseError:  # malformed image, not a database, ...
-            raise CorruptStoreError(f"{path}: SQLite cannot read the database: {exc}") from exc
-        raise
-
-
 class SqliteStore(Store):
-    """A replaykit store in one SQLite file (created if absent, refused if foreign)."""
+    """A replaykit store in one SQLite file: created if absent (with ``create=False`` it must exist),
+    refused if foreign. Only SQLite reads the file: a plain ``open()`` and ``close()`` of a database
+    this process has open would drop SQLite's POSIX locks on it, and let another process delete the
+    WAL under us.
+    """
 
-    def __init__(self, path: str | os.PathLike[str], *, durability: Durability | str = Durability.CRASH) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, durability: Durability | str = Durability.CRASH,
+                 create: bool = True) -> None:
         self.path = os.fspath(path)
         self.durability = Durability(durability)
-        _check_header(self.path)
+        self._uri = "file:" + pathname2url(os.path.abspath(self.path))
         self._local = threading.local()
         self._all_conns: list[sqlite3.Connection] = []
         self._mutex = threading.Lock()
         self._runs: dict[str, int] = {}
-        with _translated(self.path):
-            conn = self._conn()
-            self._init_schema(conn)  # refuses foreign files before anything is written
-            conn.execute("PRAGMA journal_mode = WAL")  # persistent, stored in the file
-        self._locks = FileLocks(self.path)
+        self._locks = FileLocks(self.path)  # counts this store as a user of the file; no descriptor yet
+        self._opened = False  # until then, SQLite's errors are judged by refused()
+        try:
+            try:
+                conn = self._conn("rwc" if create else "rw")
+                self._init_schema(conn, create)  # refuses foreign files before anything is written
+            except sqlite3.DatabaseError as exc:
+                self.close()
+                raise refused(self.path, exc, in_use=stores_open(self.path) > 0) from exc
+            with translated(self.path):
+                conn.execute("PRAGMA journal_mode = WAL")  # persistent, stored in the file
+            self._opened = True
+        except BaseException:
+            self.close()
+            raise
 
     # -- connections and schema ------------------------------------------------
 
-    def _conn(self) -> sqlite3.Connection:
+    def _conn(self, mode: str = "rw") -> sqlite3.Connection:
+        """This thread's connection. Once the store exists it is opened ``rw``: never created again."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                                   cached_statements=64)
-            with _translated(self.path):
-                conn.execute("PRAGMA busy_timeout = 10000")
-                conn.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[self.durability]}")
-            self._local.conn = conn
+            try:
+                conn = sqlite3.connect(f"{self._uri}?mode={mode}", uri=True, isolation_level=None,
+                                       check_same_thread=False, cached_statements=64)
+            except sqlite3.Error as exc:
+                raise cannot_open(self.path, exc, create=mode == "rwc") from exc
             with self._mutex:
                 self._all_conns.append(conn)
+            self._local.conn = conn
+            with translated(self.path) if self._opened else nullcontext():
+                conn.execute("PRAGMA busy_timeout = 10000")
+                conn.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[self.durability]}")
         return conn
 
-    def _init_schema(self, conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
+    def _init_schema(self, conn: sqlite3.Connection, create: bool) -> None:
+        if self._is_ours(conn):  # a plain read: opening a store takes no write lock
+            return
+        if not create:
+            raise StoreNotFoundError(
+                f"no replaykit store at {self.path}: the file is empty, so it holds no replaykit store yet. "
+                "Check the path; reading a store never creates one, and nothing was changed."
+            )
+        with translated(self.path):
+            conn.execute("BEGIN IMMEDIATE")
         try:
-            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            db = sqlite_utils.Database(conn)
-            if app_id == APPLICATION_ID:
-                if version > SCHEMA_VERSION:
-                    raise StoreTooNewError(
-                        f"{self.path} was written by a newer replaykit (store schema {version}; this "
-                        f"version reads up to {SCHEMA_VERSION}). Upgrade replaykit to use it; "
-                        "the file was not changed."
-                    )
+            if self._is_ours(conn):  # another process created it meanwhile
                 conn.execute("COMMIT")
                 return
-            tables = db.table_names()
-            if tables:
-                raise NotAStoreError(
-                    f"{self.path} is an SQLite database of something else (tables: "
-                    f"{', '.join(tables[:5])}), not a replaykit store. Use a separate file for "
-                    "replaykit; this one was not changed."
-                )
+            db = sqlite_utils.Database(conn)
             self._create_schema(conn, db)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+    def _is_ours(self, conn: sqlite3.Connection) -> bool:
+        """Is this a replaykit store (``False``: an empty database)? Refuses anything else.
+
+        SQLite judges the file here: one that is not a database raises ``sqlite3.DatabaseError``.
+        """
+        app_id, version = (_value(conn, f"PRAGMA {name}") for name in ("application_id", "user_version"))
+        if app_id == APPLICATION_ID:
+            if version > SCHEMA_VERSION:
+                raise StoreTooNewError(
+                    f"{self.path} was written by a newer replaykit (store schema {version}; this "
+                    f"version reads up to {SCHEMA_VERSION}). Upgrade replaykit to use it; "
+                    "the file was not changed."
+                )
+            return True
+        tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()]
+        if tables:
+            raise NotAStoreError(
+                f"{self.path} is an SQLite database of something else (tables: "
+                f"{', '.join(tables[:5])}), not a replaykit store. Use a separate file for "
+                "replaykit; this one was not changed."
+            )
+        return False
 
     @staticmethod
     def _create_schema(conn: sqlite3.Connection, db: sqlite_utils.Database) -> None:
@@ -202,17 +200,18 @@ class SqliteStore(Store):
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         conn = self._conn()
         if getattr(self._local, "batching", False):  # part of the open batch: committed with it
-            with _translated(self.path):
+            with translated(self.path):
                 self._begin_batch(conn)
                 yield conn
             return
-        with _translated(self.path):
+        with translated(self.path):
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite rolls back by itself on a full disk or an I/O error
+                    conn.execute("ROLLBACK")
                 raise
 
     # -- group commit --------------------------------------------------------------------
@@ -225,7 +224,7 @@ class SqliteStore(Store):
         """Commit this thread's batch (one fsync in ``power`` mode, for all its writes)."""
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None and conn.in_transaction:
-            with _translated(self.path):
+            with translated(self.path):
                 conn.execute("COMMIT")
 
     @staticmethod
@@ -237,14 +236,21 @@ class SqliteStore(Store):
         """The row id of the newest run of ``workflow_id`` (cached: runs only ever get newer)."""
         run = self._runs.get(workflow_id)
         if run is None:
-            with _translated(self.path):
-                row = self._conn().execute(
-                    "SELECT id FROM runs WHERE workflow_id = ? ORDER BY generation DESC LIMIT 1", (workflow_id,)
-                ).fetchone()
+            row = self._read_one(_NEWEST_RUN.format("id"), (workflow_id,))
             if row is None:
                 raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {self.path}")
             run = self._runs[workflow_id] = row[0]
         return run
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        """Every row of a query, fetched at once: no statement (and no read snapshot) outlives the call."""
+        conn = self._conn()
+        with translated(self.path):
+            return conn.execute(sql, params).fetchall()
+
+    def _read_one(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        rows = self._read(sql, params)
+        return rows[0] if rows else None
 
     # -- the Store interface ----------------------------------------------------
 
@@ -263,23 +269,26 @@ class SqliteStore(Store):
             return True
 
     def info(self, workflow_id: str) -> WorkflowInfo | None:
-        with _translated(self.path):
-            row = self._conn().execute(
-                f"SELECT {_RUN_COLUMNS} FROM runs WHERE workflow_id = ? ORDER BY generation DESC LIMIT 1",
-                (workflow_id,),
-            ).fetchone()
+        row = self._read_one(_NEWEST_RUN.format(_RUN_COLUMNS), (workflow_id,))
         return None if row is None else _info(row)
 
     def events(self, workflow_id: str) -> Iterator[Event]:
-        run = self._run(workflow_id)
-        with _translated(self.path):
-            yield from map(Event._make, self._conn().execute(_SELECT_EVENTS, (run,)))
+        return self._pages(self._run(workflow_id))
+
+    def _pages(self, run: int) -> Iterator[Event]:
+        """The run's events, read a page at a time by ``seq``: each page is fetched whole, so an
+        abandoned iterator holds no statement open, and a long history is never in memory at once."""
+        after = -1
+        while True:
+            rows = self._read(_SELECT_PAGE, (run, after, _PAGE))
+            yield from map(Event._make, rows)
+            if len(rows) < _PAGE:
+                return
+            after = rows[-1][0]
 
     def last_event(self, workflow_id: str) -> Event | None:
-        run = self._run(workflow_id)
-        with _translated(self.path):
-            row = self._conn().execute(
-                f"SELECT {_EVENT_COLUMNS} FROM events WHERE run = ? ORDER BY seq DESC LIMIT 1", (run,)).fetchone()
+        row = self._read_one(f"SELECT {_EVENT_COLUMNS} FROM events WHERE run = ? ORDER BY seq DESC LIMIT 1",
+                             (self._run(workflow_id),))
         return None if row is None else Event(*row)
 
     def _insert(self, conn: sqlite3.Connection, run: int, e: Event) -> None:
@@ -296,13 +305,10 @@ class SqliteStore(Store):
         run = self._run(workflow_id)
         if status is None and consume_signal is None and custom_status is UNSET:  # hot path: one INSERT
             conn = self._conn()
-            try:
+            with translated(self.path):
                 if getattr(self._local, "batching", False):
                     self._begin_batch(conn)
                 self._insert(conn, run, event)
-            except sqlite3.DatabaseError as exc:
-                with _translated(self.path):
-                    raise exc
             return
         with self._transaction() as conn:
             self._insert(conn, run, event)
@@ -331,13 +337,14 @@ class SqliteStore(Store):
 
     def set_custom_status(self, workflow_id: str, value: Any) -> None:
         run = self._run(workflow_id)
-        with _translated(self.path):
-            self._conn().execute("UPDATE runs SET custom_status = ? WHERE id = ?", (json.dumps(value), run))
+        conn = self._conn()
+        with translated(self.path):
+            conn.execute("UPDATE runs SET custom_status = ? WHERE id = ?", (json.dumps(value), run))
 
     def set_status(self, workflow_id: str, status: Status, at: float) -> Status:
         run = self._run(workflow_id)
         with self._transaction() as conn:
-            old = Status(conn.execute("SELECT status FROM runs WHERE id = ?", (run,)).fetchone()[0])
+            old = Status(conn.execute("SELECT status FROM runs WHERE id = ?", (run,)).fetchall()[0][0])
             if old is not status and not old.can_become(status):
                 raise IllegalTransitionError(
                     f"workflow {workflow_id!r} is {old.value}; it cannot become {status.value}")
@@ -346,39 +353,41 @@ class SqliteStore(Store):
 
     def send_signal(self, workflow_id: str, name: str, encoding: str, payload: str | bytes,
                     at: float) -> None:
-        self._run(workflow_id)  # the id must exist
-        with _translated(self.path):
-            self._conn().execute(
+        with self._transaction() as conn:  # the status check and the insert in one transaction
+            row = conn.execute(_NEWEST_RUN.format("status"), (workflow_id,)).fetchall()
+            if not row:
+                raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {self.path}")
+            status = Status(row[0][0])
+            if status.is_terminal:
+                raise IllegalTransitionError(
+                    f"workflow {workflow_id!r} is {status.value}; it can no longer take signals")
+            conn.execute(
                 "INSERT INTO signals (workflow_id, name, encoding, payload, sent_at, consumed) "
                 "VALUES (?, ?, ?, ?, ?, 0)",
                 (workflow_id, name, encoding, payload, at),
             )
 
     def next_signal(self, workflow_id: str, name: str) -> Signal | None:
-        with _translated(self.path):
-            row = self._conn().execute(
-                "SELECT id, name, encoding, payload, sent_at FROM signals "
-                "WHERE workflow_id = ? AND name = ? AND consumed = 0 ORDER BY id LIMIT 1",
-                (workflow_id, name),
-            ).fetchone()
+        row = self._read_one(
+            "SELECT id, name, encoding, payload, sent_at FROM signals "
+            "WHERE workflow_id = ? AND name = ? AND consumed = 0 ORDER BY id LIMIT 1",
+            (workflow_id, name),
+        )
         return None if row is None else Signal(*row)
 
     def inbox(self) -> set[str]:
-        with _translated(self.path):
-            rows = self._conn().execute("SELECT DISTINCT workflow_id FROM signals WHERE consumed = 0").fetchall()
-        return {row[0] for row in rows}
+        return {row[0] for row in self._read("SELECT DISTINCT workflow_id FROM signals WHERE consumed = 0")}
 
     def consume_signal(self, signal_id: int) -> None:
-        with _translated(self.path):
-            self._conn().execute("UPDATE signals SET consumed = 1 WHERE id = ?", (signal_id,))
+        conn = self._conn()
+        with translated(self.path):
+            conn.execute("UPDATE signals SET consumed = 1 WHERE id = ?", (signal_id,))
 
     def list(self, status: Status | None = None) -> list[WorkflowInfo]:
-        db = sqlite_utils.Database(self._conn())
         where = _NEWEST + (" AND status = ?" if status else "")
-        with _translated(self.path):
-            rows = db.table("runs").rows_where(where, [status.value] if status else [], order_by="id",
-                                               select=_RUN_COLUMNS)
-            return [_info(tuple(r.values())) for r in rows]
+        rows = self._read(f"SELECT {_RUN_COLUMNS} FROM runs WHERE {where} ORDER BY id",
+                          (status.value,) if status else ())
+        return [_info(row) for row in rows]
 
     def try_lock(self, workflow_id: str) -> bool:
         return self._locks.try_acquire(workflow_id)
@@ -391,20 +400,25 @@ class SqliteStore(Store):
         return None if pid is None else f"pid {pid} on {socket.gethostname()}"
 
     def changed(self) -> bool:
-        with _translated(self.path):
-            version: int = self._conn().execute("PRAGMA data_version").fetchone()[0]
+        version: int = self._read("PRAGMA data_version")[0][0]
         before, self._local.data_version = getattr(self._local, "data_version", None), version
         return before != version
 
     def close(self) -> None:
+        """Close every connection, and give back the workflow locks taken through this store."""
         with self._mutex:
             conns, self._all_conns = self._all_conns, []
         for conn in conns:
             conn.close()
         self._local = threading.local()
+        self._locks.close()
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r}, durability={self.durability.value!r})"
+
+
+def _value(conn: sqlite3.Connection, sql: str) -> Any:
+    return conn.execute(sql).fetchall()[0][0]
 
 
 def _info(row: tuple[Any, ...]) -> WorkflowInfo:

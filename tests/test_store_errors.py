@@ -1,0 +1,114 @@
+"""What SQLite reports (full disk, read-only file, a lock held too long) arrives as a replaykit error
+naming the store; and a store leaves nothing open behind it once closed."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+import replaykit as rk
+
+from conftest import PYTHON
+from helpers import adder, read_journal
+
+CHILD = str(Path(__file__).with_name("store_child.py"))
+
+
+def _fill(db: str, ledger: str, limit: int, env: dict[str, str]) -> dict[str, object]:
+    out = subprocess.run([PYTHON, CHILD, "full", db, ledger, str(limit)], capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert out.returncode == 0 and out.stderr == "", out
+    result: dict[str, object] = json.loads(out.stdout)
+    return result
+
+
+def test_a_full_file_size_limit_stops_the_run_and_the_rerun_continues(db: str, tmp_path: Path,
+                                                                       child_env: dict[str, str]) -> None:
+    ledger = str(tmp_path / "ledger")
+    first = _fill(db, ledger, 256 * 1024, child_env)  # a real EFBIG from write(2), as on a full disk
+    assert first.get("error") == "StoreFullError", first
+    assert db in str(first["message"]) and "free" in str(first["message"]), first
+    assert "OSError" in first["mro"]  # type: ignore[operator]
+    with rk.SqliteStore(db) as store:
+        recorded = sum(e.kind == "activity" for e in store.events("fill"))
+    assert 0 < recorded < 400
+    assert _fill(db, ledger, 0, child_env) == {"result": 400}  # space freed: the rerun continues
+    ran = Counter(read_journal(ledger))
+    assert all(ran[f"ran {i}"] == 1 for i in range(recorded)), "a recorded activity ran again"
+    assert all(ran[f"ran {i}"] >= 1 for i in range(400))
+    with rk.SqliteStore(db) as store:
+        assert [e.seq for e in store.events("fill")] == list(range(402))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes read-only files anyway")
+def test_a_read_only_store_names_its_path(db: str) -> None:
+    rk.run(adder, 1, workflow_id="a", db=db)
+    os.chmod(db, stat.S_IRUSR)
+    try:
+        with pytest.raises(rk.StoreReadOnlyError, match="cannot be written") as err:
+            rk.run(adder, 1, workflow_id="b", db=db)
+        assert db in str(err.value)
+    finally:
+        os.chmod(db, stat.S_IRUSR | stat.S_IWUSR)
+
+
+def test_a_store_on_a_read_only_connection_names_its_path(db: str) -> None:
+    rk.run(adder, 1, workflow_id="a", db=db)
+    with rk.SqliteStore(db) as store:
+        store._conn().execute("PRAGMA query_only = 1")  # what SQLite reports for a file it may not write
+        with pytest.raises(rk.StoreReadOnlyError, match="cannot be written") as err:
+            rk.send_signal(store, "a", "go")
+    assert db in str(err.value)
+
+
+def test_a_lock_held_past_the_busy_timeout_is_a_store_error(db: str) -> None:
+    rk.run(adder, 1, workflow_id="a", db=db)
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another writer that never lets go
+    try:
+        with rk.SqliteStore(db) as store:
+            store._conn().execute("PRAGMA busy_timeout = 50")
+            with pytest.raises(rk.StoreError, match="locked") as err:
+                store.set_status("a", rk.Status.PAUSED, 1.0)
+        assert db in str(err.value) and not isinstance(err.value, sqlite3.Error)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors through /proc")
+def test_closed_stores_leave_no_descriptor_open(tmp_path: Path) -> None:
+    rk.SqliteStore(str(tmp_path / "warm.db")).close()  # first-use imports and caches
+    before = _open_fds()
+    for i in range(300):
+        store = rk.SqliteStore(str(tmp_path / f"s{i}.db"))
+        assert store.try_lock("w")  # uses the lock file too
+        if i % 2:
+            store.unlock("w")  # half of them closed with the lock still held
+        store.close()
+    assert _open_fds() == before
+    with rk.SqliteStore(str(tmp_path / "s0.db")) as again:
+        assert again.try_lock("w")  # closing a store gave back the locks it held
+
+
+def test_closing_one_of_two_stores_of_a_file_keeps_the_others_locks(db: str, child_env: dict[str, str]) -> None:
+    a, b = rk.SqliteStore(db), rk.SqliteStore(db)
+    assert a.try_lock("w") and not b.try_lock("w")  # one lock file per path in a process
+    b.close()  # must not close the descriptor the process's locks hang on
+    probe = "import replaykit as rk, sys; print(rk.SqliteStore(sys.argv[1]).try_lock('w'))"
+    other = subprocess.run([PYTHON, "-c", probe, db], capture_output=True, text=True, env=child_env, timeout=30)
+    assert other.stdout.strip() == "False", other
+    a.close()
+    other = subprocess.run([PYTHON, "-c", probe, db], capture_output=True, text=True, env=child_env, timeout=30)
+    assert other.stdout.strip() == "True", other
