@@ -5,6 +5,9 @@
     replaykit signal orders.db order-o-42 approved true     # payload is JSON
     replaykit cancel orders.db order-o-42                   # also: pause, resume
     replaykit check orders.db -m myapp.workflows            # replay every history against current code
+
+None of them creates a store: a path with none is an error (exit 1), as is a signal
+to a run that has ended.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from datetime import datetime, timezone
 from . import control
 from .errors import ReplayKitError
 from .history import Status
-from .store import SqliteStore
 
 
 def _time(ts: float) -> str:
@@ -62,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error(f"payload must be JSON (e.g. true, 42, '\"text\"', '{{\"k\": 1}}'): {exc}")
             control.send_signal(args.db, args.workflow_id, args.name, payload)
             return 0
-        with SqliteStore(args.db) as store:
+        with control.opened(args.db) as store:  # an existing store only: reading creates nothing
             if args.command == "list":
                 for info in store.list(Status(args.status) if args.status else None):
                     print(f"{info.workflow_id}\t{info.name}\t{info.status.value}\t{_time(info.updated_at)}")

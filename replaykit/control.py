@@ -29,11 +29,15 @@ Db = str | os.PathLike[str] | Store
 
 @contextmanager
 def opened(db: Db) -> Iterator[Store]:
-    """A store for ``db``: the given one, or an SQLite file opened (and closed) here."""
+    """A store for ``db``: the given one, or an existing SQLite file opened (and closed) here.
+
+    These operations only act on runs that exist: a path with no store raises
+    :class:`StoreNotFoundError`, and nothing is created.
+    """
     if isinstance(db, Store):
         yield db
         return
-    store = SqliteStore(db)
+    store = SqliteStore(db, create=False)
     try:
         yield store
     finally:
@@ -43,8 +47,12 @@ def opened(db: Db) -> Iterator[Store]:
 def _need(store: Store, workflow_id: str) -> Status:
     info = store.info(workflow_id)
     if info is None:
-        raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
+        raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {_where(store)}")
     return info.status
+
+
+def _where(store: Store) -> str:
+    return getattr(store, "path", None) or type(store).__name__
 
 
 def send_signal(db: Db, workflow_id: str, name: str, payload: Any = None, *, at: float | None = None) -> None:
@@ -52,6 +60,7 @@ def send_signal(db: Db, workflow_id: str, name: str, payload: Any = None, *, at:
 
     The engine driving the run (in this or another process) picks it up within its
     ``poll_interval``; if the run is not waiting for it yet, it waits in the run's inbox.
+    A run that has ended takes no more signals: :class:`IllegalTransitionError`.
     """
     encoded = payloads.encode(payload, f"payload of signal {name!r} to {workflow_id!r}")
     with opened(db) as store:
@@ -75,7 +84,11 @@ def cancel(db: Db, workflow_id: str, reason: str = "cancelled", *, at: float | N
             return
         if status is Status.PAUSED:
             store.set_status(workflow_id, Status.RUNNING, now)
-        store.send_signal(workflow_id, CANCEL_REQUEST, *payloads.encode(reason, "cancel reason"), now)
+        try:
+            store.send_signal(workflow_id, CANCEL_REQUEST, *payloads.encode(reason, "cancel reason"), now)
+        except IllegalTransitionError:  # it ended since we looked
+            raise IllegalTransitionError(f"workflow {workflow_id!r} is already {_need(store, workflow_id).value}; "
+                                         "nothing to cancel") from None
 
 
 def pause(db: Db, workflow_id: str, *, at: float | None = None) -> None:
@@ -117,7 +130,7 @@ def query(db: Db, workflow_id: str, name: str, *args: Any, workflows: dict[str, 
     with opened(db) as store:
         info = store.info(workflow_id)
         if info is None:
-            raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
+            raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {_where(store)}")
         wf = lookup(info.name, workflows)
         events = (e for e in store.events(workflow_id) if e.kind != RESULT)  # streamed, not loaded whole
         machine, _ = replay_history(wf, workflow_id, next(events), events, quiet=True)

@@ -18,10 +18,11 @@ from typing import Any
 import attrs
 
 from .. import payloads
-from ..errors import ReplayKitError, UnknownWorkflowError, WorkflowConflictError
+from ..errors import ReplayKitError, UnknownWorkflowError, WorkflowConflictError, WorkflowNotFoundError
 from ..history import Event
 from ..replaycheck import check_history
 from ..store import SqliteStore, Store
+from ..store.locks import stores_open
 from ..workflow import Workflow, as_workflow, lookup
 
 FORMAT = "replaykit-history"
@@ -57,6 +58,9 @@ class History:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> History:
+        if stores_open(os.fspath(path)):  # never open() a live database: closing it drops SQLite's locks
+            raise ValueError(f"{os.fspath(path)} is a replaykit store, not a history export; "
+                             "export a run's history with export_history(db, workflow_id)")
         with open(path) as f:
             return cls.from_json(json.load(f))
 
@@ -82,7 +86,8 @@ def _event_from_json(d: dict[str, Any]) -> Event:
 
 
 def _open(db: str | os.PathLike[str] | Store) -> tuple[Store, bool]:
-    return (db, False) if isinstance(db, Store) else (SqliteStore(db), True)
+    """The given store, or the existing one at a path (``StoreNotFoundError`` if none: nothing is created)."""
+    return (db, False) if isinstance(db, Store) else (SqliteStore(db, create=False), True)
 
 
 def export_history(db: str | os.PathLike[str] | Store, workflow_id: str) -> History:
@@ -91,7 +96,8 @@ def export_history(db: str | os.PathLike[str] | Store, workflow_id: str) -> Hist
     try:
         info = store.info(workflow_id)
         if info is None:
-            raise LookupError(f"no workflow with id {workflow_id!r} in {db!r}")
+            where = getattr(store, "path", type(store).__name__)
+            raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {where}")
         return History(workflow_id, info.name, tuple(store.events(workflow_id)))
     finally:
         if own:
