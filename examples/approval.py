@@ -23,7 +23,7 @@ def notify(message: str) -> None:
 
 
 @rk.workflow
-def expense(ctx: rk.Context, expense_id: str, amount: int, timeout_seconds: float):
+def expense(ctx: rk.Context, expense_id: str, amount: int, timeout_seconds: float) -> rk.Flow[str]:
     yield notify(f"please approve {expense_id} for {amount} EUR")
     approver = yield rk.wait_signal("approved", timeout=timedelta(seconds=timeout_seconds))
     if approver is None:

@@ -33,8 +33,8 @@ def step(i: int) -> str:
 
 
 @rk.workflow
-def pipeline(ctx: rk.Context, steps: int):
-    results = []
+def pipeline(ctx: rk.Context, steps: int) -> rk.Flow[list[str]]:
+    results: list[str] = []
     for i in range(1, steps + 1):
         ctx.logger.info("starting step %d", i)  # silent while replaying
         results.append((yield step(i)))

@@ -18,7 +18,7 @@ def ask(who: str, question: str) -> None:
 
 
 @rk.workflow
-def approve(ctx: rk.Context, expense: str, timeout_seconds: float):
+def approve(ctx: rk.Context, expense: str, timeout_seconds: float) -> rk.Flow[str]:
     timeout = timedelta(seconds=timeout_seconds)
     yield ask("manager", f"approve {expense}?")
     index, answer = yield rk.any(rk.wait_signal("manager"), rk.sleep(timeout))

@@ -20,8 +20,8 @@ def score(item: int) -> int:
 
 
 @rk.workflow
-def score_all(ctx: rk.Context, items: list[int]):
-    scores = yield rk.all(*[score(i) for i in items])
+def score_all(ctx: rk.Context, items: list[int]) -> rk.Flow[dict[str, int]]:
+    scores: list[int] = yield rk.all(*[score(i) for i in items])
     ctx.set_status({"scored": len(scores)})
     return {"items": len(scores), "total": sum(scores), "best": max(scores)}
 

@@ -31,7 +31,7 @@ def deposit(account: str, cents: int) -> None:
 
 
 @rk.workflow
-def transfer(ctx: rk.Context, source: str, target: str, cents: int):
+def transfer(ctx: rk.Context, source: str, target: str, cents: int) -> rk.Flow[str]:
     saga = rk.Saga()
     try:
         yield withdraw(source, cents)

@@ -20,7 +20,8 @@ def check(url: str) -> bool:
 
 
 @rk.workflow
-def monitor(ctx: rk.Context, url: str, checks_left: int, failures: int, per_run: int = 5):
+def monitor(ctx: rk.Context, url: str, checks_left: int, failures: int, per_run: int = 5
+            ) -> rk.Flow[dict[str, str | int]]:
     for _ in range(per_run):
         if checks_left == 0:
             return {"url": url, "failures": failures}
@@ -30,6 +31,7 @@ def monitor(ctx: rk.Context, url: str, checks_left: int, failures: int, per_run:
         ctx.set_status({"checks_left": checks_left, "failures": failures})
         yield rk.sleep(timedelta(milliseconds=10))
     yield rk.continue_as_new(url, checks_left, failures, per_run)
+    raise AssertionError("not reached: the run went on as a new run")  # tells type checkers so
 
 
 def main() -> None:

@@ -26,21 +26,23 @@ def index(text: str) -> int:
 
 
 @rk.workflow
-def process_document(ctx: rk.Context, doc: str):
-    text = yield extract(doc)
-    return (yield index(text))
+def process_document(ctx: rk.Context, doc: str) -> rk.Flow[int]:
+    text: str = yield extract(doc)
+    size: int = yield index(text)
+    return size
 
 
 @rk.workflow
-def pipeline(ctx: rk.Context, docs: list[str]):
-    outcomes = yield rk.all(*[rk.child_workflow(guarded, doc) for doc in docs])
+def pipeline(ctx: rk.Context, docs: list[str]) -> rk.Flow[dict[str, int | str]]:
+    outcomes: list[int | str] = yield rk.all(*[rk.child_workflow(guarded, doc) for doc in docs])
     return dict(zip(docs, outcomes, strict=True))
 
 
 @rk.workflow
-def guarded(ctx: rk.Context, doc: str):
+def guarded(ctx: rk.Context, doc: str) -> rk.Flow[int | str]:
     try:
-        return (yield rk.child_workflow(process_document, doc))
+        size: int = yield rk.child_workflow(process_document, doc)
+        return size
     except rk.WorkflowFailed as exc:
         return f"skipped: {exc.message}"
 

@@ -28,10 +28,10 @@ def ship(order_id: str, receipt: str) -> str:
 
 
 @rk.workflow
-def order(ctx: rk.Context, order_id: str):
-    receipt = yield charge_card(order_id, 1999)
+def order(ctx: rk.Context, order_id: str) -> rk.Flow[dict[str, str]]:
+    receipt: str = yield charge_card(order_id, 1999)
     yield rk.sleep(timedelta(seconds=1))  # a durable timer: survives restarts
-    tracking = yield ship(order_id, receipt)
+    tracking: str = yield ship(order_id, receipt)
     return {"order": order_id, "receipt": receipt, "tracking": tracking}
 
 

@@ -6,7 +6,10 @@ for an approval signal. The tests run it in milliseconds on a fake clock.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,8 +28,8 @@ def email(to: str, text: str) -> None:
 
 
 @rk.workflow
-def order(ctx: rk.Context, order_id: str):
-    receipt = yield charge_card(order_id, 1999)
+def order(ctx: rk.Context, order_id: str) -> rk.Flow[str]:
+    receipt: str = yield charge_card(order_id, 1999)
     yield rk.sleep(timedelta(days=1))
     approved = yield rk.wait_signal("approved", timeout=timedelta(days=7))
     if not approved:
@@ -35,7 +38,10 @@ def order(ctx: rk.Context, order_id: str):
     return receipt
 
 
-FAKES = {charge_card: lambda order_id, cents: f"receipt-{order_id}", email: lambda to, text: None}
+FAKES: dict[rk.Activity[..., Any] | str, Callable[..., Any]] = {
+    charge_card: lambda order_id, cents: f"receipt-{order_id}",
+    email: lambda to, text: None,
+}
 
 
 def test_approved_after_three_days() -> None:
@@ -68,7 +74,7 @@ def test_step_by_hand() -> None:
     assert done.value.value == "receipt-o-3"
 
 
-def test_recorded_history_still_replays(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_recorded_history_still_replays(tmp_path: Path) -> None:
     with TestEnv(activities=FAKES) as env:
         env.run(order, "o-4", workflow_id="order-o-4")
         export_history(env.store, "order-o-4").save(tmp_path / "order-o-4.json")

@@ -61,14 +61,14 @@ from .runtime import Engine
 from .saga import Saga
 from .schedule import run_schedule as _run_schedule  # noqa: F401 - registers the schedule workflow
 from .store import Durability, MemoryStore, SqliteStore, Store
-from .workflow import Workflow, workflow
+from .workflow import Flow, Workflow, workflow
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Activity", "ActivityCall", "ActivityFailed", "ActivityInfo", "ActivityTimeoutError", "Cancelled",
     "ChildWorkflow", "Command", "Context", "ContinueAsNew", "CorruptStoreError", "Durability", "Engine", "Event",
-    "Exponential", "Fixed", "Group", "IllegalTransitionError", "InvalidCommandError", "Linear", "MemoryStore",
+    "Exponential", "Fixed", "Flow", "Group", "IllegalTransitionError", "InvalidCommandError", "Linear", "MemoryStore",
     "NonDeterminismError", "NotAStoreError", "NotAWorkflowError", "ReplayKitError", "ResultTimeoutError",
     "RetryPolicy", "Saga", "SerializationError", "SideEffect", "Sleep", "SleepUntil", "SqliteStore", "Status",
     "Store", "StoreError", "StoreFullError", "StoreNotFoundError", "StoreReadOnlyError", "StoreTooNewError",

@@ -12,6 +12,10 @@ function stays reachable as ``.fn`` for unit tests::
     5
     >>> add(2, 3)
     activity add(2, 3)
+
+Types: ``Activity[P, R]`` is called with ``P`` and makes an ``ActivityCall[R]``,
+which a workflow's ``await`` (or annotated ``yield``) turns into an ``R``, for
+``def f(...) -> R`` and ``async def f(...) -> R`` alike.
 """
 
 from __future__ import annotations
@@ -19,17 +23,17 @@ from __future__ import annotations
 import contextvars
 import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, ParamSpec, Protocol, overload
 
 import attrs
 
-from .commands import ActivityCall
+from .commands import ActivityCall, R
 from .errors import Cancelled
 from .retry import RetryPolicy
 
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
 
 
 class Execution:
@@ -113,10 +117,13 @@ def _optional_seconds(value: timedelta | float | None) -> float | None:
 
 
 @attrs.frozen(repr=False)
-class Activity(Generic[F]):
-    """A decorated activity: call it to get a command, or ``.fn`` to run the function."""
+class Activity(Generic[P, R]):
+    """A decorated activity: call it to get a command, or ``.fn`` to run the function.
 
-    fn: F
+    ``.fn`` returns an ``R``, or for an ``async def`` a coroutine of one.
+    """
+
+    fn: Callable[P, Any]
     name: str
     retry: RetryPolicy | None = None
     timeout: float | None = attrs.field(default=None, converter=_optional_seconds)
@@ -133,19 +140,30 @@ class Activity(Generic[F]):
     def _has_timeouts(self) -> bool:
         return self.timeout is not None or self.schedule_to_close is not None or self.heartbeat_timeout is not None
 
-    def __call__(self, *args: Any, **kwargs: Any) -> ActivityCall:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> ActivityCall[R]:
         return ActivityCall(self, args, tuple(kwargs.items()) if kwargs else ())
 
     def __repr__(self) -> str:
         return f"<activity {self.name}>"
 
 
+class _Decorator(Protocol):
+    """``@rk.activity(...)`` with options: a decorator for sync and ``async def`` functions."""
+
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Activity[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Activity[P, R]: ...
+
+
 @overload
-def activity(fn: F, /) -> Activity[F]: ...
+def activity(fn: Callable[P, Coroutine[Any, Any, R]], /) -> Activity[P, R]: ...
+@overload
+def activity(fn: Callable[P, R], /) -> Activity[P, R]: ...
 @overload
 def activity(*, name: str | None = None, retry: RetryPolicy | None = None,
              timeout: timedelta | float | None = None, schedule_to_close: timedelta | float | None = None,
-             heartbeat_timeout: timedelta | float | None = None) -> Callable[[F], Activity[F]]: ...
+             heartbeat_timeout: timedelta | float | None = None) -> _Decorator: ...
 
 
 def activity(fn: Any = None, /, *, name: str | None = None, retry: RetryPolicy | None = None,
@@ -162,7 +180,7 @@ def activity(fn: Any = None, /, *, name: str | None = None, retry: RetryPolicy |
     retries, if the policy allows them).
     """
 
-    def wrap(f: F) -> Activity[F]:
+    def wrap(f: Callable[..., Any]) -> Activity[..., Any]:
         if not callable(f):
             raise TypeError(f"@rk.activity needs a function, got {f!r}")
         return Activity(f, name or f.__qualname__, retry, timeout, schedule_to_close, heartbeat_timeout)

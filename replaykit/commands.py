@@ -10,19 +10,39 @@ unit test can step a workflow by hand::
     True
 
 Every command is also awaitable, so ``async def`` workflows ``await`` the
-same values that generator workflows ``yield``.
+same values that generator workflows ``yield``. ``Command[T]`` is what the
+workflow is resumed with: ``await rk.sleep(1)`` is ``None``, ``await
+charge_card(...)`` is the activity's return type.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, overload
 
 import attrs
 
 if TYPE_CHECKING:
+    # PEP 696 defaults, seen by type checkers only: a bare ``Command`` means ``Command[Any]``.
+    from typing_extensions import TypeVar
+
     from .activity import Activity
+    from .workflow import Takes0, Takes1, Takes2, Takes3, Takes4, Takes5, Takes6, Workflow
+
+    T_co = TypeVar("T_co", covariant=True, default=Any)
+    R = TypeVar("R", default=Any)  # also the result type of Activity, Workflow and WorkflowHandle
+else:
+    from typing import TypeVar
+
+    T_co = TypeVar("T_co", covariant=True)
+    R = TypeVar("R")
+A1 = TypeVar("A1")
+A2 = TypeVar("A2")
+A3 = TypeVar("A3")
+A4 = TypeVar("A4")
+A5 = TypeVar("A5")
+A6 = TypeVar("A6")
 
 ACTIVITY = "activity"
 TIMER = "timer"
@@ -33,8 +53,11 @@ GROUP = "group"
 CONTINUE_AS_NEW = "continue_as_new"
 
 
-class Command:
-    """Base class of all commands. ``kind`` and ``name`` are what replay checks."""
+class Command(Generic[T_co]):
+    """Base class of all commands. ``kind`` and ``name`` are what replay checks.
+
+    ``T_co`` is what ``yield``/``await`` of the command gives back to the workflow.
+    """
 
     __slots__ = ()
     kind: ClassVar[str]
@@ -50,16 +73,17 @@ class Command:
     def describe(self) -> str:
         return f"{self.kind} {self.name!r}" if self.name else self.kind
 
-    def __await__(self) -> Generator[Command, Any, Any]:
-        return (yield self)
+    def __await__(self) -> Generator[Command[Any], Any, T_co]:
+        value: T_co = yield self
+        return value
 
 
 @attrs.frozen(repr=False)
-class ActivityCall(Command):
+class ActivityCall(Command[R]):
     """Run ``activity`` with these arguments; made by calling an ``@rk.activity`` function."""
 
     kind: ClassVar[str] = ACTIVITY
-    activity: Activity[Any]
+    activity: Activity[..., R]
     args: tuple[Any, ...]
     kwargs: tuple[tuple[str, Any], ...] = ()
 
@@ -82,7 +106,7 @@ def _seconds(value: timedelta | float) -> float:
 
 
 @attrs.frozen(repr=False)
-class Sleep(Command):
+class Sleep(Command[None]):
     """A durable timer that fires ``seconds`` after the workflow's current time."""
 
     kind: ClassVar[str] = TIMER
@@ -106,7 +130,7 @@ def _aware(when: datetime) -> datetime:
 
 
 @attrs.frozen(repr=False)
-class SleepUntil(Command):
+class SleepUntil(Command[None]):
     """A durable timer that fires at an absolute, timezone-aware time."""
 
     kind: ClassVar[str] = TIMER
@@ -126,7 +150,7 @@ def _optional_seconds(value: timedelta | float | None) -> float | None:
 
 
 @attrs.frozen(repr=False)
-class WaitSignal(Command):
+class WaitSignal(Command[Any]):
     """Wait for the next signal called ``signal``; ``None`` if ``timeout`` passes first."""
 
     kind: ClassVar[str] = SIGNAL
@@ -148,11 +172,11 @@ class WaitSignal(Command):
 
 
 @attrs.frozen(repr=False)
-class SideEffect(Command):
+class SideEffect(Command[R]):
     """Run a small non-deterministic function once and record its value."""
 
     kind: ClassVar[str] = SIDE_EFFECT
-    fn: Callable[[], Any]
+    fn: Callable[[], R]
 
     @property
     def name(self) -> str:
@@ -165,7 +189,7 @@ class SideEffect(Command):
 
 
 @attrs.frozen(repr=False)
-class Group(Command):
+class Group(Command[R]):
     """Commands run in parallel: ``all`` waits for every one, ``any`` for the first to finish.
 
     Each leaf gets its own step number, in argument order (depth first), when the
@@ -174,7 +198,7 @@ class Group(Command):
 
     kind: ClassVar[str] = GROUP
     mode: str
-    commands: tuple[Command, ...]
+    commands: tuple[Command[Any], ...]
 
     def __attrs_post_init__(self) -> None:
         for c in self.commands:
@@ -190,11 +214,11 @@ class Group(Command):
 
 
 @attrs.frozen(repr=False)
-class ChildWorkflow(Command):
+class ChildWorkflow(Command[R]):
     """Run another workflow as a child, with its own id and history; yields its result."""
 
     kind: ClassVar[str] = CHILD
-    workflow: Any
+    workflow: Workflow[..., R]
     args: tuple[Any, ...]
     kwargs: tuple[tuple[str, Any], ...]
     workflow_id: str | None = None
@@ -211,7 +235,7 @@ class ChildWorkflow(Command):
 
 
 @attrs.frozen(repr=False)
-class ContinueAsNew(Command):
+class ContinueAsNew(Command[NoReturn]):
     """End this run and start the workflow afresh, same id, new (empty) history."""
 
     kind: ClassVar[str] = CONTINUE_AS_NEW
@@ -224,7 +248,7 @@ class ContinueAsNew(Command):
     __repr__ = describe
 
 
-def all_of(*commands: Command) -> Group:
+def all_of(*commands: Command[Any]) -> Group[list[Any]]:
     """``results = yield rk.all(a(), b(), c())``: run in parallel; a list of results in argument order.
 
     The first failure (in the order outcomes arrive) is raised at the yield and
@@ -233,7 +257,7 @@ def all_of(*commands: Command) -> Group:
     return Group("all", commands)
 
 
-def any_of(*commands: Command) -> Group:
+def any_of(*commands: Command[Any]) -> Group[tuple[int, Any]]:
     """``index, value = yield rk.any(a(), b())``: the first to finish wins; the others are cancelled.
 
     If the first to finish failed, its exception is raised at the yield.
@@ -241,7 +265,36 @@ def any_of(*commands: Command) -> Group:
     return Group("any", commands)
 
 
-def child_workflow(workflow: Any, *args: Any, workflow_id: str | None = None, **kwargs: Any) -> ChildWorkflow:
+# Typed by arity, like temporalio's start_workflow: Python cannot check ``*args`` against the
+# workflow's parameters when keyword-only options sit between them and ``**kwargs`` (PEP 612).
+# Up to six positional arguments are checked; arguments by keyword are accepted unchecked.
+@overload
+def child_workflow(workflow: Takes0[R], /, *,
+                   workflow_id: str | None = None) -> ChildWorkflow[R]: ...
+@overload
+def child_workflow(workflow: Takes1[A1, R], a1: A1, /, *,
+                   workflow_id: str | None = None) -> ChildWorkflow[R]: ...
+@overload
+def child_workflow(workflow: Takes2[A1, A2, R], a1: A1, a2: A2, /, *,
+                   workflow_id: str | None = None) -> ChildWorkflow[R]: ...
+@overload
+def child_workflow(workflow: Takes3[A1, A2, A3, R], a1: A1, a2: A2, a3: A3, /, *,
+                   workflow_id: str | None = None) -> ChildWorkflow[R]: ...
+@overload
+def child_workflow(workflow: Takes4[A1, A2, A3, A4, R], a1: A1, a2: A2, a3: A3, a4: A4, /, *,
+                   workflow_id: str | None = None) -> ChildWorkflow[R]: ...
+@overload
+def child_workflow(workflow: Takes5[A1, A2, A3, A4, A5, R], a1: A1, a2: A2, a3: A3, a4: A4, a5: A5, /, *,
+                   workflow_id: str | None = None) -> ChildWorkflow[R]: ...
+@overload
+def child_workflow(workflow: Takes6[A1, A2, A3, A4, A5, A6, R], a1: A1, a2: A2, a3: A3, a4: A4, a5: A5, a6: A6, /, *,
+                   workflow_id: str | None = None) -> ChildWorkflow[R]: ...
+@overload
+def child_workflow(workflow: Workflow[..., R], /, *, workflow_id: str | None = None,
+                   **kwargs: Any) -> ChildWorkflow[R]: ...
+
+
+def child_workflow(workflow: Any, /, *args: Any, workflow_id: str | None = None, **kwargs: Any) -> ChildWorkflow[Any]:
     """``result = yield rk.child_workflow(pipeline_stage, item, workflow_id=...)``.
 
     The id defaults to ``<parent id>/<step>``, stable across replays.
@@ -271,7 +324,7 @@ def wait_signal(name: str, timeout: timedelta | float | None = None) -> WaitSign
     return WaitSignal(name, timeout)
 
 
-def side_effect(fn: Callable[[], Any]) -> SideEffect:
+def side_effect(fn: Callable[[], R]) -> SideEffect[R]:
     """``value = yield rk.side_effect(fn)`` runs ``fn`` once, live, and replays its recorded value."""
     return SideEffect(fn)
 

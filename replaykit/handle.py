@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, cast
 
 from . import payloads
 from .clock import monotonic
+from .commands import R
 from .errors import (
     Cancelled,
     ResultTimeoutError,
@@ -23,8 +24,8 @@ if TYPE_CHECKING:
     from .store import Store
 
 
-class WorkflowHandle:
-    """Returned by ``Engine.start`` and ``Engine.handle``."""
+class WorkflowHandle(Generic[R]):
+    """Returned by ``Engine.start`` and ``Engine.handle``; ``result()`` is an ``R``."""
 
     def __init__(self, workflow_id: str, store: Store, poll_interval: float = 0.05, *,
                  driven_here: bool = False) -> None:
@@ -55,7 +56,7 @@ class WorkflowHandle:
             raise WorkflowNotFoundError(f"no workflow with id {self.workflow_id!r}")
         return info.status
 
-    def result(self, timeout: float | None = None) -> Any:
+    def result(self, timeout: float | None = None) -> R:
         """Wait for the run to end and return its result.
 
         Raises :class:`WorkflowFailed` if the workflow raised,
@@ -72,7 +73,7 @@ class WorkflowHandle:
         finally:
             self._on_wait(-1)
 
-    def _wait_result(self, timeout: float | None) -> Any:
+    def _wait_result(self, timeout: float | None) -> R:
         deadline = None if timeout is None else monotonic() + timeout
         if self._wakeup is None:
             self._wakeup = threading.Event()
@@ -92,12 +93,12 @@ class WorkflowHandle:
             wait = self._poll if deadline is None else min(self._poll, max(0.0, deadline - monotonic()))
             self._wakeup.wait(wait)
 
-    def _recorded_result(self) -> Any:
+    def _recorded_result(self) -> R:
         last = self._store.last_event(self.workflow_id)
         assert last is not None and last.kind == RESULT, "a terminal run ends with its result event"
         ok, value = recorded_outcome(self.workflow_id, last)
         if ok:
-            return value
+            return cast(R, value)
         raise value
 
     def __repr__(self) -> str:

@@ -3,14 +3,48 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
+from .commands import A1, A2, A3, A4, A5, A6, R
 from .runtime import Engine
 from .store import Store
 
+if TYPE_CHECKING:
+    from .workflow import Takes0, Takes1, Takes2, Takes3, Takes4, Takes5, Takes6, Workflow
 
-def run(workflow: Any, *args: Any, workflow_id: str, db: str | os.PathLike[str] | Store,
-        durability: str = "crash", lock_timeout: float = 0.0, **kwargs: Any) -> Any:
+Db = str | os.PathLike[str] | Store
+
+
+# Typed by arity (see child_workflow in commands.py): positional arguments are checked against
+# the workflow's parameters, arguments by keyword are not.
+@overload
+def run(workflow: Takes0[R], /, *,
+        workflow_id: str, db: Db, durability: str = "crash", lock_timeout: float = 0.0) -> R: ...
+@overload
+def run(workflow: Takes1[A1, R], a1: A1, /, *,
+        workflow_id: str, db: Db, durability: str = "crash", lock_timeout: float = 0.0) -> R: ...
+@overload
+def run(workflow: Takes2[A1, A2, R], a1: A1, a2: A2, /, *,
+        workflow_id: str, db: Db, durability: str = "crash", lock_timeout: float = 0.0) -> R: ...
+@overload
+def run(workflow: Takes3[A1, A2, A3, R], a1: A1, a2: A2, a3: A3, /, *,
+        workflow_id: str, db: Db, durability: str = "crash", lock_timeout: float = 0.0) -> R: ...
+@overload
+def run(workflow: Takes4[A1, A2, A3, A4, R], a1: A1, a2: A2, a3: A3, a4: A4, /, *,
+        workflow_id: str, db: Db, durability: str = "crash", lock_timeout: float = 0.0) -> R: ...
+@overload
+def run(workflow: Takes5[A1, A2, A3, A4, A5, R], a1: A1, a2: A2, a3: A3, a4: A4, a5: A5, /, *,
+        workflow_id: str, db: Db, durability: str = "crash", lock_timeout: float = 0.0) -> R: ...
+@overload
+def run(workflow: Takes6[A1, A2, A3, A4, A5, A6, R], a1: A1, a2: A2, a3: A3, a4: A4, a5: A5, a6: A6, /, *,
+        workflow_id: str, db: Db, durability: str = "crash", lock_timeout: float = 0.0) -> R: ...
+@overload
+def run(workflow: Workflow[..., R], /, *,
+        workflow_id: str, db: Db, durability: str = "crash", lock_timeout: float = 0.0, **kwargs: Any) -> R: ...
+
+
+def run(workflow: Any, /, *args: Any, workflow_id: str, db: Db, durability: str = "crash",
+        lock_timeout: float = 0.0, **kwargs: Any) -> Any:
     """Start the workflow, or resume it, or return its recorded result; block until it ends.
 
     Rerunning the same script after a crash continues from the last recorded

@@ -19,12 +19,12 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 from . import control, payloads
 from .activity import Execution
 from .clock import Clock, FakeClock, SystemClock, monotonic
-from .commands import TIMER
+from .commands import A1, A2, A3, A4, A5, A6, TIMER, R
 from .effects import NULL, Answer, Effects
 from .errors import (
     Cancelled,
@@ -44,6 +44,9 @@ from .replaycheck import check_history
 from .store import SqliteStore, Store
 from .timers import TimerQueue
 from .workflow import Workflow, as_workflow, lookup, register
+
+if TYPE_CHECKING:
+    from .workflow import Takes0, Takes1, Takes2, Takes3, Takes4, Takes5, Takes6
 
 log = logging.getLogger("replaykit")
 
@@ -155,9 +158,45 @@ class Engine(Effects):
 
     # -- public API ------------------------------------------------------------
 
-    def start(self, workflow: Any, *args: Any, workflow_id: str, lock_timeout: float = 0.0,
+    # Typed by arity (see child_workflow in commands.py): positional arguments are checked against
+    # the workflow's parameters, arguments by keyword are not.
+    @overload
+    def start(self, workflow: Takes0[R], /, *,
+              workflow_id: str, lock_timeout: float = 0.0, timeout: timedelta | float | None = None,
+              start_at: datetime | None = None, start_delay: timedelta | float | None = None) -> WorkflowHandle[R]: ...
+    @overload
+    def start(self, workflow: Takes1[A1, R], a1: A1, /, *,
+              workflow_id: str, lock_timeout: float = 0.0, timeout: timedelta | float | None = None,
+              start_at: datetime | None = None, start_delay: timedelta | float | None = None) -> WorkflowHandle[R]: ...
+    @overload
+    def start(self, workflow: Takes2[A1, A2, R], a1: A1, a2: A2, /, *,
+              workflow_id: str, lock_timeout: float = 0.0, timeout: timedelta | float | None = None,
+              start_at: datetime | None = None, start_delay: timedelta | float | None = None) -> WorkflowHandle[R]: ...
+    @overload
+    def start(self, workflow: Takes3[A1, A2, A3, R], a1: A1, a2: A2, a3: A3, /, *,
+              workflow_id: str, lock_timeout: float = 0.0, timeout: timedelta | float | None = None,
+              start_at: datetime | None = None, start_delay: timedelta | float | None = None) -> WorkflowHandle[R]: ...
+    @overload
+    def start(self, workflow: Takes4[A1, A2, A3, A4, R], a1: A1, a2: A2, a3: A3, a4: A4, /, *,
+              workflow_id: str, lock_timeout: float = 0.0, timeout: timedelta | float | None = None,
+              start_at: datetime | None = None, start_delay: timedelta | float | None = None) -> WorkflowHandle[R]: ...
+    @overload
+    def start(self, workflow: Takes5[A1, A2, A3, A4, A5, R], a1: A1, a2: A2, a3: A3, a4: A4, a5: A5, /, *,
+              workflow_id: str, lock_timeout: float = 0.0, timeout: timedelta | float | None = None,
+              start_at: datetime | None = None, start_delay: timedelta | float | None = None) -> WorkflowHandle[R]: ...
+    @overload
+    def start(self, workflow: Takes6[A1, A2, A3, A4, A5, A6, R], a1: A1, a2: A2, a3: A3, a4: A4, a5: A5, a6: A6, /, *,
+              workflow_id: str, lock_timeout: float = 0.0, timeout: timedelta | float | None = None,
+              start_at: datetime | None = None, start_delay: timedelta | float | None = None) -> WorkflowHandle[R]: ...
+    @overload
+    def start(self, workflow: Workflow[..., R], /, *,
+              workflow_id: str, lock_timeout: float = 0.0, timeout: timedelta | float | None = None,
+              start_at: datetime | None = None, start_delay: timedelta | float | None = None,
+              **kwargs: Any) -> WorkflowHandle[R]: ...
+
+    def start(self, workflow: Any, /, *args: Any, workflow_id: str, lock_timeout: float = 0.0,
               timeout: timedelta | float | None = None, start_at: datetime | None = None,
-              start_delay: timedelta | float | None = None, **kwargs: Any) -> WorkflowHandle:
+              start_delay: timedelta | float | None = None, **kwargs: Any) -> WorkflowHandle[Any]:
         """Start the run ``workflow_id``, or resume it if it exists; returns once it is recorded.
 
         A rerun with the same id continues from its history (or returns the

@@ -1,30 +1,62 @@
-"""``@rk.workflow``: generator functions and ``async def`` coroutines that yield commands."""
+"""``@rk.workflow``: generator functions and ``async def`` coroutines that yield commands.
+
+Types: ``Workflow[P, R]`` takes the parameters ``P`` (after ``ctx``) and ends with
+an ``R``. A generator workflow is annotated ``-> rk.Flow[R]``; an ``async def``
+workflow is annotated ``-> R``.
+"""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from typing import Any, Generic, TypeVar, overload
+from collections.abc import Callable, Coroutine, Generator
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
 
 import attrs
 
+from .commands import Command, R
 from .errors import NotAWorkflowError, UnknownWorkflowError
 
-F = TypeVar("F", bound=Callable[..., Any])
+if TYPE_CHECKING:
+    from .context import Context
+    from .retry import RetryPolicy
+
+P = ParamSpec("P")
+R_co = TypeVar("R_co", covariant=True)
+A1 = TypeVar("A1", contravariant=True)
+A2 = TypeVar("A2", contravariant=True)
+A3 = TypeVar("A3", contravariant=True)
+A4 = TypeVar("A4", contravariant=True)
+A5 = TypeVar("A5", contravariant=True)
+A6 = TypeVar("A6", contravariant=True)
+
+Flow = Generator[Command[Any], Any, R]
+"""The return annotation of a generator workflow that ends with an ``R``: ``-> rk.Flow[str]``.
+
+Python gives every ``yield`` of a generator one type, so ``x = yield cmd`` is
+``Any``: annotate what you keep (``receipt: str = yield charge_card(...)``), or
+write the workflow as ``async def``, where each ``await`` has its command's type.
+"""
+
+# What a workflow function returns when called: a generator or a coroutine that ends with an R.
+_Body = Generator[Any, Any, R_co] | Coroutine[Any, Any, R_co]
 
 _registry: dict[str, Workflow[Any]] = {}
 
 
 @attrs.frozen(repr=False)
-class Workflow(Generic[F]):
-    """A registered workflow. Calling it calls the function, giving a generator or coroutine."""
+class Workflow(Generic[P, R]):
+    """A registered workflow taking ``ctx`` and then ``P``, ending with an ``R``.
 
-    fn: F
+    Calling it calls the function, giving a generator or coroutine (to step by
+    hand in a test).
+    """
+
+    fn: Callable[Concatenate[Context, P], _Body[R]]
     name: str
-    retry: Any = None  # the default RetryPolicy of its activities
+    retry: RetryPolicy | None = None  # the default RetryPolicy of its activities
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self.fn(*args, **kwargs)
+    def __call__(self, ctx: Context, /, *args: P.args, **kwargs: P.kwargs) -> Any:
+        return self.fn(ctx, *args, **kwargs)
 
     def __repr__(self) -> str:
         return f"<workflow {self.name}>"
@@ -43,19 +75,20 @@ def _check(fn: Any) -> None:
 
 
 @overload
-def workflow(fn: F, /) -> Workflow[F]: ...
+def workflow(fn: Callable[Concatenate[Context, P], _Body[R]], /) -> Workflow[P, R]: ...
 @overload
-def workflow(*, name: str | None = None, retry: Any = None) -> Callable[[F], Workflow[F]]: ...
+def workflow(*, name: str | None = None, retry: RetryPolicy | None = None
+             ) -> Callable[[Callable[Concatenate[Context, P], _Body[R]]], Workflow[P, R]]: ...
 
 
-def workflow(fn: Any = None, /, *, name: str | None = None, retry: Any = None) -> Any:
+def workflow(fn: Any = None, /, *, name: str | None = None, retry: RetryPolicy | None = None) -> Any:
     """Mark a generator function or ``async def`` as a workflow and register it by name.
 
     ``name`` is what histories record (default: the function's ``__qualname__``);
     ``retry`` is the default :class:`RetryPolicy` of the activities it calls.
     """
 
-    def wrap(f: F) -> Workflow[F]:
+    def wrap(f: Any) -> Workflow[Any]:
         _check(f)
         wf = Workflow(f, name or f.__qualname__, retry)
         _registry[wf.name] = wf
@@ -89,3 +122,40 @@ def lookup(name: str, extra: dict[str, Workflow[Any]] | None = None) -> Workflow
         f"in this process (known: {', '.join(known) or 'none'}). Import the module that defines it, "
         "or pass it to Engine(workflows=[...])."
     )
+
+
+# Workflows by what they take after ``ctx``: what ``rk.run``, ``Engine.start`` and
+# ``rk.child_workflow`` check positional arguments against (see their overloads).
+class Takes0(Protocol[R_co]):
+    @property
+    def fn(self) -> Callable[[Context], _Body[R_co]]: ...
+
+
+class Takes1(Protocol[A1, R_co]):
+    @property
+    def fn(self) -> Callable[[Context, A1], _Body[R_co]]: ...
+
+
+class Takes2(Protocol[A1, A2, R_co]):
+    @property
+    def fn(self) -> Callable[[Context, A1, A2], _Body[R_co]]: ...
+
+
+class Takes3(Protocol[A1, A2, A3, R_co]):
+    @property
+    def fn(self) -> Callable[[Context, A1, A2, A3], _Body[R_co]]: ...
+
+
+class Takes4(Protocol[A1, A2, A3, A4, R_co]):
+    @property
+    def fn(self) -> Callable[[Context, A1, A2, A3, A4], _Body[R_co]]: ...
+
+
+class Takes5(Protocol[A1, A2, A3, A4, A5, R_co]):
+    @property
+    def fn(self) -> Callable[[Context, A1, A2, A3, A4, A5], _Body[R_co]]: ...
+
+
+class Takes6(Protocol[A1, A2, A3, A4, A5, A6, R_co]):
+    @property
+    def fn(self) -> Callable[[Context, A1, A2, A3, A4, A5, A6], _Body[R_co]]: ...

@@ -1,0 +1,104 @@
+"""User code that must pass ``mypy --strict`` and ``pyright --strict`` (see tests/test_typing.py).
+
+``reveal_type`` is checked only by the type checkers: this module is never imported.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from typing_extensions import assert_type
+
+import replaykit as rk
+
+
+@rk.activity
+def charge_card(order_id: str, cents: int) -> str:
+    return f"receipt-{order_id}"
+
+
+@rk.activity(retry=rk.RetryPolicy(max_attempts=3), timeout=timedelta(seconds=5))
+async def fetch(url: str, *, attempts: int = 1) -> bytes:
+    return url.encode() * attempts
+
+
+@rk.activity
+def notify(to: str) -> None:
+    pass
+
+
+@rk.workflow
+def order(ctx: rk.Context, order_id: str) -> rk.Flow[str]:
+    receipt: str = yield charge_card(order_id, 1999)
+    yield rk.sleep(timedelta(milliseconds=10))
+    approved = yield rk.wait_signal("approved", timeout=timedelta(seconds=1))
+    if not approved:
+        return "cancelled"
+    return receipt
+
+
+@rk.workflow(name="order-async")
+async def order_async(ctx: rk.Context, order_id: str, cents: int = 1999) -> str:
+    receipt = await charge_card(order_id, cents)
+    assert_type(receipt, str)
+    body = await fetch("https://example.com", attempts=2)
+    assert_type(body, bytes)
+    assert_type(await rk.sleep(1), None)
+    assert_type(await rk.sleep_until(rk.commands.utc(0)), None)
+    assert_type(await rk.wait_signal("go"), Any)
+    assert_type(await rk.side_effect(ctx.now), datetime)
+    results = await rk.all(charge_card("a", 1), fetch("b"))
+    assert_type(results, list[Any])
+    index, value = await rk.any(rk.sleep(5), rk.wait_signal("go"))
+    assert_type(index, int)
+    assert_type(value, Any)
+    child = await rk.child_workflow(order, order_id, workflow_id=f"{order_id}-child")
+    assert_type(child, str)
+    await notify("ops")
+    return receipt
+
+
+@rk.workflow
+async def parent(ctx: rk.Context, n: int) -> list[str]:
+    out: list[str] = []
+    for i in range(n):
+        out.append(await rk.child_workflow(order_async, f"o-{i}", 100 * i))
+    out.append(await rk.child_workflow(order_async, order_id="kw", cents=1))
+    return out
+
+
+@rk.activity
+def refund(order_id: str, cents: int) -> None:
+    pass
+
+
+@rk.workflow
+def saga(ctx: rk.Context, order_id: str, polls: int = 3) -> rk.Flow[list[str]]:
+    compensations = rk.Saga()
+    try:
+        receipt: str = yield charge_card(order_id, 1999)
+        compensations.add(refund, order_id, 1999)
+        receipts: list[str] = yield rk.all(*[charge_card(f"{order_id}-{i}", i) for i in range(polls)])
+        index, _ = yield rk.any(rk.sleep(1), rk.wait_signal("stop"))
+        if index == 0 and polls > 0:
+            yield rk.continue_as_new(order_id, polls - 1)
+        return [receipt, *receipts]
+    except rk.ActivityFailed:
+        with ctx.shield():
+            yield from compensations.compensate()
+        raise
+
+
+def main(db: str) -> None:
+    assert_type(charge_card("o-1", 1999), rk.ActivityCall[str])
+    assert_type(charge_card.fn("o-1", 1999), Any)
+    assert_type(rk.run(order, "o-42", workflow_id="order-o-42", db=db), str)
+    assert_type(rk.run(parent, 3, workflow_id="p", db=db), list[str])
+    with rk.Engine(db) as engine:
+        handle = engine.start(order_async, "o-43", 500, workflow_id="order-o-43", lock_timeout=1.0)
+        assert_type(handle, rk.WorkflowHandle[str])
+        assert_type(handle.result(timeout=10), str)
+        assert_type(engine.handle("order-o-43"), rk.WorkflowHandle[Any])
+    assert_type(rk.run(saga, "o-44", workflow_id="saga", db=db), list[str])
+    assert_type(rk.run(saga, order_id="o-45", polls=1, workflow_id="saga-kw", db=db), list[str])
