@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import replaykit as rk
+from replaykit.store.sqlite_errors import translate
 
 from conftest import PYTHON
 from helpers import adder, read_journal
@@ -112,3 +113,16 @@ def test_closing_one_of_two_stores_of_a_file_keeps_the_others_locks(db: str, chi
     a.close()
     other = subprocess.run([PYTHON, "-c", probe, db], capture_output=True, text=True, env=child_env, timeout=30)
     assert other.stdout.strip() == "True", other
+
+
+@pytest.mark.parametrize(("message", "error"), [
+    ("database or disk is full", rk.StoreFullError), ("attempt to write a readonly database", rk.StoreReadOnlyError),
+    ("database is locked", rk.StoreError), ("disk I/O error", rk.StoreError),
+    ("database disk image is malformed", rk.CorruptStoreError),
+])
+def test_errors_are_read_from_the_message_where_python_gives_no_code(message: str, error: type) -> None:
+    """Python 3.10's sqlite3 errors carry no ``sqlite_errorcode``; a hand-made one neither."""
+    raw = sqlite3.OperationalError(message)
+    assert getattr(raw, "sqlite_errorcode", None) is None
+    translated = translate("/data/orders.db", raw)
+    assert type(translated) is error and "/data/orders.db" in str(translated) and message in str(translated)
