@@ -72,3 +72,16 @@ def test_an_abandoned_history_read_does_not_hide_later_writes(db: str, kind: str
     finally:
         store.close()
         other.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+def test_histories_read_whole_across_page_boundaries(db: str, kind: str) -> None:
+    from replaykit.store.sqlite import _PAGE
+
+    for n, workflow_id in ((_PAGE - 1, "a"), (_PAGE, "b"), (_PAGE + 1, "c"), (2 * _PAGE, "d")):
+        store = SqliteStore(db) if kind == "sqlite" else MemoryStore()
+        with store:
+            store.create(workflow_id, "h", Event(0, 0, START, "h", 1.0, OK, "json", "{}"))
+            for seq in range(1, n):
+                store.record(workflow_id, Event(seq, seq, "activity", "x", 1.0, OK, "json", str(seq)))
+            assert [e.seq for e in store.events(workflow_id)] == list(range(n))

@@ -47,7 +47,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def events(self, workflow_id: str) -> Iterator[Event]:
-        """The newest run's history in ``seq`` order, streamed (never loaded whole)."""
+        """The newest run's history in ``seq`` order, read a page at a time (never loaded whole).
+
+        No read outlives its call: an iterator that is abandoned half-way holds nothing
+        open in the store (no statement, no snapshot). Raises ``WorkflowNotFoundError`` at once.
+        """
 
     @abc.abstractmethod
     def last_event(self, workflow_id: str) -> Event | None:
@@ -77,7 +81,8 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def send_signal(self, workflow_id: str, name: str, encoding: str, payload: str | bytes,
                     at: float) -> None:
-        """Put a signal in the id's inbox; raises ``WorkflowNotFoundError`` for unknown ids."""
+        """Put a signal in the id's inbox; raises ``WorkflowNotFoundError`` for unknown ids, and
+        ``IllegalTransitionError`` if the newest run has ended (checked in the same transaction)."""
 
     @abc.abstractmethod
     def next_signal(self, workflow_id: str, name: str) -> Signal | None:
@@ -118,7 +123,7 @@ class Store(abc.ABC):
         """Commit what :meth:`batch` grouped."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing to release
-        """Release resources. The store must not be used afterwards."""
+        """Release resources, and the workflow locks taken through this store. Do not use it afterwards."""
 
     def __enter__(self) -> Store:
         return self

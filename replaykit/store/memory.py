@@ -14,7 +14,7 @@ from ..history import CONTINUED, Event, Status, WorkflowInfo
 from .base import UNSET, Signal, Store
 from .locks import ThreadLocks
 
-_PAGE = 1000
+_PAGE = 256  # events per page, as SqliteStore reads them
 
 
 class MemoryStore(Store):

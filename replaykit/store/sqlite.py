@@ -47,7 +47,7 @@ class Durability(str, enum.Enum):
 
 
 _SYNCHRONOUS = {Durability.CRASH: "NORMAL", Durability.POWER: "FULL"}
-_PAGE = 1000  # history rows per query: memory stays bounded, and no statement stays open between pages
+_PAGE = 256  # history rows per query: memory stays bounded, and no statement stays open between pages
 
 # sqlite-utils cannot declare WITHOUT ROWID tables; the history table is one
 # (a single b-tree keyed by (run, seq): one insert per step, no extra index).
