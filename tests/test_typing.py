@@ -9,14 +9,20 @@ replaykit only as installed (the editable install's .pth path, or the wheel and 
 from __future__ import annotations
 
 import json
+import pickle
 import re
 import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import attrs
 import pytest
+
+import replaykit as rk
 
 from conftest import ROOT
 
@@ -113,3 +119,22 @@ def test_every_mistake_is_reported(checker: str, request: pytest.FixtureRequest)
 
 def test_examples_pass_mypy_strict(mypy_errors: dict[str, dict[int, list[str]]]) -> None:
     assert {name: found for name, found in mypy_errors.items() if name in {p.name for p in EXAMPLES}} == {}
+
+
+def test_generic_types_work_at_runtime() -> None:
+    """Subscripted in annotations read at run time, and still frozen, slotted, hashable, picklable values."""
+    @rk.activity
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    aliases = [rk.Command[int], rk.ActivityCall[int], rk.Activity[[int, int], int], rk.Workflow[[str], str],
+               rk.WorkflowHandle[str], rk.Flow[str], rk.SideEffect[float], rk.Group[list[Any]], rk.ChildWorkflow[str]]
+    assert all(alias.__origin__ is not None for alias in aliases)  # type: ignore[attr-defined]
+    call = add(1, 2)
+    assert isinstance(call, rk.Command) and call == add(1, 2) and hash(call) == hash(add(1, 2))
+    for command in (call, rk.sleep(timedelta(seconds=1)), rk.wait_signal("go", timeout=5), rk.all(rk.sleep(1))):
+        assert not hasattr(command, "__dict__")
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            command.x = 1  # type: ignore[union-attr]
+    sleep = rk.sleep(timedelta(seconds=1))
+    assert pickle.loads(pickle.dumps(sleep)) == sleep
