@@ -56,7 +56,7 @@ class Context:
         self._patch_hook: Callable[[str, bool], bool] = _new_path
 
     @property
-    def logger(self) -> logging.LoggerAdapter:  # type: ignore[type-arg]
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
         """A logger that stays silent while the workflow replays."""
         if self._logger is None:
             self._logger = _ReplayAwareLogger(logging.getLogger("replaykit.workflow"), self)

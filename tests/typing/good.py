@@ -11,6 +11,7 @@ from typing import Any
 from typing_extensions import assert_type
 
 import replaykit as rk
+from replaykit.testing import TestEnv, fake_context, replay
 
 
 @rk.activity
@@ -102,3 +103,48 @@ def main(db: str) -> None:
         assert_type(engine.handle("order-o-43"), rk.WorkflowHandle[Any])
     assert_type(rk.run(saga, "o-44", workflow_id="saga", db=db), list[str])
     assert_type(rk.run(saga, order_id="o-45", polls=1, workflow_id="saga-kw", db=db), list[str])
+
+
+@rk.activity(heartbeat_timeout=timedelta(seconds=5))
+def long(n: int) -> int:
+    info = rk.activity_info()
+    for _ in range(n):
+        rk.heartbeat(info.idempotency_key)
+        if rk.is_cancelled():
+            break
+    return n
+
+
+@rk.workflow
+def misc(ctx: rk.Context, n: int) -> rk.Flow[str]:
+    ctx.logger.info("start %d", n)
+    progress = {"done": 0}
+
+    @ctx.query("progress")
+    def _progress() -> dict[str, int]:
+        return progress
+
+    if ctx.patched("v2"):
+        done: int = yield long(n)
+        progress["done"] = done
+    ctx.set_status({"n": n})
+    return f"{ctx.now().isoformat()} {ctx.random().random()} {ctx.uuid4()}"
+
+
+def testing(db: str) -> None:
+    with TestEnv() as env:
+        result: Any = env.run(misc, 3)
+        handle = env.start(misc, 3, workflow_id="m")
+        env.signal("m", "go", True)
+        print(result, handle.result(), env.history("m"))
+    steps = misc(fake_context(), 3)  # stepping by hand
+    print(next(steps))
+    with rk.Engine(db) as engine:
+        started = engine.start(misc, 2, workflow_id="x")
+        engine.signal("x", "go")
+        print(started.status(), engine.query("x", "progress"))
+    rk.send_signal(db, "x", "go", 1)
+    with rk.SqliteStore(db) as store:
+        for event in store.events("x"):
+            print(event.describe())
+    print(replay(misc, "history.json").ok)
