@@ -168,7 +168,7 @@ def test_opening_while_others_checkpoint_never_refuses_a_healthy_store(db: str, 
     try:
         for w in writers:
             assert w.stdout is not None and w.stdout.readline().strip() == "1"  # writing, checkpointing
-        openers = [subprocess.Popen([PYTHON, CHILD, "opener", db, "1500"], env=child_env, stdout=subprocess.PIPE,
+        openers = [subprocess.Popen([PYTHON, CHILD, "opener", db, "1000"], env=child_env, stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE, text=True) for _ in range(2)]
         reports = [json.loads(o.communicate(timeout=60)[0]) for o in openers]
     finally:
@@ -176,14 +176,14 @@ def test_opening_while_others_checkpoint_never_refuses_a_healthy_store(db: str, 
         for w in writers:
             w.communicate(timeout=30)
     assert [w.returncode for w in writers] == [0, 0]
-    assert [(r["opened"], r["refusals"], r["refused"]) for r in reports] == [(1500, 0, [])] * 2
+    assert [(r["opened"], r["refusals"], r["refused"]) for r in reports] == [(1000, 0, [])] * 2
     with rk.SqliteStore(db) as store:
         assert len(store.list()) == 2
 
 
 def test_a_writer_killed_during_checkpoints_leaves_a_store_that_opens(db: str, tmp_path: Path,
                                                                      child_env: dict[str, str]) -> None:
-    for attempt in range(6):
+    for attempt in range(4):
         writer = subprocess.Popen([PYTHON, CHILD, "writer", db, f"w{attempt}", str(tmp_path / "never")],
                                   env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert writer.stdout is not None
