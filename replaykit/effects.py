@@ -49,6 +49,7 @@ class Effects:
     _executor: Executor
     _in_flight: int
     _evicted: dict[str, Any]
+    _closed: bool
 
     if TYPE_CHECKING:
         def _post(self, job: Callable[[], None]) -> None: ...
@@ -166,7 +167,7 @@ class Effects:
         run.executions[leaf.step] = execution
         execution.last_heartbeat = now
         self._in_flight += 1
-        self._later(functools.partial(self._executor.submit, call, execution,
+        self._later(functools.partial(self._submit, call, execution,
                                       functools.partial(self._post_activity_done, run, leaf, execution)))
         limits = [("start_to_close", activity.timeout, now),
                   ("schedule_to_close", activity.schedule_to_close, leaf.scheduled),
@@ -177,6 +178,10 @@ class Effects:
                                   functools.partial(self._activity_overdue, run, leaf, execution, kind, seconds),
                                   functools.partial(self._still_waiting, run, leaf))
         return None
+
+    def _submit(self, call: ActivityCall, execution: Execution, done: Callable[[Outcome], None]) -> None:
+        if not self._closed:  # the engine stopped meanwhile: the activity runs when the run is resumed
+            self._executor.submit(call, execution, done)
 
     def _post_activity_done(self, run: _Run, leaf: Leaf, execution: Execution, outcome: Outcome) -> None:
         """Called on an activity thread: hand the outcome to the driver."""

@@ -52,6 +52,7 @@ log = logging.getLogger("replaykit")
 
 Payload = tuple[str, str | bytes]
 _NOTHING: dict[str, Any] = {}
+_JOBS_PER_TURN = 256  # then the turn's batch is committed, however many jobs still wait
 
 
 class _Run:
@@ -152,6 +153,7 @@ class Engine(Effects):
         self._timers = TimerQueue()
         self._max_cached = max_cached_runs
         self._evicted: dict[str, tuple[Workflow[Any], WorkflowHandle]] = {}
+        self._releasing: set[str] = set()  # runs given up, still locked until the commit (see _unlock)
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="replaykit-driver", daemon=True)
         self._thread.start()
@@ -292,8 +294,8 @@ class Engine(Effects):
         """
         handles, unknown = [], []
         for info in self.store.list(Status.RUNNING) + self.store.list(Status.PENDING):
-            if info.workflow_id in self._runs:
-                continue
+            if info.workflow_id in self._runs or info.workflow_id in self._evicted:
+                continue  # driven here (an evicted run is replayed when its timer is due)
             try:
                 wf = lookup(info.name, self._workflows)
             except UnknownWorkflowError:
@@ -316,22 +318,21 @@ class Engine(Effects):
             time.sleep(rescan)
 
     def close(self) -> None:
-        """Stop driving. Unfinished runs stay recorded; a later engine resumes them."""
+        """Stop driving, at the next step boundary; unfinished runs stay recorded and a later engine
+        resumes them.
+
+        No new step starts once ``close()`` is called. An activity that runs on the driver thread
+        (inline, ``activity_threads=0``) finishes and is recorded; activities running on the pool are
+        abandoned (their results are not recorded, so they run again when the run is resumed).
+        Called from another thread, ``close()`` returns once the engine has stopped; called from
+        workflow or activity code, the engine stops when the current step ends.
+        """
         if self._closed:
             return
         self._closed = True
         self._post(lambda: None)
         if threading.current_thread() is not self._thread:
             self._thread.join()
-        self._executor.close()
-        for run in list(self._runs.values()):
-            for execution in run.executions.values():
-                execution.cancelled = True
-            run.machine.discard()
-            self.store.unlock(run.workflow_id)
-        self._runs.clear()
-        if self._own_store:
-            self.store.close()
 
     def __enter__(self) -> Engine:
         return self
@@ -364,6 +365,13 @@ class Engine(Effects):
         self._inbox.put(job)
 
     def _loop(self) -> None:
+        try:
+            self._serve()
+        finally:
+            self._closed = True
+            self._shut_down()
+
+    def _serve(self) -> None:
         if self._group_commit:
             self.store.batch()
         while not self._closed:
@@ -371,21 +379,42 @@ class Engine(Effects):
                 job = self._inbox.get(timeout=self._wait_time())
             except queue.Empty:
                 job = None
+            handled = 0
             while job is not None and not self._closed:
                 self._guarded(job)
+                handled += 1
+                if handled == _JOBS_PER_TURN:  # a busy inbox must not hold the commit back forever
+                    break
                 try:
                     job = self._inbox.get_nowait()
                 except queue.Empty:
                     job = None
             if self._closed:
-                return
+                break
             self._fire_due_timers()
             if (self._runs or self._children) and self.store.changed():
                 self._guarded(self._poll_store)
             if isinstance(self._clock, FakeClock) and self._idle():
                 self._skip_time(self._clock)
             self._flush()
-        self._flush()
+
+    def _shut_down(self) -> None:
+        """The driver stops: commit what was recorded, then give up every run (and only then)."""
+        try:
+            self._flush()
+        finally:
+            self._executor.close()
+            for run in list(self._runs.values()):
+                for execution in run.executions.values():
+                    execution.cancelled = True
+                run.machine.discard()
+                self.store.unlock(run.workflow_id)
+            self._runs.clear()
+            for workflow_id in list(self._releasing):
+                self.store.unlock(workflow_id)
+            self._releasing.clear()
+            if self._own_store:
+                self.store.close()
 
     def _flush(self) -> None:
         """Commit the batch, then let out what was waiting for it (activity starts, results)."""
@@ -401,6 +430,17 @@ class Engine(Effects):
             self._after_commit.append(action)
         else:
             action()
+
+    def _unlock(self, workflow_id: str) -> None:
+        """Give up driving a run once everything recorded for it is committed: released earlier,
+        another process could replay a shorter history and run a completed step again."""
+        self._releasing.add(workflow_id)
+        self._later(functools.partial(self._unlock_now, workflow_id))
+
+    def _unlock_now(self, workflow_id: str) -> None:
+        if workflow_id in self._releasing:  # not taken back meanwhile (see _lock)
+            self._releasing.discard(workflow_id)
+            self.store.unlock(workflow_id)
 
     def _wait_time(self) -> float | None:
         wait = None
@@ -502,11 +542,14 @@ class Engine(Effects):
             run = self._runs.pop(workflow_id, None)
             if run is not None:
                 run.machine.discard()
-            self.store.unlock(workflow_id)
+            self._unlock(workflow_id)
             handle._fail(exc)
 
     def _lock(self, workflow_id: str) -> bool:
         """Take the run's lock; if the holder vanished between our try and our asking who it is, try again."""
+        if workflow_id in self._releasing:  # still ours: its release waits for the commit
+            self._releasing.discard(workflow_id)
+            return True
         return self.store.try_lock(workflow_id) or (
             self.store.lock_owner(workflow_id) is None and self.store.try_lock(workflow_id))
 
@@ -531,7 +574,7 @@ class Engine(Effects):
                 "(or use another workflow id)."
             )
         if info.status.is_terminal:
-            self.store.unlock(workflow_id)
+            self._unlock(workflow_id)
             handle._finish()
             return
         if info.status is Status.PAUSED:
@@ -542,7 +585,7 @@ class Engine(Effects):
         if info.status is Status.PENDING:
             begin = recorded["start_at"]
             if begin > self._clock.now():
-                self.store.unlock(workflow_id)  # whoever holds the lock when it is due starts it
+                self._unlock(workflow_id)  # whoever holds the lock when it is due starts it
                 self._timers.push(begin, lambda: self._open(wf, workflow_id, None, handle, 0.0))
                 return
             self.store.set_status(workflow_id, Status.RUNNING, self._clock.now())
@@ -597,6 +640,8 @@ class Engine(Effects):
                 if run.paused:
                     run.parked.append(leaf)
                     continue
+                if self._closed:  # close() or Ctrl-C: no new step starts; a rerun resumes from here
+                    return
                 answer = self._start_leaf(run, leaf, bool(todo))
                 if answer is not None:
                     break
@@ -619,7 +664,7 @@ class Engine(Effects):
             return
         run.machine.discard()  # its timers stay in the heap, by id: the first due wakes it
         del self._runs[run.workflow_id]
-        self.store.unlock(run.workflow_id)
+        self._unlock(run.workflow_id)
         self._evicted[run.workflow_id] = (run.workflow, run.handle)
 
     def _wake(self, workflow_id: str) -> None:
@@ -715,7 +760,7 @@ class Engine(Effects):
         for execution in run.executions.values():
             execution.cancelled = True
         self._runs.pop(run.workflow_id, None)
-        self.store.unlock(run.workflow_id)
+        self._unlock(run.workflow_id)
 
     def _abort(self, run: _Run, error: BaseException) -> None:
         """Stop driving ``run`` without recording anything; ``result()`` raises ``error``."""

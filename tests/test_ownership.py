@@ -1,0 +1,115 @@
+"""Ownership of a run is given up only once everything it covers is committed.
+
+With group commit, a run's last steps are committed at the end of the driver's turn.
+Were its lock released earlier, another process could take the run over, replay a
+history without those steps, and run a completed activity again. These tests run
+several real engine processes on one SQLite file and count activity executions
+from a ledger that every execution appends to (``tests/engine_child.py``).
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import replaykit as rk
+
+from conftest import PYTHON, ROOT
+from helpers import read_journal
+
+CHILD = str(ROOT / "tests" / "engine_child.py")
+
+
+def executions(ledger: str) -> dict[tuple[str, int, int], list[int]]:
+    """(workflow id, step, attempt) -> the pids that executed it, in ledger order."""
+    runs: dict[tuple[str, int, int], list[int]] = defaultdict(list)
+    for line in read_journal(ledger):
+        workflow_id, step, attempt, pid = line.split()
+        runs[(workflow_id, int(step), int(attempt))].append(int(pid))
+    return runs
+
+
+def assert_all_completed(db: str, count: int) -> None:
+    """Every run ``w<k>`` completed with the result of ``engine_child.chain``: k + 0 + 1 + 4."""
+    with rk.SqliteStore(db) as store:
+        for k in range(count):
+            info, last = store.info(f"w{k}"), store.last_event(f"w{k}")
+            assert info is not None and info.status is rk.Status.COMPLETED, (k, info)
+            assert last is not None and last.value() == k + 5, (k, last)
+
+
+def test_a_finished_run_is_not_taken_over_by_a_process_recovering_in_a_loop(
+        tmp_path: Path, db: str, child_env: dict[str, str]) -> None:
+    ledger, stop = str(tmp_path / "ledger"), tmp_path / "stop"
+    rk.SqliteStore(db).close()  # both processes open an existing store
+    recoverer = subprocess.Popen([PYTHON, CHILD, "recover", db, ledger, str(stop)], env=child_env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        count = 300
+        driver = subprocess.run([PYTHON, CHILD, "drive", db, ledger, str(count)], env=child_env,
+                                capture_output=True, text=True, timeout=60)
+    finally:
+        stop.touch()
+        out, err = recoverer.communicate(timeout=30)
+    runs = executions(ledger)
+    twice = {key: pids for key, pids in runs.items() if len(pids) > 1}
+    assert not twice, f"completed activities ran again (no process was killed): {sorted(twice.items())[:5]}"
+    assert driver.returncode == 0, driver.stderr
+    assert recoverer.returncode == 0, err
+    assert len(runs) == count * 3
+    assert_all_completed(db, count)
+
+
+def test_engines_killed_at_random_never_rerun_an_activity_of_a_live_process(
+        tmp_path: Path, db: str, child_env: dict[str, str]) -> None:
+    """Several engines share one file and are SIGKILLed and restarted at random.
+
+    An execution of (workflow, step, attempt) may repeat only if every earlier execution
+    of it happened in a process that was later SIGKILLed (its result may not have been
+    committed): a repeat after a process that lived on is a completed activity run twice.
+    """
+    ledger, count, slots = str(tmp_path / "ledger"), 60, 4
+    rng = random.Random(8)
+    rk.SqliteStore(db).close()
+    spawned: list[subprocess.Popen[str]] = []
+
+    def spawn() -> subprocess.Popen[str]:
+        proc = subprocess.Popen([PYTHON, CHILD, "worker", db, ledger, str(count), str(rng.randrange(10**6))],
+                                env=child_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        spawned.append(proc)
+        return proc
+
+    workers = [spawn() for _ in range(slots)]
+    killed: set[int] = set()
+    try:
+        for _ in range(12):
+            time.sleep(rng.uniform(0.1, 0.4))
+            slot = rng.randrange(slots)
+            if workers[slot].poll() is None:
+                workers[slot].send_signal(signal.SIGKILL)
+                workers[slot].wait(timeout=10)
+                killed.add(workers[slot].pid)
+            workers[slot] = spawn()
+        for proc in workers:
+            _, err = proc.communicate(timeout=45)
+            assert proc.returncode == 0, err
+    finally:
+        for proc in spawned:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert len({p.pid for p in spawned}) == len(spawned)  # no pid reused: the ledger's pids are unambiguous
+    assert killed, "the test killed nobody"
+
+    violations = []
+    for key, pids in executions(ledger).items():
+        for i in range(1, len(pids)):
+            survivors = [pid for pid in pids[:i] if pid not in killed]
+            if survivors:
+                violations.append((key, pids, survivors))
+    assert not violations, f"activities ran again after a process that lived on: {violations[:5]}"
+    assert_all_completed(db, count)
