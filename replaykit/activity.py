@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextvars
 import inspect
+import sys
 import time
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
@@ -29,7 +30,7 @@ from typing import Any, Generic, ParamSpec, Protocol, overload
 
 import attrs
 
-from .commands import ActivityCall, R
+from .commands import ActivityCall, R, making
 from .errors import Cancelled
 from .retry import RetryPolicy
 
@@ -141,7 +142,12 @@ class Activity(Generic[P, R]):
         return self.timeout is not None or self.schedule_to_close is not None or self.heartbeat_timeout is not None
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> ActivityCall[R]:
-        return ActivityCall(self, args, tuple(kwargs.items()) if kwargs else ())
+        call = ActivityCall(self, args, tuple(kwargs.items()) if kwargs else ())
+        made = making.made  # inside a workflow step: note where (commands.noted, inlined on the hot path)
+        if made is not None:
+            frame = sys._getframe(1)
+            made.append((call, frame.f_code, frame.f_lasti))
+        return call
 
     def __repr__(self) -> str:
         return f"<activity {self.name}>"

@@ -17,11 +17,16 @@ charge_card(...)`` is the activity's return type.
 
 from __future__ import annotations
 
+import sys
+import threading
 from collections.abc import Callable, Generator
 from datetime import datetime, timedelta, timezone
+from types import CodeType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, overload
 
 import attrs
+
+from .errors import InvalidCommandError
 
 if TYPE_CHECKING:
     # PEP 696 defaults, seen by type checkers only: a bare ``Command`` means ``Command[Any]``.
@@ -51,6 +56,26 @@ SIDE_EFFECT = "side_effect"
 CHILD = "child"
 GROUP = "group"
 CONTINUE_AS_NEW = "continue_as_new"
+
+
+class _Making(threading.local):
+    """Set by the interpreter while it resumes a workflow on this thread: the list where
+    commands made meanwhile are noted with where they were made (code, instruction)."""
+
+    made: list[tuple[Command[Any], CodeType, int]] | None = None
+
+
+making = _Making()
+_C = TypeVar("_C", bound="Command[Any]")
+
+
+def noted(command: _C) -> _C:
+    """``command``, noted with its maker's place if a workflow step runs on this thread (see guard.py)."""
+    made = making.made
+    if made is not None:
+        frame = sys._getframe(2)  # the caller of the factory that called us: the workflow's code
+        made.append((command, frame.f_code, frame.f_lasti))
+    return command
 
 
 class Command(Generic[T_co]):
@@ -96,6 +121,31 @@ class ActivityCall(Command[R]):
         return f"activity {self.activity.name}({', '.join(parts)})"
 
     __repr__ = describe
+
+    def _misuse(self) -> str:
+        fn = getattr(self.activity.fn, "__name__", self.activity.name)
+        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs]
+        return (
+            f"{fn}({', '.join(parts)}) is a replaykit command made by calling the activity {fn}, not its "
+            f"result: calling an activity does not run it. In a workflow, yield it: `result = yield {fn}(...)` "
+            f"(`await` in an async def workflow); to run the function directly (a test, a script), call "
+            f"`{fn}.fn(...)`"
+        )
+
+    def _misused(self, *_: Any) -> NoReturn:
+        raise InvalidCommandError(self._misuse() + ".")
+
+    if not TYPE_CHECKING:  # for people; type checkers report the misuse themselves
+        def __getattr__(self, name: str) -> Any:
+            if name.startswith("__"):
+                raise AttributeError(name)
+            raise AttributeError(f"{self._misuse()}. (It has no attribute {name!r}.)", name=name, obj=self)
+
+
+# Using an activity's command as if it were the result says what went wrong (not "not iterable").
+for _dunder in ("iter contains getitem int float index complex round neg pos abs lt le gt ge add radd sub rsub "
+                "mul rmul truediv rtruediv floordiv rfloordiv mod rmod pow rpow matmul rmatmul").split():
+    setattr(ActivityCall, f"__{_dunder}__", ActivityCall._misused)
 
 
 def _seconds(value: timedelta | float) -> float:
@@ -254,7 +304,7 @@ def all_of(*commands: Command[Any]) -> Group[list[Any]]:
     The first failure (in the order outcomes arrive) is raised at the yield and
     the other commands still running are cancelled.
     """
-    return Group("all", commands)
+    return noted(Group("all", commands))
 
 
 def any_of(*commands: Command[Any]) -> Group[tuple[int, Any]]:
@@ -262,7 +312,7 @@ def any_of(*commands: Command[Any]) -> Group[tuple[int, Any]]:
 
     If the first to finish failed, its exception is raised at the yield.
     """
-    return Group("any", commands)
+    return noted(Group("any", commands))
 
 
 # Typed by arity, like temporalio's start_workflow: Python cannot check ``*args`` against the
@@ -301,32 +351,32 @@ def child_workflow(workflow: Any, /, *args: Any, workflow_id: str | None = None,
     """
     from .workflow import as_workflow
 
-    return ChildWorkflow(as_workflow(workflow), args, tuple(kwargs.items()), workflow_id)
+    return noted(ChildWorkflow(as_workflow(workflow), args, tuple(kwargs.items()), workflow_id))
 
 
 def continue_as_new(*args: Any, **kwargs: Any) -> ContinueAsNew:
     """``yield rk.continue_as_new(state)``: restart with these arguments and an empty history."""
-    return ContinueAsNew(args, tuple(kwargs.items()))
+    return noted(ContinueAsNew(args, tuple(kwargs.items())))
 
 
 def sleep(duration: timedelta | float) -> Sleep:
     """Durable timer: ``yield rk.sleep(timedelta(days=1))`` survives restarts."""
-    return Sleep(duration)
+    return noted(Sleep(duration))
 
 
 def sleep_until(when: datetime) -> SleepUntil:
     """Durable timer to an absolute, timezone-aware time."""
-    return SleepUntil(when)
+    return noted(SleepUntil(when))
 
 
 def wait_signal(name: str, timeout: timedelta | float | None = None) -> WaitSignal:
     """Wait for a signal; returns its payload, or ``None`` when ``timeout`` passes first."""
-    return WaitSignal(name, timeout)
+    return noted(WaitSignal(name, timeout))
 
 
 def side_effect(fn: Callable[[], R]) -> SideEffect[R]:
     """``value = yield rk.side_effect(fn)`` runs ``fn`` once, live, and replays its recorded value."""
-    return SideEffect(fn)
+    return noted(SideEffect(fn))
 
 
 def utc(timestamp: float) -> datetime:

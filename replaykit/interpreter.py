@@ -16,23 +16,20 @@ durable backoff timer, then into its next attempt, under the same step.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import attrs
 
-from . import determinism, payloads
-from .commands import ACTIVITY, TIMER, ActivityCall, Command, ContinueAsNew, Group
+from . import determinism, guard, payloads
+from .commands import ACTIVITY, TIMER, ActivityCall, Command, ContinueAsNew, Group, making
 from .context import Context
-from .errors import ActivityTimeoutError, InvalidCommandError, NonDeterminismError
+from .errors import ActivityTimeoutError, NonDeterminismError
 from .history import CANCEL, ERROR, PATCH, TIMEOUT, Event
 from .retry import RetryPolicy
 
 if TYPE_CHECKING:
     from .workflow import Workflow
-
-_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 @attrs.frozen(repr=False)
@@ -105,11 +102,12 @@ class _Node:
 
 
 def yield_site(gen: Any) -> str:
-    """``file:line`` where a suspended generator/coroutine (or what it delegates to) waits."""
+    """``file:line`` where a suspended generator/coroutine (or what it delegates to) waits,
+    in the user's code (not in replaykit's or asyncio's)."""
     site = None
     while gen is not None:
         frame = getattr(gen, "gi_frame", None) or getattr(gen, "cr_frame", None)
-        if frame is None or os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == _PACKAGE_DIR:
+        if frame is None or guard.is_library(frame.f_code.co_filename):
             break
         site = f"{frame.f_code.co_filename}:{frame.f_lineno}"
         gen = getattr(gen, "gi_yieldfrom", None) or getattr(gen, "cr_await", None)
@@ -143,7 +141,7 @@ class Machine:
     """One workflow run as a state machine whose transitions are recorded outcomes."""
 
     __slots__ = ("ctx", "_watch", "_default_retry", "_gen", "seq", "outstanding", "_nodes", "_cancel_pending",
-                 "_patches", "_new_markers", "_cancelled", "feed")
+                 "_patches", "_new_markers", "_cancelled", "feed", "_loop")
 
     def __init__(self, fn: Callable[..., Any], ctx: Context, args: tuple[Any, ...], kwargs: dict[str, Any], *,
                  watch: bool = False, retry: RetryPolicy | None = None) -> None:
@@ -151,6 +149,8 @@ class Machine:
         self._watch = watch
         self._default_retry = retry
         self._gen = fn(ctx, *args, **kwargs)
+        # An async def workflow steps with a running "loop" that refuses asyncio (see guard.py).
+        self._loop = guard.RefusingLoop(ctx.workflow_id) if hasattr(self._gen, "cr_frame") else None
         self.seq = 0  # the last step number handed out
         self.outstanding: dict[int, Leaf] = {}
         self._nodes: dict[int, _Node | None] = {}  # None: a lone command, the root of its yield
@@ -339,7 +339,13 @@ class Machine:
         return self._advance(self._gen.throw, value)
 
     def _advance(self, resume: Callable[[Any], Any], arg: Any) -> Step:
+        tracking, loop = making, self._loop
+        made: list[guard.Made]
         while True:
+            # Commands made during this step note themselves here. (A machine stepped inside
+            # another's step, e.g. rk.query from workflow code, ends the outer one's tracking early.)
+            tracking.made = made = []
+            previous = loop.enter() if loop is not None else None
             try:
                 if self._watch:
                     with determinism.watching():
@@ -347,15 +353,18 @@ class Machine:
                 else:
                     command = resume(arg)
             except StopIteration as stop:
+                self._check_end(made, stop.value, None)
                 return Returned(stop.value)
             except Exception as exc:
+                self._check_end(made, None, exc)
                 return Raised(exc)
-            if not isinstance(command, Command):
-                raise InvalidCommandError(
-                    f"workflow {self.ctx.workflow_id!r} yielded {command!r} at {self.where()}, which is not a "
-                    "replaykit command. Yield an activity call, rk.sleep(...), rk.wait_signal(...), rk.all(...), "
-                    "rk.any(...), rk.child_workflow(...) or rk.side_effect(...). Nothing was recorded."
-                )
+            finally:
+                tracking.made = None
+                if loop is not None:
+                    loop.leave(previous)
+            if ((made and (len(made) > 1 or made[0][0] is not command)) or not isinstance(command, Command)
+                    or (loop is not None and loop.error is not None)):
+                self._check_step(made, command)
             if self._cancel_pending is not None and self.ctx._shield_depth == 0:
                 resume, arg, self._cancel_pending = self._gen.throw, self._cancel_pending, None
                 continue
@@ -367,6 +376,27 @@ class Machine:
                 resume, arg = self._gen.send, []
                 continue
             return Waiting(tuple(started))
+
+    def _check_step(self, made: list[guard.Made], command: Any) -> None:
+        """After a yield: refuse asyncio, commands made and not yielded, and what is not a command."""
+        if self._loop is not None:
+            self._loop.check()
+        if not isinstance(command, Command):
+            raise guard.not_a_command(self.ctx.workflow_id, command, self.where(), self._loop is not None)
+        left = guard.unused(made, command)
+        if left:
+            raise guard.forgotten_yield(self.ctx.workflow_id, left, f"before its next yield (at {self.where()})")
+
+    def _check_end(self, made: list[guard.Made], value: Any, error: Exception | None) -> None:
+        """When the workflow returns (``value``) or raises (``error``): the same refusals."""
+        if self._loop is not None:
+            self._loop.check(error)
+        if isinstance(value, Command):
+            raise guard.returned_command(self.ctx.workflow_id, value, made)
+        left = guard.unused(made, None) if made else []
+        if left:
+            then = "before it returned" if error is None else f"before it raised {type(error).__name__}: {error}"
+            raise guard.forgotten_yield(self.ctx.workflow_id, left, then) from error
 
 
 def new_machine(workflow: Workflow[Any], workflow_id: str, start: Event, *, watch: bool = False,
