@@ -48,10 +48,18 @@ def run(workflow: Any, /, *args: Any, workflow_id: str, db: Db, durability: str 
     """Start the workflow, or resume it, or return its recorded result; block until it ends.
 
     Rerunning the same script after a crash continues from the last recorded
-    step: completed activities are not run again. Activities run inline in
-    this thread. Raises :class:`WorkflowFailed` if the workflow raised, and
-    :class:`WorkflowLockedError` if another live process drives the same id
-    (after waiting ``lock_timeout`` seconds for it).
+    step: completed activities are not run again. Activities run one at a time
+    on the engine's driver thread (those of an ``rk.all`` on a small thread pool),
+    each step committed before the next starts. Raises :class:`WorkflowFailed` if
+    the workflow raised, and :class:`WorkflowLockedError` if another live process
+    drives the same id (after waiting ``lock_timeout`` seconds for it).
+
+    Ctrl-C (``KeyboardInterrupt``) stops the run at the next step boundary: the
+    activity in flight finishes and is recorded, no further step starts, and the
+    ``KeyboardInterrupt`` propagates. The run stays resumable: run the script
+    again to continue. (Activities of an ``rk.all`` still running are abandoned
+    unrecorded, and run again on the rerun. A second Ctrl-C stops waiting for
+    the activity in flight; it runs again on the rerun too.)
     """
     with Engine(db, durability=durability, activity_threads=0) as engine:
         return engine.start(workflow, *args, workflow_id=workflow_id, lock_timeout=lock_timeout,
