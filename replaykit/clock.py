@@ -69,18 +69,22 @@ class FakeClock:
             self._waiters += delta
 
     def begin_sleep(self, seconds: float) -> threading.Event:
-        """Let the engine skip up to ``now + seconds``; the event is set once it got there."""
+        """Let the engine skip up to ``now + seconds``; the event is set once it got there
+        (and what happened on the way is committed)."""
         with self._mutex:
             self._target = self._now + seconds
-            self._reached.clear()
+            self._reached = threading.Event()  # one per sleep: a late set() cannot end the next one
             return self._reached
 
     def target(self) -> float | None:
         return self._target
 
-    def target_reached(self) -> None:
+    def reach_target(self) -> threading.Event:
+        """Move to the sleep's target and end it; returns the sleeper's event, which the engine
+        sets once the steps taken on the way are committed."""
         with self._mutex:
             assert self._target is not None
             target, self._target = self._target, None
+            reached = self._reached
         self.advance_to(target)
-        self._reached.set()
+        return reached

@@ -497,7 +497,7 @@ class Engine(Effects):
             clock.advance_to(deadline)
             self._fire_due_timers()
         elif clock.target() is not None:
-            clock.target_reached()
+            self._later(clock.reach_target().set)  # the sleeper reads the store: after the commit
 
     # -- opening a run: create, lock, replay ------------------------------------------
 
