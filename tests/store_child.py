@@ -4,6 +4,7 @@
     python store_child.py writer DB ID STOP       # commit events, checkpointing every two pages, until STOP
     python store_child.py opener DB TIMES         # open the store TIMES times; print what was refused
     python store_child.py full DB LEDGER LIMIT    # run `filler` with RLIMIT_FSIZE=LIMIT (0: no limit)
+    python store_child.py batch DB                # one group-commit batch that outgrows a file size limit
 """
 
 from __future__ import annotations
@@ -86,17 +87,50 @@ def filler(ctx: rk.Context, steps: int):
     return steps
 
 
+def limit_file_size(limit: int) -> None:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write(2) fails with EFBIG instead of killing us
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+
+
 def full(db: str, ledger: str, limit: int) -> None:
     os.environ["LEDGER"] = ledger
     if limit:
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write(2) fails with EFBIG instead of killing us
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+        limit_file_size(limit)
     outcome: dict[str, Any]
     try:
         outcome = {"result": rk.run(filler, 400, workflow_id="fill", db=db)}
     except Exception as exc:  # noqa: BLE001 - the test inspects whatever came out
         outcome = {"error": type(exc).__name__, "message": str(exc), "mro": [c.__name__ for c in type(exc).__mro__]}
     print(json.dumps(outcome))
+
+
+def batch(db: str) -> None:
+    """Write one batch until SQLite spills it to a full file and rolls it back; then try its tail."""
+    from replaykit.history import OK, START, Event
+
+    with rk.SqliteStore(db) as store:
+        store.create("b", "b", Event(0, 0, START, "b", 1.0, OK, "json", "{}"))
+    limit_file_size(os.path.getsize(db) + 300_000)
+    errors = []
+    with rk.SqliteStore(db) as store:
+        store.batch()
+        seq = 1
+        try:
+            while seq < 5000:  # the page cache spills to the WAL long before the batch ends
+                store.record("b", Event(seq, seq, "activity", "x", 1.0, OK, "json", json.dumps("x" * 3000)))
+                seq += 1
+        except rk.StoreFullError as exc:
+            errors.append(f"write {seq}: {exc}")
+        for later in (seq + 1, seq + 2):  # what a driver records next in the same turn
+            try:
+                store.record("b", Event(later, later, "activity", "x", 1.0, OK, "json", "1"))
+            except rk.StoreFullError as exc:
+                errors.append(f"write {later}: {exc}")
+        try:
+            store.commit()
+        except rk.StoreFullError as exc:
+            errors.append(f"commit: {exc}")
+    print(json.dumps(errors))
 
 
 if __name__ == "__main__":
@@ -109,5 +143,7 @@ if __name__ == "__main__":
         opener(args[0], int(args[1]))
     elif mode == "full":
         full(args[0], args[1], int(args[2]))
+    elif mode == "batch":
+        batch(args[0])
     else:
         sys.exit(f"unknown mode {mode!r}")

@@ -126,3 +126,14 @@ def test_errors_are_read_from_the_message_where_python_gives_no_code(message: st
     assert getattr(raw, "sqlite_errorcode", None) is None
     translated = translate("/data/orders.db", raw)
     assert type(translated) is error and "/data/orders.db" in str(translated) and message in str(translated)
+
+
+def test_a_batch_rolled_back_by_a_full_disk_commits_nothing_of_its_tail(db: str, child_env: dict[str, str]) -> None:
+    out = subprocess.run([PYTHON, CHILD, "batch", db], capture_output=True, text=True, env=child_env, timeout=60)
+    assert out.returncode == 0 and out.stderr == "", out
+    errors = json.loads(out.stdout)
+    failed = int(errors[0].split(":")[0].split()[1])  # "write N: ..."
+    assert [e.split(":")[0] for e in errors[1:]] == [f"write {failed + 1}", f"write {failed + 2}", "commit"], errors
+    assert "None of this batch's writes was recorded" in errors[-1]
+    with rk.SqliteStore(db) as store:
+        assert [e.seq for e in store.events("b")] == [0]  # not the tail without its head: no hole in the history

@@ -25,6 +25,7 @@ from .. import payloads
 from ..errors import (
     IllegalTransitionError,
     NotAStoreError,
+    StoreError,
     StoreNotFoundError,
     StoreTooNewError,
     WorkflowLockedError,
@@ -200,8 +201,7 @@ class SqliteStore(Store):
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         conn = self._conn()
         if getattr(self._local, "batching", False):  # part of the open batch: committed with it
-            with translated(self.path):
-                self._begin_batch(conn)
+            with self._in_batch(conn):
                 yield conn
             return
         with translated(self.path):
@@ -221,16 +221,37 @@ class SqliteStore(Store):
         self._local.batching = True
 
     def commit(self) -> None:
-        """Commit this thread's batch (one fsync in ``power`` mode, for all its writes)."""
+        """Commit this thread's batch (one fsync in ``power`` mode, for all its writes).
+
+        Raises if SQLite rolled the batch back (a full disk, an I/O error): none of it is recorded.
+        """
+        lost: StoreError | None = getattr(self._local, "lost", None)
+        if lost is not None:
+            self._local.lost = None
+            raise type(lost)(f"{lost} None of this batch's writes was recorded.") from lost
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None and conn.in_transaction:
             with translated(self.path):
                 conn.execute("COMMIT")
 
-    @staticmethod
-    def _begin_batch(conn: sqlite3.Connection) -> None:
-        if not conn.in_transaction:
-            conn.execute("BEGIN IMMEDIATE")
+    @contextmanager
+    def _in_batch(self, conn: sqlite3.Connection) -> Iterator[None]:
+        """One write of the open batch. Once SQLite has rolled the batch back, the rest of it is
+        refused until :meth:`commit`: a batch's later writes must never be committed without its first."""
+        lost: StoreError | None = getattr(self._local, "lost", None)
+        if lost is not None:
+            raise type(lost)(f"{lost} (an earlier write of this batch; SQLite rolled the batch back)")
+        began = False
+        try:
+            with translated(self.path):
+                if not conn.in_transaction:
+                    conn.execute("BEGIN IMMEDIATE")
+                began = True
+                yield
+        except StoreError as exc:
+            if began and not conn.in_transaction:
+                self._local.lost = exc
+            raise
 
     def _run(self, workflow_id: str) -> int:
         """The row id of the newest run of ``workflow_id`` (cached: runs only ever get newer)."""
@@ -305,9 +326,7 @@ class SqliteStore(Store):
         run = self._run(workflow_id)
         if status is None and consume_signal is None and custom_status is UNSET:  # hot path: one INSERT
             conn = self._conn()
-            with translated(self.path):
-                if getattr(self._local, "batching", False):
-                    self._begin_batch(conn)
+            with self._in_batch(conn) if getattr(self._local, "batching", False) else translated(self.path):
                 self._insert(conn, run, event)
             return
         with self._transaction() as conn:
@@ -337,8 +356,7 @@ class SqliteStore(Store):
 
     def set_custom_status(self, workflow_id: str, value: Any) -> None:
         run = self._run(workflow_id)
-        conn = self._conn()
-        with translated(self.path):
+        with self._transaction() as conn:
             conn.execute("UPDATE runs SET custom_status = ? WHERE id = ?", (json.dumps(value), run))
 
     def set_status(self, workflow_id: str, status: Status, at: float) -> Status:
@@ -379,8 +397,7 @@ class SqliteStore(Store):
         return {row[0] for row in self._read("SELECT DISTINCT workflow_id FROM signals WHERE consumed = 0")}
 
     def consume_signal(self, signal_id: int) -> None:
-        conn = self._conn()
-        with translated(self.path):
+        with self._transaction() as conn:
             conn.execute("UPDATE signals SET consumed = 1 WHERE id = ?", (signal_id,))
 
     def list(self, status: Status | None = None) -> list[WorkflowInfo]:
