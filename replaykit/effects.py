@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from . import payloads
 from .activity import Execution
 from .commands import ACTIVITY, CHILD, SIDE_EFFECT, SIGNAL, ActivityCall, ChildWorkflow, SideEffect, WaitSignal
-from .errors import ActivityTimeoutError, SerializationError
+from .errors import ActivityTimeoutError, SerializationError, WorkflowConflictError
 from .executor import Outcome
 from .handle import recorded_outcome
 from .history import ERROR, OK, RESULT, TIMEOUT, Event
@@ -61,7 +61,7 @@ class Effects:
         def _settle(self, run: _Run, leaf: Leaf, answer: Answer) -> None: ...
         def _new_handle(self, workflow_id: str) -> WorkflowHandle: ...
         def _create(self, wf: Workflow[Any], workflow_id: str, start_payload: tuple[str, str | bytes],
-                    pending: bool = False) -> None: ...
+                    pending: bool = False) -> bool: ...
         def _start_payload(self, wf: Workflow[Any], args: tuple[Any, ...], kwargs: dict[str, Any], *,
                            timeout: Any = None, start_at: float | None = None,
                            parent: tuple[str, int] | None = None) -> tuple[str, str | bytes]: ...
@@ -227,17 +227,44 @@ class Effects:
     def _start_child(self, run: _Run, leaf: Leaf) -> Answer | None:
         command: ChildWorkflow = leaf.command  # type: ignore[assignment]
         child_id = command.workflow_id or f"{run.workflow_id}/{leaf.step}"
+        payload = self._start_payload(command.workflow, command.args, dict(command.kwargs),
+                                      parent=(run.workflow_id, leaf.step))
+        if not self._create(command.workflow, child_id, payload):
+            conflict = self._not_our_child(run, leaf, command, child_id)
+            if conflict is not None:  # recorded as the leaf's outcome: the parent replays the same
+                return ERROR, payloads.encode_error(conflict), conflict, None
         self._children[child_id] = (run, leaf)
-        if self.store.info(child_id) is None:
-            payload = self._start_payload(command.workflow, command.args, dict(command.kwargs),
-                                          parent=(run.workflow_id, leaf.step))
-            self._create(command.workflow, child_id, payload)
         answer = self._child_answer(child_id)
         if answer is not None:
             return answer
         if child_id not in self._runs:
             self._open(command.workflow, child_id, None, self._new_handle(child_id), 0.0)
         return None
+
+    def _not_our_child(self, run: _Run, leaf: Leaf, command: ChildWorkflow,
+                       child_id: str) -> WorkflowConflictError | None:
+        """The run ``child_id`` exists. It is this leaf's child (a parent resumed after starting it
+        finds it again) if this parent started it at this step, for this workflow, with these
+        arguments; otherwise the parent gets this error and the other run is left alone."""
+        info = self.store.info(child_id)
+        recorded = next(iter(self.store.events(child_id))).value()
+        parent = recorded.get("parent")
+        args, kwargs = list(command.args), dict(command.kwargs)
+        if info is not None and info.name == command.workflow.name:
+            if recorded.get("continued"):  # its arguments are those of its latest continue_as_new
+                if parent is None or parent == [run.workflow_id, leaf.step]:  # (older stores: no parent)
+                    return None
+            elif parent == [run.workflow_id, leaf.step] and (recorded["args"], recorded["kwargs"]) == (args, kwargs):
+                return None
+        name = info.name if info is not None else "?"
+        owner = f"started by step {parent[1]} of {parent[0]!r}" if parent else "started on its own, not as a child"
+        return WorkflowConflictError(
+            f"workflow {run.workflow_id!r} (step {leaf.step}) starts child {command.workflow.name!r} with "
+            f"args={args!r} kwargs={kwargs!r} under the id {child_id!r}, but that id belongs to another run: "
+            f"{name!r} with args={recorded['args']!r} kwargs={recorded['kwargs']!r}, {owner}. "
+            f"Run {child_id!r} was left as it is. Give the child a free id: "
+            "rk.child_workflow(..., workflow_id=...)."
+        )
 
     def _child_answer(self, child_id: str) -> Answer | None:
         """The child's outcome, if it has ended, as its parent records it."""

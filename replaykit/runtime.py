@@ -58,7 +58,7 @@ _JOBS_PER_TURN = 256  # then the turn's batch is committed, however many jobs st
 class _Run:
     """A run this engine drives: its machine and what it is waiting on."""
 
-    __slots__ = ("workflow_id", "workflow", "machine", "handle", "next_seq", "is_child", "executions", "paused",
+    __slots__ = ("workflow_id", "workflow", "machine", "handle", "next_seq", "parent", "executions", "paused",
                  "parked", "custom_status", "status_unsaved", "warned_size")
 
     def __init__(self, workflow_id: str, workflow: Workflow[Any], machine: Machine, handle: WorkflowHandle,
@@ -68,7 +68,8 @@ class _Run:
         self.machine = machine
         self.handle = handle
         self.next_seq = next_seq  # position of the next event in its history
-        self.is_child = "parent" in start
+        parent = start.get("parent")  # [parent id, step] of a child workflow
+        self.parent: tuple[str, int] | None = None if parent is None else (parent[0], parent[1])
         self.executions: dict[int, Execution] = {}  # running activities, by step
         self.paused = False
         self.parked: list[Leaf] = []  # leaves not started because the run is paused
@@ -516,10 +517,11 @@ class Engine(Effects):
             start["parent"] = list(parent)
         return payloads.encode(start, f"arguments of workflow {wf.name!r}")
 
-    def _create(self, wf: Workflow[Any], workflow_id: str, start_payload: Payload, pending: bool = False) -> None:
-        """Record the start event unless the run exists (an atomic insert: no lock needed)."""
+    def _create(self, wf: Workflow[Any], workflow_id: str, start_payload: Payload, pending: bool = False) -> bool:
+        """Record the start event unless the run exists (an atomic insert: no lock needed); ``False``
+        if it existed."""
         start = Event(0, 0, START, wf.name, self._clock.now(), OK, *start_payload)
-        self.store.create(workflow_id, wf.name, start, Status.PENDING if pending else Status.RUNNING)
+        return self.store.create(workflow_id, wf.name, start, Status.PENDING if pending else Status.RUNNING)
 
     def _open(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
               handle: WorkflowHandle, lock_deadline: float) -> None:
@@ -742,12 +744,12 @@ class Engine(Effects):
         self.store.record(run.workflow_id, event, status=status, **self._unsaved_status(run))
         self._release(run)
         self._later(run.handle._finish)
-        if run.is_child:
+        if run.parent is not None:
             self._post(functools.partial(self._child_ended, run.workflow_id))
 
     def _continue_as_new(self, run: _Run, step: Continued) -> None:
         self._after_step(run)
-        start_payload = self._start_payload(run.workflow, step.args, step.kwargs, continued=True)
+        start_payload = self._start_payload(run.workflow, step.args, step.kwargs, continued=True, parent=run.parent)
         result = Event(run.next_seq, 0, RESULT, "", self._clock.now(), CONTINUED,
                        *payloads.encode({"args": list(step.args), "kwargs": step.kwargs}, "continue_as_new"))
         new_start = Event(0, 0, START, run.workflow.name, self._clock.now(), OK, *start_payload)
