@@ -37,6 +37,14 @@ Answer = tuple[str, tuple[str, str | bytes], Any, int | None]
 NULL = (payloads.JSON, "null")
 
 
+def _default_child_id(run: _Run, step: int) -> str:
+    """``<parent id>/<step>``; after the parent continued as new, ``<parent id>#<n>/<step>`` in its
+    n-th run, so that each run of the parent has children of its own."""
+    if run.generation == 1:
+        return f"{run.workflow_id}/{step}"
+    return f"{run.workflow_id}#{run.generation}/{step}"
+
+
 class Effects:
     """The per-kind starters and completion handlers of the engine."""
 
@@ -226,7 +234,7 @@ class Effects:
 
     def _start_child(self, run: _Run, leaf: Leaf) -> Answer | None:
         command: ChildWorkflow = leaf.command  # type: ignore[assignment]
-        child_id = command.workflow_id or f"{run.workflow_id}/{leaf.step}"
+        child_id = command.workflow_id or _default_child_id(run, leaf.step)
         payload = self._start_payload(command.workflow, command.args, dict(command.kwargs),
                                       parent=(run.workflow_id, leaf.step))
         if not self._create(command.workflow, child_id, payload):

@@ -58,8 +58,8 @@ _JOBS_PER_TURN = 256  # then the turn's batch is committed, however many jobs st
 class _Run:
     """A run this engine drives: its machine and what it is waiting on."""
 
-    __slots__ = ("workflow_id", "workflow", "machine", "handle", "next_seq", "parent", "executions", "paused",
-                 "parked", "custom_status", "status_unsaved", "warned_size")
+    __slots__ = ("workflow_id", "workflow", "machine", "handle", "next_seq", "parent", "generation", "executions",
+                 "paused", "parked", "custom_status", "status_unsaved", "warned_size")
 
     def __init__(self, workflow_id: str, workflow: Workflow[Any], machine: Machine, handle: WorkflowHandle,
                  next_seq: int, start: dict[str, Any]) -> None:
@@ -70,6 +70,7 @@ class _Run:
         self.next_seq = next_seq  # position of the next event in its history
         parent = start.get("parent")  # [parent id, step] of a child workflow
         self.parent: tuple[str, int] | None = None if parent is None else (parent[0], parent[1])
+        self.generation: int = start.get("generation", 1)  # 1 + how many times the id continued as new
         self.executions: dict[int, Execution] = {}  # running activities, by step
         self.paused = False
         self.parked: list[Leaf] = []  # leaves not started because the run is paused
@@ -504,11 +505,14 @@ class Engine(Effects):
 
     def _start_payload(self, wf: Workflow[Any], args: tuple[Any, ...], kwargs: dict[str, Any], *,
                        timeout: timedelta | float | None = None, start_at: float | None = None,
-                       parent: tuple[str, int] | None = None, continued: bool = False) -> Payload:
+                       parent: tuple[str, int] | None = None, continued: bool = False,
+                       generation: int = 1) -> Payload:
         start: dict[str, Any] = {"args": list(args), "kwargs": kwargs, "seed": random.getrandbits(63),
                                  "rules": RULES_VERSION}
         if continued:
             start["continued"] = True
+        if generation > 1:
+            start["generation"] = generation
         if timeout is not None:
             start["timeout"] = _seconds(timeout)
         if start_at is not None:
@@ -749,7 +753,8 @@ class Engine(Effects):
 
     def _continue_as_new(self, run: _Run, step: Continued) -> None:
         self._after_step(run)
-        start_payload = self._start_payload(run.workflow, step.args, step.kwargs, continued=True, parent=run.parent)
+        start_payload = self._start_payload(run.workflow, step.args, step.kwargs, continued=True, parent=run.parent,
+                                            generation=run.generation + 1)
         result = Event(run.next_seq, 0, RESULT, "", self._clock.now(), CONTINUED,
                        *payloads.encode({"args": list(step.args), "kwargs": step.kwargs}, "continue_as_new"))
         new_start = Event(0, 0, START, run.workflow.name, self._clock.now(), OK, *start_payload)

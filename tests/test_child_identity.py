@@ -76,3 +76,17 @@ def test_the_parent_closing_does_not_cancel_the_unrelated_run() -> None:
         assert env.store.info("p/1").status is rk.Status.RUNNING  # type: ignore[union-attr]
         env.signal("p/1", "approved", "yes")
         assert other.result(timeout=10) == {"answer": "yes"}
+
+
+@rk.workflow
+def one_child_per_run(ctx: rk.Context, n: int, results: list[int]):
+    results = [*results, (yield rk.child_workflow(plain, n))]
+    if n < 3:
+        yield rk.continue_as_new(n + 1, results)
+    return results
+
+
+def test_each_run_of_a_parent_that_continues_as_new_has_children_of_its_own() -> None:
+    with TestEnv(strict_replay=True) as env:
+        assert env.run(one_child_per_run, 1, [], workflow_id="loop") == [101, 102, 103]
+        assert {info.workflow_id for info in env.store.list()} == {"loop", "loop/1", "loop#2/1", "loop#3/1"}
