@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import os
+import types
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -30,6 +31,21 @@ from ..store import MemoryStore, SqliteStore, Store
 from ..workflow import as_workflow
 
 DEFAULT_START = datetime(2030, 1, 1, tzinfo=timezone.utc)
+# Test tooling that keeps the real clock: pytest times tests with functions it imported from `time`.
+_TOOLING = ("_pytest", "pytest", "pluggy", "xdist", "hypothesis", "coverage")
+
+
+def _spare_tooling(freezer: Any) -> None:
+    """Give the test tooling its real clock back.
+
+    freezegun replaces the clock functions in every loaded module (``from time import
+    perf_counter`` included), so pytest's own timing read fake time: ``--durations``
+    reported 1.9e9 s. Its ``ignore`` option is no help: it also hands real time to any
+    code called from a pytest frame, test bodies included.
+    """
+    for owner, attribute, real in getattr(freezer, "undo_changes", ()):
+        if isinstance(owner, types.ModuleType) and owner.__name__.startswith(_TOOLING):
+            setattr(owner, attribute, real)  # freezegun's stop() sets the same value again
 
 
 class _RecordingExecutor(Executor):
@@ -116,6 +132,7 @@ class TestEnv:
         if self._freeze:
             self._freezer = freezegun.freeze_time(self.now())
             frozen = self._freezer.start()
+            _spare_tooling(self._freezer)
             self.clock.on_move.append(lambda t: frozen.move_to(utc(t)))
         return self
 
