@@ -30,7 +30,7 @@ from typing import Any, Generic, ParamSpec, Protocol, overload
 
 import attrs
 
-from .commands import ActivityCall, R, making
+from .commands import ActivityCall, R, per_thread
 from .errors import Cancelled
 from .retry import RetryPolicy
 
@@ -143,10 +143,10 @@ class Activity(Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> ActivityCall[R]:
         call = ActivityCall(self, args, tuple(kwargs.items()) if kwargs else ())
-        made = making.made  # inside a workflow step: note where (commands.noted, inlined on the hot path)
+        made = per_thread.making.made  # inside a workflow step: note where (commands.noted, inlined)
         if made is not None:
             frame = sys._getframe(1)
-            made.append((call, frame.f_code, frame.f_lasti))
+            made.append((call, frame, frame.f_lasti))
         return call
 
     def __repr__(self) -> str:

@@ -21,7 +21,7 @@ import sys
 import threading
 from collections.abc import Callable, Generator
 from datetime import datetime, timedelta, timezone
-from types import CodeType
+from types import FrameType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, overload
 
 import attrs
@@ -58,23 +58,31 @@ GROUP = "group"
 CONTINUE_AS_NEW = "continue_as_new"
 
 
-class _Making(threading.local):
-    """Set by the interpreter while it resumes a workflow on this thread: the list where
-    commands made meanwhile are noted with where they were made (code, instruction)."""
+class Making:
+    """While the interpreter resumes a workflow on this thread, ``made`` is where the commands
+    made meanwhile are noted, with where they were made (frame, instruction); else ``None``."""
 
-    made: list[tuple[Command[Any], CodeType, int]] | None = None
+    __slots__ = ("made",)
+
+    def __init__(self) -> None:
+        self.made: list[tuple[Command[Any], FrameType, int]] | None = None
 
 
-making = _Making()
+class _PerThread(threading.local):
+    def __init__(self) -> None:
+        self.making = Making()
+
+
+per_thread = _PerThread()  # ``per_thread.making``: this thread's (one lookup a step or command)
 _C = TypeVar("_C", bound="Command[Any]")
 
 
 def noted(command: _C) -> _C:
     """``command``, noted with its maker's place if a workflow step runs on this thread (see guard.py)."""
-    made = making.made
+    made = per_thread.making.made
     if made is not None:
         frame = sys._getframe(2)  # the caller of the factory that called us: the workflow's code
-        made.append((command, frame.f_code, frame.f_lasti))
+        made.append((command, frame, frame.f_lasti))
     return command
 
 

@@ -2,7 +2,7 @@
 
 A command made and never yielded (``charge_card(x)`` instead of ``yield
 charge_card(x)``) does nothing, silently. While the interpreter resumes a
-workflow, every command notes where it was made (``commands.making``); a step
+workflow, every command notes where it was made (``commands.per_thread``); a step
 that ends (yields, returns or raises) leaving one unused is refused with the file
 and line, before anything is recorded.
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import sys
-from types import CodeType, FrameType, TracebackType
+from types import FrameType, TracebackType
 from typing import Any
 
 from .commands import CHILD, CONTINUE_AS_NEW, SIDE_EFFECT, SIGNAL, TIMER, ActivityCall, Command, Group
@@ -35,7 +35,7 @@ _ASYNC_ADVICE = (
     "activity. Nothing was recorded; fix the code and run again."
 )
 
-Made = tuple[Command[Any], CodeType, int]  # a command, and the code and instruction that made it
+Made = tuple[Command[Any], FrameType, int]  # a command, and the frame and instruction that made it
 
 
 def _in_asyncio(filename: str) -> bool:
@@ -49,7 +49,8 @@ def is_library(filename: str) -> bool:
 
 
 def _site(made: Made) -> str:
-    _, code, lasti = made
+    _, frame, lasti = made
+    code = frame.f_code
     line = next((n for start, end, n in code.co_lines() if start <= lasti < end and n is not None),
                 code.co_firstlineno)
     return f"{code.co_filename}:{line}"

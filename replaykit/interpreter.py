@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 import attrs
 
 from . import determinism, guard, payloads
-from .commands import ACTIVITY, TIMER, ActivityCall, Command, ContinueAsNew, Group, making
+from .commands import ACTIVITY, TIMER, ActivityCall, Command, ContinueAsNew, Group, per_thread
 from .context import Context
 from .errors import ActivityTimeoutError, NonDeterminismError
 from .history import CANCEL, ERROR, PATCH, TIMEOUT, Event
@@ -339,7 +339,7 @@ class Machine:
         return self._advance(self._gen.throw, value)
 
     def _advance(self, resume: Callable[[Any], Any], arg: Any) -> Step:
-        tracking, loop = making, self._loop
+        tracking, loop = per_thread.making, self._loop
         made: list[guard.Made]
         while True:
             # Commands made during this step note themselves here. (A machine stepped inside
