@@ -55,6 +55,7 @@ from .errors import (
 )
 from .handle import WorkflowHandle
 from .history import Event, Status, WorkflowInfo
+from .restart import fork, restart
 from .retry import Exponential, Fixed, Linear, RetryPolicy
 from .run import run
 from .runtime import Engine
@@ -75,6 +76,6 @@ __all__ = [
     "TimedOut", "UnknownWorkflowError", "WaitSignal", "Workflow", "WorkflowCancelled", "WorkflowConflictError",
     "WorkflowFailed", "WorkflowHandle", "WorkflowInfo", "WorkflowLockedError", "WorkflowNotFoundError",
     "WorkflowPausedError", "WorkflowTimedOut", "activity", "activity_info", "all", "any", "cancel", "child_workflow",
-    "continue_as_new", "heartbeat", "is_cancelled", "pause", "query", "resume", "run", "runs_without_patch",
-    "send_signal", "side_effect", "sleep", "sleep_until", "wait_signal", "workflow",
+    "continue_as_new", "fork", "heartbeat", "is_cancelled", "pause", "query", "restart", "resume", "run",
+    "runs_without_patch", "send_signal", "side_effect", "sleep", "sleep_until", "wait_signal", "workflow",
 ]

@@ -13,7 +13,7 @@ import pytest
 
 import replaykit as rk
 from replaykit.history import OK, START, Event
-from replaykit.store.sqlite import SCHEMA_VERSION
+from replaykit.store.sqlite_schema import SCHEMA_VERSION
 
 from helpers import adder, waits_for_approval
 

@@ -8,7 +8,7 @@ run. Only store modules speak SQL; the runtime sees this interface.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import attrs
@@ -29,6 +29,8 @@ class Signal:
 
 UNSET: Any = object()
 
+RESTARTABLE = frozenset({Status.FAILED, Status.CANCELLED, Status.TIMED_OUT})  # what restart() accepts
+
 
 class Store(abc.ABC):
     """Persistence for histories, signals and ownership. See ``SqliteStore``, ``MemoryStore``.
@@ -38,8 +40,10 @@ class Store(abc.ABC):
     """
 
     @abc.abstractmethod
-    def create(self, workflow_id: str, name: str, start: Event, status: Status = Status.RUNNING) -> bool:
-        """Create the run with its start event; ``False`` (and no change) if the id exists."""
+    def create(self, workflow_id: str, name: str, start: Event, status: Status = Status.RUNNING,
+               history: Sequence[Event] = ()) -> bool:
+        """Create the run with its start event (and ``history`` after it, in the same transaction);
+        ``False`` (and no change) if the id exists."""
 
     @abc.abstractmethod
     def info(self, workflow_id: str) -> WorkflowInfo | None:
@@ -66,6 +70,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def continue_as_new(self, workflow_id: str, result: Event, start: Event) -> None:
         """End the newest run with ``result`` (status ``continued``) and start the next with ``start``."""
+
+    @abc.abstractmethod
+    def restart(self, workflow_id: str, start: Event, history: Sequence[Event] = ()) -> None:
+        """Start the id's next generation (``running``) with ``start`` and ``history``, atomically, if the
+        newest run is failed, cancelled or timed out; ``IllegalTransitionError`` (no change) otherwise."""
 
     @abc.abstractmethod
     def set_custom_status(self, workflow_id: str, value: Any) -> None:

@@ -108,6 +108,10 @@ class FileLocks:
         if self._closed:
             _drop_if_unused(f)
 
+    def holds(self, key: str) -> bool:
+        """Was ``key`` taken through this object, and not given back?"""
+        return key in self._mine
+
     def holder(self, key: str) -> int | None:
         """The pid of the process holding ``key`` (``os.getpid()`` if this one), if the OS tells."""
         f = self._file

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import attrs
 
 from ..errors import IllegalTransitionError, WorkflowLockedError, WorkflowNotFoundError
 from ..history import CONTINUED, Event, Status, WorkflowInfo
-from .base import UNSET, Signal, Store
+from .base import RESTARTABLE, UNSET, Signal, Store
 from .locks import ThreadLocks
 
 _PAGE = 256  # events per page, as SqliteStore reads them
@@ -37,12 +37,13 @@ class MemoryStore(Store):
             raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in this MemoryStore")
         return info
 
-    def create(self, workflow_id: str, name: str, start: Event, status: Status = Status.RUNNING) -> bool:
+    def create(self, workflow_id: str, name: str, start: Event, status: Status = Status.RUNNING,
+               history: Sequence[Event] = ()) -> bool:
         with self._mutex:
             if workflow_id in self._runs:
                 return False
             self._runs[workflow_id] = WorkflowInfo(workflow_id, name, status, start.at, start.at)
-            self._events[workflow_id] = [start]
+            self._events[workflow_id] = [start, *history]
             self._signals.setdefault(workflow_id, [])
             self._version += 1
             return True
@@ -100,6 +101,17 @@ class MemoryStore(Store):
             self._runs[workflow_id] = WorkflowInfo(workflow_id, info.name, Status.RUNNING, start.at, start.at,
                                                    info.custom_status)
             self._events[workflow_id] = [start]
+            self._version += 1
+
+    def restart(self, workflow_id: str, start: Event, history: Sequence[Event] = ()) -> None:
+        with self._mutex:
+            info = self._need(workflow_id)
+            if info.status not in RESTARTABLE:
+                raise IllegalTransitionError(
+                    f"workflow {workflow_id!r} is {info.status.value}; only a failed, cancelled or timed-out run "
+                    "can be restarted")
+            self._runs[workflow_id] = WorkflowInfo(workflow_id, info.name, Status.RUNNING, start.at, start.at)
+            self._events[workflow_id] = [start, *history]
             self._version += 1
 
     def set_custom_status(self, workflow_id: str, value: Any) -> None:

@@ -14,30 +14,22 @@ import os
 import socket
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from typing import Any
 from urllib.request import pathname2url
 
-import sqlite_utils
-
-from .. import payloads
 from ..errors import (
     IllegalTransitionError,
-    NotAStoreError,
     StoreError,
-    StoreNotFoundError,
-    StoreTooNewError,
     WorkflowLockedError,
     WorkflowNotFoundError,
 )
 from ..history import Event, Status, WorkflowInfo
-from .base import UNSET, Signal, Store
+from .base import RESTARTABLE, UNSET, Signal, Store
 from .locks import FileLocks, stores_open
 from .sqlite_errors import cannot_open, refused, translated
-
-SCHEMA_VERSION = 1
-APPLICATION_ID = 0x524B4954  # "RKIT" in the SQLite header: marks a replaykit store
+from .sqlite_schema import ensure_schema
 
 
 class Durability(str, enum.Enum):
@@ -50,22 +42,6 @@ class Durability(str, enum.Enum):
 _SYNCHRONOUS = {Durability.CRASH: "NORMAL", Durability.POWER: "FULL"}
 _PAGE = 256  # history rows per query: memory stays bounded, and no statement stays open between pages
 
-# sqlite-utils cannot declare WITHOUT ROWID tables; the history table is one
-# (a single b-tree keyed by (run, seq): one insert per step, no extra index).
-_EVENTS_DDL = """
-CREATE TABLE events (
-    run INTEGER NOT NULL,
-    seq INTEGER NOT NULL,
-    step INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    name TEXT NOT NULL,
-    at REAL NOT NULL,
-    outcome TEXT NOT NULL,
-    encoding TEXT NOT NULL,
-    payload,
-    PRIMARY KEY (run, seq)
-) WITHOUT ROWID
-"""
 _INSERT_EVENT = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _EVENT_COLUMNS = "seq, step, kind, name, at, outcome, encoding, payload"
 _SELECT_PAGE = f"SELECT {_EVENT_COLUMNS} FROM events WHERE run = ? AND seq > ? ORDER BY seq LIMIT ?"
@@ -95,7 +71,7 @@ class SqliteStore(Store):
         try:
             try:
                 conn = self._conn("rwc" if create else "rw")
-                self._init_schema(conn, create)  # refuses foreign files before anything is written
+                ensure_schema(conn, self.path, create)  # refuses foreign files before anything is written
             except sqlite3.DatabaseError as exc:
                 self.close()
                 raise refused(self.path, exc, in_use=stores_open(self.path) > 0) from exc
@@ -124,78 +100,6 @@ class SqliteStore(Store):
                 conn.execute("PRAGMA busy_timeout = 10000")
                 conn.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[self.durability]}")
         return conn
-
-    def _init_schema(self, conn: sqlite3.Connection, create: bool) -> None:
-        if self._is_ours(conn):  # a plain read: opening a store takes no write lock
-            return
-        if not create:
-            raise StoreNotFoundError(
-                f"no replaykit store at {self.path}: the file is empty, so it holds no replaykit store yet. "
-                "Check the path; reading a store never creates one, and nothing was changed."
-            )
-        with translated(self.path):
-            conn.execute("BEGIN IMMEDIATE")
-        try:
-            if self._is_ours(conn):  # another process created it meanwhile
-                conn.execute("COMMIT")
-                return
-            db = sqlite_utils.Database(conn)
-            self._create_schema(conn, db)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-
-    def _is_ours(self, conn: sqlite3.Connection) -> bool:
-        """Is this a replaykit store (``False``: an empty database)? Refuses anything else.
-
-        SQLite judges the file here: one that is not a database raises ``sqlite3.DatabaseError``.
-        """
-        app_id, version = (_value(conn, f"PRAGMA {name}") for name in ("application_id", "user_version"))
-        if app_id == APPLICATION_ID:
-            if version > SCHEMA_VERSION:
-                raise StoreTooNewError(
-                    f"{self.path} was written by a newer replaykit (store schema {version}; this "
-                    f"version reads up to {SCHEMA_VERSION}). Upgrade replaykit to use it; "
-                    "the file was not changed."
-                )
-            return True
-        tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()]
-        if tables:
-            raise NotAStoreError(
-                f"{self.path} is an SQLite database of something else (tables: "
-                f"{', '.join(tables[:5])}), not a replaykit store. Use a separate file for "
-                "replaykit; this one was not changed."
-            )
-        return False
-
-    @staticmethod
-    def _create_schema(conn: sqlite3.Connection, db: sqlite_utils.Database) -> None:
-        meta, runs, signals = (db.table(name) for name in ("meta", "runs", "signals"))
-        meta.create({"key": str, "value": str}, pk="key")
-        meta.insert_all([
-            {"key": "schema_version", "value": str(SCHEMA_VERSION)},
-            {"key": "payload_format", "value": str(payloads.FORMAT_VERSION)},
-        ])
-        runs.create(
-            {"id": int, "workflow_id": str, "generation": int, "name": str, "status": str,
-             "created_at": float, "updated_at": float, "custom_status": str},
-            pk="id", not_null={"workflow_id", "generation", "name", "status"},
-        )
-        runs.create_index(["workflow_id", "generation"], unique=True)
-        runs.create_index(["status"])
-        conn.execute(_EVENTS_DDL)
-        signals.create(
-            {"id": int, "workflow_id": str, "name": str, "encoding": str, "payload": str,
-             "sent_at": float, "consumed": int},
-            pk="id", defaults={"consumed": 0},
-        )
-        signals.create_index(["workflow_id", "name", "consumed"])
-        # A partial index, which sqlite-utils cannot declare: finds the unconsumed few among all signals.
-        conn.execute("CREATE INDEX signals_unconsumed ON signals (workflow_id) WHERE consumed = 0")
-        conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -254,13 +158,16 @@ class SqliteStore(Store):
             raise
 
     def _run(self, workflow_id: str) -> int:
-        """The row id of the newest run of ``workflow_id`` (cached: runs only ever get newer)."""
+        """The row id of the newest run of ``workflow_id``. Cached only while this process holds the
+        id's lock (then nobody else can start a newer generation); read afresh otherwise."""
         run = self._runs.get(workflow_id)
         if run is None:
             row = self._read_one(_NEWEST_RUN.format("id"), (workflow_id,))
             if row is None:
                 raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {self.path}")
-            run = self._runs[workflow_id] = row[0]
+            run = row[0]
+            if self._locks.holds(workflow_id):
+                self._runs[workflow_id] = run
         return run
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
@@ -275,7 +182,8 @@ class SqliteStore(Store):
 
     # -- the Store interface ----------------------------------------------------
 
-    def create(self, workflow_id: str, name: str, start: Event, status: Status = Status.RUNNING) -> bool:
+    def create(self, workflow_id: str, name: str, start: Event, status: Status = Status.RUNNING,
+               history: Sequence[Event] = ()) -> bool:
         with self._transaction() as conn:
             cur = conn.execute(
                 "INSERT OR IGNORE INTO runs (workflow_id, generation, name, status, created_at, updated_at) "
@@ -285,9 +193,28 @@ class SqliteStore(Store):
             if cur.rowcount == 0:
                 return False
             assert cur.lastrowid is not None
-            self._insert(conn, cur.lastrowid, start)
-            self._runs[workflow_id] = cur.lastrowid
+            for event in (start, *history):
+                self._insert(conn, cur.lastrowid, event)
             return True
+
+    def restart(self, workflow_id: str, start: Event, history: Sequence[Event] = ()) -> None:
+        with self._transaction() as conn:  # the status check and the new generation in one transaction
+            row = conn.execute(_NEWEST_RUN.format("id, status"), (workflow_id,)).fetchall()
+            if not row:
+                raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {self.path}")
+            run, status = row[0][0], Status(row[0][1])
+            if status not in RESTARTABLE:
+                raise IllegalTransitionError(
+                    f"workflow {workflow_id!r} is {status.value}; only a failed, cancelled or timed-out run "
+                    "can be restarted")
+            cur = conn.execute(
+                "INSERT INTO runs (workflow_id, generation, name, status, created_at, updated_at) "
+                "SELECT workflow_id, generation + 1, name, ?, ?, ? FROM runs WHERE id = ?",
+                (Status.RUNNING.value, start.at, start.at, run),
+            )
+            assert cur.lastrowid is not None
+            for event in (start, *history):
+                self._insert(conn, cur.lastrowid, event)
 
     def info(self, workflow_id: str) -> WorkflowInfo | None:
         row = self._read_one(_NEWEST_RUN.format(_RUN_COLUMNS), (workflow_id,))
@@ -352,7 +279,7 @@ class SqliteStore(Store):
             )
             assert cur.lastrowid is not None
             self._insert(conn, cur.lastrowid, start)
-        self._runs[workflow_id] = cur.lastrowid
+        self._runs.pop(workflow_id, None)
 
     def set_custom_status(self, workflow_id: str, value: Any) -> None:
         run = self._run(workflow_id)
@@ -407,9 +334,11 @@ class SqliteStore(Store):
         return [_info(row) for row in rows]
 
     def try_lock(self, workflow_id: str) -> bool:
+        self._runs.pop(workflow_id, None)
         return self._locks.try_acquire(workflow_id)
 
     def unlock(self, workflow_id: str) -> None:
+        self._runs.pop(workflow_id, None)
         self._locks.release(workflow_id)
 
     def lock_owner(self, workflow_id: str) -> str | None:

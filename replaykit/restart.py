@@ -1,0 +1,126 @@
+"""Restart a run that ended badly, or fork a run into a new id, reusing recorded steps.
+
+A history's prefix is itself a valid history (replay stops at a live suspension
+point), so both operations write a new run whose history is a prefix of the old
+one; whoever drives it next replays that prefix and carries on live. Nothing is
+copied that the current code cannot replay: the prefix is checked first.
+
+    rk.restart("orders.db", "order-o-42")                  # from the beginning, same arguments
+    rk.restart("orders.db", "order-o-42", from_step=3)     # reuse steps 1-2, run step 3 on live
+    rk.fork("orders.db", "order-o-42", "order-o-42-b", step=3)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from . import payloads
+from .control import Db, opened
+from .errors import IllegalTransitionError, WorkflowNotFoundError
+from .history import CANCEL, OK, RESULT, START, Event, Status, WorkflowInfo
+from .replaycheck import check_history
+from .store import Store
+from .store.base import RESTARTABLE
+from .workflow import Workflow, lookup
+
+
+def reusable_prefix(history: Iterable[Event], before_step: int | None) -> list[Event]:
+    """The events after the start that answer steps before ``before_step``, up to the first that does not.
+
+    A cancellation or the result ends the prefix too; ``None`` reuses nothing.
+    """
+    prefix: list[Event] = []
+    if before_step is None:
+        return prefix
+    for event in history:
+        if event.kind == START:
+            continue
+        if event.kind in (RESULT, CANCEL) or event.step >= before_step:
+            break
+        prefix.append(event)
+    return prefix
+
+
+def _new_start(old: Event, prefix: list[Event], now: float, changes: dict[str, Any],
+               drop: tuple[str, ...] = ()) -> Event:
+    """The new run's start event: the old arguments and seed (so the prefix replays the same)."""
+    recorded = dict(old.value())
+    for key in ("start_at", *drop):
+        recorded.pop(key, None)
+    recorded.update(changes)
+    at = old.at if prefix else now  # ctx.now() before the first step must read as it did
+    if prefix and "timeout" in recorded:  # the whole run timeout again, counted from now
+        recorded["timeout"] = recorded["timeout"] + (now - old.at)
+    payload = payloads.encode(recorded, "arguments of the restarted run")
+    return Event(0, 0, START, old.name, at, OK, *payload)
+
+
+def _load(store: Store, workflow_id: str) -> tuple[WorkflowInfo, list[Event]]:
+    info = store.info(workflow_id)
+    if info is None:
+        raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
+    return info, list(store.events(workflow_id))
+
+
+def _checked(info: WorkflowInfo, workflow_id: str, start: Event, prefix: list[Event],
+             workflows: dict[str, Workflow[Any]] | None) -> None:
+    """Replay the prefix against the current code: a run that cannot replay is never written."""
+    if prefix:
+        check_history(lookup(info.name, workflows), workflow_id, [start, *prefix])
+
+
+def restart_run(store: Store, workflow_id: str, *, from_step: int | None = None, now: float,
+                workflows: dict[str, Workflow[Any]] | None = None) -> None:
+    """Start a failed, cancelled or timed-out run again as the id's next generation (see module doc)."""
+    info, history = _load(store, workflow_id)
+    if info.status not in RESTARTABLE:
+        raise IllegalTransitionError(
+            f"workflow {workflow_id!r} is {info.status.value}; only a failed, cancelled or timed-out run "
+            "can be restarted (fork a completed run into a new id with rk.fork)")
+    prefix = reusable_prefix(history, from_step)
+    start = _new_start(history[0], prefix, now, {"restart": {"from_step": from_step}})
+    _checked(info, workflow_id, start, prefix, workflows)
+    store.restart(workflow_id, start, prefix)
+
+
+def fork_run(store: Store, workflow_id: str, new_id: str, *, step: int, now: float,
+             workflows: dict[str, Workflow[Any]] | None = None) -> None:
+    """Create ``new_id``: the same workflow and arguments, reusing the steps of ``workflow_id`` before ``step``."""
+    if step < 1:
+        raise ValueError(f"fork needs step >= 1 (the first step a fork runs live), got {step}")
+    info, history = _load(store, workflow_id)
+    prefix = reusable_prefix(history, step)
+    start = _new_start(history[0], prefix, now, {"fork": {"of": workflow_id, "step": step}},
+                       drop=("parent", "continued"))
+    _checked(info, new_id, start, prefix, workflows)
+    if not store.create(new_id, info.name, start, Status.RUNNING, history=prefix):
+        raise IllegalTransitionError(f"workflow id {new_id!r} is taken; fork into an id that does not exist yet")
+
+
+def restart(db: Db, workflow_id: str, *, from_step: int | None = None,
+            workflows: Iterable[Workflow[Any]] = ()) -> None:
+    """Start a failed, cancelled or timed-out run again, under the same id and arguments.
+
+    With ``from_step=N`` the steps before ``N`` are reused as recorded (not run
+    again) and step ``N`` onwards runs live; by default it starts from the
+    beginning. The old history stays readable as the id's previous generation.
+    The reused steps are replayed against the current code first
+    (:class:`NonDeterminismError`, nothing written, if they no longer match).
+    An engine that recovers, or ``rk.run`` with the same id and arguments, drives it.
+    """
+    with opened(db) as store:
+        restart_run(store, workflow_id, from_step=from_step, now=time.time(),
+                    workflows={w.name: w for w in workflows})
+
+
+def fork(db: Db, workflow_id: str, new_id: str, *, step: int, workflows: Iterable[Workflow[Any]] = ()) -> None:
+    """Copy run ``workflow_id`` into the new run ``new_id``, reusing its steps before ``step``.
+
+    Works on a run in any status (the original is untouched). The new run has the
+    same workflow and arguments, no parent, and continues live from ``step``.
+    """
+    with opened(db) as store:
+        fork_run(store, workflow_id, new_id, step=step, now=time.time(),
+                 workflows={w.name: w for w in workflows})

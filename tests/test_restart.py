@@ -1,0 +1,167 @@
+"""Restarting a failed or cancelled run, and forking a run from step N into a new id."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import replaykit as rk
+from replaykit.history import RESULT
+
+calls: list[str] = []
+broken: set[str] = set()
+
+
+@rk.activity
+def step(name: str) -> str:
+    calls.append(name)
+    if name in broken:
+        raise RuntimeError(f"{name} is down")
+    return f"{name}-done"
+
+
+@rk.workflow(name="three_steps")
+def three_steps(ctx: rk.Context, tag: str) -> Any:
+    a = yield step(f"{tag}-a")
+    b = yield step(f"{tag}-b")
+    c = yield step(f"{tag}-c")
+    return [a, b, c, ctx.random().random()]
+
+
+@pytest.fixture(autouse=True)
+def _clean() -> Any:
+    calls.clear()
+    broken.clear()
+    yield
+    broken.clear()
+
+
+def _fail_at_b(db: Path) -> None:
+    broken.add("t-b")
+    with pytest.raises(rk.WorkflowFailed, match="t-b is down"):
+        rk.run(three_steps, "t", workflow_id="w", db=db)
+    broken.clear()
+    calls.clear()
+
+
+def test_restart_runs_a_failed_run_again_from_the_beginning(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    _fail_at_b(db)
+    rk.restart(db, "w")
+    result = rk.run(three_steps, "t", workflow_id="w", db=db)
+    assert result[:3] == ["t-a-done", "t-b-done", "t-c-done"]
+    assert calls == ["t-a", "t-b", "t-c"]
+    with rk.SqliteStore(db) as store:
+        assert store.info("w").status is rk.Status.COMPLETED
+
+
+def test_restart_from_a_step_reuses_the_steps_before_it(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    broken.add("t-b")
+    with pytest.raises(rk.WorkflowFailed):
+        rk.run(three_steps, "t", workflow_id="w", db=db)
+    broken.clear()
+    calls.clear()
+    rk.restart(db, "w", from_step=2)
+    result = rk.run(three_steps, "t", workflow_id="w", db=db)
+    assert calls == ["t-b", "t-c"]  # step 1 was reused as recorded
+    assert result[:3] == ["t-a-done", "t-b-done", "t-c-done"]
+
+
+def test_restart_of_a_cancelled_run(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+
+    @rk.workflow(name="waits")
+    def waits(ctx: rk.Context) -> Any:
+        got = yield rk.wait_signal("go")
+        return got
+
+    with rk.Engine(db) as engine:
+        handle = engine.start(waits, workflow_id="c")
+        engine.cancel("c", "operator said so")
+        with pytest.raises(rk.WorkflowCancelled):
+            handle.result(timeout=10)
+        rk.restart(db, "c", workflows=[waits])
+        [handle] = engine.recover()
+        engine.signal("c", "go", 7)
+        assert handle.result(timeout=10) == 7
+
+
+@pytest.mark.parametrize("status", ["completed", "running"])
+def test_only_runs_that_ended_badly_restart(tmp_path: Path, status: str) -> None:
+    db = tmp_path / "s.db"
+    if status == "completed":
+        rk.run(three_steps, "t", workflow_id="w", db=db)
+    else:
+        with rk.SqliteStore(db) as store:
+            from replaykit.history import OK, START, Event
+
+            store.create("w", "three_steps", Event(0, 0, START, "three_steps", 0.0, OK, "json",
+                                                   '{"args": ["t"], "kwargs": {}, "seed": 1, "rules": 2}'))
+    with pytest.raises(rk.IllegalTransitionError, match=f"is {status}; only a failed"):
+        rk.restart(db, "w")
+
+
+def test_fork_reuses_steps_before_n_and_leaves_the_original_alone(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    original = rk.run(three_steps, "t", workflow_id="w", db=db)
+    calls.clear()
+    rk.fork(db, "w", "w-fork", step=3)
+    forked = rk.run(three_steps, "t", workflow_id="w-fork", db=db)
+    assert calls == ["t-c"]
+    assert forked == original  # same arguments, same seed, same recorded steps
+    with rk.SqliteStore(db) as store:
+        assert store.info("w").status is rk.Status.COMPLETED
+        assert [e.kind for e in store.events("w")][-1] == RESULT
+        assert len(list(store.events("w"))) == 5
+    with pytest.raises(rk.IllegalTransitionError, match="is taken"):
+        rk.fork(db, "w", "w-fork", step=2)
+
+
+def test_a_prefix_the_code_can_no_longer_replay_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    _fail_at_b(db)
+
+    def changed_code(ctx: rk.Context, tag: str) -> Any:
+        yield rk.sleep(1)  # was: an activity
+        return None
+
+    changed = rk.Workflow(changed_code, "three_steps")  # not registered: the module's stays in place
+
+    with pytest.raises(rk.NonDeterminismError):
+        rk.restart(db, "w", from_step=2, workflows=[changed])
+    with pytest.raises(rk.NonDeterminismError):
+        rk.fork(db, "w", "w2", step=2, workflows=[changed])
+    with rk.SqliteStore(db) as store:
+        assert store.info("w").status is rk.Status.FAILED
+        assert store.info("w2") is None
+
+
+def test_restart_and_fork_on_the_memory_store() -> None:
+    store = rk.MemoryStore()
+    broken.add("t-b")
+    with rk.Engine(store, activity_threads=0) as engine:
+        with pytest.raises(rk.WorkflowFailed):
+            engine.start(three_steps, "t", workflow_id="w").result(timeout=10)
+    broken.clear()
+    calls.clear()
+    rk.restart(store, "w", from_step=2)
+    with rk.Engine(store, activity_threads=0) as engine:
+        assert engine.start(three_steps, "t", workflow_id="w").result(timeout=10)[:3] == [
+            "t-a-done", "t-b-done", "t-c-done"]
+    assert calls == ["t-b", "t-c"]
+
+
+def test_a_store_never_reads_an_older_generation_another_store_replaced(tmp_path: Path) -> None:
+    """A store object must not keep answering for a generation another process has since replaced."""
+    db = tmp_path / "s.db"
+    _fail_at_b(db)
+    with rk.SqliteStore(db) as reader:
+        before = list(reader.events("w"))
+        assert before[-1].kind == RESULT
+        rk.restart(db, "w")  # another store object writes generation 2
+        assert [e.kind for e in reader.events("w")] == ["start"]
+        last = reader.last_event("w")
+        assert last is not None and last.kind == "start"
