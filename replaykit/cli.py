@@ -5,6 +5,8 @@
     replaykit signal orders.db order-o-42 approved true     # payload is JSON
     replaykit cancel orders.db order-o-42                   # also: pause, resume
     replaykit check orders.db -m myapp.workflows            # replay every history against current code
+    replaykit restart orders.db order-o-42 --from-step 3 -m myapp.workflows   # a failed/cancelled run again
+    replaykit fork orders.db order-o-42 order-o-42-b --step 3 -m myapp.workflows
 
 None of them creates a store: a path with none is an error (exit 1), as is a signal
 to a run that has ended.
@@ -21,6 +23,7 @@ from datetime import datetime, timezone
 from . import control
 from .errors import ReplayKitError
 from .history import Status
+from .restart import fork, restart
 
 
 def _time(ts: float) -> str:
@@ -50,10 +53,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("db")
     p.add_argument("-m", "--module", action="append", default=[],
                    help="module that defines workflows (imported to register them); repeatable")
+    p = sub.add_parser("restart", help="start a failed, cancelled or timed-out run again, same id and arguments")
+    p.add_argument("db")
+    p.add_argument("workflow_id")
+    p.add_argument("--from-step", type=int, default=None,
+                   help="reuse the recorded steps before this one (default: start from the beginning)")
+    p = sub.add_parser("fork", help="copy a run into a new id, reusing its steps before --step")
+    p.add_argument("db")
+    p.add_argument("workflow_id")
+    p.add_argument("new_id")
+    p.add_argument("--step", type=int, required=True, help="the first step the new run runs live")
+    for p in (sub.choices["restart"], sub.choices["fork"]):
+        p.add_argument("-m", "--module", action="append", default=[],
+                       help="module that defines the workflow (to replay the reused steps); repeatable")
     args = parser.parse_args(argv)
     try:
         if args.command == "check":
             return _check(args.db, args.module)
+        if args.command == "restart":
+            _import(args.module)
+            restart(args.db, args.workflow_id, from_step=args.from_step)
+            print(f"restarted {args.workflow_id}: an engine that recovers (or rk.run with the same id) drives it")
+            return 0
+        if args.command == "fork":
+            _import(args.module)
+            fork(args.db, args.workflow_id, args.new_id, step=args.step)
+            print(f"forked {args.workflow_id} into {args.new_id} from step {args.step}")
+            return 0
         if args.command in ("cancel", "pause", "resume"):
             getattr(control, args.command)(args.db, args.workflow_id)
             return 0
@@ -78,12 +104,17 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _check(db: str, modules: list[str]) -> int:
-    from .testing.replayer import replay_all  # the checker lives with the testing tools
-
+def _import(modules: list[str]) -> None:
+    """Import the user's workflow modules (from the current directory too), so their workflows register."""
     sys.path.insert(0, "")
     for name in modules:
         importlib.import_module(name)
+
+
+def _check(db: str, modules: list[str]) -> int:
+    from .testing.replayer import replay_all  # the checker lives with the testing tools
+
+    _import(modules)
     reports = replay_all(db)
     for r in reports:
         if r.ok:

@@ -165,3 +165,19 @@ def test_a_store_never_reads_an_older_generation_another_store_replaced(tmp_path
         assert [e.kind for e in reader.events("w")] == ["start"]
         last = reader.last_event("w")
         assert last is not None and last.kind == "start"
+
+
+def test_cli_restart_and_fork(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from replaykit.cli import main
+
+    db = tmp_path / "s.db"
+    _fail_at_b(db)
+    assert main(["fork", str(db), "w", "w2", "--step", "2"]) == 0
+    assert main(["restart", str(db), "w", "--from-step", "2"]) == 0
+    assert main(["restart", str(db), "w"]) == 1  # running now: refused
+    assert "is running; only a failed" in capsys.readouterr().err
+    assert rk.run(three_steps, "t", workflow_id="w", db=db)[:2] == ["t-a-done", "t-b-done"]
+    assert rk.run(three_steps, "t", workflow_id="w2", db=db)[:2] == ["t-a-done", "t-b-done"]
+    assert calls == ["t-b", "t-c", "t-b", "t-c"]
+    assert main(["fork", str(tmp_path / "missing.db"), "w", "w3", "--step", "1"]) == 1
+    assert not (tmp_path / "missing.db").exists()
