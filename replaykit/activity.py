@@ -146,7 +146,7 @@ class Activity(Generic[P, R]):
         made = per_thread.making.made  # inside a workflow step: note where (commands.noted, inlined)
         if made is not None:
             frame = sys._getframe(1)
-            made.append((call, frame, frame.f_lasti))
+            made.append((call, frame.f_code, frame.f_lasti))
         return call
 
     def __repr__(self) -> str:

@@ -21,7 +21,7 @@ import sys
 import threading
 from collections.abc import Callable, Generator
 from datetime import datetime, timedelta, timezone
-from types import FrameType
+from types import CodeType
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, overload
 
 import attrs
@@ -60,12 +60,12 @@ CONTINUE_AS_NEW = "continue_as_new"
 
 class Making:
     """While the interpreter resumes a workflow on this thread, ``made`` is where the commands
-    made meanwhile are noted, with where they were made (frame, instruction); else ``None``."""
+    made meanwhile are noted, with where they were made (code, instruction); else ``None``."""
 
     __slots__ = ("made",)
 
     def __init__(self) -> None:
-        self.made: list[tuple[Command[Any], FrameType, int]] | None = None
+        self.made: list[tuple[Command[Any], CodeType, int]] | None = None
 
 
 class _PerThread(threading.local):
@@ -82,7 +82,7 @@ def noted(command: _C) -> _C:
     made = per_thread.making.made
     if made is not None:
         frame = sys._getframe(2)  # the caller of the factory that called us: the workflow's code
-        made.append((command, frame, frame.f_lasti))
+        made.append((command, frame.f_code, frame.f_lasti))  # not the frame: it would keep its locals alive
     return command
 
 
@@ -147,7 +147,7 @@ class ActivityCall(Command[R]):
         def __getattr__(self, name: str) -> Any:
             if name.startswith("__"):
                 raise AttributeError(name)
-            raise AttributeError(f"{self._misuse()}. (It has no attribute {name!r}.)", name=name, obj=self)
+            raise AttributeError(f"{self._misuse()}. It has no attribute {name!r}.", name=name, obj=self)
 
 
 # Using an activity's command as if it were the result says what went wrong (not "not iterable").
@@ -261,7 +261,7 @@ class Group(Command[R]):
     def __attrs_post_init__(self) -> None:
         for c in self.commands:
             if not isinstance(c, Command):
-                raise TypeError(f"rk.{self.mode}(...) takes replaykit commands, got {c!r}")
+                raise InvalidCommandError(f"rk.{self.mode}(...) takes replaykit commands, got {c!r}")
         if self.mode == "any" and not self.commands:
             raise ValueError("rk.any() needs at least one command: with none, nothing could ever finish first")
 

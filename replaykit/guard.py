@@ -2,9 +2,11 @@
 
 A command made and never yielded (``charge_card(x)`` instead of ``yield
 charge_card(x)``) does nothing, silently. While the interpreter resumes a
-workflow, every command notes where it was made (``commands.per_thread``); a step
-that ends (yields, returns or raises) leaving one unused is refused with the file
-and line, before anything is recorded.
+workflow, every command notes where it was made (``commands.per_thread``). When
+the step ends (it yields, returns or raises), a command it made that was not
+yielded and that nothing refers to any more can never run: that is refused, with
+the file and line. So are returning a command, and using one as if it were its
+result (``charge_card(x).amount``). A command kept for a later yield is fine.
 
 An ``async def`` workflow runs on replaykit's interpreter, not on an asyncio
 event loop, so awaiting asyncio (``asyncio.sleep``, a Future, ``gather``) cannot
@@ -20,8 +22,9 @@ from __future__ import annotations
 
 import os
 import sys
-from types import FrameType, TracebackType
-from typing import Any
+import weakref
+from types import CodeType, FrameType, TracebackType
+from typing import Any, NamedTuple
 
 from .commands import CHILD, CONTINUE_AS_NEW, SIDE_EFFECT, SIGNAL, TIMER, ActivityCall, Command, Group
 from .errors import InvalidCommandError
@@ -35,7 +38,7 @@ _ASYNC_ADVICE = (
     "activity. Nothing was recorded; fix the code and run again."
 )
 
-Made = tuple[Command[Any], FrameType, int]  # a command, and the frame and instruction that made it
+Made = tuple[Command[Any], CodeType, int]  # a command, and the code and instruction that made it
 
 
 def _in_asyncio(filename: str) -> bool:
@@ -44,13 +47,12 @@ def _in_asyncio(filename: str) -> bool:
 
 
 def is_library(filename: str) -> bool:
-    """Is this source file replaykit's or asyncio's (not the user's code)?"""
-    return os.path.dirname(os.path.abspath(filename)) == _PACKAGE_DIR or _in_asyncio(filename)
+    """Is this source file replaykit's (with the methods attrs writes for it) or asyncio's?"""
+    return (os.path.dirname(os.path.abspath(filename)) == _PACKAGE_DIR or filename.startswith("<attrs generated")
+            or _in_asyncio(filename))
 
 
-def _site(made: Made) -> str:
-    _, frame, lasti = made
-    code = frame.f_code
+def _site(code: CodeType, lasti: int) -> str:
     line = next((n for start, end, n in code.co_lines() if start <= lasti < end and n is not None),
                 code.co_firstlineno)
     return f"{code.co_filename}:{line}"
@@ -65,18 +67,6 @@ def _tree(command: Command[Any]) -> set[int]:
         if isinstance(c, Group):
             todo.extend(c.commands)
     return ids
-
-
-def unused(made: list[Made], yielded: Command[Any] | None) -> list[Made]:
-    """The commands made during a step that it did not yield, outermost only (a forgotten
-    ``rk.all(a(), b())`` is one mistake, not three)."""
-    used = _tree(yielded) if yielded is not None else set()
-    left = [m for m in made if id(m[0]) not in used]
-    inner: set[int] = set()
-    for command, _, _ in left:
-        if isinstance(command, Group):
-            inner |= _tree(command) - {id(command)}
-    return [m for m in left if id(m[0]) not in inner]
 
 
 _FACTORIES = {TIMER: "rk.sleep", SIGNAL: "rk.wait_signal", SIDE_EFFECT: "rk.side_effect", CHILD: "rk.child_workflow",
@@ -94,25 +84,86 @@ def _example(command: Command[Any]) -> str:
     return f"{name}(...)"
 
 
-def forgotten_yield(workflow_id: str, left: list[Made], then: str) -> InvalidCommandError:
-    """The error for commands made and not yielded; ``then`` says what the step did instead."""
-    what = ", ".join(f"{m[0].describe()} at {_site(m)}" for m in left)
-    it = "it" if len(left) == 1 else "them"
+class Dropped(NamedTuple):
+    """A command made and dropped without being yielded: what it was, and where it was made."""
+
+    what: str
+    example: str
+    site: str
+
+
+def _weakly(made: list[Made], used: set[int]) -> list[tuple[weakref.ref[Command[Any]], Dropped]]:
+    """Weak references to the commands in ``made`` not ``used``, outermost only (a forgotten
+    ``rk.all(a(), b())`` is one mistake, not three)."""
+    left = [m for m in made if id(m[0]) not in used]
+    inner: set[int] = set()
+    for m in left:
+        if isinstance(m[0], Group):
+            inner |= _tree(m[0]) - {id(m[0])}
+    notes = []
+    for command, code, lasti in left:
+        if id(command) not in inner:
+            try:
+                ref = weakref.ref(command)
+            except TypeError:  # a command type without weak references: assume it is kept
+                continue
+            notes.append((ref, Dropped(command.describe(), _example(command), _site(code, lasti))))
+    return notes
+
+
+def dropped(made: list[Made], yielded: Command[Any] | None) -> list[Dropped]:
+    """The commands made during a step, not yielded, that nothing refers to any more: they can
+    never run. Commands kept for a later yield (in a variable, a list) are not dropped. Empties
+    ``made``, which held them: whatever dies then was referred to by nothing else."""
+    notes = _weakly(made, _tree(yielded) if yielded is not None else set())
+    made.clear()
+    return [note for ref, note in notes if ref() is None]
+
+
+def forgotten_yield(workflow_id: str, lost: list[Dropped], then: str) -> InvalidCommandError:
+    """The error for commands dropped without being yielded; ``then`` says when it was noticed."""
+    what = ", ".join(f"{d.what} at {d.site}" for d in lost)
+    it = "it" if len(lost) == 1 else "them"
     return InvalidCommandError(
-        f"workflow {workflow_id!r} made {what} and did not yield {it} {then}. A command does nothing until the "
-        f"workflow yields it: write `result = yield {_example(left[0][0])}` (`await` in an async def workflow), "
-        "in the step that makes it; several at once go in rk.all(...). Nothing was recorded; fix the code and "
-        "run again."
+        f"workflow {workflow_id!r} made {what} and dropped {it} without yielding {it}, {then}. A command does "
+        f"nothing until the workflow yields it: write `result = yield {lost[0].example}` (`await` in an async "
+        "def workflow); several at once go in rk.all(...). Nothing was recorded; fix the code and run again."
     )
 
 
 def returned_command(workflow_id: str, command: Command[Any], made: list[Made]) -> InvalidCommandError:
-    where = next((f" (made at {_site(m)})" for m in made if m[0] is command), "")
+    where = next((f" (made at {_site(m[1], m[2])})" for m in made if m[0] is command), "")
     return InvalidCommandError(
         f"workflow {workflow_id!r} returned {command.describe()}{where} instead of yielding it, so it never ran: "
         f"write `return (yield {_example(command)})` (`return await ...` in an async def workflow). "
         "Nothing was recorded; fix the code and run again."
     )
+
+
+def misused(workflow_id: str, error: BaseException, made: list[Made]) -> InvalidCommandError | None:
+    """The error for workflow code that raised because it misused a command (used an activity
+    call as its result, passed rk.all something else), or ``None`` if ``error`` is not that."""
+    command = getattr(error, "obj", None) if isinstance(error, AttributeError) else None
+    if not isinstance(command, Command) and not isinstance(error, InvalidCommandError):
+        return None
+    where = next((f" (made at {_site(m[1], m[2])})" for m in made if m[0] is command), "")
+    text = str(error) if str(error).endswith(".") else f"{error}."
+    return InvalidCommandError(
+        f"workflow {workflow_id!r} at {_raised_at(error)[0]}{where}: {text} Nothing was recorded; fix the code "
+        "and run again."
+    )
+
+
+def _raised_at(error: BaseException) -> tuple[str, bool]:
+    """Where user code raised ``error`` (its innermost frame outside replaykit and asyncio), and
+    whether it was raised from inside asyncio's own code."""
+    site, tb = "<unknown location>", error.__traceback__
+    last: TracebackType | None = None
+    while tb is not None:
+        if not is_library(tb.tb_frame.f_code.co_filename):
+            site = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
+        last, tb = tb, tb.tb_next
+    return site, last is not None and _in_asyncio(last.tb_frame.f_code.co_filename)
 
 
 def not_a_command(workflow_id: str, value: Any, where: str, is_async: bool) -> InvalidCommandError:
@@ -133,19 +184,6 @@ def _user_site(frame: FrameType | None) -> str:
     while frame is not None and is_library(frame.f_code.co_filename):
         frame = frame.f_back
     return "<unknown location>" if frame is None else f"{frame.f_code.co_filename}:{frame.f_lineno}"
-
-
-def _raised_in_asyncio(raised: BaseException) -> str | None:
-    """Where user code called into asyncio, if ``raised`` came from inside asyncio's own code."""
-    site, tb = None, raised.__traceback__
-    last: TracebackType | None = None
-    while tb is not None:
-        if not is_library(tb.tb_frame.f_code.co_filename):
-            site = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
-        last, tb = tb, tb.tb_next
-    if last is None or not _in_asyncio(last.tb_frame.f_code.co_filename):
-        return None
-    return site or "<unknown location>"
 
 
 def _foreign(workflow_id: str, what: str, site: str) -> InvalidCommandError:
@@ -195,8 +233,8 @@ class RefusingLoop:
         (``asyncio.timeout`` outside a task, ``asyncio.run``, asyncio imported mid-step)."""
         error, self.error = self.error, None
         if error is None and raised is not None:
-            site = _raised_in_asyncio(raised)
-            if site is not None:
+            site, in_asyncio = _raised_at(raised)
+            if in_asyncio:
                 error = _foreign(self.workflow_id, f"{type(raised).__name__}: {raised}", site)
         if error is not None:
             raise error from raised

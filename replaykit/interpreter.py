@@ -347,7 +347,7 @@ class Machine:
             tracking.made = made = []
             previous = loop.enter() if loop is not None else None
             try:
-                if self._watch and not self.ctx.is_replaying:  # live steps only: replaying stays cheap
+                if self._watch:
                     with determinism.watching():
                         command = resume(arg)
                 else:
@@ -356,7 +356,7 @@ class Machine:
                 self._check_end(made, stop.value, None)
                 return Returned(stop.value)
             except Exception as exc:
-                self._check_end(made, None, exc)
+                self._check_end(made, None, exc, raised_here=exc is not arg)
                 return Raised(exc)
             finally:
                 tracking.made = None
@@ -378,25 +378,30 @@ class Machine:
             return Waiting(tuple(started))
 
     def _check_step(self, made: list[guard.Made], command: Any) -> None:
-        """After a yield: refuse asyncio, commands made and not yielded, and what is not a command."""
+        """After a yield: refuse asyncio, what is not a command, and commands dropped unyielded."""
         if self._loop is not None:
             self._loop.check()
         if not isinstance(command, Command):
             raise guard.not_a_command(self.ctx.workflow_id, command, self.where(), self._loop is not None)
-        left = guard.unused(made, command)
-        if left:
-            raise guard.forgotten_yield(self.ctx.workflow_id, left, f"before its next yield (at {self.where()})")
+        lost = guard.dropped(made, command)
+        if lost:
+            raise guard.forgotten_yield(self.ctx.workflow_id, lost, f"before its next yield (at {self.where()})")
 
-    def _check_end(self, made: list[guard.Made], value: Any, error: Exception | None) -> None:
-        """When the workflow returns (``value``) or raises (``error``): the same refusals."""
+    def _check_end(self, made: list[guard.Made], value: Any, error: Exception | None, *,
+                   raised_here: bool = False) -> None:
+        """When the workflow returns ``value`` or raises ``error``: the same refusals, and returning a
+        command or misusing one. (An error ``raised_here``, not thrown in at the yield and let through,
+        can be the code's mistake rather than the workflow's failure.)"""
         if self._loop is not None:
-            self._loop.check(error)
+            self._loop.check(error if raised_here else None)
         if isinstance(value, Command):
             raise guard.returned_command(self.ctx.workflow_id, value, made)
-        left = guard.unused(made, None) if made else []
-        if left:
+        if error is not None and raised_here and (misuse := guard.misused(self.ctx.workflow_id, error, made)):
+            raise misuse from error
+        lost = guard.dropped(made, None) if made else []
+        if lost:
             then = "before it returned" if error is None else f"before it raised {type(error).__name__}: {error}"
-            raise guard.forgotten_yield(self.ctx.workflow_id, left, then) from error
+            raise guard.forgotten_yield(self.ctx.workflow_id, lost, then) from error
 
 
 def new_machine(workflow: Workflow[Any], workflow_id: str, start: Event, *, watch: bool = False,

@@ -216,3 +216,19 @@ def test_async_workflows_step_without_importing_asyncio(monkeypatch: pytest.Monk
         step = machine.resolve(step.started[0].step, "ok", value, 0.0)
     assert step == Returned("ab")
     assert "asyncio" not in sys.modules and "asyncio.events" not in sys.modules
+
+
+def test_an_asyncio_error_of_an_async_activity_is_the_workflows_failure_not_a_foreign_await(db: str) -> None:
+    @rk.activity
+    async def too_slow() -> None:
+        await asyncio.wait_for(asyncio.sleep(5), timeout=0.01)  # raises TimeoutError inside asyncio
+
+    @rk.workflow(name="lets-a-timeout-through")
+    async def flow(ctx: Context) -> None:
+        await too_slow()
+
+    with pytest.raises(rk.WorkflowFailed, match="TimeoutError"):
+        rk.run(flow, workflow_id="slow", db=db)
+    with rk.SqliteStore(db) as store:
+        info = store.info("slow")
+        assert info is not None and info.status is rk.Status.FAILED

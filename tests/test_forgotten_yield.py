@@ -117,7 +117,8 @@ def test_a_command_made_and_dropped_before_the_end_is_refused_at_the_end() -> No
 
     with TestEnv() as env:
         handle = env.start(forgets, workflow_id="end")
-        with pytest.raises(rk.InvalidCommandError, match=r"made sleep\(0:01:00\) at .* before it returned"):
+        with pytest.raises(rk.InvalidCommandError, match=r"made sleep\(0:01:00\) at .* without yielding it, "
+                                                         r"before it returned"):
             handle.result(timeout=10)
         assert handle.status() is rk.Status.RUNNING
         assert [e.kind for e in env.history("end")] == ["start", "timer"]
@@ -128,13 +129,15 @@ def test_using_a_command_as_its_result_is_reported_as_the_forgotten_yield_not_re
     def uses(ctx: Context):
         yield rk.sleep(0)
         receipt = charge_card("o-3", 5)  # made here
-        return receipt.upper()
+        return receipt.upper()  # used here
 
     with TestEnv() as env:
         handle = env.start(uses, workflow_id="use")
-        with pytest.raises(rk.InvalidCommandError, match="before it raised AttributeError") as err:
+        with pytest.raises(rk.InvalidCommandError, match=r"charge_card\('o-3', 5\) is a replaykit command") as err:
             handle.result(timeout=10)
-        assert f"{__file__}:{line_of(uses.fn, '# made here')}" in str(err.value)
+        message = str(err.value)
+        assert f"{__file__}:{line_of(uses.fn, '# used here')}" in message
+        assert f"made at {__file__}:{line_of(uses.fn, '# made here')}" in message
         assert isinstance(err.value.__cause__, AttributeError)
         assert handle.status() is rk.Status.RUNNING
         assert [e.kind for e in env.history("use")] == ["start", "timer"]
@@ -241,3 +244,53 @@ def test_an_activity_misused_outside_a_workflow_says_what_it_is() -> None:
     assert call == charge_card("o-1", 1999) and bool(call)
     assert repr(cloudpickle.loads(cloudpickle.dumps(call))) == repr(call)  # pickling probes attributes: unharmed
     assert charged == []
+
+
+def test_commands_kept_for_a_later_yield_are_fine_even_if_some_are_never_needed() -> None:
+    @rk.workflow(name="yields-later")
+    def later(ctx: Context):
+        pending = note("kept in a variable")
+        yield rk.sleep(1)
+        first = yield pending
+        calls = [charge_card(f"l-{i}", i) for i in range(4)]  # made up front, yielded one a step
+        receipts = []
+        for call in calls:
+            receipts.append((yield call))
+            if len(receipts) == 2:
+                break  # the others are never needed: not a mistake
+        return [first, receipts]
+
+    with TestEnv(strict_replay=True) as env:
+        assert env.run(later, workflow_id="later") == ["kept in a variable", ["receipt-l-0", "receipt-l-1"]]
+    assert charged == ["l-0", "l-1"]
+
+
+def test_a_group_given_something_else_is_refused_not_recorded_as_a_failure() -> None:
+    @rk.workflow(name="bad-group")
+    def bad(ctx: Context):
+        yield rk.sleep(0)
+        yield rk.all(note("a"), "b")  # not a command
+
+    with TestEnv() as env:
+        handle = env.start(bad, workflow_id="bg")
+        with pytest.raises(rk.InvalidCommandError, match=r"rk.all\(...\) takes replaykit commands, got 'b'") as err:
+            handle.result(timeout=10)
+        assert f"{__file__}:{line_of(bad.fn, '# not a command')}" in str(err.value)
+        assert handle.status() is rk.Status.RUNNING
+        assert [e.kind for e in env.history("bg")] == ["start", "timer"]
+
+
+def test_an_activity_error_let_through_is_still_the_workflows_failure() -> None:
+    @rk.activity
+    def misuses_a_command() -> None:
+        note("x").upper()  # an activity's own bug: its failure, recorded like any other
+
+    @rk.workflow(name="lets-it-through")
+    def flow(ctx: Context):
+        yield misuses_a_command()
+
+    with TestEnv() as env:
+        handle = env.start(flow, workflow_id="through")
+        with pytest.raises(rk.WorkflowFailed, match="is a replaykit command"):
+            handle.result(timeout=10)
+        assert handle.status() is rk.Status.FAILED
