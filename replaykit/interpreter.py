@@ -347,7 +347,7 @@ class Machine:
             tracking.made = made = []
             previous = loop.enter() if loop is not None else None
             try:
-                if self._watch:
+                if self._watch and not self.ctx.is_replaying:  # live steps only: replaying stays cheap
                     with determinism.watching():
                         command = resume(arg)
                 else:
