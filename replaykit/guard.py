@@ -20,11 +20,12 @@ failed, and a rerun of the fixed code continues from the last recorded step.
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import weakref
 from types import CodeType, FrameType, TracebackType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 from .commands import CHILD, CONTINUE_AS_NEW, SIDE_EFFECT, SIGNAL, TIMER, ActivityCall, Command, Group
 from .errors import InvalidCommandError
@@ -208,10 +209,17 @@ class RefusingLoop:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__"):
             raise AttributeError(name)
-        if self.error is None:
-            self.error = _foreign(self.workflow_id, f"it needs a running event loop: loop.{name}",
-                                  _user_site(sys._getframe(1)))
-        raise self.error
+
+        def refuse(*args: Any, **kwargs: Any) -> NoReturn:
+            for arg in args:  # a coroutine handed to create_task: closed, so it does not warn "never awaited"
+                if inspect.iscoroutine(arg):
+                    arg.close()
+            if self.error is None:
+                self.error = _foreign(self.workflow_id, f"it needs a running event loop: loop.{name}()",
+                                      _user_site(sys._getframe(1)))
+            raise self.error
+
+        return refuse
 
     def enter(self) -> Any:
         """Become this thread's running loop, if asyncio is imported; returns what to restore."""
