@@ -426,6 +426,20 @@ def main() -> int:
     out()
     out("The peak does not grow with the history: it is streamed from SQLite, never loaded whole.")
     out()
+
+    out("## 8. Non-determinism warnings")
+    out()
+    out("What `warn_nondeterminism` (on by default in `rk.run` and `Engine`) costs: a profile hook while "
+        "workflow code runs a live step; replayed steps are not watched (`benchmarks/bench_nondeterminism.py`). "
+        "CPU time of the process per step, runs with and without alternating.")
+    out()
+    from bench_nondeterminism import measure_all  # imported here: it imports this module's workflows
+
+    out("| per step | without | with | cost of the warnings |")
+    out("|---|---|---|---|")
+    for what, without, with_ in measure_all(500 if quick else 5000, 1 if quick else max(repeat, 9)):
+        out(f"| {what} | {without:.1f} µs | {with_:.1f} µs | {with_ - without:+.1f} µs |")
+    out()
     if opts.write:
         Path(opts.write).write_text("\n".join(lines) + "\n")
         print(f"\n(written to {opts.write})")

@@ -5,6 +5,10 @@ watches the calls made *directly from user code* and warns on the few that break
 replay, pointing at ``ctx.now()``, ``ctx.random()``, ``ctx.uuid4()`` or an
 activity. Calls made inside the standard library or installed packages are not
 reported (uuid4 calling os.urandom is one mistake, not two).
+
+The hook runs for every call and return of the step, so its common case (nothing
+watched) is two comparisons and a dictionary lookup by ``id``: the cost per step is
+in ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations
@@ -21,9 +25,7 @@ import sysconfig
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
-from types import FrameType
+from types import FrameType, TracebackType
 from typing import Any
 
 
@@ -38,15 +40,17 @@ _UUID = f"{_DIFFERS}; use ctx.uuid4(), drawn from the recorded seed"
 _IO = "which is not recorded and runs again on every replay; do I/O in an activity"
 _SLEEP = "which blocks the engine and is not durable; use `yield rk.sleep(...)`"
 
-# builtin functions, by identity
-_C_FUNCTIONS: dict[Any, tuple[str, str]] = {
-    time.time: ("time.time()", _CLOCK),
-    time.time_ns: ("time.time_ns()", _CLOCK),
-    time.sleep: ("time.sleep()", _SLEEP),
-    builtins.open: ("open()", _IO),
-    io.open: ("open()", _IO),
-    os.system: ("os.system()", _IO),
-    os.urandom: ("os.urandom()", _RANDOM),
+# builtin functions, by id (each entry keeps its function alive, so the id stays its own)
+_C_FUNCTIONS: dict[int, tuple[Any, str, str]] = {
+    id(fn): (fn, label, instead) for fn, label, instead in (
+        (time.time, "time.time()", _CLOCK),
+        (time.time_ns, "time.time_ns()", _CLOCK),
+        (time.sleep, "time.sleep()", _SLEEP),
+        (builtins.open, "open()", _IO),
+        (io.open, "open()", _IO),
+        (os.system, "os.system()", _IO),
+        (os.urandom, "os.urandom()", _RANDOM),
+    )
 }
 # builtin methods, by (owner, name)
 _C_METHODS: dict[tuple[type, str], tuple[str, str]] = {
@@ -59,66 +63,65 @@ _SKIP_DIRS = tuple({os.path.realpath(sysconfig.get_paths()[k]) for k in ("stdlib
                    | {os.path.dirname(os.path.realpath(__file__))})
 
 
-def _python_functions() -> dict[Any, tuple[str, str]]:
-    watched: dict[Any, tuple[str, str]] = {
-        uuid.uuid4.__code__: ("uuid.uuid4()", _UUID),
-        uuid.uuid1.__code__: ("uuid.uuid1()", _UUID),
-        subprocess.Popen.__init__.__code__: ("subprocess.Popen()", _IO),
-    }
+def _python_functions() -> dict[int, tuple[Any, str, str]]:
+    """Watched Python functions, by id of their code object (hashing a code object is slow)."""
+    watched: list[tuple[Any, str, str]] = [
+        (uuid.uuid4.__code__, "uuid.uuid4()", _UUID),
+        (uuid.uuid1.__code__, "uuid.uuid1()", _UUID),
+        (subprocess.Popen.__init__.__code__, "subprocess.Popen()", _IO),
+    ]
     for name in ("random", "randint", "randrange", "choice", "choices", "shuffle", "sample", "uniform", "gauss"):
         method = getattr(random.Random, name, None)
         if method is not None and hasattr(method, "__code__"):
-            watched[method.__code__] = (f"random.{name}()", _RANDOM)
+            watched.append((method.__code__, f"random.{name}()", _RANDOM))
     try:  # under freezegun (the test environment), these stand in for the clock
         from freezegun import api as fz
 
-        watched[fz.fake_time.__code__] = ("time.time()", _CLOCK)
+        watched.append((fz.fake_time.__code__, "time.time()", _CLOCK))
         for owner, name, label in ((fz.FakeDatetime, "now", "datetime.now()"),
                                    (fz.FakeDatetime, "utcnow", "datetime.utcnow()"),
                                    (fz.FakeDate, "today", "date.today()")):
-            watched[getattr(owner, name).__func__.__code__] = (label, _CLOCK)
+            watched.append((getattr(owner, name).__func__.__code__, label, _CLOCK))
     except ImportError:
         pass
-    return watched
+    return {id(code): (code, label, instead) for code, label, instead in watched}
 
 
-_PY_FUNCTIONS: dict[Any, tuple[str, str]] | None = None
+_PY_FUNCTIONS: dict[int, tuple[Any, str, str]] = {}
 
 
 def _user_frame(frame: FrameType | None) -> bool:
     return frame is not None and not os.path.realpath(frame.f_code.co_filename).startswith(_SKIP_DIRS)
 
 
-def _identify(frame: FrameType, event: str, arg: Any) -> tuple[FrameType | None, tuple[str, str] | None]:
-    """(the calling frame, what was called) for watched calls, else (None, None)."""
-    if event == "c_call":
-        found = _C_FUNCTIONS.get(arg) if _hashable(arg) else None
-        owner = getattr(arg, "__self__", None)
-        if found is None and owner is not None:
-            if owner is random._inst:
-                found = (f"random.{arg.__name__}()", _RANDOM)
-            elif isinstance(owner, socket.socket) and arg.__name__ in ("connect", "connect_ex", "sendto"):
-                found = (f"socket.{arg.__name__}()", _IO)
-            elif isinstance(owner, type):
-                found = _C_METHODS.get((owner, arg.__name__))
-        return (frame, found) if found else (None, None)
+def _builtin(fn: Any) -> tuple[str, str] | None:
+    """(what, instead) if ``fn``, a builtin about to be called, is watched."""
+    found = _C_FUNCTIONS.get(id(fn))
+    if found is not None and found[0] is fn:
+        return found[1], found[2]
+    owner = getattr(fn, "__self__", None)
+    if owner is random._inst:
+        return f"random.{fn.__name__}()", _RANDOM
+    if isinstance(owner, socket.socket) and fn.__name__ in ("connect", "connect_ex", "sendto"):
+        return f"socket.{fn.__name__}()", _IO
+    if isinstance(owner, type):
+        return _C_METHODS.get((owner, fn.__name__))
+    return None
+
+
+def _hook(frame: FrameType, event: str, arg: Any) -> None:
     if event == "call":
-        assert _PY_FUNCTIONS is not None
-        found = _PY_FUNCTIONS.get(frame.f_code)
-        if found is None:
-            return None, None
-        if found[1] is _RANDOM and frame.f_locals.get("self") is not random._inst:
-            return None, None  # ctx.random() is a Random of its own: fine
-        return frame.f_back, found
-    return None, None
-
-
-def _hashable(value: Any) -> bool:
-    try:
-        hash(value)
-        return True
-    except TypeError:
-        return False
+        found = _PY_FUNCTIONS.get(id(frame.f_code))
+        if found is None or found[0] is not frame.f_code:
+            return
+        if found[2] is _RANDOM and frame.f_locals.get("self") is not random._inst:
+            return  # ctx.random() is a Random of its own: fine
+        if _user_frame(frame.f_back):
+            _warn(frame.f_back, found[1], found[2])  # type: ignore[arg-type]
+    elif event == "c_call":
+        what = _builtin(arg)
+        if what is not None and _user_frame(frame):
+            _warn(frame, *what)
 
 
 def _warn(caller: FrameType, what: str, instead: str) -> None:
@@ -132,24 +135,28 @@ def _warn(caller: FrameType, what: str, instead: str) -> None:
     )
 
 
-@contextmanager
-def watching() -> Iterator[None]:
+class watching:  # noqa: N801 - used as a function: ``with watching(): ...``
     """Warn about non-deterministic calls made from user code inside this block (this thread)."""
-    global _PY_FUNCTIONS
-    if _PY_FUNCTIONS is None:
-        _PY_FUNCTIONS = _python_functions()
-    previous = sys.getprofile()
 
-    def hook(frame: FrameType, event: Any, arg: Any) -> None:
-        if previous is not None:
-            previous(frame, event, arg)
-        caller, found = _identify(frame, event, arg)
-        if found is not None and _user_frame(caller):
-            assert caller is not None
-            _warn(caller, *found)
+    __slots__ = ("_previous", "_installed")
 
-    sys.setprofile(hook)
-    try:
-        yield
-    finally:
-        sys.setprofile(previous)
+    def __enter__(self) -> None:
+        if not _PY_FUNCTIONS:
+            _PY_FUNCTIONS.update(_python_functions())
+        previous = self._previous = sys.getprofile()
+        self._installed = previous is None or callable(previous)
+        if previous is None:
+            sys.setprofile(_hook)
+        elif callable(previous):  # another profile function runs on this thread: call it too
+
+            def chained(frame: FrameType, event: Any, arg: Any) -> None:
+                previous(frame, event, arg)
+                _hook(frame, event, arg)
+
+            sys.setprofile(chained)
+        # else a profiler written in C (cProfile's) runs here: leave it alone, and warn about nothing
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._installed:
+            sys.setprofile(self._previous)

@@ -19,32 +19,40 @@ Db = str | os.PathLike[str] | Store
 # the workflow's parameters, arguments by keyword are not.
 @overload
 def run(workflow: Takes0[R], /, *,
-        workflow_id: str, db: Db, durability: str = "crash", lock_timeout: float = 0.0) -> R: ...
+        workflow_id: str, db: Db, durability: str = "crash", lock_timeout: float = 0.0,
+        warn_nondeterminism: bool = True) -> R: ...
 @overload
 def run(workflow: Takes1[A1, R], a1: A1, /, *,
-        workflow_id: str, db: Db, durability: str = "crash", lock_timeout: float = 0.0) -> R: ...
+        workflow_id: str, db: Db, durability: str = "crash", lock_timeout: float = 0.0,
+        warn_nondeterminism: bool = True) -> R: ...
 @overload
 def run(workflow: Takes2[A1, A2, R], a1: A1, a2: A2, /, *,
-        workflow_id: str, db: Db, durability: str = "crash", lock_timeout: float = 0.0) -> R: ...
+        workflow_id: str, db: Db, durability: str = "crash", lock_timeout: float = 0.0,
+        warn_nondeterminism: bool = True) -> R: ...
 @overload
 def run(workflow: Takes3[A1, A2, A3, R], a1: A1, a2: A2, a3: A3, /, *,
-        workflow_id: str, db: Db, durability: str = "crash", lock_timeout: float = 0.0) -> R: ...
+        workflow_id: str, db: Db, durability: str = "crash", lock_timeout: float = 0.0,
+        warn_nondeterminism: bool = True) -> R: ...
 @overload
 def run(workflow: Takes4[A1, A2, A3, A4, R], a1: A1, a2: A2, a3: A3, a4: A4, /, *,
-        workflow_id: str, db: Db, durability: str = "crash", lock_timeout: float = 0.0) -> R: ...
+        workflow_id: str, db: Db, durability: str = "crash", lock_timeout: float = 0.0,
+        warn_nondeterminism: bool = True) -> R: ...
 @overload
 def run(workflow: Takes5[A1, A2, A3, A4, A5, R], a1: A1, a2: A2, a3: A3, a4: A4, a5: A5, /, *,
-        workflow_id: str, db: Db, durability: str = "crash", lock_timeout: float = 0.0) -> R: ...
+        workflow_id: str, db: Db, durability: str = "crash", lock_timeout: float = 0.0,
+        warn_nondeterminism: bool = True) -> R: ...
 @overload
 def run(workflow: Takes6[A1, A2, A3, A4, A5, A6, R], a1: A1, a2: A2, a3: A3, a4: A4, a5: A5, a6: A6, /, *,
-        workflow_id: str, db: Db, durability: str = "crash", lock_timeout: float = 0.0) -> R: ...
+        workflow_id: str, db: Db, durability: str = "crash", lock_timeout: float = 0.0,
+        warn_nondeterminism: bool = True) -> R: ...
 @overload
 def run(workflow: Workflow[..., R], /, *,
-        workflow_id: str, db: Db, durability: str = "crash", lock_timeout: float = 0.0, **kwargs: Any) -> R: ...
+        workflow_id: str, db: Db, durability: str = "crash", lock_timeout: float = 0.0,
+        warn_nondeterminism: bool = True, **kwargs: Any) -> R: ...
 
 
 def run(workflow: Any, /, *args: Any, workflow_id: str, db: Db, durability: str = "crash",
-        lock_timeout: float = 0.0, **kwargs: Any) -> Any:
+        lock_timeout: float = 0.0, warn_nondeterminism: bool = True, **kwargs: Any) -> Any:
     """Start the workflow, or resume it, or return its recorded result; block until it ends.
 
     Rerunning the same script after a crash continues from the last recorded
@@ -60,7 +68,13 @@ def run(workflow: Any, /, *args: Any, workflow_id: str, db: Db, durability: str 
     again to continue. (Activities of an ``rk.all`` still running are abandoned
     unrecorded, and run again on the rerun. A second Ctrl-C stops waiting for
     the activity in flight; it runs again on the rerun too.)
+
+    Workflow code that calls the wall clock, ``random``, ``uuid`` or does I/O
+    directly emits a :class:`~replaykit.testing.NonDeterminismWarning` naming the
+    line: a profile hook watches each live step, for a few microseconds of CPU
+    (replayed steps are not watched; see ``docs/benchmarks.md``).
+    ``warn_nondeterminism=False`` turns that off.
     """
-    with Engine(db, durability=durability, activity_threads=0) as engine:
+    with Engine(db, durability=durability, activity_threads=0, warn_nondeterminism=warn_nondeterminism) as engine:
         return engine.start(workflow, *args, workflow_id=workflow_id, lock_timeout=lock_timeout,
                             **kwargs).result()

@@ -98,9 +98,11 @@ class Engine(Effects):
     does: fastest for one workflow). ``poll_interval`` is how often the store is
     checked for signals, cancellations and pauses from other processes.
 
-    ``warn_nondeterminism`` makes workflow code that calls the wall clock,
-    ``random``, ``uuid`` or does I/O directly emit a ``NonDeterminismWarning``
-    (it costs a profile hook per step; the test environment turns it on).
+    ``warn_nondeterminism`` (on by default) makes workflow code that calls the
+    wall clock, ``random``, ``uuid`` or does I/O directly emit a
+    ``NonDeterminismWarning`` naming the line. It watches live steps with a profile
+    hook (a few microseconds of CPU a step, nothing for replayed steps: see
+    ``docs/benchmarks.md``); ``warn_nondeterminism=False`` turns it off.
     ``strict_replay`` replays each run's whole history after every step and
     checks the code reaches the same point (tests only: cost grows with length).
     ``history_warning`` logs a warning when a run's history passes that many
@@ -130,7 +132,7 @@ class Engine(Effects):
         poll_interval: float = 0.05,
         clock: Clock | None = None,
         executor: Executor | None = None,
-        warn_nondeterminism: bool = False,
+        warn_nondeterminism: bool = True,
         strict_replay: bool = False,
         history_warning: int = 10_000,
         group_commit: bool = True,

@@ -62,8 +62,8 @@ def test_ctx_equivalents_and_activity_code_do_not_warn() -> None:
         env.run(careful)
 
 
-def test_warnings_are_off_in_production_by_default() -> None:
-    with rk.Engine(rk.MemoryStore()) as engine, warnings.catch_warnings():
+def test_warnings_can_be_switched_off() -> None:  # on by default: tests/test_nondeterminism_default.py
+    with rk.Engine(rk.MemoryStore(), warn_nondeterminism=False) as engine, warnings.catch_warnings():
         warnings.simplefilter("error", NonDeterminismWarning)
         engine.start(careless, workflow_id="c").result(timeout=10)
 
