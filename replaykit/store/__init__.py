@@ -1,7 +1,24 @@
 """Stores persist histories, signals and ownership; the only layer that speaks SQL."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from .base import Signal, Store
 from .memory import MemoryStore
+from .open import open_store
 from .sqlite import Durability, SqliteStore
 
-__all__ = ["Durability", "MemoryStore", "Signal", "SqliteStore", "Store"]
+if TYPE_CHECKING:
+    from .postgres import PostgresStore
+
+__all__ = ["Durability", "MemoryStore", "PostgresStore", "Signal", "SqliteStore", "Store", "open_store"]
+
+
+def __getattr__(name: str) -> Any:
+    """``PostgresStore`` is imported on first use: importing replaykit must not import psycopg."""
+    if name == "PostgresStore":
+        from .postgres import PostgresStore
+
+        return PostgresStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,398 @@
+"""The store for many machines: PostgreSQL through psycopg 3 (``pip install 'replaykit[postgres]'``).
+
+``PostgresStore("postgresql://app@db/orders")`` has the semantics of ``SqliteStore``: the
+same interface, errors and atomicity (``docs/postgres.md``). A durable step is one ``INSERT``
+on an autocommit connection: one round trip, one commit. Durability is the same dial:
+``"crash"`` commits with ``synchronous_commit = off`` (a commit survives this process being
+killed; the server flushes it within a fraction of a second), ``"power"`` with ``on`` (each
+commit is flushed to disk before it returns).
+
+Writes that read and check a run's row first (signals, status changes, restart, continue-as-new)
+take a transaction-level advisory lock on the workflow id before reading, so they are
+serialised per id as SQLite serialises all writers; a plain step takes no lock.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+try:
+    import psycopg
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    raise ImportError(
+        "the PostgreSQL store needs psycopg 3: pip install 'replaykit[postgres]' (or 'psycopg[binary]')"
+    ) from exc
+from psycopg import pq
+
+from ..errors import IllegalTransitionError, StoreError, WorkflowLockedError, WorkflowNotFoundError
+from ..history import Event, Status, WorkflowInfo
+from .base import RESTARTABLE, UNSET, Signal, Store
+from .postgres_conn import (
+    CHANNEL,
+    OWNER_SQL,
+    AdvisoryLocks,
+    Connection,
+    Listener,
+    Pool,
+    alive,
+    connect,
+    describe_owner,
+    int32_key,
+    owner_params,
+)
+from .postgres_errors import redact, translate, translated
+from .postgres_schema import NAMESPACE, ensure_schema
+from .sqlite import Durability
+
+_PAGE = 256  # history rows per query, as SqliteStore reads them
+_SYNCHRONOUS_COMMIT = {Durability.CRASH: "off", Durability.POWER: "on"}
+
+_EVENT_COLUMNS = "seq, step, kind, name, at, outcome, encoding, payload, payload_bytes"
+_INSERT_EVENT = ("INSERT INTO replaykit_events VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                 "ON CONFLICT DO NOTHING")  # a duplicate must not abort a group-commit batch: see _insert
+_SELECT_PAGE = (f"SELECT {_EVENT_COLUMNS} FROM replaykit_events WHERE run = %s AND seq > %s "
+                "ORDER BY seq LIMIT %s")
+_RUN_COLUMNS = "workflow_id, name, status, created_at, updated_at, custom_status"
+_NEWEST_RUN = "SELECT {} FROM replaykit_runs WHERE workflow_id = %s ORDER BY generation DESC LIMIT 1"
+_NEWEST = "generation = (SELECT max(generation) FROM replaykit_runs n WHERE n.workflow_id = r.workflow_id)"
+_NEW_GENERATION = (
+    "INSERT INTO replaykit_runs (workflow_id, generation, name, status, created_at, updated_at, custom_status) "
+    "SELECT workflow_id, generation + 1, name, %s, %s, %s, {} FROM replaykit_runs WHERE id = %s RETURNING id"
+)
+_NOTIFY_AND_COMMIT = f"NOTIFY {CHANNEL}; COMMIT"
+
+
+class PostgresStore(Store):
+    """A replaykit store in a PostgreSQL database: its tables are created if absent (with
+    ``create=False`` they must exist), and a database holding other tables is refused.
+    Thread-safe: each call borrows a pooled connection; a thread that batches keeps one."""
+
+    def __init__(self, url: str, *, durability: Durability | str = Durability.CRASH, create: bool = True) -> None:
+        self.url = redact(url)
+        self.durability = Durability(durability)
+        sync = _SYNCHRONOUS_COMMIT[self.durability]
+        opener = lambda: connect(url, self.url, sync)  # noqa: E731
+        self._pool = Pool(opener)
+        self._locks = AdvisoryLocks(opener, self.url)
+        self._listener = Listener(opener)
+        self._local = threading.local()
+        self._runs: dict[str, int] = {}
+        try:
+            with self._pool.lent() as conn, translated(self.url):
+                ensure_schema(conn, self.url, create)  # refuses foreign databases before anything is written
+        except BaseException:
+            self.close()
+            raise
+
+    # -- connections, transactions, batches --------------------------------------------
+
+    @contextmanager
+    def _conn(self) -> Iterator[Connection]:
+        """A connection for one call: this thread's batch connection, or one from the pool."""
+        if getattr(self._local, "batching", False):
+            yield self._pinned()
+            return
+        with self._pool.lent() as conn:
+            yield conn
+
+    def _pinned(self) -> Connection:
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is None or not alive(conn):
+            conn = self._local.conn = self._pool.take()
+        return conn
+
+    def batch(self) -> None:
+        """From now on, this thread's writes share one transaction until :meth:`commit`."""
+        self._local.batching = True
+
+    def commit(self) -> None:
+        """Commit this thread's batch. Raises if the batch was lost (the server rolled it back,
+        or the connection broke): then none of it is recorded."""
+        lost: StoreError | None = getattr(self._local, "lost", None)
+        if lost is not None:
+            self._local.lost = None
+            raise type(lost)(f"{lost} None of this batch's writes was recorded.") from lost
+        conn: Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and conn.info.transaction_status != pq.TransactionStatus.IDLE:
+            with self._batch_write(conn):
+                conn.execute(_NOTIFY_AND_COMMIT if self._local.notify else "COMMIT")
+            self._local.notify = False
+
+    @contextmanager
+    def _batch_write(self, conn: Connection) -> Iterator[None]:
+        """One write of the open batch (begun if need be). Once the server has rolled the batch back,
+        the rest of it is refused until :meth:`commit`: a batch's later writes are never committed
+        without its first."""
+        lost: StoreError | None = getattr(self._local, "lost", None)
+        if lost is not None:
+            raise type(lost)(f"{lost} (an earlier write of this batch; the batch was rolled back)")
+        try:
+            if conn.info.transaction_status == pq.TransactionStatus.IDLE:
+                conn.execute("BEGIN")
+                self._local.notify = False
+            yield
+        except psycopg.Error as exc:
+            error = translate(self.url, exc)
+            self._local.lost = error
+            if alive(conn) and conn.info.transaction_status != pq.TransactionStatus.IDLE:
+                conn.execute("ROLLBACK")
+            raise error from exc
+
+    @contextmanager
+    def _transaction(self, serialize: str | None = None, notify: bool = True) -> Iterator[Connection]:
+        """One write transaction (in a batch: part of the batch's). ``serialize``: the workflow id whose
+        run row it reads and then changes; ``notify``: tell listening stores at commit.
+
+        Raising a replaykit error in the block changes nothing: every write here checks what it must
+        before its first statement that writes."""
+        with self._conn() as conn:
+            if getattr(self._local, "batching", False):
+                with self._batch_write(conn):
+                    if serialize is not None:
+                        self._serialize(conn, serialize)
+                    yield conn
+                self._local.notify = self._local.notify or notify
+                return
+            with translated(self.url):
+                conn.execute("BEGIN")
+                try:
+                    if serialize is not None:
+                        self._serialize(conn, serialize)
+                    yield conn
+                    conn.execute(_NOTIFY_AND_COMMIT if notify else "COMMIT")
+                except BaseException:
+                    if alive(conn) and conn.info.transaction_status != pq.TransactionStatus.IDLE:
+                        conn.execute("ROLLBACK")
+                    raise
+
+    def _serialize(self, conn: Connection, workflow_id: str) -> None:
+        """Wait for the other transactions that check and change this id's run row (held to commit).
+        Its key space (two int4 keys) is apart from the ownership locks' (one bigint)."""
+        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (NAMESPACE, int32_key(workflow_id)))
+
+    def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        """Every row of a query, fetched at once: no statement (and no snapshot) outlives the call."""
+        with self._conn() as conn, translated(self.url):
+            return conn.execute(sql, params).fetchall()
+
+    def _read_one(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        rows = self._read(sql, params)
+        return rows[0] if rows else None
+
+    def _run(self, workflow_id: str) -> int:
+        """The row id of the newest run of ``workflow_id``. Cached only while this store holds the
+        id's lock (then nobody else can start a newer generation); read afresh otherwise."""
+        run = self._runs.get(workflow_id)
+        if run is None:
+            row = self._read_one(_NEWEST_RUN.format("id"), (workflow_id,))
+            if row is None:
+                raise self._not_found(workflow_id)
+            run = row[0]
+            if self._locks.holds(workflow_id):
+                self._runs[workflow_id] = run
+        return run
+
+    def _newest(self, conn: Connection, workflow_id: str) -> tuple[int, Status]:
+        rows = conn.execute(_NEWEST_RUN.format("id, status"), (workflow_id,)).fetchall()
+        if not rows:
+            raise self._not_found(workflow_id)
+        return rows[0][0], Status(rows[0][1])
+
+    def _not_found(self, workflow_id: str) -> WorkflowNotFoundError:
+        return WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {self.url}")
+
+    # -- the Store interface --------------------------------------------------------------
+
+    def create(self, workflow_id: str, name: str, start: Event, status: Status = Status.RUNNING,
+               history: Sequence[Event] = ()) -> bool:
+        with self._transaction() as conn:
+            rows = conn.execute(
+                "INSERT INTO replaykit_runs (workflow_id, generation, name, status, created_at, updated_at) "
+                "VALUES (%s, 1, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",
+                (workflow_id, name, status.value, start.at, start.at),
+            ).fetchall()
+            if not rows:
+                return False
+            self._insert_all(conn, rows[0][0], (start, *history))
+            return True
+
+    def restart(self, workflow_id: str, start: Event, history: Sequence[Event] = ()) -> None:
+        with self._transaction(serialize=workflow_id) as conn:  # the status check and the new generation
+            run, status = self._newest(conn, workflow_id)
+            if status not in RESTARTABLE:
+                raise IllegalTransitionError(
+                    f"workflow {workflow_id!r} is {status.value}; only a failed, cancelled or timed-out run "
+                    "can be restarted")
+            new = conn.execute(_NEW_GENERATION.format("NULL"), (Status.RUNNING.value, start.at, start.at, run))
+            self._insert_all(conn, new.fetchall()[0][0], (start, *history))
+
+    def info(self, workflow_id: str) -> WorkflowInfo | None:
+        row = self._read_one(_NEWEST_RUN.format(_RUN_COLUMNS), (workflow_id,))
+        return None if row is None else _info(row)
+
+    def events(self, workflow_id: str) -> Iterator[Event]:
+        return self._pages(self._run(workflow_id))
+
+    def _pages(self, run: int) -> Iterator[Event]:
+        """The run's events a page at a time by ``seq``, each page fetched whole: an abandoned
+        iterator holds nothing open, and a long history is never in memory at once."""
+        after = -1
+        while True:
+            rows = self._read(_SELECT_PAGE, (run, after, _PAGE))
+            yield from map(_event, rows)
+            if len(rows) < _PAGE:
+                return
+            after = rows[-1][0]
+
+    def last_event(self, workflow_id: str) -> Event | None:
+        row = self._read_one(f"SELECT {_EVENT_COLUMNS} FROM replaykit_events WHERE run = %s "
+                             "ORDER BY seq DESC LIMIT 1", (self._run(workflow_id),))
+        return None if row is None else _event(row)
+
+    def _insert(self, conn: Connection, run: int, e: Event) -> None:
+        """Append one event. A duplicate ``seq`` is refused by the primary key without an error on the
+        server, which would abort the whole transaction (a group-commit batch with it)."""
+        text, data = (e.payload, None) if type(e.payload) is str else (None, e.payload)
+        cur = conn.execute(_INSERT_EVENT, (run, e.seq, e.step, e.kind, e.name, e.at, e.outcome, e.encoding, text, data))
+        if cur.rowcount == 0:
+            raise WorkflowLockedError(
+                f"event {e.seq} of this workflow was already recorded by another driver; "
+                "two processes are driving the same workflow. Nothing was overwritten."
+            )
+
+    def _insert_all(self, conn: Connection, run: int, events: Sequence[Event]) -> None:
+        with conn.cursor() as cur:
+            cur.executemany(_INSERT_EVENT, [
+                (run, e.seq, e.step, e.kind, e.name, e.at, e.outcome, e.encoding,
+                 *((e.payload, None) if type(e.payload) is str else (None, e.payload)))
+                for e in events])
+
+    def record(self, workflow_id: str, event: Event, *, status: Status | None = None,
+               consume_signal: int | None = None, custom_status: Any = UNSET) -> None:
+        run = self._run(workflow_id)
+        if status is None and consume_signal is None and custom_status is UNSET:  # hot path: one INSERT
+            with self._conn() as conn:
+                if getattr(self._local, "batching", False):
+                    with self._batch_write(conn):
+                        self._insert(conn, run, event)
+                    return
+                with translated(self.url):
+                    self._insert(conn, run, event)
+            return
+        changes_run = status is not None or custom_status is not UNSET
+        with self._transaction(serialize=workflow_id if changes_run else None) as conn:
+            self._insert(conn, run, event)
+            if status is not None:
+                conn.execute("UPDATE replaykit_runs SET status = %s, updated_at = %s WHERE id = %s",
+                             (status.value, event.at, run))
+            if consume_signal is not None:
+                conn.execute("UPDATE replaykit_signals SET consumed = true WHERE id = %s", (consume_signal,))
+            if custom_status is not UNSET:
+                conn.execute("UPDATE replaykit_runs SET custom_status = %s WHERE id = %s",
+                             (json.dumps(custom_status), run))
+
+    def continue_as_new(self, workflow_id: str, result: Event, start: Event) -> None:
+        run = self._run(workflow_id)
+        with self._transaction(serialize=workflow_id) as conn:
+            self._insert(conn, run, result)
+            conn.execute("UPDATE replaykit_runs SET status = %s, updated_at = %s WHERE id = %s",
+                         (Status.CONTINUED.value, result.at, run))
+            new = conn.execute(_NEW_GENERATION.format("custom_status"),
+                               (Status.RUNNING.value, start.at, start.at, run))
+            self._insert(conn, new.fetchall()[0][0], start)
+        self._runs.pop(workflow_id, None)
+
+    def set_custom_status(self, workflow_id: str, value: Any) -> None:
+        run = self._run(workflow_id)
+        with self._transaction(serialize=workflow_id) as conn:
+            conn.execute("UPDATE replaykit_runs SET custom_status = %s WHERE id = %s", (json.dumps(value), run))
+
+    def set_status(self, workflow_id: str, status: Status, at: float) -> Status:
+        with self._transaction(serialize=workflow_id) as conn:
+            run, old = self._newest(conn, workflow_id)
+            if old is not status and not old.can_become(status):
+                raise IllegalTransitionError(
+                    f"workflow {workflow_id!r} is {old.value}; it cannot become {status.value}")
+            conn.execute("UPDATE replaykit_runs SET status = %s, updated_at = %s WHERE id = %s",
+                         (status.value, at, run))
+        return old
+
+    def send_signal(self, workflow_id: str, name: str, encoding: str, payload: str | bytes,
+                    at: float) -> None:
+        with self._transaction(serialize=workflow_id) as conn:  # the status check and the insert
+            _, status = self._newest(conn, workflow_id)
+            if status.is_terminal:
+                raise IllegalTransitionError(
+                    f"workflow {workflow_id!r} is {status.value}; it can no longer take signals")
+            text, data = (payload, None) if type(payload) is str else (None, payload)
+            conn.execute(
+                "INSERT INTO replaykit_signals (workflow_id, name, encoding, payload, payload_bytes, sent_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s)", (workflow_id, name, encoding, text, data, at))
+
+    def next_signal(self, workflow_id: str, name: str) -> Signal | None:
+        row = self._read_one(
+            "SELECT id, name, encoding, payload, payload_bytes, sent_at FROM replaykit_signals "
+            "WHERE workflow_id = %s AND name = %s AND NOT consumed ORDER BY id LIMIT 1", (workflow_id, name))
+        if row is None:
+            return None
+        signal_id, name, encoding, text, data, sent_at = row
+        return Signal(signal_id, name, encoding, data if text is None else text, sent_at)
+
+    def inbox(self) -> set[str]:
+        return {row[0] for row in self._read("SELECT DISTINCT workflow_id FROM replaykit_signals WHERE NOT consumed")}
+
+    def consume_signal(self, signal_id: int) -> None:
+        with self._transaction() as conn:
+            conn.execute("UPDATE replaykit_signals SET consumed = true WHERE id = %s", (signal_id,))
+
+    def list(self, status: Status | None = None) -> list[WorkflowInfo]:
+        where = _NEWEST + (" AND status = %s" if status else "")
+        rows = self._read(f"SELECT {_RUN_COLUMNS} FROM replaykit_runs r WHERE {where} ORDER BY id",
+                          (status.value,) if status else ())
+        return [_info(row) for row in rows]
+
+    def try_lock(self, workflow_id: str) -> bool:
+        self._runs.pop(workflow_id, None)
+        return self._locks.try_acquire(workflow_id)
+
+    def unlock(self, workflow_id: str) -> None:
+        self._runs.pop(workflow_id, None)
+        self._locks.release(workflow_id)
+
+    def lock_owner(self, workflow_id: str) -> str | None:
+        row = self._read_one(OWNER_SQL, owner_params(workflow_id))
+        return None if row is None else describe_owner(row)
+
+    def changed(self) -> bool:
+        """Has another connection committed anything but a plain step since this thread last asked?
+
+        Every write but a plain step sends a notification at its commit; a listening
+        connection counts them, so asking costs no round trip. A step alone concerns only
+        the process driving its run, which wrote it."""
+        version = self._listener.version()
+        before, self._local.version = getattr(self._local, "version", None), version
+        return version is None or before != version
+
+    def close(self) -> None:
+        """Close every connection: the server gives back the workflow locks held through this store."""
+        self._listener.close()
+        self._locks.close()
+        self._pool.close()
+        self._local = threading.local()
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.url!r}, durability={self.durability.value!r})"
+
+
+def _event(row: tuple[Any, ...]) -> Event:
+    seq, step, kind, name, at, outcome, encoding, text, data = row
+    return Event(seq, step, kind, name, at, outcome, encoding, data if text is None else text)
+
+
+def _info(row: tuple[Any, ...]) -> WorkflowInfo:
+    custom = None if row[5] is None else json.loads(row[5])
+    return WorkflowInfo(row[0], row[1], Status(row[2]), row[3], row[4], custom)

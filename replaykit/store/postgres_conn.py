@@ -1,0 +1,261 @@
+"""The connections a PostgreSQL store keeps: a small pool for reads and writes, one connection
+holding this process's workflow locks, and one listening for other processes' changes.
+
+Ownership is a session-level advisory lock (``pg_try_advisory_lock`` on a 64-bit hash of the
+workflow id) held by the lock connection: the server releases it the moment that connection
+dies (the process killed, the machine gone once TCP gives up), so no lease has to expire.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import select
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import psycopg
+from psycopg import pq
+from psycopg.rows import TupleRow
+
+from ..errors import StoreError
+from .postgres_errors import cannot_connect, translate
+
+Connection = psycopg.Connection[TupleRow]
+CHANNEL = "replaykit_changes"  # NOTIFY'd by every write but a plain step: see PostgresStore.changed
+_IDLE_KEPT = 4  # idle pooled connections kept open; more are closed when given back
+
+
+def connect(url: str, where: str, synchronous_commit: str) -> Connection:
+    """An autocommit connection: a lone statement is its own transaction (one round trip)."""
+    options = psycopg.conninfo.conninfo_to_dict(url)
+    extra: dict[str, object] = {"fallback_application_name": f"replaykit pid {os.getpid()} on {socket.gethostname()}"}
+    if "connect_timeout" not in options:
+        extra["connect_timeout"] = 10  # libpq waits forever otherwise for a host that does not answer
+    try:
+        conn = psycopg.connect(url, autocommit=True, **extra)  # type: ignore[arg-type]
+    except psycopg.Error as exc:
+        raise cannot_connect(where, exc) from exc
+    try:
+        conn.execute(f"SET synchronous_commit = {synchronous_commit}")
+    except psycopg.Error as exc:
+        conn.close()
+        raise translate(where, exc) from exc
+    return conn
+
+
+def alive(conn: Connection) -> bool:
+    return not conn.closed and not conn.broken
+
+
+def int64_key(key: str) -> int:
+    """A signed 64-bit hash of ``key``: distinct workflow ids collide with probability ~2**-64."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def int32_key(key: str) -> int:
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=4).digest(), "big", signed=True)
+
+
+class Pool:
+    """Connections lent out for one call (or pinned to a thread for a group-commit batch)."""
+
+    def __init__(self, open_connection: Callable[[], Connection]) -> None:
+        self._open = open_connection
+        self._idle: list[Connection] = []
+        self._all: set[Connection] = set()
+        self._mutex = threading.Lock()
+        self._closed = False
+
+    def take(self) -> Connection:
+        with self._mutex:
+            if self._closed:
+                raise StoreError("the store is closed; open it again to use it")
+            if self._idle:
+                return self._idle.pop()
+        conn = self._open()
+        with self._mutex:
+            self._all.add(conn)
+        return conn
+
+    def give(self, conn: Connection) -> None:
+        """Take a connection back: kept if healthy and idle, closed otherwise."""
+        keep = alive(conn) and conn.info.transaction_status == pq.TransactionStatus.IDLE
+        with self._mutex:
+            if keep and not self._closed and len(self._idle) < _IDLE_KEPT:
+                self._idle.append(conn)
+                return
+            self._all.discard(conn)
+        conn.close()
+
+    @contextmanager
+    def lent(self) -> Iterator[Connection]:
+        conn = self.take()
+        try:
+            yield conn
+        finally:
+            self.give(conn)
+
+    def close(self) -> None:
+        with self._mutex:
+            self._closed = True
+            conns, self._all, self._idle = self._all, set(), []
+        for conn in conns:
+            conn.close()
+
+
+class AdvisoryLocks:
+    """Per-workflow session-level advisory locks, held on one dedicated connection."""
+
+    def __init__(self, open_connection: Callable[[], Connection], where: str) -> None:
+        self._open = open_connection
+        self._where = where
+        self._conn: Connection | None = None
+        self._held: set[str] = set()  # the server lets its holder take a lock again: we must not
+        self._mutex = threading.Lock()
+        self._closed = False
+
+    def try_acquire(self, key: str) -> bool:
+        with self._mutex:
+            if self._closed:
+                raise StoreError(f"{self._where}: the store is closed; open it again to lock workflows")
+            if key in self._held:
+                return False
+            if self._conn is None or not alive(self._conn):
+                self._lost()
+                self._conn = self._open()
+            taken = self._locked("SELECT pg_try_advisory_lock(%s)", key)
+            if taken:
+                self._held.add(key)
+            return taken
+
+    def release(self, key: str) -> None:
+        with self._mutex:
+            if key in self._held:
+                self._held.discard(key)
+                if self._conn is not None and alive(self._conn):
+                    self._locked("SELECT pg_advisory_unlock(%s)", key)
+
+    def holds(self, key: str) -> bool:
+        return key in self._held
+
+    def _locked(self, sql: str, key: str) -> bool:
+        assert self._conn is not None
+        try:
+            return bool(self._conn.execute(sql, (int64_key(key),)).fetchall()[0][0])
+        except psycopg.Error as exc:
+            if not alive(self._conn):
+                self._lost()
+            raise translate(self._where, exc) from exc
+
+    def _lost(self) -> None:
+        """The connection holding the locks died: the server has released every one of them."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self._held.clear()
+
+    def close(self) -> None:
+        """Closing the connection gives back every lock it holds."""
+        with self._mutex:
+            self._closed = True
+            self._lost()
+
+
+OWNER_SQL = """
+SELECT a.application_name, l.pid, a.client_addr, a.client_hostname
+FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND l.classid::bigint = %s AND l.objid::bigint = %s
+LIMIT 1
+"""
+
+
+def owner_params(key: str) -> tuple[int, int]:
+    """How ``pg_locks`` shows a bigint advisory key: its high and low 32 bits, as unsigned oids."""
+    k = int64_key(key) & 0xFFFFFFFFFFFFFFFF
+    return k >> 32, k & 0xFFFFFFFF
+
+
+def describe_owner(row: tuple[object, ...]) -> str:
+    name, pid, addr, host = row
+    client = f", client {host or addr}" if (host or addr) else ""
+    return f"{name or 'a client'} (PostgreSQL backend pid {pid}{client})"
+
+
+class Listener:
+    """A thread that LISTENs on :data:`CHANNEL` and counts notifications, so that asking
+    whether anything changed costs no round trip. While it is not listening (not started,
+    or its connection lost and not yet back), :meth:`version` is ``None``: anything may have changed."""
+
+    def __init__(self, open_connection: Callable[[], Connection]) -> None:
+        self._open = open_connection
+        self._conn: Connection | None = None
+        self._count = 0
+        self._mutex = threading.Lock()
+        self._wake_r = self._wake_w = -1  # a pipe that wakes the thread to stop
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def version(self) -> int | None:
+        """The count of notifications seen, once listening (starts the listener on first use)."""
+        with self._mutex:
+            if self._thread is None and not self._closed:
+                self._listen()  # synchronously: every commit after this returns is counted
+                self._wake_r, self._wake_w = os.pipe()
+                self._thread = threading.Thread(target=self._serve, name="replaykit-pg-listener", daemon=True)
+                self._thread.start()
+            return self._count if self._conn is not None else None
+
+    def _listen(self) -> None:
+        conn = self._open()
+        conn.execute(f"LISTEN {CHANNEL}")
+        self._conn = conn
+
+    def _serve(self) -> None:
+        while not self._closed:
+            conn = self._conn
+            if conn is None:  # lost: try again every half second until closed
+                if select.select([self._wake_r], [], [], 0.5)[0]:
+                    return
+                try:
+                    with self._mutex:
+                        self._listen()
+                        self._count += 1
+                except (psycopg.Error, StoreError):
+                    pass
+                continue
+            ready = select.select([conn.pgconn.socket, self._wake_r], [], [])[0]
+            if self._wake_r in ready:
+                return
+            with self._mutex:
+                try:
+                    conn.pgconn.consume_input()
+                    while conn.pgconn.notifies() is not None:
+                        self._count += 1
+                except psycopg.Error:
+                    pass
+                if conn.pgconn.status != pq.ConnStatus.OK:
+                    conn.close()
+                    self._conn = None
+                    self._count += 1
+
+    def close(self) -> None:
+        with self._mutex:
+            if self._closed:
+                return
+            self._closed = True
+            thread, self._thread = self._thread, None
+            if thread is not None:
+                os.write(self._wake_w, b"x")
+        if thread is not None:
+            thread.join(timeout=5)
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+        with self._mutex:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None

@@ -1,0 +1,118 @@
+"""The PostgreSQL store's schema: how a database is recognised as a replaykit store, and how one is
+created or migrated.
+
+The store lives in the connection's current schema (the first of ``search_path`` that
+exists; ``public`` by default) as tables named ``replaykit_*``. A schema holding other
+tables and no ``replaykit_meta`` is someone else's: refused, nothing written. Creation and
+migration run in one transaction under a transaction-level advisory lock, so processes
+that open a new database at the same moment create it once.
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg.rows import TupleRow
+
+from .. import payloads
+from ..errors import NotAStoreError, StoreError, StoreNotFoundError, StoreTooNewError
+
+SCHEMA_VERSION = 1
+NAMESPACE = 0x524B4954  # "RKIT": the first key of replaykit's two-key advisory locks
+_MIGRATION_LOCK = (NAMESPACE, 0)
+
+# Version n's statements take a store at version n - 1 to version n.
+_MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        "CREATE TABLE replaykit_meta (key text PRIMARY KEY, value text NOT NULL)",
+        """CREATE TABLE replaykit_runs (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            workflow_id text NOT NULL,
+            generation integer NOT NULL,
+            name text NOT NULL,
+            status text NOT NULL,
+            created_at double precision NOT NULL,
+            updated_at double precision NOT NULL,
+            custom_status text,
+            UNIQUE (workflow_id, generation))""",
+        "CREATE INDEX replaykit_runs_status ON replaykit_runs (status)",
+        # The payload is JSON text or pickled bytes: one of the two columns holds it.
+        """CREATE TABLE replaykit_events (
+            run bigint NOT NULL,
+            seq integer NOT NULL,
+            step integer NOT NULL,
+            kind text NOT NULL,
+            name text NOT NULL,
+            at double precision NOT NULL,
+            outcome text NOT NULL,
+            encoding text NOT NULL,
+            payload text,
+            payload_bytes bytea,
+            PRIMARY KEY (run, seq))""",
+        """CREATE TABLE replaykit_signals (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            workflow_id text NOT NULL,
+            name text NOT NULL,
+            encoding text NOT NULL,
+            payload text,
+            payload_bytes bytea,
+            sent_at double precision NOT NULL,
+            consumed boolean NOT NULL DEFAULT false)""",
+        # Finds the unconsumed few among all signals, by id and by name.
+        "CREATE INDEX replaykit_signals_unconsumed ON replaykit_signals (workflow_id, name, id) WHERE NOT consumed",
+        "INSERT INTO replaykit_meta VALUES ('store', 'replaykit'), "
+        f"('payload_format', '{payloads.FORMAT_VERSION}'), ('schema_version', '0')",
+    ],
+}
+
+
+def ensure_schema(conn: psycopg.Connection[TupleRow], where: str, create: bool) -> None:
+    """Check the database is a replaykit store this version reads; create (or migrate) it if
+    ``create``. Foreign and newer stores are refused before anything is written."""
+    version = _version(conn, where)  # a plain read: opening an up-to-date store takes no lock
+    if version == SCHEMA_VERSION:
+        return
+    if version is None and not create:
+        raise StoreNotFoundError(
+            f"no replaykit store at {where}: the database holds no replaykit tables yet. Check the URL; "
+            "reading a store never creates one, and nothing was changed."
+        )
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", _MIGRATION_LOCK)
+        version = _version(conn, where) or 0  # another process may have done it meanwhile
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS[target]:
+                conn.execute(statement)
+            conn.execute("UPDATE replaykit_meta SET value = %s WHERE key = 'schema_version'", (str(target),))
+
+
+def _version(conn: psycopg.Connection[TupleRow], where: str) -> int | None:
+    """The store's schema version (``None``: no store here yet). Refuses anything else."""
+    schema = conn.execute("SELECT current_schema()").fetchall()[0][0]
+    if schema is None:
+        raise StoreError(
+            f"{where}: no schema to hold the store: none of the schemas in the search_path exists. "
+            "Create one (CREATE SCHEMA ...) or fix the search_path; nothing was changed."
+        )
+    tables = [row[0] for row in conn.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename").fetchall()]
+    if "replaykit_meta" not in tables:
+        if tables:
+            raise NotAStoreError(
+                f"{where}: schema {schema!r} holds tables of something else ({', '.join(tables[:5])}), not a "
+                "replaykit store. Give replaykit a database of its own (or a schema of its own: add "
+                "options=-csearch_path%3Dreplaykit to the URL, after CREATE SCHEMA replaykit). Nothing was changed."
+            )
+        return None
+    meta: dict[str, str] = dict(conn.execute("SELECT key, value FROM replaykit_meta").fetchall())
+    if meta.get("store") != "replaykit" or not str(meta.get("schema_version", "")).isdigit():
+        raise NotAStoreError(
+            f"{where}: the table replaykit_meta in schema {schema!r} was not written by replaykit. "
+            "Give replaykit a database or schema of its own; nothing was changed."
+        )
+    version = int(meta["schema_version"])
+    if version > SCHEMA_VERSION:
+        raise StoreTooNewError(
+            f"{where} was written by a newer replaykit (store schema {version}; this version reads up to "
+            f"{SCHEMA_VERSION}). Upgrade replaykit to use it; the database was not changed."
+        )
+    return version
