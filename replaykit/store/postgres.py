@@ -93,54 +93,64 @@ class PostgresStore(Store):
     @contextmanager
     def _conn(self) -> Iterator[Connection]:
         """A connection for one call: this thread's batch connection, or one from the pool."""
-        if getattr(self._local, "batching", False):
-            yield self._pinned()
+        batch: _Batch | None = getattr(self._local, "batch", None)
+        if batch is not None:
+            yield self._batch_conn(batch)
             return
         with self._pool.lent() as conn:
             yield conn
 
-    def _pinned(self) -> Connection:
-        conn: Connection | None = getattr(self._local, "conn", None)
-        if conn is None or not alive(conn):
-            conn = self._local.conn = self._pool.take()
-        return conn
+    def _batch_conn(self, batch: _Batch) -> Connection:
+        """The batch's connection; if it broke while the batch was open, the batch is lost (the
+        server rolled it back), however that was noticed: a read may have been first to fail."""
+        if batch.conn is not None and not alive(batch.conn):
+            if batch.begun and batch.lost is None:
+                batch.lost = StoreError(f"{self.url}: the connection was lost in the middle of a group-commit "
+                                        "batch, and the server rolled the batch back.")
+            batch.conn, batch.begun = None, False
+        if batch.conn is None:
+            batch.conn = self._pool.take()
+        return batch.conn
 
     def batch(self) -> None:
         """From now on, this thread's writes share one transaction until :meth:`commit`."""
-        self._local.batching = True
+        if getattr(self._local, "batch", None) is None:
+            self._local.batch = _Batch()
 
     def commit(self) -> None:
         """Commit this thread's batch. Raises if the batch was lost (the server rolled it back,
         or the connection broke): then none of it is recorded."""
-        lost: StoreError | None = getattr(self._local, "lost", None)
+        batch: _Batch | None = getattr(self._local, "batch", None)
+        if batch is None:
+            return
+        conn = self._batch_conn(batch) if batch.conn is not None else None
+        lost, batch.lost = batch.lost, None
         if lost is not None:
-            self._local.lost = None
             raise type(lost)(f"{lost} None of this batch's writes was recorded.") from lost
-        conn: Connection | None = getattr(self._local, "conn", None)
-        if conn is not None and conn.info.transaction_status != pq.TransactionStatus.IDLE:
-            with self._batch_write(conn):
-                conn.execute(_NOTIFY_AND_COMMIT if self._local.notify else "COMMIT")
-            self._local.notify = False
+        if conn is not None and batch.begun:
+            batch.begun = False
+            with translated(self.url):
+                conn.execute(_NOTIFY_AND_COMMIT if batch.notify else "COMMIT")
 
     @contextmanager
-    def _batch_write(self, conn: Connection) -> Iterator[None]:
+    def _batch_write(self, batch: _Batch) -> Iterator[Connection]:
         """One write of the open batch (begun if need be). Once the server has rolled the batch back,
         the rest of it is refused until :meth:`commit`: a batch's later writes are never committed
         without its first."""
-        lost: StoreError | None = getattr(self._local, "lost", None)
-        if lost is not None:
-            raise type(lost)(f"{lost} (an earlier write of this batch; the batch was rolled back)")
+        conn = self._batch_conn(batch)
+        if batch.lost is not None:
+            raise type(batch.lost)(f"{batch.lost} (an earlier write of this batch; the batch was rolled back)")
         try:
-            if conn.info.transaction_status == pq.TransactionStatus.IDLE:
+            if not batch.begun:
                 conn.execute("BEGIN")
-                self._local.notify = False
-            yield
-        except psycopg.Error as exc:
-            error = translate(self.url, exc)
-            self._local.lost = error
+                batch.begun, batch.notify = True, False
+            yield conn
+        except psycopg.Error as exc:  # PostgreSQL aborts the whole transaction on any error
+            batch.lost, batch.begun = translate(self.url, exc), False
             if alive(conn) and conn.info.transaction_status != pq.TransactionStatus.IDLE:
-                conn.execute("ROLLBACK")
-            raise error from exc
+                with translated(self.url):
+                    conn.execute("ROLLBACK")
+            raise batch.lost from exc
 
     @contextmanager
     def _transaction(self, serialize: str | None = None, notify: bool = True) -> Iterator[Connection]:
@@ -149,25 +159,25 @@ class PostgresStore(Store):
 
         Raising a replaykit error in the block changes nothing: every write here checks what it must
         before its first statement that writes."""
-        with self._conn() as conn:
-            if getattr(self._local, "batching", False):
-                with self._batch_write(conn):
-                    if serialize is not None:
-                        self._serialize(conn, serialize)
-                    yield conn
-                self._local.notify = self._local.notify or notify
-                return
-            with translated(self.url):
-                conn.execute("BEGIN")
-                try:
-                    if serialize is not None:
-                        self._serialize(conn, serialize)
-                    yield conn
-                    conn.execute(_NOTIFY_AND_COMMIT if notify else "COMMIT")
-                except BaseException:
-                    if alive(conn) and conn.info.transaction_status != pq.TransactionStatus.IDLE:
-                        conn.execute("ROLLBACK")
-                    raise
+        batch: _Batch | None = getattr(self._local, "batch", None)
+        if batch is not None:
+            with self._batch_write(batch) as conn:
+                if serialize is not None:
+                    self._serialize(conn, serialize)
+                yield conn
+            batch.notify = batch.notify or notify
+            return
+        with self._pool.lent() as conn, translated(self.url):
+            conn.execute("BEGIN")
+            try:
+                if serialize is not None:
+                    self._serialize(conn, serialize)
+                yield conn
+                conn.execute(_NOTIFY_AND_COMMIT if notify else "COMMIT")
+            except BaseException:
+                if alive(conn) and conn.info.transaction_status != pq.TransactionStatus.IDLE:
+                    conn.execute("ROLLBACK")
+                raise
 
     def _serialize(self, conn: Connection, workflow_id: str) -> None:
         """Wait for the other transactions that check and change this id's run row (held to commit).
@@ -275,13 +285,13 @@ class PostgresStore(Store):
                consume_signal: int | None = None, custom_status: Any = UNSET) -> None:
         run = self._run(workflow_id)
         if status is None and consume_signal is None and custom_status is UNSET:  # hot path: one INSERT
-            with self._conn() as conn:
-                if getattr(self._local, "batching", False):
-                    with self._batch_write(conn):
-                        self._insert(conn, run, event)
-                    return
-                with translated(self.url):
+            batch: _Batch | None = getattr(self._local, "batch", None)
+            if batch is not None:
+                with self._batch_write(batch) as conn:
                     self._insert(conn, run, event)
+                return
+            with self._pool.lent() as conn, translated(self.url):
+                self._insert(conn, run, event)
             return
         changes_run = status is not None or custom_status is not UNSET
         with self._transaction(serialize=workflow_id if changes_run else None) as conn:
@@ -386,6 +396,18 @@ class PostgresStore(Store):
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r}, durability={self.durability.value!r})"
+
+
+class _Batch:
+    """A thread's group-commit batch: its connection, and whether its transaction is open or lost."""
+
+    __slots__ = ("conn", "begun", "notify", "lost")
+
+    def __init__(self) -> None:
+        self.conn: Connection | None = None
+        self.begun = False  # BEGIN sent, COMMIT not yet
+        self.notify = False  # something others must notice is in it
+        self.lost: StoreError | None = None  # the server rolled it back: refuse the rest until commit()
 
 
 def _event(row: tuple[Any, ...]) -> Event:

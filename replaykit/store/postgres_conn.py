@@ -208,6 +208,7 @@ class Listener:
                 self._wake_r, self._wake_w = os.pipe()
                 self._thread = threading.Thread(target=self._serve, name="replaykit-pg-listener", daemon=True)
                 self._thread.start()
+            self._drain()  # what has arrived already (one recv), not only what the thread has read
             return self._count if self._conn is not None else None
 
     def _listen(self) -> None:
@@ -215,10 +216,26 @@ class Listener:
         conn.execute(f"LISTEN {CHANNEL}")
         self._conn = conn
 
+    def _drain(self) -> None:
+        """Count the notifications that have arrived; notice a lost connection (under the mutex)."""
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            conn.pgconn.consume_input()
+            while conn.pgconn.notifies() is not None:
+                self._count += 1
+        except psycopg.Error:
+            pass
+        if conn.pgconn.status != pq.ConnStatus.OK:
+            conn.close()
+            self._conn = None
+            self._count += 1
+
     def _serve(self) -> None:
         while not self._closed:
             conn = self._conn
-            if conn is None:  # lost: try again every half second until closed
+            if conn is None:  # lost: listen again every half second until closed
                 if select.select([self._wake_r], [], [], 0.5)[0]:
                     return
                 try:
@@ -228,20 +245,10 @@ class Listener:
                 except (psycopg.Error, StoreError):
                     pass
                 continue
-            ready = select.select([conn.pgconn.socket, self._wake_r], [], [])[0]
-            if self._wake_r in ready:
+            if self._wake_r in select.select([conn.pgconn.socket, self._wake_r], [], [])[0]:
                 return
             with self._mutex:
-                try:
-                    conn.pgconn.consume_input()
-                    while conn.pgconn.notifies() is not None:
-                        self._count += 1
-                except psycopg.Error:
-                    pass
-                if conn.pgconn.status != pq.ConnStatus.OK:
-                    conn.close()
-                    self._conn = None
-                    self._count += 1
+                self._drain()
 
     def close(self) -> None:
         with self._mutex:

@@ -1,0 +1,210 @@
+"""What only the PostgreSQL store has: its schema's recognition and creation, its errors, its
+connections (lost ones included), and psycopg staying out of ``import replaykit``.
+The Store contract itself is tested for every store in test_store_conformance.py."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import replaykit as rk
+from replaykit.history import OK, START, Event, Status
+from replaykit.store import open_store
+
+from conftest import PYTHON
+from pgserver import PgServer
+
+
+def _sql(url: str, sql: str) -> list[tuple[object, ...]]:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(sql.encode())
+        return cur.fetchall() if cur.description else []
+
+
+def _tables(url: str) -> list[str]:
+    return [str(r[0]) for r in _sql(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")]
+
+
+def start(at: float = 1.0) -> Event:
+    return Event(0, 0, START, "w", at, OK, "json", '{"args":[],"kwargs":{},"seed":1,"rules":2}')
+
+
+def step(seq: int) -> Event:
+    return Event(seq, seq, "activity", "act", 2.0, OK, "json", str(seq))
+
+
+def test_importing_replaykit_does_not_import_psycopg(child_env: dict[str, str], tmp_path: Path) -> None:
+    code = ("import sys, replaykit as rk\n"
+            "from replaykit.store import open_store, SqliteStore\n"
+            f"open_store({str(tmp_path / 's.db')!r}).close()\n"
+            f"rk.Engine({str(tmp_path / 'e.db')!r}).close()\n"
+            "print('psycopg' in sys.modules)\n")
+    done = subprocess.run([PYTHON, "-c", code], env=child_env, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "False", done.stderr
+
+
+def test_a_database_of_something_else_is_refused_untouched(pg_url: str) -> None:
+    _sql(pg_url, "CREATE TABLE orders (id int)")
+    with pytest.raises(rk.NotAStoreError, match="orders") as refused:
+        open_store(pg_url)
+    assert "search_path" in str(refused.value)
+    assert _tables(pg_url) == ["orders"]
+
+
+def test_a_replaykit_meta_table_of_someone_else_is_refused(pg_url: str) -> None:
+    _sql(pg_url, "CREATE TABLE replaykit_meta (key text, value text)")
+    with pytest.raises(rk.NotAStoreError, match="not written by replaykit"):
+        open_store(pg_url)
+    assert _tables(pg_url) == ["replaykit_meta"]
+
+
+def test_a_store_of_a_newer_replaykit_is_refused_untouched(pg_url: str) -> None:
+    open_store(pg_url).close()
+    _sql(pg_url, "UPDATE replaykit_meta SET value = '99' WHERE key = 'schema_version'")
+    before = _sql(pg_url, "SELECT key, value FROM replaykit_meta ORDER BY key")
+    with pytest.raises(rk.StoreTooNewError, match="schema 99"):
+        open_store(pg_url)
+    assert _sql(pg_url, "SELECT key, value FROM replaykit_meta ORDER BY key") == before
+
+
+def test_reading_an_empty_database_creates_nothing(pg_url: str) -> None:
+    with pytest.raises(rk.StoreNotFoundError, match="no replaykit store"):
+        open_store(pg_url, create=False)
+    with pytest.raises(rk.StoreNotFoundError):
+        rk.send_signal(pg_url, "w", "x")  # what every operation on an existing store does
+    assert _tables(pg_url) == []
+
+
+def test_a_missing_database_is_not_found(pg_server: PgServer) -> None:
+    url = pg_server.url("no_such_database")
+    with pytest.raises(rk.StoreNotFoundError, match="does not exist") as missing:
+        open_store(url)
+    assert "no_such_database" in str(missing.value) and "createdb" in str(missing.value)
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql://alice:s3cret@127.0.0.1:1/orders", "postgresql://alice:***@127.0.0.1:1/orders"),
+    ("postgres:///orders?host=/nonexistent/dir&password=s3cret", "password=***"),
+])
+def test_an_unreachable_server_is_named_without_its_password(url: str, shown: str) -> None:
+    with pytest.raises(rk.StoreError, match="cannot connect") as failed:
+        open_store(url)
+    assert shown in str(failed.value) and "s3cret" not in str(failed.value)
+    assert "s3cret" not in repr(failed.value)
+
+
+_OPENER = """
+import os, sys, time
+from replaykit.store import open_store
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.001)
+open_store(sys.argv[1]).close()
+print("opened")
+"""
+
+
+def test_processes_creating_the_store_at_once_create_it_once(pg_url: str, tmp_path: Path,
+                                                               child_env: dict[str, str]) -> None:
+    go = tmp_path / "go"
+    openers = [subprocess.Popen([PYTHON, "-c", _OPENER, pg_url, str(go)], env=child_env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    time.sleep(0.5)  # all of them importing, then waiting for the go
+    go.touch()
+    outcomes = [opener.communicate(timeout=60) for opener in openers]
+    assert [out for out, _ in outcomes] == ["opened\n"] * 4, [err for _, err in outcomes]
+    assert _sql(pg_url, "SELECT value FROM replaykit_meta WHERE key = 'schema_version'") == [("1",)]
+
+
+def test_a_schema_of_its_own_beside_other_tables(pg_url: str) -> None:
+    """The documented way to share a database with an application: a schema for replaykit."""
+    _sql(pg_url, "CREATE TABLE orders (id int); CREATE SCHEMA replaykit")
+    url = pg_url + "&options=-csearch_path%3Dreplaykit"
+    with open_store(url) as store:
+        store.create("a", "w", start())
+    assert _tables(pg_url) == ["orders"]
+    assert len(_sql(pg_url, "SELECT * FROM replaykit.replaykit_runs")) == 1
+
+
+@pytest.mark.parametrize("durability, setting", [("crash", "off"), ("power", "on")])
+def test_durability_is_synchronous_commit(pg_url: str, durability: str, setting: str) -> None:
+    with open_store(pg_url, durability=durability) as store:
+        assert store._read_one("SHOW synchronous_commit") == (setting,)  # type: ignore[attr-defined]
+
+
+def _terminate(pg_url: str, pid: int) -> None:
+    assert _sql(pg_url, f"SELECT pg_terminate_backend({pid}, 10000)") == [(True,)]
+
+
+def test_a_batch_whose_connection_dies_is_lost_whole(pg_url: str) -> None:
+    with open_store(pg_url) as store, open_store(pg_url) as other:
+        store.create("a", "w", start())
+        store.batch()
+        store.record("a", step(1))
+        _terminate(pg_url, store._local.batch.conn.info.backend_pid)  # type: ignore[attr-defined]
+        with pytest.raises(rk.StoreError, match="connection"):
+            store.record("a", step(2))
+        with pytest.raises(rk.StoreError, match="earlier write of this batch"):
+            store.record("a", step(3))  # never committed without the batch's head
+        with pytest.raises(rk.StoreError, match="None of this batch's writes was recorded"):
+            store.commit()
+        assert list(other.events("a")) == [start()]
+        store.record("a", step(1))  # the next batch, on a new connection
+        store.commit()
+        assert list(other.events("a")) == [start(), step(1)]
+
+
+def test_a_write_whose_connection_dies_raises_and_the_next_one_works(pg_url: str) -> None:
+    with open_store(pg_url) as store:
+        store.create("a", "w", start())
+        for pid in [r[0] for r in _sql(pg_url, "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                                               "AND pid <> pg_backend_pid()")]:
+            _terminate(pg_url, int(pid))  # type: ignore[arg-type]
+        with pytest.raises(rk.StoreError, match="connection"):
+            store.record("a", step(1))
+        store.record("a", step(1))
+        assert [e.seq for e in store.events("a")] == [0, 1]
+
+
+def test_locks_die_with_their_connection(pg_url: str) -> None:
+    with open_store(pg_url) as store, open_store(pg_url) as other:
+        assert store.try_lock("x")
+        owner = other.lock_owner("x")
+        assert owner is not None and "PostgreSQL backend pid" in owner
+        pid = int(owner.split("backend pid ")[1].split(")")[0].split(",")[0])
+        _terminate(pg_url, pid)
+        assert other.lock_owner("x") is None and other.try_lock("x")  # the server released it
+        with pytest.raises(rk.StoreError, match="connection"):
+            store.try_lock("y")  # its holder learns that its locks are gone
+        assert store.try_lock("y")  # on a new lock connection
+        assert store.try_lock("x") is False
+
+
+def _listeners(pg_url: str) -> list[int]:
+    return [int(r[0]) for r in _sql(pg_url, "SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN%'")]  # type: ignore[call-overload]
+
+
+def test_a_change_while_the_listener_is_lost_is_not_missed(pg_url: str) -> None:
+    with open_store(pg_url) as store, open_store(pg_url) as other:
+        store.create("a", "w", start())
+        store.changed()
+        assert store.changed() is False
+        [listener] = _listeners(pg_url)
+        _terminate(pg_url, listener)
+        other.set_status("a", Status.PAUSED, 2.0)  # its notification reaches nobody
+        deadline = time.monotonic() + 10
+        while not store.changed():
+            assert time.monotonic() < deadline, "a change made while nobody listened went unnoticed"
+            time.sleep(0.01)
+        while _listeners(pg_url) in ([], [listener]):  # it listens again
+            assert time.monotonic() < deadline, "the listener did not come back"
+            time.sleep(0.05)
+        store.changed()
+        other.set_status("a", Status.RUNNING, 3.0)
+        while not store.changed():
+            assert time.monotonic() < deadline, "a change after the listener came back went unnoticed"
+            time.sleep(0.01)
