@@ -19,7 +19,7 @@ from . import payloads
 from .errors import Cancelled, IllegalTransitionError, WorkflowNotFoundError
 from .history import ERROR, PATCH, RESULT, Event, Status
 from .interpreter import replay_history
-from .store import SqliteStore, Store
+from .store import Store, open_store
 from .workflow import Workflow, lookup
 
 CANCEL_REQUEST = "__replaykit_cancel__"  # a control message in the run's signal inbox
@@ -37,7 +37,7 @@ def opened(db: Db) -> Iterator[Store]:
     if isinstance(db, Store):
         yield db
         return
-    store = SqliteStore(db, create=False)
+    store = open_store(db, create=False)
     try:
         yield store
     finally:

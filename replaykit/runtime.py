@@ -41,7 +41,7 @@ from .handle import WorkflowHandle
 from .history import CANCEL, CONTINUED, ERROR, OK, PATCH, RESULT, RULES_VERSION, START, Event, Status
 from .interpreter import Continued, Feed, Leaf, Machine, Raised, Returned, Step, Waiting, replay_history
 from .replaycheck import check_history
-from .store import SqliteStore, Store
+from .store import Store, open_store
 from .timers import TimerQueue
 from .workflow import Workflow, as_workflow, lookup, register
 
@@ -138,7 +138,7 @@ class Engine(Effects):
         group_commit: bool = True,
         max_cached_runs: int | None = None,
     ) -> None:
-        self.store: Store = db if isinstance(db, Store) else SqliteStore(db, durability=durability)
+        self.store: Store = db if isinstance(db, Store) else open_store(db, durability=durability)
         self._own_store = not isinstance(db, Store)
         self._workflows = {w.name: w for w in map(as_workflow, workflows)}
         self._clock = clock or SystemClock()
