@@ -80,7 +80,8 @@ def restart_run(store: Store, workflow_id: str, *, from_step: int | None = None,
             f"workflow {workflow_id!r} is {info.status.value}; only a failed, cancelled or timed-out run "
             "can be restarted (fork a completed run into a new id with rk.fork)")
     prefix = reusable_prefix(history, from_step)
-    start = _new_start(history[0], prefix, now, {"restart": {"from_step": from_step}})
+    generation = history[0].value().get("generation", 1) + 1  # new default child ids: <id>#<generation>/<step>
+    start = _new_start(history[0], prefix, now, {"restart": {"from_step": from_step}, "generation": generation})
     _checked(info, workflow_id, start, prefix, workflows)
     store.restart(workflow_id, start, prefix)
 
@@ -93,7 +94,7 @@ def fork_run(store: Store, workflow_id: str, new_id: str, *, step: int, now: flo
     info, history = _load(store, workflow_id)
     prefix = reusable_prefix(history, step)
     start = _new_start(history[0], prefix, now, {"fork": {"of": workflow_id, "step": step}},
-                       drop=("parent", "continued"))
+                       drop=("parent", "continued", "generation"))
     _checked(info, new_id, start, prefix, workflows)
     if not store.create(new_id, info.name, start, Status.RUNNING, history=prefix):
         raise IllegalTransitionError(f"workflow id {new_id!r} is taken; fork into an id that does not exist yet")

@@ -181,3 +181,30 @@ def test_cli_restart_and_fork(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert calls == ["t-b", "t-c", "t-b", "t-c"]
     assert main(["fork", str(tmp_path / "missing.db"), "w", "w3", "--step", "1"]) == 1
     assert not (tmp_path / "missing.db").exists()
+
+
+@rk.workflow(name="child_step")
+def child_step(ctx: rk.Context, tag: str) -> Any:
+    return (yield step(tag))
+
+
+@rk.workflow(name="parent_of_one")
+def parent_of_one(ctx: rk.Context) -> Any:
+    return (yield rk.child_workflow(child_step, "kid"))
+
+
+def test_a_restarted_parent_starts_its_children_afresh(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    broken.add("kid")
+    with rk.Engine(db) as engine:
+        with pytest.raises(rk.WorkflowFailed):
+            engine.start(parent_of_one, workflow_id="p").result(timeout=10)
+    broken.clear()
+    calls.clear()
+    rk.restart(db, "p")
+    with rk.Engine(db) as engine:
+        [handle] = engine.recover()
+        assert handle.result(timeout=10) == "kid-done"  # not the first child's recorded failure
+    assert calls == ["kid"]
+    with rk.SqliteStore(db) as store:
+        assert store.info("p/1").status is rk.Status.FAILED  # the first child, untouched
