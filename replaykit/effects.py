@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from . import payloads
 from .activity import Execution
 from .commands import ACTIVITY, CHILD, SIDE_EFFECT, SIGNAL, ActivityCall, ChildWorkflow, SideEffect, WaitSignal
-from .errors import ActivityTimeoutError, SerializationError, WorkflowConflictError
+from .errors import ActivityTimeoutError, SerializationError, StoreError, WorkflowConflictError
 from .executor import Outcome
 from .handle import recorded_outcome
 from .history import ERROR, OK, RESULT, TIMEOUT, Event
@@ -65,7 +65,7 @@ class Effects:
         def _wake(self, workflow_id: str) -> None: ...
         @staticmethod
         def _unsaved_status(run: _Run) -> dict[str, Any]: ...
-        def _later(self, action: Callable[[], None]) -> None: ...
+        def _later(self, action: Callable[[], None], lost: Callable[[StoreError], None] | None = None) -> None: ...
         def _settle(self, run: _Run, leaf: Leaf, answer: Answer) -> None: ...
         def _new_handle(self, workflow_id: str) -> WorkflowHandle: ...
         def _create(self, wf: Workflow[Any], workflow_id: str, start_payload: tuple[str, str | bytes],
@@ -176,7 +176,8 @@ class Effects:
         execution.last_heartbeat = now
         self._in_flight += 1
         self._later(functools.partial(self._submit, call, execution,
-                                      functools.partial(self._post_activity_done, run, leaf, execution)))
+                                      functools.partial(self._post_activity_done, run, leaf, execution)),
+                    self._submit_lost)
         limits = [("start_to_close", activity.timeout, now),
                   ("schedule_to_close", activity.schedule_to_close, leaf.scheduled),
                   ("heartbeat", activity.heartbeat_timeout, now)]
@@ -190,6 +191,10 @@ class Effects:
     def _submit(self, call: ActivityCall, execution: Execution, done: Callable[[Outcome], None]) -> None:
         if not self._closed:  # the engine stopped meanwhile: the activity runs when the run is resumed
             self._executor.submit(call, execution, done)
+
+    def _submit_lost(self, error: StoreError) -> None:
+        """The batch that recorded the activity's start was rolled back: it is never submitted."""
+        self._in_flight -= 1
 
     def _post_activity_done(self, run: _Run, leaf: Leaf, execution: Execution, outcome: Outcome) -> None:
         """Called on an activity thread: hand the outcome to the driver."""

@@ -30,6 +30,7 @@ from .errors import (
     Cancelled,
     NonDeterminismError,
     ReplayKitError,
+    StoreError,
     TimedOut,
     UnknownWorkflowError,
     WorkflowConflictError,
@@ -149,7 +150,8 @@ class Engine(Effects):
         self._history_warning = history_warning
         # Inline activities (rk.run) commit every step: a finished activity is never run twice.
         self._group_commit = group_commit and not self._executor.inline
-        self._after_commit: list[Callable[[], None]] = []  # external effects held back until the commit
+        # External effects held back until the commit, each with what to do instead if the batch is lost.
+        self._after_commit: list[tuple[Callable[[], None], Callable[[StoreError], None] | None]] = []
         self._in_flight = 0  # activities submitted and not yet reported back
         self._inbox: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
         self._runs: dict[str, _Run] = {}
@@ -422,24 +424,49 @@ class Engine(Effects):
 
     def _flush(self) -> None:
         """Commit the batch, then let out what was waiting for it (activity starts, results)."""
-        self.store.commit()
+        try:
+            self.store.commit()
+        except StoreError as exc:
+            self._batch_lost(exc)
+            return
         while self._after_commit:
             actions, self._after_commit = self._after_commit, []
-            for action in actions:
+            for action, _ in actions:
                 self._guarded(action)
 
-    def _later(self, action: Callable[[], None]) -> None:
-        """Do ``action`` once what was recorded so far is committed."""
+    def _later(self, action: Callable[[], None], lost: Callable[[StoreError], None] | None = None) -> None:
+        """Do ``action`` once what was recorded so far is committed; ``lost`` instead if the batch
+        was rolled back (nothing of it recorded)."""
         if self._group_commit:
-            self._after_commit.append(action)
+            self._after_commit.append((action, lost))
         else:
             action()
+
+    def _batch_lost(self, error: StoreError) -> None:
+        """SQLite rolled the turn's batch back (a full disk, an I/O error): every run driven here may be
+        ahead of its recorded history, so stop driving them all; ``result()`` raises ``error``, and a
+        rerun (or another engine) replays what was committed. Nothing that waited for the commit happens."""
+        log.error("replaykit could not commit; every run of this engine stops: %s", error)
+        for run in list(self._runs.values()):
+            for execution in run.executions.values():
+                execution.cancelled = True
+            run.machine.discard()
+            del self._runs[run.workflow_id]
+            self._unlock(run.workflow_id)
+            run.handle._fail(error)
+        self._children.clear()
+        while self._after_commit:
+            actions, self._after_commit = self._after_commit, []
+            for _, lost in actions:
+                if lost is not None:
+                    self._guarded(functools.partial(lost, error))
 
     def _unlock(self, workflow_id: str) -> None:
         """Give up driving a run once everything recorded for it is committed: released earlier,
         another process could replay a shorter history and run a completed step again."""
         self._releasing.add(workflow_id)
-        self._later(functools.partial(self._unlock_now, workflow_id))
+        unlock = functools.partial(self._unlock_now, workflow_id)
+        self._later(unlock, lambda _: unlock())
 
     def _unlock_now(self, workflow_id: str) -> None:
         if workflow_id in self._releasing:  # not taken back meanwhile (see _lock)
@@ -501,7 +528,8 @@ class Engine(Effects):
             clock.advance_to(deadline)
             self._fire_due_timers()
         elif clock.target() is not None:
-            self._later(clock.reach_target().set)  # the sleeper reads the store: after the commit
+            reached = clock.reach_target()
+            self._later(reached.set, lambda _: reached.set())  # the sleeper reads the store: after the commit
 
     # -- opening a run: create, lock, replay ------------------------------------------
 
@@ -749,7 +777,7 @@ class Engine(Effects):
         event = Event(run.next_seq, 0, RESULT, "", self._clock.now(), outcome, *encoded)
         self.store.record(run.workflow_id, event, status=status, **self._unsaved_status(run))
         self._release(run)
-        self._later(run.handle._finish)
+        self._later(run.handle._finish, run.handle._fail)
         if run.parent is not None:
             self._post(functools.partial(self._child_ended, run.workflow_id))
 

@@ -4,6 +4,7 @@
     python store_child.py writer DB ID STOP       # commit events, checkpointing every two pages, until STOP
     python store_child.py opener DB TIMES         # open the store TIMES times; print what was refused
     python store_child.py full DB LEDGER LIMIT    # run `filler` with RLIMIT_FSIZE=LIMIT (0: no limit)
+    python store_child.py full-engine DB LEDGER LIMIT    # the same through an Engine (thread pool, group commit)
     python store_child.py batch DB                # one group-commit batch that outgrows a file size limit
 """
 
@@ -92,13 +93,17 @@ def limit_file_size(limit: int) -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
 
 
-def full(db: str, ledger: str, limit: int) -> None:
+def full(db: str, ledger: str, limit: int, engine: bool = False) -> None:
     os.environ["LEDGER"] = ledger
     if limit:
         limit_file_size(limit)
     outcome: dict[str, Any]
     try:
-        outcome = {"result": rk.run(filler, 400, workflow_id="fill", db=db)}
+        if engine:
+            with rk.Engine(db, activity_threads=4) as eng:
+                outcome = {"result": eng.start(filler, 400, workflow_id="fill").result(timeout=60)}
+        else:
+            outcome = {"result": rk.run(filler, 400, workflow_id="fill", db=db)}
     except Exception as exc:  # noqa: BLE001 - the test inspects whatever came out
         outcome = {"error": type(exc).__name__, "message": str(exc), "mro": [c.__name__ for c in type(exc).__mro__]}
     print(json.dumps(outcome))
@@ -141,8 +146,8 @@ if __name__ == "__main__":
         writer(args[0], args[1], args[2])
     elif mode == "opener":
         opener(args[0], int(args[1]))
-    elif mode == "full":
-        full(args[0], args[1], int(args[2]))
+    elif mode in ("full", "full-engine"):
+        full(args[0], args[1], int(args[2]), engine=mode == "full-engine")
     elif mode == "batch":
         batch(args[0])
     else:
