@@ -25,6 +25,7 @@ from .commands import all_of as all  # noqa: A001 - rk.all / rk.any read like as
 from .commands import any_of as any  # noqa: A001
 from .context import Context
 from .control import cancel, pause, query, resume, runs_without_patch, send_signal
+from .determinism import NonDeterminismWarning
 from .errors import (
     ActivityFailed,
     ActivityTimeoutError,
@@ -70,12 +71,13 @@ __all__ = [
     "Activity", "ActivityCall", "ActivityFailed", "ActivityInfo", "ActivityTimeoutError", "Cancelled",
     "ChildWorkflow", "Command", "Context", "ContinueAsNew", "CorruptStoreError", "Durability", "Engine", "Event",
     "Exponential", "Fixed", "Flow", "Group", "IllegalTransitionError", "InvalidCommandError", "Linear", "MemoryStore",
-    "NonDeterminismError", "NotAStoreError", "NotAWorkflowError", "ReplayKitError", "ResultTimeoutError",
-    "RetryPolicy", "Saga", "SerializationError", "SideEffect", "Sleep", "SleepUntil", "SqliteStore", "Status",
-    "Store", "StoreError", "StoreFullError", "StoreNotFoundError", "StoreReadOnlyError", "StoreTooNewError",
-    "TimedOut", "UnknownWorkflowError", "WaitSignal", "Workflow", "WorkflowCancelled", "WorkflowConflictError",
-    "WorkflowFailed", "WorkflowHandle", "WorkflowInfo", "WorkflowLockedError", "WorkflowNotFoundError",
-    "WorkflowPausedError", "WorkflowTimedOut", "activity", "activity_info", "all", "any", "cancel", "child_workflow",
-    "continue_as_new", "fork", "heartbeat", "is_cancelled", "pause", "query", "restart", "resume", "run",
-    "runs_without_patch", "send_signal", "side_effect", "sleep", "sleep_until", "wait_signal", "workflow",
+    "NonDeterminismError", "NonDeterminismWarning", "NotAStoreError", "NotAWorkflowError", "ReplayKitError",
+    "ResultTimeoutError", "RetryPolicy", "Saga", "SerializationError", "SideEffect", "Sleep", "SleepUntil",
+    "SqliteStore", "Status", "Store", "StoreError", "StoreFullError", "StoreNotFoundError", "StoreReadOnlyError",
+    "StoreTooNewError", "TimedOut", "UnknownWorkflowError", "WaitSignal", "Workflow", "WorkflowCancelled",
+    "WorkflowConflictError", "WorkflowFailed", "WorkflowHandle", "WorkflowInfo", "WorkflowLockedError",
+    "WorkflowNotFoundError", "WorkflowPausedError", "WorkflowTimedOut", "activity", "activity_info", "all", "any",
+    "cancel", "child_workflow", "continue_as_new", "fork", "heartbeat", "is_cancelled", "pause", "query", "restart",
+    "resume", "run", "runs_without_patch", "send_signal", "side_effect", "sleep", "sleep_until", "wait_signal",
+    "workflow",
 ]

@@ -42,6 +42,7 @@ from .handle import WorkflowHandle
 from .history import CANCEL, CONTINUED, ERROR, OK, PATCH, RESULT, RULES_VERSION, START, Event, Status
 from .interpreter import Continued, Feed, Leaf, Machine, Raised, Returned, Step, Waiting, replay_history
 from .replaycheck import check_history
+from .restart import fork_run, restart_run
 from .store import Store, open_store
 from .timers import TimerQueue
 from .workflow import Workflow, as_workflow, lookup, register
@@ -286,6 +287,16 @@ class Engine(Effects):
         self._post(lambda: self._take_controls(workflow_id) if workflow_id in self._runs
                    else self._open(wf, workflow_id, None, handle, 0.0))
         return handle
+
+    def restart(self, workflow_id: str, *, from_step: int | None = None) -> WorkflowHandle:
+        """Start a failed, cancelled or timed-out run again (see :func:`replaykit.restart`) and drive it."""
+        restart_run(self.store, workflow_id, from_step=from_step, now=self._clock.now(), workflows=self._workflows)
+        return self._drive(workflow_id)
+
+    def fork(self, workflow_id: str, new_id: str, *, step: int) -> WorkflowHandle:
+        """Copy a run into ``new_id`` from ``step`` (see :func:`replaykit.fork`) and drive the copy."""
+        fork_run(self.store, workflow_id, new_id, step=step, now=self._clock.now(), workflows=self._workflows)
+        return self._drive(new_id)
 
     def query(self, workflow_id: str, name: str, *args: Any, **kwargs: Any) -> Any:
         """Answer a query from the run's replayed state, without advancing it."""

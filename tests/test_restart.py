@@ -208,3 +208,16 @@ def test_a_restarted_parent_starts_its_children_afresh(tmp_path: Path) -> None:
     assert calls == ["kid"]
     with rk.SqliteStore(db) as store:
         assert store.info("p/1").status is rk.Status.FAILED  # the first child, untouched
+
+
+def test_engine_restart_and_fork_drive_the_new_runs(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    broken.add("t-b")
+    with rk.Engine(db) as engine:
+        with pytest.raises(rk.WorkflowFailed):
+            engine.start(three_steps, "t", workflow_id="w").result(timeout=10)
+        broken.clear()
+        calls.clear()
+        assert engine.restart("w", from_step=2).result(timeout=10)[:3] == ["t-a-done", "t-b-done", "t-c-done"]
+        assert engine.fork("w", "w2", step=3).result(timeout=10)[:3] == ["t-a-done", "t-b-done", "t-c-done"]
+    assert calls == ["t-b", "t-c", "t-c"]
