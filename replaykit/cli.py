@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         with control.opened(args.db) as store:  # an existing store only: reading creates nothing
             if args.command == "list":
                 for info in store.list(Status(args.status) if args.status else None):
-                    print(f"{info.workflow_id}\t{info.name}\t{info.status.value}\t{_time(info.updated_at)}")
+                    custom = "" if info.custom_status is None else json.dumps(info.custom_status)
+                    print(f"{info.workflow_id}\t{info.name}\t{info.status.value}\t{_time(info.updated_at)}\t{custom}")
             else:
                 for e in store.events(args.workflow_id):
                     value = repr(e.value()) if isinstance(e.payload, bytes) else e.payload

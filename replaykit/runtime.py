@@ -645,11 +645,15 @@ class Engine(Effects):
         try:
             machine, step = replay_history(wf, workflow_id, start, counted, watch=self._watch, recorded=recorded)
         except NonDeterminismError:
-            # Replay again, slowly, to explain the divergence side by side.
-            check_history(wf, workflow_id, list(self.store.events(workflow_id)))
+            # Replay again, slowly, to explain the divergence side by side (one error, not two chained).
+            try:
+                check_history(wf, workflow_id, list(self.store.events(workflow_id)))
+            except NonDeterminismError as explained:
+                raise explained from None
             raise
         run = self._runs[workflow_id] = _Run(workflow_id, wf, machine, handle, counted.count + 1, recorded)
-        run.custom_status = machine.ctx.custom_status
+        # run.custom_status stays None: whatever the code set (before its first yield, or during the replay)
+        # is saved with the next event.
         if "timeout" in recorded and not counted.timed_out:
             self._timers.push(start.at + recorded["timeout"], functools.partial(self._run_timed_out, run),
                               lambda: self._runs.get(workflow_id) is run)

@@ -1,0 +1,56 @@
+"""What the docs promise about errors and the CLI, checked (issue: false statements in the docs)."""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import replaykit as rk
+from replaykit.cli import main
+
+
+@rk.activity
+def note(x: int) -> int:
+    return x
+
+
+def _version(which: int) -> rk.Workflow[Any, Any]:
+    def flow(ctx: rk.Context) -> Any:
+        yield note(1)
+        if which == 1:
+            yield note(2)
+        else:
+            yield rk.sleep(1)
+        yield rk.wait_signal("never")
+
+    return rk.Workflow(flow, "changing")
+
+
+def test_a_non_determinism_error_is_shown_once_with_its_table_and_the_patched_advice(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    with rk.Engine(db) as engine:
+        engine.start(_version(1), workflow_id="x")
+        with pytest.raises(rk.ResultTimeoutError):
+            engine.handle("x").result(timeout=0.5)
+    with pytest.raises(rk.NonDeterminismError) as err:
+        rk.run(_version(2), workflow_id="x", db=db)
+    shown = "".join(traceback.format_exception(err.value))
+    assert shown.count("is not deterministic") == 1  # no second, chained copy of the error
+    assert "history recorded  code now" in shown  # the side-by-side table
+    assert "ctx.patched" in shown
+
+
+def test_replaykit_list_shows_the_custom_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    @rk.workflow(name="with_status")
+    def with_status(ctx: rk.Context) -> Any:
+        ctx.set_status({"rows": 300})
+        yield rk.sleep(0)
+        return None
+
+    db = tmp_path / "s.db"
+    rk.run(with_status, workflow_id="s", db=db)
+    assert main(["list", str(db)]) == 0
+    assert capsys.readouterr().out.rstrip("\n").split("\t")[-1] == '{"rows": 300}'
