@@ -143,6 +143,10 @@ class WorkflowCancelled(Cancelled):
 class WorkflowTimedOut(WorkflowCancelled, TimedOut):
     """``result()`` of a run that ended ``timed_out`` (it passed its run timeout)."""
 
+    def __init__(self, workflow_id: str, reason: str) -> None:
+        super().__init__(workflow_id, reason)
+        self.args = (f"workflow {workflow_id!r} timed out: {reason}",)
+
 
 class ActivityTimeoutError(ReplayKitError):
     """An activity overran one of its timeouts (``kind``: start_to_close, schedule_to_close, heartbeat)."""

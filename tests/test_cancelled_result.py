@@ -55,6 +55,7 @@ def test_the_result_of_a_timed_out_run_is_workflow_timed_out() -> None:
     assert isinstance(err.value, rk.WorkflowCancelled) and isinstance(err.value, rk.TimedOut)
     assert not isinstance(err.value, rk.WorkflowFailed)
     assert err.value.workflow_id == "slow" and "ran past its timeout" in err.value.reason
+    assert str(err.value).startswith("workflow 'slow' timed out:")
 
 
 def test_a_run_that_catches_cancellation_and_fails_is_still_failed() -> None:
