@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .clock import Clock
     from .executor import Executor
     from .handle import WorkflowHandle
-    from .runtime import _Run
+    from .lifecycle import _Run
     from .store import Store
     from .timers import TimerQueue
     from .workflow import Workflow

@@ -21,7 +21,6 @@ import freezegun
 
 from .. import payloads
 from ..activity import Activity, Execution
-from ..clock import FakeClock
 from ..commands import ActivityCall, utc
 from ..executor import Executor, Outcome
 from ..handle import WorkflowHandle
@@ -29,6 +28,7 @@ from ..history import Event
 from ..runtime import Engine
 from ..store import MemoryStore, SqliteStore, Store
 from ..workflow import as_workflow
+from .timeskip import FakeClock
 
 DEFAULT_START = datetime(2030, 1, 1, tzinfo=timezone.utc)
 # Test tooling that keeps the real clock: pytest times tests with functions it imported from `time`.

@@ -1,0 +1,209 @@
+"""The driver thread: its loop, group commit, and noticing what other processes wrote.
+
+Mixed into :class:`~replaykit.runtime.Engine`. One thread takes jobs from the
+engine's inbox (posted by the public API, activity threads and timers), fires
+due timers, polls the store's change counter, and commits the turn's writes as
+one batch (group commit); what would let the outside see them (activity starts,
+results, released locks) waits for that commit (``_later``). With a clock that
+skips (tests), the idle driver lets it jump to the next deadline.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import queue
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from .errors import StoreError
+from .history import Status
+
+if TYPE_CHECKING:
+    from .clock import Clock, SkippingClock
+    from .executor import Executor
+    from .interpreter import Leaf
+    from .lifecycle import _Run
+    from .store import Store
+    from .timers import TimerQueue
+
+log = logging.getLogger("replaykit")
+
+_JOBS_PER_TURN = 256  # then the turn's batch is committed, however many jobs still wait
+
+
+class Driver:
+    """The driver thread's loop and group commit (everything here runs on the driver thread)."""
+
+    # What these methods use of the engine they are mixed into:
+    store: Store
+    _own_store: bool
+    _clock: Clock
+    _skipping: SkippingClock | None
+    _poll: float
+    _executor: Executor
+    _group_commit: bool
+    _after_commit: list[tuple[Callable[[], None], Callable[[StoreError], None] | None]]
+    _in_flight: int
+    _inbox: queue.SimpleQueue[Callable[[], None]]
+    _runs: dict[str, _Run]
+    _children: dict[str, tuple[_Run, Leaf]]
+    _timers: TimerQueue
+    _releasing: set[str]
+    _closed: bool
+
+    if TYPE_CHECKING:
+        def _take_controls(self, workflow_id: str) -> None: ...
+        def _deliver_signals(self, workflow_id: str) -> None: ...
+        def _child_ended(self, child_id: str) -> None: ...
+
+    def _post(self, job: Callable[[], None]) -> None:
+        self._inbox.put(job)
+
+    def _loop(self) -> None:
+        try:
+            self._serve()
+        finally:
+            self._closed = True
+            self._shut_down()
+
+    def _serve(self) -> None:
+        if self._group_commit:
+            self.store.batch()
+        while not self._closed:
+            try:
+                job = self._inbox.get(timeout=self._wait_time())
+            except queue.Empty:
+                job = None
+            handled = 0
+            while job is not None and not self._closed:
+                self._guarded(job)
+                handled += 1
+                if handled == _JOBS_PER_TURN:  # a busy inbox must not hold the commit back forever
+                    break
+                try:
+                    job = self._inbox.get_nowait()
+                except queue.Empty:
+                    job = None
+            if self._closed:
+                break
+            self._fire_due_timers()
+            if (self._runs or self._children) and self.store.changed():
+                self._guarded(self._poll_store)
+            if self._skipping is not None and self._idle():
+                self._skip_time(self._skipping)
+            self._flush()
+
+    def _shut_down(self) -> None:
+        """The driver stops: commit what was recorded, then give up every run (and only then)."""
+        try:
+            self._flush()
+        finally:
+            self._executor.close()
+            for run in list(self._runs.values()):
+                for execution in run.executions.values():
+                    execution.cancelled = True
+                run.machine.discard()
+                self.store.unlock(run.workflow_id)
+            self._runs.clear()
+            for workflow_id in list(self._releasing):
+                self.store.unlock(workflow_id)
+            self._releasing.clear()
+            if self._own_store:
+                self.store.close()
+
+    def _flush(self) -> None:
+        """Commit the batch, then let out what was waiting for it (activity starts, results)."""
+        try:
+            self.store.commit()
+        except StoreError as exc:
+            self._batch_lost(exc)
+            return
+        while self._after_commit:
+            actions, self._after_commit = self._after_commit, []
+            for action, _ in actions:
+                self._guarded(action)
+
+    def _later(self, action: Callable[[], None], lost: Callable[[StoreError], None] | None = None) -> None:
+        """Do ``action`` once what was recorded so far is committed; ``lost`` instead if the batch
+        was rolled back (nothing of it recorded)."""
+        if self._group_commit:
+            self._after_commit.append((action, lost))
+        else:
+            action()
+
+    def _batch_lost(self, error: StoreError) -> None:
+        """SQLite rolled the turn's batch back (a full disk, an I/O error): every run driven here may be
+        ahead of its recorded history, so stop driving them all; ``result()`` raises ``error``, and a
+        rerun (or another engine) replays what was committed. Nothing that waited for the commit happens."""
+        log.error("replaykit could not commit; every run of this engine stops: %s", error)
+        for run in list(self._runs.values()):
+            for execution in run.executions.values():
+                execution.cancelled = True
+            run.machine.discard()
+            del self._runs[run.workflow_id]
+            self._unlock(run.workflow_id)
+            run.handle._fail(error)
+        self._children.clear()
+        while self._after_commit:
+            actions, self._after_commit = self._after_commit, []
+            for _, lost in actions:
+                if lost is not None:
+                    self._guarded(functools.partial(lost, error))
+
+    def _unlock(self, workflow_id: str) -> None:
+        """Give up driving a run once everything recorded for it is committed: released earlier,
+        another process could replay a shorter history and run a completed step again."""
+        self._releasing.add(workflow_id)
+        unlock = functools.partial(self._unlock_now, workflow_id)
+        self._later(unlock, lambda _: unlock())
+
+    def _unlock_now(self, workflow_id: str) -> None:
+        if workflow_id in self._releasing:  # not taken back meanwhile (see _lock)
+            self._releasing.discard(workflow_id)
+            self.store.unlock(workflow_id)
+
+    def _wait_time(self) -> float | None:
+        wait = None
+        deadline = self._timers.next_deadline()
+        if self._skipping is not None:
+            wait = 0.0 if self._idle() and self._skipping.can_skip(deadline) else None
+        elif deadline is not None:
+            wait = max(0.0, deadline - self._clock.now())
+        if self._runs or self._children:
+            wait = self._poll if wait is None else min(wait, self._poll)
+        return wait
+
+    def _guarded(self, job: Callable[[], None]) -> None:
+        try:
+            job()
+        except Exception:  # a bug in replaykit; keep serving the other runs
+            log.exception("replaykit driver job failed")
+
+    def _fire_due_timers(self) -> None:
+        while (callback := self._timers.pop_due(self._clock.now())) is not None:
+            self._guarded(callback)
+
+    def _poll_store(self) -> None:
+        """Something was committed elsewhere: act on the runs it concerns (two queries, not two per run)."""
+        with_mail = self.store.inbox()  # ids with unconsumed signals, cancellation requests among them
+        paused = {info.workflow_id for info in self.store.list(Status.PAUSED)}
+        for workflow_id, run in list(self._runs.items()):
+            if run.paused != (workflow_id in paused) or workflow_id in with_mail:
+                self._take_controls(workflow_id)
+            if workflow_id in with_mail:
+                self._deliver_signals(workflow_id)
+        for child_id in list(self._children):
+            if child_id not in self._runs:
+                self._child_ended(child_id)
+
+    # -- time skipping (with a SkippingClock: see replaykit/testing/timeskip.py) ------
+
+    def _idle(self) -> bool:
+        """Nothing can progress without time passing: no activity runs, no job waits."""
+        return self._in_flight == 0 and self._inbox.empty()
+
+    def _skip_time(self, clock: SkippingClock) -> None:
+        """Let the clock jump to the next deadline it may reach, or finish an explicit sleep."""
+        clock.skip(self._timers.next_deadline(), self._fire_due_timers,
+                   lambda done: self._later(done, lambda _: done()))  # the sleeper reads the store: after the commit

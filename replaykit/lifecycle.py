@@ -1,0 +1,398 @@
+"""The life of a run driven here: opened (created, locked, replayed), advanced, finished.
+
+Mixed into :class:`~replaykit.runtime.Engine`; everything here runs on its driver
+thread. Opening locks the run and replays its history into a machine; advancing
+starts the leaves it waits on (``effects.py``) until one must wait outside the
+driver; a run ends by recording its result, by continuing as new, or by being
+given up (aborted, evicted while it only waits on timers, or released). Strict
+replay checking happens here, after every step.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+import threading
+from collections import deque
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from . import payloads
+from .activity import Execution
+from .clock import monotonic
+from .commands import TIMER
+from .effects import NULL
+from .errors import (
+    Cancelled,
+    NonDeterminismError,
+    ReplayKitError,
+    TimedOut,
+    WorkflowConflictError,
+    WorkflowLockedError,
+    WorkflowPausedError,
+)
+from .history import CONTINUED, ERROR, OK, PATCH, RESULT, RULES_VERSION, START, Event, Status
+from .interpreter import Continued, Feed, Leaf, Machine, Raised, Returned, Step, Waiting, replay_history
+from .replaycheck import check_history
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .clock import Clock
+    from .effects import Answer
+    from .errors import StoreError
+    from .handle import WorkflowHandle
+    from .store import Store
+    from .timers import TimerQueue
+    from .workflow import Workflow
+
+log = logging.getLogger("replaykit")
+
+Payload = tuple[str, str | bytes]
+_NOTHING: dict[str, Any] = {}
+
+
+class _Run:
+    """A run this engine drives: its machine and what it is waiting on."""
+
+    __slots__ = ("workflow_id", "workflow", "machine", "handle", "next_seq", "parent", "generation", "executions",
+                 "paused", "parked", "custom_status", "status_unsaved", "warned_size")
+
+    def __init__(self, workflow_id: str, workflow: Workflow[Any], machine: Machine, handle: WorkflowHandle,
+                 next_seq: int, start: dict[str, Any]) -> None:
+        self.workflow_id = workflow_id
+        self.workflow = workflow
+        self.machine = machine
+        self.handle = handle
+        self.next_seq = next_seq  # position of the next event in its history
+        parent = start.get("parent")  # [parent id, step] of a child workflow
+        self.parent: tuple[str, int] | None = None if parent is None else (parent[0], parent[1])
+        self.generation: int = start.get("generation", 1)  # 1 + how many times the id continued as new
+        self.executions: dict[int, Execution] = {}  # running activities, by step
+        self.paused = False
+        self.parked: list[Leaf] = []  # leaves not started because the run is paused
+        self.custom_status: Any = None
+        self.status_unsaved = False  # ctx.set_status changed it; saved with the next event, or on parking
+        self.warned_size = False
+
+
+class Lifecycle:
+    """Opening, advancing and ending the runs of the engine."""
+
+    # What these methods use of the engine they are mixed into:
+    store: Store
+    _clock: Clock
+    _poll: float
+    _watch: bool
+    _strict: bool
+    _history_warning: int
+    _runs: dict[str, _Run]
+    _children: dict[str, tuple[_Run, Leaf]]
+    _timers: TimerQueue
+    _max_cached: int | None
+    _evicted: dict[str, tuple[Workflow[Any], WorkflowHandle]]
+    _releasing: set[str]
+    _closed: bool
+
+    if TYPE_CHECKING:
+        def _post(self, job: Callable[[], None]) -> None: ...
+        def _later(self, action: Callable[[], None], lost: Callable[[StoreError], None] | None = None) -> None: ...
+        def _unlock(self, workflow_id: str) -> None: ...
+        def _start_leaf(self, run: _Run, leaf: Leaf, more_to_start: bool) -> Answer | None: ...
+        def _record_answer(self, run: _Run, leaf: Leaf, answer: Answer) -> tuple[float, Any]: ...
+        def _child_ended(self, child_id: str) -> None: ...
+        def _take_controls(self, workflow_id: str) -> None: ...
+        def _run_timed_out(self, run: _Run) -> None: ...
+        def _cancel_child(self, child_id: str) -> None: ...
+
+    # -- opening a run: create, lock, replay ------------------------------------------
+
+    def _start_payload(self, wf: Workflow[Any], args: tuple[Any, ...], kwargs: dict[str, Any], *,
+                       timeout: timedelta | float | None = None, start_at: float | None = None,
+                       parent: tuple[str, int] | None = None, continued: bool = False,
+                       generation: int = 1) -> Payload:
+        start: dict[str, Any] = {"args": list(args), "kwargs": kwargs, "seed": random.getrandbits(63),
+                                 "rules": RULES_VERSION}
+        if continued:
+            start["continued"] = True
+        if generation > 1:
+            start["generation"] = generation
+        if timeout is not None:
+            start["timeout"] = _seconds(timeout)
+        if start_at is not None:
+            start["start_at"] = start_at
+        if parent is not None:
+            start["parent"] = list(parent)
+        return payloads.encode(start, f"arguments of workflow {wf.name!r}")
+
+    def _create(self, wf: Workflow[Any], workflow_id: str, start_payload: Payload, pending: bool = False) -> bool:
+        """Record the start event unless the run exists (an atomic insert: no lock needed); ``False``
+        if it existed."""
+        start = Event(0, 0, START, wf.name, self._clock.now(), OK, *start_payload)
+        return self.store.create(workflow_id, wf.name, start, Status.PENDING if pending else Status.RUNNING)
+
+    def _open(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
+              handle: WorkflowHandle, lock_deadline: float) -> None:
+        """Lock a run that exists in the store, and replay it (``call``: the arguments a rerun passed)."""
+        if workflow_id in self._runs or not self._lock(workflow_id):
+            if monotonic() < lock_deadline:
+                retry = lambda: self._open(wf, workflow_id, call, handle, lock_deadline)  # noqa: E731
+                threading.Timer(self._poll, self._post, (retry,)).start()
+                return
+            owner = "this engine" if workflow_id in self._runs else (self.store.lock_owner(workflow_id) or "?")
+            handle._fail(WorkflowLockedError(
+                f"workflow {workflow_id!r} is being driven by another live process or engine ({owner}). "
+                "It continues there; wait for it with engine.handle(id).result(), or stop that process: "
+                "its lock is released the moment it exits, and a rerun resumes from the last recorded step."
+            ))
+            return
+        try:
+            self._open_locked(wf, workflow_id, call, handle)
+        except BaseException as exc:
+            run = self._runs.pop(workflow_id, None)
+            if run is not None:
+                run.machine.discard()
+            self._unlock(workflow_id)
+            handle._fail(exc)
+
+    def _lock(self, workflow_id: str) -> bool:
+        """Take the run's lock; if the holder vanished between our try and our asking who it is, try again."""
+        if workflow_id in self._releasing:  # still ours: its release waits for the commit
+            self._releasing.discard(workflow_id)
+            return True
+        return self.store.try_lock(workflow_id) or (
+            self.store.lock_owner(workflow_id) is None and self.store.try_lock(workflow_id))
+
+    def _open_locked(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
+                     handle: WorkflowHandle) -> None:
+        info = self.store.info(workflow_id)
+        if info is None:
+            raise ReplayKitError(f"workflow {workflow_id!r} vanished from the store")
+        if info.name != wf.name:
+            raise WorkflowConflictError(
+                f"workflow id {workflow_id!r} belongs to a run of workflow {info.name!r}, not {wf.name!r}. "
+                "Use another id for the new run."
+            )
+        events: Iterator[Event] = self.store.events(workflow_id)
+        start = next(events)
+        recorded = start.value()
+        args, kwargs = tuple(recorded["args"]), recorded["kwargs"]
+        if call is not None and (call[0], call[1]) != (args, kwargs) and not recorded.get("continued"):
+            raise WorkflowConflictError(
+                f"workflow {workflow_id!r} was started with args={args!r} kwargs={kwargs!r}; this call "
+                f"passes args={call[0]!r} kwargs={call[1]!r}. A rerun must pass the same arguments "
+                "(or use another workflow id)."
+            )
+        if info.status.is_terminal:
+            self._unlock(workflow_id)
+            handle._finish()
+            return
+        if info.status is Status.PAUSED:
+            raise WorkflowPausedError(
+                f"workflow {workflow_id!r} is paused; resume it (engine.resume, rk.resume or "
+                "`replaykit resume`) to let it go on"
+            )
+        if info.status is Status.PENDING:
+            begin = recorded["start_at"]
+            if begin > self._clock.now():
+                self._unlock(workflow_id)  # whoever holds the lock when it is due starts it
+                self._timers.push(begin, lambda: self._open(wf, workflow_id, None, handle, 0.0))
+                return
+            self.store.set_status(workflow_id, Status.RUNNING, self._clock.now())
+        self._replay(wf, workflow_id, start, recorded, events, handle)
+
+    def _replay(self, wf: Workflow[Any], workflow_id: str, start: Event, recorded: dict[str, Any],
+                events: Iterator[Event], handle: WorkflowHandle) -> None:
+        """Rebuild the run's machine from its history: one pass, then carry on live."""
+        counted = Feed(events)
+        try:
+            machine, step = replay_history(wf, workflow_id, start, counted, watch=self._watch, recorded=recorded)
+        except NonDeterminismError:
+            # Replay again, slowly, to explain the divergence side by side (one error, not two chained).
+            try:
+                check_history(wf, workflow_id, list(self.store.events(workflow_id)))
+            except NonDeterminismError as explained:
+                raise explained from None
+            raise
+        run = self._runs[workflow_id] = _Run(workflow_id, wf, machine, handle, counted.count + 1, recorded)
+        # run.custom_status stays None: whatever the code set (before its first yield, or during the replay)
+        # is saved with the next event.
+        if "timeout" in recorded and not counted.timed_out:
+            self._timers.push(start.at + recorded["timeout"], functools.partial(self._run_timed_out, run),
+                              lambda: self._runs.get(workflow_id) is run)
+        if isinstance(step, Waiting):  # leaves replay left outstanding are started again
+            step = Waiting(tuple(machine.outstanding.values()))
+        self._advance(run, step)
+        if counted.count and self._runs.get(workflow_id) is run:
+            # Requests that came while nobody drove it (a fresh run's come through the store poll).
+            self._take_controls(workflow_id)
+
+    # -- carrying runs forward ----------------------------------------------------------
+
+    def _advance(self, run: _Run, step: Step) -> None:
+        """Carry the run forward until it waits on something outside the driver."""
+        todo: deque[Leaf] = deque()
+        while True:
+            if isinstance(step, Returned):
+                self._finish(run, OK, payloads.encode(step.value, f"return value of workflow {run.workflow_id!r}"))
+                return
+            if isinstance(step, Raised):
+                self._finish(run, ERROR, payloads.encode_error(step.error), _ending_status(step.error))
+                return
+            if isinstance(step, Continued):
+                self._continue_as_new(run, step)
+                return
+            self._after_step(run)
+            if self._strict:
+                self._check_strict(run)
+            todo.extend(step.started)
+            waiting = run.machine.outstanding
+            while todo:  # start leaves until one answers at once (or none does)
+                leaf = todo.popleft()
+                if waiting.get(leaf.step) is not leaf:
+                    continue  # cancelled meanwhile (a sibling won an rk.any)
+                if run.paused:
+                    run.parked.append(leaf)
+                    continue
+                if self._closed:  # close() or Ctrl-C: no new step starts; a rerun resumes from here
+                    return
+                answer = self._start_leaf(run, leaf, bool(todo))
+                if answer is not None:
+                    break
+            else:  # the run waits on something outside the driver
+                if run.status_unsaved:  # no event to carry it: save it on its own
+                    self.store.set_custom_status(run.workflow_id, self._unsaved_status(run)["custom_status"])
+                self._maybe_evict(run)
+                return
+            at, value = self._record_answer(run, leaf, answer)
+            step = run.machine.resolve(leaf.step, answer[0], value, at)
+
+    def _maybe_evict(self, run: _Run) -> None:
+        """Over the cache limit, drop a run that only waits on timers; it is replayed when one is due."""
+        if self._max_cached is None or len(self._runs) <= self._max_cached:
+            return
+        if self._runs.get(run.workflow_id) is not run:
+            return
+        waits = run.machine.outstanding.values()
+        if not waits or run.executions or run.paused or any(leaf.command.kind != TIMER for leaf in waits):
+            return
+        run.machine.discard()  # its timers stay in the heap, by id: the first due wakes it
+        del self._runs[run.workflow_id]
+        self._unlock(run.workflow_id)
+        self._evicted[run.workflow_id] = (run.workflow, run.handle)
+
+    def _wake(self, workflow_id: str) -> None:
+        """An evicted run's timer is due: replay it from its history and go on."""
+        evicted = self._evicted.pop(workflow_id, None)
+        if evicted is not None:
+            self._open(evicted[0], workflow_id, None, evicted[1], 0.0)
+
+    def _settle(self, run: _Run, leaf: Leaf, answer: Answer) -> None:
+        """Record an outcome that arrived later (activity, timer, signal, child) and go on."""
+        try:
+            at, value = self._record_answer(run, leaf, answer)
+            self._advance(run, run.machine.resolve(leaf.step, answer[0], value, at))
+        except BaseException as exc:
+            self._abort(run, exc)
+
+    def _after_step(self, run: _Run) -> None:
+        """Bookkeeping after the workflow moved: patch markers, cancelled leaves, custom status."""
+        machine = run.machine
+        if not (machine._new_markers or machine._cancelled or machine.ctx.custom_status != run.custom_status
+                or (run.next_seq > self._history_warning and not run.warned_size)):
+            return  # the common case, on the hot path
+        for change_id in machine.drain_markers():
+            self.store.record(run.workflow_id, Event(run.next_seq, 0, PATCH, change_id, self._clock.now(), OK,
+                                                     *NULL))
+            run.next_seq += 1
+        for step in machine.drain_cancelled():
+            execution = run.executions.pop(step, None)
+            if execution is not None:
+                execution.cancelled = True  # cooperative: rk.heartbeat() raises Cancelled
+            for child_id, (parent, leaf) in list(self._children.items()):
+                if parent is run and leaf.step == step:
+                    self._cancel_child(child_id)
+        if machine.ctx.custom_status != run.custom_status:
+            run.custom_status = machine.ctx.custom_status
+            run.status_unsaved = True
+        if run.next_seq > self._history_warning and not run.warned_size:
+            run.warned_size = True
+            log.warning("workflow %r has %d events in its history; consider rk.continue_as_new(...) to keep "
+                        "replays fast", run.workflow_id, run.next_seq)
+
+    @staticmethod
+    def _unsaved_status(run: _Run) -> dict[str, Any]:
+        """``custom_status=...`` for the next ``store.record``, if ``ctx.set_status`` changed it."""
+        if not run.status_unsaved:
+            return _NOTHING
+        run.status_unsaved = False
+        return {"custom_status": run.custom_status}
+
+    def _check_strict(self, run: _Run) -> None:
+        """Replay the whole history from scratch; it must wait on exactly what the live run waits on."""
+        events = self.store.events(run.workflow_id)
+        try:
+            machine, _ = replay_history(run.workflow, run.workflow_id, next(events), events)
+        except NonDeterminismError as exc:
+            raise NonDeterminismError(exc.workflow_id, exc.seq, exc.recorded,
+                                      f"{exc.now} (strict replay of the same history)", exc.where) from None
+        replayed = {s: leaf.command for s, leaf in machine.outstanding.items()}
+        machine.discard()
+        live = {s: leaf.command for s, leaf in run.machine.outstanding.items()}
+        if replayed != live:
+            def show(commands: dict[int, Any]) -> str:
+                return ", ".join(f"step {s}: {c.describe()}" for s, c in sorted(commands.items())) or "nothing"
+
+            raise NonDeterminismError(run.workflow_id, run.machine.seq, f"live run waits on {show(live)}",
+                                      f"{show(replayed)} (strict replay of the same history)", run.machine.where())
+
+    def _finish(self, run: _Run, outcome: str, encoded: Payload, status: Status | None = None) -> None:
+        status = status or (Status.COMPLETED if outcome == OK else Status.FAILED)
+        for child_id, (parent, _) in list(self._children.items()):  # parent-close policy: cancel them
+            if parent is run:
+                self._cancel_child(child_id)
+        self._after_step(run)
+        event = Event(run.next_seq, 0, RESULT, "", self._clock.now(), outcome, *encoded)
+        self.store.record(run.workflow_id, event, status=status, **self._unsaved_status(run))
+        self._release(run)
+        self._later(run.handle._finish, run.handle._fail)
+        if run.parent is not None:
+            self._post(functools.partial(self._child_ended, run.workflow_id))
+
+    def _continue_as_new(self, run: _Run, step: Continued) -> None:
+        self._after_step(run)
+        start_payload = self._start_payload(run.workflow, step.args, step.kwargs, continued=True, parent=run.parent,
+                                            generation=run.generation + 1)
+        result = Event(run.next_seq, 0, RESULT, "", self._clock.now(), CONTINUED,
+                       *payloads.encode({"args": list(step.args), "kwargs": step.kwargs}, "continue_as_new"))
+        new_start = Event(0, 0, START, run.workflow.name, self._clock.now(), OK, *start_payload)
+        self.store.continue_as_new(run.workflow_id, result, new_start)
+        run.machine.discard()
+        del self._runs[run.workflow_id]
+        self._replay(run.workflow, run.workflow_id, new_start, new_start.value(), iter(()), run.handle)
+
+    def _release(self, run: _Run) -> None:
+        for execution in run.executions.values():
+            execution.cancelled = True
+        self._runs.pop(run.workflow_id, None)
+        self._unlock(run.workflow_id)
+
+    def _abort(self, run: _Run, error: BaseException) -> None:
+        """Stop driving ``run`` without recording anything; ``result()`` raises ``error``."""
+        run.machine.discard()
+        self._release(run)
+        run.handle._fail(error)
+
+
+def _ending_status(error: BaseException) -> Status:
+    if isinstance(error, TimedOut):
+        return Status.TIMED_OUT
+    if isinstance(error, Cancelled):
+        return Status.CANCELLED
+    return Status.FAILED
+
+
+def _seconds(value: timedelta | float) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
