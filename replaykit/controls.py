@@ -17,7 +17,7 @@ from .interpreter import Step, Waiting
 if TYPE_CHECKING:
     from .clock import Clock
     from .interpreter import Leaf
-    from .lifecycle import _Run
+    from .runstate import _Run
     from .store import Store
 
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from .clock import Clock, SkippingClock
     from .executor import Executor
     from .interpreter import Leaf
-    from .lifecycle import _Run
+    from .runstate import _Run
     from .store import Store
     from .timers import TimerQueue
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from .clock import Clock
     from .executor import Executor
     from .handle import WorkflowHandle
-    from .lifecycle import _Run
+    from .runstate import _Run
     from .store import Store
     from .timers import TimerQueue
     from .workflow import Workflow

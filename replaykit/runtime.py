@@ -9,7 +9,8 @@ this process or any other) and are noticed by polling its cheap change counter.
 This module holds the :class:`Engine`'s constructor and public API; its parts live
 in ``driver.py`` (the driver loop, group commit), ``lifecycle.py`` (opening,
 advancing, ending runs), ``controls.py`` (pause, resume, cancel, timeouts) and
-``effects.py`` (one starter per command kind).
+``effects.py`` (one starter per command kind), working on ``runstate.py``'s runs.
+Time skipping (tests) is the clock's: ``testing/timeskip.py``.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ from .executor import Executor
 from .handle import WorkflowHandle
 from .history import Status
 from .interpreter import Leaf
-from .lifecycle import Lifecycle, _Run, _seconds
+from .lifecycle import Lifecycle, _seconds
 from .restart import fork_run, restart_run
+from .runstate import _Run
 from .store import Store, open_store
 from .timers import TimerQueue
 from .workflow import Workflow, as_workflow, lookup, register
