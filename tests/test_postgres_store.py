@@ -140,22 +140,28 @@ def _terminate(pg_url: str, pid: int) -> None:
     assert _sql(pg_url, f"SELECT pg_terminate_backend({pid}, 10000)") == [(True,)]
 
 
-def test_a_batch_whose_connection_dies_is_lost_whole(pg_url: str) -> None:
-    with open_store(pg_url) as store, open_store(pg_url) as other:
+@pytest.mark.parametrize("durability, seen", [("crash", [1, 2]), ("power", [1])])
+def test_a_batch_whose_connection_dies_never_commits_its_tail(pg_url: str, durability: str, seen: list[int]) -> None:
+    """crash: each write of a batch commits on its own; power: the first does, the rest share one
+    transaction. Either way, once a write failed, nothing after it in the batch is recorded."""
+    with open_store(pg_url, durability=durability) as store, open_store(pg_url) as other:
         store.create("a", "w", start())
         store.batch()
         store.record("a", step(1))
-        _terminate(pg_url, store._local.batch.conn.info.backend_pid)  # type: ignore[attr-defined]
+        store.record("a", step(2))
+        assert [e.seq for e in other.events("a")] == [0, *seen]  # power: step 2 waits for the commit
+        _terminate(pg_url, store._writes._local.batch.conn.info.backend_pid)  # type: ignore[attr-defined]
         with pytest.raises(rk.StoreError, match="connection"):
-            store.record("a", step(2))
+            store.record("a", step(3))
         with pytest.raises(rk.StoreError, match="earlier write of this batch"):
-            store.record("a", step(3))  # never committed without the batch's head
-        with pytest.raises(rk.StoreError, match="None of this batch's writes was recorded"):
+            store.record("a", step(4 if durability == "crash" else 2))  # never without what failed
+        with pytest.raises(rk.StoreError, match="none after"):
             store.commit()
-        assert list(other.events("a")) == [start()]
-        store.record("a", step(1))  # the next batch, on a new connection
+        assert [e.seq for e in other.events("a")] == [0, *seen]
+        following = seen[-1] + 1
+        store.record("a", step(following))  # the next batch, on a new connection
         store.commit()
-        assert list(other.events("a")) == [start(), step(1)]
+        assert [e.seq for e in other.events("a")] == [0, *seen, following]
 
 
 def test_a_write_whose_connection_dies_raises_and_the_next_one_works(pg_url: str) -> None:

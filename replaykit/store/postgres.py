@@ -17,43 +17,39 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 try:
-    import psycopg
+    import psycopg  # noqa: F401 - here to say what is missing, before the modules below need it
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError(
         "the PostgreSQL store needs psycopg 3: pip install 'replaykit[postgres]' (or 'psycopg[binary]')"
     ) from exc
-from psycopg import pq
 
-from ..errors import IllegalTransitionError, StoreError, WorkflowLockedError, WorkflowNotFoundError
+from ..errors import IllegalTransitionError, WorkflowLockedError, WorkflowNotFoundError
 from ..history import Event, Status, WorkflowInfo
 from .base import RESTARTABLE, UNSET, Signal, Store
 from .postgres_conn import (
-    CHANNEL,
     OWNER_SQL,
     AdvisoryLocks,
     Connection,
     Listener,
     Pool,
-    alive,
     connect,
     describe_owner,
-    int32_key,
+    insert_event,
     owner_params,
 )
-from .postgres_errors import redact, translate, translated
-from .postgres_schema import NAMESPACE, ensure_schema
+from .postgres_errors import redact, translated
+from .postgres_schema import ensure_schema
+from .postgres_writes import Writes
 from .sqlite import Durability
 
 _PAGE = 256  # history rows per query, as SqliteStore reads them
 _SYNCHRONOUS_COMMIT = {Durability.CRASH: "off", Durability.POWER: "on"}
 
 _EVENT_COLUMNS = "seq, step, kind, name, at, outcome, encoding, payload, payload_bytes"
-_INSERT_EVENT = ("INSERT INTO replaykit_events VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                 "ON CONFLICT DO NOTHING")  # a duplicate must not abort a group-commit batch: see _insert
+_INSERT_EVENTS = "INSERT INTO replaykit_events VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 _SELECT_PAGE = (f"SELECT {_EVENT_COLUMNS} FROM replaykit_events WHERE run = %s AND seq > %s "
                 "ORDER BY seq LIMIT %s")
 _RUN_COLUMNS = "workflow_id, name, status, created_at, updated_at, custom_status"
@@ -63,7 +59,6 @@ _NEW_GENERATION = (
     "INSERT INTO replaykit_runs (workflow_id, generation, name, status, created_at, updated_at, custom_status) "
     "SELECT workflow_id, generation + 1, name, %s, %s, %s, {} FROM replaykit_runs WHERE id = %s RETURNING id"
 )
-_NOTIFY_AND_COMMIT = f"NOTIFY {CHANNEL}; COMMIT"
 
 
 class PostgresStore(Store):
@@ -79,8 +74,9 @@ class PostgresStore(Store):
         self._pool = Pool(opener)
         self._locks = AdvisoryLocks(opener, self.url)
         self._listener = Listener(opener)
-        self._local = threading.local()
+        self._writes = Writes(self._pool, self.url, self.durability)
         self._runs: dict[str, int] = {}
+        self._local = threading.local()  # per thread: what changed() saw last
         try:
             with self._pool.lent() as conn, translated(self.url):
                 ensure_schema(conn, self.url, create)  # refuses foreign databases before anything is written
@@ -88,105 +84,9 @@ class PostgresStore(Store):
             self.close()
             raise
 
-    # -- connections, transactions, batches --------------------------------------------
-
-    @contextmanager
-    def _conn(self) -> Iterator[Connection]:
-        """A connection for one call: this thread's batch connection, or one from the pool."""
-        batch: _Batch | None = getattr(self._local, "batch", None)
-        if batch is not None:
-            yield self._batch_conn(batch)
-            return
-        with self._pool.lent() as conn:
-            yield conn
-
-    def _batch_conn(self, batch: _Batch) -> Connection:
-        """The batch's connection; if it broke while the batch was open, the batch is lost (the
-        server rolled it back), however that was noticed: a read may have been first to fail."""
-        if batch.conn is not None and not alive(batch.conn):
-            if batch.begun and batch.lost is None:
-                batch.lost = StoreError(f"{self.url}: the connection was lost in the middle of a group-commit "
-                                        "batch, and the server rolled the batch back.")
-            batch.conn, batch.begun = None, False
-        if batch.conn is None:
-            batch.conn = self._pool.take()
-        return batch.conn
-
-    def batch(self) -> None:
-        """From now on, this thread's writes share one transaction until :meth:`commit`."""
-        if getattr(self._local, "batch", None) is None:
-            self._local.batch = _Batch()
-
-    def commit(self) -> None:
-        """Commit this thread's batch. Raises if the batch was lost (the server rolled it back,
-        or the connection broke): then none of it is recorded."""
-        batch: _Batch | None = getattr(self._local, "batch", None)
-        if batch is None:
-            return
-        conn = self._batch_conn(batch) if batch.conn is not None else None
-        lost, batch.lost = batch.lost, None
-        if lost is not None:
-            raise type(lost)(f"{lost} None of this batch's writes was recorded.") from lost
-        if conn is not None and batch.begun:
-            batch.begun = False
-            with translated(self.url):
-                conn.execute(_NOTIFY_AND_COMMIT if batch.notify else "COMMIT")
-
-    @contextmanager
-    def _batch_write(self, batch: _Batch) -> Iterator[Connection]:
-        """One write of the open batch (begun if need be). Once the server has rolled the batch back,
-        the rest of it is refused until :meth:`commit`: a batch's later writes are never committed
-        without its first."""
-        conn = self._batch_conn(batch)
-        if batch.lost is not None:
-            raise type(batch.lost)(f"{batch.lost} (an earlier write of this batch; the batch was rolled back)")
-        try:
-            if not batch.begun:
-                conn.execute("BEGIN")
-                batch.begun, batch.notify = True, False
-            yield conn
-        except psycopg.Error as exc:  # PostgreSQL aborts the whole transaction on any error
-            batch.lost, batch.begun = translate(self.url, exc), False
-            if alive(conn) and conn.info.transaction_status != pq.TransactionStatus.IDLE:
-                with translated(self.url):
-                    conn.execute("ROLLBACK")
-            raise batch.lost from exc
-
-    @contextmanager
-    def _transaction(self, serialize: str | None = None, notify: bool = True) -> Iterator[Connection]:
-        """One write transaction (in a batch: part of the batch's). ``serialize``: the workflow id whose
-        run row it reads and then changes; ``notify``: tell listening stores at commit.
-
-        Raising a replaykit error in the block changes nothing: every write here checks what it must
-        before its first statement that writes."""
-        batch: _Batch | None = getattr(self._local, "batch", None)
-        if batch is not None:
-            with self._batch_write(batch) as conn:
-                if serialize is not None:
-                    self._serialize(conn, serialize)
-                yield conn
-            batch.notify = batch.notify or notify
-            return
-        with self._pool.lent() as conn, translated(self.url):
-            conn.execute("BEGIN")
-            try:
-                if serialize is not None:
-                    self._serialize(conn, serialize)
-                yield conn
-                conn.execute(_NOTIFY_AND_COMMIT if notify else "COMMIT")
-            except BaseException:
-                if alive(conn) and conn.info.transaction_status != pq.TransactionStatus.IDLE:
-                    conn.execute("ROLLBACK")
-                raise
-
-    def _serialize(self, conn: Connection, workflow_id: str) -> None:
-        """Wait for the other transactions that check and change this id's run row (held to commit).
-        Its key space (two int4 keys) is apart from the ownership locks' (one bigint)."""
-        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (NAMESPACE, int32_key(workflow_id)))
-
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         """Every row of a query, fetched at once: no statement (and no snapshot) outlives the call."""
-        with self._conn() as conn, translated(self.url):
+        with self._writes.conn() as conn, translated(self.url):
             return conn.execute(sql, params).fetchall()
 
     def _read_one(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
@@ -219,7 +119,7 @@ class PostgresStore(Store):
 
     def create(self, workflow_id: str, name: str, start: Event, status: Status = Status.RUNNING,
                history: Sequence[Event] = ()) -> bool:
-        with self._transaction() as conn:
+        with self._writes.write() as conn:
             rows = conn.execute(
                 "INSERT INTO replaykit_runs (workflow_id, generation, name, status, created_at, updated_at) "
                 "VALUES (%s, 1, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",
@@ -231,7 +131,7 @@ class PostgresStore(Store):
             return True
 
     def restart(self, workflow_id: str, start: Event, history: Sequence[Event] = ()) -> None:
-        with self._transaction(serialize=workflow_id) as conn:  # the status check and the new generation
+        with self._writes.write(serialize=workflow_id) as conn:  # the status check and the new generation
             run, status = self._newest(conn, workflow_id)
             if status not in RESTARTABLE:
                 raise IllegalTransitionError(
@@ -266,9 +166,7 @@ class PostgresStore(Store):
     def _insert(self, conn: Connection, run: int, e: Event) -> None:
         """Append one event. A duplicate ``seq`` is refused by the primary key without an error on the
         server, which would abort the whole transaction (a group-commit batch with it)."""
-        text, data = (e.payload, None) if type(e.payload) is str else (None, e.payload)
-        cur = conn.execute(_INSERT_EVENT, (run, e.seq, e.step, e.kind, e.name, e.at, e.outcome, e.encoding, text, data))
-        if cur.rowcount == 0:
+        if insert_event(conn, run, e) == 0:
             raise WorkflowLockedError(
                 f"event {e.seq} of this workflow was already recorded by another driver; "
                 "two processes are driving the same workflow. Nothing was overwritten."
@@ -276,25 +174,20 @@ class PostgresStore(Store):
 
     def _insert_all(self, conn: Connection, run: int, events: Sequence[Event]) -> None:
         with conn.cursor() as cur:
-            cur.executemany(_INSERT_EVENT, [
+            cur.executemany(_INSERT_EVENTS, [
                 (run, e.seq, e.step, e.kind, e.name, e.at, e.outcome, e.encoding,
                  *((e.payload, None) if type(e.payload) is str else (None, e.payload)))
                 for e in events])
 
     def record(self, workflow_id: str, event: Event, *, status: Status | None = None,
                consume_signal: int | None = None, custom_status: Any = UNSET) -> None:
-        run = self._run(workflow_id)
         if status is None and consume_signal is None and custom_status is UNSET:  # hot path: one INSERT
-            batch: _Batch | None = getattr(self._local, "batch", None)
-            if batch is not None:
-                with self._batch_write(batch) as conn:
-                    self._insert(conn, run, event)
-                return
-            with self._pool.lent() as conn, translated(self.url):
-                self._insert(conn, run, event)
+            with self._writes.write(notify=False, single=True) as conn:
+                self._insert(conn, self._run(workflow_id), event)
             return
         changes_run = status is not None or custom_status is not UNSET
-        with self._transaction(serialize=workflow_id if changes_run else None) as conn:
+        with self._writes.write(serialize=workflow_id if changes_run else None) as conn:
+            run = self._run(workflow_id)
             self._insert(conn, run, event)
             if status is not None:
                 conn.execute("UPDATE replaykit_runs SET status = %s, updated_at = %s WHERE id = %s",
@@ -306,8 +199,8 @@ class PostgresStore(Store):
                              (json.dumps(custom_status), run))
 
     def continue_as_new(self, workflow_id: str, result: Event, start: Event) -> None:
-        run = self._run(workflow_id)
-        with self._transaction(serialize=workflow_id) as conn:
+        with self._writes.write(serialize=workflow_id) as conn:
+            run = self._run(workflow_id)
             self._insert(conn, run, result)
             conn.execute("UPDATE replaykit_runs SET status = %s, updated_at = %s WHERE id = %s",
                          (Status.CONTINUED.value, result.at, run))
@@ -317,12 +210,12 @@ class PostgresStore(Store):
         self._runs.pop(workflow_id, None)
 
     def set_custom_status(self, workflow_id: str, value: Any) -> None:
-        run = self._run(workflow_id)
-        with self._transaction(serialize=workflow_id) as conn:
-            conn.execute("UPDATE replaykit_runs SET custom_status = %s WHERE id = %s", (json.dumps(value), run))
+        with self._writes.write(serialize=workflow_id) as conn:
+            conn.execute("UPDATE replaykit_runs SET custom_status = %s WHERE id = %s",
+                         (json.dumps(value), self._run(workflow_id)))
 
     def set_status(self, workflow_id: str, status: Status, at: float) -> Status:
-        with self._transaction(serialize=workflow_id) as conn:
+        with self._writes.write(serialize=workflow_id) as conn:
             run, old = self._newest(conn, workflow_id)
             if old is not status and not old.can_become(status):
                 raise IllegalTransitionError(
@@ -333,7 +226,7 @@ class PostgresStore(Store):
 
     def send_signal(self, workflow_id: str, name: str, encoding: str, payload: str | bytes,
                     at: float) -> None:
-        with self._transaction(serialize=workflow_id) as conn:  # the status check and the insert
+        with self._writes.write(serialize=workflow_id) as conn:  # the status check and the insert
             _, status = self._newest(conn, workflow_id)
             if status.is_terminal:
                 raise IllegalTransitionError(
@@ -356,7 +249,7 @@ class PostgresStore(Store):
         return {row[0] for row in self._read("SELECT DISTINCT workflow_id FROM replaykit_signals WHERE NOT consumed")}
 
     def consume_signal(self, signal_id: int) -> None:
-        with self._transaction() as conn:
+        with self._writes.write() as conn:
             conn.execute("UPDATE replaykit_signals SET consumed = true WHERE id = %s", (signal_id,))
 
     def list(self, status: Status | None = None) -> list[WorkflowInfo]:
@@ -377,6 +270,13 @@ class PostgresStore(Store):
         row = self._read_one(OWNER_SQL, owner_params(workflow_id))
         return None if row is None else describe_owner(row)
 
+    def batch(self) -> None:
+        """Group this thread's writes until :meth:`commit` (``postgres_writes.py`` says how)."""
+        self._writes.batch()
+
+    def commit(self) -> None:
+        self._writes.commit()
+
     def changed(self) -> bool:
         """Has another connection committed anything but a plain step since this thread last asked?
 
@@ -392,22 +292,13 @@ class PostgresStore(Store):
         self._listener.close()
         self._locks.close()
         self._pool.close()
+        self._writes.forget()
         self._local = threading.local()
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r}, durability={self.durability.value!r})"
 
 
-class _Batch:
-    """A thread's group-commit batch: its connection, and whether its transaction is open or lost."""
-
-    __slots__ = ("conn", "begun", "notify", "lost")
-
-    def __init__(self) -> None:
-        self.conn: Connection | None = None
-        self.begun = False  # BEGIN sent, COMMIT not yet
-        self.notify = False  # something others must notice is in it
-        self.lost: StoreError | None = None  # the server rolled it back: refuse the rest until commit()
 
 
 def _event(row: tuple[Any, ...]) -> Event:

@@ -13,6 +13,7 @@ import os
 import select
 import socket
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -21,11 +22,22 @@ from psycopg import pq
 from psycopg.rows import TupleRow
 
 from ..errors import StoreError
+from ..history import Event
 from .postgres_errors import cannot_connect, translate
 
 Connection = psycopg.Connection[TupleRow]
 CHANNEL = "replaykit_changes"  # NOTIFY'd by every write but a plain step: see PostgresStore.changed
 _IDLE_KEPT = 4  # idle pooled connections kept open; more are closed when given back
+
+
+_SETTINGS = (
+    "SET synchronous_commit = {}; "
+    "SET client_encoding = 'UTF8'; "  # insert_event encodes its parameters itself
+    # Every read here is an index range scan, most of them ordered and limited (a page of history).
+    # On a table without statistics yet (a new store) the planner prefers a bitmap scan of the run's
+    # whole remaining history and a sort, for each page: 90 ms instead of 14 to read 10,000 steps.
+    "SET enable_bitmapscan = off"
+)
 
 
 def connect(url: str, where: str, synchronous_commit: str) -> Connection:
@@ -35,15 +47,50 @@ def connect(url: str, where: str, synchronous_commit: str) -> Connection:
     if "connect_timeout" not in options:
         extra["connect_timeout"] = 10  # libpq waits forever otherwise for a host that does not answer
     try:
-        conn = psycopg.connect(url, autocommit=True, **extra)  # type: ignore[arg-type]
+        # psycopg prepares nothing by itself: it would DEALLOCATE ALL after a ROLLBACK, insert_event's too
+        conn = psycopg.connect(url, autocommit=True, prepare_threshold=None, **extra)  # type: ignore[arg-type]
     except psycopg.Error as exc:
         raise cannot_connect(where, exc) from exc
     try:
-        conn.execute(f"SET synchronous_commit = {synchronous_commit}")
+        conn.execute(_SETTINGS.format(synchronous_commit).encode())
     except psycopg.Error as exc:
         conn.close()
         raise translate(where, exc) from exc
     return conn
+
+
+_INSERT_EVENT = b"replaykit_insert_event"
+_INSERT_EVENT_SQL = (b"INSERT INTO replaykit_events VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+                     b"ON CONFLICT DO NOTHING")  # a duplicate must not abort a group-commit batch
+_INSERT_EVENT_TYPES = [20, 23, 23, 25, 25, 701, 25, 25, 25, 17]  # int8 int4 int4 text text float8 text text text bytea
+_INSERT_EVENT_FORMATS = [0] * 9 + [1]  # pickled bytes are sent as they are; the rest as text
+_prepared: weakref.WeakSet[Connection] = weakref.WeakSet()  # connections where _INSERT_EVENT is prepared
+
+
+def insert_event(conn: Connection, run: int, e: Event) -> int:
+    """Append one event (one round trip); how many rows were inserted: 0 if its ``seq`` exists.
+
+    The hot path, through libpq directly: psycopg's cursor machinery costs two to three times the
+    client CPU of this statement (60 against 20 µs here), which is most of a step on a local server.
+    """
+    pgconn = conn.pgconn
+    with conn.lock:
+        if conn not in _prepared:
+            _check(conn, pgconn.prepare(_INSERT_EVENT, _INSERT_EVENT_SQL, _INSERT_EVENT_TYPES))
+            _prepared.add(conn)
+        payload = e.payload
+        params: list[bytes | None] = [
+            b"%d" % run, b"%d" % e.seq, b"%d" % e.step, e.kind.encode(), e.name.encode(), repr(float(e.at)).encode(),
+            e.outcome.encode(), e.encoding.encode(), *((payload.encode(), None) if isinstance(payload, str)
+                                                       else (None, payload))]
+        result = pgconn.exec_prepared(_INSERT_EVENT, params, _INSERT_EVENT_FORMATS)  # type: ignore[arg-type]
+    _check(conn, result)
+    return result.command_tuples or 0
+
+
+def _check(conn: Connection, result: pq.abc.PGresult) -> None:
+    if result.status != pq.ExecStatus.COMMAND_OK:
+        raise psycopg.errors.error_from_result(result, encoding="utf-8")
 
 
 def alive(conn: Connection) -> bool:
@@ -82,7 +129,7 @@ class Pool:
 
     def give(self, conn: Connection) -> None:
         """Take a connection back: kept if healthy and idle, closed otherwise."""
-        keep = alive(conn) and conn.info.transaction_status == pq.TransactionStatus.IDLE
+        keep = alive(conn) and conn.pgconn.transaction_status == pq.TransactionStatus.IDLE
         with self._mutex:
             if keep and not self._closed and len(self._idle) < _IDLE_KEPT:
                 self._idle.append(conn)
