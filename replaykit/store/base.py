@@ -126,10 +126,14 @@ class Store(abc.ABC):
         """Cheap: has anyone committed anything since the last call?"""
 
     def batch(self) -> None:  # noqa: B027 - stores without transactions need no batching
-        """Group this thread's writes into one transaction, until :meth:`commit` (group commit)."""
+        """Group this thread's writes into one transaction, until :meth:`commit` (group commit).
+
+        A store may commit some of them sooner, where a commit costs less than a transaction's
+        round trips (``PostgresStore``), but never a later write before an earlier one; and once
+        a write of the batch has failed, it refuses the rest until :meth:`commit` raises."""
 
     def commit(self) -> None:  # noqa: B027
-        """Commit what :meth:`batch` grouped."""
+        """Commit what :meth:`batch` grouped: once it returns, all of it is durable and seen by all."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing to release
         """Release resources, and the workflow locks taken through this store. Do not use it afterwards."""
