@@ -123,7 +123,8 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def changed(self) -> bool:
-        """Cheap: has anyone committed anything since the last call?"""
+        """Cheap: has anyone committed anything since this thread's last call? A store may leave out
+        plain steps (``record`` without options): they concern only the driver that wrote them."""
 
     def batch(self) -> None:  # noqa: B027 - stores without transactions need no batching
         """Group this thread's writes into one transaction, until :meth:`commit` (group commit).
