@@ -23,13 +23,16 @@ NEEDED = ("initdb", "pg_ctl", "postgres")
 
 
 def find_binaries() -> str | None:
-    """The directory holding initdb, pg_ctl and postgres: from PATH, else the newest
-    /usr/lib/postgresql/*/bin (Debian does not put them on PATH)."""
-    found = shutil.which("pg_ctl")
-    candidates = [os.path.dirname(os.path.realpath(found))] if found else []
-    versions = glob.glob("/usr/lib/postgresql/*/bin")
-    candidates += sorted(versions, key=lambda d: int(d.split("/")[-2]) if d.split("/")[-2].isdigit() else 0,
-                         reverse=True)
+    """The directory holding initdb, pg_ctl and postgres: $PG_BINDIR if set (and only it), else from
+    PATH, else the newest /usr/lib/postgresql/*/bin (Debian does not put them on PATH)."""
+    if "PG_BINDIR" in os.environ:
+        candidates = [os.environ["PG_BINDIR"]]
+    else:
+        found = shutil.which("pg_ctl")
+        candidates = [os.path.dirname(os.path.realpath(found))] if found else []
+        versions = glob.glob("/usr/lib/postgresql/*/bin")
+        candidates += sorted(versions, key=lambda d: int(d.split("/")[-2]) if d.split("/")[-2].isdigit() else 0,
+                             reverse=True)
     for directory in candidates:
         if all(os.access(os.path.join(directory, name), os.X_OK) for name in NEEDED):
             return directory
