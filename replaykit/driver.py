@@ -133,9 +133,10 @@ class Driver:
             action()
 
     def _batch_lost(self, error: StoreError) -> None:
-        """SQLite rolled the turn's batch back (a full disk, an I/O error): every run driven here may be
+        """The store rolled the turn's batch back (a full disk, an I/O error): every run in memory may be
         ahead of its recorded history, so stop driving them all; ``result()`` raises ``error``, and a
-        rerun (or another engine) replays what was committed. Nothing that waited for the commit happens."""
+        rerun (or another engine) replays what was committed. Nothing that waited for the commit happens.
+        Evicted runs hold nothing in memory: when their timer is due they replay what was committed."""
         log.error("replaykit could not commit; every run of this engine stops: %s", error)
         for run in list(self._runs.values()):
             for execution in run.executions.values():

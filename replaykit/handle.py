@@ -38,6 +38,13 @@ class WorkflowHandle(Generic[R]):
         self._on_wait: Callable[[int], None] | None = None  # told +1/-1 around result() (time skipping)
         self._error: BaseException | None = None
 
+    def _follow(self) -> None:
+        """Another live process drives the run: ``result()`` waits for what the store records."""
+        self._driven_here = False
+        wakeup = self._wakeup
+        if wakeup is not None:
+            wakeup.set()
+
     def _fail(self, error: BaseException) -> None:
         """A local problem (lock held, non-determinism, ...): ``result()`` raises it."""
         self._error = error

@@ -117,6 +117,9 @@ class Lifecycle:
                 retry = lambda: self._open(wf, workflow_id, call, handle, lock_deadline)  # noqa: E731
                 threading.Timer(self._poll, self._post, (retry,)).start()
                 return
+            if call is None and workflow_id not in self._runs:
+                handle._follow()  # a resume, a wake-up or a recovery: the run goes on there; wait for its end
+                return
             owner = "this engine" if workflow_id in self._runs else (self.store.lock_owner(workflow_id) or "?")
             handle._fail(WorkflowLockedError(
                 f"workflow {workflow_id!r} is being driven by another live process or engine ({owner}). "

@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import replaykit as rk
 
@@ -113,3 +114,29 @@ def test_engines_killed_at_random_never_rerun_an_activity_of_a_live_process(
                 violations.append((key, pids, survivors))
     assert not violations, f"activities ran again after a process that lived on: {violations[:5]}"
     assert_all_completed(db, count)
+
+
+@rk.workflow(name="naps_then_works")
+def naps_then_works(ctx: rk.Context) -> Any:
+    yield rk.sleep(0.5)
+    return (yield double(21))
+
+
+@rk.activity
+def double(x: int) -> int:
+    return 2 * x
+
+
+def test_a_handle_follows_its_run_when_another_engine_takes_it_over_while_evicted(tmp_path: Path) -> None:
+    """Engine A evicts a run parked on a timer (giving its lock up); engine B recovers it. When A's timer
+    is due, A's handle must follow the run to its end, not fail with WorkflowLockedError."""
+    db = str(tmp_path / "s.db")
+    with rk.Engine(db, max_cached_runs=0) as a, rk.Engine(db) as b:
+        handle = a.start(naps_then_works, workflow_id="n1")
+        deadline = time.monotonic() + 10
+        while "n1" not in a._evicted:
+            assert time.monotonic() < deadline, "the run was never evicted"
+            time.sleep(0.01)
+        taken = [h for h in b.recover() if h.workflow_id == "n1"]
+        assert taken and taken[0].result(timeout=10) == 42
+        assert handle.result(timeout=10) == 42
