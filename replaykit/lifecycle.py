@@ -130,10 +130,11 @@ class Lifecycle:
         try:
             self._open_locked(wf, workflow_id, call, handle)
         except BaseException as exc:
-            run = self._runs.pop(workflow_id, None)
-            if run is not None:
-                run.machine.discard()
-            self._unlock(workflow_id)
+            run = self._runs.get(workflow_id)
+            if run is not None:  # it got as far as running: stop it as any run is stopped
+                self._abort(run, exc)
+            else:
+                self._unlock(workflow_id)
             handle._fail(exc)
 
     def _lock(self, workflow_id: str) -> bool:
