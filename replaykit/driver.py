@@ -50,12 +50,14 @@ class Driver:
     _children: dict[str, tuple[_Run, Leaf]]
     _timers: TimerQueue
     _releasing: set[str]
+    _parked: set[str]
     _closed: bool
 
     if TYPE_CHECKING:
         def _take_controls(self, workflow_id: str) -> None: ...
         def _deliver_signals(self, workflow_id: str) -> None: ...
         def _child_ended(self, child_id: str) -> None: ...
+        def _evict_parked(self) -> None: ...
 
     def _post(self, job: Callable[[], None]) -> None:
         self._inbox.put(job)
@@ -92,6 +94,8 @@ class Driver:
                 self._guarded(self._poll_store)
             if self._skipping is not None and self._idle():
                 self._skip_time(self._skipping)
+            if self._parked:
+                self._evict_parked()
             self._flush()
 
     def _shut_down(self) -> None:

@@ -69,6 +69,7 @@ class Lifecycle:
     _timers: TimerQueue
     _max_cached: int | None
     _evicted: dict[str, tuple[Workflow[Any], WorkflowHandle]]
+    _parked: set[str]
     _releasing: set[str]
     _closed: bool
 
@@ -250,24 +251,37 @@ class Lifecycle:
             step = run.machine.resolve(leaf.step, answer[0], value, at)
 
     def _maybe_evict(self, run: _Run) -> None:
-        """Over the cache limit, drop a run that only waits on timers; it is replayed when one is due."""
-        if self._max_cached is None or len(self._runs) <= self._max_cached:
-            return
-        if self._runs.get(run.workflow_id) is not run:
-            return
-        waits = run.machine.outstanding.values()
-        if not waits or run.executions or run.paused or any(leaf.command.kind != TIMER for leaf in waits):
-            return
-        run.machine.discard()  # its timers stay in the heap, by id: the first due wakes it
-        del self._runs[run.workflow_id]
-        self._unlock(run.workflow_id)
-        self._evicted[run.workflow_id] = (run.workflow, run.handle)
+        """A run parked: with a cache limit, consider evicting it at the end of the driver's turn
+        (not now: controls that opened it, a cancel or a pause, are applied first)."""
+        if self._max_cached is not None:
+            self._parked.add(run.workflow_id)
+
+    def _evict_parked(self) -> None:
+        """Over the cache limit, drop runs that only wait on timers; each is replayed when one is due."""
+        parked, self._parked = self._parked, set()
+        for workflow_id in parked:
+            run = self._runs.get(workflow_id)
+            if run is None or self._max_cached is None or len(self._runs) <= self._max_cached:
+                continue
+            waits = run.machine.outstanding.values()
+            if not waits or run.executions or run.paused or any(leaf.command.kind != TIMER for leaf in waits):
+                continue
+            run.machine.discard()  # its timers stay in the heap, by id: the first due wakes it
+            del self._runs[workflow_id]
+            self._unlock(workflow_id)
+            self._evicted[workflow_id] = (run.workflow, run.handle)
 
     def _wake(self, workflow_id: str) -> None:
-        """An evicted run's timer is due: replay it from its history and go on."""
+        """An evicted run's timer is due: replay it from its history and go on (a paused one stays
+        parked in the store; its handle waits for what a resume brings)."""
         evicted = self._evicted.pop(workflow_id, None)
-        if evicted is not None:
-            self._open(evicted[0], workflow_id, None, evicted[1], 0.0)
+        if evicted is None:
+            return
+        info = self.store.info(workflow_id)
+        if info is not None and info.status is Status.PAUSED:
+            evicted[1]._follow()
+            return
+        self._open(evicted[0], workflow_id, None, evicted[1], 0.0)
 
     def _settle(self, run: _Run, leaf: Leaf, answer: Answer) -> None:
         """Record an outcome that arrived later (activity, timer, signal, child) and go on."""

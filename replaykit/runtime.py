@@ -130,6 +130,7 @@ class Engine(Controls, Lifecycle, Driver, Effects):
         self._timers = TimerQueue()
         self._max_cached = max_cached_runs
         self._evicted: dict[str, tuple[Workflow[Any], WorkflowHandle]] = {}
+        self._parked: set[str] = set()  # runs that parked this turn: candidates for eviction
         self._releasing: set[str] = set()  # runs given up, still locked until the commit (see _unlock)
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="replaykit-driver", daemon=True)
@@ -255,8 +256,15 @@ class Engine(Controls, Lifecycle, Driver, Effects):
             return handle
         wf = lookup(info.name, self._workflows)
         self._post(lambda: self._take_controls(workflow_id) if workflow_id in self._runs
-                   else self._open(wf, workflow_id, None, handle, 0.0))
+                   else self._reopen(wf, workflow_id, handle))
         return handle
+
+    def _reopen(self, wf: Workflow[Any], workflow_id: str, handle: WorkflowHandle) -> None:
+        """Drive a run this engine does not hold in memory; if it evicted it, its first handle follows."""
+        evicted = self._evicted.pop(workflow_id, None)
+        if evicted is not None:
+            evicted[1]._follow()
+        self._open(wf, workflow_id, None, handle, 0.0)
 
     def restart(self, workflow_id: str, *, from_step: int | None = None) -> WorkflowHandle:
         """Start a failed, cancelled or timed-out run again (see :func:`replaykit.restart`) and drive it."""

@@ -17,6 +17,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import replaykit as rk
 
 from conftest import PYTHON, ROOT
@@ -139,4 +141,34 @@ def test_a_handle_follows_its_run_when_another_engine_takes_it_over_while_evicte
             time.sleep(0.01)
         taken = [h for h in b.recover() if h.workflow_id == "n1"]
         assert taken and taken[0].result(timeout=10) == 42
+        assert handle.result(timeout=10) == 42
+
+
+def _evicted(engine: rk.Engine, workflow_id: str) -> None:
+    deadline = time.monotonic() + 10
+    while workflow_id not in engine._evicted:
+        assert time.monotonic() < deadline, "the run was never evicted"
+        time.sleep(0.01)
+
+
+def test_a_cancel_reaches_an_evicted_run(tmp_path: Path) -> None:
+    with rk.Engine(str(tmp_path / "s.db"), max_cached_runs=0) as engine:
+        handle = engine.start(naps_then_works, workflow_id="c1")
+        _evicted(engine, "c1")
+        engine.cancel("c1", "stop it")
+        with pytest.raises(rk.WorkflowCancelled, match="stop it"):
+            handle.result(timeout=10)
+        assert handle.status() is rk.Status.CANCELLED
+
+
+def test_a_pause_while_evicted_leaves_the_run_paused_and_resume_finishes_it(tmp_path: Path) -> None:
+    with rk.Engine(str(tmp_path / "s.db"), max_cached_runs=0) as engine:
+        handle = engine.start(naps_then_works, workflow_id="p1")
+        _evicted(engine, "p1")
+        engine.pause("p1")
+        with pytest.raises(rk.ResultTimeoutError):
+            handle.result(timeout=1.0)  # past the timer: still paused, the handle still waiting
+        assert handle.status() is rk.Status.PAUSED
+        resumed = engine.resume("p1")
+        assert resumed.result(timeout=10) == 42
         assert handle.result(timeout=10) == 42
