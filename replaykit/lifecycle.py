@@ -179,6 +179,7 @@ class Lifecycle:
             begin = recorded["start_at"]
             if begin > self._clock.now():
                 self._unlock(workflow_id)  # whoever holds the lock when it is due starts it
+                handle._follow()  # until then anyone may cancel it: result() watches the store
                 self._timers.push(begin, lambda: self._open(wf, workflow_id, None, handle, 0.0))
                 return
             self.store.set_status(workflow_id, Status.RUNNING, self._clock.now())

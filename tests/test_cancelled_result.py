@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -151,3 +152,16 @@ def test_a_cancelled_scheduled_run_does_not_end_its_schedule() -> None:
         assert env.store.info(first).status is rk.Status.CANCELLED
         assert env.store.info("schedule:hourly").status is rk.Status.RUNNING
         assert len(fired) >= 2
+
+
+def test_a_delayed_run_cancelled_from_elsewhere_ends_its_handle_at_once(tmp_path: Path) -> None:
+    db = str(tmp_path / "s.db")
+    with rk.Engine(db) as engine:
+        handle = engine.start(waits, workflow_id="later", start_delay=timedelta(hours=1))
+        deadline = time.monotonic() + 10
+        while engine._timers.next_deadline() is None:  # the engine has parked it until its start time
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        rk.cancel(db, "later", "not needed")  # as another process would, by path
+        with pytest.raises(rk.WorkflowCancelled, match="not needed"):
+            handle.result(timeout=10)
