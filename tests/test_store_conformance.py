@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 import sqlite3
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -375,6 +376,40 @@ def test_changed_reports_what_others_commit(backend: Backend, store: Store) -> N
         write()
         wait_for(store.changed, timeout=5)
         assert store.changed() is False
+
+
+def test_one_store_serves_many_threads(store: Store) -> None:
+    """An engine's driver, its activity threads and callers all use one store object."""
+    store.create("shared", "w", start())
+    errors: list[BaseException] = []
+
+    def work(k: int) -> None:
+        try:
+            workflow_id = f"t{k}"
+            store.create(workflow_id, "w", start())
+            for seq in range(1, 40):
+                store.record(workflow_id, step(seq))
+                assert store.last_event(workflow_id) == step(seq)
+                if seq % 10 == 0:
+                    store.send_signal("shared", "tick", "json", str(k), 1.0)
+            store.record(workflow_id, result(40), status=Status.COMPLETED)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors, errors
+    for k in range(6):
+        assert [e.seq for e in store.events(f"t{k}")] == list(range(41))
+    assert len(store.list(Status.COMPLETED)) == 6
+    ticks = 0
+    while (signal_ := store.next_signal("shared", "tick")) is not None:
+        store.consume_signal(signal_.id)
+        ticks += 1
+    assert ticks == 6 * 3
 
 
 # -- group commit ------------------------------------------------------------------------------

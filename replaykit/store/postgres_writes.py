@@ -53,6 +53,7 @@ class Writes:
             if batch.begun and batch.lost is None:
                 self._lose(batch, StoreError(f"{self.where}: the connection was lost in the middle of a "
                                              "group-commit batch, and the server rolled the batch back."))
+            self._pool.give(batch.conn)  # closed, and forgotten
             batch.conn, batch.begun = None, False
         if batch.conn is None:
             batch.conn = self._pool.take()
