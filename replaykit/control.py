@@ -29,7 +29,8 @@ Db = str | os.PathLike[str] | Store
 
 @contextmanager
 def opened(db: Db) -> Iterator[Store]:
-    """A store for ``db``: the given one, or an existing SQLite file opened (and closed) here.
+    """A store for ``db``: the given one, or an existing one (an SQLite path or a PostgreSQL URL) opened
+    (and closed) here.
 
     These operations only act on runs that exist: a path with no store raises
     :class:`StoreNotFoundError`, and nothing is created.
@@ -52,7 +53,7 @@ def _need(store: Store, workflow_id: str) -> Status:
 
 
 def _where(store: Store) -> str:
-    return getattr(store, "path", None) or type(store).__name__
+    return getattr(store, "path", None) or getattr(store, "url", None) or type(store).__name__
 
 
 def send_signal(db: Db, workflow_id: str, name: str, payload: Any = None, *, at: float | None = None) -> None:

@@ -225,3 +225,19 @@ def test_without_a_server_the_postgres_tests_fail_in_ci_and_skip_elsewhere(
                           env=env, capture_output=True, text=True, timeout=120)
     assert outcome in done.stdout, done.stdout
     assert "no PostgreSQL server binaries" in done.stdout and "apt-get install postgresql" in done.stdout
+
+
+def test_the_replay_checker_and_the_test_env_take_a_url(pg_url: str) -> None:
+    from replaykit.testing import TestEnv, replay_all
+
+    @rk.workflow(name="pg_naps")
+    def pg_naps(ctx: rk.Context) -> rk.Flow[str]:
+        yield rk.sleep(3600)
+        return "rested"
+
+    with TestEnv(db=pg_url) as env:
+        assert env.run(pg_naps, workflow_id="n") == "rested"
+    [report] = replay_all(pg_url)
+    assert report.ok and report.workflow_id == "n"
+    with pytest.raises(rk.WorkflowNotFoundError, match="postgresql://"):
+        rk.send_signal(pg_url, "nobody", "go")

@@ -26,7 +26,7 @@ from ..executor import Executor, Outcome
 from ..handle import WorkflowHandle
 from ..history import Event
 from ..runtime import Engine
-from ..store import MemoryStore, SqliteStore, Store
+from ..store import MemoryStore, Store, open_store
 from ..workflow import as_workflow
 from .timeskip import FakeClock
 
@@ -114,7 +114,7 @@ class TestEnv:
         if db is None:
             self.store: Store = MemoryStore()
         else:
-            self.store = db if isinstance(db, Store) else SqliteStore(db)
+            self.store = db if isinstance(db, Store) else open_store(db)
         self._own_store = db is not None and not isinstance(db, Store)
         self.engine = Engine(
             self.store, workflows=workflows, clock=self.clock, poll_interval=0.01,

@@ -21,7 +21,7 @@ from .. import payloads
 from ..errors import ReplayKitError, UnknownWorkflowError, WorkflowConflictError, WorkflowNotFoundError
 from ..history import Event
 from ..replaycheck import check_history
-from ..store import SqliteStore, Store
+from ..store import Store, open_store
 from ..store.locks import stores_open
 from ..workflow import Workflow, as_workflow, lookup
 
@@ -87,7 +87,7 @@ def _event_from_json(d: dict[str, Any]) -> Event:
 
 def _open(db: str | os.PathLike[str] | Store) -> tuple[Store, bool]:
     """The given store, or the existing one at a path (``StoreNotFoundError`` if none: nothing is created)."""
-    return (db, False) if isinstance(db, Store) else (SqliteStore(db, create=False), True)
+    return (db, False) if isinstance(db, Store) else (open_store(db, create=False), True)
 
 
 def export_history(db: str | os.PathLike[str] | Store, workflow_id: str) -> History:
