@@ -111,25 +111,33 @@ class Lifecycle:
         return self.store.create(workflow_id, wf.name, start, Status.PENDING if pending else Status.RUNNING)
 
     def _open(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
-              handle: WorkflowHandle, lock_deadline: float) -> None:
-        """Lock a run that exists in the store, and replay it (``call``: the arguments a rerun passed)."""
+              handle: WorkflowHandle, lock_deadline: float, fresh: bool = False) -> None:
+        """Lock a run that exists in the store, and replay it (``call``: the arguments a rerun passed;
+        ``fresh``: this engine's ``start`` just created the run)."""
         if workflow_id in self._runs or not self._lock(workflow_id):
             if monotonic() < lock_deadline:
-                retry = lambda: self._open(wf, workflow_id, call, handle, lock_deadline)  # noqa: E731
+                retry = lambda: self._open(wf, workflow_id, call, handle, lock_deadline, fresh)  # noqa: E731
                 threading.Timer(self._poll, self._post, (retry,)).start()
                 return
-            if call is None and workflow_id not in self._runs:
-                handle._follow()  # a resume, a wake-up or a recovery: the run goes on there; wait for its end
+            if (call is None or fresh) and workflow_id not in self._runs:
+                # A resume, a wake-up, a recovery, or a run just created here that another engine's
+                # recovery took first: the run goes on there; wait for its end.
+                handle._follow()
                 return
-            owner = "this engine" if workflow_id in self._runs else (self.store.lock_owner(workflow_id) or "?")
-            handle._fail(WorkflowLockedError(
-                f"workflow {workflow_id!r} is being driven by another live process or engine ({owner}). "
-                "It continues there; wait for it with engine.handle(id).result(), or stop that process: "
-                "its lock is released the moment it exits, and a rerun resumes from the last recorded step."
-            ))
+            if workflow_id in self._runs:
+                error = WorkflowLockedError(
+                    f"workflow {workflow_id!r} is already driven by this engine (an earlier start or resume); "
+                    "wait for it with engine.handle(id).result()")
+            else:
+                error = WorkflowLockedError(
+                    f"workflow {workflow_id!r} is being driven by another live process or engine "
+                    f"({self.store.lock_owner(workflow_id) or '?'}). It continues there; wait for it with "
+                    "engine.handle(id).result(), or stop that process: its lock is released the moment it "
+                    "exits, and a rerun resumes from the last recorded step.")
+            handle._fail(error)
             return
         try:
-            self._open_locked(wf, workflow_id, call, handle)
+            self._open_locked(wf, workflow_id, call, handle, fresh)
         except BaseException as exc:
             run = self._runs.get(workflow_id)
             if run is not None:  # it got as far as running: stop it as any run is stopped
@@ -147,7 +155,7 @@ class Lifecycle:
             self.store.lock_owner(workflow_id) is None and self.store.try_lock(workflow_id))
 
     def _open_locked(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
-                     handle: WorkflowHandle) -> None:
+                     handle: WorkflowHandle, fresh: bool = False) -> None:
         info = self.store.info(workflow_id)
         if info is None:
             raise ReplayKitError(f"workflow {workflow_id!r} vanished from the store")
@@ -171,6 +179,10 @@ class Lifecycle:
             handle._finish()
             return
         if info.status is Status.PAUSED:
+            if fresh:  # paused right after this start created it: wait for the resume
+                self._unlock(workflow_id)
+                handle._follow()
+                return
             raise WorkflowPausedError(
                 f"workflow {workflow_id!r} is paused; resume it (engine.resume, rk.resume or "
                 "`replaykit resume`) to let it go on"

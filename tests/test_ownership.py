@@ -172,3 +172,46 @@ def test_a_pause_while_evicted_leaves_the_run_paused_and_resume_finishes_it(tmp_
         resumed = engine.resume("p1")
         assert resumed.result(timeout=10) == 42
         assert handle.result(timeout=10) == 42
+
+
+@rk.workflow(name="waits_for_go")
+def waits_for_go(ctx: rk.Context) -> Any:
+    return (yield rk.wait_signal("go"))
+
+
+def test_a_started_run_taken_by_another_engines_recovery_is_followed_not_refused(tmp_path: Path) -> None:
+    """A web process starts runs while a worker recovers in a loop: the worker may take a run first;
+    the starter's handle then follows it to its end (before: WorkflowLockedError)."""
+    import threading
+
+    db = str(tmp_path / "s.db")
+    stop = threading.Event()
+    with rk.Engine(db) as worker, rk.Engine(db) as web:
+        def recover_forever() -> None:
+            while not stop.is_set():
+                worker.recover()
+
+        thread = threading.Thread(target=recover_forever)
+        thread.start()
+        try:
+            handles = [web.start(naps_briefly, i, workflow_id=f"r{i}") for i in range(150)]
+            assert [h.result(timeout=30) for h in handles] == [2 * i for i in range(150)]
+        finally:
+            stop.set()
+            thread.join()
+
+
+@rk.workflow(name="naps_briefly")
+def naps_briefly(ctx: rk.Context, i: int) -> Any:
+    return (yield double(i))
+
+
+def test_a_run_paused_right_after_its_start_is_waited_for_not_refused(tmp_path: Path) -> None:
+    with rk.Engine(str(tmp_path / "s.db")) as engine:
+        handle = engine.start(waits_for_go, workflow_id="p")
+        engine.pause("p")
+        with pytest.raises(rk.ResultTimeoutError):
+            handle.result(timeout=0.3)
+        engine.resume("p")
+        engine.signal("p", "go", 5)
+        assert handle.result(timeout=10) == 5
