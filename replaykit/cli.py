@@ -56,13 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("restart", help="start a failed, cancelled or timed-out run again, same id and arguments")
     p.add_argument("db")
     p.add_argument("workflow_id")
-    p.add_argument("--from-step", type=int, default=None,
+    p.add_argument("--from-step", type=_step, default=None,
                    help="reuse the recorded steps before this one (default: start from the beginning)")
     p = sub.add_parser("fork", help="copy a run into a new id, reusing its steps before --step")
     p.add_argument("db")
     p.add_argument("workflow_id")
     p.add_argument("new_id")
-    p.add_argument("--step", type=int, required=True, help="the first step the new run runs live")
+    p.add_argument("--step", type=_step, required=True, help="the first step the new run runs live")
     for p in (sub.choices["restart"], sub.choices["fork"]):
         p.add_argument("-m", "--module", action="append", default=[],
                        help="module that defines the workflow (to replay the reused steps); repeatable")
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
                     value = repr(e.value()) if isinstance(e.payload, bytes) else e.payload
                     print(f"{e.seq}\tstep {e.step}\t{_time(e.at)}\t{e.describe()}\t{e.outcome}\t{value}")
         return 0
-    except ReplayKitError as exc:
+    except (ReplayKitError, ValueError) as exc:  # ValueError: an argument the API refused, said in its words
         print(f"replaykit: {exc}", file=sys.stderr)
         return 1
 
@@ -109,7 +109,26 @@ def _import(modules: list[str]) -> None:
     """Import the user's workflow modules (from the current directory too), so their workflows register."""
     sys.path.insert(0, "")
     for name in modules:
-        importlib.import_module(name)
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise _UsageError(f"-m {name}: the module cannot be imported ({exc}). Name a module that defines "
+                              "your workflows, importable from the current directory or the Python path.") from exc
+
+
+class _UsageError(ReplayKitError):
+    """A command-line argument that cannot be used (reported on one line, exit 1)."""
+
+
+def _step(text: str) -> int:
+    """A step number for --step / --from-step: steps count from 1, in the workflow's own yield order."""
+    try:
+        step = int(text)
+    except ValueError:
+        step = 0
+    if step < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a step: steps count from 1 (see replaykit history)")
+    return step
 
 
 def _check(db: str, modules: list[str]) -> int:

@@ -74,6 +74,8 @@ def _checked(info: WorkflowInfo, workflow_id: str, start: Event, prefix: list[Ev
 def restart_run(store: Store, workflow_id: str, *, from_step: int | None = None, now: float,
                 workflows: dict[str, Workflow[Any]] | None = None) -> None:
     """Start a failed, cancelled or timed-out run again as the id's next generation (see module doc)."""
+    if from_step is not None and from_step < 1:
+        raise ValueError(f"from_step counts from 1 (the first step the restarted run runs live), got {from_step}")
     info, history = _load(store, workflow_id)
     if info.status not in RESTARTABLE:
         raise IllegalTransitionError(
@@ -91,6 +93,8 @@ def fork_run(store: Store, workflow_id: str, new_id: str, *, step: int, now: flo
     """Create ``new_id``: the same workflow and arguments, reusing the steps of ``workflow_id`` before ``step``."""
     if step < 1:
         raise ValueError(f"fork needs step >= 1 (the first step a fork runs live), got {step}")
+    if not new_id:
+        raise ValueError("fork needs a new workflow id that is not empty")
     info, history = _load(store, workflow_id)
     prefix = reusable_prefix(history, step)
     start = _new_start(history[0], prefix, now, {"fork": {"of": workflow_id, "step": step}},

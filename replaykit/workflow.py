@@ -120,7 +120,7 @@ def lookup(name: str, extra: dict[str, Workflow[Any]] | None = None) -> Workflow
     raise UnknownWorkflowError(
         f"the store holds a run of workflow {name!r}, but no workflow of that name is registered "
         f"in this process (known: {', '.join(known) or 'none'}). Import the module that defines it, "
-        "or pass it to Engine(workflows=[...])."
+        "or pass it to Engine(workflows=[...]); from the replaykit command line, name it with -m MODULE."
     )
 
 

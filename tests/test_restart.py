@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 import replaykit as rk
+from replaykit.cli import main
 from replaykit.history import RESULT
 
 calls: list[str] = []
@@ -168,8 +169,6 @@ def test_a_store_never_reads_an_older_generation_another_store_replaced(tmp_path
 
 
 def test_cli_restart_and_fork(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from replaykit.cli import main
-
     db = tmp_path / "s.db"
     _fail_at_b(db)
     assert main(["fork", str(db), "w", "w2", "--step", "2"]) == 0
@@ -221,3 +220,20 @@ def test_engine_restart_and_fork_drive_the_new_runs(tmp_path: Path) -> None:
         assert engine.restart("w", from_step=2).result(timeout=10)[:3] == ["t-a-done", "t-b-done", "t-c-done"]
         assert engine.fork("w", "w2", step=3).result(timeout=10)[:3] == ["t-a-done", "t-b-done", "t-c-done"]
     assert calls == ["t-b", "t-c", "t-c"]
+
+
+def test_cli_mistakes_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "s.db"
+    _fail_at_b(db)
+    for argv in (["fork", str(db), "w", "w3", "--step", "0"], ["restart", str(db), "w", "--from-step", "-3"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(argv)
+        assert exit_.value.code == 2 and "steps count from 1" in capsys.readouterr().err
+    assert main(["restart", str(db), "w", "--from-step", "2", "-m", "no_such_module_here"]) == 1
+    assert "-m no_such_module_here: the module cannot be imported" in capsys.readouterr().err
+    assert main(["fork", str(db), "w", "", "--step", "1"]) == 1
+    assert "not empty" in capsys.readouterr().err
+    assert main(["list", str(tmp_path)]) == 1
+    assert "is a directory" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="from_step counts from 1"):
+        rk.restart(db, "w", from_step=0)

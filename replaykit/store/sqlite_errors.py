@@ -102,6 +102,11 @@ def cannot_open(path: str, exc: sqlite3.Error, create: bool) -> Exception:
             f"no replaykit store at {path}: the directory {folder} does not exist. Check the path; "
             "reading a store never creates one, and nothing was created."
         )
+    if os.path.isdir(path):
+        return StoreNotFoundError(
+            f"{path} is a directory, not a replaykit store. Pass the path of the store's file "
+            "(for example orders.db); nothing was changed."
+        )
     if not os.path.exists(path):
         if create:
             return StoreReadOnlyError(
