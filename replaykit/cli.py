@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{info.workflow_id}\t{info.name}\t{info.status.value}\t{_time(info.updated_at)}\t{custom}")
             else:
                 for e in store.events(args.workflow_id):
-                    value = repr(e.value()) if isinstance(e.payload, bytes) else e.payload
+                    # Never unpickle to show a value: looking at a run must not run code from the store.
+                    value = f"<{e.encoding}, {len(e.payload)} bytes>" if isinstance(e.payload, bytes) else e.payload
                     print(f"{e.seq}\tstep {e.step}\t{_time(e.at)}\t{e.describe()}\t{e.outcome}\t{value}")
         return 0
     except (ReplayKitError, ValueError) as exc:  # ValueError: an argument the API refused, said in its words

@@ -54,3 +54,35 @@ def test_replaykit_list_shows_the_custom_status(tmp_path: Path, capsys: pytest.C
     rk.run(with_status, workflow_id="s", db=db)
     assert main(["list", str(db)]) == 0
     assert capsys.readouterr().out.rstrip("\n").split("\t")[-1] == '{"rows": 300}'
+
+
+class _Marker:
+    """A pickle that, when loaded, writes a file: what a hostile writer of the store could plant."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> Any:
+        return (open, (self.path, "w"))
+
+
+def test_replaykit_history_shows_pickles_opaque_and_runs_no_code(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import pickle
+    import sqlite3
+
+    @rk.workflow(name="keeps_an_object")
+    def keeps_an_object(ctx: rk.Context) -> Any:
+        yield rk.side_effect(lambda: {1, 2})  # a set: recorded as a pickle
+        return None
+
+    db = tmp_path / "s.db"
+    rk.run(keeps_an_object, workflow_id="k", db=db)
+    marker = tmp_path / "ran"
+    conn = sqlite3.connect(db)
+    conn.execute("UPDATE events SET payload = ? WHERE encoding = 'pickle'", (pickle.dumps(_Marker(str(marker))),))
+    conn.commit()
+    conn.close()
+    assert main(["history", str(db), "k"]) == 0
+    assert "<pickle, " in capsys.readouterr().out
+    assert not marker.exists()
