@@ -40,9 +40,12 @@ P = ParamSpec("P")
 class Execution:
     """One execution of an activity: what it runs for, and how the engine reaches it."""
 
-    __slots__ = ("workflow_id", "step", "attempt", "activity", "cancelled", "clock", "last_heartbeat", "details")
+    __slots__ = ("workflow_id", "step", "attempt", "activity", "cancelled", "clock", "last_heartbeat", "details",
+                 "generation")
 
-    def __init__(self, workflow_id: str, step: int, attempt: int, activity: str, clock: Any = None) -> None:
+    def __init__(self, workflow_id: str, step: int, attempt: int, activity: str, clock: Any = None,
+                 generation: int = 1) -> None:
+        self.generation = generation  # of the workflow id's run: 1, then one more per continue-as-new or restart
         self.workflow_id = workflow_id
         self.step = step
         self.attempt = attempt
@@ -57,19 +60,23 @@ class Execution:
 class ActivityInfo:
     """What an activity knows about the step it runs for; see :func:`activity_info`.
 
-    ``idempotency_key`` is ``"<workflow id>:<step>:<attempt>"``. It is the same on
-    every execution of the same step and attempt, including the re-execution
-    after a crash, so a side effect keyed on it happens at most once.
+    ``idempotency_key`` is ``"<workflow id>:<step>:<attempt>"`` (``"<workflow
+    id>#<generation>:<step>:<attempt>"`` in the runs after a continue-as-new or a
+    restart, whose steps count from 1 again). It is the same on every execution of
+    the same step and attempt, including the re-execution after a crash, so a side
+    effect keyed on it happens at most once; it is never the same in two runs.
     """
 
     workflow_id: str
     seq: int
     attempt: int
     activity: str
+    generation: int = 1
 
     @property
     def idempotency_key(self) -> str:
-        return f"{self.workflow_id}:{self.seq}:{self.attempt}"
+        run = self.workflow_id if self.generation == 1 else f"{self.workflow_id}#{self.generation}"
+        return f"{run}:{self.seq}:{self.attempt}"
 
 
 _current: contextvars.ContextVar[Execution] = contextvars.ContextVar("replaykit_activity")
@@ -89,7 +96,7 @@ def activity_info() -> ActivityInfo:
     ``.fn`` directly).
     """
     e = _execution("activity_info()")
-    return ActivityInfo(e.workflow_id, e.step, e.attempt, e.activity)
+    return ActivityInfo(e.workflow_id, e.step, e.attempt, e.activity, e.generation)
 
 
 def heartbeat(details: Any = None) -> None:

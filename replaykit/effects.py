@@ -166,7 +166,7 @@ class Effects:
     def _start_activity(self, run: _Run, leaf: Leaf, more_to_start: bool) -> Answer | None:
         call: ActivityCall = leaf.command  # type: ignore[assignment]
         activity = call.activity
-        execution = Execution(run.workflow_id, leaf.step, leaf.attempt, activity.name, self._clock)
+        execution = Execution(run.workflow_id, leaf.step, leaf.attempt, activity.name, self._clock, run.generation)
         executor = self._executor
         if executor.serial or (executor.inline and not self._in_flight and not more_to_start
                                and not activity.has_timeouts):
