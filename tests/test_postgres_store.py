@@ -5,6 +5,7 @@ The Store contract itself is tested for every store in test_store_conformance.py
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -117,7 +118,7 @@ def test_processes_creating_the_store_at_once_create_it_once(pg_url: str, tmp_pa
     go.touch()
     outcomes = [opener.communicate(timeout=60) for opener in openers]
     assert [out for out, _ in outcomes] == ["opened\n"] * 4, [err for _, err in outcomes]
-    assert _sql(pg_url, "SELECT value FROM replaykit_meta WHERE key = 'schema_version'") == [("1",)]
+    assert _sql(pg_url, "SELECT value FROM replaykit_meta WHERE key = 'schema_version'") == [("2",)]
 
 
 def test_a_schema_of_its_own_beside_other_tables(pg_url: str) -> None:
@@ -241,3 +242,121 @@ def test_the_replay_checker_and_the_test_env_take_a_url(pg_url: str) -> None:
     assert report.ok and report.workflow_id == "n"
     with pytest.raises(rk.WorkflowNotFoundError, match="postgresql://"):
         rk.send_signal(pg_url, "nobody", "go")
+
+
+_OLD_OWNER = """
+import sys
+import replaykit as rk
+from replaykit.history import OK, START, Event
+from replaykit.store import open_store
+
+def step(seq):
+    return Event(seq, seq, "activity", "act", 2.0, OK, "json", '"old"')
+
+store = open_store(sys.argv[1])
+store.create("a", "w", Event(0, 0, START, "w", 1.0, OK, "json", '{"args":[],"kwargs":{},"seed":1,"rules":2}'))
+assert store.try_lock("a")
+store.record("a", step(1))
+print(store._locks._conn.info.backend_pid, flush=True)
+sys.stdin.readline()  # its lock connection is terminated, and another store takes the run over
+for write in (lambda: store.record("a", step(2)),
+              lambda: store.record("a", step(2), status=rk.Status.COMPLETED),
+              lambda: store.continue_as_new("a", step(2), step(0))):
+    try:
+        write()
+        print("recorded", flush=True)
+    except rk.WorkflowLockedError as exc:
+        print("refused:", exc, flush=True)
+"""
+
+
+def test_a_store_that_lost_its_lock_cannot_record_once_another_took_the_run(
+        pg_url: str, child_env: dict[str, str]) -> None:
+    """The fence: every write of a step checks, in its own statement, that the run is still this store's."""
+    old = subprocess.Popen([PYTHON, "-c", _OLD_OWNER, pg_url], env=child_env, stdin=subprocess.PIPE,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert old.stdout is not None and old.stdin is not None
+        lock_pid = old.stdout.readline().strip()
+        assert lock_pid.isdigit(), old.communicate(timeout=30)
+        _terminate(pg_url, int(lock_pid))
+        with open_store(pg_url) as new:
+            assert new.try_lock("a")  # it has not recorded anything yet: only the fence stops the old one
+            out, err = old.communicate("go\n", timeout=30)
+            refusals = out.splitlines()
+            assert len(refusals) == 3 and all(line.startswith("refused:") for line in refusals), (out, err)
+            assert "'a'" in refusals[0] and "another process took it over" in refusals[0]
+            new.record("a", Event(2, 2, "activity", "act", 3.0, OK, "json", '"new"'))
+            assert [(e.seq, e.payload) for e in new.events("a")] == [
+                (0, start().payload), (1, '"old"'), (2, '"new"')]
+            assert new.info("a").status is Status.RUNNING  # type: ignore[union-attr]
+    finally:
+        old.kill()
+        old.wait(timeout=10)
+
+
+def test_a_write_without_the_lock_is_refused_while_a_live_process_drives_the_run(pg_url: str) -> None:
+    """A store that does not hold the run (rk.cancel of a pending run) records only while nobody drives it."""
+    with open_store(pg_url) as driver, open_store(pg_url) as control:
+        driver.create("a", "w", start(), status=Status.PENDING)
+        assert driver.try_lock("a")
+        with pytest.raises(rk.WorkflowLockedError, match="'a' is being driven by .*nothing was recorded"):
+            control.record("a", step(1), status=Status.CANCELLED)
+        driver.unlock("a")
+        control.record("a", step(1), status=Status.CANCELLED)  # nobody drives it now
+        assert [e.seq for e in driver.events("a")] == [0, 1]
+        assert driver.info("a").status is Status.CANCELLED  # type: ignore[union-attr]
+
+
+def test_a_write_without_the_lock_fences_out_a_stale_owner(pg_url: str) -> None:
+    """A store whose lock connection died, with nobody taking the run over, loses it to a write
+    made without the lock (a cancel): it cannot record after the run's result."""
+    with open_store(pg_url) as stale, open_store(pg_url) as control:
+        stale.create("a", "w", start(), status=Status.PENDING)
+        assert stale.try_lock("a")
+        _terminate(pg_url, stale._locks._conn.info.backend_pid)  # type: ignore[attr-defined]
+        control.record("a", step(1), status=Status.CANCELLED)
+        with pytest.raises(rk.WorkflowLockedError, match="another process took it over"):
+            stale.record("a", step(2))
+        assert [e.seq for e in control.events("a")] == [0, 1]
+
+
+def test_a_version_1_store_is_migrated_and_its_runs_kept(pg_url: str) -> None:
+    with open_store(pg_url) as store:
+        store.create("a", "w", start())
+    _sql(pg_url, "ALTER TABLE replaykit_runs DROP COLUMN owner; "
+                 "UPDATE replaykit_meta SET value = '1' WHERE key = 'schema_version'")
+    with open_store(pg_url) as store:
+        assert store.try_lock("a")
+        store.record("a", step(1))
+        assert [e.seq for e in store.events("a")] == [0, 1]
+    assert _sql(pg_url, "SELECT value FROM replaykit_meta WHERE key = 'schema_version'") == [("2",)]
+
+
+def test_a_takeover_waits_for_the_old_owners_open_batch_and_then_fences_it(pg_url: str) -> None:
+    """With "power", a batch's writes share one open transaction: its checks hold the run's row
+    against a new owner's stamp (not against status changes from other processes) until it commits."""
+    with open_store(pg_url, durability="power") as old, open_store(pg_url) as new, \
+            open_store(pg_url) as control:
+        old.create("a", "w", start())
+        assert old.try_lock("a")
+        old.batch()
+        old.record("a", step(1))  # the batch's first write commits on its own
+        old.record("a", step(2))  # in the batch's open transaction
+        _terminate(pg_url, old._locks._conn.info.backend_pid)  # type: ignore[attr-defined]
+        paused = threading.Thread(target=control.set_status, args=("a", Status.PAUSED, 3.0))
+        paused.start()
+        paused.join(timeout=30)
+        assert not paused.is_alive()  # a status change does not wait for the batch
+        taken: list[bool] = []
+        taker = threading.Thread(target=lambda: taken.append(new.try_lock("a")))
+        taker.start()
+        old.commit()  # the step checked under the old token is recorded; the stamp comes after it
+        taker.join(timeout=30)
+        assert taken == [True]
+        assert [e.seq for e in new.events("a")] == [0, 1, 2]
+        with pytest.raises(rk.WorkflowLockedError, match="another process took it over"):
+            old.record("a", step(3))
+        old.commit()
+        new.record("a", step(3))
+        assert [e.seq for e in new.events("a")] == [0, 1, 2, 3]

@@ -10,11 +10,16 @@ commit is flushed to disk before it returns).
 Writes that read and check a run's row first (signals, status changes, restart, continue-as-new)
 take a transaction-level advisory lock on the workflow id before reading, so they are
 serialised per id as SQLite serialises all writers; a plain step takes no lock.
+
+Fencing: the events of a run this store has locked are inserted only while the run's row carries
+this store's token (``postgres_conn.insert_event``); a store that does not hold the run records
+its events only while no live process holds it, and takes the run from any stale owner.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -38,6 +43,7 @@ from .postgres_conn import (
     connect,
     describe_owner,
     insert_event,
+    int64_key,
     owner_params,
 )
 from .postgres_errors import redact, translated
@@ -50,15 +56,19 @@ _SYNCHRONOUS_COMMIT = {Durability.CRASH: "off", Durability.POWER: "on"}
 
 _EVENT_COLUMNS = "seq, step, kind, name, at, outcome, encoding, payload, payload_bytes"
 _INSERT_EVENTS = "INSERT INTO replaykit_events VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+_INSERT_UNFENCED = _INSERT_EVENTS + " ON CONFLICT DO NOTHING"
 _SELECT_PAGE = (f"SELECT {_EVENT_COLUMNS} FROM replaykit_events WHERE run = %s AND seq > %s "
                 "ORDER BY seq LIMIT %s")
 _RUN_COLUMNS = "workflow_id, name, status, created_at, updated_at, custom_status"
 _NEWEST_RUN = "SELECT {} FROM replaykit_runs WHERE workflow_id = %s ORDER BY generation DESC LIMIT 1"
 _NEWEST = "generation = (SELECT max(generation) FROM replaykit_runs n WHERE n.workflow_id = r.workflow_id)"
 _NEW_GENERATION = (
-    "INSERT INTO replaykit_runs (workflow_id, generation, name, status, created_at, updated_at, custom_status) "
+    "INSERT INTO replaykit_runs (workflow_id, generation, name, status, created_at, updated_at, custom_status, owner) "
     "SELECT workflow_id, generation + 1, name, %s, %s, %s, {} FROM replaykit_runs WHERE id = %s RETURNING id"
 )
+# A write made without the run's lock takes the run from a stale owner (FOR UPDATE: see postgres_conn._STAMP).
+_REVOKE = ("UPDATE replaykit_runs SET owner = NULL WHERE id = "
+           "(SELECT id FROM replaykit_runs WHERE id = %s AND owner IS NOT NULL FOR UPDATE)")
 
 
 class PostgresStore(Store):
@@ -76,6 +86,7 @@ class PostgresStore(Store):
         self._listener = Listener(opener)
         self._writes = Writes(self._pool, self.url, self.durability)
         self._runs: dict[str, int] = {}
+        self._tokens: dict[str, int] = {}  # workflow id -> fencing token, from try_lock to unlock
         self._local = threading.local()  # per thread: what changed() saw last
         try:
             with self._pool.lent() as conn, translated(self.url):
@@ -121,9 +132,9 @@ class PostgresStore(Store):
                history: Sequence[Event] = ()) -> bool:
         with self._writes.write() as conn:
             rows = conn.execute(
-                "INSERT INTO replaykit_runs (workflow_id, generation, name, status, created_at, updated_at) "
-                "VALUES (%s, 1, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",
-                (workflow_id, name, status.value, start.at, start.at),
+                "INSERT INTO replaykit_runs (workflow_id, generation, name, status, created_at, updated_at, owner) "
+                "VALUES (%s, 1, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",
+                (workflow_id, name, status.value, start.at, start.at, self._tokens.get(workflow_id)),
             ).fetchall()
             if not rows:
                 return False
@@ -137,7 +148,7 @@ class PostgresStore(Store):
                 raise IllegalTransitionError(
                     f"workflow {workflow_id!r} is {status.value}; only a failed, cancelled or timed-out run "
                     "can be restarted")
-            new = conn.execute(_NEW_GENERATION.format("NULL"), (Status.RUNNING.value, start.at, start.at, run))
+            new = conn.execute(_NEW_GENERATION.format("NULL, NULL"), (Status.RUNNING.value, start.at, start.at, run))
             self._insert_all(conn, new.fetchall()[0][0], (start, *history))
 
     def info(self, workflow_id: str) -> WorkflowInfo | None:
@@ -163,14 +174,41 @@ class PostgresStore(Store):
                              "ORDER BY seq DESC LIMIT 1", (self._run(workflow_id),))
         return None if row is None else _event(row)
 
-    def _insert(self, conn: Connection, run: int, e: Event) -> None:
-        """Append one event. A duplicate ``seq`` is refused by the primary key without an error on the
-        server, which would abort the whole transaction (a group-commit batch with it)."""
-        if insert_event(conn, run, e) == 0:
+    def _insert(self, conn: Connection, workflow_id: str, run: int, e: Event) -> None:
+        """Append one event: fenced by this store's token if it holds the run (else see :meth:`_unowned`).
+        A duplicate ``seq`` is refused by the primary key without an error on the server, which would
+        abort the whole transaction (a group-commit batch with it)."""
+        token = self._tokens.get(workflow_id)
+        if token is not None:
+            if insert_event(conn, run, e, token) == 1:
+                return
+            row = conn.execute("SELECT owner FROM replaykit_runs WHERE id = %s", (run,)).fetchall()
+            if not row or row[0][0] != token:
+                raise WorkflowLockedError(
+                    f"workflow {workflow_id!r} is no longer driven by this process: another process took it "
+                    f"over after this one lost its lock ({self.lock_owner(workflow_id) or 'no one holds it now'}). "
+                    f"Event {e.seq} was not recorded, nor anything else of this write; stop driving it here."
+                )
+        else:
+            params = (run, e.seq, e.step, e.kind, e.name, e.at, e.outcome, e.encoding,
+                      *((e.payload, None) if type(e.payload) is str else (None, e.payload)))
+            if conn.execute(_INSERT_UNFENCED, params).rowcount == 1:
+                return
+        raise WorkflowLockedError(
+            f"event {e.seq} of this workflow was already recorded by another driver; "
+            "two processes are driving the same workflow. Nothing was overwritten."
+        )
+
+    def _unowned(self, conn: Connection, workflow_id: str, run: int) -> None:
+        """Before a write of a run's events by a store that does not hold the run (``rk.cancel`` of a
+        pending run): refuse it if a live process holds the run, else keep it free until commit and
+        take it from any stale owner (a store whose lock died cannot record after this write)."""
+        if not conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (int64_key(workflow_id),)).fetchall()[0][0]:
             raise WorkflowLockedError(
-                f"event {e.seq} of this workflow was already recorded by another driver; "
-                "two processes are driving the same workflow. Nothing was overwritten."
+                f"workflow {workflow_id!r} is being driven by {self.lock_owner(workflow_id) or 'another process'}; "
+                "only the process driving it records its events, and nothing was recorded."
             )
+        conn.execute(_REVOKE, (run,))
 
     def _insert_all(self, conn: Connection, run: int, events: Sequence[Event]) -> None:
         with conn.cursor() as cur:
@@ -181,14 +219,17 @@ class PostgresStore(Store):
 
     def record(self, workflow_id: str, event: Event, *, status: Status | None = None,
                consume_signal: int | None = None, custom_status: Any = UNSET) -> None:
-        if status is None and consume_signal is None and custom_status is UNSET:  # hot path: one INSERT
+        owned = workflow_id in self._tokens
+        if owned and status is None and consume_signal is None and custom_status is UNSET:  # hot path
             with self._writes.write(notify=False, single=True) as conn:
-                self._insert(conn, self._run(workflow_id), event)
+                self._insert(conn, workflow_id, self._run(workflow_id), event)  # one INSERT: one round trip
             return
         changes_run = status is not None or custom_status is not UNSET
         with self._writes.write(serialize=workflow_id if changes_run else None) as conn:
             run = self._run(workflow_id)
-            self._insert(conn, run, event)
+            if not owned:
+                self._unowned(conn, workflow_id, run)
+            self._insert(conn, workflow_id, run, event)
             if status is not None:
                 conn.execute("UPDATE replaykit_runs SET status = %s, updated_at = %s WHERE id = %s",
                              (status.value, event.at, run))
@@ -201,12 +242,14 @@ class PostgresStore(Store):
     def continue_as_new(self, workflow_id: str, result: Event, start: Event) -> None:
         with self._writes.write(serialize=workflow_id) as conn:
             run = self._run(workflow_id)
-            self._insert(conn, run, result)
+            if workflow_id not in self._tokens:
+                self._unowned(conn, workflow_id, run)
+            self._insert(conn, workflow_id, run, result)
             conn.execute("UPDATE replaykit_runs SET status = %s, updated_at = %s WHERE id = %s",
                          (Status.CONTINUED.value, result.at, run))
-            new = conn.execute(_NEW_GENERATION.format("custom_status"),
+            new = conn.execute(_NEW_GENERATION.format("custom_status, owner"),  # the same owner goes on
                                (Status.RUNNING.value, start.at, start.at, run))
-            self._insert(conn, new.fetchall()[0][0], start)
+            self._insert(conn, workflow_id, new.fetchall()[0][0], start)
         self._runs.pop(workflow_id, None)
 
     def set_custom_status(self, workflow_id: str, value: Any) -> None:
@@ -259,11 +302,17 @@ class PostgresStore(Store):
         return [_info(row) for row in rows]
 
     def try_lock(self, workflow_id: str) -> bool:
+        """Take the run's lock and stamp its row with a fresh fencing token (see ``_insert``)."""
         self._runs.pop(workflow_id, None)
-        return self._locks.try_acquire(workflow_id)
+        token = secrets.randbits(63)
+        if not self._locks.try_acquire(workflow_id, token):
+            return False
+        self._tokens[workflow_id] = token
+        return True
 
     def unlock(self, workflow_id: str) -> None:
         self._runs.pop(workflow_id, None)
+        self._tokens.pop(workflow_id, None)
         self._locks.release(workflow_id)
 
     def lock_owner(self, workflow_id: str) -> str | None:
@@ -293,6 +342,7 @@ class PostgresStore(Store):
         self._locks.close()
         self._pool.close()
         self._writes.forget()
+        self._tokens.clear()
         self._local = threading.local()
 
     def __repr__(self) -> str:

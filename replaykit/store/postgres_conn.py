@@ -4,6 +4,9 @@ holding this process's workflow locks, and one listening for other processes' ch
 Ownership is a session-level advisory lock (``pg_try_advisory_lock`` on a 64-bit hash of the
 workflow id) held by the lock connection: the server releases it the moment that connection
 dies (the process killed, the machine gone once TCP gives up), so no lease has to expire.
+Taking the lock also stamps the run's row with a fencing token of this acquisition, and a step
+is recorded only while the row carries the token of the store writing it (:func:`insert_event`):
+a store whose lock died cannot record once another store has taken the run.
 """
 
 from __future__ import annotations
@@ -60,15 +63,21 @@ def connect(url: str, where: str, synchronous_commit: str) -> Connection:
 
 
 _INSERT_EVENT = b"replaykit_insert_event"
-_INSERT_EVENT_SQL = (b"INSERT INTO replaykit_events VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+# The fence, in the statement itself: nothing is inserted unless the run's row still carries this
+# store's token. FOR KEY SHARE holds the row until commit against a new owner's stamp (FOR UPDATE,
+# see _STAMP), not against status updates; a stamp committed first makes the check fail.
+_INSERT_EVENT_SQL = (b"INSERT INTO replaykit_events SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 "
+                     b"WHERE EXISTS (SELECT FROM replaykit_runs WHERE id = $1 AND owner = $11 FOR KEY SHARE) "
                      b"ON CONFLICT DO NOTHING")  # a duplicate must not abort a group-commit batch
-_INSERT_EVENT_TYPES = [20, 23, 23, 25, 25, 701, 25, 25, 25, 17]  # int8 int4 int4 text text float8 text text text bytea
-_INSERT_EVENT_FORMATS = [0] * 9 + [1]  # pickled bytes are sent as they are; the rest as text
+# int8 int4 int4 text text float8 text text text bytea int8
+_INSERT_EVENT_TYPES = [20, 23, 23, 25, 25, 701, 25, 25, 25, 17, 20]
+_INSERT_EVENT_FORMATS = [0] * 9 + [1, 0]  # pickled bytes are sent as they are; the rest as text
 _prepared: weakref.WeakSet[Connection] = weakref.WeakSet()  # connections where _INSERT_EVENT is prepared
 
 
-def insert_event(conn: Connection, run: int, e: Event) -> int:
-    """Append one event (one round trip); how many rows were inserted: 0 if its ``seq`` exists.
+def insert_event(conn: Connection, run: int, e: Event, token: int) -> int:
+    """Append one event (one round trip) if the run's row carries ``token``; how many rows were
+    inserted: 0 if its ``seq`` exists or the run is not this store's any more.
 
     The hot path, through libpq directly: psycopg's cursor machinery costs two to three times the
     client CPU of this statement (60 against 20 µs here), which is most of a step on a local server.
@@ -82,7 +91,7 @@ def insert_event(conn: Connection, run: int, e: Event) -> int:
         params: list[bytes | None] = [
             b"%d" % run, b"%d" % e.seq, b"%d" % e.step, e.kind.encode(), e.name.encode(), repr(float(e.at)).encode(),
             e.outcome.encode(), e.encoding.encode(), *((payload.encode(), None) if isinstance(payload, str)
-                                                       else (None, payload))]
+                                                       else (None, payload)), b"%d" % token]
         result = pgconn.exec_prepared(_INSERT_EVENT, params, _INSERT_EVENT_FORMATS)  # type: ignore[arg-type]
     _check(conn, result)
     return result.command_tuples or 0
@@ -164,7 +173,10 @@ class AdvisoryLocks:
         self._mutex = threading.Lock()
         self._closed = False
 
-    def try_acquire(self, key: str) -> bool:
+    def try_acquire(self, key: str, token: int) -> bool:
+        """Take the workflow's lock, then stamp its newest run with ``token`` (on the lock
+        connection: a stamp is made only while the lock is held, so stamps follow the order of
+        the owners). The stamp waits for the writes in flight under the previous token."""
         with self._mutex:
             if self._closed:
                 raise StoreError(f"{self._where}: the store is closed; open it again to lock workflows")
@@ -173,10 +185,18 @@ class AdvisoryLocks:
             if self._conn is None or not alive(self._conn):
                 self._lost()
                 self._conn = self._open()
-            taken = self._locked("SELECT pg_try_advisory_lock(%s)", key)
-            if taken:
-                self._held.add(key)
-            return taken
+            if not self._locked("SELECT pg_try_advisory_lock(%s)", key):
+                return False
+            try:
+                self._conn.execute(_STAMP, (token, key))
+            except psycopg.Error as exc:  # a session lock outlives a failed statement: give it back
+                if self._conn is not None and alive(self._conn):
+                    self._locked("SELECT pg_advisory_unlock(%s)", key)
+                else:
+                    self._lost()
+                raise translate(self._where, exc) from exc
+            self._held.add(key)
+            return True
 
     def release(self, key: str) -> None:
         with self._mutex:
@@ -209,6 +229,11 @@ class AdvisoryLocks:
         with self._mutex:
             self._closed = True
             self._lost()
+
+
+# FOR UPDATE: waits for the writes that checked the previous token (FOR KEY SHARE) to commit.
+_STAMP = ("UPDATE replaykit_runs SET owner = %s WHERE id = (SELECT id FROM replaykit_runs WHERE workflow_id = %s "
+          "ORDER BY generation DESC LIMIT 1 FOR UPDATE)")
 
 
 OWNER_SQL = """

@@ -16,7 +16,7 @@ from psycopg.rows import TupleRow
 from .. import payloads
 from ..errors import NotAStoreError, StoreError, StoreNotFoundError, StoreTooNewError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 NAMESPACE = 0x524B4954  # "RKIT": the first key of replaykit's two-key advisory locks
 _MIGRATION_LOCK = (NAMESPACE, 0)
 
@@ -62,6 +62,9 @@ _MIGRATIONS: dict[int, list[str]] = {
         "INSERT INTO replaykit_meta VALUES ('store', 'replaykit'), "
         f"('payload_format', '{payloads.FORMAT_VERSION}'), ('schema_version', '0')",
     ],
+    # The fencing token of the store that took the run's lock last (postgres_conn.AdvisoryLocks):
+    # a step is recorded only while the run's row still carries the token of the store writing it.
+    2: ["ALTER TABLE replaykit_runs ADD COLUMN owner bigint"],
 }
 
 
