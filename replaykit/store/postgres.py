@@ -9,7 +9,7 @@ commit is flushed to disk before it returns).
 
 Writes that read and check a run's row first (signals, status changes, restart, continue-as-new)
 take a transaction-level advisory lock on the workflow id before reading, so they are
-serialised per id as SQLite serialises all writers; a plain step takes no lock.
+serialised per id as SQLite serialises all writers; a plain step takes no advisory lock.
 
 Fencing: the events of a run this store has locked are inserted only while the run's row carries
 this store's token (``postgres_conn.insert_event``); a store that does not hold the run records
