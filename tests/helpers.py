@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
 import os
+from collections.abc import Callable
+from typing import Any
 
 import replaykit as rk
+
+
+def line_of(fn: Callable[..., Any], marker: str) -> int:
+    """The line of ``fn``'s source that holds ``marker`` (a comment)."""
+    lines, first = inspect.getsourcelines(fn)
+    return first + next(i for i, text in enumerate(lines) if marker in text)
 
 
 def journal(path: str, line: str) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import inspect
 import sys
 import warnings
 from collections.abc import Callable, Iterator
@@ -17,15 +16,13 @@ import replaykit as rk
 from replaykit.context import Context
 from replaykit.testing import TestEnv
 
+from helpers import line_of
+
 
 @rk.activity
 def note(text: str) -> str:
     return text
 
-
-def line_of(fn: Callable[..., Any], marker: str) -> int:
-    lines, first = inspect.getsourcelines(fn)
-    return first + next(i for i, text in enumerate(lines) if marker in text)
 
 
 async def sleeps_a_little() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -13,6 +12,8 @@ import pytest
 import replaykit as rk
 from replaykit.context import Context
 from replaykit.testing import TestEnv
+
+from helpers import line_of
 
 charged: list[str] = []
 
@@ -27,11 +28,6 @@ def charge_card(order_id: str, cents: int) -> str:
 def note(text: str) -> str:
     return text
 
-
-def line_of(fn: Callable[..., Any], marker: str) -> int:
-    """The line of ``fn``'s source that holds ``marker`` (a comment)."""
-    lines, first = inspect.getsourcelines(fn)
-    return first + next(i for i, text in enumerate(lines) if marker in text)
 
 
 def kinds(db: str, workflow_id: str) -> list[str]:
