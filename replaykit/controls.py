@@ -13,22 +13,14 @@ from . import control, payloads
 from .errors import Cancelled, TimedOut
 from .history import CANCEL, ERROR, Event, Status
 from .interpreter import Step, Waiting
+from .runstate import EngineState
 
 if TYPE_CHECKING:
-    from .clock import Clock
-    from .interpreter import Leaf
     from .runstate import _Run
-    from .store import Store
 
 
-class Controls:
+class Controls(EngineState):
     """Applying pause, resume and cancellation requests, and run timeouts."""
-
-    # What these methods use of the engine they are mixed into:
-    store: Store
-    _clock: Clock
-    _runs: dict[str, _Run]
-    _children: dict[str, tuple[_Run, Leaf]]
 
     if TYPE_CHECKING:
         def _advance(self, run: _Run, step: Step) -> None: ...

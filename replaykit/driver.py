@@ -18,40 +18,18 @@ from typing import TYPE_CHECKING
 
 from .errors import StoreError
 from .history import Status
+from .runstate import EngineState
 
 if TYPE_CHECKING:
-    from .clock import Clock, SkippingClock
-    from .executor import Executor
-    from .interpreter import Leaf
-    from .runstate import _Run
-    from .store import Store
-    from .timers import TimerQueue
+    from .clock import SkippingClock
 
 log = logging.getLogger("replaykit")
 
 _JOBS_PER_TURN = 256  # then the turn's batch is committed, however many jobs still wait
 
 
-class Driver:
+class Driver(EngineState):
     """The driver thread's loop and group commit (everything here runs on the driver thread)."""
-
-    # What these methods use of the engine they are mixed into:
-    store: Store
-    _own_store: bool
-    _clock: Clock
-    _skipping: SkippingClock | None
-    _poll: float
-    _executor: Executor
-    _group_commit: bool
-    _after_commit: list[tuple[Callable[[], None], Callable[[StoreError], None] | None]]
-    _in_flight: int
-    _inbox: queue.SimpleQueue[Callable[[], None]]
-    _runs: dict[str, _Run]
-    _children: dict[str, tuple[_Run, Leaf]]
-    _timers: TimerQueue
-    _releasing: set[str]
-    _parked: set[str]
-    _closed: bool
 
     if TYPE_CHECKING:
         def _take_controls(self, workflow_id: str) -> None: ...

@@ -20,16 +20,13 @@ from .executor import Outcome
 from .handle import recorded_outcome
 from .history import ERROR, OK, RESULT, TIMEOUT, Event
 from .interpreter import Leaf
+from .runstate import EngineState
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .clock import Clock
-    from .executor import Executor
     from .handle import WorkflowHandle
     from .runstate import _Run
-    from .store import Store
-    from .timers import TimerQueue
     from .workflow import Workflow
 
 # (outcome, encoded payload, value for the workflow, signal id to consume)
@@ -45,19 +42,8 @@ def _default_child_id(run: _Run, step: int) -> str:
     return f"{run.workflow_id}#{run.generation}/{step}"
 
 
-class Effects:
+class Effects(EngineState):
     """The per-kind starters and completion handlers of the engine."""
-
-    # What these methods use of the engine they are mixed into:
-    store: Store
-    _clock: Clock
-    _timers: TimerQueue
-    _runs: dict[str, _Run]
-    _children: dict[str, tuple[_Run, Leaf]]
-    _executor: Executor
-    _in_flight: int
-    _evicted: dict[str, Any]
-    _closed: bool
 
     if TYPE_CHECKING:
         def _post(self, job: Callable[[], None]) -> None: ...

@@ -35,17 +35,14 @@ from .errors import (
 from .history import CONTINUED, ERROR, OK, PATCH, RESULT, RULES_VERSION, START, Event, Status
 from .interpreter import Continued, Feed, Leaf, Raised, Returned, Step, Waiting, replay_history
 from .replaycheck import check_history
-from .runstate import _Run
+from .runstate import EngineState, _Run
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .clock import Clock
     from .effects import Answer
     from .errors import StoreError
     from .handle import WorkflowHandle
-    from .store import Store
-    from .timers import TimerQueue
     from .workflow import Workflow
 
 log = logging.getLogger("replaykit")
@@ -54,24 +51,8 @@ Payload = tuple[str, str | bytes]
 _NOTHING: dict[str, Any] = {}
 
 
-class Lifecycle:
+class Lifecycle(EngineState):
     """Opening, advancing and ending the runs of the engine."""
-
-    # What these methods use of the engine they are mixed into:
-    store: Store
-    _clock: Clock
-    _poll: float
-    _watch: bool
-    _strict: bool
-    _history_warning: int
-    _runs: dict[str, _Run]
-    _children: dict[str, tuple[_Run, Leaf]]
-    _timers: TimerQueue
-    _max_cached: int | None
-    _evicted: dict[str, tuple[Workflow[Any], WorkflowHandle]]
-    _parked: set[str]
-    _releasing: set[str]
-    _closed: bool
 
     if TYPE_CHECKING:
         def _post(self, job: Callable[[], None]) -> None: ...

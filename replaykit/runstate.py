@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import queue
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .activity import Execution
+    from .clock import Clock, SkippingClock
+    from .errors import StoreError
+    from .executor import Executor
     from .handle import WorkflowHandle
     from .interpreter import Leaf, Machine
+    from .store import Store
+    from .timers import TimerQueue
     from .workflow import Workflow
 
 
@@ -33,3 +40,32 @@ class _Run:
         self.custom_status: Any = None
         self.status_unsaved = False  # ctx.set_status changed it; saved with the next event, or on parking
         self.warned_size = False
+
+
+class EngineState:
+    """The engine's state, declared once for the parts it is made of (``Driver``, ``Lifecycle``,
+    ``Controls``, ``Effects``); ``Engine.__init__`` sets every attribute. Only the driver thread
+    touches them, apart from ``_inbox``."""
+
+    store: Store
+    _own_store: bool
+    _clock: Clock
+    _skipping: SkippingClock | None
+    _poll: float
+    _watch: bool
+    _strict: bool
+    _history_warning: int
+    _executor: Executor
+    _group_commit: bool
+    # External effects held back until the commit, each with what to do instead if the batch is lost.
+    _after_commit: list[tuple[Callable[[], None], Callable[[StoreError], None] | None]]
+    _in_flight: int  # activities submitted and not yet reported back
+    _inbox: queue.SimpleQueue[Callable[[], None]]
+    _runs: dict[str, _Run]
+    _children: dict[str, tuple[_Run, Leaf]]  # child id -> the parent leaf waiting on it
+    _timers: TimerQueue
+    _max_cached: int | None
+    _evicted: dict[str, tuple[Workflow[Any], WorkflowHandle]]
+    _parked: set[str]  # runs that parked this turn: candidates for eviction
+    _releasing: set[str]  # runs given up, still locked until the commit
+    _closed: bool
