@@ -99,6 +99,7 @@ class WorkflowHandle(Generic[R]):
                 )
             wait = self._poll if deadline is None else min(self._poll, max(0.0, deadline - monotonic()))
             self._wakeup.wait(wait)
+            self._wakeup.clear()  # the flags above say what woke us; a set event must not spin the loop
 
     def _recorded_result(self) -> R:
         last = self._store.last_event(self.workflow_id)

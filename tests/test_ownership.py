@@ -215,3 +215,24 @@ def test_a_run_paused_right_after_its_start_is_waited_for_not_refused(tmp_path: 
         engine.resume("p")
         engine.signal("p", "go", 5)
         assert handle.result(timeout=10) == 5
+
+
+def test_a_handle_that_follows_the_store_polls_it_at_its_interval_not_in_a_spin() -> None:
+    from replaykit.history import OK, START, Event
+
+    class CountingStore(rk.MemoryStore):
+        reads = 0
+
+        def info(self, workflow_id: str) -> rk.WorkflowInfo | None:
+            CountingStore.reads += 1
+            return super().info(workflow_id)
+
+    store = CountingStore()
+    store.create("x", "w", Event(0, 0, START, "w", 0.0, OK, "json", "{}"))
+    handle = rk.WorkflowHandle("x", store, 0.05, driven_here=True)
+    with pytest.raises(rk.ResultTimeoutError):
+        handle.result(timeout=0.01)  # a waiter was there before ...
+    handle._follow()  # ... the engine found another process driving the run
+    with pytest.raises(rk.ResultTimeoutError):
+        handle.result(timeout=0.5)
+    assert CountingStore.reads < 100  # about one read per 0.05 s poll, not a busy loop
