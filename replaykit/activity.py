@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextvars
 import inspect
-import sys
 import time
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
@@ -30,7 +29,7 @@ from typing import Any, Generic, ParamSpec, Protocol, overload
 
 import attrs
 
-from .commands import ActivityCall, R, per_thread
+from .commands import ActivityCall, R, noted
 from .errors import Cancelled
 from .retry import RetryPolicy
 
@@ -149,12 +148,7 @@ class Activity(Generic[P, R]):
         return self.timeout is not None or self.schedule_to_close is not None or self.heartbeat_timeout is not None
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> ActivityCall[R]:
-        call = ActivityCall(self, args, tuple(kwargs.items()) if kwargs else ())
-        made = per_thread.making.made  # inside a workflow step: note where (commands.noted, inlined)
-        if made is not None:
-            frame = sys._getframe(1)
-            made.append((call, frame.f_code, frame.f_lasti))
-        return call
+        return noted(ActivityCall(self, args, tuple(kwargs.items()) if kwargs else ()))
 
     def __repr__(self) -> str:
         return f"<activity {self.name}>"

@@ -342,9 +342,9 @@ class Machine:
         tracking, loop = per_thread.making, self._loop
         made: list[guard.Made]
         while True:
-            # Commands made during this step note themselves here. (A machine stepped inside
-            # another's step, e.g. rk.query from workflow code, ends the outer one's tracking early.)
-            tracking.made = made = []
+            # Commands made during this step note themselves here (a machine stepped inside
+            # another's step, e.g. rk.query from workflow code, puts the outer one's list back).
+            outer, tracking.made = tracking.made, (made := [])
             previous = loop.enter() if loop is not None else None
             try:
                 if self._watch and not self.ctx.is_replaying:  # live steps only: replaying stays cheap
@@ -359,7 +359,7 @@ class Machine:
                 self._check_end(made, None, exc, raised_here=exc is not arg)
                 return Raised(exc)
             finally:
-                tracking.made = None
+                tracking.made = outer
                 if loop is not None:
                     loop.leave(previous)
             if ((made and (len(made) > 1 or made[0][0] is not command)) or not isinstance(command, Command)

@@ -142,3 +142,11 @@ def test_a_batch_rolled_back_by_a_full_disk_commits_nothing_of_its_tail(db: str,
     assert "None of this batch's writes was recorded" in errors[-1]
     with rk.SqliteStore(db) as store:
         assert [e.seq for e in store.events("b")] == [0]  # not the tail without its head: no hole in the history
+
+
+def test_a_store_gives_back_only_the_locks_it_took(db: str) -> None:
+    with rk.SqliteStore(db) as mine, rk.SqliteStore(db) as other:
+        assert mine.try_lock("x")
+        other.unlock("x")  # not its lock: nothing happens
+        assert not other.try_lock("x")
+        assert mine.lock_owner("x") is not None

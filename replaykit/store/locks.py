@@ -101,7 +101,7 @@ class FileLocks:
     def release(self, key: str) -> None:
         f = self._file
         with f.mutex:
-            if key in f.held and f.fd is not None:
+            if key in self._mine and key in f.held and f.fd is not None:  # only what was taken through here
                 fcntl.lockf(f.fd, fcntl.LOCK_UN, 1, _offset(key))
                 f.held.discard(key)
             self._mine.discard(key)

@@ -363,10 +363,6 @@ class SqliteStore(Store):
         return f"SqliteStore({self.path!r}, durability={self.durability.value!r})"
 
 
-def _value(conn: sqlite3.Connection, sql: str) -> Any:
-    return conn.execute(sql).fetchall()[0][0]
-
-
 def _info(row: tuple[Any, ...]) -> WorkflowInfo:
     custom = None if row[5] is None else json.loads(row[5])
     return WorkflowInfo(row[0], row[1], Status(row[2]), row[3], row[4], custom)
