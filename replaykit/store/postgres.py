@@ -221,8 +221,9 @@ class PostgresStore(Store):
                consume_signal: int | None = None, custom_status: Any = UNSET) -> None:
         owned = workflow_id in self._tokens
         if owned and status is None and consume_signal is None and custom_status is UNSET:  # hot path
+            run = self._run(workflow_id)  # cached under the lock; looked up before the write takes a connection
             with self._writes.write(notify=False, single=True) as conn:
-                self._insert(conn, workflow_id, self._run(workflow_id), event)  # one INSERT: one round trip
+                self._insert(conn, workflow_id, run, event)  # one INSERT: one round trip
             return
         changes_run = status is not None or custom_status is not UNSET
         with self._writes.write(serialize=workflow_id if changes_run else None) as conn:
