@@ -92,15 +92,16 @@ class Lifecycle(EngineState):
         return self.store.create(workflow_id, wf.name, start, Status.PENDING if pending else Status.RUNNING)
 
     def _open(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
-              handle: WorkflowHandle, lock_deadline: float, fresh: bool = False) -> None:
+              handle: WorkflowHandle, lock_deadline: float) -> None:
         """Lock a run that exists in the store, and replay it (``call``: the arguments a rerun passed;
-        ``fresh``: this engine's ``start`` just created the run)."""
+        ``None`` for a run that is followed wherever it goes: a resume, a wake-up, a recovery, or a
+        run this engine's ``start`` just created)."""
         if workflow_id in self._runs or not self._lock(workflow_id):
             if monotonic() < lock_deadline:
-                retry = lambda: self._open(wf, workflow_id, call, handle, lock_deadline, fresh)  # noqa: E731
+                retry = lambda: self._open(wf, workflow_id, call, handle, lock_deadline)  # noqa: E731
                 threading.Timer(self._poll, self._post, (retry,)).start()
                 return
-            if (call is None or fresh) and workflow_id not in self._runs:
+            if call is None and workflow_id not in self._runs:
                 # A resume, a wake-up, a recovery, or a run just created here that another engine's
                 # recovery took first: the run goes on there; wait for its end.
                 handle._follow()
@@ -118,7 +119,7 @@ class Lifecycle(EngineState):
             handle._fail(error)
             return
         try:
-            self._open_locked(wf, workflow_id, call, handle, fresh)
+            self._open_locked(wf, workflow_id, call, handle)
         except BaseException as exc:
             run = self._runs.get(workflow_id)
             if run is not None:  # it got as far as running: stop it as any run is stopped
@@ -136,7 +137,7 @@ class Lifecycle(EngineState):
             self.store.lock_owner(workflow_id) is None and self.store.try_lock(workflow_id))
 
     def _open_locked(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
-                     handle: WorkflowHandle, fresh: bool = False) -> None:
+                     handle: WorkflowHandle) -> None:
         info = self.store.info(workflow_id)
         if info is None:
             raise ReplayKitError(f"workflow {workflow_id!r} vanished from the store")
@@ -160,7 +161,7 @@ class Lifecycle(EngineState):
             handle._finish()
             return
         if info.status is Status.PAUSED:
-            if fresh:  # paused right after this start created it: wait for the resume
+            if call is None:  # not a rerun (paused right after its start, or while evicted): wait for the resume
                 self._unlock(workflow_id)
                 handle._follow()
                 return
@@ -269,13 +270,8 @@ class Lifecycle(EngineState):
         """An evicted run's timer is due: replay it from its history and go on (a paused one stays
         parked in the store; its handle waits for what a resume brings)."""
         evicted = self._evicted.pop(workflow_id, None)
-        if evicted is None:
-            return
-        info = self.store.info(workflow_id)
-        if info is not None and info.status is Status.PAUSED:
-            evicted[1]._follow()
-            return
-        self._open(evicted[0], workflow_id, None, evicted[1], 0.0)
+        if evicted is not None:
+            self._open(evicted[0], workflow_id, None, evicted[1], 0.0)
 
     def _settle(self, run: _Run, leaf: Leaf, answer: Answer) -> None:
         """Record an outcome that arrived later (activity, timer, signal, child) and go on."""

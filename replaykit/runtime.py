@@ -196,10 +196,11 @@ class Engine(Controls, Lifecycle, Driver, Effects):
             begin = self._clock.now() + _seconds(start_delay)
         start_payload = self._start_payload(wf, args, kwargs, timeout=timeout, start_at=begin)
         # Created here, not on the driver, so that signal() right after start() finds the run.
-        fresh = self._create(wf, workflow_id, start_payload, pending=begin is not None)
+        created = self._create(wf, workflow_id, start_payload, pending=begin is not None)
         handle = self._new_handle(workflow_id)
         deadline = monotonic() + lock_timeout
-        self._post(lambda: self._open(wf, workflow_id, (args, kwargs), handle, deadline, fresh))
+        call = None if created else (args, kwargs)  # a run created here needs no argument check, only following
+        self._post(lambda: self._open(wf, workflow_id, call, handle, deadline))
         return handle
 
     def schedule(self, schedule_id: str, workflow: Any, cron: str, *args: Any, start_after: datetime | None = None,
