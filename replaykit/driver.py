@@ -22,6 +22,7 @@ from .runstate import EngineState
 
 if TYPE_CHECKING:
     from .clock import SkippingClock
+    from .runstate import _Run
 
 log = logging.getLogger("replaykit")
 
@@ -36,6 +37,7 @@ class Driver(EngineState):
         def _deliver_signals(self, workflow_id: str) -> None: ...
         def _child_ended(self, child_id: str) -> None: ...
         def _evict_parked(self) -> None: ...
+        def _abort(self, run: _Run, error: BaseException) -> None: ...
 
     def _post(self, job: Callable[[], None]) -> None:
         self._inbox.put(job)
@@ -121,12 +123,7 @@ class Driver(EngineState):
         Evicted runs hold nothing in memory: when their timer is due they replay what was committed."""
         log.error("replaykit could not commit; every run of this engine stops: %s", error)
         for run in list(self._runs.values()):
-            for execution in run.executions.values():
-                execution.cancelled = True
-            run.machine.discard()
-            del self._runs[run.workflow_id]
-            self._unlock(run.workflow_id)
-            run.handle._fail(error)
+            self._abort(run, error)
         self._children.clear()
         while self._after_commit:
             actions, self._after_commit = self._after_commit, []
