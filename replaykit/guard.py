@@ -27,7 +27,7 @@ import weakref
 from types import CodeType, FrameType, TracebackType
 from typing import Any, NamedTuple, NoReturn
 
-from .commands import CHILD, CONTINUE_AS_NEW, SIDE_EFFECT, SIGNAL, TIMER, ActivityCall, Command, Group
+from .commands import CHILD, CONTINUE_AS_NEW, SIDE_EFFECT, SIGNAL, TIMER, ActivityCall, Command, Group, SleepUntil
 from .errors import InvalidCommandError
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -80,8 +80,10 @@ def _example(command: Command[Any]) -> str:
         name = getattr(command.activity.fn, "__name__", command.activity.name)
     elif isinstance(command, Group):
         name = f"rk.{command.mode}"
+    elif isinstance(command, SleepUntil):  # the one kind made by two factories
+        name = "rk.sleep_until"
     else:
-        name = _FACTORIES.get(command.kind, "rk.sleep")
+        name = _FACTORIES.get(command.kind, type(command).__name__)
     return f"{name}(...)"
 
 

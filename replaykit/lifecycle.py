@@ -248,7 +248,7 @@ class Lifecycle(EngineState):
     def _maybe_evict(self, run: _Run) -> None:
         """A run parked: with a cache limit, consider evicting it at the end of the driver's turn
         (not now: controls that opened it, a cancel or a pause, are applied first)."""
-        if self._max_cached is not None:
+        if self._max_cached is not None and len(self._runs) > self._max_cached:
             self._parked.add(run.workflow_id)
 
     def _evict_parked(self) -> None:

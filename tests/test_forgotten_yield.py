@@ -290,3 +290,15 @@ def test_an_activity_error_let_through_is_still_the_workflows_failure() -> None:
         with pytest.raises(rk.WorkflowFailed, match="is a replaykit command"):
             handle.result(timeout=10)
         assert handle.status() is rk.Status.FAILED
+
+
+def test_a_dropped_sleep_until_is_named_as_such() -> None:
+    from datetime import datetime, timezone
+
+    def drops(ctx: Context):
+        rk.sleep_until(datetime(2030, 1, 1, tzinfo=timezone.utc))  # dropped
+        yield rk.sleep(0)
+
+    with TestEnv() as env:
+        with pytest.raises(rk.InvalidCommandError, match=r"rk\.sleep_until\(\.\.\.\)"):
+            env.run(drops, workflow_id="su")

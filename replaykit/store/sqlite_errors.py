@@ -42,9 +42,11 @@ def code(exc: sqlite3.Error) -> int:
 
 def translate(path: str, exc: sqlite3.Error) -> Exception:
     """The replaykit error for what SQLite said about the store at ``path`` (``exc`` itself if none fits)."""
-    full, primary = code(exc), code(exc) & 0xFF
-    if primary == FULL or (full in _WRITES and (why := _no_room(path))):
-        why = _no_room(path) or "its disk is full"
+    full = code(exc)
+    primary = full & 0xFF
+    why = _no_room(path) if primary == FULL or full in _WRITES else ""
+    if primary == FULL or why:
+        why = why or "its disk is full"
         return StoreFullError(
             f"{path}: no room to record more: {why} (SQLite: {exc}). What was recorded before is intact; "
             "free some space (or raise the limit) and run again: runs continue from their last recorded step."
