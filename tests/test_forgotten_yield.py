@@ -302,3 +302,21 @@ def test_a_dropped_sleep_until_is_named_as_such() -> None:
     with TestEnv() as env:
         with pytest.raises(rk.InvalidCommandError, match=r"rk\.sleep_until\(\.\.\.\)"):
             env.run(drops, workflow_id="su")
+
+
+def test_a_query_made_inside_a_step_does_not_end_that_steps_tracking() -> None:
+    def answers(ctx: Context):
+        ctx.query("q")(lambda: "answer")
+        yield rk.wait_signal("never")
+
+    answering = rk.Workflow(answers, "answers")
+    with TestEnv() as env:
+        env.start(answering, workflow_id="other")
+
+        def asks_then_drops(ctx: Context):
+            assert rk.query(env.store, "other", "q", workflows={"answers": answering}) == "answer"
+            note("dropped")  # dropped after a nested replay
+            yield rk.sleep(0)
+
+        with pytest.raises(rk.InvalidCommandError, match="note"):
+            env.run(asks_then_drops, workflow_id="outer")
