@@ -51,8 +51,6 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("workflow_id")
     p = sub.add_parser("check", help="replay every history against the current code (exit 1 on divergence)")
     p.add_argument("db")
-    p.add_argument("-m", "--module", action="append", default=[],
-                   help="module that defines workflows (imported to register them); repeatable")
     p = sub.add_parser("restart", help="start a failed, cancelled or timed-out run again, same id and arguments")
     p.add_argument("db")
     p.add_argument("workflow_id")
@@ -63,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("workflow_id")
     p.add_argument("new_id")
     p.add_argument("--step", type=_step, required=True, help="the first step the new run runs live")
-    for p in (sub.choices["restart"], sub.choices["fork"]):
-        p.add_argument("-m", "--module", action="append", default=[],
-                       help="module that defines the workflow (to replay the reused steps); repeatable")
+    for verb in ("check", "restart", "fork"):  # they replay histories: the workflows' code must be imported
+        sub.choices[verb].add_argument("-m", "--module", action="append", default=[],
+                                       help="module that defines workflows (imported to register them); repeatable")
     args = parser.parse_args(argv)
     try:
         if args.command == "check":

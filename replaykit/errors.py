@@ -134,18 +134,18 @@ class TimedOut(Cancelled):
 class WorkflowCancelled(Cancelled):
     """``result()`` of a run that ended ``cancelled``: ``reason`` says why. Not a :class:`WorkflowFailed`."""
 
+    ended = "was cancelled"
+
     def __init__(self, workflow_id: str, reason: str) -> None:
         self.workflow_id = workflow_id
         self.reason = reason
-        super().__init__(f"workflow {workflow_id!r} was cancelled: {reason}")
+        super().__init__(f"workflow {workflow_id!r} {self.ended}: {reason}")
 
 
 class WorkflowTimedOut(WorkflowCancelled, TimedOut):
     """``result()`` of a run that ended ``timed_out`` (it passed its run timeout)."""
 
-    def __init__(self, workflow_id: str, reason: str) -> None:
-        super().__init__(workflow_id, reason)
-        self.args = (f"workflow {workflow_id!r} timed out: {reason}",)
+    ended = "timed out"
 
 
 class ActivityTimeoutError(ReplayKitError):
