@@ -197,12 +197,16 @@ class SqliteStore(Store):
                 self._insert(conn, cur.lastrowid, event)
             return True
 
+    def _newest(self, conn: sqlite3.Connection, workflow_id: str) -> tuple[int, Status]:
+        """The newest run's row id and status, read in the caller's transaction."""
+        row = conn.execute(_NEWEST_RUN.format("id, status"), (workflow_id,)).fetchall()
+        if not row:
+            raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {self.path}")
+        return row[0][0], Status(row[0][1])
+
     def restart(self, workflow_id: str, start: Event, history: Sequence[Event] = ()) -> None:
         with self._transaction() as conn:  # the status check and the new generation in one transaction
-            row = conn.execute(_NEWEST_RUN.format("id, status"), (workflow_id,)).fetchall()
-            if not row:
-                raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {self.path}")
-            run, status = row[0][0], Status(row[0][1])
+            run, status = self._newest(conn, workflow_id)
             if status not in RESTARTABLE:
                 raise IllegalTransitionError(
                     f"workflow {workflow_id!r} is {status.value}; only a failed, cancelled or timed-out run "
@@ -287,9 +291,8 @@ class SqliteStore(Store):
             conn.execute("UPDATE runs SET custom_status = ? WHERE id = ?", (json.dumps(value), run))
 
     def set_status(self, workflow_id: str, status: Status, at: float) -> Status:
-        run = self._run(workflow_id)
-        with self._transaction() as conn:
-            old = Status(conn.execute("SELECT status FROM runs WHERE id = ?", (run,)).fetchall()[0][0])
+        with self._transaction() as conn:  # the newest generation, read in the transaction that changes it
+            run, old = self._newest(conn, workflow_id)
             if old is not status and not old.can_become(status):
                 raise IllegalTransitionError(
                     f"workflow {workflow_id!r} is {old.value}; it cannot become {status.value}")
@@ -299,10 +302,7 @@ class SqliteStore(Store):
     def send_signal(self, workflow_id: str, name: str, encoding: str, payload: str | bytes,
                     at: float) -> None:
         with self._transaction() as conn:  # the status check and the insert in one transaction
-            row = conn.execute(_NEWEST_RUN.format("status"), (workflow_id,)).fetchall()
-            if not row:
-                raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {self.path}")
-            status = Status(row[0][0])
+            _, status = self._newest(conn, workflow_id)
             if status.is_terminal:
                 raise IllegalTransitionError(
                     f"workflow {workflow_id!r} is {status.value}; it can no longer take signals")
