@@ -21,12 +21,14 @@ from .handle import recorded_outcome
 from .history import ERROR, OK, RESULT, TIMEOUT, Event
 from .interpreter import Leaf
 from .runstate import EngineState
+from .starting import start_payload
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .handle import WorkflowHandle
     from .runstate import _Run
+    from .store.work import Placement
     from .workflow import Workflow
 
 # (outcome, encoded payload, value for the workflow, signal id to consume)
@@ -55,10 +57,7 @@ class Effects(EngineState):
         def _settle(self, run: _Run, leaf: Leaf, answer: Answer) -> None: ...
         def _new_handle(self, workflow_id: str) -> WorkflowHandle: ...
         def _create(self, wf: Workflow[Any], workflow_id: str, start_payload: tuple[str, str | bytes],
-                    pending: bool = False) -> bool: ...
-        def _start_payload(self, wf: Workflow[Any], args: tuple[Any, ...], kwargs: dict[str, Any], *,
-                           timeout: Any = None, start_at: float | None = None,
-                           parent: tuple[str, int] | None = None) -> tuple[str, str | bytes]: ...
+                    pending: bool = False, placement: Placement | None = None) -> bool: ...
         def _open(self, wf: Workflow[Any], workflow_id: str, call: Any, handle: WorkflowHandle,
                   lock_deadline: float) -> None: ...
 
@@ -226,9 +225,10 @@ class Effects(EngineState):
     def _start_child(self, run: _Run, leaf: Leaf) -> Answer | None:
         command: ChildWorkflow = leaf.command  # type: ignore[assignment]
         child_id = command.workflow_id or _default_child_id(run, leaf.step)
-        payload = self._start_payload(command.workflow, command.args, dict(command.kwargs),
+        payload = start_payload(command.workflow, command.args, dict(command.kwargs),
                                       parent=(run.workflow_id, leaf.step))
-        if not self._create(command.workflow, child_id, payload):
+        placement = self._child_placement(run)
+        if not self._create(command.workflow, child_id, payload, placement=placement):
             conflict = self._not_our_child(run, leaf, command, child_id)
             if conflict is not None:  # recorded as the leaf's outcome: the parent replays the same
                 return ERROR, payloads.encode_error(conflict), conflict, None
@@ -236,8 +236,12 @@ class Effects(EngineState):
         answer = self._child_answer(child_id)
         if answer is not None:
             return answer
-        if child_id not in self._runs:
+        if child_id not in self._runs and placement is None:  # a queued child is claimed by whoever is free
             self._open(command.workflow, child_id, None, self._new_handle(child_id), 0.0)
+        return None
+
+    def _child_placement(self, run: _Run) -> Placement | None:
+        """Where a child of ``run`` waits to be driven: ``None``, here (a worker queues it)."""
         return None
 
     def _not_our_child(self, run: _Run, leaf: Leaf, command: ChildWorkflow,

@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import functools
 import logging
-import random
 import threading
 from collections import deque
 from collections.abc import Iterator
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import payloads
@@ -32,10 +30,11 @@ from .errors import (
     WorkflowLockedError,
     WorkflowPausedError,
 )
-from .history import CONTINUED, ERROR, OK, PATCH, RESULT, RULES_VERSION, START, Event, Status
+from .history import CONTINUED, ERROR, OK, PATCH, RESULT, START, Event, Status
 from .interpreter import Continued, Feed, Leaf, Raised, Returned, Step, Waiting, replay_history
 from .replaycheck import check_history
 from .runstate import EngineState, _Run
+from .starting import start_payload
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -43,6 +42,7 @@ if TYPE_CHECKING:
     from .effects import Answer
     from .errors import StoreError
     from .handle import WorkflowHandle
+    from .store.work import Placement
     from .workflow import Workflow
 
 log = logging.getLogger("replaykit")
@@ -67,29 +67,13 @@ class Lifecycle(EngineState):
 
     # -- opening a run: create, lock, replay ------------------------------------------
 
-    def _start_payload(self, wf: Workflow[Any], args: tuple[Any, ...], kwargs: dict[str, Any], *,
-                       timeout: timedelta | float | None = None, start_at: float | None = None,
-                       parent: tuple[str, int] | None = None, continued: bool = False,
-                       generation: int = 1) -> Payload:
-        start: dict[str, Any] = {"args": list(args), "kwargs": kwargs, "seed": random.getrandbits(63),
-                                 "rules": RULES_VERSION}
-        if continued:
-            start["continued"] = True
-        if generation > 1:
-            start["generation"] = generation
-        if timeout is not None:
-            start["timeout"] = _seconds(timeout)
-        if start_at is not None:
-            start["start_at"] = start_at
-        if parent is not None:
-            start["parent"] = list(parent)
-        return payloads.encode(start, f"arguments of workflow {wf.name!r}")
-
-    def _create(self, wf: Workflow[Any], workflow_id: str, start_payload: Payload, pending: bool = False) -> bool:
+    def _create(self, wf: Workflow[Any], workflow_id: str, payload: Payload, pending: bool = False,
+                placement: Placement | None = None) -> bool:
         """Record the start event unless the run exists (an atomic insert: no lock needed); ``False``
-        if it existed."""
-        start = Event(0, 0, START, wf.name, self._clock.now(), OK, *start_payload)
-        return self.store.create(workflow_id, wf.name, start, Status.PENDING if pending else Status.RUNNING)
+        if it existed. With a ``placement`` the run is queued for workers."""
+        start = Event(0, 0, START, wf.name, self._clock.now(), OK, *payload)
+        return self.store.create(workflow_id, wf.name, start, Status.PENDING if pending else Status.RUNNING,
+                                 placement=placement)
 
     def _open(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
               handle: WorkflowHandle, lock_deadline: float) -> None:
@@ -196,7 +180,8 @@ class Lifecycle(EngineState):
         # run.custom_status stays None: whatever the code set (before its first yield, or during the replay)
         # is saved with the next event.
         if "timeout" in recorded and not counted.timed_out:
-            self._timers.push(start.at + recorded["timeout"], functools.partial(self._run_timed_out, run),
+            run.deadline = start.at + recorded["timeout"]
+            self._timers.push(run.deadline, functools.partial(self._run_timed_out, run),
                               lambda: self._runs.get(workflow_id) is run)
         if isinstance(step, Waiting):  # leaves replay left outstanding are started again
             step = Waiting(tuple(machine.outstanding.values()))
@@ -347,11 +332,11 @@ class Lifecycle(EngineState):
 
     def _continue_as_new(self, run: _Run, step: Continued) -> None:
         self._after_step(run)
-        start_payload = self._start_payload(run.workflow, step.args, step.kwargs, continued=True, parent=run.parent,
-                                            generation=run.generation + 1)
+        payload = start_payload(run.workflow, step.args, step.kwargs, continued=True, parent=run.parent,
+                                generation=run.generation + 1)
         result = Event(run.next_seq, 0, RESULT, "", self._clock.now(), CONTINUED,
                        *payloads.encode({"args": list(step.args), "kwargs": step.kwargs}, "continue_as_new"))
-        new_start = Event(0, 0, START, run.workflow.name, self._clock.now(), OK, *start_payload)
+        new_start = Event(0, 0, START, run.workflow.name, self._clock.now(), OK, *payload)
         self.store.continue_as_new(run.workflow_id, result, new_start)
         run.machine.discard()
         del self._runs[run.workflow_id]
@@ -376,7 +361,3 @@ def _ending_status(error: BaseException) -> Status:
     if isinstance(error, Cancelled):
         return Status.CANCELLED
     return Status.FAILED
-
-
-def _seconds(value: timedelta | float) -> float:
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)

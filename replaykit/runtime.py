@@ -36,9 +36,10 @@ from .executor import Executor
 from .handle import WorkflowHandle
 from .history import Status
 from .interpreter import Leaf
-from .lifecycle import Lifecycle, _seconds
+from .lifecycle import Lifecycle
 from .restart import fork_run, restart_run
 from .runstate import _Run
+from .starting import seconds, start_payload
 from .store import Store, open_store
 from .timers import TimerQueue
 from .workflow import Workflow, as_workflow, lookup, register
@@ -193,10 +194,10 @@ class Engine(Controls, Lifecycle, Driver, Effects):
         if start_at is not None:
             begin = start_at.timestamp()
         elif start_delay is not None:
-            begin = self._clock.now() + _seconds(start_delay)
-        start_payload = self._start_payload(wf, args, kwargs, timeout=timeout, start_at=begin)
+            begin = self._clock.now() + seconds(start_delay)
+        payload = start_payload(wf, args, kwargs, timeout=timeout, start_at=begin)
         # Created here, not on the driver, so that signal() right after start() finds the run.
-        created = self._create(wf, workflow_id, start_payload, pending=begin is not None)
+        created = self._create(wf, workflow_id, payload, pending=begin is not None)
         handle = self._new_handle(workflow_id)
         deadline = monotonic() + lock_timeout
         call = None if created else (args, kwargs)  # a run created here needs no argument check, only following

@@ -14,6 +14,7 @@ import pytest
 import replaykit as rk
 from replaykit.history import OK, START, Event, Status
 from replaykit.store import open_store
+from replaykit.store.postgres_schema import SCHEMA_VERSION
 
 from conftest import PYTHON
 from pgserver import PgServer
@@ -118,7 +119,7 @@ def test_processes_creating_the_store_at_once_create_it_once(pg_url: str, tmp_pa
     go.touch()
     outcomes = [opener.communicate(timeout=60) for opener in openers]
     assert [out for out, _ in outcomes] == ["opened\n"] * 4, [err for _, err in outcomes]
-    assert _sql(pg_url, "SELECT value FROM replaykit_meta WHERE key = 'schema_version'") == [("2",)]
+    assert _sql(pg_url, "SELECT value FROM replaykit_meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
 
 
 def test_a_schema_of_its_own_beside_other_tables(pg_url: str) -> None:
@@ -324,13 +325,14 @@ def test_a_write_without_the_lock_fences_out_a_stale_owner(pg_url: str) -> None:
 def test_a_version_1_store_is_migrated_and_its_runs_kept(pg_url: str) -> None:
     with open_store(pg_url) as store:
         store.create("a", "w", start())
-    _sql(pg_url, "ALTER TABLE replaykit_runs DROP COLUMN owner; "
+    _sql(pg_url, "DROP TABLE replaykit_work, replaykit_queues, replaykit_workers; "
+                 "ALTER TABLE replaykit_runs DROP COLUMN owner; "
                  "UPDATE replaykit_meta SET value = '1' WHERE key = 'schema_version'")
     with open_store(pg_url) as store:
         assert store.try_lock("a")
         store.record("a", step(1))
         assert [e.seq for e in store.events("a")] == [0, 1]
-    assert _sql(pg_url, "SELECT value FROM replaykit_meta WHERE key = 'schema_version'") == [("2",)]
+    assert _sql(pg_url, "SELECT value FROM replaykit_meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
 
 
 def test_a_takeover_waits_for_the_old_owners_open_batch_and_then_fences_it(pg_url: str) -> None:

@@ -8,12 +8,14 @@ run. Only store modules speak SQL; the runtime sees this interface.
 from __future__ import annotations
 
 import abc
+import builtins
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import attrs
 
 from ..history import Event, Status, WorkflowInfo
+from .work import Placement, Queue, WorkerRecord
 
 
 @attrs.frozen
@@ -41,9 +43,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def create(self, workflow_id: str, name: str, start: Event, status: Status = Status.RUNNING,
-               history: Sequence[Event] = ()) -> bool:
+               history: Sequence[Event] = (), placement: Placement | None = None) -> bool:
         """Create the run with its start event (and ``history`` after it, in the same transaction);
-        ``False`` (and no change) if the id exists."""
+        ``False`` (and no change) if the id exists. With a ``placement`` the run is queued: workers
+        claim it (see :meth:`claim`)."""
 
     @abc.abstractmethod
     def info(self, workflow_id: str) -> WorkflowInfo | None:
@@ -125,6 +128,61 @@ class Store(abc.ABC):
     def changed(self) -> bool:
         """Cheap: has anyone committed anything since this thread's last call? A store may leave out
         plain steps (``record`` without options): they concern only the driver that wrote them."""
+
+    # -- the work queue (see store/work.py) ----------------------------------------------
+    #
+    # A queued run's row says when it is ready and which worker holds it. Writes that give a
+    # run something to do wake it (ready now): a signal, a resume, a restart, its child's end.
+    # Its end makes it never ready again.
+
+    @abc.abstractmethod
+    def claim(self, worker_id: str, queue: str, workflows: Sequence[str], capacity: int, now: float,
+              version: str) -> builtins.list[str]:
+        """Lock (as :meth:`try_lock`) up to ``capacity`` runs of ``queue`` that are ready at ``now``,
+        running or pending, of a workflow named in ``workflows``, held by no worker and not
+        refused by a worker of this code ``version``; mark them held by ``worker_id``. Highest
+        priority first, then longest ready. The queue's limits (:meth:`set_queue`) are checked in
+        one serialised transaction per queue, so racing claims never exceed them."""
+
+    @abc.abstractmethod
+    def release(self, workflow_id: str, wake_at: float | None, problem: str | None = None,
+                version: str | None = None) -> None:
+        """A worker gives a queued run back: ready again at ``wake_at`` (``None``: when something
+        wakes it), or at once if something woke it while it was held. ``problem``: why it could not
+        go on under code ``version`` (workers of that version leave it; others try it)."""
+
+    @abc.abstractmethod
+    def next_ready(self, queues: Sequence[str]) -> float | None:
+        """The earliest time a run of ``queues`` held by nobody becomes ready, if any."""
+
+    @abc.abstractmethod
+    def set_queue(self, queue: Queue) -> None:
+        """Store a queue's limits: what every claim in it checks from now on."""
+
+    @abc.abstractmethod
+    def register_worker(self, record: WorkerRecord) -> None:
+        """Enter a worker in the registry and hold its liveness lock (the OS or the database drops
+        it when the process or its connection dies)."""
+
+    @abc.abstractmethod
+    def heartbeat(self, worker_id: str, stopping: bool = False) -> bool:
+        """Note the worker is alive (on the store's clock); ``False`` if the registry no longer
+        has it (it was declared dead and its runs released): register again."""
+
+    @abc.abstractmethod
+    def unregister_worker(self, worker_id: str) -> None:
+        """Remove the worker; whatever it still holds is released, ready at once."""
+
+    @abc.abstractmethod
+    def workers(self) -> builtins.list[WorkerRecord]:
+        """The registered workers, with the runs each holds."""
+
+    @abc.abstractmethod
+    def reap_workers(self, lease: float) -> builtins.list[str]:
+        """Declare dead the workers whose liveness lock is free (their process or connection died) and
+        release their runs, ready at once; return their ids. A worker silent for ``lease`` seconds
+        that still holds its lock is cut off where the store can do it (PostgreSQL ends its
+        session, which frees its locks; the next call reaps it)."""
 
     def batch(self) -> None:  # noqa: B027 - stores without transactions need no batching
         """Group this thread's writes into one transaction, until :meth:`commit` (group commit).

@@ -13,11 +13,13 @@ from ..errors import IllegalTransitionError, WorkflowLockedError, WorkflowNotFou
 from ..history import CONTINUED, Event, Status, WorkflowInfo
 from .base import RESTARTABLE, UNSET, Signal, Store
 from .locks import ThreadLocks
+from .memory_work import MemoryWork
+from .work import Placement
 
 _PAGE = 256  # events per page, as SqliteStore reads them
 
 
-class MemoryStore(Store):
+class MemoryStore(MemoryWork, Store):
     """Same semantics as ``SqliteStore``, nothing on disk. Thread-safe."""
 
     def __init__(self) -> None:
@@ -30,6 +32,9 @@ class MemoryStore(Store):
         self._locks = ThreadLocks()
         self._version = 0
         self._seen = -1
+        self._work = {}
+        self._queues = {}
+        self._workers = {}
 
     def _need(self, workflow_id: str) -> WorkflowInfo:
         info = self._runs.get(workflow_id)
@@ -38,12 +43,14 @@ class MemoryStore(Store):
         return info
 
     def create(self, workflow_id: str, name: str, start: Event, status: Status = Status.RUNNING,
-               history: Sequence[Event] = ()) -> bool:
+               history: Sequence[Event] = (), placement: Placement | None = None) -> bool:
         with self._mutex:
             if workflow_id in self._runs:
                 return False
             self._runs[workflow_id] = WorkflowInfo(workflow_id, name, status, start.at, start.at)
             self._events[workflow_id] = [start, *history]
+            if placement is not None:
+                self._place(workflow_id, name, placement, start.at)
             self._signals.setdefault(workflow_id, [])
             self._version += 1
             return True
@@ -90,6 +97,8 @@ class MemoryStore(Store):
                 changes["custom_status"] = custom_status
             if changes:
                 self._runs[workflow_id] = attrs.evolve(info, **changes)
+            if status is not None and status.is_terminal:
+                self._ended(workflow_id, event.at)
             if consume_signal is not None:
                 self._consumed.add(consume_signal)
             self._version += 1
@@ -112,6 +121,10 @@ class MemoryStore(Store):
                     "can be restarted")
             self._runs[workflow_id] = WorkflowInfo(workflow_id, info.name, Status.RUNNING, start.at, start.at)
             self._events[workflow_id] = [start, *history]
+            work = self._work.get(workflow_id)
+            if work is not None:
+                work.problem = work.problem_version = None
+            self._wake(workflow_id, start.at)
             self._version += 1
 
     def set_custom_status(self, workflow_id: str, value: Any) -> None:
@@ -126,6 +139,10 @@ class MemoryStore(Store):
                 raise IllegalTransitionError(
                     f"workflow {workflow_id!r} is {info.status.value}; it cannot become {status.value}")
             self._runs[workflow_id] = attrs.evolve(info, status=status, updated_at=at)
+            if status.is_terminal:
+                self._ended(workflow_id, at)
+            elif info.status is Status.PAUSED:
+                self._wake(workflow_id, at)
             self._version += 1
             return info.status
 
@@ -137,6 +154,7 @@ class MemoryStore(Store):
                 raise IllegalTransitionError(
                     f"workflow {workflow_id!r} is {status.value}; it can no longer take signals")
             self._signals[workflow_id].append(Signal(next(self._ids), name, encoding, payload, at))
+            self._wake(workflow_id, at)
             self._version += 1
 
     def next_signal(self, workflow_id: str, name: str) -> Signal | None:

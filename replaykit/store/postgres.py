@@ -48,8 +48,10 @@ from .postgres_conn import (
 )
 from .postgres_errors import redact, translated
 from .postgres_schema import ensure_schema
+from .postgres_work import PostgresWork, ended, place, restarted, wake
 from .postgres_writes import Writes
 from .sqlite import Durability
+from .work import Placement
 
 _PAGE = 256  # history rows per query, as SqliteStore reads them
 _SYNCHRONOUS_COMMIT = {Durability.CRASH: "off", Durability.POWER: "on"}
@@ -71,7 +73,7 @@ _REVOKE = ("UPDATE replaykit_runs SET owner = NULL WHERE id = "
            "(SELECT id FROM replaykit_runs WHERE id = %s AND owner IS NOT NULL FOR UPDATE)")
 
 
-class PostgresStore(Store):
+class PostgresStore(PostgresWork, Store):
     """A replaykit store in a PostgreSQL database: its tables are created if absent (with
     ``create=False`` they must exist), and a database holding other tables is refused.
     Thread-safe: each call borrows a pooled connection; a thread that batches keeps one."""
@@ -129,7 +131,7 @@ class PostgresStore(Store):
     # -- the Store interface --------------------------------------------------------------
 
     def create(self, workflow_id: str, name: str, start: Event, status: Status = Status.RUNNING,
-               history: Sequence[Event] = ()) -> bool:
+               history: Sequence[Event] = (), placement: Placement | None = None) -> bool:
         with self._writes.write() as conn:
             rows = conn.execute(
                 "INSERT INTO replaykit_runs (workflow_id, generation, name, status, created_at, updated_at, owner) "
@@ -139,6 +141,8 @@ class PostgresStore(Store):
             if not rows:
                 return False
             self._insert_all(conn, rows[0][0], (start, *history))
+            if placement is not None:
+                place(conn, workflow_id, name, placement, start.at)
             return True
 
     def restart(self, workflow_id: str, start: Event, history: Sequence[Event] = ()) -> None:
@@ -150,6 +154,7 @@ class PostgresStore(Store):
                     "can be restarted")
             new = conn.execute(_NEW_GENERATION.format("NULL, NULL"), (Status.RUNNING.value, start.at, start.at, run))
             self._insert_all(conn, new.fetchall()[0][0], (start, *history))
+            restarted(conn, workflow_id, start.at)
 
     def info(self, workflow_id: str) -> WorkflowInfo | None:
         row = self._read_one(_NEWEST_RUN.format(_RUN_COLUMNS), (workflow_id,))
@@ -234,6 +239,8 @@ class PostgresStore(Store):
             if status is not None:
                 conn.execute("UPDATE replaykit_runs SET status = %s, updated_at = %s WHERE id = %s",
                              (status.value, event.at, run))
+                if status.is_terminal:
+                    ended(conn, workflow_id, event.at)
             if consume_signal is not None:
                 conn.execute("UPDATE replaykit_signals SET consumed = true WHERE id = %s", (consume_signal,))
             if custom_status is not UNSET:
@@ -266,6 +273,10 @@ class PostgresStore(Store):
                     f"workflow {workflow_id!r} is {old.value}; it cannot become {status.value}")
             conn.execute("UPDATE replaykit_runs SET status = %s, updated_at = %s WHERE id = %s",
                          (status.value, at, run))
+            if status.is_terminal:
+                ended(conn, workflow_id, at)
+            elif old is Status.PAUSED:  # resumed: whoever is free drives it
+                wake(conn, workflow_id, at)
         return old
 
     def send_signal(self, workflow_id: str, name: str, encoding: str, payload: str | bytes,
@@ -279,6 +290,7 @@ class PostgresStore(Store):
             conn.execute(
                 "INSERT INTO replaykit_signals (workflow_id, name, encoding, payload, payload_bytes, sent_at) "
                 "VALUES (%s, %s, %s, %s, %s, %s)", (workflow_id, name, encoding, text, data, at))
+            wake(conn, workflow_id, at)
 
     def next_signal(self, workflow_id: str, name: str) -> Signal | None:
         row = self._read_one(

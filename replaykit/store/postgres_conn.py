@@ -173,10 +173,11 @@ class AdvisoryLocks:
         self._mutex = threading.Lock()
         self._closed = False
 
-    def try_acquire(self, key: str, token: int) -> bool:
+    def try_acquire(self, key: str, token: int | None) -> bool:
         """Take the workflow's lock, then stamp its newest run with ``token`` (on the lock
         connection: a stamp is made only while the lock is held, so stamps follow the order of
-        the owners). The stamp waits for the writes in flight under the previous token."""
+        the owners). The stamp waits for the writes in flight under the previous token.
+        ``None``: a lock of something else than a run (a worker's liveness), nothing to stamp."""
         with self._mutex:
             if self._closed:
                 raise StoreError(f"{self._where}: the store is closed; open it again to lock workflows")
@@ -187,6 +188,9 @@ class AdvisoryLocks:
                 self._conn = self._open()
             if not self._locked("SELECT pg_try_advisory_lock(%s)", key):
                 return False
+            if token is None:
+                self._held.add(key)
+                return True
             try:
                 self._conn.execute(_STAMP, (token, key))
             except psycopg.Error as exc:  # a session lock outlives a failed statement: give it back
@@ -207,6 +211,17 @@ class AdvisoryLocks:
 
     def holds(self, key: str) -> bool:
         return key in self._held
+
+    def backend(self) -> int:
+        """The server process of the lock connection (whose end frees every lock held here)."""
+        with self._mutex:
+            if self._conn is None or not alive(self._conn):
+                self._lost()
+                self._conn = self._open()
+            try:
+                return int(self._conn.execute("SELECT pg_backend_pid()").fetchall()[0][0])
+            except psycopg.Error as exc:
+                raise translate(self._where, exc) from exc
 
     def _locked(self, sql: str, key: str) -> bool:
         assert self._conn is not None

@@ -16,7 +16,7 @@ from psycopg.rows import TupleRow
 from .. import payloads
 from ..errors import NotAStoreError, StoreError, StoreNotFoundError, StoreTooNewError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 NAMESPACE = 0x524B4954  # "RKIT": the first key of replaykit's two-key advisory locks
 _MIGRATION_LOCK = (NAMESPACE, 0)
 
@@ -65,6 +65,31 @@ _MIGRATIONS: dict[int, list[str]] = {
     # The fencing token of the store that took the run's lock last (postgres_conn.AdvisoryLocks):
     # a step is recorded only while the run's row still carries the token of the store writing it.
     2: ["ALTER TABLE replaykit_runs ADD COLUMN owner bigint"],
+    # The work queue (store/work.py): a row per queued run, the queues' limits, the worker registry.
+    3: [
+        """CREATE TABLE replaykit_work (
+            workflow_id text PRIMARY KEY,
+            name text NOT NULL,
+            queue text NOT NULL,
+            priority integer NOT NULL DEFAULT 0,
+            part_key text,
+            parent text,
+            ready_at double precision,
+            worker text,
+            started_at double precision,
+            problem text,
+            problem_version text)""",
+        "CREATE INDEX replaykit_work_ready ON replaykit_work (queue, priority DESC, ready_at) "
+        "WHERE ready_at IS NOT NULL",
+        "CREATE INDEX replaykit_work_held ON replaykit_work (worker) WHERE worker IS NOT NULL",
+        "CREATE INDEX replaykit_work_started ON replaykit_work (queue, started_at) WHERE started_at IS NOT NULL",
+        """CREATE TABLE replaykit_queues (name text PRIMARY KEY, concurrency integer, per_key integer,
+            rate_starts integer, rate_seconds double precision)""",
+        """CREATE TABLE replaykit_workers (id text PRIMARY KEY, host text NOT NULL, pid integer NOT NULL,
+            queues text NOT NULL, workflows text NOT NULL, version text NOT NULL,
+            started_at double precision NOT NULL, heartbeat_at double precision NOT NULL,
+            stopping boolean NOT NULL DEFAULT false, backend integer)""",
+    ],
 }
 
 

@@ -30,6 +30,8 @@ from .base import RESTARTABLE, UNSET, Signal, Store
 from .locks import FileLocks, stores_open
 from .sqlite_errors import cannot_open, refused, translated
 from .sqlite_schema import ensure_schema
+from .sqlite_work import SqliteWork, ended, place, restarted, wake
+from .work import Placement
 
 
 class Durability(str, enum.Enum):
@@ -50,7 +52,7 @@ _NEWEST_RUN = "SELECT {} FROM runs WHERE workflow_id = ? ORDER BY generation DES
 _NEWEST = "generation = (SELECT MAX(generation) FROM runs r WHERE r.workflow_id = runs.workflow_id)"
 
 
-class SqliteStore(Store):
+class SqliteStore(SqliteWork, Store):
     """A replaykit store in one SQLite file: created if absent (with ``create=False`` it must exist),
     refused if foreign. Only SQLite reads the file: a plain ``open()`` and ``close()`` of a database
     this process has open would drop SQLite's POSIX locks on it, and let another process delete the
@@ -183,7 +185,7 @@ class SqliteStore(Store):
     # -- the Store interface ----------------------------------------------------
 
     def create(self, workflow_id: str, name: str, start: Event, status: Status = Status.RUNNING,
-               history: Sequence[Event] = ()) -> bool:
+               history: Sequence[Event] = (), placement: Placement | None = None) -> bool:
         with self._transaction() as conn:
             cur = conn.execute(
                 "INSERT OR IGNORE INTO runs (workflow_id, generation, name, status, created_at, updated_at) "
@@ -195,6 +197,8 @@ class SqliteStore(Store):
             assert cur.lastrowid is not None
             for event in (start, *history):
                 self._insert(conn, cur.lastrowid, event)
+            if placement is not None:
+                place(conn, workflow_id, name, placement, start.at)
             return True
 
     def _newest(self, conn: sqlite3.Connection, workflow_id: str) -> tuple[int, Status]:
@@ -219,6 +223,7 @@ class SqliteStore(Store):
             assert cur.lastrowid is not None
             for event in (start, *history):
                 self._insert(conn, cur.lastrowid, event)
+            restarted(conn, workflow_id, start.at)
 
     def info(self, workflow_id: str) -> WorkflowInfo | None:
         row = self._read_one(_NEWEST_RUN.format(_RUN_COLUMNS), (workflow_id,))
@@ -265,6 +270,8 @@ class SqliteStore(Store):
             if status is not None:
                 conn.execute("UPDATE runs SET status = ?, updated_at = ? WHERE id = ?",
                              (status.value, event.at, run))
+                if status.is_terminal:
+                    ended(conn, workflow_id, event.at)
             if consume_signal is not None:
                 conn.execute("UPDATE signals SET consumed = 1 WHERE id = ?", (consume_signal,))
             if custom_status is not UNSET:
@@ -297,6 +304,10 @@ class SqliteStore(Store):
                 raise IllegalTransitionError(
                     f"workflow {workflow_id!r} is {old.value}; it cannot become {status.value}")
             conn.execute("UPDATE runs SET status = ?, updated_at = ? WHERE id = ?", (status.value, at, run))
+            if status.is_terminal:
+                ended(conn, workflow_id, at)
+            elif old is Status.PAUSED:  # resumed: whoever is free drives it
+                wake(conn, workflow_id, at)
         return old
 
     def send_signal(self, workflow_id: str, name: str, encoding: str, payload: str | bytes,
@@ -311,6 +322,7 @@ class SqliteStore(Store):
                 "VALUES (?, ?, ?, ?, ?, 0)",
                 (workflow_id, name, encoding, payload, at),
             )
+            wake(conn, workflow_id, at)
 
     def next_signal(self, workflow_id: str, name: str) -> Signal | None:
         row = self._read_one(

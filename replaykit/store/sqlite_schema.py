@@ -14,7 +14,7 @@ from .. import payloads
 from ..errors import NotAStoreError, StoreNotFoundError, StoreTooNewError
 from .sqlite_errors import translated
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION_ID = 0x524B4954  # "RKIT" in the SQLite header: marks a replaykit store
 
 # sqlite-utils cannot declare WITHOUT ROWID tables; the history table is one
@@ -35,12 +35,40 @@ CREATE TABLE events (
 """
 
 
+# Version n's statements take a store at version n - 1 to version n (version 1 is created whole).
+_MIGRATIONS: dict[int, list[str]] = {
+    # The work queue (store/work.py): a row per queued run, the queues' limits, the worker registry.
+    2: [
+        """CREATE TABLE work (
+            workflow_id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            queue TEXT NOT NULL,
+            priority INTEGER NOT NULL DEFAULT 0,
+            part_key TEXT,
+            parent TEXT,
+            ready_at REAL,
+            worker TEXT,
+            started_at REAL,
+            problem TEXT,
+            problem_version TEXT)""",
+        "CREATE INDEX work_ready ON work (queue, priority DESC, ready_at) WHERE ready_at IS NOT NULL",
+        "CREATE INDEX work_held ON work (worker) WHERE worker IS NOT NULL",
+        "CREATE INDEX work_started ON work (queue, started_at) WHERE started_at IS NOT NULL",
+        """CREATE TABLE queues (name TEXT PRIMARY KEY, concurrency INTEGER, per_key INTEGER,
+            rate_starts INTEGER, rate_seconds REAL)""",
+        """CREATE TABLE workers (id TEXT PRIMARY KEY, host TEXT NOT NULL, pid INTEGER NOT NULL,
+            queues TEXT NOT NULL, workflows TEXT NOT NULL, version TEXT NOT NULL, started_at REAL NOT NULL,
+            heartbeat_at REAL NOT NULL, stopping INTEGER NOT NULL DEFAULT 0)""",
+    ],
+}
+
+
 def ensure_schema(conn: sqlite3.Connection, path: str, create: bool) -> None:
     """Check the file is a replaykit store this version reads; create the schema in an empty one
-    (only if ``create``). Refuses foreign and newer files before anything is written."""
-    if is_ours(conn, path):  # a plain read: opening a store takes no write lock
+    (only if ``create``), migrate an older one. Refuses foreign and newer files before anything is written."""
+    if _version(conn, path) == SCHEMA_VERSION:  # a plain read: opening a store takes no write lock
         return
-    if not create:
+    if _version(conn, path) is None and not create:
         raise StoreNotFoundError(
             f"no replaykit store at {path}: the file is empty, so it holds no replaykit store yet. "
             "Check the path; reading a store never creates one, and nothing was changed."
@@ -48,10 +76,15 @@ def ensure_schema(conn: sqlite3.Connection, path: str, create: bool) -> None:
     with translated(path):
         conn.execute("BEGIN IMMEDIATE")
     try:
-        if is_ours(conn, path):  # another process created it meanwhile
-            conn.execute("COMMIT")
-            return
-        _create_schema(conn)
+        version = _version(conn, path)  # another process may have created or migrated it meanwhile
+        if version is None:
+            _create_schema(conn)
+            version = 1
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in _MIGRATIONS[target]:
+                conn.execute(statement)
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(target),))
+            conn.execute(f"PRAGMA user_version = {target}")
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -61,6 +94,11 @@ def ensure_schema(conn: sqlite3.Connection, path: str, create: bool) -> None:
 
 def is_ours(conn: sqlite3.Connection, path: str) -> bool:
     """Is this a replaykit store (``False``: an empty database)? Refuses anything else."""
+    return _version(conn, path) is not None
+
+
+def _version(conn: sqlite3.Connection, path: str) -> int | None:
+    """The store's schema version (``None``: an empty database). Refuses anything else."""
     app_id, version = (conn.execute(f"PRAGMA {name}").fetchall()[0][0] for name in ("application_id", "user_version"))
     if app_id == APPLICATION_ID:
         if version > SCHEMA_VERSION:
@@ -69,7 +107,7 @@ def is_ours(conn: sqlite3.Connection, path: str) -> bool:
                 f"version reads up to {SCHEMA_VERSION}). Upgrade replaykit to use it; "
                 "the file was not changed."
             )
-        return True
+        return int(version)
     tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()]
     if tables:
         raise NotAStoreError(
@@ -77,7 +115,7 @@ def is_ours(conn: sqlite3.Connection, path: str) -> bool:
             f"{', '.join(tables[:5])}), not a replaykit store. Use a separate file for "
             "replaykit; this one was not changed."
         )
-    return False
+    return None
 
 
 def _create_schema(conn: sqlite3.Connection) -> None:
@@ -85,7 +123,7 @@ def _create_schema(conn: sqlite3.Connection) -> None:
     meta, runs, signals = (db.table(name) for name in ("meta", "runs", "signals"))
     meta.create({"key": str, "value": str}, pk="key")
     meta.insert_all([
-        {"key": "schema_version", "value": str(SCHEMA_VERSION)},
+        {"key": "schema_version", "value": "1"},
         {"key": "payload_format", "value": str(payloads.FORMAT_VERSION)},
     ])
     runs.create(
@@ -105,4 +143,4 @@ def _create_schema(conn: sqlite3.Connection) -> None:
     # A partial index, which sqlite-utils cannot declare: finds the unconsumed few among all signals.
     conn.execute("CREATE INDEX signals_unconsumed ON signals (workflow_id) WHERE consumed = 0")
     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    conn.execute("PRAGMA user_version = 1")

@@ -1,0 +1,220 @@
+"""The work queue in PostgreSQL (see ``store/work.py``): ``PostgresStore``'s half of it.
+
+A claim reads candidates with ``FOR UPDATE SKIP LOCKED`` (racing workers take different
+rows); in a limited queue it first locks the queue's row, so the count of what the queue
+holds and the claims made on it are serialised: racing workers cannot overspend a limit.
+A worker's liveness is a session advisory lock on its store's lock connection, the same
+connection that holds its runs' locks: when the worker or its connection dies, the server
+frees them all at once, and the next worker to look releases its runs. A worker silent for
+a lease while its session lives on (the process stopped, the network half-open) has its
+session ended (``pg_terminate_backend``), which frees them the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+
+from ..errors import StoreError
+from .postgres_errors import translated
+from .work import Candidate, Placement, Queue, Usage, WorkerRecord, admit
+
+if TYPE_CHECKING:
+    from .postgres_conn import AdvisoryLocks, Connection
+    from .postgres_writes import Writes
+
+NOW = "extract(epoch from clock_timestamp())"  # the database's clock
+_NEWEST_STATUS = ("(SELECT status FROM replaykit_runs r WHERE r.workflow_id = w.workflow_id "
+                  "ORDER BY generation DESC LIMIT 1) IN ('running', 'pending')")
+
+
+def place(conn: Connection, workflow_id: str, name: str, placement: Placement, at: float) -> None:
+    conn.execute(
+        "INSERT INTO replaykit_work (workflow_id, name, queue, priority, part_key, parent, ready_at) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (workflow_id, name, placement.queue, placement.priority, placement.key, placement.parent,
+         at if placement.ready_at is None else placement.ready_at))
+
+
+def wake(conn: Connection, workflow_id: str, at: float) -> None:
+    """Something happened to a queued run: ready at ``at`` at the latest (a no-op for other runs)."""
+    conn.execute("UPDATE replaykit_work SET ready_at = %s WHERE workflow_id = %s "
+                 "AND (ready_at IS NULL OR ready_at > %s)", (at, workflow_id, at))
+
+
+def ended(conn: Connection, workflow_id: str, at: float) -> None:
+    """A queued run ended: never ready again; its parent, if queued, is woken."""
+    rows = conn.execute("UPDATE replaykit_work SET ready_at = NULL WHERE workflow_id = %s RETURNING parent",
+                        (workflow_id,)).fetchall()
+    if rows and rows[0][0] is not None:
+        wake(conn, rows[0][0], at)
+
+
+def restarted(conn: Connection, workflow_id: str, at: float) -> None:
+    conn.execute("UPDATE replaykit_work SET problem = NULL, problem_version = NULL WHERE workflow_id = %s",
+                 (workflow_id,))
+    wake(conn, workflow_id, at)
+
+
+def worker_key(worker_id: str) -> str:
+    """The key of a worker's liveness lock, apart from every workflow id's."""
+    return "\0worker " + worker_id
+
+
+class PostgresWork:
+    """``PostgresStore``'s work-queue methods (the Store interface's second half)."""
+
+    if TYPE_CHECKING:
+        url: str
+        _locks: AdvisoryLocks
+        _writes: Writes
+
+        def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]: ...
+        def try_lock(self, workflow_id: str) -> bool: ...
+        def unlock(self, workflow_id: str) -> None: ...
+
+    def _write(self) -> AbstractContextManager[Connection]:
+        return self._writes.write()
+
+    def claim(self, worker_id: str, queue: str, workflows: Sequence[str], capacity: int, now: float,
+              version: str) -> list[str]:
+        if capacity <= 0 or not workflows or not self._read(
+                "SELECT 1 FROM replaykit_work WHERE queue = %s AND ready_at <= %s AND worker IS NULL LIMIT 1",
+                (queue, now)):
+            return []  # a cheap read first: most polls of an idle fleet find nothing
+        taken: list[str] = []
+
+        def take(workflow_id: str) -> bool:
+            if not self.try_lock(workflow_id):
+                return False
+            taken.append(workflow_id)
+            conn.execute(f"UPDATE replaykit_work SET worker = %s, ready_at = NULL, "
+                         f"started_at = coalesce(started_at, {NOW}) WHERE workflow_id = %s", (worker_id, workflow_id))
+            return True
+
+        try:
+            with self._write() as conn:
+                row = conn.execute("SELECT concurrency, per_key, rate_starts, rate_seconds FROM replaykit_queues "
+                                   "WHERE name = %s FOR UPDATE", (queue,)).fetchall()  # serialises limited claims
+                limits = _limits(queue, row[0] if row else None)
+                found = [Candidate(r[0], r[1], r[2]) for r in conn.execute(
+                    f"SELECT workflow_id, part_key, started_at IS NOT NULL FROM replaykit_work w WHERE queue = %s "
+                    f"AND ready_at <= %s AND worker IS NULL AND name = ANY(%s) "
+                    f"AND problem_version IS DISTINCT FROM %s AND {_NEWEST_STATUS} "
+                    f"ORDER BY priority DESC, ready_at LIMIT %s FOR UPDATE OF w SKIP LOCKED",
+                    (queue, now, list(workflows), version, capacity * 4 + 8)).fetchall()]
+                admit(found, limits, _usage(conn, limits) if limits.limited else None, capacity, take)
+        except BaseException:
+            for workflow_id in taken:
+                self.unlock(workflow_id)
+            raise
+        return taken
+
+    def release(self, workflow_id: str, wake_at: float | None, problem: str | None = None,
+                version: str | None = None) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE replaykit_work SET worker = NULL, ready_at = CASE WHEN ready_at IS NULL THEN %s::float8 "
+                "WHEN %s::float8 IS NULL THEN ready_at ELSE least(ready_at, %s::float8) END, problem = %s, "
+                "problem_version = %s WHERE workflow_id = %s",
+                (wake_at, wake_at, wake_at, problem, version if problem else None, workflow_id))
+
+    def next_ready(self, queues: Sequence[str]) -> float | None:
+        if not queues:
+            return None
+        value = self._read("SELECT min(ready_at) FROM replaykit_work WHERE queue = ANY(%s) AND worker IS NULL "
+                           "AND ready_at IS NOT NULL", (list(queues),))[0][0]
+        return None if value is None else float(value)
+
+    def set_queue(self, queue: Queue) -> None:
+        starts, seconds = queue.rate if queue.rate is not None else (None, None)
+        with self._write() as conn:
+            conn.execute(
+                "INSERT INTO replaykit_queues VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
+                "concurrency = excluded.concurrency, per_key = excluded.per_key, rate_starts = excluded.rate_starts, "
+                "rate_seconds = excluded.rate_seconds", (queue.name, queue.concurrency, queue.per_key, starts, seconds))
+
+    def register_worker(self, record: WorkerRecord) -> None:
+        key = worker_key(record.worker_id)
+        if not self._locks.holds(key) and not self._locks.try_acquire(key, None):
+            raise StoreError(f"worker id {record.worker_id!r} is in use by a live process; give each worker its own")
+        r = record
+        with self._write() as conn:
+            conn.execute(
+                f"INSERT INTO replaykit_workers VALUES (%s, %s, %s, %s, %s, %s, %s, {NOW}, %s, %s) "
+                "ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, backend = excluded.backend",
+                (r.worker_id, r.host, r.pid, json.dumps(r.queues), json.dumps(r.workflows), r.version, r.started_at,
+                 r.stopping, self._locks.backend()))
+
+    def heartbeat(self, worker_id: str, stopping: bool = False) -> bool:
+        if not self._locks.holds(worker_key(worker_id)):
+            return False  # its lock connection died: the others may have released its runs already
+        with self._write() as conn:
+            return conn.execute(f"UPDATE replaykit_workers SET heartbeat_at = {NOW}, stopping = %s WHERE id = %s",
+                                (stopping, worker_id)).rowcount == 1
+
+    def unregister_worker(self, worker_id: str) -> None:
+        with self._write() as conn:
+            _forget(conn, worker_id)
+        self._locks.release(worker_key(worker_id))
+
+    def workers(self) -> list[WorkerRecord]:
+        held: dict[str, list[str]] = {}
+        for worker, workflow_id in self._read("SELECT worker, workflow_id FROM replaykit_work "
+                                              "WHERE worker IS NOT NULL ORDER BY workflow_id"):
+            held.setdefault(worker, []).append(workflow_id)
+        rows = self._read("SELECT id, host, pid, queues, workflows, version, started_at, heartbeat_at, stopping "
+                          "FROM replaykit_workers ORDER BY started_at, id")
+        return [WorkerRecord(r[0], r[1], r[2], tuple(json.loads(r[3])), tuple(json.loads(r[4])), r[5], r[6], r[7],
+                             r[8], tuple(held.get(r[0], ()))) for r in rows]
+
+    def reap_workers(self, lease: float) -> list[str]:
+        dead = []
+        for worker_id, backend, silent in self._read(
+                f"SELECT id, backend, heartbeat_at < {NOW} - %s FROM replaykit_workers", (lease,)):
+            key = worker_key(worker_id)
+            if self._locks.holds(key):
+                continue  # this process's own
+            if self._locks.try_acquire(key, None):
+                try:
+                    with self._write() as conn:
+                        _forget(conn, worker_id)
+                finally:
+                    self._locks.release(key)
+                dead.append(worker_id)
+            elif silent and backend is not None:
+                try:  # its session lives on without it: end the session, which frees its locks
+                    with translated(self.url):
+                        self._read("SELECT pg_terminate_backend(%s)", (backend,))
+                except (StoreError, psycopg.Error):
+                    pass  # no right to (another role's session): it stays listed as silent
+        return dead
+
+
+def _limits(queue: str, row: tuple[Any, ...] | None) -> Queue:
+    if row is None:
+        return Queue(queue)
+    concurrency, per_key, starts, seconds = row
+    return Queue(queue, concurrency=concurrency, per_key=per_key, rate=None if starts is None else (starts, seconds))
+
+
+def _usage(conn: Connection, queue: Queue) -> Usage:
+    by_key: dict[str | None, int] = dict(conn.execute(
+        "SELECT part_key, count(*) FROM replaykit_work WHERE queue = %s AND worker IS NOT NULL GROUP BY part_key",
+        (queue.name,)).fetchall())
+    recent = 0
+    if queue.rate is not None:
+        recent = conn.execute(f"SELECT count(*) FROM replaykit_work WHERE queue = %s AND started_at > {NOW} - %s",
+                              (queue.name, queue.rate[1])).fetchall()[0][0]
+    return Usage(sum(by_key.values()), by_key, recent)
+
+
+def _forget(conn: Connection, worker_id: str) -> None:
+    """The worker is gone: what it held is ready at once."""
+    conn.execute("UPDATE replaykit_work SET worker = NULL, ready_at = %s WHERE worker = %s", (time.time(), worker_id))
+    conn.execute("DELETE FROM replaykit_workers WHERE id = %s", (worker_id,))

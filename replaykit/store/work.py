@@ -1,0 +1,121 @@
+"""The work queue's data, and the one admission policy every store applies when workers claim runs.
+
+A run started through a queue (``rk.Client.start``, or a child of such a run) has a work row
+beside its history: its queue, priority and partition key, when it is next ready to be driven,
+and which worker holds it. Workers claim ready rows; the store serialises each claim in a
+limited queue, counts what the queue's limits allow (:func:`admit`), and locks what it admits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+import attrs
+
+
+def _positive(name: str) -> Callable[[object, attrs.Attribute[int | None], int | None], None]:
+    def check(_: object, __: attrs.Attribute[int | None], value: int | None) -> None:
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ValueError(f"Queue {name} must be a whole number of at least 1 (or None: no limit); got {value!r}")
+    return check
+
+
+def _rate(_: object, __: attrs.Attribute[tuple[int, float] | None], value: tuple[int, float] | None) -> None:
+    if value is None:
+        return
+    if (not isinstance(value, tuple) or len(value) != 2 or not isinstance(value[0], int) or value[0] < 1
+            or not isinstance(value[1], (int, float)) or value[1] <= 0):
+        raise ValueError(f"Queue rate must be (starts, seconds), e.g. (100, 60.0) for 100 starts a minute; "
+                         f"got {value!r}")
+
+
+@attrs.frozen
+class Queue:
+    """A named queue and its limits, as workers declare it (``rk.Worker(..., queues=[rk.Queue(...)])``).
+
+    ``concurrency``: at most this many runs of the queue held at once across all workers.
+    ``worker_concurrency``: at most this many on one worker. ``rate``: at most ``starts`` runs
+    started per ``seconds`` (counted on the database's clock). ``per_key``: at most this many
+    runs held at once per partition key (``client.start(..., key="tenant-7")``). Workers store
+    the limits they are given; the last worker to start decides, so give every worker the same.
+    """
+
+    name: str
+    concurrency: int | None = attrs.field(default=None, validator=_positive("concurrency"))
+    worker_concurrency: int | None = attrs.field(default=None, validator=_positive("worker_concurrency"))
+    rate: tuple[int, float] | None = attrs.field(default=None, validator=_rate)
+    per_key: int | None = attrs.field(default=None, validator=_positive("per_key"))
+
+    @property
+    def limited(self) -> bool:
+        """Does admission into this queue need the serialised count?"""
+        return self.concurrency is not None or self.rate is not None or self.per_key is not None
+
+
+@attrs.frozen
+class Placement:
+    """Where a queued run waits: set when the run is created."""
+
+    queue: str
+    priority: int = 0  # higher first
+    key: str | None = None  # partition key (Queue.per_key)
+    parent: str | None = None  # woken when this run ends
+    ready_at: float | None = None  # None: at once
+
+
+@attrs.frozen
+class WorkerRecord:
+    """A worker as the registry lists it."""
+
+    worker_id: str
+    host: str
+    pid: int
+    queues: tuple[str, ...]
+    workflows: tuple[str, ...]
+    version: str
+    started_at: float
+    heartbeat_at: float  # on the store's clock
+    stopping: bool
+    runs: tuple[str, ...] = ()  # the runs it holds now
+
+
+@attrs.frozen
+class Candidate:
+    """A ready run a claim may take."""
+
+    workflow_id: str
+    key: str | None
+    started: bool  # claimed before: taking it again is not a start (rate limits count starts)
+
+
+@attrs.frozen
+class Usage:
+    """What a limited queue holds right now, counted inside the claim's serialised transaction."""
+
+    held: int
+    held_by_key: Mapping[str | None, int]
+    recent_starts: int
+
+
+def admit(candidates: Iterable[Candidate], queue: Queue, usage: Usage | None, capacity: int,
+          take: Callable[[str], bool]) -> list[str]:
+    """Take candidates in order while the queue's limits and ``capacity`` allow; ``take`` locks one
+    (``False``: someone holds it, skip it). ``usage`` is ``None`` for an unlimited queue."""
+    taken: list[str] = []
+    held = usage.held if usage else 0
+    starts = usage.recent_starts if usage else 0
+    by_key = dict(usage.held_by_key) if usage else {}
+    for c in candidates:
+        if len(taken) >= capacity or (queue.concurrency is not None and held >= queue.concurrency):
+            break
+        if queue.rate is not None and not c.started and starts >= queue.rate[0]:
+            continue  # a run already started (parked, now woken) needs no start from the rate
+        if queue.per_key is not None and c.key is not None and by_key.get(c.key, 0) >= queue.per_key:
+            continue
+        if not take(c.workflow_id):
+            continue
+        taken.append(c.workflow_id)
+        held += 1
+        starts += 0 if c.started else 1
+        by_key[c.key] = by_key.get(c.key, 0) + 1
+    return taken
