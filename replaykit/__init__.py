@@ -4,6 +4,7 @@ See README.md for a tour and docs/ for the concepts.
 """
 
 from .activity import Activity, ActivityInfo, activity, activity_info, heartbeat, is_cancelled
+from .client import Client
 from .commands import (
     ActivityCall,
     ChildWorkflow,
@@ -46,6 +47,7 @@ from .errors import (
     StoreTooNewError,
     TimedOut,
     UnknownWorkflowError,
+    WorkerStoppingError,
     WorkflowCancelled,
     WorkflowConflictError,
     WorkflowFailed,
@@ -63,21 +65,23 @@ from .runtime import Engine
 from .saga import Saga
 from .schedule import run_schedule as _run_schedule  # noqa: F401 - registers the schedule workflow
 from .store import Durability, MemoryStore, SqliteStore, Store
+from .store.work import Queue, WorkerRecord
+from .worker import Worker
 from .workflow import Flow, Workflow, workflow
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Activity", "ActivityCall", "ActivityFailed", "ActivityInfo", "ActivityTimeoutError", "Cancelled",
-    "ChildWorkflow", "Command", "Context", "ContinueAsNew", "CorruptStoreError", "Durability", "Engine", "Event",
-    "Exponential", "Fixed", "Flow", "Group", "IllegalTransitionError", "InvalidCommandError", "Linear", "MemoryStore",
-    "NonDeterminismError", "NonDeterminismWarning", "NotAStoreError", "NotAWorkflowError", "ReplayKitError",
-    "ResultTimeoutError", "RetryPolicy", "Saga", "SerializationError", "SideEffect", "Sleep", "SleepUntil",
-    "SqliteStore", "Status", "Store", "StoreError", "StoreFullError", "StoreNotFoundError", "StoreReadOnlyError",
-    "StoreTooNewError", "TimedOut", "UnknownWorkflowError", "WaitSignal", "Workflow", "WorkflowCancelled",
-    "WorkflowConflictError", "WorkflowFailed", "WorkflowHandle", "WorkflowInfo", "WorkflowLockedError",
-    "WorkflowNotFoundError", "WorkflowPausedError", "WorkflowTimedOut", "activity", "activity_info", "all", "any",
-    "cancel", "child_workflow", "continue_as_new", "fork", "heartbeat", "is_cancelled", "pause", "query", "restart",
-    "resume", "run", "runs_without_patch", "send_signal", "side_effect", "sleep", "sleep_until", "wait_signal",
-    "workflow",
+    "ChildWorkflow", "Client", "Command", "Context", "ContinueAsNew", "CorruptStoreError", "Durability", "Engine",
+    "Event", "Exponential", "Fixed", "Flow", "Group", "IllegalTransitionError", "InvalidCommandError", "Linear",
+    "MemoryStore", "NonDeterminismError", "NonDeterminismWarning", "NotAStoreError", "NotAWorkflowError", "Queue",
+    "ReplayKitError", "ResultTimeoutError", "RetryPolicy", "Saga", "SerializationError", "SideEffect", "Sleep",
+    "SleepUntil", "SqliteStore", "Status", "Store", "StoreError", "StoreFullError", "StoreNotFoundError",
+    "StoreReadOnlyError", "StoreTooNewError", "TimedOut", "UnknownWorkflowError", "WaitSignal", "Worker",
+    "WorkerRecord", "WorkerStoppingError", "Workflow", "WorkflowCancelled", "WorkflowConflictError", "WorkflowFailed",
+    "WorkflowHandle", "WorkflowInfo", "WorkflowLockedError", "WorkflowNotFoundError", "WorkflowPausedError",
+    "WorkflowTimedOut", "activity", "activity_info", "all", "any", "cancel", "child_workflow", "continue_as_new",
+    "fork", "heartbeat", "is_cancelled", "pause", "query", "restart", "resume", "run", "runs_without_patch",
+    "send_signal", "side_effect", "sleep", "sleep_until", "wait_signal", "workflow",
 ]

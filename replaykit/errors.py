@@ -188,3 +188,8 @@ class WorkflowFailed(ReplayKitError):
         self.message = message
         self.traceback = traceback
         super().__init__(f"workflow {workflow_id!r} failed: {error_type}: {message}")
+
+
+class WorkerStoppingError(ReplayKitError):
+    """The worker is stopping (``stop()`` or SIGTERM): it takes no new work. Start the run through a
+    :class:`~replaykit.Client` or another worker; a run started already is taken by the other workers."""

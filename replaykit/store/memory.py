@@ -31,7 +31,7 @@ class MemoryStore(MemoryWork, Store):
         self._ids = itertools.count(1)
         self._locks = ThreadLocks()
         self._version = 0
-        self._seen = -1
+        self._seen = threading.local()  # per thread: the version changed() saw last
         self._work = {}
         self._queues = {}
         self._workers = {}
@@ -189,5 +189,6 @@ class MemoryStore(MemoryWork, Store):
         return "this process" if self._locks.holder(workflow_id) is not None else None
 
     def changed(self) -> bool:
-        seen, self._seen = self._seen, self._version
-        return seen != self._version
+        version = self._version
+        seen, self._seen.version = getattr(self._seen, "version", -1), version
+        return seen != version

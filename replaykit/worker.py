@@ -1,0 +1,282 @@
+"""Workers: processes that claim queued runs from a shared store and drive them.
+
+Start as many as wanted, on one host sharing an SQLite file or on many hosts sharing a
+PostgreSQL database; each claims ready runs of its queues (within the queues' limits and
+its own), drives them, and hands a run back when it parks, so a run that wakes later goes
+to whichever worker has room. Each worker registers itself and heartbeats; one that dies
+is noticed by the others, which release its runs. ``docs/scale-out.md`` has the model.
+
+>>> import replaykit as rk
+>>> @rk.workflow
+... def double(ctx, x):
+...     yield rk.sleep(0)
+...     return 2 * x
+...
+>>> store = rk.MemoryStore()
+>>> with rk.Worker(store, workflows=[double], queues=["math"]) as worker:
+...     worker.start(double, 21, workflow_id="d-21", queue="math").result(timeout=10)
+42
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import random
+import signal
+import socket
+import threading
+import time
+import types
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from .client import Client
+from .clock import monotonic
+from .errors import ReplayKitError, StoreError, WorkerStoppingError
+from .store import Store, open_store
+from .store.work import Queue, WorkerRecord
+from .worker_engine import WorkerEngine
+from .workflow import Workflow, as_workflow, register
+
+log = logging.getLogger("replaykit")
+
+
+class Worker:
+    """Claims and drives queued runs of ``workflows`` from ``queues`` until :meth:`stop` (or SIGTERM
+    in :meth:`run`). It starts working as soon as it is made.
+
+    ``queues``: names, or :class:`Queue` objects whose limits are stored for every worker.
+    ``concurrency``: at most this many runs held at once by this worker. ``activity_threads``:
+    activities run at once. ``heartbeat``: seconds between the worker's heartbeats, and its
+    checks for dead workers. ``lease``: a worker silent that long is cut off (PostgreSQL).
+    ``grace``: how long :meth:`stop` lets running activities finish. ``version``: the code
+    version it reports (default: a digest of its workflows' code). ``poll_interval``: the
+    longest an idle worker waits before looking for work without being told.
+    """
+
+    def __init__(
+        self,
+        db: str | os.PathLike[str] | Store,
+        *,
+        workflows: Iterable[Any],
+        queues: Sequence[str | Queue] = ("default",),
+        concurrency: int = 100,
+        activity_threads: int = 16,
+        durability: str = "crash",
+        heartbeat: float = 0.5,
+        lease: float = 30.0,
+        grace: float = 30.0,
+        poll_interval: float = 0.5,
+        worker_id: str | None = None,
+        version: str | None = None,
+        warn_nondeterminism: bool = True,
+    ) -> None:
+        if not queues:
+            raise ValueError("a worker needs at least one queue to take work from")
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1; got {concurrency!r}")
+        self._workflows = [as_workflow(w) for w in workflows]
+        if not self._workflows:
+            raise ValueError("a worker needs the workflows it may drive: Worker(db, workflows=[...])")
+        for wf in self._workflows:
+            register(wf)
+        self.store: Store = db if isinstance(db, Store) else open_store(db, durability=durability)
+        self._own_store = not isinstance(db, Store)
+        self._queues = [q if isinstance(q, Queue) else Queue(q) for q in queues]
+        self._names = [wf.name for wf in self._workflows]
+        self._capacity = concurrency
+        self._heartbeat, self._lease, self._grace, self._poll = heartbeat, lease, grace, poll_interval
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+        self.version = version or code_version(self._workflows)
+        self._held: dict[str, str] = {}  # run id -> its queue, from its claim until its lock is given back
+        self._mutex = threading.Lock()
+        self._wakeup = threading.Event()  # room freed, or stop asked
+        self._stop_asked = threading.Event()
+        self.stopping = False
+        self._stopped = False
+        self._client = Client(self.store, poll_interval=0.05)
+        try:
+            for queue in self._queues:
+                if isinstance(queue, Queue) and (queue.limited or queue.worker_concurrency is not None):
+                    self.store.set_queue(queue)
+            self._register()
+            self._engine = WorkerEngine(self.store, self, workflows=self._workflows,
+                                        activity_threads=activity_threads, warn_nondeterminism=warn_nondeterminism)
+        except BaseException:
+            if self._own_store:
+                self.store.close()
+            raise
+        self._thread = threading.Thread(target=self._serve, name=f"replaykit-worker-{self.worker_id}", daemon=True)
+        self._thread.start()
+
+    # -- public API ---------------------------------------------------------------------
+
+    def start(self, workflow: Workflow[..., Any] | Any, /, *args: Any, workflow_id: str, queue: str | None = None,
+              **options: Any) -> Any:
+        """Queue a run, as :meth:`Client.start` does (in this worker's first queue by default);
+        any worker serving the queue may drive it. Refused once the worker is stopping."""
+        if self.stopping:
+            raise WorkerStoppingError(
+                f"worker {self.worker_id} is stopping and takes no new runs; start {workflow_id!r} through "
+                "an rk.Client or another worker")
+        return self._client.start(workflow, *args, workflow_id=workflow_id,
+                                  queue=queue or self._queues[0].name, **options)
+
+    def run(self) -> None:
+        """Work until :meth:`stop`, SIGTERM or Ctrl-C (then stop gracefully, as :meth:`stop` says)."""
+        previous: dict[signal.Signals, Any] = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                previous[signum] = signal.signal(signum, self._on_signal)
+        try:
+            while not self._stop_asked.wait(0.5):
+                pass
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            self.stop()
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stop taking work; let running activities finish for ``grace`` seconds (default: the
+        worker's ``grace``), then hand every run back (a run's activity still running then is
+        abandoned and runs again where the run goes on) and leave the registry."""
+        with self._mutex:
+            if self.stopping:
+                return
+            self.stopping = True
+        self._stop_asked.set()
+        self._wakeup.set()
+        self._thread.join()
+        try:
+            self.store.heartbeat(self.worker_id, stopping=True)
+        except ReplayKitError:
+            pass
+        deadline = monotonic() + (self._grace if grace is None else grace)
+        while self._engine._in_flight and monotonic() < deadline:
+            time.sleep(0.02)
+        self._engine.close()
+        try:
+            self.store.unregister_worker(self.worker_id)  # whatever is still marked ours: ready at once
+        finally:
+            self._stopped = True
+            if self._own_store:
+                self.store.close()
+
+    def holds(self, workflow_id: str) -> bool:
+        """Does this worker hold the run (claimed, and not yet given back)?"""
+        return workflow_id in self._held
+
+    def queue_of(self, workflow_id: str) -> str:
+        return self._held.get(workflow_id) or self._queues[0].name
+
+    def forget(self, workflow_id: str) -> None:
+        """The run's lock was given back (called by the engine's driver)."""
+        with self._mutex:
+            self._held.pop(workflow_id, None)
+        self._wakeup.set()
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.worker_id} {self.store!r} runs={len(self._held)}>"
+
+    # -- the claiming thread --------------------------------------------------------------
+
+    def _on_signal(self, signum: int, frame: types.FrameType | None) -> None:
+        self._stop_asked.set()
+
+    def _register(self) -> None:
+        self.store.register_worker(WorkerRecord(
+            self.worker_id, socket.gethostname(), os.getpid(), tuple(q.name for q in self._queues),
+            tuple(self._names), self.version, time.time(), time.time(), self.stopping))
+
+    def _serve(self) -> None:
+        next_beat = 0.0
+        while not self._stop_asked.is_set():
+            try:
+                if monotonic() >= next_beat:
+                    next_beat = monotonic() + self._heartbeat
+                    self._beat()
+                self._claim()
+            except StoreError as exc:
+                log.warning("replaykit worker %s: %s", self.worker_id, exc)
+            except Exception:  # a bug in replaykit: keep serving
+                log.exception("replaykit worker %s failed to claim work", self.worker_id)
+            self._idle(next_beat)
+
+    def _beat(self) -> None:
+        if not self.store.heartbeat(self.worker_id, self.stopping):
+            log.warning("replaykit worker %s was declared dead (its runs released); registering again",
+                        self.worker_id)
+            self._register()
+        for dead in self.store.reap_workers(self._lease):
+            log.warning("replaykit worker %s found worker %s dead and released its runs", self.worker_id, dead)
+
+    def _claim(self) -> None:
+        free = self._capacity - len(self._held)
+        now = time.time()
+        for queue in self._queues:
+            if free <= 0:
+                return
+            room = free
+            if queue.worker_concurrency is not None:
+                room = min(room, queue.worker_concurrency - sum(1 for q in self._held.values() if q == queue.name))
+            if room <= 0:
+                continue
+            claimed = self.store.claim(self.worker_id, queue.name, self._names, room, now, self.version)
+            with self._mutex:
+                for workflow_id in claimed:
+                    self._held[workflow_id] = queue.name
+            for workflow_id in claimed:
+                self._engine._post(functools.partial(self._engine.open_claimed, workflow_id))
+            free -= len(claimed)
+
+    def _idle(self, next_beat: float) -> None:
+        """Wait for work: until told (a store change, room freed), a run's ready time, the next
+        heartbeat, or the poll interval (with jitter: a fleet does not poll in step)."""
+        until = min(next_beat, monotonic() + self._poll * random.uniform(0.5, 1.0))
+        try:
+            ready = self.store.next_ready([q.name for q in self._queues])
+        except StoreError:
+            ready = None
+        if ready is not None:
+            until = min(until, monotonic() + max(0.0, ready - time.time()))
+        self.store.changed()  # from here on, what changes is news
+        while not self._stop_asked.is_set():
+            left = until - monotonic()
+            if left <= 0:
+                return
+            if self._wakeup.wait(min(left, 0.01)):
+                self._wakeup.clear()
+                if len(self._held) < self._capacity:
+                    return
+            elif len(self._held) < self._capacity and self.store.changed():
+                return
+
+
+def code_version(workflows: Iterable[Workflow[Any]]) -> str:
+    """A short digest of the workflows' names and code: workers running the same code agree on it."""
+    digest = hashlib.blake2b(digest_size=6)
+    for wf in sorted(workflows, key=lambda w: w.name):
+        digest.update(wf.name.encode())
+        code = getattr(wf.fn, "__code__", None)
+        if code is not None:
+            _digest_code(digest, code)
+    return digest.hexdigest()
+
+
+def _digest_code(digest: Any, code: types.CodeType) -> None:
+    digest.update(code.co_code)
+    digest.update(repr(code.co_names).encode())
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            _digest_code(digest, const)
+        else:
+            digest.update(repr(const).encode())

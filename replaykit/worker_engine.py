@@ -1,0 +1,158 @@
+"""The engine inside a worker: it drives the runs its worker claimed, and hands each back when it parks.
+
+A claimed run is opened (replayed) and driven like any run of an :class:`Engine`, with
+three differences. It is not pinned: once it waits only on timers, signals or children
+(no activity of it runs here), it is handed back to the store, ready again at its next
+deadline or when something wakes it, so any worker with room may take it then. Its
+children are queued, not driven here. And when it cannot be driven under this code (the
+replay check fails, its workflow conflicts), the problem is recorded with the worker's
+code version: workers of that version leave it, a new deploy tries it again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from .commands import ACTIVITY
+from .errors import StoreError
+from .runtime import Engine
+from .store.work import Placement
+from .workflow import lookup
+
+if TYPE_CHECKING:
+    from .effects import Answer
+    from .handle import WorkflowHandle
+    from .interpreter import Leaf
+    from .runstate import _Run
+    from .store import Store
+    from .worker import Worker
+    from .workflow import Workflow
+
+log = logging.getLogger("replaykit")
+
+_RETRY_AFTER_STORE_ERROR = 1.0  # seconds before a run given up on a store error is ready again
+
+
+class WorkerEngine(Engine):
+    """An :class:`Engine` whose runs come from its worker's claims (see the module's docstring)."""
+
+    def __init__(self, store: Store, worker: Worker, **options: Any) -> None:
+        self._worker = worker
+        self._claimed: set[str] = set()  # claimed, about to be opened: their lock is already ours
+        self._fresh: set[str] = set()  # opened from a claim, controls (cancel, pause) not yet applied
+        self._wake_at: dict[str, float | None] = {}  # when a run handed back is ready again
+        self._problems: dict[str, str] = {}  # why a run could not be driven here
+        super().__init__(store, **options)
+
+    # -- claimed runs in ----------------------------------------------------------------
+
+    def open_claimed(self, workflow_id: str) -> None:
+        """Drive a run the worker claimed (a driver job)."""
+        info = self.store.info(workflow_id)
+        if info is None:  # deleted meanwhile
+            self._unlock(workflow_id)
+            return
+        wf = self._workflows.get(info.name) or lookup(info.name, self._workflows)
+        self._claimed.add(workflow_id)
+        self._fresh.add(workflow_id)
+        self._open(wf, workflow_id, None, self._new_handle(workflow_id), 0.0)
+
+    def _lock(self, workflow_id: str) -> bool:
+        if workflow_id in self._claimed:
+            self._claimed.discard(workflow_id)
+            return True
+        return super()._lock(workflow_id)
+
+    def _open_locked(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
+                     handle: WorkflowHandle) -> None:
+        try:
+            super()._open_locked(wf, workflow_id, call, handle)
+        except BaseException as exc:
+            self._note_problem(workflow_id, exc)
+            raise
+
+    def _abort(self, run: _Run, error: BaseException) -> None:
+        self._note_problem(run.workflow_id, error)
+        super()._abort(run, error)
+
+    def _note_problem(self, workflow_id: str, error: BaseException) -> None:
+        if workflow_id in self._problems or workflow_id in self._wake_at:
+            return
+        now = self._clock.now()
+        if isinstance(error, StoreError):  # the store, not the code: any worker may try again soon
+            self._wake_at[workflow_id] = now + _RETRY_AFTER_STORE_ERROR
+            return
+        log.error("replaykit worker %s cannot drive workflow %r under code version %s: %s",
+                  self._worker.worker_id, workflow_id, self._worker.version, error)
+        self._problems[workflow_id] = f"{type(error).__name__}: {error}"
+        self._wake_at[workflow_id] = now  # for workers of another code version
+
+    # -- runs handed back ---------------------------------------------------------------
+
+    def _maybe_evict(self, run: _Run) -> None:
+        """The run parked: hand it back unless an activity of it runs here."""
+        workflow_id = run.workflow_id
+        if workflow_id in self._fresh:  # requests that came while nobody drove it
+            self._fresh.discard(workflow_id)
+            self._take_controls(workflow_id)
+            if self._runs.get(workflow_id) is not run:
+                return  # it ended, or was handed back, meanwhile
+        if run.executions:
+            return
+        waits = run.machine.outstanding.values()
+        wake: float | None = None
+        if any(leaf.command.kind == ACTIVITY for leaf in waits):  # not started here (stopping)
+            wake = self._clock.now()
+        deadlines = [leaf.deadline for leaf in waits if leaf.deadline is not None]
+        if run.deadline is not None:
+            deadlines.append(run.deadline)
+        if deadlines:
+            wake = min(deadlines) if wake is None else min(wake, *deadlines)
+        self._wake_at[workflow_id] = None if run.paused else wake
+        for child_id, (parent, _) in list(self._children.items()):
+            if parent is run:
+                del self._children[child_id]
+        run.machine.discard()
+        self._release(run)
+
+    def _unlock(self, workflow_id: str) -> None:
+        """Give a claimed run back in the store (in the batch, so with what was recorded), then its lock."""
+        if self._worker.holds(workflow_id):
+            wake = self._wake_at.pop(workflow_id, None)
+            problem = self._problems.pop(workflow_id, None)
+            self._fresh.discard(workflow_id)
+            try:
+                self.store.release(workflow_id, wake, problem, self._worker.version)
+            except StoreError as exc:  # it stays marked as ours: the registry releases it when we stop or die
+                log.warning("replaykit worker %s could not hand back %r: %s", self._worker.worker_id, workflow_id, exc)
+        super()._unlock(workflow_id)
+
+    def _unlock_now(self, workflow_id: str) -> None:
+        releasing = workflow_id in self._releasing
+        super()._unlock_now(workflow_id)
+        if releasing:
+            self._worker.forget(workflow_id)
+
+    def _child_placement(self, run: _Run) -> Placement | None:
+        return Placement(self._worker.queue_of(run.workflow_id), parent=run.workflow_id)
+
+    def _start_leaf(self, run: _Run, leaf: Leaf, more_to_start: bool) -> Answer | None:
+        if self._worker.stopping:  # start nothing new; the run is handed back when it parks
+            return None
+        return super()._start_leaf(run, leaf, more_to_start)
+
+    def _shut_down(self) -> None:
+        """Stopping: hand back every run still here (activities still running are abandoned: their
+        results are not recorded, and they run again wherever the run goes on)."""
+        try:
+            now = self._clock.now()
+            for run in list(self._runs.values()):
+                for execution in run.executions.values():
+                    execution.cancelled = True
+                run.executions.clear()
+                self._wake_at[run.workflow_id] = now
+                run.machine.discard()
+                self._release(run)
+        finally:
+            super()._shut_down()
