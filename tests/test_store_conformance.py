@@ -6,79 +6,21 @@ two processes; where it matters (locks), a real process is SIGKILLed.
 from __future__ import annotations
 
 import signal
-import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
 from replaykit.errors import IllegalTransitionError, WorkflowLockedError, WorkflowNotFoundError
 from replaykit.history import CONTINUED, OK, RESULT, START, Event, Status
-from replaykit.store import MemoryStore, Store, open_store
+from replaykit.store import Store
 from replaykit.store.base import RESTARTABLE
 
-from conftest import PYTHON
+from conftest import PYTHON, Backend
 
 PAGE = 256  # every store reads histories in pages of this many events
-
-
-class Backend:
-    """One database of one kind; :meth:`open` gives another store object on it (as another process would)."""
-
-    def __init__(self, kind: str, target: str | None) -> None:
-        self.kind, self.target = kind, target
-        self._memory = MemoryStore() if target is None else None
-        self._opened: list[Store] = []
-
-    def open(self) -> Store:
-        if self._memory is not None:
-            return self._memory  # one MemoryStore lives in one object
-        store = open_store(self.target)  # type: ignore[arg-type]
-        self._opened.append(store)
-        return store
-
-    def needs_database(self, why: str) -> None:
-        if self._memory is not None:
-            pytest.skip(f"the memory store lives in one object of one process: {why}")
-
-    def open_reads(self) -> int:
-        """How many connections to the database hold a read open (a statement or a snapshot)."""
-        if self.kind == "sqlite":
-            conn = sqlite3.connect(str(self.target))
-            try:  # TRUNCATE waits for no reader; it reports busy if a reader holds part of the WAL
-                return int(conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0][0])
-            finally:
-                conn.close()
-        if self.kind == "postgres":
-            import psycopg
-
-            with psycopg.connect(str(self.target), autocommit=True) as conn:
-                return int(conn.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                    "AND pid <> pg_backend_pid() AND (state <> 'idle' OR backend_xmin IS NOT NULL)").fetchall()[0][0])
-        return 0
-
-    def close(self) -> None:
-        for store in self._opened:
-            store.close()
-
-
-@pytest.fixture(params=["memory", "sqlite", "postgres"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
-    target = {"memory": None, "sqlite": str(tmp_path / "store.db")}.get(request.param)
-    if request.param == "postgres":
-        target = request.getfixturevalue("pg_url")
-    b = Backend(request.param, target)
-    yield b
-    b.close()
-
-
-@pytest.fixture
-def store(backend: Backend) -> Store:
-    return backend.open()
 
 
 def start(name: str = "w", at: float = 1.0) -> Event:
