@@ -1,0 +1,353 @@
+"""Scale-out on PostgreSQL: replaykit's workers beside DBOS's, on one server started by this script.
+
+1. Throughput: a client process starts N one-step workflows in a queue served by 1, 2 and 4
+   worker processes; the time from its first start until all have completed (polled with one
+   count query). replaykit at durability ``crash`` (its default: ``synchronous_commit`` off) and
+   ``power`` (on, as DBOS commits), DBOS 3.x (``dbos_side.py``, in its own virtualenv) on the
+   same server, interleaved, each run on a fresh database. The floor beside it: the client's
+   starts alone (one process, one commit each), which no number of workers can beat.
+2. Takeover: two workers; the one running a run's first activity is SIGKILLed (or SIGSTOPped:
+   its connection lives on, so only its lease can free the run); the time from the signal to the
+   other worker starting that activity again (ledger), and to its result being recorded (the
+   event's ``at``). DBOS: the same with two executors, watched for 30 s.
+3. Resuming a 10,000-step history is ``bench_postgres.py``'s (not repeated here).
+
+Run: python benchmarks/bench_scaleout.py [--quick] [--repeat 5] [--n 2000]
+DBOS runs with benchmarks/.venv-dbos/bin/python (python -m venv benchmarks/.venv-dbos &&
+benchmarks/.venv-dbos/bin/pip install "dbos>=3,<4" "psycopg[binary]"); without it its half is
+skipped with a note. --quick is a smoke run of a few seconds (no DBOS). Nothing timed is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+
+import replaykit as rk
+from replaykit.store import open_store
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent / "tests")]
+
+from pgserver import PgServer, find_binaries  # noqa: E402
+
+DBOS_PYTHON = HERE / ".venv-dbos" / "bin" / "python"
+QUEUE = "bench"
+DBOS_WATCH = 30.0  # seconds a DBOS takeover is waited for
+
+
+# -- the replaykit side (the worker and client processes run this file) --------------------------
+
+@rk.activity(name="bench.echo")
+def echo(i: int) -> int:
+    return i
+
+
+@rk.workflow(name="bench.one_step")
+def one_step(ctx: rk.Context, i: int):
+    return (yield echo(i))
+
+
+def _ledger(path: str, line: str) -> None:
+    with open(path, "a") as f:  # one short append per line: lines of processes do not interleave
+        f.write(line + "\n")
+
+
+@rk.activity(name="bench.block")
+def block(ledger: str) -> int:
+    """The first time (no flag file yet): stamp, then block until killed. Later: stamp and return."""
+    _ledger(ledger, f"block {os.getpid()} {time.time():.6f}")
+    flag = ledger + ".taken"
+    if not os.path.exists(flag):
+        open(flag, "w").close()
+        time.sleep(3600)
+    return 1
+
+
+@rk.activity(name="bench.mark")
+def mark(ledger: str) -> int:
+    _ledger(ledger, f"mark {os.getpid()} {time.time():.6f}")
+    return 1
+
+
+@rk.workflow(name="bench.hold")
+def hold(ctx: rk.Context, ledger: str):
+    a = yield block(ledger)
+    b = yield mark(ledger)
+    return a + b
+
+
+def serve(url: str, durability: str, lease: float) -> None:
+    logging.getLogger("replaykit").setLevel(logging.ERROR)
+    worker = rk.Worker(url, workflows=[one_step, hold], queues=[QUEUE], durability=durability, lease=lease)
+    print("ready", flush=True)
+    worker.run()
+
+
+def client(url: str, n: int, durability: str) -> None:
+    with rk.Client(url, durability=durability) as c, psycopg.connect(url, autocommit=True) as conn:
+        t0 = time.perf_counter()
+        for i in range(n):
+            c.start(one_step, i, workflow_id=f"w{i}", queue=QUEUE)
+        started = time.perf_counter() - t0
+        while conn.execute("SELECT count(*) FROM replaykit_runs WHERE status = 'completed'").fetchall()[0][0] < n:
+            time.sleep(0.005)
+        print("RESULT", time.perf_counter() - t0, started, flush=True)
+
+
+# -- processes ----------------------------------------------------------------------------------
+
+class Fleet:
+    """Worker processes, each started once the previous one said "ready" (DBOS migrates its schema
+    on launch); stderr to files, shown if one fails."""
+
+    def __init__(self, argv: Callable[[int], list[str]], count: int, tmp: str) -> None:
+        self.procs: list[subprocess.Popen[str]] = []
+        self.logs: list[str] = []
+        for i in range(count):
+            log = os.path.join(tmp, f"worker{i}.log")
+            self.logs.append(log)
+            with open(log, "w") as err:
+                proc = subprocess.Popen(argv(i), stdout=subprocess.PIPE, stderr=err, text=True, env=_env())
+            self.procs.append(proc)
+            line = _readline(proc, 90)
+            if line.strip() != "ready":
+                self.stop()
+                raise RuntimeError(f"worker {i} did not start: {line!r}\n{open(log).read()[-3000:]}")
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(HERE.parent), "PYTHONUNBUFFERED": "1"}
+
+
+def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
+    import selectors
+
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as sel:
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        if not sel.select(timeout):
+            return "(no output within the timeout)"
+    return proc.stdout.readline()
+
+
+def _result(argv: list[str], timeout: float = 600) -> list[float]:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=_env())
+    for line in done.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return [float(x) for x in line.split()[1:]]
+    raise RuntimeError(f"{' '.join(argv)} failed:\n{done.stdout[-2000:]}{done.stderr[-3000:]}")
+
+
+def _me(*args: object) -> list[str]:
+    return [sys.executable, str(Path(__file__).resolve()), *map(str, args)]
+
+
+def _dbos(*args: object) -> list[str]:
+    return [str(DBOS_PYTHON), str(HERE / "dbos_side.py"), *map(str, args)]
+
+
+# -- 1. throughput ------------------------------------------------------------------------------
+
+def throughput(server: PgServer, system: str, workers: int, n: int) -> tuple[float, float]:
+    """(workflows/s from the first start to the last completion, seconds the client spent starting)."""
+    db = server.create_database()
+    url = server.url(db)
+    with tempfile.TemporaryDirectory() as tmp:
+        if system == "dbos":
+            fleet = Fleet(lambda i: _dbos("worker", url, f"executor-{i}"), workers, tmp)
+            argv = _dbos("client", url, n)
+        else:
+            durability = system.split("-")[1]
+            fleet = Fleet(lambda i: _me("_worker", url, durability, 30.0), workers, tmp)
+            argv = _me("_client", url, n, durability)
+        try:
+            total, started = _result(argv)
+        finally:
+            fleet.stop()
+    server.release_database(db)
+    return n / total, started
+
+
+# -- 2. takeover --------------------------------------------------------------------------------
+
+def _ledger_lines(path: str, kind: str) -> list[tuple[int, float]]:
+    if not os.path.exists(path):
+        return []
+    return [(int(p), float(t)) for k, p, t in (line.split() for line in open(path) if line.strip()) if k == kind]
+
+
+def _wait(what: Callable[[], object], timeout: float) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := what():
+            return found
+        time.sleep(0.002)
+    return None
+
+
+def takeover(server: PgServer, system: str, how: signal.Signals, lease: float) -> tuple[float, float] | None:
+    """(seconds from the signal to the activity started again elsewhere, to its result recorded),
+    or None if no other worker took the run within DBOS_WATCH seconds."""
+    db = server.create_database()
+    url = server.url(db)
+    with tempfile.TemporaryDirectory() as tmp:
+        ledger = os.path.join(tmp, "ledger")
+        if system == "dbos":
+            fleet = Fleet(lambda i: _dbos("worker", url, f"executor-{i}"), 2, tmp)
+            subprocess.run(_dbos("enqueue_hold", url, ledger), check=True, timeout=60, capture_output=True)
+        else:
+            fleet = Fleet(lambda i: _me("_worker", url, "crash", lease), 2, tmp)
+            with rk.Client(url) as c:
+                c.start(hold, ledger, workflow_id="hold-1", queue=QUEUE)
+        try:
+            first = _wait(lambda: _ledger_lines(ledger, "block"), 60)
+            if not first:
+                raise RuntimeError("no worker started the run's first activity within 60 s")
+            victim = first[0][0]  # type: ignore[index]
+            time.sleep(random.uniform(0.3, 0.8))  # any phase of the heartbeats
+            t_signal = time.time()
+            os.kill(victim, how)
+            again = _wait(lambda: [t for pid, t in _ledger_lines(ledger, "block") if pid != victim],
+                          DBOS_WATCH if system == "dbos" else 120)
+            if not again:
+                return None
+            recorded = _wait(lambda: _recorded_at(url, system, ledger), 60)
+            if recorded is None:
+                raise RuntimeError("the first activity's result was never recorded")
+            return again[0] - t_signal, float(recorded) - t_signal  # type: ignore[index, arg-type]
+        finally:
+            if how != signal.SIGKILL:
+                os.kill(victim, signal.SIGKILL)
+            fleet.stop()
+            server.release_database(db)
+
+
+def _recorded_at(url: str, system: str, ledger: str) -> float | None:
+    if system == "dbos":  # DBOS records no time per step: the next step's start shows the first one recorded
+        return next((t for _, t in _ledger_lines(ledger, "mark")), None)
+    with open_store(url) as store:
+        return next((e.at for e in store.events("hold-1") if e.name == "bench.block"), None)
+
+
+# -- report -------------------------------------------------------------------------------------
+
+def _uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds, without DBOS")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--n", type=int, default=2000, help="workflows per throughput run")
+    parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--lease", type=float, default=3.0, help="the workers' lease in the SIGSTOP takeover")
+    opts = parser.parse_args()
+    if opts.quick:
+        opts.repeat, opts.n, opts.workers = 1, 100, "1,2"
+    counts = [int(w) for w in opts.workers.split(",")]
+    dbos = not opts.quick and DBOS_PYTHON.exists()
+    systems = ["rk-crash", "rk-power", *(["dbos"] if dbos else [])] if not opts.quick else ["rk-crash"]
+    bindir = find_binaries()
+    if bindir is None:
+        sys.exit("no PostgreSQL server binaries found (apt-get install postgresql)")
+    server = PgServer(bindir).start()
+    try:
+        version = server.execute("SHOW server_version")[0][0]
+        dbos_version = subprocess.run([str(DBOS_PYTHON), "-c", "import dbos, importlib.metadata as m; "
+                                       "print(m.version('dbos'))"], capture_output=True, text=True
+                                      ).stdout.strip() if dbos else None
+        print(f"machine: {os.cpu_count()} CPUs, Python {platform.python_version()}, PostgreSQL {version} (local, "
+              f"Unix socket, fsync on), replaykit {rk.__version__}"
+              + (f", DBOS {dbos_version}" if dbos else "") + f"; medians of {opts.repeat} runs")
+        if not dbos:
+            print("DBOS half skipped: " + ("--quick" if opts.quick else f"no {DBOS_PYTHON} (see the docstring)"))
+        print(f"load before: {_uptime()}\n")
+
+        # 1. Interleaved: each round runs every system at every worker count.
+        rates: dict[tuple[str, int], list[float]] = {}
+        starts: dict[tuple[str, int], list[float]] = {}
+        for _ in range(opts.repeat):
+            for w in counts:
+                for system in systems:
+                    rate, started = throughput(server, system, w, opts.n)
+                    rates.setdefault((system, w), []).append(rate)
+                    starts.setdefault((system, w), []).append(opts.n / started)
+        print(f"1. one-step workflows through a queue, N={opts.n} started by one client process "
+              "(workflows/s, first start to last completion; in brackets: the client's starts alone, starts/s)")
+        head = f"{'workers':>7}" + "".join(f" {s:>22}" for s in systems)
+        if dbos:
+            head += f" {'crash/DBOS':>11} {'power/DBOS':>11}"
+        print(head)
+        for w in counts:
+            med = {s: statistics.median(rates[(s, w)]) for s in systems}
+            row = f"{w:>7}" + "".join(f" {med[s]:>9,.0f} [{statistics.median(starts[(s, w)]):>7,.0f}/s]  "
+                                      for s in systems)
+            if dbos:
+                row += f" {med['rk-crash'] / med['dbos']:>10.2f}x {med['rk-power'] / med['dbos']:>10.2f}x"
+            print(row)
+        print(f"load after 1: {_uptime()}\n")
+
+        # 2. Takeover.
+        reps = 1 if opts.quick else opts.repeat
+        print("2. takeover: the worker running a run's first activity is signalled; seconds until another "
+              "worker starts that activity again / records its result")
+        kills = [t for t in (takeover(server, "rk", signal.SIGKILL, 30.0) for _ in range(reps)) if t]
+        print(f"replaykit, SIGKILL (connection closed by the OS): restarted {_med(kills, 0)}, "
+              f"recorded {_med(kills, 1)} (runs: {_runs(kills)})")
+        if not opts.quick:
+            stops = [t for t in (takeover(server, "rk", signal.SIGSTOP, opts.lease) for _ in range(min(reps, 3))) if t]
+            print(f"replaykit, SIGSTOP (connection alive; lease {opts.lease:g} s, heartbeat 0.5 s): restarted "
+                  f"{_med(stops, 0)}, recorded {_med(stops, 1)} (runs: {_runs(stops)})")
+        if dbos:
+            taken = takeover(server, "dbos", signal.SIGKILL, 0.0)
+            print("DBOS, SIGKILL of one of two executors: " + (
+                f"the other restarted the step after {taken[0]:.2f} s" if taken else
+                f"the other executor did not take the run over within {DBOS_WATCH:g} s (it stays PENDING, owned "
+                "by the dead executor id, until a process with that id starts or Conductor recovers it)"))
+        print(f"load after 2: {_uptime()}\n")
+        print("3. resume of a 10,000-step history in a fresh process: see benchmarks/bench_postgres.py")
+    finally:
+        server.stop()
+
+
+def _med(values: list[tuple[float, float]], i: int) -> str:
+    return f"{statistics.median(v[i] for v in values):.3f} s" if values else "n/a"
+
+
+def _runs(values: list[tuple[float, float]]) -> str:
+    return ", ".join(f"{v[0]:.2f}/{v[1]:.2f}" for v in values)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["_worker"]:
+        serve(sys.argv[2], sys.argv[3], float(sys.argv[4]))
+    elif sys.argv[1:2] == ["_client"]:
+        client(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+    else:
+        main()
