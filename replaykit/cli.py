@@ -7,6 +7,8 @@
     replaykit check orders.db -m myapp.workflows            # replay every history against current code
     replaykit restart orders.db order-o-42 --from-step 3 -m myapp.workflows   # a failed/cancelled run again
     replaykit fork orders.db order-o-42 order-o-42-b --step 3 -m myapp.workflows
+    replaykit worker postgresql://app@db/orders -m myapp.workflows -q orders   # serve queued runs
+    replaykit workers postgresql://app@db/orders                              # the registered workers
 
 None of them creates a store: a path with none is an error (exit 1), as is a signal
 to a run that has ended.
@@ -18,12 +20,14 @@ import argparse
 import importlib
 import json
 import sys
+import time
 from datetime import datetime, timezone
 
 from . import control
 from .errors import ReplayKitError
 from .history import Status
 from .restart import fork, restart
+from .store.work import WorkerRecord
 
 
 def _time(ts: float) -> str:
@@ -61,13 +65,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("workflow_id")
     p.add_argument("new_id")
     p.add_argument("--step", type=_step, required=True, help="the first step the new run runs live")
-    for verb in ("check", "restart", "fork"):  # they replay histories: the workflows' code must be imported
+    p = sub.add_parser("worker", help="serve queued runs of the workflows in -m modules until SIGTERM/Ctrl-C")
+    p.add_argument("db")
+    p.add_argument("-q", "--queue", action="append", default=[], help="queue to serve (default: default); repeatable")
+    p.add_argument("--concurrency", type=int, default=100, help="runs held at once by this worker")
+    p.add_argument("--activity-threads", type=int, default=16)
+    p.add_argument("--grace", type=float, default=30.0, help="seconds running activities get to finish on SIGTERM")
+    p = sub.add_parser("workers", help="list the registered workers and the runs each holds")
+    p.add_argument("db")
+    for verb in ("check", "restart", "fork", "worker"):  # they replay histories: the workflows' code must be imported
         sub.choices[verb].add_argument("-m", "--module", action="append", default=[],
                                        help="module that defines workflows (imported to register them); repeatable")
     args = parser.parse_args(argv)
     try:
         if args.command == "check":
             return _check(args.db, args.module)
+        if args.command == "worker":
+            return _worker(args)
         if args.command == "restart":
             _import(args.module)
             restart(args.db, args.workflow_id, from_step=args.from_step)
@@ -89,7 +103,9 @@ def main(argv: list[str] | None = None) -> int:
             control.send_signal(args.db, args.workflow_id, args.name, payload)
             return 0
         with control.opened(args.db) as store:  # an existing store only: reading creates nothing
-            if args.command == "list":
+            if args.command == "workers":
+                _workers(store.workers())
+            elif args.command == "list":
                 for info in store.list(Status(args.status) if args.status else None):
                     custom = "" if info.custom_status is None else json.dumps(info.custom_status)
                     print(f"{info.workflow_id}\t{info.name}\t{info.status.value}\t{_time(info.updated_at)}\t{custom}")
@@ -128,6 +144,33 @@ def _step(text: str) -> int:
     if step < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a step: steps count from 1 (see replaykit history)")
     return step
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from .worker import Worker
+    from .workflow import Workflow
+
+    if not args.module:
+        raise _UsageError("a worker needs the workflows it may drive: name their module with -m MODULE")
+    _import(args.module)
+    workflows = {id(v): v for name in args.module for v in vars(sys.modules[name]).values() if isinstance(v, Workflow)}
+    if not workflows:
+        raise _UsageError(f"no workflow found in {', '.join(args.module)}: decorate them with @rk.workflow")
+    worker = Worker(args.db, workflows=list(workflows.values()), queues=args.queue or ["default"],
+                    concurrency=args.concurrency, activity_threads=args.activity_threads, grace=args.grace)
+    print(f"worker {worker.worker_id} serving {', '.join(args.queue or ['default'])} "
+          f"(code version {worker.version}); SIGTERM or Ctrl-C stops it", flush=True)
+    worker.run()
+    return 0
+
+
+def _workers(records: list[WorkerRecord]) -> None:
+    now = time.time()
+    print("WORKER\tHOST\tPID\tQUEUES\tVERSION\tHEARTBEAT\tSTATE\tRUNS")
+    for w in records:
+        state = "stopping" if w.stopping else "running"
+        print(f"{w.worker_id}\t{w.host}\t{w.pid}\t{','.join(w.queues)}\t{w.version}\t"
+              f"{max(0.0, now - w.heartbeat_at):.1f}s ago\t{state}\t{' '.join(w.runs) or '-'}")
 
 
 def _check(db: str, modules: list[str]) -> int:

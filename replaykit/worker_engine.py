@@ -83,9 +83,10 @@ class WorkerEngine(Engine):
         if isinstance(error, StoreError):  # the store, not the code: any worker may try again soon
             self._wake_at[workflow_id] = now + _RETRY_AFTER_STORE_ERROR
             return
-        log.error("replaykit worker %s cannot drive workflow %r under code version %s: %s",
-                  self._worker.worker_id, workflow_id, self._worker.version, error)
-        self._problems[workflow_id] = f"{type(error).__name__}: {error}"
+        problem = self._problems[workflow_id] = f"{type(error).__name__}: {error}"
+        log.error("replaykit worker %s cannot drive workflow %r under code version %s; workers of this version "
+                  "leave it, workers of another version will try it: %s",
+                  self._worker.worker_id, workflow_id, self._worker.version, problem)
         self._wake_at[workflow_id] = now  # for workers of another code version
 
     # -- runs handed back ---------------------------------------------------------------

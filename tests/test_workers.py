@@ -1,0 +1,237 @@
+"""Clients and workers sharing one store (an SQLite file, a PostgreSQL database): runs are claimed,
+handed back when they park, controlled from the client, taken over when a worker dies, and
+released when one stops. Worker processes are real (tests/worker_app.py), killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from worker_app import WORKFLOWS, order, parent, quick, sleeper
+
+import replaykit as rk
+
+from conftest import PYTHON, ROOT
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def shared(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store several processes share: an SQLite file, or a PostgreSQL database."""
+    if request.param == "postgres":
+        return str(request.getfixturevalue("pg_url"))
+    return str(tmp_path / "shared.db")
+
+
+@pytest.fixture
+def ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "ledger.txt"
+    monkeypatch.setenv("RK_LEDGER", str(path))
+    return path
+
+
+@pytest.fixture
+def client(shared: str) -> Iterator[rk.Client]:
+    with rk.Client(shared) as c:
+        yield c
+
+
+def lines(ledger: Path) -> list[list[str]]:
+    return [line.split() for line in ledger.read_text().splitlines()] if ledger.exists() else []
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def worker(shared: str, **options: object) -> rk.Worker:
+    return rk.Worker(shared, workflows=WORKFLOWS, heartbeat=0.1, **options)  # type: ignore[arg-type]
+
+
+class Processes:
+    """Worker processes of one test, killed at its end."""
+
+    def __init__(self, shared: str, env: dict[str, str]) -> None:
+        self.shared, self.env = shared, env
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def start(self, *args: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen([PYTHON, str(ROOT / "tests" / "worker_app.py"), self.shared, *args],
+                                env=self.env, stdout=subprocess.PIPE, text=True)
+        self.procs.append(proc)
+        assert proc.stdout is not None and proc.stdout.readline().startswith("ready")
+        return proc
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture
+def processes(shared: str, child_env: dict[str, str], ledger: Path) -> Iterator[Processes]:
+    p = Processes(shared, dict(child_env, RK_LEDGER=str(ledger)))
+    yield p
+    p.close()
+
+
+def test_a_client_and_two_worker_processes_drive_every_run_once(client: rk.Client, processes: Processes,
+                                                                ledger: Path) -> None:
+    a, b = processes.start("default"), processes.start("default")
+    assert sorted(w.pid for w in client.workers()) == sorted([a.pid, b.pid])
+    handles = [client.start(order, n, 0.05, workflow_id=f"o-{n}") for n in range(30)]
+    for n in range(30):
+        client.signal(f"o-{n}", "approved", True)
+    assert [h.result(timeout=60) for h in handles] == [2 * n for n in range(30)]
+    steps = Counter((name, n) for name, n, *_ in lines(ledger))
+    assert set(steps) == {(name, str(n)) for name in ("charge", "ship") for n in range(30)}
+    assert max(steps.values()) == 1  # no activity ran twice
+    by_worker = Counter(pid for _, _, pid, *_ in lines(ledger))
+    assert set(by_worker) == {str(a.pid), str(b.pid)}  # both took work
+
+
+def test_a_parked_run_is_handed_back_and_any_worker_finishes_it(shared: str, client: rk.Client,
+                                                                ledger: Path) -> None:
+    first = worker(shared)
+    handle = client.start(sleeper, 7, 0.5, workflow_id="s")
+    wait_for(lambda: lines(ledger))  # "before" ran: the run now sleeps
+    wait_for(lambda: not first.holds("s"))
+    assert [w.runs for w in client.workers()] == [()]  # not pinned to the worker that opened it
+    first.stop()
+    with worker(shared) as second:
+        assert handle.result(timeout=20) == 7
+        assert not second.holds("s")
+    assert [line[0] for line in lines(ledger)] == ["before", "after"]
+
+
+def test_children_are_queued_and_wake_their_parent(shared: str, client: rk.Client) -> None:
+    with worker(shared):
+        assert client.start(parent, 4, workflow_id="p").result(timeout=20) == 50
+    assert client.handle("p/1").result(timeout=1) == 5
+
+
+def test_client_controls_reach_runs_nobody_holds(shared: str, client: rk.Client) -> None:
+    with worker(shared) as w:
+        cancelled = client.start(order, 1, 0.0, workflow_id="cancel-me")
+        paused = client.start(order, 2, 0.0, workflow_id="pause-me")
+        wait_for(lambda: not w.holds("cancel-me") and not w.holds("pause-me")
+                 and len(list(client.store.events("pause-me"))) >= 3)  # both wait for their signal
+        client.cancel("cancel-me", "no longer wanted")
+        with pytest.raises(rk.WorkflowCancelled, match="no longer wanted"):
+            cancelled.result(timeout=20)
+        client.pause("pause-me")
+        client.signal("pause-me", "approved", True)
+        time.sleep(0.5)  # a paused run is not taken, however it is woken
+        assert client.handle("pause-me").status() is rk.Status.PAUSED
+        client.resume("pause-me")
+        assert paused.result(timeout=20) == 4
+
+
+def test_a_worker_takes_only_runs_of_its_queues_and_workflows(shared: str, client: rk.Client) -> None:
+    @rk.workflow(name="nobody-serves-this")
+    def unknown(ctx: rk.Context):
+        yield rk.sleep(0)
+        return 1
+
+    other_queue = client.start(quick, 1, workflow_id="elsewhere", queue="other")
+    not_ours = client.start(unknown, workflow_id="unknown")
+    with worker(shared) as w:
+        done = client.start(quick, 2, workflow_id="ours")
+        assert done.result(timeout=20) == 3
+        assert not w.holds("elsewhere") and not w.holds("unknown")
+    assert (other_queue.status(), not_ours.status()) == (rk.Status.RUNNING, rk.Status.RUNNING)
+    assert len(list(client.store.events("elsewhere"))) == 1  # untouched
+
+
+def test_stop_lets_running_activities_finish_and_refuses_new_starts(shared: str, client: rk.Client,
+                                                                   ledger: Path) -> None:
+    w = worker(shared, grace=20.0)
+    handle = client.start(quick, 5, 1.0, workflow_id="slow")
+    wait_for(lambda: w.holds("slow"))
+    stopper = threading.Thread(target=w.stop)
+    stopper.start()
+    wait_for(lambda: w.stopping)
+    with pytest.raises(rk.WorkerStoppingError, match="stopping"):
+        w.start(quick, 6, workflow_id="too-late")
+    stopper.join(timeout=30)
+    assert handle.result(timeout=1) == 6  # its activity finished within the grace period, and was recorded
+    assert client.workers() == []
+
+
+def test_stop_after_the_grace_period_hands_the_run_to_the_next_worker(shared: str, client: rk.Client,
+                                                                      ledger: Path) -> None:
+    w = worker(shared)
+    handle = client.start(quick, 5, 2.0, workflow_id="slow")
+    wait_for(lambda: w.holds("slow"))
+    w.stop(grace=0.1)
+    assert handle.status() is rk.Status.RUNNING and client.workers() == []
+    with worker(shared):
+        assert handle.result(timeout=20) == 6
+
+
+def test_a_killed_worker_loses_its_run_to_another(client: rk.Client, processes: Processes, ledger: Path) -> None:
+    doomed = processes.start("default")
+    handle = client.start(quick, 9, 2.0, workflow_id="k")
+    wait_for(lambda: [w.runs for w in client.workers()] == [("k",)])  # its activity runs there
+    survivor = processes.start("default")
+    doomed.send_signal(signal.SIGKILL)
+    doomed.wait(timeout=10)
+    assert handle.result(timeout=30) == 10
+    assert [line[2] for line in lines(ledger)] == [str(survivor.pid)]  # the killed one never finished it
+    assert [w.pid for w in client.workers()] == [survivor.pid]  # the dead one was reaped
+
+
+def test_sigterm_stops_a_worker_process_gracefully(client: rk.Client, processes: Processes) -> None:
+    proc = processes.start("default")
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert (proc.returncode, out.strip()) == (0, "stopped")
+    assert client.workers() == []
+
+
+def test_code_that_cannot_replay_is_reported_once_and_left_to_the_next_version(
+        shared: str, client: rk.Client, caplog: pytest.LogCaptureFixture) -> None:
+    replays: Counter[str] = Counter()
+
+    def deploy(version: str, first: str) -> rk.Workflow[[], str]:
+        @rk.workflow(name="deployed")
+        def body(ctx: rk.Context):
+            replays[version] += 1
+            yield rk.sleep(0.01) if first == "sleep" else rk.wait_signal("other")
+            yield rk.wait_signal("go")
+            return version
+
+        return body
+
+    v1, broken, fixed = deploy("v1", "sleep"), deploy("broken", "signal"), deploy("fixed", "sleep")
+    with rk.Worker(shared, workflows=[v1], version="1", heartbeat=0.1) as w:
+        handle = client.start(v1, workflow_id="d")
+        wait_for(lambda: len(list(client.store.events("d"))) == 2 and not w.holds("d"))  # slept; waits for "go"
+    client.signal("d", "go")
+    with caplog.at_level(logging.ERROR, logger="replaykit"), \
+            rk.Worker(shared, workflows=[broken], version="2", heartbeat=0.1, poll_interval=0.05):
+        wait_for(lambda: "NonDeterminismError" in caplog.text)
+        time.sleep(0.5)
+    assert replays["broken"] == 2  # one attempt (its replay, then the side-by-side explanation), never looped
+    assert "'d'" in caplog.text and "code version 2" in caplog.text
+    with rk.Worker(shared, workflows=[fixed], version="3", heartbeat=0.1):
+        assert handle.result(timeout=20) == "fixed"
+
+
+def test_workers_list_from_the_command_line(shared: str, client: rk.Client, processes: Processes) -> None:
+    proc = processes.start("default,other")
+    out = subprocess.run([PYTHON, "-m", "replaykit", "workers", shared], capture_output=True, text=True,
+                         timeout=60, env=processes.env)
+    assert out.returncode == 0, out.stderr
+    assert str(proc.pid) in out.stdout and "default,other" in out.stdout
+
