@@ -92,9 +92,33 @@ def hold(ctx: rk.Context, ledger: str):
 
 def serve(url: str, durability: str, lease: float) -> None:
     logging.getLogger("replaykit").setLevel(logging.ERROR)
+    profile = os.environ.get("RK_BENCH_PROFILE")
+    if profile:
+        _profile_threads(profile)
     worker = rk.Worker(url, workflows=[one_step, hold], queues=[QUEUE], durability=durability, lease=lease)
     print("ready", flush=True)
     worker.run()
+
+
+def _profile_threads(directory: str) -> None:
+    """Every thread started from here on runs under a cProfile of its own (wall clock), dumped to
+    ``directory/<thread name>.prof`` when it ends: the worker's claiming, driver and activity threads."""
+    import cProfile
+    import threading
+
+    run = threading.Thread.run
+
+    def profiled(self: threading.Thread) -> None:
+        prof = cProfile.Profile()
+        prof.enable()
+        try:
+            run(self)
+        finally:
+            prof.disable()
+            name = "".join(c if c.isalnum() or c in "-_" else "_" for c in self.name)
+            prof.dump_stats(os.path.join(directory, f"{name}-{threading.get_ident()}.prof"))
+
+    threading.Thread.run = profiled  # type: ignore[method-assign]
 
 
 def client(url: str, n: int, durability: str) -> None:
@@ -173,8 +197,11 @@ def _dbos(*args: object) -> list[str]:
 
 # -- 1. throughput ------------------------------------------------------------------------------
 
-def throughput(server: PgServer, system: str, workers: int, n: int) -> tuple[float, float]:
-    """(workflows/s from the first start to the last completion, seconds the client spent starting)."""
+def throughput(server: PgServer, system: str, workers: int, n: int, profile: str | None = None) -> tuple[float, float]:
+    """(workflows/s from the first start to the last completion, starts/s of the client alone).
+    ``profile``: a directory where each replaykit worker thread's cProfile is dumped."""
+    if profile:
+        os.environ["RK_BENCH_PROFILE"] = profile
     db = server.create_database()
     url = server.url(db)
     with tempfile.TemporaryDirectory() as tmp:
@@ -189,8 +216,34 @@ def throughput(server: PgServer, system: str, workers: int, n: int) -> tuple[flo
             total, started = _result(argv)
         finally:
             fleet.stop()
+            os.environ.pop("RK_BENCH_PROFILE", None)
     server.release_database(db)
-    return n / total, started
+    return n / total, n / started
+
+
+def profile_worker(server: PgServer, n: int) -> None:
+    """One replaykit worker (durability crash) with every thread under cProfile: where its time goes,
+    per thread: replaykit's functions by cumulative wall time (waiting on PostgreSQL counts), with
+    their calls per workflow, and the round trips (psycopg ``execute``, the event INSERT) by caller."""
+    import pstats
+
+    directory = tempfile.mkdtemp(prefix="rk-prof-")
+    rate, _ = throughput(server, "rk-crash", 1, n, profile=directory)
+    print(f"profiled: {rate:,.0f} workflows/s (under cProfile)")
+    for name in sorted(os.listdir(directory)):
+        if name.startswith(("replaykit-activity", "replaykit-pg-listener")):
+            continue  # idle nearly all the time: activities here return at once
+        stats = pstats.Stats(os.path.join(directory, name)).stats  # type: ignore[attr-defined]
+        wall = max(v[3] for v in stats.values())
+        print(f"\n-- thread {name.rsplit('-', 1)[0]}: {wall:.2f} s; calls per workflow, cumulative s")
+        ours = sorted(((k, v) for k, v in stats.items() if "/replaykit/" in k[0]), key=lambda kv: -kv[1][3])
+        for (file, line, func), (_, calls, _, cum, _) in ours[:22]:
+            print(f"  {calls / n:>6.2f} {cum:>7.2f}  {file.split('/replaykit/')[1]}:{line} {func}")
+        trips = [(caller, v[1]) for k, callees in stats.items() for caller, v in callees[4].items()
+                 if (k[0].endswith("psycopg/connection.py") and k[2] == "execute") or k[2] == "insert_event"]
+        print(f"  round trips per workflow: {sum(c for _, c in trips) / n:.1f} ("
+              + ", ".join(f"{c[2]} {k / n:.1f}" for c, k in sorted(trips, key=lambda t: -t[1])) + ")")
+    print(f"(profiles kept in {directory}: python -m pstats FILE)")
 
 
 # -- 2. takeover --------------------------------------------------------------------------------
@@ -267,7 +320,15 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=2000, help="workflows per throughput run")
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--lease", type=float, default=3.0, help="the workers' lease in the SIGSTOP takeover")
+    parser.add_argument("--profile", action="store_true", help="only profile one replaykit worker's threads")
     opts = parser.parse_args()
+    if opts.profile:
+        server = PgServer(find_binaries() or sys.exit("no PostgreSQL server binaries found")).start()
+        try:
+            profile_worker(server, opts.n)
+        finally:
+            server.stop()
+        return
     if opts.quick:
         opts.repeat, opts.n, opts.workers = 1, 100, "1,2"
     counts = [int(w) for w in opts.workers.split(",")]
@@ -297,7 +358,7 @@ def main() -> None:
                 for system in systems:
                     rate, started = throughput(server, system, w, opts.n)
                     rates.setdefault((system, w), []).append(rate)
-                    starts.setdefault((system, w), []).append(opts.n / started)
+                    starts.setdefault((system, w), []).append(started)
         print(f"1. one-step workflows through a queue, N={opts.n} started by one client process "
               "(workflows/s, first start to last completion; in brackets: the client's starts alone, starts/s)")
         head = f"{'workers':>7}" + "".join(f" {s:>22}" for s in systems)
