@@ -153,16 +153,31 @@ def test_a_worker_takes_only_runs_of_its_queues_and_workflows(shared: str, clien
     assert len(list(client.store.events("elsewhere"))) == 1  # untouched
 
 
-def test_stop_lets_running_activities_finish_and_refuses_new_starts(shared: str, client: rk.Client,
-                                                                   ledger: Path) -> None:
-    w = worker(shared, grace=20.0)
-    handle = client.start(quick, 5, 1.0, workflow_id="slow")
-    wait_for(lambda: w.holds("slow"))
+started = threading.Event()
+
+
+@rk.activity
+def slow_step(n: int) -> int:
+    started.set()
+    time.sleep(1.0)
+    return n + 1
+
+
+@rk.workflow
+def slow(ctx: rk.Context, n: int):
+    return (yield slow_step(n))
+
+
+def test_stop_lets_running_activities_finish_and_refuses_new_starts(shared: str, client: rk.Client) -> None:
+    started.clear()
+    w = rk.Worker(shared, workflows=[slow], heartbeat=0.1, grace=20.0)
+    handle = client.start(slow, 5, workflow_id="slow")
+    assert started.wait(timeout=20)
     stopper = threading.Thread(target=w.stop)
     stopper.start()
     wait_for(lambda: w.stopping)
     with pytest.raises(rk.WorkerStoppingError, match="stopping"):
-        w.start(quick, 6, workflow_id="too-late")
+        w.start(slow, 6, workflow_id="too-late")
     stopper.join(timeout=30)
     assert handle.result(timeout=1) == 6  # its activity finished within the grace period, and was recorded
     assert client.workers() == []
