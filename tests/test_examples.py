@@ -7,6 +7,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from conftest import PYTHON, ROOT
 
 EXAMPLES = ROOT / "examples"
@@ -115,3 +117,14 @@ def test_the_core_benchmark_runs(child_env: dict[str, str]) -> None:
                           env=child_env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "10,000 recorded steps" in done.stdout and "crash" in done.stdout and "power" in done.stdout
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_scale_out_client_and_two_workers(tmp_path: Path, child_env: dict[str, str], store: str,
+                                          request: pytest.FixtureRequest) -> None:
+    target = [] if store == "sqlite" else [str(request.getfixturevalue("pg_url"))]
+    done = run("scale_out.py", *target, env=child_env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "results: ['receipt-o-0-by-" in done.stdout
+    assert "workers stopped: [0, 0]" in done.stdout  # both stopped gracefully on SIGTERM
+    assert (tmp_path / "scale_out.db").exists() == (store == "sqlite")
