@@ -96,3 +96,4 @@ class WorkflowInfo:
     created_at: float
     updated_at: float
     custom_status: Any = None
+    queue: str | None = None  # the queue of a run started for workers (rk.Client.start), else None

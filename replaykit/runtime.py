@@ -251,8 +251,10 @@ class Engine(Controls, Lifecycle, Driver, Effects):
 
     def _drive(self, workflow_id: str) -> WorkflowHandle:
         """Apply controls to a run this engine drives, or start driving it (if nobody else does)."""
-        handle = self._new_handle(workflow_id)
         info = self.store.info(workflow_id)
+        if info is not None and info.queue is not None:  # workers drive it: follow it
+            return WorkflowHandle(workflow_id, self.store, self._poll)
+        handle = self._new_handle(workflow_id)
         if info is None or info.status.is_terminal:
             handle._finish()
             return handle
@@ -284,15 +286,16 @@ class Engine(Controls, Lifecycle, Driver, Effects):
 
     def recover(self) -> list[WorkflowHandle]:
         """Resume every unfinished run in the store that no live process drives
-        (``running`` ones now, ``pending`` ones at their start time; not ``paused`` ones).
+        (``running`` ones now, ``pending`` ones at their start time; not ``paused`` ones, nor
+        runs started for workers through a queue: workers drive those).
 
         Raises :class:`UnknownWorkflowError` (after resuming the others) if a
         run's workflow is not registered here.
         """
         handles, unknown = [], []
         for info in self.store.list(Status.RUNNING) + self.store.list(Status.PENDING):
-            if info.workflow_id in self._runs or info.workflow_id in self._evicted:
-                continue  # driven here (an evicted run is replayed when its timer is due)
+            if info.workflow_id in self._runs or info.workflow_id in self._evicted or info.queue is not None:
+                continue  # driven here (an evicted run is replayed when its timer is due), or by workers
             try:
                 wf = lookup(info.name, self._workflows)
             except UnknownWorkflowError:

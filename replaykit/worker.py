@@ -227,7 +227,9 @@ class Worker:
                 return
             room = free
             if queue.worker_concurrency is not None:
-                room = min(room, queue.worker_concurrency - sum(1 for q in self._held.values() if q == queue.name))
+                with self._mutex:
+                    here = sum(1 for q in self._held.values() if q == queue.name)
+                room = min(room, queue.worker_concurrency - here)
             if room <= 0:
                 continue
             claimed = self.store.claim(self.worker_id, queue.name, self._names, room, now, self.version)

@@ -15,7 +15,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .commands import ACTIVITY
-from .errors import StoreError
+from .errors import ReplayKitError, StoreError, WorkflowNotFoundError
 from .runtime import Engine
 from .store.work import Placement
 from .workflow import lookup
@@ -49,11 +49,15 @@ class WorkerEngine(Engine):
 
     def open_claimed(self, workflow_id: str) -> None:
         """Drive a run the worker claimed (a driver job)."""
-        info = self.store.info(workflow_id)
-        if info is None:  # deleted meanwhile
+        try:
+            info = self.store.info(workflow_id)
+            if info is None:
+                raise WorkflowNotFoundError(f"workflow {workflow_id!r} was claimed, then vanished from the store")
+            wf = self._workflows.get(info.name) or lookup(info.name, self._workflows)
+        except ReplayKitError as exc:
+            self._note_problem(workflow_id, exc)
             self._unlock(workflow_id)
             return
-        wf = self._workflows.get(info.name) or lookup(info.name, self._workflows)
         self._claimed.add(workflow_id)
         self._fresh.add(workflow_id)
         self._open(wf, workflow_id, None, self._new_handle(workflow_id), 0.0)

@@ -250,3 +250,27 @@ def test_workers_list_from_the_command_line(shared: str, client: rk.Client, proc
     assert out.returncode == 0, out.stderr
     assert str(proc.pid) in out.stdout and "default,other" in out.stdout
 
+
+
+def test_an_engine_recovering_runs_leaves_queued_runs_to_workers(shared: str, client: rk.Client) -> None:
+    queued = client.start(quick, 1, workflow_id="queued")
+    with rk.Engine(shared, workflows=WORKFLOWS) as engine:
+        plain = engine.start(quick, 2, workflow_id="plain")
+        assert plain.result(timeout=20) == 3
+        assert [h.workflow_id for h in engine.recover()] == []
+        engine.cancel("queued")  # a control from an engine reaches it, and the engine still does not drive it
+        time.sleep(0.3)
+    assert len(list(client.store.events("queued"))) == 1 and queued.status() is rk.Status.RUNNING
+    assert (client.store.info("queued").queue, client.store.info("plain").queue) == ("default", None)  # type: ignore[union-attr]
+    with worker(shared):
+        with pytest.raises(rk.WorkflowCancelled):
+            queued.result(timeout=20)
+
+
+def test_a_delayed_start_is_taken_when_due(shared: str, client: rk.Client) -> None:
+    handle = client.start(quick, 3, workflow_id="later", start_delay=0.5)
+    assert handle.status() is rk.Status.PENDING
+    with worker(shared) as w:
+        time.sleep(0.2)
+        assert not w.holds("later") and handle.status() is rk.Status.PENDING
+        assert handle.result(timeout=20) == 4

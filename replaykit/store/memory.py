@@ -47,7 +47,8 @@ class MemoryStore(MemoryWork, Store):
         with self._mutex:
             if workflow_id in self._runs:
                 return False
-            self._runs[workflow_id] = WorkflowInfo(workflow_id, name, status, start.at, start.at)
+            queue = placement.queue if placement is not None else None
+            self._runs[workflow_id] = WorkflowInfo(workflow_id, name, status, start.at, start.at, queue=queue)
             self._events[workflow_id] = [start, *history]
             if placement is not None:
                 self._place(workflow_id, name, placement, start.at)
@@ -108,7 +109,7 @@ class MemoryStore(MemoryWork, Store):
             info = self._need(workflow_id)
             assert result.outcome == CONTINUED
             self._runs[workflow_id] = WorkflowInfo(workflow_id, info.name, Status.RUNNING, start.at, start.at,
-                                                   info.custom_status)
+                                                   info.custom_status, info.queue)
             self._events[workflow_id] = [start]
             self._version += 1
 
@@ -119,7 +120,8 @@ class MemoryStore(MemoryWork, Store):
                 raise IllegalTransitionError(
                     f"workflow {workflow_id!r} is {info.status.value}; only a failed, cancelled or timed-out run "
                     "can be restarted")
-            self._runs[workflow_id] = WorkflowInfo(workflow_id, info.name, Status.RUNNING, start.at, start.at)
+            self._runs[workflow_id] = WorkflowInfo(workflow_id, info.name, Status.RUNNING, start.at, start.at,
+                                                   queue=info.queue)
             self._events[workflow_id] = [start, *history]
             work = self._work.get(workflow_id)
             if work is not None:

@@ -61,8 +61,9 @@ _INSERT_EVENTS = "INSERT INTO replaykit_events VALUES (%s, %s, %s, %s, %s, %s, %
 _INSERT_UNFENCED = _INSERT_EVENTS + " ON CONFLICT DO NOTHING"
 _SELECT_PAGE = (f"SELECT {_EVENT_COLUMNS} FROM replaykit_events WHERE run = %s AND seq > %s "
                 "ORDER BY seq LIMIT %s")
-_RUN_COLUMNS = "workflow_id, name, status, created_at, updated_at, custom_status"
-_NEWEST_RUN = "SELECT {} FROM replaykit_runs WHERE workflow_id = %s ORDER BY generation DESC LIMIT 1"
+_RUN_COLUMNS = ("workflow_id, name, status, created_at, updated_at, custom_status, "
+                "(SELECT queue FROM replaykit_work w WHERE w.workflow_id = r.workflow_id)")
+_NEWEST_RUN = "SELECT {} FROM replaykit_runs r WHERE workflow_id = %s ORDER BY generation DESC LIMIT 1"
 _NEWEST = "generation = (SELECT max(generation) FROM replaykit_runs n WHERE n.workflow_id = r.workflow_id)"
 _NEW_GENERATION = (
     "INSERT INTO replaykit_runs (workflow_id, generation, name, status, created_at, updated_at, custom_status, owner) "
@@ -371,4 +372,4 @@ def _event(row: tuple[Any, ...]) -> Event:
 
 def _info(row: tuple[Any, ...]) -> WorkflowInfo:
     custom = None if row[5] is None else json.loads(row[5])
-    return WorkflowInfo(row[0], row[1], Status(row[2]), row[3], row[4], custom)
+    return WorkflowInfo(row[0], row[1], Status(row[2]), row[3], row[4], custom, row[6])
