@@ -90,17 +90,19 @@ class Fleet:
     def __init__(self, db: str, env: dict[str, str], logs: Path) -> None:
         self.db, self.env, self.logs = db, env, logs
         self.alive: list[subprocess.Popen[bytes]] = []
+        self.log_of: dict[int, Path] = {}
         self.killed: list[subprocess.Popen[bytes]] = []
         self._lock = threading.Lock()
         self._count = 0
 
     def spawn(self) -> None:
         self._count += 1
-        log = open(self.logs / f"worker-{self._count}.log", "wb")  # noqa: SIM115 - the process keeps it
-        with log:
+        path = self.logs / f"worker-{self._count}.log"
+        with open(path, "wb") as log:  # the process keeps its own copy of the descriptor
             proc = subprocess.Popen([PYTHON, APP, self.db, "main,limited", "--limit", f"limited={LIMIT}"],
                                     env=self.env, stdout=log, stderr=subprocess.STDOUT)
         self.alive.append(proc)
+        self.log_of[proc.pid] = path
 
     def kill_one(self) -> None:
         """SIGKILL a random live worker and start another in its place."""
@@ -115,6 +117,16 @@ class Fleet:
     def pids(self) -> set[int]:
         with self._lock:
             return {p.pid for p in self.alive}
+
+    def wait_ready(self) -> None:
+        """Every live worker printed ``ready``, so it is about to handle SIGTERM itself (a worker is
+        registered, and claims, before ``run()`` installs its handler: a SIGTERM in between kills it
+        as Python's default does)."""
+        deadline = time.monotonic() + 30
+        for proc in self.alive:
+            while b"ready " not in self.log_of[proc.pid].read_bytes():
+                assert proc.poll() is None and time.monotonic() < deadline, self.log_of[proc.pid].read_text()
+                time.sleep(0.05)
 
     def terminate(self) -> list[int | None]:
         """SIGTERM every live worker; their exit codes (None: still running after the timeout)."""
@@ -191,6 +203,7 @@ def test_workers_killed_at_random_lose_nothing_and_repeat_nothing(chaos_db: str,
             assert not killer.errors, killer.errors
             assert not killer.is_alive()
             wall = time.monotonic() - began
+            fleet.wait_ready()
             _wait_registry_is(client, fleet.pids())
             codes = fleet.terminate()
             assert codes == [0] * WORKERS, _logs(tmp_path)
