@@ -208,10 +208,12 @@ def test_workers_killed_at_random_lose_nothing_and_repeat_nothing(chaos_db: str,
             codes = fleet.terminate()
             assert codes == [0] * WORKERS, _logs(tmp_path)
             assert client.workers() == []
+            statuses = {info.workflow_id: info.status for info in client.list()}
             histories = {run.workflow_id: list(client.store.events(run.workflow_id)) for run in runs}
         finally:
             killer.done.set()
     lines = _ledger(tmp_path / "ledger.txt")
+    assert statuses == {run.workflow_id: rk.Status.COMPLETED for run in runs}
     _check_results(runs, histories)
     duplicates = _repeats_after_record(runs, histories, lines)
     assert not duplicates, duplicates[:10]
@@ -221,7 +223,8 @@ def test_workers_killed_at_random_lose_nothing_and_repeat_nothing(chaos_db: str,
     assert killer.kills >= 5, f"only {killer.kills} kills: the run was too short to test anything"
     struck = {p.pid for p in fleet.killed} & {line.pid for line in lines}
     assert struck, "no worker killed had run an activity: the kills tested nothing"
-    print(f"\nchaos {chaos_db.split(':')[0]}: {len(starts)} workflows (+{len(runs) - len(starts)} children), "
+    store = "postgresql" if chaos_db.startswith("postgresql") else "sqlite"
+    print(f"\nchaos {store}: {len(starts)} workflows (+{len(runs) - len(starts)} children), "
           f"{killer.kills} kills, {wall:.1f} s, {len(lines)} activity executions, {len(duplicates)} duplicates, "
           f"max overlap in 'limited' {overlap}/{LIMIT}, {len(struck)} killed workers had run activities, "
           f"{moved} runs driven by several workers")
@@ -231,16 +234,22 @@ def test_workers_killed_at_random_lose_nothing_and_repeat_nothing(chaos_db: str,
 
 
 def _start_and_signal(client: rk.Client, starts: list[tuple[Any, tuple[Any, ...], Run]]) -> None:
-    """Start a batch of runs a second (the kills go on the whole time); signal each batch's orders
-    two batches later, so most signals find their order parked, some not there yet."""
+    """Start a batch of runs a second (the kills go on the whole time). An order whose ``n`` is a
+    multiple of 4 is signalled at once (often before any worker took it), the others two batches
+    later (most find their order parked). Each batch also repeats one start of the batch before
+    (a retried start is the same run, not a new one)."""
     unsignalled: list[list[Run]] = []
+    previous: list[tuple[Any, tuple[Any, ...], Run]] = []
     for i in range(0, len(starts), 20):
         batch = starts[i:i + 20]
-        for workflow, args, run in batch:
+        for workflow, args, run in batch + previous[:1]:
             client.start(workflow, *args, workflow_id=run.workflow_id, queue=run.queue)
-        unsignalled.append([run for _, _, run in batch if run.name == "order"])
+        orders = [run for _, _, run in batch if run.name == "order"]
+        _signal(client, [run for run in orders if run.n % 4 == 0])
+        unsignalled.append([run for run in orders if run.n % 4 != 0])
         if len(unsignalled) > 2:
             _signal(client, unsignalled.pop(0))
+        previous = batch
         time.sleep(1.0)
     for runs in unsignalled:
         _signal(client, runs)
