@@ -95,6 +95,7 @@ class Worker:
         self._mutex = threading.Lock()
         self._wakeup = threading.Event()  # room freed, or stop asked
         self._stop_asked = threading.Event()
+        self._stop_requested = False
         self.stopping = False
         self._stopped = False
         self._client = Client(self.store, poll_interval=0.05)
@@ -132,12 +133,17 @@ class Worker:
             for signum in (signal.SIGTERM, signal.SIGINT):
                 previous[signum] = signal.signal(signum, self._on_signal)
         try:
-            while not self._stop_asked.wait(0.5):
-                pass
+            while not (self._stop_requested or self.stopping):
+                time.sleep(0.1)  # a signal handler may not take locks (an Event's would deadlock here)
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
             self.stop()
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to stop gracefully, and return at once (safe in a signal handler, or from
+        any thread; a request made before :meth:`run` is called makes it stop at once)."""
+        self._stop_requested = True  # a plain flag: a signal handler must take no lock
 
     def stop(self, grace: float | None = None) -> None:
         """Stop taking work; let running activities finish for ``grace`` seconds (default: the
@@ -190,7 +196,7 @@ class Worker:
     # -- the claiming thread --------------------------------------------------------------
 
     def _on_signal(self, signum: int, frame: types.FrameType | None) -> None:
-        self._stop_asked.set()
+        self.request_stop()
 
     def _register(self) -> None:
         self.store.register_worker(WorkerRecord(

@@ -8,7 +8,10 @@ Every activity appends ``name arg pid start end`` to the ledger named by ``RK_LE
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import os
+import signal
+import sys
 import time
 from typing import Any
 
@@ -74,8 +77,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     limits: dict[str, Any] = dict(item.split("=") for item in args.limit)
     queues = [rk.Queue(q, concurrency=int(limits[q])) if q in limits else q for q in args.queues.split(",")]
+    faulthandler.register(signal.SIGUSR1)  # a hung worker in a test: kill -USR1 shows its threads
+    made: list[rk.Worker] = []
+    # A SIGTERM before run() installs its own handler still stops the worker gracefully.
+    signal.signal(signal.SIGTERM, lambda *_: made[0].request_stop() if made else sys.exit(0))
     worker = rk.Worker(args.db, workflows=WORKFLOWS, queues=queues, concurrency=args.concurrency,
                        version=args.version, grace=args.grace, heartbeat=0.2)
+    made.append(worker)
     print("ready", worker.worker_id, flush=True)
     worker.run()
     print("stopped", flush=True)
