@@ -263,9 +263,9 @@ def _wait(what: Callable[[], object], timeout: float) -> object:
     return None
 
 
-def takeover(server: PgServer, system: str, how: signal.Signals, lease: float) -> tuple[float, float] | None:
+def takeover(server: PgServer, system: str, how: signal.Signals, lease: float) -> tuple[float, float] | str:
     """(seconds from the signal to the activity started again elsewhere, to its result recorded),
-    or None if no other worker took the run within DBOS_WATCH seconds."""
+    or, if no other worker took the run within DBOS_WATCH seconds, the run's state then."""
     db = server.create_database()
     url = server.url(db)
     with tempfile.TemporaryDirectory() as tmp:
@@ -288,7 +288,7 @@ def takeover(server: PgServer, system: str, how: signal.Signals, lease: float) -
             again = _wait(lambda: [t for pid, t in _ledger_lines(ledger, "block") if pid != victim],
                           DBOS_WATCH if system == "dbos" else 120)
             if not again:
-                return None
+                return _dbos_state(url) if system == "dbos" else "not taken over"
             recorded = _wait(lambda: _recorded_at(url, system, ledger), 60)
             if recorded is None:
                 raise RuntimeError("the first activity's result was never recorded")
@@ -298,6 +298,13 @@ def takeover(server: PgServer, system: str, how: signal.Signals, lease: float) -
                 os.kill(victim, signal.SIGKILL)
             fleet.stop()
             server.release_database(db)
+
+
+def _dbos_state(url: str) -> str:
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute("SELECT status, executor_id FROM dbos.workflow_status WHERE workflow_uuid = 'hold-1'"
+                            ).fetchall()
+    return f"status {rows[0][0]}, executor_id {rows[0][1]!r}" if rows else "no such workflow"
 
 
 def _recorded_at(url: str, system: str, ledger: str) -> float | None:
@@ -378,19 +385,20 @@ def main() -> None:
         reps = 1 if opts.quick else opts.repeat
         print("2. takeover: the worker running a run's first activity is signalled; seconds until another "
               "worker starts that activity again / records its result")
-        kills = [t for t in (takeover(server, "rk", signal.SIGKILL, 30.0) for _ in range(reps)) if t]
+        kills = [t for t in (takeover(server, "rk", signal.SIGKILL, 30.0) for _ in range(reps)) if isinstance(t, tuple)]
         print(f"replaykit, SIGKILL (connection closed by the OS): restarted {_med(kills, 0)}, "
               f"recorded {_med(kills, 1)} (runs: {_runs(kills)})")
         if not opts.quick:
-            stops = [t for t in (takeover(server, "rk", signal.SIGSTOP, opts.lease) for _ in range(min(reps, 3))) if t]
+            stops = [t for t in (takeover(server, "rk", signal.SIGSTOP, opts.lease) for _ in range(min(reps, 3)))
+                     if isinstance(t, tuple)]
             print(f"replaykit, SIGSTOP (connection alive; lease {opts.lease:g} s, heartbeat 0.5 s): restarted "
                   f"{_med(stops, 0)}, recorded {_med(stops, 1)} (runs: {_runs(stops)})")
         if dbos:
             taken = takeover(server, "dbos", signal.SIGKILL, 0.0)
             print("DBOS, SIGKILL of one of two executors: " + (
-                f"the other restarted the step after {taken[0]:.2f} s" if taken else
-                f"the other executor did not take the run over within {DBOS_WATCH:g} s (it stays PENDING, owned "
-                "by the dead executor id, until a process with that id starts or Conductor recovers it)"))
+                f"the other restarted the step after {taken[0]:.2f} s" if isinstance(taken, tuple) else
+                f"the other executor did not take the run over within {DBOS_WATCH:g} s ({taken}; DBOS recovers "
+                "a dead executor's work only when a process with its executor id launches again, or Conductor)"))
         print(f"load after 2: {_uptime()}\n")
         print("3. resume of a 10,000-step history in a fresh process: see benchmarks/bench_postgres.py")
     finally:
