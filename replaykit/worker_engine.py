@@ -15,7 +15,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .commands import ACTIVITY
-from .errors import ReplayKitError, StoreError, WorkflowNotFoundError
+from .errors import ReplayKitError, StoreError, WorkflowLockedError, WorkflowNotFoundError
 from .runtime import Engine
 from .store.work import Placement
 from .workflow import lookup
@@ -84,6 +84,8 @@ class WorkerEngine(Engine):
         if workflow_id in self._problems or workflow_id in self._wake_at:
             return
         now = self._clock.now()
+        if isinstance(error, WorkflowLockedError):  # another worker took it over: nothing to hand back
+            return
         if isinstance(error, StoreError):  # the store, not the code: any worker may try again soon
             self._wake_at[workflow_id] = now + _RETRY_AFTER_STORE_ERROR
             return
@@ -128,7 +130,7 @@ class WorkerEngine(Engine):
             problem = self._problems.pop(workflow_id, None)
             self._fresh.discard(workflow_id)
             try:
-                self.store.release(workflow_id, wake, problem, self._worker.version)
+                self.store.release(workflow_id, self._worker.worker_id, wake, problem, self._worker.version)
             except StoreError as exc:  # it stays marked as ours: the registry releases it when we stop or die
                 log.warning("replaykit worker %s could not hand back %r: %s", self._worker.worker_id, workflow_id, exc)
         super()._unlock(workflow_id)

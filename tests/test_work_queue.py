@@ -63,12 +63,12 @@ def test_claims_take_only_workflows_the_worker_has_and_live_runs(store: Store) -
 def test_a_run_handed_back_waits_for_its_deadline_or_a_wake_up(store: Store) -> None:
     queued(store, "a")
     assert claim(store) == ["a"]
-    store.release("a", NOW + 100)
+    store.release("a", "w1", NOW + 100)
     store.unlock("a")
     assert claim(store) == []
     store.send_signal("a", "go", "json", "1", NOW + 1)  # a signal wakes it
     assert claim(store, now=NOW + 1) == ["a"]
-    store.release("a", None)
+    store.release("a", "w1", None)
     store.unlock("a")
     assert claim(store, now=NOW + 10_000) == []  # nothing to wake it: never ready
     store.set_status("a", Status.PAUSED, NOW + 2)
@@ -80,20 +80,34 @@ def test_a_wake_up_while_held_is_kept_for_the_hand_back(store: Store) -> None:
     queued(store, "a")
     assert claim(store) == ["a"]
     store.send_signal("a", "go", "json", "1", NOW + 1)  # arrives while the run is held
-    store.release("a", NOW + 500)
+    store.release("a", "w1", NOW + 500)
     store.unlock("a")
     assert claim(store, now=NOW + 1) == ["a"]
+
+
+def test_a_release_by_a_worker_that_no_longer_holds_the_run_changes_nothing(store: Store) -> None:
+    queued(store, "a")
+    assert claim(store, worker="dead") == ["a"]
+    store.unlock("a")
+    store.unregister_worker("dead")  # declared dead: its run is ready, and another worker takes it
+    assert claim(store, now=time.time() + 1, worker="successor") == ["a"]
+    store.release("a", "dead", NOW, problem="WorkflowLockedError: ...", version="v1")  # the dead one, late
+    assert [r for r in store.workers()] == [] and claim(store, now=time.time() + 1, worker="third") == []
+    store.release("a", "successor", None)
+    store.unlock("a")
+    store.send_signal("a", "go", "json", "1", NOW)
+    assert claim(store, worker="third") == ["a"]  # no problem was recorded by the late release
 
 
 def test_a_child_ending_wakes_its_parent_and_an_ended_run_is_never_ready(store: Store) -> None:
     queued(store, "parent")
     assert claim(store) == ["parent"]
     queued(store, "child", parent="parent")
-    store.release("parent", None)
+    store.release("parent", "w1", None)
     store.unlock("parent")
     assert claim(store) == ["child"]
     store.record("child", result(1, at=NOW + 5), status=Status.COMPLETED)
-    store.release("child", None)
+    store.release("child", "w1", None)
     store.unlock("child")
     assert claim(store, now=NOW + 5) == ["parent"]
 
@@ -104,7 +118,7 @@ def test_a_fleet_wide_limit_counts_what_every_worker_holds(store: Store) -> None
         queued(store, f"r{i}")
     assert len(claim(store, worker="w1")) == 2
     assert claim(store, worker="w2") == []
-    store.release("r0", None)
+    store.release("r0", "w1", None)
     store.unlock("r0")
     assert claim(store, worker="w2") == ["r2"]
 
@@ -122,7 +136,7 @@ def test_a_rate_limit_counts_starts_not_wake_ups(store: Store) -> None:
     for i in range(4):
         queued(store, f"r{i}")
     assert claim(store) == ["r0", "r1"]
-    store.release("r0", NOW)
+    store.release("r0", "w1", NOW)
     store.unlock("r0")
     assert claim(store) == ["r0"]  # started already: waking it is not a start
     assert claim(store) == []
@@ -131,11 +145,11 @@ def test_a_rate_limit_counts_starts_not_wake_ups(store: Store) -> None:
 def test_a_problem_is_left_to_workers_of_other_code(store: Store) -> None:
     queued(store, "a")
     assert claim(store) == ["a"]
-    store.release("a", NOW, problem="NonDeterminismError: ...", version="v1")
+    store.release("a", "w1", NOW, problem="NonDeterminismError: ...", version="v1")
     store.unlock("a")
     assert claim(store, version="v1") == []
     assert claim(store, version="v2") == ["a"]
-    store.release("a", NOW)  # driven fine under v2: the problem is gone
+    store.release("a", "w1", NOW)  # driven fine under v2: the problem is gone
     store.unlock("a")
     assert claim(store, version="v1") == ["a"]
 
@@ -177,7 +191,7 @@ else:  # claim: take what the queue allows, hold it a moment, give it back; log 
         time.sleep(0.002 * len(got))
         t1 = time.time()
         for workflow_id in got:
-            store.release(workflow_id, time.time())
+            store.release(workflow_id, mode, time.time())
             store.unlock(workflow_id)
         log.extend([t0, t1] for _ in got)
     print(json.dumps(log), flush=True)

@@ -145,11 +145,13 @@ class Store(abc.ABC):
         one serialised transaction per queue, so racing claims never exceed them."""
 
     @abc.abstractmethod
-    def release(self, workflow_id: str, wake_at: float | None, problem: str | None = None,
+    def release(self, workflow_id: str, worker_id: str, wake_at: float | None, problem: str | None = None,
                 version: str | None = None) -> None:
-        """A worker gives a queued run back: ready again at ``wake_at`` (``None``: when something
-        wakes it), or at once if something woke it while it was held. ``problem``: why it could not
-        go on under code ``version`` (workers of that version leave it; others try it)."""
+        """Worker ``worker_id`` gives a queued run back: ready again at ``wake_at`` (``None``: when
+        something wakes it), or at once if something woke it while it was held. A no-op unless the
+        run is held by ``worker_id`` (a worker declared dead must not undo its successor's claim).
+        ``problem``: why it could not go on under code ``version`` (workers of that version leave it;
+        others try it)."""
 
     @abc.abstractmethod
     def next_ready(self, queues: Sequence[str]) -> float | None:

@@ -92,11 +92,11 @@ class MemoryWork:
             candidates = [Candidate(i, w.placement.key, w.started_at is not None) for i, w in found]
             return admit(candidates, limits, usage, capacity, take)
 
-    def release(self, workflow_id: str, wake_at: float | None, problem: str | None = None,
+    def release(self, workflow_id: str, worker_id: str, wake_at: float | None, problem: str | None = None,
                 version: str | None = None) -> None:
         with self._mutex:
             work = self._work.get(workflow_id)
-            if work is None:
+            if work is None or work.worker != worker_id:
                 return
             work.worker = None
             if work.ready_at is None or (wake_at is not None and wake_at < work.ready_at):

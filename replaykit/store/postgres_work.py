@@ -115,14 +115,14 @@ class PostgresWork:
             raise
         return taken
 
-    def release(self, workflow_id: str, wake_at: float | None, problem: str | None = None,
+    def release(self, workflow_id: str, worker_id: str, wake_at: float | None, problem: str | None = None,
                 version: str | None = None) -> None:
         with self._write() as conn:
             conn.execute(
                 "UPDATE replaykit_work SET worker = NULL, ready_at = CASE WHEN ready_at IS NULL THEN %s::float8 "
                 "WHEN %s::float8 IS NULL THEN ready_at ELSE least(ready_at, %s::float8) END, problem = %s, "
-                "problem_version = %s WHERE workflow_id = %s",
-                (wake_at, wake_at, wake_at, problem, version if problem else None, workflow_id))
+                "problem_version = %s WHERE workflow_id = %s AND worker = %s",
+                (wake_at, wake_at, wake_at, problem, version if problem else None, workflow_id, worker_id))
 
     def next_ready(self, queues: Sequence[str]) -> float | None:
         if not queues:

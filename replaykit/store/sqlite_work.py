@@ -94,12 +94,12 @@ def hold(conn: sqlite3.Connection, workflow_id: str, worker_id: str) -> None:
                  "WHERE workflow_id = ?", (worker_id, workflow_id))
 
 
-def release(conn: sqlite3.Connection, workflow_id: str, wake_at: float | None, problem: str | None,
-            version: str | None) -> None:
+def release(conn: sqlite3.Connection, workflow_id: str, worker_id: str, wake_at: float | None,
+            problem: str | None, version: str | None) -> None:
     conn.execute(
         "UPDATE work SET worker = NULL, ready_at = CASE WHEN ready_at IS NULL THEN ? WHEN ? IS NULL THEN ready_at "
-        "ELSE min(ready_at, ?) END, problem = ?, problem_version = ? WHERE workflow_id = ?",
-        (wake_at, wake_at, wake_at, problem, version if problem else None, workflow_id))
+        "ELSE min(ready_at, ?) END, problem = ?, problem_version = ? WHERE workflow_id = ? AND worker = ?",
+        (wake_at, wake_at, wake_at, problem, version if problem else None, workflow_id, worker_id))
 
 
 def next_ready(conn: sqlite3.Connection, queues: Sequence[str]) -> float | None:
@@ -191,10 +191,10 @@ class SqliteWork:
             raise
         return taken
 
-    def release(self, workflow_id: str, wake_at: float | None, problem: str | None = None,
+    def release(self, workflow_id: str, worker_id: str, wake_at: float | None, problem: str | None = None,
                 version: str | None = None) -> None:
         with self._transaction() as conn:
-            release(conn, workflow_id, wake_at, problem, version)
+            release(conn, workflow_id, worker_id, wake_at, problem, version)
 
     def next_ready(self, queues: Sequence[str]) -> float | None:
         return next_ready(self._conn(), queues) if queues else None
