@@ -256,3 +256,15 @@ def test_an_sqlite_store_of_schema_1_is_migrated_and_keeps_its_runs(tmp_path: Pa
     assert conn.execute("PRAGMA user_version").fetchall() == [(2,)]
     conn.close()
 
+
+
+def test_a_worker_whose_session_was_ended_learns_it_at_its_next_heartbeat(pg_url: str) -> None:
+    with open_store(pg_url) as store, open_store(pg_url) as other:
+        store.register_worker(record("cut-off"))
+        assert store.heartbeat("cut-off")
+        pid = other._read("SELECT backend FROM replaykit_workers WHERE id = 'cut-off'")[0][0]  # type: ignore[attr-defined]
+        other._read("SELECT pg_terminate_backend(%s)", (pid,))  # type: ignore[attr-defined]
+        wait_for(lambda: other.reap_workers(lease=30) == ["cut-off"])
+        assert not store.heartbeat("cut-off")
+        store.register_worker(record("cut-off"))  # registers again, on a new session
+        assert store.heartbeat("cut-off") and other.reap_workers(lease=30) == []

@@ -221,6 +221,8 @@ class AdvisoryLocks:
             try:
                 return int(self._conn.execute("SELECT pg_backend_pid()").fetchall()[0][0])
             except psycopg.Error as exc:
+                if not alive(self._conn):
+                    self._lost()  # the session ended: the server has released every lock it held
                 raise translate(self._where, exc) from exc
 
     def _locked(self, sql: str, key: str) -> bool:

@@ -152,6 +152,10 @@ class PostgresWork:
                  r.stopping, self._locks.backend()))
 
     def heartbeat(self, worker_id: str, stopping: bool = False) -> bool:
+        try:
+            self._locks.backend()  # a round trip on the lock connection: is its session still there?
+        except StoreError:
+            pass
         if not self._locks.holds(worker_key(worker_id)):
             return False  # its lock connection died: the others may have released its runs already
         with self._write() as conn:
