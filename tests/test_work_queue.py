@@ -268,3 +268,20 @@ def test_a_worker_whose_session_was_ended_learns_it_at_its_next_heartbeat(pg_url
         assert not store.heartbeat("cut-off")
         store.register_worker(record("cut-off"))  # registers again, on a new session
         assert store.heartbeat("cut-off") and other.reap_workers(lease=30) == []
+
+
+def test_a_silent_worker_past_its_lease_is_cut_off_and_its_runs_released(pg_url: str,
+                                                                         child_env: dict[str, str]) -> None:
+    with open_store(pg_url) as store:
+        queued(store, "a")
+        child = subprocess.Popen([PYTHON, "-c", _CHILD, pg_url, "register"], env=child_env, stdout=subprocess.PIPE,
+                                 text=True)
+        try:
+            assert child.stdout is not None and child.stdout.readline().strip() == "holding"
+            child.send_signal(signal.SIGSTOP)  # alive, its session open, but silent
+            assert store.reap_workers(lease=30) == []
+            wait_for(lambda: store.reap_workers(lease=0.2) == ["dying"])  # its session ended, then reaped
+            assert claim(store, now=time.time() + 1) == ["a"]
+        finally:
+            child.kill()
+            child.wait(timeout=10)
