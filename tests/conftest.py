@@ -66,6 +66,15 @@ def pg_url(pg_server: PgServer) -> Iterator[str]:
     yield pg_server.url(name)
     pg_server.release_database(name)
 
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """What a user passes as ``db``, once per store: a fresh SQLite path, then a fresh PostgreSQL database's URL."""
+    if request.param == "postgres":
+        return str(request.getfixturevalue("pg_url"))
+    return str(tmp_path / "store.db")
+
+
 pytest_plugins = ["pytester"]
 
 
