@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 import replaykit as rk
+from replaykit.store import open_store
 from replaykit.testing import TestEnv
 from replaykit.testing.crashes import assert_survives_crashes
 
@@ -66,7 +67,7 @@ def test_all_of_nothing_is_an_empty_list_and_any_of_nothing_is_refused() -> None
         rk.any()
 
 
-def test_activities_in_a_group_really_run_concurrently(db: str) -> None:
+def test_activities_in_a_group_really_run_concurrently(any_db: str) -> None:
     barrier = threading.Barrier(3, timeout=10)
 
     @rk.activity
@@ -78,12 +79,12 @@ def test_activities_in_a_group_really_run_concurrently(db: str) -> None:
     def flow(ctx: rk.Context):
         return (yield rk.all(meet(1), meet(2), meet(3)))
 
-    assert rk.run(flow, workflow_id="inline", db=db) == [1, 2, 3]  # rk.run too, despite inline activities
+    assert rk.run(flow, workflow_id="inline", db=any_db) == [1, 2, 3]  # rk.run too, despite inline activities
     with TestEnv() as env:
         assert env.run(flow) == [1, 2, 3]
 
 
-def test_first_failure_in_all_raises_and_cancels_the_rest(db: str) -> None:
+def test_first_failure_in_all_raises_and_cancels_the_rest(any_db: str) -> None:
     @rk.workflow
     def flow(ctx: rk.Context):
         try:
@@ -92,11 +93,11 @@ def test_first_failure_in_all_raises_and_cancels_the_rest(db: str) -> None:
             return f"caught {exc.args[0]}"
 
     started = time.monotonic()
-    assert rk.run(flow, workflow_id="f", db=db) == "caught bad"
+    assert rk.run(flow, workflow_id="f", db=any_db) == "caught bad"
     assert time.monotonic() - started < 5  # did not wait for the slow one
     time.sleep(0.2)
     assert ran == []  # the slow activity heard it was cancelled and stopped
-    with rk.SqliteStore(db) as store:
+    with open_store(any_db) as store:
         kinds = [(e.step, e.kind, e.outcome) for e in store.events("f")]
     assert (1, "activity", "ok") not in kinds and (2, "activity", "error") in kinds
 
@@ -163,24 +164,24 @@ def test_groups_survive_a_crash_anywhere(n: int) -> None:
     assert outcome.value == [[f"done a{i}" for i in range(n)], 1, [None, "done b"]]
 
 
-def test_replay_feeds_completions_in_the_recorded_order(db: str) -> None:
+def test_replay_feeds_completions_in_the_recorded_order(any_db: str) -> None:
     @rk.workflow(name="ordered")
     def ordered(ctx: rk.Context):
         index, value = yield rk.any(work("slow", 0.3), work("fast", 0.0))
         yield rk.wait_signal("go")
         return [index, value]
 
-    with rk.Engine(db) as engine:
+    with rk.Engine(any_db) as engine:
         engine.start(ordered, workflow_id="o")
         while [e.kind for e in engine.store.events("o")].count("activity") < 1:
             time.sleep(0.01)
         time.sleep(0.5)  # the slow loser finishes too, and must not be recorded
-    with rk.SqliteStore(db) as store:
+    with open_store(any_db) as store:
         recorded = [(e.step, e.name) for e in store.events("o") if e.kind == "activity"]
     assert len(recorded) == 1 and recorded[0][0] == 2
-    rk.send_signal(db, "o", "go")
+    rk.send_signal(any_db, "o", "go")
     ran.clear()
-    assert rk.run(ordered, workflow_id="o", db=db) == [1, "done fast"]
+    assert rk.run(ordered, workflow_id="o", db=any_db) == [1, "done fast"]
     assert ran == []  # replayed, nothing re-run
 
 

@@ -1,4 +1,4 @@
-"""Durable timers and signals, including signals sent from other processes."""
+"""Durable timers and signals, including signals sent from other processes, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 import replaykit as rk
+from replaykit.store import open_store
 
 from conftest import PYTHON
 from helpers import waits_for_approval
@@ -21,55 +22,55 @@ def nap(ctx: rk.Context, seconds: float):
 
 
 def _events(db: str, workflow_id: str) -> list[rk.Event]:
-    with rk.SqliteStore(db) as store:
+    with open_store(db) as store:
         return list(store.events(workflow_id))
 
 
-def test_timer_fires_at_its_deadline_not_before(db: str) -> None:
-    woke_at = rk.run(nap, 0.3, workflow_id="n", db=db)
-    start, timer, result = _events(db, "n")
+def test_timer_fires_at_its_deadline_not_before(any_db: str) -> None:
+    woke_at = rk.run(nap, 0.3, workflow_id="n", db=any_db)
+    start, timer, result = _events(any_db, "n")
     assert timer.kind == "timer" and timer.at >= start.at + 0.3
     assert abs(woke_at - timer.at) < 1e-5  # ctx.now() after the timer is the recorded firing time
 
 
-def test_timer_deadline_survives_a_restart(db: str) -> None:
-    with rk.Engine(db) as engine:
+def test_timer_deadline_survives_a_restart(any_db: str) -> None:
+    with rk.Engine(any_db) as engine:
         engine.start(nap, 1.5, workflow_id="n")
         time.sleep(0.5)
     restarted = time.time()
-    rk.run(nap, 1.5, workflow_id="n", db=db)
-    start, timer, _ = _events(db, "n")
+    rk.run(nap, 1.5, workflow_id="n", db=any_db)
+    start, timer, _ = _events(any_db, "n")
     assert timer.at >= start.at + 1.5
     # Counted from the original start, not from the restart.
     assert timer.at < restarted + 1.5 - 0.2
 
 
-def test_sleep_until_absolute_time(db: str) -> None:
+def test_sleep_until_absolute_time(any_db: str) -> None:
     @rk.workflow
     def until(ctx: rk.Context, when: float):
         yield rk.sleep_until(datetime.fromtimestamp(when, tz=timezone.utc))
         return "woke"
 
     target = time.time() + 0.3
-    assert rk.run(until, target, workflow_id="u", db=db) == "woke"
-    assert _events(db, "u")[1].at >= target
+    assert rk.run(until, target, workflow_id="u", db=any_db) == "woke"
+    assert _events(any_db, "u")[1].at >= target
 
 
-def test_signal_sent_before_the_wait_is_kept_in_the_inbox(db: str) -> None:
-    with rk.Engine(db) as engine:
+def test_signal_sent_before_the_wait_is_kept_in_the_inbox(any_db: str) -> None:
+    with rk.Engine(any_db) as engine:
         handle = engine.start(waits_for_approval, workflow_id="s")
         engine.signal("s", "approved", {"by": "ann"})
         assert handle.result(timeout=10) == {"answer": {"by": "ann"}}
 
 
-def test_signals_of_one_name_are_taken_in_order(db: str) -> None:
+def test_signals_of_one_name_are_taken_in_order(any_db: str) -> None:
     @rk.workflow
     def two(ctx: rk.Context):
         a = yield rk.wait_signal("n")
         b = yield rk.wait_signal("n")
         return [a, b]
 
-    with rk.Engine(db) as engine:
+    with rk.Engine(any_db) as engine:
         handle = engine.start(two, workflow_id="two")
         engine.signal("two", "other", 3)  # first: once both "n" arrive the run may end and refuse more mail
         engine.signal("two", "n", 1)
@@ -77,36 +78,36 @@ def test_signals_of_one_name_are_taken_in_order(db: str) -> None:
         assert handle.result(timeout=10) == [1, 2]
 
 
-def test_signal_timeout_returns_none_and_is_recorded(db: str) -> None:
-    assert rk.run(waits_for_approval, 0.2, workflow_id="t", db=db) == {"answer": None}
-    start, wait, _ = _events(db, "t")
+def test_signal_timeout_returns_none_and_is_recorded(any_db: str) -> None:
+    assert rk.run(waits_for_approval, 0.2, workflow_id="t", db=any_db) == {"answer": None}
+    start, wait, _ = _events(any_db, "t")
     assert (wait.kind, wait.name, wait.outcome) == ("signal", "approved", "timeout")
     assert wait.at >= start.at + 0.2
 
 
-def test_signal_from_a_shell_command_reaches_a_waiting_workflow(db: str, child_env: dict[str, str]) -> None:
-    with rk.Engine(db, poll_interval=0.02) as engine:
+def test_signal_from_a_shell_command_reaches_a_waiting_workflow(any_db: str, child_env: dict[str, str]) -> None:
+    with rk.Engine(any_db, poll_interval=0.02) as engine:
         handle = engine.start(waits_for_approval, workflow_id="order-1")
         _wait_until_waiting(engine, "order-1")
-        subprocess.run([PYTHON, "-m", "replaykit", "signal", db, "order-1", "approved", '{"by": "bob"}'],
+        subprocess.run([PYTHON, "-m", "replaykit", "signal", any_db, "order-1", "approved", '{"by": "bob"}'],
                        check=True, env=child_env, timeout=60)
         assert handle.result(timeout=10) == {"answer": {"by": "bob"}}
 
 
-def test_signal_from_another_python_process(db: str, child_env: dict[str, str]) -> None:
+def test_signal_from_another_python_process(any_db: str, child_env: dict[str, str]) -> None:
     code = "import replaykit as rk, sys; rk.send_signal(sys.argv[1], 'order-2', 'approved', ('a', 1))"
-    with rk.Engine(db, poll_interval=0.02) as engine:
+    with rk.Engine(any_db, poll_interval=0.02) as engine:
         handle = engine.start(waits_for_approval, workflow_id="order-2")
         _wait_until_waiting(engine, "order-2")
-        subprocess.run([PYTHON, "-c", code, db], check=True, env=child_env, timeout=60)
+        subprocess.run([PYTHON, "-c", code, any_db], check=True, env=child_env, timeout=60)
         assert handle.result(timeout=10) == {"answer": ("a", 1)}  # pickled: a tuple stays a tuple
 
 
-def test_signal_to_unknown_workflow_is_an_error(db: str, child_env: dict[str, str]) -> None:
-    rk.run(waits_for_approval, 0, workflow_id="exists", db=db)
+def test_signal_to_unknown_workflow_is_an_error(any_db: str, child_env: dict[str, str]) -> None:
+    rk.run(waits_for_approval, 0, workflow_id="exists", db=any_db)
     with pytest.raises(rk.WorkflowNotFoundError, match="no workflow with id 'nope'"):
-        rk.send_signal(db, "nope", "approved", True)
-    done = subprocess.run([PYTHON, "-m", "replaykit", "signal", db, "nope", "approved"],
+        rk.send_signal(any_db, "nope", "approved", True)
+    done = subprocess.run([PYTHON, "-m", "replaykit", "signal", any_db, "nope", "approved"],
                           env=child_env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1 and "no workflow with id 'nope'" in done.stderr
 
