@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -13,6 +12,7 @@ import replaykit as rk
 from replaykit import payloads
 from replaykit.context import Context
 from replaykit.history import ERROR, OK, START, Event
+from replaykit.store import open_store
 from replaykit.testing import TestEnv
 
 
@@ -21,8 +21,8 @@ def waits(ctx: Context):
     yield rk.wait_signal("never")
 
 
-def test_the_result_of_a_cancelled_run_is_workflow_cancelled_with_its_reason(db: str) -> None:
-    with rk.Engine(db, poll_interval=0.02) as engine:
+def test_the_result_of_a_cancelled_run_is_workflow_cancelled_with_its_reason(any_db: str) -> None:
+    with rk.Engine(any_db, poll_interval=0.02) as engine:
         handle = engine.start(waits, workflow_id="w")
         engine.cancel("w", "customer asked")
         with pytest.raises(rk.WorkflowCancelled) as err:
@@ -34,13 +34,13 @@ def test_the_result_of_a_cancelled_run_is_workflow_cancelled_with_its_reason(db:
     assert not isinstance(cancelled, rk.WorkflowTimedOut)
     assert "customer asked" in str(cancelled)
     with pytest.raises(rk.WorkflowCancelled, match="customer asked"):  # a rerun reads the recorded end
-        rk.run(waits, workflow_id="w", db=db)
+        rk.run(waits, workflow_id="w", db=any_db)
 
 
-def test_cancelling_a_pending_run_ends_it_cancelled(db: str) -> None:
-    with rk.Engine(db) as engine:
+def test_cancelling_a_pending_run_ends_it_cancelled(any_db: str) -> None:
+    with rk.Engine(any_db) as engine:
         engine.start(waits, workflow_id="later", start_delay=timedelta(days=1))
-        rk.cancel(db, "later", "not needed")
+        rk.cancel(any_db, "later", "not needed")
         handle = engine.handle("later")
         with pytest.raises(rk.WorkflowCancelled, match="not needed"):
             handle.result(timeout=10)
@@ -114,7 +114,7 @@ def test_a_parent_that_lets_its_childs_cancellation_escape_ends_cancelled() -> N
     assert err.value.workflow_id == "esc"
 
 
-def test_a_parent_history_recorded_before_the_change_replays_as_recorded(db: str) -> None:
+def test_a_parent_history_recorded_before_the_change_replays_as_recorded(any_db: str) -> None:
     """Histories where a cancelled child was recorded as WorkflowFailed keep replaying that way."""
 
     @rk.workflow(name="old-parent")
@@ -129,10 +129,10 @@ def test_a_parent_history_recorded_before_the_change_replays_as_recorded(db: str
 
     old = rk.WorkflowFailed("old/1", "replaykit.errors.Cancelled", "cancelled", "")
     start = '{"args":[],"kwargs":{},"seed":1,"rules":2}'
-    with rk.SqliteStore(db) as store:
+    with open_store(any_db) as store:
         store.create("old", "old-parent", Event(0, 0, START, "old-parent", time.time(), OK, "json", start))
         store.record("old", Event(1, 1, "child", "sleepy-stage", time.time(), ERROR, *payloads.encode_error(old)))
-    assert rk.run(parent, workflow_id="old", db=db) == "failed: replaykit.errors.Cancelled"
+    assert rk.run(parent, workflow_id="old", db=any_db) == "failed: replaykit.errors.Cancelled"
 
 
 def test_a_cancelled_scheduled_run_does_not_end_its_schedule() -> None:
@@ -154,14 +154,13 @@ def test_a_cancelled_scheduled_run_does_not_end_its_schedule() -> None:
         assert len(fired) >= 2
 
 
-def test_a_delayed_run_cancelled_from_elsewhere_ends_its_handle_at_once(tmp_path: Path) -> None:
-    db = str(tmp_path / "s.db")
-    with rk.Engine(db) as engine:
+def test_a_delayed_run_cancelled_from_elsewhere_ends_its_handle_at_once(any_db: str) -> None:
+    with rk.Engine(any_db) as engine:
         handle = engine.start(waits, workflow_id="later", start_delay=timedelta(hours=1))
         deadline = time.monotonic() + 10
         while engine._timers.next_deadline() is None:  # the engine has parked it until its start time
             assert time.monotonic() < deadline
             time.sleep(0.01)
-        rk.cancel(db, "later", "not needed")  # as another process would, by path
+        rk.cancel(any_db, "later", "not needed")  # as another process would, by path or URL
         with pytest.raises(rk.WorkflowCancelled, match="not needed"):
             handle.result(timeout=10)
