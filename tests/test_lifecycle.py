@@ -1,4 +1,4 @@
-"""Cancellation, pause/resume, queries and custom status, child workflows, sagas."""
+"""Cancellation, pause/resume, queries and custom status, child workflows, sagas (the engine tests on SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ def test_a_cancelled_history_replays_and_resumes_mid_compensation() -> None:
     assert log == ["compensated", "finally"]
 
 
-def test_cancel_from_another_process_tells_running_activities(db: str, child_env: dict[str, str]) -> None:
+def test_cancel_from_another_process_tells_running_activities(any_db: str, child_env: dict[str, str]) -> None:
     @rk.workflow(name="with-long-job")
     def flow(ctx: rk.Context):
         try:
@@ -96,10 +96,10 @@ def test_cancel_from_another_process_tells_running_activities(db: str, child_env
         except rk.Cancelled:
             return "cancelled cleanly"
 
-    with rk.Engine(db, poll_interval=0.02) as engine:
+    with rk.Engine(any_db, poll_interval=0.02) as engine:
         handle = engine.start(flow, workflow_id="lj")
         time.sleep(0.2)
-        subprocess.run([PYTHON, "-c", "import replaykit as rk, sys; rk.cancel(sys.argv[1], 'lj')", db],
+        subprocess.run([PYTHON, "-c", "import replaykit as rk, sys; rk.cancel(sys.argv[1], 'lj')", any_db],
                        env=child_env, check=True, timeout=60)
         assert handle.result(timeout=10) == "cancelled cleanly"
         assert handle.status() is rk.Status.COMPLETED  # it caught Cancelled and returned
@@ -135,7 +135,7 @@ def test_cancelling_a_run_that_has_not_started_yet() -> None:
     assert log == []
 
 
-def test_pause_stops_at_the_next_yield_and_resume_continues(db: str) -> None:
+def test_pause_stops_at_the_next_yield_and_resume_continues(any_db: str) -> None:
     @rk.workflow(name="pausable")
     def flow(ctx: rk.Context):
         for i in range(4):
@@ -143,7 +143,7 @@ def test_pause_stops_at_the_next_yield_and_resume_continues(db: str) -> None:
             yield note(f"step {i}")
         return "done"
 
-    with rk.Engine(db) as engine:
+    with rk.Engine(any_db) as engine:
         handle = engine.start(flow, workflow_id="p")
         while not log:
             time.sleep(0.01)
@@ -153,7 +153,7 @@ def test_pause_stops_at_the_next_yield_and_resume_continues(db: str) -> None:
         paused_at = len(log)
         assert paused_at <= 2  # at most the step under way when pausing finished
     # Paused survives a restart: a new engine does not pick it up...
-    with rk.Engine(db, workflows=[flow]) as engine:
+    with rk.Engine(any_db, workflows=[flow]) as engine:
         assert engine.recover() == []
         time.sleep(0.3)
         assert len(log) == paused_at
@@ -161,9 +161,9 @@ def test_pause_stops_at_the_next_yield_and_resume_continues(db: str) -> None:
         assert engine.resume("p").result(timeout=10) == "done"
     assert log == [f"step {i}" for i in range(4)]
     with pytest.raises(rk.IllegalTransitionError, match="completed; it cannot become paused"):
-        rk.pause(db, "p")
+        rk.pause(any_db, "p")
     with pytest.raises(rk.IllegalTransitionError, match="not paused"):
-        rk.resume(db, "p")
+        rk.resume(any_db, "p")
 
 
 @rk.workflow(name="progressing")
@@ -183,9 +183,9 @@ def progressing(ctx: rk.Context, total: int):
     return "all done"
 
 
-def test_queries_answer_from_replayed_state_and_custom_status_is_visible(db: str,
+def test_queries_answer_from_replayed_state_and_custom_status_is_visible(any_db: str,
                                                                           child_env: dict[str, str]) -> None:
-    with rk.Engine(db, poll_interval=0.02) as engine:
+    with rk.Engine(any_db, poll_interval=0.02) as engine:
         handle = engine.start(progressing, 4, workflow_id="q")
         while len(log) < 2:
             time.sleep(0.01)
@@ -194,7 +194,7 @@ def test_queries_answer_from_replayed_state_and_custom_status_is_visible(db: str
         assert engine.query("q", "progress", unit="rows") == "2/4 rows"
         assert engine.store.info("q").custom_status == {"done": 2}  # type: ignore[union-attr]
         code = "import replaykit as rk, sys; import test_lifecycle; print(rk.query(sys.argv[1], 'q', 'progress'))"
-        other = subprocess.run([PYTHON, "-c", code, db], env=child_env, capture_output=True, text=True, timeout=60)
+        other = subprocess.run([PYTHON, "-c", code, any_db], env=child_env, capture_output=True, text=True, timeout=60)
         assert other.stdout.strip() == "2/4 items", other.stderr
         with pytest.raises(LookupError, match="has no query 'nope'; it answers: progress"):
             engine.query("q", "nope")
@@ -297,24 +297,24 @@ def _unused(*_: Any) -> None:
     pass
 
 
-def test_cancel_pause_and_resume_from_a_shell(db: str, child_env: dict[str, str]) -> None:
+def test_cancel_pause_and_resume_from_a_shell(any_db: str, child_env: dict[str, str]) -> None:
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([PYTHON, "-m", "replaykit", *args], env=child_env, capture_output=True, text=True,
                               timeout=60)
 
-    with rk.Engine(db, poll_interval=0.02) as engine:
+    with rk.Engine(any_db, poll_interval=0.02) as engine:
         handle = engine.start(cancellable, workflow_id="shell")
         while "started" not in log:
             time.sleep(0.01)
-        assert cli("pause", db, "shell").returncode == 0
+        assert cli("pause", any_db, "shell").returncode == 0
         assert handle.status() is rk.Status.PAUSED
-        assert cli("resume", db, "shell").returncode == 0
-        assert cli("cancel", db, "shell").returncode == 0
+        assert cli("resume", any_db, "shell").returncode == 0
+        assert cli("cancel", any_db, "shell").returncode == 0
         with pytest.raises(rk.WorkflowCancelled):
             handle.result(timeout=10)
-    refused = cli("resume", db, "shell")
+    refused = cli("resume", any_db, "shell")
     assert refused.returncode == 1 and "is cancelled, not paused" in refused.stderr
-    history = cli("history", db, "shell").stdout
+    history = cli("history", any_db, "shell").stdout
     assert "cancel 'Cancelled'" in history and "step 1" in history
 
 
@@ -355,11 +355,11 @@ def test_a_failed_child_replays_as_the_same_exception() -> None:
     assert outcome.value == "child crash-check/1 failed: stage broke"
 
 
-def test_rerunning_a_paused_workflow_says_so_instead_of_waiting_forever(db: str) -> None:
-    with rk.Engine(db) as engine:
+def test_rerunning_a_paused_workflow_says_so_instead_of_waiting_forever(any_db: str) -> None:
+    with rk.Engine(any_db) as engine:
         engine.start(cancellable, workflow_id="paused")
         while "started" not in log:
             time.sleep(0.01)
         engine.pause("paused")
     with pytest.raises(rk.WorkflowPausedError, match="'paused' is paused; resume it"):
-        rk.run(cancellable, workflow_id="paused", db=db)
+        rk.run(cancellable, workflow_id="paused", db=any_db)
