@@ -1,4 +1,6 @@
-"""Cancellation, pause/resume, queries and custom status, child workflows, sagas (the engine tests on SQLite and PostgreSQL)."""
+"""Cancellation, pause/resume, queries and custom status, child workflows, sagas.
+
+The tests that take ``any_db`` run on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
