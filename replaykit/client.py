@@ -106,6 +106,7 @@ class Client:
         are claimed first. ``key``: the partition the queue's ``per_key`` limit counts. ``timeout``
         bounds the whole run; ``start_at`` / ``start_delay`` make it ``pending`` until then.
         """
+        self._may_start(workflow_id)
         wf = as_workflow(workflow)
         register(wf)
         now = time.time()
@@ -118,6 +119,9 @@ class Client:
         if not self.store.create(workflow_id, wf.name, start, status, placement=placement):
             _check_same_run(self.store, workflow_id, wf, args, kwargs)
         return self.handle(workflow_id)
+
+    def _may_start(self, workflow_id: str) -> None:
+        """Refuse a start (a stopping worker does)."""
 
     def handle(self, workflow_id: str) -> WorkflowHandle[Any]:
         """A handle on an existing run: ``result(timeout)`` waits for its end, wherever it is driven."""

@@ -36,7 +36,7 @@ from typing import Any
 from .client import Client
 from .clock import monotonic
 from .errors import ReplayKitError, StoreError, WorkerStoppingError
-from .store import Store, open_store
+from .store import Store
 from .store.work import Queue, WorkerRecord
 from .worker_engine import WorkerEngine
 from .workflow import Workflow, as_workflow, register
@@ -44,9 +44,10 @@ from .workflow import Workflow, as_workflow, register
 log = logging.getLogger("replaykit")
 
 
-class Worker:
+class Worker(Client):
     """Claims and drives queued runs of ``workflows`` from ``queues`` until :meth:`stop` (or SIGTERM
-    in :meth:`run`). It starts working as soon as it is made.
+    in :meth:`run`). It starts working as soon as it is made. It is also a :class:`Client` of its
+    store (``start``, ``signal``, ``cancel``, ..., ``workers``), refusing starts once stopping.
 
     ``queues``: names, or :class:`Queue` objects whose limits are stored for every worker.
     ``concurrency``: at most this many runs held at once by this worker. ``activity_threads``:
@@ -78,19 +79,18 @@ class Worker:
             raise ValueError("a worker needs at least one queue to take work from")
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1; got {concurrency!r}")
-        self._workflows = [as_workflow(w) for w in workflows]
-        if not self._workflows:
+        served = [as_workflow(w) for w in workflows]
+        if not served:
             raise ValueError("a worker needs the workflows it may drive: Worker(db, workflows=[...])")
-        for wf in self._workflows:
+        for wf in served:
             register(wf)
-        self.store: Store = db if isinstance(db, Store) else open_store(db, durability=durability)
-        self._own_store = not isinstance(db, Store)
+        super().__init__(db, durability=durability, workflows=served)
         self._queues = [q if isinstance(q, Queue) else Queue(q) for q in queues]
-        self._names = [wf.name for wf in self._workflows]
+        self._names = [wf.name for wf in served]
         self._capacity = concurrency
-        self._heartbeat, self._lease, self._grace, self._poll = heartbeat, lease, grace, poll_interval
+        self._heartbeat, self._lease, self._grace, self._claim_poll = heartbeat, lease, grace, poll_interval
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
-        self.version = version or code_version(self._workflows)
+        self.version = version or code_version(served)
         self._held: dict[str, str] = {}  # run id -> its queue, from its claim until its lock is given back
         self._mutex = threading.Lock()
         self._wakeup = threading.Event()  # room freed, or stop asked
@@ -98,13 +98,12 @@ class Worker:
         self._stop_requested = False
         self.stopping = False
         self._stopped = False
-        self._client = Client(self.store, poll_interval=0.05)
         try:
-            for queue in self._queues:
-                if isinstance(queue, Queue) and (queue.limited or queue.worker_concurrency is not None):
+            for queue in queues:
+                if isinstance(queue, Queue):  # given with its limits (a plain name leaves them as stored)
                     self.store.set_queue(queue)
             self._register()
-            self._engine = WorkerEngine(self.store, self, workflows=self._workflows,
+            self._engine = WorkerEngine(self.store, self, workflows=served,
                                         activity_threads=activity_threads, warn_nondeterminism=warn_nondeterminism)
         except BaseException:
             if self._own_store:
@@ -115,16 +114,11 @@ class Worker:
 
     # -- public API ---------------------------------------------------------------------
 
-    def start(self, workflow: Workflow[..., Any] | Any, /, *args: Any, workflow_id: str, queue: str | None = None,
-              **options: Any) -> Any:
-        """Queue a run, as :meth:`Client.start` does (in this worker's first queue by default);
-        any worker serving the queue may drive it. Refused once the worker is stopping."""
+    def _may_start(self, workflow_id: str) -> None:
         if self.stopping:
             raise WorkerStoppingError(
                 f"worker {self.worker_id} is stopping and takes no new runs; start {workflow_id!r} through "
                 "an rk.Client or another worker")
-        return self._client.start(workflow, *args, workflow_id=workflow_id,
-                                  queue=queue or self._queues[0].name, **options)
 
     def run(self) -> None:
         """Work until :meth:`stop`, SIGTERM or Ctrl-C (then stop gracefully, as :meth:`stop` says)."""
@@ -183,6 +177,10 @@ class Worker:
         with self._mutex:
             self._held.pop(workflow_id, None)
         self._wakeup.set()
+
+    def close(self) -> None:
+        """The same as :meth:`stop`."""
+        self.stop()
 
     def __enter__(self) -> Worker:
         return self
@@ -249,7 +247,7 @@ class Worker:
     def _idle(self, next_beat: float) -> None:
         """Wait for work: until told (a store change, room freed), a run's ready time, the next
         heartbeat, or the poll interval (with jitter: a fleet does not poll in step)."""
-        until = min(next_beat, monotonic() + self._poll * random.uniform(0.5, 1.0))
+        until = min(next_beat, monotonic() + self._claim_poll * random.uniform(0.5, 1.0))
         try:
             ready = self.store.next_ready([q.name for q in self._queues])
         except StoreError:

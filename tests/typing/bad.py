@@ -76,3 +76,12 @@ def scripts(db: str) -> None:
         handle = engine.start(order, "o-2", workflow_id="o2")
         count: int = handle.result(timeout=5)  # E the handle gives a str
     print(total, count)
+
+
+def scale_out(db: str) -> None:
+    with rk.Client(db) as client:
+        client.start(order, 42, workflow_id="o")  # E wrong workflow argument type
+        client.start(order, "o-1", workflow_id="o", queue=3)  # E a queue is named by a string
+        late: int = client.start(order, "o-1", workflow_id="o").result()  # E the handle gives a str
+    rk.Worker(db, workflows=[order], queues=[rk.Queue("q", rate=10)])  # E rate is (starts, seconds)
+    print(late)

@@ -148,3 +148,18 @@ def testing(db: str) -> None:
         for event in store.events("x"):
             print(event.describe())
     print(replay(misc, "history.json").ok)
+
+
+def scale_out(db: str) -> None:
+    with rk.Client(db) as client:
+        handle = client.start(order, "o-1", workflow_id="o", queue="orders", priority=2, key="tenant-1")
+        assert_type(handle.result(timeout=1), str)
+        client.signal("o", "approved", True)
+        workers: list[rk.WorkerRecord] = client.workers()
+        print(workers, client.list(rk.Status.RUNNING)[0].queue)
+    bulk = rk.Queue("bulk", concurrency=3, worker_concurrency=1, rate=(10, 1.0), per_key=1)
+    queues: list[str | rk.Queue] = ["orders", bulk]
+    with rk.Worker(db, workflows=[order, order_async], queues=queues, concurrency=8) as worker:
+        assert_type(worker.start(order_async, "o-2", 5, workflow_id="o2").result(), str)
+        worker.request_stop()
+    rk.Worker(db, workflows=[order]).run()
