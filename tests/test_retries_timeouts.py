@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import replaykit as rk
+from replaykit.store import open_store
 from replaykit.testing import TestEnv
 from replaykit.testing.crashes import assert_survives_crashes
 
@@ -135,7 +136,7 @@ def test_retries_survive_a_crash_anywhere() -> None:
     assert assert_survives_crashes(flow).value == 10
 
 
-def test_start_to_close_timeout_is_raised_at_the_yield(db: str) -> None:
+def test_start_to_close_timeout_is_raised_at_the_yield(any_db: str) -> None:
     @rk.activity(timeout=0.2)
     def hangs() -> None:
         for _ in range(100):
@@ -150,11 +151,11 @@ def test_start_to_close_timeout_is_raised_at_the_yield(db: str) -> None:
             return [exc.kind, exc.seconds]
 
     started = time.monotonic()
-    assert rk.run(flow, workflow_id="t", db=db) == ["start_to_close", 0.2]
+    assert rk.run(flow, workflow_id="t", db=any_db) == ["start_to_close", 0.2]
     assert time.monotonic() - started < 3
 
 
-def test_heartbeat_timeout_and_retry_after_it(db: str) -> None:
+def test_heartbeat_timeout_and_retry_after_it(any_db: str) -> None:
     @rk.activity(heartbeat_timeout=0.3, retry=rk.RetryPolicy(max_attempts=2, backoff=rk.Fixed(0)))
     def beats_then_hangs() -> str:
         attempt = rk.activity_info().attempt
@@ -171,13 +172,13 @@ def test_heartbeat_timeout_and_retry_after_it(db: str) -> None:
     def flow(ctx: rk.Context):
         return (yield beats_then_hangs())
 
-    assert rk.run(flow, workflow_id="h", db=db) == "second attempt ok"
-    with rk.SqliteStore(db) as store:
+    assert rk.run(flow, workflow_id="h", db=any_db) == "second attempt ok"
+    with open_store(any_db) as store:
         first = [e for e in store.events("h") if e.kind == "activity"][0].value()
     assert first["type"] == "replaykit.errors.ActivityTimeoutError" and "heartbeat" in first["message"]
 
 
-def test_schedule_to_close_bounds_all_attempts(db: str) -> None:
+def test_schedule_to_close_bounds_all_attempts(any_db: str) -> None:
     @rk.activity(schedule_to_close=0.5, retry=rk.RetryPolicy(max_attempts=None, backoff=rk.Fixed(0.05)))
     def never_works() -> None:
         raise Flaky("down")
@@ -189,7 +190,7 @@ def test_schedule_to_close_bounds_all_attempts(db: str) -> None:
         except rk.ActivityTimeoutError as exc:
             return exc.kind
 
-    assert rk.run(flow, workflow_id="s", db=db) == "schedule_to_close"
+    assert rk.run(flow, workflow_id="s", db=any_db) == "schedule_to_close"
 
 
 def test_run_timeout_raises_timed_out_at_the_current_yield() -> None:
@@ -216,15 +217,15 @@ def test_run_timeout_raises_timed_out_at_the_current_yield() -> None:
     assert cleaned == ["yes"]  # the finally block ran, and its activity too
 
 
-def test_run_timeout_survives_a_restart(db: str) -> None:
+def test_run_timeout_survives_a_restart(any_db: str) -> None:
     @rk.workflow(name="waits-long")
     def waits(ctx: rk.Context):
         yield rk.wait_signal("never")
 
-    with rk.Engine(db) as engine:
+    with rk.Engine(any_db) as engine:
         engine.start(waits, workflow_id="w", timeout=0.6)
         time.sleep(0.2)
     started = time.monotonic()
     with pytest.raises(rk.WorkflowTimedOut):
-        rk.run(waits, workflow_id="w", db=db)
+        rk.run(waits, workflow_id="w", db=any_db)
     assert time.monotonic() - started < 1.0  # the deadline counts from the first start
