@@ -7,16 +7,14 @@ import subprocess
 import pytest
 
 import replaykit as rk
-from replaykit.store import MemoryStore, SqliteStore
+from replaykit.store import Store, open_store
 
 from conftest import PYTHON
 from helpers import adder, waits_for_approval
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "memory"])
-def test_a_signal_to_a_finished_run_is_refused_by_the_store(db: str, kind: str) -> None:
-    store = SqliteStore(db) if kind == "sqlite" else MemoryStore()
-    with store:
+def test_a_signal_to_a_finished_run_is_refused_by_the_store(store: Store) -> None:
+    with store:  # on each kind of store (the conftest ``store`` fixture)
         assert rk.run(adder, 2, workflow_id="done", db=store) == 1
         with pytest.raises(rk.IllegalTransitionError,
                            match="workflow 'done' is completed; it can no longer take signals"):
@@ -26,23 +24,23 @@ def test_a_signal_to_a_finished_run_is_refused_by_the_store(db: str, kind: str) 
         assert store.inbox() == set()
 
 
-def test_cli_refuses_a_signal_to_a_finished_run(db: str, child_env: dict[str, str]) -> None:
-    rk.run(adder, 2, workflow_id="done", db=db)
-    out = subprocess.run([PYTHON, "-m", "replaykit", "signal", db, "done", "approved", "true"],
+def test_cli_refuses_a_signal_to_a_finished_run(any_db: str, child_env: dict[str, str]) -> None:
+    rk.run(adder, 2, workflow_id="done", db=any_db)
+    out = subprocess.run([PYTHON, "-m", "replaykit", "signal", any_db, "done", "approved", "true"],
                          capture_output=True, text=True, env=child_env, timeout=30)
     assert out.returncode == 1
     assert out.stderr == "replaykit: workflow 'done' is completed; it can no longer take signals\n"
-    with SqliteStore(db) as store:
+    with open_store(any_db) as store:
         assert store.inbox() == set()
 
 
-def test_signals_and_cancels_to_running_runs_still_arrive(db: str) -> None:
-    with rk.Engine(db) as engine:
+def test_signals_and_cancels_to_running_runs_still_arrive(any_db: str) -> None:
+    with rk.Engine(any_db) as engine:
         handle = engine.start(waits_for_approval, workflow_id="w")
-        rk.send_signal(db, "w", "approved", "yes")
+        rk.send_signal(any_db, "w", "approved", "yes")
         assert handle.result(timeout=10) == {"answer": "yes"}
         engine.start(waits_for_approval, workflow_id="c")
-        rk.cancel(db, "c")
+        rk.cancel(any_db, "c")
         with pytest.raises((rk.Cancelled, rk.WorkflowFailed)):  # WorkflowCancelled once issue 8's item 11 lands
             engine.handle("c").result(timeout=10)
         assert engine.handle("c").status() is rk.Status.CANCELLED
@@ -54,8 +52,8 @@ def parent(ctx: rk.Context):
     return "parent done"
 
 
-def test_a_child_that_lost_is_cancelled_through_its_inbox(db: str) -> None:
-    with rk.Engine(db) as engine:
+def test_a_child_that_lost_is_cancelled_through_its_inbox(any_db: str) -> None:
+    with rk.Engine(any_db) as engine:
         assert engine.start(parent, workflow_id="par").result(timeout=10) == "parent done"
         with pytest.raises((rk.Cancelled, rk.WorkflowFailed)):
             engine.handle("kid").result(timeout=10)
