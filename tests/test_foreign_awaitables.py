@@ -14,6 +14,7 @@ import pytest
 
 import replaykit as rk
 from replaykit.context import Context
+from replaykit.store import open_store
 from replaykit.testing import TestEnv
 
 from helpers import line_of
@@ -83,18 +84,18 @@ if sys.version_info >= (3, 11):
 
 @pytest.mark.parametrize("foreign", FOREIGN, ids=lambda f: f.__name__)
 def test_a_foreign_await_is_refused_naming_the_line_and_nothing_is_recorded(
-        db: str, foreign: Callable[[], Any]) -> None:
+        any_db: str, foreign: Callable[[], Any]) -> None:
     async def flow(ctx: Context) -> str:
         await note("before")
         await foreign()  # the foreign await
         return "unreachable"
 
     with pytest.raises(rk.InvalidCommandError) as err:
-        rk.run(rk.workflow(flow, name="async-flow"), workflow_id="f", db=db)
+        rk.run(rk.workflow(flow, name="async-flow"), workflow_id="f", db=any_db)
     message = str(err.value)
     assert f"{__file__}:" in message and "asyncio" in message and "Nothing was recorded" in message
     assert "no running event loop" not in message
-    with rk.SqliteStore(db) as store:
+    with open_store(any_db) as store:
         assert [e.kind for e in store.events("f")] == ["start", "activity"]
         info = store.info("f")
         assert info is not None and info.status is rk.Status.RUNNING
@@ -104,7 +105,7 @@ def test_a_foreign_await_is_refused_naming_the_line_and_nothing_is_recorded(
         await rk.sleep(0.01)
         return before + " and after"
 
-    assert rk.run(rk.workflow(fixed, name="async-flow"), workflow_id="f", db=db) == "before and after"
+    assert rk.run(rk.workflow(fixed, name="async-flow"), workflow_id="f", db=any_db) == "before and after"
 
 
 def test_the_message_names_the_workflow_line_and_says_what_to_do() -> None:
@@ -149,7 +150,7 @@ def test_a_future_of_a_real_loop_is_refused_and_the_loop_is_untouched() -> None:
         loop.close()
 
 
-def test_a_query_from_inside_a_running_loop_neither_uses_nor_loses_that_loop(db: str) -> None:
+def test_a_query_from_inside_a_running_loop_neither_uses_nor_loses_that_loop(any_db: str) -> None:
     @rk.workflow(name="queried-async")
     async def flow(ctx: Context) -> None:
         ctx.set_query_handler("where", lambda: "here")
@@ -159,16 +160,16 @@ def test_a_query_from_inside_a_running_loop_neither_uses_nor_loses_that_loop(db:
     async def foreign(ctx: Context) -> None:
         await asyncio.sleep(0.5)
 
-    with rk.Engine(db) as engine:
+    with rk.Engine(any_db) as engine:
         engine.start(flow, workflow_id="q")
         with pytest.raises(rk.InvalidCommandError):
             engine.start(foreign, workflow_id="qf").result(timeout=10)
 
     async def main() -> tuple[Any, str, bool]:
         running = asyncio.get_running_loop()
-        answer = rk.query(db, "q", "where")
+        answer = rk.query(any_db, "q", "where")
         with pytest.raises(rk.InvalidCommandError):
-            rk.query(db, "qf", "anything")
+            rk.query(any_db, "qf", "anything")
         await asyncio.sleep(0)  # the real loop still runs this coroutine
         return answer, "ok", asyncio.get_running_loop() is running
 
@@ -191,7 +192,7 @@ def test_async_workflows_that_await_only_commands_and_helpers_still_work() -> No
         assert env.run(flow, workflow_id="p") == ["a", "b", ["c", None]]
 
 
-def test_asyncio_inside_activities_is_fine(db: str) -> None:
+def test_asyncio_inside_activities_is_fine(any_db: str) -> None:
     @rk.activity
     async def fetch(x: int) -> int:
         await asyncio.sleep(0.01)
@@ -201,8 +202,8 @@ def test_asyncio_inside_activities_is_fine(db: str) -> None:
     async def flow(ctx: Context) -> int:
         return await fetch(21)
 
-    assert rk.run(flow, workflow_id="aa", db=db) == 42
-    with rk.Engine(db) as engine:
+    assert rk.run(flow, workflow_id="aa", db=any_db) == 42
+    with rk.Engine(any_db) as engine:
         assert engine.start(flow, workflow_id="ab").result(timeout=10) == 42
 
 
@@ -226,7 +227,7 @@ def test_async_workflows_step_without_importing_asyncio(monkeypatch: pytest.Monk
     assert "asyncio" not in sys.modules and "asyncio.events" not in sys.modules
 
 
-def test_an_asyncio_error_of_an_async_activity_is_the_workflows_failure_not_a_foreign_await(db: str) -> None:
+def test_an_asyncio_error_of_an_async_activity_is_the_workflows_failure_not_a_foreign_await(any_db: str) -> None:
     @rk.activity
     async def too_slow() -> None:
         await asyncio.wait_for(asyncio.sleep(5), timeout=0.01)  # raises TimeoutError inside asyncio
@@ -236,7 +237,7 @@ def test_an_asyncio_error_of_an_async_activity_is_the_workflows_failure_not_a_fo
         await too_slow()
 
     with pytest.raises(rk.WorkflowFailed, match="TimeoutError"):
-        rk.run(flow, workflow_id="slow", db=db)
-    with rk.SqliteStore(db) as store:
+        rk.run(flow, workflow_id="slow", db=any_db)
+    with open_store(any_db) as store:
         info = store.info("slow")
         assert info is not None and info.status is rk.Status.FAILED
