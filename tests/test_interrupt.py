@@ -15,6 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 import replaykit as rk
+from replaykit.store import open_store
 
 from conftest import PYTHON, ROOT
 from helpers import journal, read_journal
@@ -32,14 +33,14 @@ def wait_for_lines(ledger: str, count: int, proc: subprocess.Popen[str] | None =
 
 
 def recorded_steps(db: str, workflow_id: str) -> int:
-    with rk.SqliteStore(db) as store:
+    with open_store(db) as store:
         return sum(1 for event in store.events(workflow_id) if event.kind == "activity")
 
 
 def test_ctrl_c_stops_rk_run_at_the_next_step_and_a_rerun_finishes_the_rest(
-        tmp_path: Path, db: str, child_env: dict[str, str]) -> None:
+        tmp_path: Path, any_db: str, child_env: dict[str, str]) -> None:
     ledger = str(tmp_path / "ledger")
-    command = [PYTHON, CHILD, "steps", db, ledger, str(STEPS)]
+    command = [PYTHON, CHILD, "steps", any_db, ledger, str(STEPS)]
     proc = subprocess.Popen(command, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for_lines(ledger, 3, proc)
@@ -53,7 +54,7 @@ def test_ctrl_c_stops_rk_run_at_the_next_step_and_a_rerun_finishes_the_rest(
     assert "KeyboardInterrupt" in err
 
     executed = len(read_journal(ledger))
-    assert recorded_steps(db, "steps") == executed  # the step in flight finished and was recorded
+    assert recorded_steps(any_db, "steps") == executed  # the step in flight finished and was recorded
     assert executed < STEPS / 2, "the run went on after Ctrl-C"
 
     rerun = subprocess.run(command, env=child_env, capture_output=True, text=True, timeout=60)
@@ -77,9 +78,9 @@ def slow_steps(ctx: rk.Context, ledger: str, count: int):
     return count
 
 
-def test_close_from_another_thread_stops_at_the_next_step_boundary(tmp_path: Path, db: str) -> None:
+def test_close_from_another_thread_stops_at_the_next_step_boundary(tmp_path: Path, any_db: str) -> None:
     ledger = str(tmp_path / "ledger")
-    engine = rk.Engine(db, activity_threads=0)
+    engine = rk.Engine(any_db, activity_threads=0)
     engine.start(slow_steps, ledger, STEPS, workflow_id="s")
     wait_for_lines(ledger, 3)
     closer = threading.Thread(target=engine.close)
@@ -88,10 +89,10 @@ def test_close_from_another_thread_stops_at_the_next_step_boundary(tmp_path: Pat
     assert not closer.is_alive()
 
     executed = len(read_journal(ledger))
-    assert recorded_steps(db, "s") == executed
+    assert recorded_steps(any_db, "s") == executed
     assert executed < STEPS / 2, "close() let the run go on"
 
-    with rk.Engine(db, activity_threads=0) as engine:
+    with rk.Engine(any_db, activity_threads=0) as engine:
         assert engine.start(slow_steps, ledger, STEPS, workflow_id="s").result(timeout=30) == STEPS
     steps = Counter(read_journal(ledger))
     assert len(steps) == STEPS and set(steps.values()) == {1}, "a completed step ran again"
