@@ -1,4 +1,4 @@
-"""Real processes killed with SIGKILL at every step boundary and inside activities."""
+"""Real processes killed with SIGKILL at every step boundary and inside activities, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import replaykit as rk
+from replaykit.store import open_store
 
 from conftest import PYTHON, ROOT
 from helpers import read_journal
@@ -32,7 +33,7 @@ def done_counts(journal: str) -> Counter[int]:
 
 
 def assert_history_intact(db: str) -> None:
-    with rk.SqliteStore(db) as store:
+    with open_store(db) as store:
         events = list(store.events("ten"))
         assert store.info("ten").status is rk.Status.COMPLETED  # type: ignore[union-attr]
     assert [e.seq for e in events] == list(range(12))
@@ -42,14 +43,14 @@ def assert_history_intact(db: str) -> None:
 
 
 @pytest.mark.parametrize("kill_at", KILL_POINTS)
-def test_sigkill_at_every_point_then_rerun_completes(tmp_path: Path, child_env: dict[str, str],
+def test_sigkill_at_every_point_then_rerun_completes(any_db: str, tmp_path: Path, child_env: dict[str, str],
                                                      kill_at: str) -> None:
-    db, journal = str(tmp_path / "w.db"), str(tmp_path / "journal")
-    killed = run_child(child_env, db, journal, kill_at)
+    journal = str(tmp_path / "journal")
+    killed = run_child(child_env, any_db, journal, kill_at)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     before = done_counts(journal)
 
-    rerun = run_child(child_env, db, journal, "none")
+    rerun = run_child(child_env, any_db, journal, "none")
     assert rerun.returncode == 0, rerun.stderr
     assert rerun.stdout.strip() == str(EXPECTED)
 
@@ -63,34 +64,35 @@ def test_sigkill_at_every_point_then_rerun_completes(tmp_path: Path, child_env: 
             assert after[i] == 2, "the step in flight runs at most once more"
         else:
             assert after[i] == 1
-    assert_history_intact(db)
+    assert_history_intact(any_db)
 
-    again = run_child(child_env, db, journal, "none")  # a third run only reads the recorded result
+    again = run_child(child_env, any_db, journal, "none")  # a third run only reads the recorded result
     assert again.stdout.strip() == str(EXPECTED) and done_counts(journal) == after
 
 
-def test_sigkill_from_outside_at_random_moments(tmp_path: Path, child_env: dict[str, str]) -> None:
-    db, journal = str(tmp_path / "w.db"), str(tmp_path / "journal")
+def test_sigkill_from_outside_at_random_moments(any_db: str, tmp_path: Path, child_env: dict[str, str]) -> None:
+    journal = str(tmp_path / "journal")
     rng = random.Random(1234)
     for _ in range(6):
-        child = subprocess.Popen([PYTHON, CHILD, db, journal, "none", "0.02"], env=child_env,
+        child = subprocess.Popen([PYTHON, CHILD, any_db, journal, "none", "0.02"], env=child_env,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(rng.uniform(0.05, 0.4))
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=60)
-    finished = run_child(child_env, db, journal, "none", 0.0)
+    finished = run_child(child_env, any_db, journal, "none", 0.0)
     assert finished.returncode == 0 and finished.stdout.strip() == str(EXPECTED), finished.stderr
     counts = done_counts(journal)
     assert set(counts) == set(range(10))
     # Each kill interrupts at most one step, which then runs at most once more.
     assert sum(counts.values()) - 10 <= 6
-    assert_history_intact(db)
+    assert_history_intact(any_db)
 
 
-def test_two_copies_started_together_do_not_both_drive(tmp_path: Path, child_env: dict[str, str]) -> None:
-    db, journal = str(tmp_path / "w.db"), str(tmp_path / "journal")
-    rk.SqliteStore(db).close()  # create the file first so both start on equal terms
-    first, second = (subprocess.Popen([PYTHON, CHILD, db, journal, "none", "0.05"], env=child_env,
+def test_two_copies_started_together_do_not_both_drive(any_db: str, tmp_path: Path,
+                                                       child_env: dict[str, str]) -> None:
+    journal = str(tmp_path / "journal")
+    open_store(any_db).close()  # create the store first so both start on equal terms
+    first, second = (subprocess.Popen([PYTHON, CHILD, any_db, journal, "none", "0.05"], env=child_env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                      for _ in range(2))
     outs = [p.communicate(timeout=120) for p in (first, second)]
@@ -102,52 +104,54 @@ def test_two_copies_started_together_do_not_both_drive(tmp_path: Path, child_env
         assert codes == [0, 0], outs
     assert all(n == 1 for n in done_counts(journal).values()) and len(done_counts(journal)) == 10
     assert len({line.split()[3] for line in read_journal(journal)}) == 1  # one process did all steps
-    assert_history_intact(db)
+    assert_history_intact(any_db)
 
 
-def test_rerun_right_after_sigkill_continues_at_once(tmp_path: Path, child_env: dict[str, str]) -> None:
-    db, journal = str(tmp_path / "w.db"), str(tmp_path / "journal")
-    child = subprocess.Popen([PYTHON, CHILD, db, journal, "none", "0.1"], env=child_env,
+def test_rerun_right_after_sigkill_continues_at_once(any_db: str, tmp_path: Path,
+                                                     child_env: dict[str, str]) -> None:
+    journal = str(tmp_path / "journal")
+    child = subprocess.Popen([PYTHON, CHILD, any_db, journal, "none", "0.1"], env=child_env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     while len(read_journal(journal)) < 3:
         time.sleep(0.01)
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=60)
-    rerun = run_child(child_env, db, journal, "none")  # no lease to wait out: the OS freed the lock
+    rerun = run_child(child_env, any_db, journal, "none")  # no lease to wait out: the OS freed the lock
     assert rerun.returncode == 0 and rerun.stdout.strip() == str(EXPECTED), rerun.stdout + rerun.stderr
-    assert_history_intact(db)
+    assert_history_intact(any_db)
 
 
-def test_second_process_fails_fast_while_the_first_drives(tmp_path: Path, child_env: dict[str, str]) -> None:
-    db, journal = str(tmp_path / "w.db"), str(tmp_path / "journal")
-    first = subprocess.Popen([PYTHON, CHILD, db, journal, "none", "0.4"], env=child_env,  # 4 s in all
+def test_second_process_fails_fast_while_the_first_drives(any_db: str, tmp_path: Path,
+                                                          child_env: dict[str, str]) -> None:
+    journal = str(tmp_path / "journal")
+    first = subprocess.Popen([PYTHON, CHILD, any_db, journal, "none", "0.4"], env=child_env,  # 4 s in all
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     while not read_journal(journal):
         time.sleep(0.01)
-    second = run_child(child_env, db, journal, "none")
+    second = run_child(child_env, any_db, journal, "none")
     assert second.returncode == 3, second.stdout + second.stderr
-    assert "is being driven by another live process or engine (pid " in second.stdout
-    assert f"pid {first.pid} on" in second.stdout
+    assert "is being driven by another live process or engine (" in second.stdout
+    assert f"pid {first.pid} on" in second.stdout  # PostgreSQL adds its backend's pid: the holder's comes first
     out, err = first.communicate(timeout=120)
     assert first.returncode == 0 and out.strip() == str(EXPECTED), err
     assert all(n == 1 for n in done_counts(journal).values())
-    assert_history_intact(db)
+    assert_history_intact(any_db)
 
 
-def test_sigkill_during_a_fan_out(tmp_path: Path, child_env: dict[str, str]) -> None:
-    db, journal = str(tmp_path / "f.db"), str(tmp_path / "journal")
+def test_sigkill_during_a_fan_out(any_db: str, tmp_path: Path, child_env: dict[str, str]) -> None:
+    journal = str(tmp_path / "journal")
     script = str(ROOT / "tests" / "fanout_child.py")
     rng = random.Random(99)
     for _ in range(4):
-        child = subprocess.Popen([PYTHON, script, db, journal], env=child_env,
+        child = subprocess.Popen([PYTHON, script, any_db, journal], env=child_env,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(rng.uniform(0.1, 0.35))
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=60)
-    done = subprocess.run([PYTHON, script, db, journal], env=child_env, capture_output=True, text=True,
+    done = subprocess.run([PYTHON, script, any_db, journal], env=child_env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0 and done.stdout.strip() == str(sum(i * i for i in range(20))), done.stderr
-    with rk.SqliteStore(db) as store:
+    with open_store(any_db) as store:
         events = list(store.events("fan"))
     recorded = [e.step for e in events if e.kind == "activity"]
     assert sorted(recorded) == list(range(1, 21))  # each leaf recorded exactly once
