@@ -247,6 +247,15 @@ def test_result_timeout_and_handle_of_unknown_id(any_db: str) -> None:
             engine.handle("nope").status()
 
 
+def test_a_handle_answers_after_its_engine_closed(any_db: str) -> None:
+    with rk.Engine(any_db) as engine:
+        done = engine.start(adder, 3, workflow_id="done")
+        assert done.result(timeout=10) == 3
+        parked = engine.start(waits_forever, workflow_id="parked")
+    assert done.status() is rk.Status.COMPLETED and done.result(timeout=1) == 3
+    assert parked.status() is rk.Status.RUNNING  # left for a later engine, still readable
+
+
 @rk.workflow
 def waits_forever(ctx: rk.Context):
     yield rk.wait_signal("never")

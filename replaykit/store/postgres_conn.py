@@ -126,14 +126,16 @@ class Pool:
         self._closed = False
 
     def take(self) -> Connection:
+        """An idle connection, else a new one. Once closed, the pool still lends, a new connection each
+        time, closed when given back: a closed store still reads and writes, as a closed ``SqliteStore``
+        does (a handle outlives its engine); only workflow locks are refused."""
         with self._mutex:
-            if self._closed:
-                raise StoreError("the store is closed; open it again to use it")
             if self._idle:
                 return self._idle.pop()
         conn = self._open()
         with self._mutex:
-            self._all.add(conn)
+            if not self._closed:
+                self._all.add(conn)
         return conn
 
     def give(self, conn: Connection) -> None:
