@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -12,6 +14,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import replaykit as rk
+from replaykit.store import open_store
+from replaykit.store.open import is_postgres_url
 from replaykit.testing import TestEnv, export_history, replay
 
 sent: list[str] = []
@@ -62,38 +66,65 @@ def notify_v3(ctx: rk.Context, to: str):
     return [first, second]
 
 
-def test_runs_from_before_a_patch_keep_the_old_path_new_ones_take_the_new(db: str) -> None:
-    with rk.Engine(db) as engine:
+def test_runs_from_before_a_patch_keep_the_old_path_new_ones_take_the_new(any_db: str) -> None:
+    with rk.Engine(any_db) as engine:
         engine.start(notify_v1, "ann", workflow_id="old")  # past the changed point when the code changes
-        while sent.count("email:ann") < 2:
-            time.sleep(0.01)
-    rk.send_signal(db, "old", "next")
-    assert rk.run(notify_v2, "ann", workflow_id="old", db=db) == ["email", "email"]
-    with rk.Engine(db) as engine:
+        wait_for(lambda: recorded_activities(engine, "old") == 2)  # recorded, not only run
+    rk.send_signal(any_db, "old", "next")
+    assert rk.run(notify_v2, "ann", workflow_id="old", db=any_db) == ["email", "email"]
+    with rk.Engine(any_db) as engine:
         handle = engine.start(notify_v2, "bo", workflow_id="new")
         engine.signal("new", "next")
         assert handle.result(timeout=10) == ["email", "sms"]
-    with rk.SqliteStore(db) as store:
+    with open_store(any_db) as store:
         markers = [(e.kind, e.name) for e in store.events("new") if e.kind == "patch"]
         assert markers == [("patch", "sms-instead-of-email")]
         assert not [e for e in store.events("old") if e.kind == "patch"]
     # Both histories replay under v2. Under v3 (patch deprecated) the histories with the marker replay;
     # the old one does not, which is why a patch stays until no run without its marker is left.
-    assert replay(notify_v2, export_history(db, "old")).ok and replay(notify_v2, export_history(db, "new")).ok
-    assert replay(notify_v3, export_history(db, "new")).ok
+    assert replay(notify_v2, export_history(any_db, "old")).ok and replay(notify_v2, export_history(any_db, "new")).ok
+    assert replay(notify_v3, export_history(any_db, "new")).ok
     with pytest.raises(rk.NonDeterminismError):
-        replay(notify_v3, export_history(db, "old"))
+        replay(notify_v3, export_history(any_db, "old"))
     # Finding runs still on old code: unfinished runs without the marker.
-    assert rk.runs_without_patch(db, "sms-instead-of-email") == []
+    assert rk.runs_without_patch(any_db, "sms-instead-of-email") == []
 
 
-def test_finding_runs_still_on_old_code(db: str) -> None:
-    with rk.Engine(db) as engine:
+def test_finding_runs_still_on_old_code(any_db: str) -> None:
+    with rk.Engine(any_db) as engine:
         engine.start(notify_v1, "cy", workflow_id="still-old")
         engine.start(notify_v2, "di", workflow_id="already-new")
-        while len(sent) < 4:
-            time.sleep(0.01)
-    assert rk.runs_without_patch(db, "sms-instead-of-email") == ["still-old"]
+        wait_for(lambda: recorded_activities(engine, "still-old") == recorded_activities(engine, "already-new") == 2)
+    assert rk.runs_without_patch(any_db, "sms-instead-of-email") == ["still-old"]
+
+
+def generations(db: str, workflow_id: str) -> list[tuple[int, str]]:
+    """(generation, status) of each run of the id, oldest first: no public API lists the older generations."""
+    if is_postgres_url(db):
+        import psycopg
+
+        with psycopg.connect(db) as conn:
+            rows = conn.execute("SELECT generation, status FROM replaykit_runs WHERE workflow_id = %s "
+                                "ORDER BY generation", (workflow_id,)).fetchall()
+    else:
+        conn = sqlite3.connect(db)
+        try:
+            rows = conn.execute("SELECT generation, status FROM runs WHERE workflow_id = ? ORDER BY generation",
+                                (workflow_id,)).fetchall()
+        finally:
+            conn.close()
+    return [(int(g), str(s)) for g, s in rows]
+
+
+def recorded_activities(engine: rk.Engine, workflow_id: str) -> int:
+    return [e.kind for e in engine.store.events(workflow_id)].count("activity")
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.01)
 
 
 @rk.workflow(name="monitor")
@@ -106,16 +137,13 @@ def monitor(ctx: rk.Context, checks_done: int, history_limit: int):
     yield rk.continue_as_new(checks_done, history_limit)
 
 
-def test_continue_as_new_keeps_the_id_and_starts_a_fresh_history(db: str) -> None:
-    with TestEnv(db=db) as env:
+def test_continue_as_new_keeps_the_id_and_starts_a_fresh_history(any_db: str) -> None:
+    with TestEnv(db=any_db) as env:
         assert env.run(monitor, 0, 10, workflow_id="mon") == "stopped after 25 checks"
         history = env.history("mon")
     assert history[0].value()["args"] == [20, 10] and len(history) == 2 + 5
-    with rk.SqliteStore(db) as store:
-        runs = store._conn().execute("SELECT generation, status FROM runs WHERE workflow_id = 'mon' "
-                                     "ORDER BY generation").fetchall()
-    assert runs == [(1, "continued"), (2, "continued"), (3, "completed")]
-    assert rk.run(monitor, 0, 10, workflow_id="mon", db=db) == "stopped after 25 checks"  # rerun: recorded result
+    assert generations(any_db, "mon") == [(1, "continued"), (2, "continued"), (3, "completed")]
+    assert rk.run(monitor, 0, 10, workflow_id="mon", db=any_db) == "stopped after 25 checks"  # rerun: recorded result
 
 
 def test_continue_as_new_survives_a_crash_anywhere_in_its_last_run() -> None:
@@ -138,18 +166,18 @@ def test_a_growing_history_is_warned_about(caplog: pytest.LogCaptureFixture) -> 
     assert len(warnings) == 1 and "'chatty' has 21 events" in warnings[0]
 
 
-def test_delayed_start_is_durable_across_restarts(db: str) -> None:
+def test_delayed_start_is_durable_across_restarts(any_db: str) -> None:
     @rk.workflow(name="delayed")
     def delayed(ctx: rk.Context):
         return ctx.now().timestamp()
         yield  # pragma: no cover
 
-    with rk.Engine(db) as engine:
+    with rk.Engine(any_db) as engine:
         handle = engine.start(delayed, workflow_id="d", start_delay=0.5)
         assert handle.status() is rk.Status.PENDING
         due = time.time() + 0.5
     time.sleep(0.1)
-    with rk.Engine(db, workflows=[delayed]) as engine:
+    with rk.Engine(any_db, workflows=[delayed]) as engine:
         [handle] = engine.recover()
         started_at = handle.result(timeout=10)
     assert due - 0.1 <= started_at and handle.status() is rk.Status.COMPLETED
@@ -173,13 +201,13 @@ def test_cron_schedule_starts_each_fire_once_in_order() -> None:
         TestEnv().engine.schedule("bad", report, "every tuesday")
 
 
-def test_a_crashed_schedule_catches_up_without_doubling(db: str) -> None:
-    with TestEnv(db=db, start=datetime(2030, 1, 1, tzinfo=timezone.utc)) as env:
+def test_a_crashed_schedule_catches_up_without_doubling(any_db: str) -> None:
+    with TestEnv(db=any_db, start=datetime(2030, 1, 1, tzinfo=timezone.utc)) as env:
         env.engine.schedule("hourly", report, "0 * * * *", "ops")
         env.sleep(timedelta(hours=2, minutes=30))
     assert len(sent) == 2
     # The process was down for three hours; on restart the missed fires run, once each.
-    with TestEnv(db=db, start=datetime(2030, 1, 1, 5, 30, tzinfo=timezone.utc)) as env:
+    with TestEnv(db=any_db, start=datetime(2030, 1, 1, 5, 30, tzinfo=timezone.utc)) as env:
         env.engine.recover()
         env.sleep(timedelta(minutes=1))
     assert sent == [f"report:ops@2030-01-01 0{h}:00" for h in (1, 2, 3, 4, 5)]
