@@ -4,12 +4,10 @@ A child's default id is ``<parent id>/<step>``. When a run with that id already
 exists, it is the child only if it was started by this parent at this step, for this
 workflow, with these arguments (a parent that crashed after starting its child finds
 it again). Otherwise the parent gets ``WorkflowConflictError`` at its yield, recorded
-in its history, and the other run is left alone.
+in its history, and the other run is left alone. (On SQLite and on PostgreSQL.)
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 
@@ -38,8 +36,8 @@ def parent_of_approval(ctx: rk.Context):
     return (yield rk.child_workflow(waits_for_approval))
 
 
-def test_an_unrelated_run_under_the_child_id_is_a_conflict_not_the_child(tmp_path: Path) -> None:
-    with TestEnv(db=str(tmp_path / "c.db"), strict_replay=True) as env:
+def test_an_unrelated_run_under_the_child_id_is_a_conflict_not_the_child(any_db: str) -> None:
+    with TestEnv(db=any_db, strict_replay=True) as env:
         assert env.run(plain, 1, workflow_id="par/1") == 101  # not started by "par"
         before = env.history("par/1")
 
@@ -54,22 +52,22 @@ def test_an_unrelated_run_under_the_child_id_is_a_conflict_not_the_child(tmp_pat
         assert replay(parent_of_plain, export_history(env.store, "par")).ok
 
 
-def test_a_child_of_the_same_parent_but_other_arguments_is_a_conflict() -> None:
-    with TestEnv() as env:
+def test_a_child_of_the_same_parent_but_other_arguments_is_a_conflict(any_db: str) -> None:
+    with TestEnv(db=any_db) as env:
         # As if an older version of the parent had started its child with other arguments.
         env.engine._create(plain, "par/1", start_payload(plain, (7,), {}, parent=("par", 1)))
         result = env.run(parent_of_plain, 2, workflow_id="par")
     assert result.startswith("conflict: ") and "[7]" in result
 
 
-def test_a_parent_resumed_after_starting_its_child_finds_the_same_child_again() -> None:
-    with TestEnv() as env:
+def test_a_parent_resumed_after_starting_its_child_finds_the_same_child_again(any_db: str) -> None:
+    with TestEnv(db=any_db) as env:
         env.engine._create(plain, "par/1", start_payload(plain, (2,), {}, parent=("par", 1)))
         assert env.run(parent_of_plain, 2, workflow_id="par") == 102
 
 
-def test_the_parent_closing_does_not_cancel_the_unrelated_run() -> None:
-    with TestEnv() as env:
+def test_the_parent_closing_does_not_cancel_the_unrelated_run(any_db: str) -> None:
+    with TestEnv(db=any_db) as env:
         other = env.start(waits_for_approval, workflow_id="p/1")
         with pytest.raises(rk.WorkflowFailed) as failed:  # same workflow and arguments, but no parent
             env.start(parent_of_approval, workflow_id="p").result(timeout=10)
@@ -87,7 +85,7 @@ def one_child_per_run(ctx: rk.Context, n: int, results: list[int]):
     return results
 
 
-def test_each_run_of_a_parent_that_continues_as_new_has_children_of_its_own() -> None:
-    with TestEnv(strict_replay=True) as env:
+def test_each_run_of_a_parent_that_continues_as_new_has_children_of_its_own(any_db: str) -> None:
+    with TestEnv(db=any_db, strict_replay=True) as env:
         assert env.run(one_child_per_run, 1, [], workflow_id="loop") == [101, 102, 103]
         assert {info.workflow_id for info in env.store.list()} == {"loop", "loop/1", "loop#2/1", "loop#3/1"}

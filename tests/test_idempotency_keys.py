@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,14 +35,13 @@ def _clean() -> Any:
     yield
 
 
-def test_each_run_after_continue_as_new_charges_under_a_key_of_its_own(tmp_path: Path) -> None:
-    assert rk.run(billing_cycles, 1, workflow_id="acct", db=tmp_path / "s.db") == 3
+def test_each_run_after_continue_as_new_charges_under_a_key_of_its_own(any_db: str) -> None:
+    assert rk.run(billing_cycles, 1, workflow_id="acct", db=any_db) == 3
     assert len(keys) == 3 and len(set(keys)) == 3, keys  # three real charges, three keys
     assert keys[0] == "acct:1:1"  # the first run keeps the documented form
 
 
-def test_a_restarted_run_gets_keys_of_its_own(tmp_path: Path) -> None:
-    db = tmp_path / "s.db"
+def test_a_restarted_run_gets_keys_of_its_own(any_db: str) -> None:
 
     @rk.workflow(name="one_charge")
     def one_charge(ctx: rk.Context) -> Any:
@@ -51,8 +49,8 @@ def test_a_restarted_run_gets_keys_of_its_own(tmp_path: Path) -> None:
 
     failing["on"] = True
     with pytest.raises(rk.WorkflowFailed):
-        rk.run(one_charge, workflow_id="once", db=db)
+        rk.run(one_charge, workflow_id="once", db=any_db)
     failing["on"] = False
-    rk.restart(db, "once")
-    assert rk.run(one_charge, workflow_id="once", db=db) == 7
+    rk.restart(any_db, "once")
+    assert rk.run(one_charge, workflow_id="once", db=any_db) == 7
     assert keys[0] != keys[1], keys  # a provider that cached the failure under the old key is asked afresh
