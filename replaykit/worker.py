@@ -208,12 +208,16 @@ class Worker(Client):
                 if monotonic() >= next_beat:
                     next_beat = monotonic() + self._heartbeat
                     self._beat()
-                self._claim()
+                claimed, more = self._claim()
+                if more and len(self._held) < self._capacity:
+                    continue  # a queue gave all that was asked: more may be ready
             except StoreError as exc:
                 log.warning("replaykit worker %s: %s", self.worker_id, exc)
+                claimed = 0
             except Exception:  # a bug in replaykit: keep serving
                 log.exception("replaykit worker %s failed to claim work", self.worker_id)
-            self._idle(next_beat)
+                claimed = 0
+            self._idle(next_beat, look_ahead=not claimed)
 
     def _beat(self) -> None:
         if not self.store.heartbeat(self.worker_id, self.stopping):
@@ -223,12 +227,15 @@ class Worker(Client):
         for dead in self.store.reap_workers(self._lease):
             log.warning("replaykit worker %s found worker %s dead and released its runs", self.worker_id, dead)
 
-    def _claim(self) -> None:
+    def _claim(self) -> tuple[int, bool]:
+        """Claim what the queues and this worker's room allow: (how many, whether a queue gave all
+        that was asked, so that more may be ready)."""
         free = self._capacity - len(self._held)
         now = time.time()
+        total, more = 0, False
         for queue in self._queues:
             if free <= 0:
-                return
+                break
             room = free
             if queue.worker_concurrency is not None:
                 with self._mutex:
@@ -238,20 +245,26 @@ class Worker(Client):
                 continue
             claimed = self.store.claim(self.worker_id, queue.name, self._names, room, now, self.version)
             with self._mutex:
-                for workflow_id in claimed:
+                for workflow_id, _ in claimed:
                     self._held[workflow_id] = queue.name
-            for workflow_id in claimed:
-                self._engine._post(functools.partial(self._engine.open_claimed, workflow_id))
+            for workflow_id, name in claimed:
+                self._engine._post(functools.partial(self._engine.open_claimed, workflow_id, name))
             free -= len(claimed)
+            total += len(claimed)
+            more = more or len(claimed) == room
+        return total, more
 
-    def _idle(self, next_beat: float) -> None:
-        """Wait for work: until told (a store change, room freed), a run's ready time, the next
-        heartbeat, or the poll interval (with jitter: a fleet does not poll in step)."""
+    def _idle(self, next_beat: float, look_ahead: bool) -> None:
+        """Wait for work: until told (a store change, room freed), a run's ready time (asked of the
+        store only after a claim found nothing), the next heartbeat, or the poll interval (with
+        jitter: a fleet does not poll in step)."""
         until = min(next_beat, monotonic() + self._claim_poll * random.uniform(0.5, 1.0))
-        try:
-            ready = self.store.next_ready([q.name for q in self._queues])
-        except StoreError:
-            ready = None
+        ready = None
+        if look_ahead:
+            try:
+                ready = self.store.next_ready([q.name for q in self._queues])
+            except StoreError:
+                pass
         if ready is not None:
             until = min(until, monotonic() + max(0.0, ready - time.time()))
         self.store.changed()  # from here on, what changes is news

@@ -15,7 +15,8 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .commands import ACTIVITY
-from .errors import ReplayKitError, StoreError, WorkflowLockedError, WorkflowNotFoundError
+from .control import CANCEL_REQUEST
+from .errors import ReplayKitError, StoreError, WorkflowLockedError
 from .runtime import Engine
 from .store.work import Placement
 from .workflow import lookup
@@ -47,13 +48,10 @@ class WorkerEngine(Engine):
 
     # -- claimed runs in ----------------------------------------------------------------
 
-    def open_claimed(self, workflow_id: str) -> None:
+    def open_claimed(self, workflow_id: str, name: str) -> None:
         """Drive a run the worker claimed (a driver job)."""
         try:
-            info = self.store.info(workflow_id)
-            if info is None:
-                raise WorkflowNotFoundError(f"workflow {workflow_id!r} was claimed, then vanished from the store")
-            wf = self._workflows.get(info.name) or lookup(info.name, self._workflows)
+            wf = self._workflows.get(name) or lookup(name, self._workflows)
         except ReplayKitError as exc:
             self._note_problem(workflow_id, exc)
             self._unlock(workflow_id)
@@ -100,9 +98,10 @@ class WorkerEngine(Engine):
     def _maybe_evict(self, run: _Run) -> None:
         """The run parked: hand it back unless an activity of it runs here."""
         workflow_id = run.workflow_id
-        if workflow_id in self._fresh:  # requests that came while nobody drove it
+        if workflow_id in self._fresh:  # a cancellation requested while nobody drove it
             self._fresh.discard(workflow_id)
-            self._take_controls(workflow_id)
+            if self.store.next_signal(workflow_id, CANCEL_REQUEST) is not None:
+                self._take_controls(workflow_id)
             if self._runs.get(workflow_id) is not run:
                 return  # it ended, or was handed back, meanwhile
         if run.executions:

@@ -29,7 +29,7 @@ def queued(store: Store, workflow_id: str, queue: str = "q", name: str = "w", **
 
 def claim(store: Store, queue: str = "q", capacity: int = 10, now: float = NOW, worker: str = "w1",
           names: tuple[str, ...] = ("w",), version: str = "v1") -> list[str]:
-    return store.claim(worker, queue, names, capacity, now, version)
+    return [workflow_id for workflow_id, _ in store.claim(worker, queue, names, capacity, now, version)]
 
 
 def record(worker_id: str, queues: tuple[str, ...] = ("q",)) -> WorkerRecord:
@@ -179,7 +179,7 @@ store = open_store(sys.argv[1])
 mode = sys.argv[2]
 if mode == "register":
     store.register_worker(WorkerRecord("dying", "host", 1, ("q",), ("w",), "v1", 0.0, 0.0, False))
-    assert store.claim("dying", "q", ["w"], 5, time.time(), "v1") == ["a"]
+    assert store.claim("dying", "q", ["w"], 5, time.time(), "v1") == [("a", "w")]
     print("holding", flush=True)
     time.sleep(60)
 else:  # claim: take what the queue allows, hold it a moment, give it back; log each holding
@@ -190,7 +190,7 @@ else:  # claim: take what the queue allows, hold it a moment, give it back; log 
         t0 = time.time()
         time.sleep(0.002 * len(got))
         t1 = time.time()
-        for workflow_id in got:
+        for workflow_id, _ in got:
             store.release(workflow_id, mode, time.time())
             store.unlock(workflow_id)
         log.extend([t0, t1] for _ in got)

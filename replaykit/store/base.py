@@ -137,10 +137,11 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def claim(self, worker_id: str, queue: str, workflows: Sequence[str], capacity: int, now: float,
-              version: str) -> builtins.list[str]:
+              version: str) -> builtins.list[tuple[str, str]]:
         """Lock (as :meth:`try_lock`) up to ``capacity`` runs of ``queue`` that are ready at ``now``,
         running or pending, of a workflow named in ``workflows``, held by no worker and not
-        refused by a worker of this code ``version``; mark them held by ``worker_id``. Highest
+        refused by a worker of this code ``version``; mark them held by ``worker_id``; return their
+        ``(workflow id, workflow name)``. Highest
         priority first, then longest ready. The queue's limits (:meth:`set_queue`) are checked in
         one serialised transaction per queue, so racing claims never exceed them."""
 

@@ -61,7 +61,7 @@ class MemoryWork:
                 self._wake(work.placement.parent, at)
 
     def claim(self, worker_id: str, queue: str, workflows: Sequence[str], capacity: int, now: float,
-              version: str) -> list[str]:
+              version: str) -> list[tuple[str, str]]:
         with self._mutex:
             limits = self._queues.get(queue, Queue(queue))
             found = sorted(
@@ -81,16 +81,18 @@ class MemoryWork:
                              and w.started_at is not None and w.started_at > since)
                 usage = Usage(len(held), by_key, recent)
 
-            def take(workflow_id: str) -> bool:
-                if not self._locks.try_acquire(workflow_id):
-                    return False
-                work = self._work[workflow_id]
-                work.worker, work.ready_at = worker_id, None
-                work.started_at = work.started_at or time.time()
-                return True
+            def take(batch: list[Candidate]) -> set[str]:
+                got = set()
+                for c in batch:
+                    if self._locks.try_acquire(c.workflow_id):
+                        work = self._work[c.workflow_id]
+                        work.worker, work.ready_at = worker_id, None
+                        work.started_at = work.started_at or time.time()
+                        got.add(c.workflow_id)
+                return got
 
-            candidates = [Candidate(i, w.placement.key, w.started_at is not None) for i, w in found]
-            return admit(candidates, limits, usage, capacity, take)
+            candidates = [Candidate(i, w.name, w.placement.key, w.started_at is not None) for i, w in found]
+            return [(c.workflow_id, c.name) for c in admit(candidates, limits, usage, capacity, take)]
 
     def release(self, workflow_id: str, worker_id: str, wake_at: float | None, problem: str | None = None,
                 version: str | None = None) -> None:

@@ -204,6 +204,37 @@ class AdvisoryLocks:
             self._held.add(key)
             return True
 
+    def try_acquire_many(self, tokens: dict[str, int]) -> list[str]:
+        """:meth:`try_acquire` for several runs (key -> token): two round trips for all. The keys it got."""
+        with self._mutex:
+            if self._closed:
+                raise StoreError(f"{self._where}: the store is closed; open it again to lock workflows")
+            todo = [key for key in tokens if key not in self._held]
+            if not todo:
+                return []
+            if self._conn is None or not alive(self._conn):
+                self._lost()
+                self._conn = self._open()
+            conn = self._conn
+            try:
+                flags = conn.execute("SELECT pg_try_advisory_lock(k) FROM unnest(%s::bigint[]) WITH ORDINALITY AS "
+                                     "t(k, i) ORDER BY i", ([int64_key(k) for k in todo],)).fetchall()
+                got = [key for key, (ok,) in zip(todo, flags, strict=True) if ok]
+                if got:
+                    conn.execute(_STAMP_MANY, (got, [tokens[key] for key in got]))
+            except psycopg.Error as exc:  # session locks outlive a failed statement: give them back
+                if alive(conn) and got:
+                    try:
+                        conn.execute("SELECT pg_advisory_unlock(k) FROM unnest(%s::bigint[]) AS k",
+                                     ([int64_key(k) for k in got],))
+                    except psycopg.Error:
+                        self._lost()
+                elif not alive(conn):
+                    self._lost()
+                raise translate(self._where, exc) from exc
+            self._held.update(got)
+            return got
+
     def release(self, key: str) -> None:
         with self._mutex:
             if key in self._held:
@@ -253,6 +284,12 @@ class AdvisoryLocks:
 # FOR UPDATE: waits for the writes that checked the previous token (FOR KEY SHARE) to commit.
 _STAMP = ("UPDATE replaykit_runs SET owner = %s WHERE id = (SELECT id FROM replaykit_runs WHERE workflow_id = %s "
           "ORDER BY generation DESC LIMIT 1 FOR UPDATE)")
+
+
+_STAMP_MANY = (
+    "UPDATE replaykit_runs SET owner = t.token FROM unnest(%s::text[], %s::bigint[]) AS t(wid, token) "
+    "WHERE replaykit_runs.id = (SELECT id FROM replaykit_runs n WHERE n.workflow_id = t.wid "
+    "ORDER BY generation DESC LIMIT 1 FOR UPDATE)")
 
 
 OWNER_SQL = """

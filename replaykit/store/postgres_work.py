@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 
 from ..errors import StoreError
+from .postgres_conn import CHANNEL
 from .postgres_errors import translated
 from .work import Candidate, Placement, Queue, Usage, WorkerRecord, admit
 
@@ -76,52 +77,54 @@ class PostgresWork:
 
         def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]: ...
         def try_lock(self, workflow_id: str) -> bool: ...
+        def try_lock_many(self, workflow_ids: list[str]) -> list[str]: ...  # noqa: E704
         def unlock(self, workflow_id: str) -> None: ...
 
     def _write(self) -> AbstractContextManager[Connection]:
         return self._writes.write()
 
     def claim(self, worker_id: str, queue: str, workflows: Sequence[str], capacity: int, now: float,
-              version: str) -> list[str]:
+              version: str) -> list[tuple[str, str]]:
         if capacity <= 0 or not workflows or not self._read(
                 "SELECT 1 FROM replaykit_work WHERE queue = %s AND ready_at <= %s AND worker IS NULL LIMIT 1",
                 (queue, now)):
             return []  # a cheap read first: most polls of an idle fleet find nothing
         taken: list[str] = []
 
-        def take(workflow_id: str) -> bool:
-            if not self.try_lock(workflow_id):
-                return False
-            taken.append(workflow_id)
-            conn.execute(f"UPDATE replaykit_work SET worker = %s, ready_at = NULL, "
-                         f"started_at = coalesce(started_at, {NOW}) WHERE workflow_id = %s", (worker_id, workflow_id))
-            return True
+        def take(batch: list[Candidate]) -> set[str]:
+            got = self.try_lock_many([c.workflow_id for c in batch])  # two round trips for the batch
+            taken.extend(got)
+            conn.execute(f"UPDATE replaykit_work SET worker = %s, ready_at = NULL, started_at = "
+                         f"coalesce(started_at, {NOW}) WHERE workflow_id = ANY(%s)", (worker_id, list(got)))
+            return set(got)
 
         try:
             with self._write() as conn:
                 row = conn.execute("SELECT concurrency, per_key, rate_starts, rate_seconds FROM replaykit_queues "
                                    "WHERE name = %s FOR UPDATE", (queue,)).fetchall()  # serialises limited claims
                 limits = _limits(queue, row[0] if row else None)
-                found = [Candidate(r[0], r[1], r[2]) for r in conn.execute(
-                    f"SELECT workflow_id, part_key, started_at IS NOT NULL FROM replaykit_work w WHERE queue = %s "
-                    f"AND ready_at <= %s AND worker IS NULL AND name = ANY(%s) "
+                found = [Candidate(*r) for r in conn.execute(
+                    f"SELECT workflow_id, name, part_key, started_at IS NOT NULL FROM replaykit_work w "
+                    f"WHERE queue = %s AND ready_at <= %s AND worker IS NULL AND name = ANY(%s) "
                     f"AND problem_version IS DISTINCT FROM %s AND {_NEWEST_STATUS} "
                     f"ORDER BY priority DESC, ready_at LIMIT %s FOR UPDATE OF w SKIP LOCKED",
                     (queue, now, list(workflows), version, capacity * 4 + 8)).fetchall()]
-                admit(found, limits, _usage(conn, limits) if limits.limited else None, capacity, take)
+                admitted = admit(found, limits, _usage(conn, limits) if limits.limited else None, capacity, take)
         except BaseException:
             for workflow_id in taken:
                 self.unlock(workflow_id)
             raise
-        return taken
+        return [(c.workflow_id, c.name) for c in admitted]
 
     def release(self, workflow_id: str, worker_id: str, wake_at: float | None, problem: str | None = None,
                 version: str | None = None) -> None:
-        with self._write() as conn:
+        # One statement (one round trip when committed alone); it tells idle workers, at its commit.
+        with self._writes.write(notify=False, single=True) as conn:
             conn.execute(
-                "UPDATE replaykit_work SET worker = NULL, ready_at = CASE WHEN ready_at IS NULL THEN %s::float8 "
-                "WHEN %s::float8 IS NULL THEN ready_at ELSE least(ready_at, %s::float8) END, problem = %s, "
-                "problem_version = %s WHERE workflow_id = %s AND worker = %s",
+                "WITH released AS (UPDATE replaykit_work SET worker = NULL, ready_at = CASE WHEN ready_at IS NULL "
+                "THEN %s::float8 WHEN %s::float8 IS NULL THEN ready_at ELSE least(ready_at, %s::float8) END, "
+                "problem = %s, problem_version = %s WHERE workflow_id = %s AND worker = %s RETURNING ready_at) "
+                f"SELECT pg_notify('{CHANNEL}', '') FROM released WHERE ready_at IS NOT NULL",
                 (wake_at, wake_at, wake_at, problem, version if problem else None, workflow_id, worker_id))
 
     def next_ready(self, queues: Sequence[str]) -> float | None:

@@ -62,11 +62,11 @@ def candidates(conn: sqlite3.Connection, queue: str, workflows: Sequence[str], n
                limit: int) -> list[Candidate]:
     names = ", ".join("?" * len(workflows))
     rows = conn.execute(
-        f"SELECT workflow_id, part_key, started_at IS NOT NULL FROM work w WHERE queue = ? AND ready_at <= ? "
+        f"SELECT workflow_id, name, part_key, started_at IS NOT NULL FROM work w WHERE queue = ? AND ready_at <= ? "
         f"AND worker IS NULL AND name IN ({names}) AND (problem_version IS NULL OR problem_version != ?) "
         f"AND {_NEWEST_STATUS} ORDER BY priority DESC, ready_at LIMIT ?",
         (queue, now, *workflows, version, limit)).fetchall()
-    return [Candidate(row[0], row[1], bool(row[2])) for row in rows]
+    return [Candidate(row[0], row[1], row[2], bool(row[3])) for row in rows]
 
 
 def limits(conn: sqlite3.Connection, queue: str) -> Queue:
@@ -168,28 +168,28 @@ class SqliteWork:
         def unlock(self, workflow_id: str) -> None: ...
 
     def claim(self, worker_id: str, queue: str, workflows: Sequence[str], capacity: int, now: float,
-              version: str) -> list[str]:
+              version: str) -> list[tuple[str, str]]:
         if capacity <= 0 or not workflows or not any_ready(self._conn(), queue, now):
             return []
         taken: list[str] = []
 
-        def take(workflow_id: str) -> bool:
-            if not self.try_lock(workflow_id):
-                return False
-            taken.append(workflow_id)
-            hold(conn, workflow_id, worker_id)
-            return True
+        def take(batch: list[Candidate]) -> set[str]:
+            for c in batch:
+                if self.try_lock(c.workflow_id):
+                    taken.append(c.workflow_id)
+                    hold(conn, c.workflow_id, worker_id)
+            return set(taken)
 
         try:
             with self._transaction() as conn:
                 limited = limits(conn, queue)
                 found = candidates(conn, queue, workflows, now, version, capacity * 4 + 8)
-                admit(found, limited, usage(conn, limited) if limited.limited else None, capacity, take)
+                admitted = admit(found, limited, usage(conn, limited) if limited.limited else None, capacity, take)
         except BaseException:
             for workflow_id in taken:
                 self.unlock(workflow_id)
             raise
-        return taken
+        return [(c.workflow_id, c.name) for c in admitted]
 
     def release(self, workflow_id: str, worker_id: str, wake_at: float | None, problem: str | None = None,
                 version: str | None = None) -> None:

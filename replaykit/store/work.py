@@ -84,6 +84,7 @@ class Candidate:
     """A ready run a claim may take."""
 
     workflow_id: str
+    name: str
     key: str | None
     started: bool  # claimed before: taking it again is not a start (rate limits count starts)
 
@@ -97,25 +98,56 @@ class Usage:
     recent_starts: int
 
 
+class _Counts:
+    """What the queue holds, as admission goes: what its limits are checked against."""
+
+    def __init__(self, queue: Queue, usage: Usage | None) -> None:
+        self.queue = queue
+        self.held = usage.held if usage else 0
+        self.starts = usage.recent_starts if usage else 0
+        self.by_key: dict[str | None, int] = dict(usage.held_by_key) if usage else {}
+
+    def full(self) -> bool:
+        return self.queue.concurrency is not None and self.held >= self.queue.concurrency
+
+    def allows(self, c: Candidate) -> bool:
+        q = self.queue
+        if q.rate is not None and not c.started and self.starts >= q.rate[0]:
+            return False  # a run already started (parked, now woken) needs no start from the rate
+        return q.per_key is None or c.key is None or self.by_key.get(c.key, 0) < q.per_key
+
+    def add(self, c: Candidate) -> None:
+        self.held += 1
+        self.starts += 0 if c.started else 1
+        self.by_key[c.key] = self.by_key.get(c.key, 0) + 1
+
+
 def admit(candidates: Iterable[Candidate], queue: Queue, usage: Usage | None, capacity: int,
-          take: Callable[[str], bool]) -> list[str]:
-    """Take candidates in order while the queue's limits and ``capacity`` allow; ``take`` locks one
-    (``False``: someone holds it, skip it). ``usage`` is ``None`` for an unlimited queue."""
-    taken: list[str] = []
-    held = usage.held if usage else 0
-    starts = usage.recent_starts if usage else 0
-    by_key = dict(usage.held_by_key) if usage else {}
-    for c in candidates:
-        if len(taken) >= capacity or (queue.concurrency is not None and held >= queue.concurrency):
+          take: Callable[[list[Candidate]], set[str]]) -> list[Candidate]:
+    """Take candidates in order while the queue's limits and ``capacity`` allow. ``take`` locks a
+    batch of them at once and returns the ids it got (someone else holds the others: they are
+    skipped, and the next admissible candidates tried in their place). ``usage`` is ``None`` for an
+    unlimited queue."""
+    counts = _Counts(queue, usage)
+    taken: list[Candidate] = []
+    pending = list(candidates)
+    while pending and len(taken) < capacity and not counts.full():
+        trial = _Counts(queue, None)
+        trial.held, trial.starts, trial.by_key = counts.held, counts.starts, dict(counts.by_key)
+        batch: list[Candidate] = []
+        rest: list[Candidate] = []
+        for c in pending:
+            if len(taken) + len(batch) < capacity and not trial.full() and trial.allows(c):
+                batch.append(c)
+                trial.add(c)
+            else:
+                rest.append(c)
+        if not batch:
             break
-        if queue.rate is not None and not c.started and starts >= queue.rate[0]:
-            continue  # a run already started (parked, now woken) needs no start from the rate
-        if queue.per_key is not None and c.key is not None and by_key.get(c.key, 0) >= queue.per_key:
-            continue
-        if not take(c.workflow_id):
-            continue
-        taken.append(c.workflow_id)
-        held += 1
-        starts += 0 if c.started else 1
-        by_key[c.key] = by_key.get(c.key, 0) + 1
+        got = take(batch)
+        for c in batch:
+            if c.workflow_id in got:
+                taken.append(c)
+                counts.add(c)
+        pending = rest
     return taken
