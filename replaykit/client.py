@@ -28,10 +28,9 @@ from typing import TYPE_CHECKING, Any, overload
 
 from . import control
 from .commands import A1, A2, A3, A4, A5, A6, R
-from .errors import WorkflowConflictError
 from .handle import WorkflowHandle
 from .history import OK, START, Event, Status, WorkflowInfo
-from .starting import seconds, start_payload
+from .starting import check_same_run, seconds, start_payload
 from .store import Store, open_store
 from .store.work import Placement, WorkerRecord
 from .workflow import Workflow, as_workflow, register
@@ -117,7 +116,7 @@ class Client:
         placement = Placement(queue, priority, key, ready_at=begin)
         status = Status.PENDING if begin is not None else Status.RUNNING
         if not self.store.create(workflow_id, wf.name, start, status, placement=placement):
-            _check_same_run(self.store, workflow_id, wf, args, kwargs)
+            check_same_run(self.store, workflow_id, wf, args, kwargs)
         return self.handle(workflow_id)
 
     def _may_start(self, workflow_id: str) -> None:
@@ -168,19 +167,3 @@ class Client:
 
     def __repr__(self) -> str:
         return f"<Client {self.store!r}>"
-
-
-def _check_same_run(store: Store, workflow_id: str, wf: Workflow[Any], args: tuple[Any, ...],
-                    kwargs: dict[str, Any]) -> None:
-    """A start found the id taken: it is this very run, or a :class:`WorkflowConflictError`."""
-    info = store.info(workflow_id)
-    recorded = next(iter(store.events(workflow_id))).value()
-    if info is not None and info.name != wf.name:
-        raise WorkflowConflictError(
-            f"workflow id {workflow_id!r} belongs to a run of workflow {info.name!r}, not {wf.name!r}. "
-            "Use another id for the new run.")
-    if not recorded.get("continued") and (recorded["args"], recorded["kwargs"]) != (list(args), kwargs):
-        raise WorkflowConflictError(
-            f"workflow {workflow_id!r} was started with args={recorded['args']!r} kwargs={recorded['kwargs']!r}; "
-            f"this start passes args={list(args)!r} kwargs={kwargs!r}. A repeated start must pass the same "
-            "arguments (or use another workflow id).")

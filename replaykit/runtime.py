@@ -39,7 +39,7 @@ from .interpreter import Leaf
 from .lifecycle import Lifecycle
 from .restart import fork_run, restart_run
 from .runstate import _Run
-from .starting import seconds, start_payload
+from .starting import check_same_run, seconds, start_payload
 from .store import Store, open_store
 from .timers import TimerQueue
 from .workflow import Workflow, as_workflow, lookup, register
@@ -198,6 +198,11 @@ class Engine(Controls, Lifecycle, Driver, Effects):
         payload = start_payload(wf, args, kwargs, timeout=timeout, start_at=begin)
         # Created here, not on the driver, so that signal() right after start() finds the run.
         created = self._create(wf, workflow_id, payload, pending=begin is not None)
+        if not created:
+            info = self.store.info(workflow_id)
+            if info is not None and info.queue is not None:  # started for workers: they drive it
+                check_same_run(self.store, workflow_id, wf, args, kwargs)
+                return WorkflowHandle(workflow_id, self.store, self._poll)
         handle = self._new_handle(workflow_id)
         deadline = monotonic() + lock_timeout
         call = None if created else (args, kwargs)  # a run created here needs no argument check, only following

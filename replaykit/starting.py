@@ -7,9 +7,11 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from . import payloads
+from .errors import WorkflowConflictError
 from .history import RULES_VERSION
 
 if TYPE_CHECKING:
+    from .store import Store
     from .workflow import Workflow
 
 
@@ -36,3 +38,19 @@ def start_payload(wf: Workflow[Any], args: tuple[Any, ...], kwargs: dict[str, An
 def seconds(value: timedelta | float) -> float:
     """A duration given as a timedelta or a number of seconds, in seconds."""
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def check_same_run(store: Store, workflow_id: str, wf: Workflow[Any], args: tuple[Any, ...],
+                    kwargs: dict[str, Any]) -> None:
+    """A start found the id taken: it is this very run, or a :class:`WorkflowConflictError`."""
+    info = store.info(workflow_id)
+    recorded = next(iter(store.events(workflow_id))).value()
+    if info is not None and info.name != wf.name:
+        raise WorkflowConflictError(
+            f"workflow id {workflow_id!r} belongs to a run of workflow {info.name!r}, not {wf.name!r}. "
+            "Use another id for the new run.")
+    if not recorded.get("continued") and (recorded["args"], recorded["kwargs"]) != (list(args), kwargs):
+        raise WorkflowConflictError(
+            f"workflow {workflow_id!r} was started with args={recorded['args']!r} kwargs={recorded['kwargs']!r}; "
+            f"this start passes args={list(args)!r} kwargs={kwargs!r}. A repeated start must pass the same "
+            "arguments (or use another workflow id).")

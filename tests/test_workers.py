@@ -274,3 +274,16 @@ def test_a_delayed_start_is_taken_when_due(shared: str, client: rk.Client) -> No
         time.sleep(0.2)
         assert not w.holds("later") and handle.status() is rk.Status.PENDING
         assert handle.result(timeout=20) == 4
+
+
+def test_an_engine_starting_a_queued_run_follows_it_without_driving_it(shared: str,
+                                                                     client: rk.Client) -> None:
+    handle = client.start(quick, 1, workflow_id="q")
+    with rk.Engine(shared) as engine:
+        followed = engine.start(quick, 1, workflow_id="q")
+        with pytest.raises(rk.WorkflowConflictError, match="same arguments"):
+            engine.start(quick, 2, workflow_id="q")
+        time.sleep(0.3)
+        assert len(list(client.store.events("q"))) == 1  # not driven by the engine
+        with worker(shared):
+            assert followed.result(timeout=20) == handle.result(timeout=20) == 2
