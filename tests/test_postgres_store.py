@@ -13,7 +13,7 @@ import pytest
 
 import replaykit as rk
 from replaykit.history import OK, START, Event, Status
-from replaykit.store import open_store
+from replaykit.store import Store, open_store
 from replaykit.store.postgres_schema import SCHEMA_VERSION
 
 from conftest import PYTHON
@@ -307,6 +307,30 @@ def test_a_write_without_the_lock_is_refused_while_a_live_process_drives_the_run
         control.record("a", step(1), status=Status.CANCELLED)  # nobody drives it now
         assert [e.seq for e in driver.events("a")] == [0, 1]
         assert driver.info("a").status is Status.CANCELLED  # type: ignore[union-attr]
+
+
+def test_a_write_without_the_lock_is_not_refused_by_the_stores_own_lock(pg_url: str) -> None:
+    """An engine looks at a pending run under its lock on its driver thread while another thread
+    cancels it through the same store: the store's own lock, taken or given back meanwhile, is not
+    another live process (it was refused as one, on PostgreSQL only)."""
+    def look(store: Store, workflow_id: str, stop: threading.Event) -> None:
+        while not stop.is_set():
+            if store.try_lock(workflow_id):
+                store.unlock(workflow_id)
+
+    with open_store(pg_url) as store:
+        for i in range(10):
+            store.create(f"r{i}", "w", start(), status=Status.PENDING)
+            stop = threading.Event()
+            looker = threading.Thread(target=look, args=(store, f"r{i}", stop))
+            looker.start()
+            try:
+                time.sleep(0.01)
+                store.record(f"r{i}", step(1), status=Status.CANCELLED)
+            finally:
+                stop.set()
+                looker.join(timeout=10)
+            assert store.info(f"r{i}").status is Status.CANCELLED  # type: ignore[union-attr]
 
 
 def test_a_write_without_the_lock_fences_out_a_stale_owner(pg_url: str) -> None:

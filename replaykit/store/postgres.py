@@ -209,12 +209,21 @@ class PostgresStore(PostgresWork, Store):
     def _unowned(self, conn: Connection, workflow_id: str, run: int) -> None:
         """Before a write of a run's events by a store that does not hold the run (``rk.cancel`` of a
         pending run): refuse it if a live process holds the run, else keep it free until commit and
-        take it from any stale owner (a store whose lock died cannot record after this write)."""
-        if not conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (int64_key(workflow_id),)).fetchall()[0][0]:
-            raise WorkflowLockedError(
-                f"workflow {workflow_id!r} is being driven by {self.lock_owner(workflow_id) or 'another process'}; "
-                "only the process driving it records its events, and nothing was recorded."
-            )
+        take it from any stale owner (a store whose lock died cannot record after this write).
+
+        This store's own lock, on another thread (an engine looking at a pending run while a user
+        cancels it), is not another process: the write goes on, as on SQLite."""
+        take = "SELECT pg_try_advisory_xact_lock(%s)"
+        key = int64_key(workflow_id)
+        if not conn.execute(take, (key,)).fetchall()[0][0]:
+            if self._locks.holds_settled(workflow_id):
+                return  # ours, on another thread: no one else can take it meanwhile; our owner token stays
+            if not conn.execute(take, (key,)).fetchall()[0][0]:  # again: this store may have been giving it back
+                raise WorkflowLockedError(
+                    f"workflow {workflow_id!r} is being driven by "
+                    f"{self.lock_owner(workflow_id) or 'another process'}; "
+                    "only the process driving it records its events, and nothing was recorded."
+                )
         conn.execute(_REVOKE, (run,))
 
     def _insert_all(self, conn: Connection, run: int, events: Sequence[Event]) -> None:
