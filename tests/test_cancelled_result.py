@@ -47,8 +47,8 @@ def test_cancelling_a_pending_run_ends_it_cancelled(any_db: str) -> None:
         assert handle.status() is rk.Status.CANCELLED
 
 
-def test_the_result_of_a_timed_out_run_is_workflow_timed_out() -> None:
-    with TestEnv() as env:
+def test_the_result_of_a_timed_out_run_is_workflow_timed_out(any_db: str) -> None:
+    with TestEnv(db=any_db) as env:
         handle = env.start(waits, workflow_id="slow", timeout=timedelta(hours=1))
         with pytest.raises(rk.WorkflowTimedOut) as err:
             handle.result(timeout=10)
@@ -59,7 +59,7 @@ def test_the_result_of_a_timed_out_run_is_workflow_timed_out() -> None:
     assert str(err.value).startswith("workflow 'slow' timed out:")
 
 
-def test_a_run_that_catches_cancellation_and_fails_is_still_failed() -> None:
+def test_a_run_that_catches_cancellation_and_fails_is_still_failed(any_db: str) -> None:
     @rk.workflow(name="fails-when-cancelled")
     def flow(ctx: Context):
         try:
@@ -67,7 +67,7 @@ def test_a_run_that_catches_cancellation_and_fails_is_still_failed() -> None:
         except rk.Cancelled as exc:
             raise ValueError("could not undo") from exc
 
-    with TestEnv() as env:
+    with TestEnv(db=any_db) as env:
         handle = env.start(flow, workflow_id="f")
         env.sleep(60)
         env.engine.cancel("f")
@@ -82,7 +82,7 @@ def sleepy_stage(ctx: Context):
     return "slept"
 
 
-def test_a_parent_sees_its_cancelled_child_as_workflow_cancelled() -> None:
+def test_a_parent_sees_its_cancelled_child_as_workflow_cancelled(any_db: str) -> None:
     @rk.workflow(name="tolerant-of-cancel")
     def parent(ctx: Context):
         try:
@@ -90,7 +90,7 @@ def test_a_parent_sees_its_cancelled_child_as_workflow_cancelled() -> None:
         except rk.WorkflowCancelled as exc:
             return f"child {exc.workflow_id} cancelled: {exc.reason}"
 
-    with TestEnv() as env:
+    with TestEnv(db=any_db) as env:
         handle = env.start(parent, workflow_id="par")
         env.sleep(60)
         env.engine.cancel("par/1", "operator")
@@ -99,12 +99,12 @@ def test_a_parent_sees_its_cancelled_child_as_workflow_cancelled() -> None:
         assert handle.status() is rk.Status.COMPLETED
 
 
-def test_a_parent_that_lets_its_childs_cancellation_escape_ends_cancelled() -> None:
+def test_a_parent_that_lets_its_childs_cancellation_escape_ends_cancelled(any_db: str) -> None:
     @rk.workflow(name="lets-it-escape")
     def parent(ctx: Context):
         return (yield rk.child_workflow(sleepy_stage))
 
-    with TestEnv() as env:
+    with TestEnv(db=any_db) as env:
         handle = env.start(parent, workflow_id="esc")
         env.sleep(60)
         env.engine.cancel("esc/1", "operator")
@@ -135,7 +135,7 @@ def test_a_parent_history_recorded_before_the_change_replays_as_recorded(any_db:
     assert rk.run(parent, workflow_id="old", db=any_db) == "failed: replaykit.errors.Cancelled"
 
 
-def test_a_cancelled_scheduled_run_does_not_end_its_schedule() -> None:
+def test_a_cancelled_scheduled_run_does_not_end_its_schedule(any_db: str) -> None:
     fired: list[str] = []
 
     @rk.workflow(name="scheduled-job")
@@ -143,7 +143,7 @@ def test_a_cancelled_scheduled_run_does_not_end_its_schedule() -> None:
         fired.append(ctx.workflow_id)
         yield rk.sleep(timedelta(minutes=30))
 
-    with TestEnv() as env:
+    with TestEnv(db=any_db) as env:
         env.engine.schedule("hourly", job, "0 * * * *")
         env.sleep(timedelta(minutes=70))
         first = fired[0]

@@ -55,8 +55,8 @@ def cancellable(ctx: rk.Context):
         log.append("finally")
 
 
-def test_cancel_raises_at_the_yield_runs_compensation_and_ends_cancelled() -> None:
-    with TestEnv() as env:
+def test_cancel_raises_at_the_yield_runs_compensation_and_ends_cancelled(any_db: str) -> None:
+    with TestEnv(db=any_db) as env:
         handle = env.start(cancellable, workflow_id="c")
         env.sleep(timedelta(days=1))
         env.engine.cancel("c", "customer asked")
@@ -69,8 +69,8 @@ def test_cancel_raises_at_the_yield_runs_compensation_and_ends_cancelled() -> No
     assert kinds == ["start", "activity", "cancel", "activity", "result"]  # the pending timer was cleared
 
 
-def test_a_cancelled_history_replays_and_resumes_mid_compensation() -> None:
-    with TestEnv() as env:
+def test_a_cancelled_history_replays_and_resumes_mid_compensation(any_db: str) -> None:
+    with TestEnv(db=any_db) as env:
         handle = env.start(cancellable, workflow_id="c")
         env.sleep(timedelta(days=1))
         env.engine.cancel("c")
@@ -109,7 +109,7 @@ def test_cancel_from_another_process_tells_running_activities(any_db: str, child
     assert log == ["long job stopped"]
 
 
-def test_shield_defers_cancellation_until_the_block_ends() -> None:
+def test_shield_defers_cancellation_until_the_block_ends(any_db: str) -> None:
     @rk.workflow(name="shielded")
     def flow(ctx: rk.Context):
         try:
@@ -120,7 +120,7 @@ def test_shield_defers_cancellation_until_the_block_ends() -> None:
         except rk.Cancelled:
             return "cancelled after the shield"
 
-    with TestEnv() as env:
+    with TestEnv(db=any_db) as env:
         handle = env.start(flow, workflow_id="s")
         env.sleep(timedelta(minutes=10))
         env.engine.cancel("s")
@@ -128,8 +128,8 @@ def test_shield_defers_cancellation_until_the_block_ends() -> None:
     assert log == ["inside the shield"]
 
 
-def test_cancelling_a_run_that_has_not_started_yet() -> None:
-    with TestEnv() as env:
+def test_cancelling_a_run_that_has_not_started_yet(any_db: str) -> None:
+    with TestEnv(db=any_db) as env:
         handle = env.start(cancellable, workflow_id="later", start_delay=timedelta(hours=5))
         assert handle.status() is rk.Status.PENDING
         env.engine.cancel("later")
@@ -217,7 +217,7 @@ def failing_stage(ctx: rk.Context):
     raise ValueError("stage broke")
 
 
-def test_child_results_failures_and_ids() -> None:
+def test_child_results_failures_and_ids(any_db: str) -> None:
     @rk.workflow(name="pipeline")
     def pipeline(ctx: rk.Context):
         first = yield rk.child_workflow(stage, "a")
@@ -227,7 +227,7 @@ def test_child_results_failures_and_ids() -> None:
         except rk.WorkflowFailed as exc:
             return [first, second, exc.error_type, exc.message]
 
-    with TestEnv() as env:
+    with TestEnv(db=any_db) as env:
         assert env.run(pipeline, workflow_id="pipe") == [
             "processed a", "processed b", "builtins.ValueError", "stage broke"]
         assert env.store.info("pipe/1").status is rk.Status.COMPLETED
@@ -235,7 +235,7 @@ def test_child_results_failures_and_ids() -> None:
         assert env.store.info("pipe/3").status is rk.Status.FAILED
 
 
-def test_cancelling_a_parent_cancels_its_children() -> None:
+def test_cancelling_a_parent_cancels_its_children(any_db: str) -> None:
     @rk.workflow(name="sleepy-child")
     def sleepy(ctx: rk.Context):
         yield rk.sleep(timedelta(days=10))
@@ -244,7 +244,7 @@ def test_cancelling_a_parent_cancels_its_children() -> None:
     def parent(ctx: rk.Context):
         yield rk.child_workflow(sleepy)
 
-    with TestEnv() as env:
+    with TestEnv(db=any_db) as env:
         handle = env.start(parent, workflow_id="par")
         env.sleep(timedelta(hours=1))
         env.engine.cancel("par")
@@ -265,7 +265,7 @@ def test_children_survive_a_crash_anywhere() -> None:
     assert outcome.value == ["processed x", ["processed y", "beside"]]
 
 
-def test_saga_compensates_in_reverse_on_failure() -> None:
+def test_saga_compensates_in_reverse_on_failure(any_db: str) -> None:
     @rk.activity
     def debit(account: str, cents: int) -> None:
         log.append(f"debit {account} {cents}")
@@ -289,7 +289,7 @@ def test_saga_compensates_in_reverse_on_failure() -> None:
             yield from saga.compensate()
             return "rolled back"
 
-    with TestEnv() as env:
+    with TestEnv(db=any_db) as env:
         assert env.run(transfer, "alice", "bob", 500) == "transferred"
         assert env.run(transfer, "alice", "closed", 700) == "rolled back"
     assert log == ["debit alice 500", "credit bob 500", "debit alice 700", "credit alice 700"]

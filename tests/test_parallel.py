@@ -49,19 +49,19 @@ def fan_out(ctx: rk.Context, n: int):
     return results
 
 
-def test_all_returns_results_in_argument_order() -> None:
-    with TestEnv() as env:
+def test_all_returns_results_in_argument_order(any_db: str) -> None:
+    with TestEnv(db=any_db) as env:
         assert env.run(fan_out, 5) == [f"done item-{i}" for i in range(5)]
         history = env.history(env.engine.store.list()[0].workflow_id)
     assert sorted(e.step for e in history if e.kind == "activity") == [1, 2, 3, 4, 5]
 
 
-def test_all_of_nothing_is_an_empty_list_and_any_of_nothing_is_refused() -> None:
+def test_all_of_nothing_is_an_empty_list_and_any_of_nothing_is_refused(any_db: str) -> None:
     @rk.workflow
     def empty(ctx: rk.Context):
         return (yield rk.all())
 
-    with TestEnv() as env:
+    with TestEnv(db=any_db) as env:
         assert env.run(empty) == []
     with pytest.raises(ValueError, match="at least one command"):
         rk.any()
@@ -80,7 +80,7 @@ def test_activities_in_a_group_really_run_concurrently(any_db: str) -> None:
         return (yield rk.all(meet(1), meet(2), meet(3)))
 
     assert rk.run(flow, workflow_id="inline", db=any_db) == [1, 2, 3]  # rk.run too, despite inline activities
-    with TestEnv() as env:
+    with TestEnv(db=any_db) as env:
         assert env.run(flow) == [1, 2, 3]
 
 
@@ -102,31 +102,31 @@ def test_first_failure_in_all_raises_and_cancels_the_rest(any_db: str) -> None:
     assert (1, "activity", "ok") not in kinds and (2, "activity", "error") in kinds
 
 
-def test_any_first_to_finish_wins_and_the_losers_are_cancelled() -> None:
+def test_any_first_to_finish_wins_and_the_losers_are_cancelled(any_db: str) -> None:
     @rk.workflow
     def race(ctx: rk.Context):
         index, value = yield rk.any(rk.sleep(timedelta(days=2)), rk.wait_signal("go"), rk.sleep(timedelta(days=1)))
         later = yield rk.sleep(timedelta(days=5))  # the losing 2-day timer must not fire meanwhile
         return index, value, later, ctx.now().isoformat()
 
-    with TestEnv() as env:
+    with TestEnv(db=any_db) as env:
         assert env.run(race, workflow_id="r") == (2, None, None, "2030-01-07T00:00:00+00:00")  # day 1 + 5
         timers = [e for e in env.history("r") if e.kind == "timer"]
     assert [e.step for e in timers] == [3, 4]  # step 1 (two days) lost and never fired
 
 
-def test_any_with_a_signal_winning_over_a_timeout() -> None:
+def test_any_with_a_signal_winning_over_a_timeout(any_db: str) -> None:
     @rk.workflow
     def approval(ctx: rk.Context):
         return (yield rk.any(rk.wait_signal("approve"), rk.sleep(timedelta(hours=4))))
 
-    with TestEnv() as env:
+    with TestEnv(db=any_db) as env:
         handle = env.start(approval, workflow_id="a")
         env.signal("a", "approve", "ok", at=timedelta(hours=1))
         assert handle.result() == (0, "ok")
 
 
-def test_nested_groups_mixing_activities_timers_signals_and_children() -> None:
+def test_nested_groups_mixing_activities_timers_signals_and_children(any_db: str) -> None:
     @rk.workflow
     def child(ctx: rk.Context, x: int):
         yield rk.sleep(timedelta(minutes=x))
@@ -140,7 +140,7 @@ def test_nested_groups_mixing_activities_timers_signals_and_children() -> None:
             rk.any(rk.wait_signal("s"), rk.sleep(timedelta(hours=1))),
         ))
 
-    with TestEnv() as env:
+    with TestEnv(db=any_db) as env:
         handle = env.start(parent, workflow_id="p")
         env.signal("p", "s", "sig", at=timedelta(minutes=30))
         assert handle.result() == [(0, "done quick"), [10, 20], (0, "sig")]

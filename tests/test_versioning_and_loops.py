@@ -152,13 +152,13 @@ def test_continue_as_new_survives_a_crash_anywhere_in_its_last_run() -> None:
     assert assert_survives_crashes(monitor, 0, 10).value == "stopped after 25 checks"
 
 
-def test_a_growing_history_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_growing_history_is_warned_about(any_db: str, caplog: pytest.LogCaptureFixture) -> None:
     @rk.workflow(name="chatty")
     def chatty(ctx: rk.Context):
         for _ in range(30):
             yield rk.sleep(1)
 
-    with TestEnv() as env:
+    with TestEnv(db=any_db) as env:
         env.engine._history_warning = 20
         with caplog.at_level(logging.WARNING, logger="replaykit"):
             env.run(chatty, workflow_id="chatty")
@@ -189,8 +189,8 @@ def report(ctx: rk.Context, kind: str):
     yield send("report", f"{kind}@{fire:%Y-%m-%d %H:%M}")
 
 
-def test_cron_schedule_starts_each_fire_once_in_order() -> None:
-    with TestEnv(start=datetime(2030, 1, 1, tzinfo=timezone.utc)) as env:
+def test_cron_schedule_starts_each_fire_once_in_order(any_db: str) -> None:
+    with TestEnv(db=any_db, start=datetime(2030, 1, 1, tzinfo=timezone.utc)) as env:
         env.engine.schedule("nightly", report, "0 3 * * *", "sales")
         env.sleep(timedelta(days=3, hours=4))
         assert sent == ["report:sales@2030-01-01 03:00", "report:sales@2030-01-02 03:00",
