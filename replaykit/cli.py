@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import signal
 import sys
 import time
 from datetime import datetime, timezone
@@ -156,11 +157,18 @@ def _worker(args: argparse.Namespace) -> int:
     workflows = {id(v): v for name in args.module for v in vars(sys.modules[name]).values() if isinstance(v, Workflow)}
     if not workflows:
         raise _UsageError(f"no workflow found in {', '.join(args.module)}: decorate them with @rk.workflow")
+    made: list[Worker] = []
+    # A SIGTERM while the worker starts (it claims from its first moment) stops it gracefully too.
+    early = signal.signal(signal.SIGTERM, lambda *_: made[0].request_stop() if made else sys.exit(143))
     worker = Worker(args.db, workflows=list(workflows.values()), queues=args.queue or ["default"],
                     concurrency=args.concurrency, activity_threads=args.activity_threads, grace=args.grace)
+    made.append(worker)
     print(f"worker {worker.worker_id} serving {', '.join(args.queue or ['default'])} "
           f"(code version {worker.version}); SIGTERM or Ctrl-C stops it", flush=True)
-    worker.run()
+    try:
+        worker.run()
+    finally:
+        signal.signal(signal.SIGTERM, early)
     return 0
 
 

@@ -287,3 +287,18 @@ def test_an_engine_starting_a_queued_run_follows_it_without_driving_it(shared: s
         assert len(list(client.store.events("q"))) == 1  # not driven by the engine
         with worker(shared):
             assert followed.result(timeout=20) == handle.result(timeout=20) == 2
+
+
+def test_the_worker_command_serves_a_module_and_stops_on_sigterm(shared: str, client: rk.Client,
+                                                                 child_env: dict[str, str], ledger: Path) -> None:
+    proc = subprocess.Popen([PYTHON, "-m", "replaykit", "worker", shared, "-m", "worker_app", "-q", "default"],
+                            env=dict(child_env, RK_LEDGER=str(ledger)), stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and "serving default" in proc.stdout.readline()
+        assert client.start(quick, 41, workflow_id="cli").result(timeout=20) == 42
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        assert client.workers() == []
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
