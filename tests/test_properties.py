@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -13,7 +14,7 @@ from replaykit.history import RESULT
 from replaykit.interpreter import Machine, Waiting, new_machine
 from replaykit.testing import TestEnv
 from replaykit.testing import strategies as rks
-from replaykit.testing.crashes import assert_survives_crashes, shape
+from replaykit.testing.crashes import _run, assert_survives_crashes, shape
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -135,3 +136,14 @@ def test_timers_fire_in_due_order_never_early_and_time_never_goes_back(durations
     assert woke == [start + d for d in durations]  # exactly at the deadline: never early, never late
     assert [durations[i] for i in fired] == sorted(durations)  # in due order
     assert end == start + max(max(durations), sum(manual))  # no further than needed
+
+
+def test_crash_check_of_a_run_that_ended_before_its_signals_are_sent() -> None:
+    """The run may end before ``assert_survives_crashes`` sends it the signals (a program that fails at
+    once): nothing to deliver then. It raised IllegalTransitionError, about once in 20 suite runs."""
+    program = [["fail", "at once"], ["all", [["act", 1], ["signal", 1]]]]  # waits on a signal it never reaches
+    with TestEnv() as env:
+        with pytest.raises(rk.WorkflowFailed):
+            env.run(rks.run_program, program, workflow_id="ended")
+        outcome = _run(env, rks.run_program, (program,), {}, "ended", rks.signals_for(program))
+    assert outcome.status == "failed"
