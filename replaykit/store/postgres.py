@@ -216,9 +216,11 @@ class PostgresStore(PostgresWork, Store):
         take = "SELECT pg_try_advisory_xact_lock(%s)"
         key = int64_key(workflow_id)
         if not conn.execute(take, (key,)).fetchall()[0][0]:
-            if self._locks.holds_settled(workflow_id):
-                return  # ours, on another thread: no one else can take it meanwhile; our owner token stays
-            if not conn.execute(take, (key,)).fetchall()[0][0]:  # again: this store may have been giving it back
+            with self._locks.still():  # held by this store (another thread), or by another process?
+                if self._locks.holds(workflow_id):
+                    return  # ours: no one else can take it meanwhile, and our owner token stays
+                free = conn.execute(take, (key,)).fetchall()[0][0]
+            if not free:
                 raise WorkflowLockedError(
                     f"workflow {workflow_id!r} is being driven by "
                     f"{self.lock_owner(workflow_id) or 'another process'}; "

@@ -245,16 +245,17 @@ class AdvisoryLocks:
     def holds(self, key: str) -> bool:
         return key in self._held
 
-    def holds_settled(self, key: str) -> bool:
-        """:meth:`holds`, once a take or a give-back under way on another thread has finished (on the
-        server, a lock is held before ``holds`` says so, and after). The wait is bounded: a caller in a
-        transaction could hold a row the take is stamping."""
-        if not self._mutex.acquire(timeout=1.0):
-            return False
+    @contextmanager
+    def still(self) -> Iterator[None]:
+        """No take or give-back of this store's locks during the block, so that :meth:`holds` and the
+        server agree (during one, the server holds a lock that ``holds`` does not name). The wait for one
+        under way is bounded: the caller's transaction could hold a row that a take is stamping."""
+        got = self._mutex.acquire(timeout=1.0)
         try:
-            return key in self._held
+            yield
         finally:
-            self._mutex.release()
+            if got:
+                self._mutex.release()
 
     def backend(self) -> int:
         """The server process of the lock connection (whose end frees every lock held here)."""
