@@ -4,7 +4,7 @@ it takes every candidate a limit and the locks allow, in order."""
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from replaykit.store.work import Candidate, Queue, Usage, admit
@@ -18,6 +18,7 @@ limits = st.builds(Queue, st.just("q"), concurrency=st.none() | st.integers(1, 1
 usages = st.builds(Usage, st.integers(0, 5), st.dictionaries(keys, st.integers(0, 3), max_size=3), st.integers(0, 5))
 
 
+@settings(max_examples=400)
 @given(candidates, limits, usages, st.integers(1, 40), st.sets(st.integers(0, 29)))
 def test_a_claim_never_passes_a_limit_and_takes_all_it_may(found: list[Candidate], queue: Queue, usage: Usage,
                                                           capacity: int, locked_elsewhere: set[int]) -> None:

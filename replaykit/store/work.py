@@ -128,6 +128,7 @@ def admit(candidates: Iterable[Candidate], queue: Queue, usage: Usage | None, ca
     batch of them at once and returns the ids it got (someone else holds the others: they are
     skipped, and the next admissible candidates tried in their place). ``usage`` is ``None`` for an
     unlimited queue."""
+    candidates = list(candidates)
     counts = _Counts(queue, usage)
     taken: list[Candidate] = []
     pending = list(candidates)
@@ -150,4 +151,5 @@ def admit(candidates: Iterable[Candidate], queue: Queue, usage: Usage | None, ca
                 taken.append(c)
                 counts.add(c)
         pending = rest
-    return taken
+    order = {c.workflow_id: i for i, c in enumerate(candidates)}
+    return sorted(taken, key=lambda c: order[c.workflow_id])  # a later round may take an earlier candidate
