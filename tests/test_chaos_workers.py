@@ -185,6 +185,7 @@ def fleet(chaos_db: str, tmp_path: Path, child_env: dict[str, str]) -> Iterator[
         fleet.kill_all()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_workers_killed_at_random_lose_nothing_and_repeat_nothing(chaos_db: str, fleet: Fleet,
                                                                   tmp_path: Path) -> None:

@@ -101,6 +101,7 @@ def test_pipeline(tmp_path: Path, child_env: dict[str, str]) -> None:
     assert "{'a.pdf': 13, 'corrupt.pdf': 'skipped: cannot read corrupt.pdf', 'report.pdf': 18}" in done.stdout
 
 
+@pytest.mark.slow
 def test_the_benchmark_script_runs(tmp_path: Path, child_env: dict[str, str]) -> None:
     report = tmp_path / "benchmarks.md"
     done = subprocess.run([PYTHON, str(ROOT / "benchmarks" / "run_all.py"), "--quick", "--no-peers",

@@ -78,6 +78,7 @@ def test_marker_and_option(pytester: pytest.Pytester) -> None:
     assert "--replaykit-strict" in helped.stdout.str()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_plugin_works_in_a_fresh_project_that_only_installs_replaykit(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
