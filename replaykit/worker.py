@@ -217,7 +217,7 @@ class Worker(Client):
             except Exception:  # a bug in replaykit: keep serving
                 log.exception("replaykit worker %s failed to claim work", self.worker_id)
                 claimed = 0
-            self._idle(next_beat, look_ahead=not claimed)
+            self._idle(next_beat, look_ahead=not claimed and len(self._held) < self._capacity)
 
     def _beat(self) -> None:
         if not self.store.heartbeat(self.worker_id, self.stopping):
@@ -256,8 +256,9 @@ class Worker(Client):
 
     def _idle(self, next_beat: float, look_ahead: bool) -> None:
         """Wait for work: until told (a store change, room freed), a run's ready time (asked of the
-        store only after a claim found nothing), the next heartbeat, or the poll interval (with
-        jitter: a fleet does not poll in step)."""
+        store only after a claim with room found nothing), the next heartbeat, or the poll interval
+        (with jitter: a fleet does not poll in step). A ready time already past is a run this worker
+        may not take now (a limit, another's lock, its code version): notifications and polls tell."""
         until = min(next_beat, monotonic() + self._claim_poll * random.uniform(0.5, 1.0))
         ready = None
         if look_ahead:
@@ -265,8 +266,8 @@ class Worker(Client):
                 ready = self.store.next_ready([q.name for q in self._queues])
             except StoreError:
                 pass
-        if ready is not None:
-            until = min(until, monotonic() + max(0.0, ready - time.time()))
+        if ready is not None and ready > time.time():
+            until = min(until, monotonic() + ready - time.time())
         self.store.changed()  # from here on, what changes is news
         while not self._stop_asked.is_set():
             left = until - monotonic()

@@ -13,6 +13,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from worker_app import WORKFLOWS, order, parent, quick, sleeper
@@ -302,3 +303,25 @@ def test_the_worker_command_serves_a_module_and_stops_on_sigterm(shared: str, cl
     finally:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def test_a_full_worker_with_a_backlog_waits_instead_of_spinning(shared: str, client: rk.Client) -> None:
+    started.clear()
+    asked = Counter[str]()
+    with rk.Worker(shared, workflows=[slow, quick], concurrency=1, heartbeat=0.1) as w:
+        real = w.store.next_ready
+
+        def counted(queues: Any) -> float | None:
+            asked["next_ready"] += 1
+            return real(queues)
+
+        w.store.next_ready = counted  # type: ignore[method-assign]
+        client.start(slow, 1, workflow_id="busy")
+        assert started.wait(timeout=20)  # the worker is full (concurrency 1) for a second
+        for n in range(5):
+            client.start(quick, n, workflow_id=f"backlog-{n}")  # ready, and nobody has room
+        asked.clear()
+        time.sleep(0.5)
+        # It waits for room (or its poll), asking the store at most a few times; a spinning loop asked thousands.
+        assert asked["next_ready"] <= 10
+        assert client.handle("backlog-4").result(timeout=20) == 5
