@@ -41,6 +41,8 @@ class Store(abc.ABC):
     next. ``info``, ``events`` and ``record`` address the newest run of the id.
     """
 
+    networked = False  # each call is a round trip to a server (several driver threads overlap them)
+
     @abc.abstractmethod
     def create(self, workflow_id: str, name: str, start: Event, status: Status = Status.RUNNING,
                history: Sequence[Event] = (), placement: Placement | None = None) -> bool:

@@ -80,6 +80,8 @@ class PostgresStore(PostgresWork, Store):
     ``create=False`` they must exist), and a database holding other tables is refused.
     Thread-safe: each call borrows a pooled connection; a thread that batches keeps one."""
 
+    networked = True
+
     def __init__(self, url: str, *, durability: Durability | str = Durability.CRASH, create: bool = True) -> None:
         self.url = redact(url)
         self.durability = Durability(durability)
