@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .commands import ACTIVITY
 from .control import CANCEL_REQUEST
 from .errors import ReplayKitError, StoreError, WorkflowLockedError
+from .history import Status
 from .runtime import Engine
 from .store.work import Placement
 from .workflow import lookup
@@ -35,6 +36,10 @@ log = logging.getLogger("replaykit")
 _RETRY_AFTER_STORE_ERROR = 1.0  # seconds before a run given up on a store error is ready again
 
 
+def _nothing() -> None:
+    pass
+
+
 class WorkerEngine(Engine):
     """An :class:`Engine` whose runs come from its worker's claims (see the module's docstring)."""
 
@@ -44,6 +49,7 @@ class WorkerEngine(Engine):
         self._fresh: set[str] = set()  # opened from a claim, controls (cancel, pause) not yet applied
         self._wake_at: dict[str, float | None] = {}  # when a run handed back is ready again
         self._problems: dict[str, str] = {}  # why a run could not be driven here
+        self._ending: set[str] = set()  # runs whose result is being recorded
         super().__init__(store, **options)
 
     # -- claimed runs in ----------------------------------------------------------------
@@ -75,6 +81,7 @@ class WorkerEngine(Engine):
             raise
 
     def _abort(self, run: _Run, error: BaseException) -> None:
+        self._ending.discard(run.workflow_id)  # its end was not recorded (or is lost with its batch)
         self._note_problem(run.workflow_id, error)
         super()._abort(run, error)
 
@@ -122,17 +129,29 @@ class WorkerEngine(Engine):
         run.machine.discard()
         self._release(run)
 
+    def _finish(self, run: _Run, outcome: str, encoded: tuple[str, str | bytes], status: Status | None = None) -> None:
+        self._ending.add(run.workflow_id)  # its result, once recorded, also hands it back (store: ended)
+        super()._finish(run, outcome, encoded, status)
+
     def _unlock(self, workflow_id: str) -> None:
-        """Give a claimed run back in the store (in the batch, so with what was recorded), then its lock."""
+        """Give a claimed run back in the store (in the batch, so with what was recorded), then its lock.
+        If the batch is lost, the run is handed back again, ready at once: what was committed replays."""
         if self._worker.holds(workflow_id):
             wake = self._wake_at.pop(workflow_id, None)
             problem = self._problems.pop(workflow_id, None)
             self._fresh.discard(workflow_id)
-            try:
-                self.store.release(workflow_id, self._worker.worker_id, wake, problem, self._worker.version)
-            except StoreError as exc:  # it stays marked as ours: the registry releases it when we stop or die
-                log.warning("replaykit worker %s could not hand back %r: %s", self._worker.worker_id, workflow_id, exc)
+            if workflow_id in self._ending:  # its recorded end handed it back in the same transaction
+                self._ending.discard(workflow_id)
+            else:
+                self._hand_back(workflow_id, wake, problem)
+            self._later(_nothing, lambda _: self._hand_back(workflow_id, self._clock.now(), None))
         super()._unlock(workflow_id)
+
+    def _hand_back(self, workflow_id: str, wake: float | None, problem: str | None) -> None:
+        try:
+            self.store.release(workflow_id, self._worker.worker_id, wake, problem, self._worker.version)
+        except StoreError as exc:  # it stays marked as ours: the registry releases it when we stop or die
+            log.warning("replaykit worker %s could not hand back %r: %s", self._worker.worker_id, workflow_id, exc)
 
     def _unlock_now(self, workflow_id: str) -> None:
         releasing = workflow_id in self._releasing

@@ -285,3 +285,15 @@ def test_a_silent_worker_past_its_lease_is_cut_off_and_its_runs_released(pg_url:
         finally:
             child.kill()
             child.wait(timeout=10)
+
+
+def test_a_recorded_end_hands_the_run_back_in_the_same_transaction(store: Store) -> None:
+    store.set_queue(Queue("q", concurrency=1))
+    store.register_worker(record("w1"))
+    queued(store, "a")
+    queued(store, "b")
+    assert claim(store) == ["a"]
+    store.record("a", result(1), status=Status.COMPLETED)
+    assert [w.runs for w in store.workers()] == [()]  # no separate release needed: the slot is free
+    store.unlock("a")
+    assert claim(store) == ["b"]

@@ -49,9 +49,10 @@ def wake(conn: Connection, workflow_id: str, at: float) -> None:
 
 
 def ended(conn: Connection, workflow_id: str, at: float) -> None:
-    """A queued run ended: never ready again; its parent, if queued, is woken."""
-    rows = conn.execute("UPDATE replaykit_work SET ready_at = NULL WHERE workflow_id = %s RETURNING parent",
-                        (workflow_id,)).fetchall()
+    """A queued run ended: never ready again, held by nobody (its driver's end hands it back);
+    its parent, if queued, is woken."""
+    rows = conn.execute("UPDATE replaykit_work SET ready_at = NULL, worker = NULL WHERE workflow_id = %s "
+                        "RETURNING parent", (workflow_id,)).fetchall()
     if rows and rows[0][0] is not None:
         wake(conn, rows[0][0], at)
 
