@@ -28,6 +28,7 @@ from . import control
 from .errors import ReplayKitError
 from .history import Status
 from .restart import fork, restart
+from .store import open_store
 from .store.work import WorkerRecord
 
 
@@ -36,7 +37,8 @@ def _time(ts: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="replaykit", description="Inspect replaykit stores and send signals.")
+    parser = argparse.ArgumentParser(prog="replaykit",
+                                     description="Inspect replaykit stores, control runs, and serve them as a worker.")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("list", help="list workflow runs")
     p.add_argument("db")
@@ -160,8 +162,13 @@ def _worker(args: argparse.Namespace) -> int:
     made: list[Worker] = []
     # A SIGTERM while the worker starts (it claims from its first moment) stops it gracefully too.
     early = signal.signal(signal.SIGTERM, lambda *_: made[0].request_stop() if made else sys.exit(143))
-    worker = Worker(args.db, workflows=list(workflows.values()), queues=args.queue or ["default"],
-                    concurrency=args.concurrency, activity_threads=args.activity_threads, grace=args.grace)
+    store = open_store(args.db, create=False)  # a mistyped path is an error, never a new store
+    try:
+        worker = Worker(store, workflows=list(workflows.values()), queues=args.queue or ["default"],
+                        concurrency=args.concurrency, activity_threads=args.activity_threads, grace=args.grace)
+    except BaseException:
+        store.close()
+        raise
     made.append(worker)
     print(f"worker {worker.worker_id} serving {', '.join(args.queue or ['default'])} "
           f"(code version {worker.version}); SIGTERM or Ctrl-C stops it", flush=True)
@@ -169,6 +176,8 @@ def _worker(args: argparse.Namespace) -> int:
         worker.run()
     finally:
         signal.signal(signal.SIGTERM, early)
+        store.close()
+    print(f"worker {worker.worker_id} stopped", flush=True)
     return 0
 
 

@@ -79,10 +79,19 @@ class Worker(Client):
         warn_nondeterminism: bool = True,
         drivers: int | None = None,
     ) -> None:
+        if isinstance(queues, (str, Queue)):  # one queue, not the letters of its name
+            queues = [queues]
         if not queues:
             raise ValueError("a worker needs at least one queue to take work from")
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be at least 1; got {concurrency!r}")
+        for name, value, least in (("concurrency", concurrency, 1), ("drivers", 1 if drivers is None else drivers, 1),
+                                   ("activity_threads", activity_threads, 0)):
+            if not isinstance(value, int) or value < least:
+                raise ValueError(f"Worker {name} must be a whole number of at least {least}; got {value!r}")
+        for name, seconds in (("heartbeat", heartbeat), ("lease", lease), ("poll_interval", poll_interval)):
+            if not seconds > 0:
+                raise ValueError(f"Worker {name} must be a positive number of seconds; got {seconds!r}")
+        if not grace >= 0:
+            raise ValueError(f"Worker grace must be 0 or more seconds; got {grace!r}")
         served = [as_workflow(w) for w in workflows]
         if not served:
             raise ValueError("a worker needs the workflows it may drive: Worker(db, workflows=[...])")
@@ -166,6 +175,8 @@ class Worker(Client):
             time.sleep(0.02)
         for engine in self._engines:
             engine.close()
+        for workflow_id in list(self._held):  # claimed, and not opened before the engines stopped
+            self.store.unlock(workflow_id)
         try:
             self.store.unregister_worker(self.worker_id)  # whatever is still marked ours: ready at once
         finally:

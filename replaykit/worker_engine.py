@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .commands import ACTIVITY
 from .control import CANCEL_REQUEST
 from .errors import ReplayKitError, StoreError, WorkflowLockedError
 from .history import Status
@@ -115,7 +114,7 @@ class WorkerEngine(Engine):
             return
         waits = run.machine.outstanding.values()
         wake: float | None = None
-        if any(leaf.command.kind == ACTIVITY for leaf in waits):  # not started here (stopping)
+        if self._worker.stopping:  # its next steps were not started here: whoever takes it starts them
             wake = self._clock.now()
         deadlines = [leaf.deadline for leaf in waits if leaf.deadline is not None]
         if run.deadline is not None:
@@ -154,10 +153,9 @@ class WorkerEngine(Engine):
             log.warning("replaykit worker %s could not hand back %r: %s", self._worker.worker_id, workflow_id, exc)
 
     def _unlock_now(self, workflow_id: str) -> None:
-        releasing = workflow_id in self._releasing
-        super()._unlock_now(workflow_id)
-        if releasing:
+        if workflow_id in self._releasing:  # forgotten before the lock goes: a claim made after it counts
             self._worker.forget(workflow_id)
+        super()._unlock_now(workflow_id)
 
     def _child_placement(self, run: _Run) -> Placement | None:
         return Placement(self._worker.queue_of(run.workflow_id), parent=run.workflow_id)

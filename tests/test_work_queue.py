@@ -297,3 +297,14 @@ def test_a_recorded_end_hands_the_run_back_in_the_same_transaction(store: Store)
     assert [w.runs for w in store.workers()] == [()]  # no separate release needed: the slot is free
     store.unlock("a")
     assert claim(store) == ["b"]
+
+
+def test_a_child_ending_after_its_parent_does_not_wake_the_parent(store: Store) -> None:
+    queued(store, "parent")
+    queued(store, "child", parent="parent")
+    assert claim(store) == ["parent", "child"] or claim(store) == []
+    store.record("parent", result(1), status=Status.CANCELLED)  # the parent-close policy cancels the child
+    store.record("child", result(1), status=Status.CANCELLED)
+    store.unlock("parent")
+    store.unlock("child")
+    assert store.next_ready(["q"]) is None  # nothing ready: no claim would ever find anything

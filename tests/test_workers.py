@@ -88,7 +88,7 @@ def processes(shared: str, child_env: dict[str, str], ledger: Path) -> Iterator[
 
 def test_a_client_and_two_worker_processes_drive_every_run_once(client: rk.Client, processes: Processes,
                                                                 ledger: Path) -> None:
-    a, b = processes.start("default"), processes.start("default")
+    a, b = processes.start("default", "--concurrency", "2"), processes.start("default", "--concurrency", "2")
     assert sorted(w.pid for w in client.workers()) == sorted([a.pid, b.pid])
     handles = [client.start(order, n, 0.05, workflow_id=f"o-{n}") for n in range(30)]
     for n in range(30):
@@ -97,8 +97,11 @@ def test_a_client_and_two_worker_processes_drive_every_run_once(client: rk.Clien
     steps = Counter((name, n) for name, n, *_ in lines(ledger))
     assert set(steps) == {(name, str(n)) for name in ("charge", "ship") for n in range(30)}
     assert max(steps.values()) == 1  # no activity ran twice
-    by_worker = Counter(pid for _, _, pid, *_ in lines(ledger))
-    assert set(by_worker) == {str(a.pid), str(b.pid)}  # both took work
+    # Six runs of 0.3 s each, two at a time per worker: one worker alone would keep four waiting.
+    slow_ones = [client.start(quick, n, 0.3, workflow_id=f"s-{n}") for n in range(6)]
+    assert [h.result(timeout=60) for h in slow_ones] == [n + 1 for n in range(6)]
+    by_worker = {pid for name, _, pid, *_ in lines(ledger) if name == "quick"}
+    assert by_worker == {str(a.pid), str(b.pid)}  # both took work
 
 
 def test_a_parked_run_is_handed_back_and_any_worker_finishes_it(shared: str, client: rk.Client,
@@ -325,3 +328,57 @@ def test_a_full_worker_with_a_backlog_waits_instead_of_spinning(shared: str, cli
         # It waits for room (or its poll), asking the store at most a few times; a spinning loop asked thousands.
         assert asked["next_ready"] <= 10
         assert client.handle("backlog-4").result(timeout=20) == 5
+
+
+@rk.workflow
+def slow_then_more(ctx: rk.Context, n: int, then: str):
+    got = yield slow_step(n)
+    if then == "side":
+        got = yield rk.side_effect(lambda: got * 10)
+    elif then == "signal":
+        got = yield rk.wait_signal("go")
+    else:
+        got = yield rk.child_workflow(quick, got)
+    return got
+
+
+@pytest.mark.parametrize("then", ["side", "signal", "child"])
+def test_a_run_handed_back_by_a_stopping_worker_is_ready_at_once(shared: str, client: rk.Client, then: str) -> None:
+    started.clear()
+    first = rk.Worker(shared, workflows=[slow_then_more, quick], heartbeat=0.1, grace=20.0)
+    handle = client.start(slow_then_more, 1, then, workflow_id="next-step")
+    if then == "signal":
+        client.signal("next-step", "go", 7)  # already in the inbox when the run reaches its wait
+    assert started.wait(timeout=20)
+    first.stop()  # the activity finishes within the grace period; the next step is not started here
+    with rk.Worker(shared, workflows=[slow_then_more, quick], heartbeat=0.1):
+        assert handle.result(timeout=20) == {"side": 20, "signal": 7, "child": 3}[then]
+
+
+def test_runs_claimed_but_not_opened_when_a_worker_stops_are_released(tmp_path: Path) -> None:
+    with rk.SqliteStore(str(tmp_path / "shared.db")) as store:  # one store object, as an application shares it
+        client = rk.Client(store)
+        handles = [client.start(quick, n, workflow_id=f"r-{n}") for n in range(200)]
+        rk.Worker(store, workflows=[quick], concurrency=200, heartbeat=0.1).stop()  # at once
+        with rk.Worker(store, workflows=[quick], heartbeat=0.1):
+            assert [h.result(timeout=30) for h in handles] == [n + 1 for n in range(200)]
+
+
+def test_the_worker_command_refuses_a_store_that_does_not_exist(tmp_path: Path, child_env: dict[str, str]) -> None:
+    missing = tmp_path / "typo.db"
+    out = subprocess.run([PYTHON, "-m", "replaykit", "worker", str(missing), "-m", "worker_app"], env=child_env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "no replaykit store" in out.stderr
+    assert not missing.exists()
+
+
+def test_worker_settings_are_checked_before_it_registers(shared: str, client: rk.Client) -> None:
+    for bad in ({"drivers": 0}, {"heartbeat": 0}, {"poll_interval": -1}, {"grace": -1}, {"concurrency": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            rk.Worker(shared, workflows=[quick], **bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="non-empty"):
+        rk.Queue("")
+    assert client.workers() == []
+    with rk.Worker(shared, workflows=[quick], queues="solo") as w:  # one queue named by a string
+        assert [r.queues for r in client.workers()] == [("solo",)]
+        assert w.start(quick, 1, workflow_id="solo-1", queue="solo").result(timeout=20) == 2

@@ -50,7 +50,8 @@ class MemoryWork:
 
     def _wake(self, workflow_id: str, at: float) -> None:
         work = self._work.get(workflow_id)
-        if work is not None and (work.ready_at is None or work.ready_at > at):
+        if work is not None and not self._runs[workflow_id].status.is_terminal and (
+                work.ready_at is None or work.ready_at > at):
             work.ready_at = at
 
     def _ended(self, workflow_id: str, at: float) -> None:

@@ -32,6 +32,11 @@ if TYPE_CHECKING:
 NOW = "extract(epoch from clock_timestamp())"  # the database's clock
 _NEWEST_STATUS = ("(SELECT status FROM replaykit_runs r WHERE r.workflow_id = w.workflow_id "
                   "ORDER BY generation DESC LIMIT 1) IN ('running', 'pending')")
+# A wake-up of a run that has ended (a child ending after its cancelled parent) changes nothing.
+_LIVE = ("(SELECT status FROM replaykit_runs r WHERE r.workflow_id = w.workflow_id "
+         "ORDER BY generation DESC LIMIT 1) IN ('running', 'pending', 'paused')")
+_CANDIDATES = ("FROM replaykit_work w WHERE queue = %s AND ready_at <= %s AND worker IS NULL AND name = ANY(%s) "
+               f"AND problem_version IS DISTINCT FROM %s AND {_NEWEST_STATUS}")
 
 
 def place(conn: Connection, workflow_id: str, name: str, placement: Placement, at: float) -> None:
@@ -44,8 +49,8 @@ def place(conn: Connection, workflow_id: str, name: str, placement: Placement, a
 
 def wake(conn: Connection, workflow_id: str, at: float) -> None:
     """Something happened to a queued run: ready at ``at`` at the latest (a no-op for other runs)."""
-    conn.execute("UPDATE replaykit_work SET ready_at = %s WHERE workflow_id = %s "
-                 "AND (ready_at IS NULL OR ready_at > %s)", (at, workflow_id, at))
+    conn.execute("UPDATE replaykit_work w SET ready_at = %s WHERE workflow_id = %s "
+                 f"AND (ready_at IS NULL OR ready_at > %s) AND {_LIVE}", (at, workflow_id, at))
 
 
 def ended(conn: Connection, workflow_id: str, at: float) -> None:
@@ -87,8 +92,7 @@ class PostgresWork:
     def claim(self, worker_id: str, queue: str, workflows: Sequence[str], capacity: int, now: float,
               version: str) -> list[tuple[str, str]]:
         if capacity <= 0 or not workflows or not self._read(
-                "SELECT 1 FROM replaykit_work WHERE queue = %s AND ready_at <= %s AND worker IS NULL LIMIT 1",
-                (queue, now)):
+                f"SELECT 1 {_CANDIDATES} LIMIT 1", (queue, now, list(workflows), version)):
             return []  # a cheap read first: most polls of an idle fleet find nothing
         taken: list[str] = []
 
@@ -105,9 +109,7 @@ class PostgresWork:
                                    "WHERE name = %s FOR UPDATE", (queue,)).fetchall()  # serialises limited claims
                 limits = _limits(queue, row[0] if row else None)
                 found = [Candidate(*r) for r in conn.execute(
-                    f"SELECT workflow_id, name, part_key, started_at IS NOT NULL FROM replaykit_work w "
-                    f"WHERE queue = %s AND ready_at <= %s AND worker IS NULL AND name = ANY(%s) "
-                    f"AND problem_version IS DISTINCT FROM %s AND {_NEWEST_STATUS} "
+                    f"SELECT workflow_id, name, part_key, started_at IS NOT NULL {_CANDIDATES} "
                     f"ORDER BY priority DESC, ready_at LIMIT %s FOR UPDATE OF w SKIP LOCKED",
                     (queue, now, list(workflows), version, capacity * 4 + 8)).fetchall()]
                 admitted = admit(found, limits, _usage(conn, limits) if limits.limited else None, capacity, take)

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 NOW = "((julianday('now') - 2440587.5) * 86400.0)"  # the host's clock, in Unix seconds
 _NEWEST_STATUS = ("(SELECT status FROM runs r WHERE r.workflow_id = w.workflow_id "
                   "ORDER BY generation DESC LIMIT 1) IN ('running', 'pending')")
+# A wake-up of a run that has ended (a child ending after its cancelled parent) changes nothing.
+_LIVE = ("(SELECT status FROM runs r WHERE r.workflow_id = work.workflow_id ORDER BY generation DESC LIMIT 1) "
+         "IN ('running', 'pending', 'paused')")
 
 
 def place(conn: sqlite3.Connection, workflow_id: str, name: str, placement: Placement, at: float) -> None:
@@ -35,8 +38,8 @@ def place(conn: sqlite3.Connection, workflow_id: str, name: str, placement: Plac
 
 def wake(conn: sqlite3.Connection, workflow_id: str, at: float) -> None:
     """Something happened to a queued run: ready at ``at`` at the latest (a no-op for other runs)."""
-    conn.execute("UPDATE work SET ready_at = ? WHERE workflow_id = ? AND (ready_at IS NULL OR ready_at > ?)",
-                 (at, workflow_id, at))
+    conn.execute(f"UPDATE work SET ready_at = ? WHERE workflow_id = ? AND (ready_at IS NULL OR ready_at > ?) "
+                 f"AND {_LIVE}", (at, workflow_id, at))
 
 
 def ended(conn: sqlite3.Connection, workflow_id: str, at: float) -> None:
@@ -53,10 +56,9 @@ def restarted(conn: sqlite3.Connection, workflow_id: str, at: float) -> None:
     wake(conn, workflow_id, at)
 
 
-def any_ready(conn: sqlite3.Connection, queue: str, now: float) -> bool:
-    """A cheap read before a claim takes the write lock."""
-    return bool(conn.execute("SELECT 1 FROM work WHERE queue = ? AND ready_at <= ? AND worker IS NULL LIMIT 1",
-                             (queue, now)).fetchall())
+def any_ready(conn: sqlite3.Connection, queue: str, workflows: Sequence[str], now: float, version: str) -> bool:
+    """A read before a claim takes the write lock: is there anything this worker may take?"""
+    return bool(candidates(conn, queue, workflows, now, version, 1))
 
 
 def candidates(conn: sqlite3.Connection, queue: str, workflows: Sequence[str], now: float, version: str,
@@ -170,7 +172,7 @@ class SqliteWork:
 
     def claim(self, worker_id: str, queue: str, workflows: Sequence[str], capacity: int, now: float,
               version: str) -> list[tuple[str, str]]:
-        if capacity <= 0 or not workflows or not any_ready(self._conn(), queue, now):
+        if capacity <= 0 or not workflows or not any_ready(self._conn(), queue, workflows, now, version):
             return []
         taken: list[str] = []
 

@@ -29,6 +29,11 @@ def _rate(_: object, __: attrs.Attribute[tuple[int, float] | None], value: tuple
                          f"got {value!r}")
 
 
+def _name(value: object) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"a queue is named by a non-empty string; got {value!r}")
+
+
 @attrs.frozen
 class Queue:
     """A named queue and its limits, as workers declare it (``rk.Worker(..., queues=[rk.Queue(...)])``).
@@ -40,7 +45,7 @@ class Queue:
     the limits they are given; the last worker to start decides, so give every worker the same.
     """
 
-    name: str
+    name: str = attrs.field(validator=lambda _, __, v: _name(v))
     concurrency: int | None = attrs.field(default=None, validator=_positive("concurrency"))
     worker_concurrency: int | None = attrs.field(default=None, validator=_positive("worker_concurrency"))
     rate: tuple[int, float] | None = attrs.field(default=None, validator=_rate)
