@@ -42,6 +42,8 @@ from replaykit.store import open_store
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent / "tests")]
 
+import scaleout_steps  # noqa: E402 - beside this file, shared with dbos_side.py
+
 from pgserver import PgServer, find_binaries  # noqa: E402
 
 DBOS_PYTHON = HERE / ".venv-dbos" / "bin" / "python"
@@ -61,26 +63,15 @@ def one_step(ctx: rk.Context, i: int):
     return (yield echo(i))
 
 
-def _ledger(path: str, line: str) -> None:
-    with open(path, "a") as f:  # one short append per line: lines of processes do not interleave
-        f.write(line + "\n")
-
 
 @rk.activity(name="bench.block")
 def block(ledger: str) -> int:
-    """The first time (no flag file yet): stamp, then block until killed. Later: stamp and return."""
-    _ledger(ledger, f"block {os.getpid()} {time.time():.6f}")
-    flag = ledger + ".taken"
-    if not os.path.exists(flag):
-        open(flag, "w").close()
-        time.sleep(3600)
-    return 1
+    return scaleout_steps.block(ledger)
 
 
 @rk.activity(name="bench.mark")
 def mark(ledger: str) -> int:
-    _ledger(ledger, f"mark {os.getpid()} {time.time():.6f}")
-    return 1
+    return scaleout_steps.mark(ledger)
 
 
 @rk.workflow(name="bench.hold")

@@ -13,7 +13,6 @@ executor id. The queue has no limits; it is polled every ``POLL`` seconds (DBOS'
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -21,14 +20,10 @@ import time
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import psycopg
+import scaleout_steps  # beside this file (its directory is on the path of a script)
 from dbos import DBOS, DBOSClient, DBOSConfig
 
 APP, QUEUE, POLL = "rk-bench", "bench", 0.1
-
-
-def _ledger(path: str, line: str) -> None:
-    with open(path, "a") as f:
-        f.write(line + "\n")
 
 
 @DBOS.step(name="echo")
@@ -43,19 +38,12 @@ def one_step(i: int) -> int:
 
 @DBOS.step(name="block")
 def block(ledger: str) -> int:
-    """The first time (no flag file yet): stamp, then block until killed. Later: stamp and return."""
-    _ledger(ledger, f"block {os.getpid()} {time.time():.6f}")
-    flag = ledger + ".taken"
-    if not os.path.exists(flag):
-        open(flag, "w").close()
-        time.sleep(3600)
-    return 1
+    return scaleout_steps.block(ledger)
 
 
 @DBOS.step(name="mark")
 def mark(ledger: str) -> int:
-    _ledger(ledger, f"mark {os.getpid()} {time.time():.6f}")
-    return 1
+    return scaleout_steps.mark(ledger)
 
 
 @DBOS.workflow(name="hold")
