@@ -7,7 +7,7 @@
     replaykit check orders.db -m myapp.workflows            # replay every history against current code
     replaykit restart orders.db order-o-42 --from-step 3 -m myapp.workflows   # a failed/cancelled run again
     replaykit fork orders.db order-o-42 order-o-42-b --step 3 -m myapp.workflows
-    replaykit worker postgresql://app@db/orders -m myapp.workflows -q orders   # serve queued runs
+    replaykit worker postgresql://app@db/orders -m myapp.workflows -q orders --limit orders=10   # serve runs
     replaykit workers postgresql://app@db/orders                              # the registered workers
 
 None of them creates a store: a path with none is an error (exit 1), as is a signal
@@ -29,7 +29,7 @@ from .errors import ReplayKitError
 from .history import Status
 from .restart import fork, restart
 from .store import open_store
-from .store.work import WorkerRecord
+from .store.work import Queue, WorkerRecord
 
 
 def _time(ts: float) -> str:
@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("worker", help="serve queued runs of the workflows in -m modules until SIGTERM/Ctrl-C")
     p.add_argument("db")
     p.add_argument("-q", "--queue", action="append", default=[], help="queue to serve (default: default); repeatable")
+    p.add_argument("--limit", action="append", default=[], type=_limit, metavar="QUEUE=N",
+                   help="at most N runs of QUEUE held at once across all workers (stored for all); repeatable")
     p.add_argument("--concurrency", type=int, default=100, help="runs held at once by this worker")
     p.add_argument("--activity-threads", type=int, default=16)
     p.add_argument("--grace", type=float, default=30.0, help="seconds running activities get to finish on SIGTERM")
@@ -155,6 +157,12 @@ def _worker(args: argparse.Namespace) -> int:
 
     if not args.module:
         raise _UsageError("a worker needs the workflows it may drive: name their module with -m MODULE")
+    names = args.queue or ["default"]
+    limits = dict(args.limit)
+    if set(limits) - set(names):
+        raise _UsageError(f"--limit {', '.join(sorted(set(limits) - set(names)))}: not a queue this worker serves "
+                          "(name it with -q too)")
+    queues: list[str | Queue] = [Queue(q, concurrency=limits[q]) if q in limits else q for q in names]
     _import(args.module)
     workflows = {id(v): v for name in args.module for v in vars(sys.modules[name]).values() if isinstance(v, Workflow)}
     if not workflows:
@@ -164,13 +172,13 @@ def _worker(args: argparse.Namespace) -> int:
     early = signal.signal(signal.SIGTERM, lambda *_: made[0].request_stop() if made else sys.exit(143))
     store = open_store(args.db, create=False)  # a mistyped path is an error, never a new store
     try:
-        worker = Worker(store, workflows=list(workflows.values()), queues=args.queue or ["default"],
-                        concurrency=args.concurrency, activity_threads=args.activity_threads, grace=args.grace)
+        worker = Worker(store, workflows=list(workflows.values()), queues=queues, concurrency=args.concurrency,
+                        activity_threads=args.activity_threads, grace=args.grace)
     except BaseException:
         store.close()
         raise
     made.append(worker)
-    print(f"worker {worker.worker_id} serving {', '.join(args.queue or ['default'])} "
+    print(f"worker {worker.worker_id} serving {', '.join(names)} "
           f"(code version {worker.version}); SIGTERM or Ctrl-C stops it", flush=True)
     try:
         worker.run()
@@ -179,6 +187,14 @@ def _worker(args: argparse.Namespace) -> int:
         store.close()
     print(f"worker {worker.worker_id} stopped", flush=True)
     return 0
+
+
+def _limit(text: str) -> tuple[str, int]:
+    """``QUEUE=N`` for --limit."""
+    queue, _, n = text.partition("=")
+    if not queue or not n.isdigit() or int(n) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: write QUEUE=N, N a whole number of at least 1 (e.g. orders=10)")
+    return queue, int(n)
 
 
 def _workers(records: list[WorkerRecord]) -> None:

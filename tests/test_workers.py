@@ -295,11 +295,16 @@ def test_an_engine_starting_a_queued_run_follows_it_without_driving_it(shared: s
 
 def test_the_worker_command_serves_a_module_and_stops_on_sigterm(shared: str, client: rk.Client,
                                                                  child_env: dict[str, str], ledger: Path) -> None:
-    proc = subprocess.Popen([PYTHON, "-m", "replaykit", "worker", shared, "-m", "worker_app", "-q", "default"],
+    proc = subprocess.Popen([PYTHON, "-m", "replaykit", "worker", shared, "-m", "worker_app", "-q", "default",
+                             "--limit", "default=1"],
                             env=dict(child_env, RK_LEDGER=str(ledger)), stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None and "serving default" in proc.stdout.readline()
-        assert client.start(quick, 41, workflow_id="cli").result(timeout=20) == 42
+        handles = [client.start(quick, n, 0.2, workflow_id=f"cli-{n}") for n in range(3)]
+        assert [h.result(timeout=20) for h in handles] == [1, 2, 3]
+        spans = sorted((float(start), float(end)) for _, _, _, start, end in lines(ledger))
+        pairs = zip(spans, spans[1:], strict=False)
+        assert all(a_end <= b_start for (_, a_end), (b_start, _) in pairs)  # one at a time
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         assert client.workers() == []
@@ -370,6 +375,12 @@ def test_the_worker_command_refuses_a_store_that_does_not_exist(tmp_path: Path, 
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and "no replaykit store" in out.stderr
     assert not missing.exists()
+    out = subprocess.run([PYTHON, "-m", "replaykit", "worker", str(missing), "-m", "worker_app", "--limit", "x=2"],
+                         env=child_env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "--limit x: not a queue this worker serves" in out.stderr
+    out = subprocess.run([PYTHON, "-m", "replaykit", "worker", str(missing), "-m", "worker_app", "--limit", "x"],
+                         env=child_env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "write QUEUE=N" in out.stderr
 
 
 def test_worker_settings_are_checked_before_it_registers(shared: str, client: rk.Client) -> None:
