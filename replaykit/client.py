@@ -30,7 +30,7 @@ from . import control
 from .commands import A1, A2, A3, A4, A5, A6, R
 from .handle import WorkflowHandle
 from .history import OK, START, Event, Status, WorkflowInfo
-from .starting import check_same_run, seconds, start_payload
+from .starting import check_same_stored_run, seconds, start_payload
 from .store import Store, open_store
 from .store.work import Placement, WorkerRecord
 from .workflow import Workflow, as_workflow, register
@@ -118,7 +118,7 @@ class Client:
         placement = Placement(queue, priority, key, ready_at=begin)
         status = Status.PENDING if begin is not None else Status.RUNNING
         if not self.store.create(workflow_id, wf.name, start, status, placement=placement):
-            check_same_run(self.store, workflow_id, wf, args, kwargs)
+            check_same_stored_run(self.store, workflow_id, wf, args, kwargs)
         return self.handle(workflow_id)
 
     def _may_start(self, workflow_id: str) -> None:

@@ -26,7 +26,6 @@ from .errors import (
     NonDeterminismError,
     ReplayKitError,
     TimedOut,
-    WorkflowConflictError,
     WorkflowLockedError,
     WorkflowPausedError,
 )
@@ -34,7 +33,7 @@ from .history import CONTINUED, ERROR, OK, PATCH, RESULT, START, Event, Status
 from .interpreter import Continued, Feed, Leaf, Raised, Returned, Step, Waiting, replay_history
 from .replaycheck import check_history
 from .runstate import EngineState, _Run
-from .starting import start_payload
+from .starting import check_same_run, start_payload
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -125,21 +124,10 @@ class Lifecycle(EngineState):
         info = self.store.info(workflow_id)
         if info is None:
             raise ReplayKitError(f"workflow {workflow_id!r} vanished from the store")
-        if info.name != wf.name:
-            raise WorkflowConflictError(
-                f"workflow id {workflow_id!r} belongs to a run of workflow {info.name!r}, not {wf.name!r}. "
-                "Use another id for the new run."
-            )
         events: Iterator[Event] = self.store.events(workflow_id)
         start = next(events)
         recorded = start.value()
-        args, kwargs = tuple(recorded["args"]), recorded["kwargs"]
-        if call is not None and (call[0], call[1]) != (args, kwargs) and not recorded.get("continued"):
-            raise WorkflowConflictError(
-                f"workflow {workflow_id!r} was started with args={args!r} kwargs={kwargs!r}; this call "
-                f"passes args={call[0]!r} kwargs={call[1]!r}. A rerun must pass the same arguments "
-                "(or use another workflow id)."
-            )
+        check_same_run(workflow_id, info.name, recorded, wf, call)
         if info.status.is_terminal:
             self._unlock(workflow_id)
             handle._finish()

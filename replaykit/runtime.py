@@ -39,7 +39,7 @@ from .interpreter import Leaf
 from .lifecycle import Lifecycle
 from .restart import fork_run, restart_run
 from .runstate import _Run
-from .starting import check_same_run, seconds, start_payload
+from .starting import check_same_stored_run, seconds, start_payload
 from .store import Store, open_store
 from .timers import TimerQueue
 from .workflow import Workflow, as_workflow, lookup, register
@@ -201,7 +201,7 @@ class Engine(Controls, Lifecycle, Driver, Effects):
         if not created:
             info = self.store.info(workflow_id)
             if info is not None and info.queue is not None:  # started for workers: they drive it
-                check_same_run(self.store, workflow_id, wf, args, kwargs)
+                check_same_stored_run(self.store, workflow_id, wf, args, kwargs)
                 return WorkflowHandle(workflow_id, self.store, self._poll)
         handle = self._new_handle(workflow_id)
         deadline = monotonic() + lock_timeout

@@ -40,17 +40,28 @@ def seconds(value: timedelta | float) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
-def check_same_run(store: Store, workflow_id: str, wf: Workflow[Any], args: tuple[Any, ...],
-                    kwargs: dict[str, Any]) -> None:
-    """A start found the id taken: it is this very run, or a :class:`WorkflowConflictError`."""
+def check_same_run(workflow_id: str, name: str, recorded: dict[str, Any], wf: Workflow[Any],
+                   call: tuple[tuple[Any, ...], dict[str, Any]] | None) -> None:
+    """A start (or rerun) found the id taken by a run of workflow ``name`` whose start event recorded
+    ``recorded``: it is this very run, or a :class:`WorkflowConflictError`. ``call``: the arguments
+    passed (``None``: a run followed, not started: only its workflow is checked)."""
+    if name != wf.name:
+        raise WorkflowConflictError(
+            f"workflow id {workflow_id!r} belongs to a run of workflow {name!r}, not {wf.name!r}. "
+            "Use another id for the new run.")
+    if call is None or recorded.get("continued"):  # a continued run's arguments are its latest ones
+        return
+    args, kwargs = call
+    if (recorded["args"], recorded["kwargs"]) != (list(args), kwargs):
+        raise WorkflowConflictError(
+            f"workflow {workflow_id!r} was started with args={tuple(recorded['args'])!r} "
+            f"kwargs={recorded['kwargs']!r}; this call passes args={tuple(args)!r} kwargs={kwargs!r}. "
+            "A rerun or repeated start must pass the same arguments (or use another workflow id).")
+
+
+def check_same_stored_run(store: Store, workflow_id: str, wf: Workflow[Any], args: tuple[Any, ...],
+                          kwargs: dict[str, Any]) -> None:
+    """:func:`check_same_run` against the run stored under ``workflow_id``."""
     info = store.info(workflow_id)
     recorded = next(iter(store.events(workflow_id))).value()
-    if info is not None and info.name != wf.name:
-        raise WorkflowConflictError(
-            f"workflow id {workflow_id!r} belongs to a run of workflow {info.name!r}, not {wf.name!r}. "
-            "Use another id for the new run.")
-    if not recorded.get("continued") and (recorded["args"], recorded["kwargs"]) != (list(args), kwargs):
-        raise WorkflowConflictError(
-            f"workflow {workflow_id!r} was started with args={recorded['args']!r} kwargs={recorded['kwargs']!r}; "
-            f"this start passes args={list(args)!r} kwargs={kwargs!r}. A repeated start must pass the same "
-            "arguments (or use another workflow id).")
+    check_same_run(workflow_id, wf.name if info is None else info.name, recorded, wf, (args, kwargs))
