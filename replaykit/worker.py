@@ -110,7 +110,6 @@ class Worker(Client):
         self._stop_asked = threading.Event()
         self._stop_requested = False
         self.stopping = False
-        self._stopped = False
         try:
             for queue in queues:
                 if isinstance(queue, Queue):  # given with its limits (a plain name leaves them as stored)
@@ -180,7 +179,6 @@ class Worker(Client):
         try:
             self.store.unregister_worker(self.worker_id)  # whatever is still marked ours: ready at once
         finally:
-            self._stopped = True
             if self._own_store:
                 self.store.close()
 

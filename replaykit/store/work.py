@@ -112,6 +112,11 @@ class _Counts:
         self.starts = usage.recent_starts if usage else 0
         self.by_key: dict[str | None, int] = dict(usage.held_by_key) if usage else {}
 
+    def copy(self) -> _Counts:
+        twin = _Counts(self.queue, None)
+        twin.held, twin.starts, twin.by_key = self.held, self.starts, dict(self.by_key)
+        return twin
+
     def full(self) -> bool:
         return self.queue.concurrency is not None and self.held >= self.queue.concurrency
 
@@ -138,8 +143,7 @@ def admit(candidates: Iterable[Candidate], queue: Queue, usage: Usage | None, ca
     taken: list[Candidate] = []
     pending = list(candidates)
     while pending and len(taken) < capacity and not counts.full():
-        trial = _Counts(queue, None)
-        trial.held, trial.starts, trial.by_key = counts.held, counts.starts, dict(counts.by_key)
+        trial = counts.copy()  # as if every lock of the batch were taken
         batch: list[Candidate] = []
         rest: list[Candidate] = []
         for c in pending:
