@@ -301,6 +301,8 @@ class Effects(EngineState):
         event = Event(run.next_seq, leaf.step, leaf.command.kind, leaf.command.name, at, outcome, *encoded)
         if run.status_unsaved:  # one commit for the step and the custom status set since the last one
             self.store.record(run.workflow_id, event, consume_signal=signal_id, **self._unsaved_status(run))
+        elif signal_id is None:  # confirmed by _advance before the run's next leaf starts
+            self.store.send(run.workflow_id, event)
         else:
             self.store.record(run.workflow_id, event, consume_signal=signal_id)
         run.next_seq += 1

@@ -181,7 +181,26 @@ class Lifecycle(EngineState):
     # -- carrying runs forward ----------------------------------------------------------
 
     def _advance(self, run: _Run, step: Step) -> None:
-        """Carry the run forward until it waits on something outside the driver."""
+        """Carry the run forward until it waits on something outside the driver.
+
+        A step's result is sent to the store (``Store.send``) and the workflow moves to its next
+        command during the round trip; it is confirmed before the next leaf starts and before this
+        returns: nothing the run does next, nor anything of another run, happens before it."""
+        try:
+            self._carry(run, step)
+        except BaseException:
+            self._confirm_quietly()
+            raise
+        self.store.confirm()
+
+    def _confirm_quietly(self) -> None:
+        """Wait for a sent step when something else went wrong already: that is the error to report."""
+        try:
+            self.store.confirm()
+        except ReplayKitError as exc:
+            log.warning("replaykit: a step sent before this failure was not recorded either: %s", exc)
+
+    def _carry(self, run: _Run, step: Step) -> None:
         todo: deque[Leaf] = deque()
         while True:
             if isinstance(step, Returned):
@@ -207,6 +226,7 @@ class Lifecycle(EngineState):
                     continue
                 if self._closed:  # close() or Ctrl-C: no new step starts; a rerun resumes from here
                     return
+                self.store.confirm()  # the step before is recorded before this one starts
                 answer = self._start_leaf(run, leaf, bool(todo))
                 if answer is not None:
                     break
@@ -338,9 +358,12 @@ class Lifecycle(EngineState):
 
     def _abort(self, run: _Run, error: BaseException) -> None:
         """Stop driving ``run`` without recording anything; ``result()`` raises ``error``."""
-        run.machine.discard()
-        self._release(run)
-        run.handle._fail(error)
+        try:
+            self._confirm_quietly()
+            run.machine.discard()
+            self._release(run)
+        finally:  # whatever giving it up raised, nobody waits for it forever
+            run.handle._fail(error)
 
 
 def _ending_status(error: BaseException) -> Status:

@@ -346,6 +346,68 @@ def test_a_write_without_the_lock_fences_out_a_stale_owner(pg_url: str) -> None:
         assert [e.seq for e in control.events("a")] == [0, 1]
 
 
+def test_a_sent_step_of_a_stale_owner_is_refused_when_confirmed(pg_url: str) -> None:
+    """``send`` returns before the server answers: the fence's refusal comes with ``confirm``."""
+    with open_store(pg_url) as stale, open_store(pg_url) as new:
+        stale.create("a", "w", start())
+        assert stale.try_lock("a")
+        stale.send("a", step(1))
+        _terminate(pg_url, stale._locks._conn.info.backend_pid)  # type: ignore[attr-defined]
+        assert new.try_lock("a")
+        stale.send("a", step(2))
+        with pytest.raises(rk.WorkflowLockedError, match="'a' is no longer driven by this process.*Event 2"):
+            stale.confirm()
+        new.record("a", Event(2, 2, "activity", "act", 3.0, OK, "json", '"new"'))
+        assert [(e.seq, e.payload) for e in new.events("a")] == [(0, start().payload), (1, step(1).payload),
+                                                                  (2, '"new"')]
+
+
+_NEXT_STEP_STARTED: list[int] = []
+
+
+@rk.activity(name="fenced.first")
+def _taken_over_meanwhile(pg_url: str) -> int:
+    """While this activity runs, the engine's lock dies and another store takes the run."""
+    driving = _ENGINES[0].store
+    _terminate(pg_url, driving._locks._conn.info.backend_pid)  # type: ignore[attr-defined]
+    taker = open_store(pg_url)
+    _TAKERS.append(taker)
+    assert taker.try_lock("fenced")
+    return 1
+
+
+@rk.activity(name="fenced.second")
+def _next_step(i: int) -> int:
+    _NEXT_STEP_STARTED.append(i)
+    return i
+
+
+@rk.workflow(name="fenced")
+def _two_steps(ctx: rk.Context, pg_url: str):  # type: ignore[no-untyped-def]
+    first = yield _taken_over_meanwhile(pg_url)
+    return (yield _next_step(first))
+
+
+_ENGINES: list[rk.Engine] = []
+_TAKERS: list[Store] = []
+
+
+def test_no_step_starts_after_a_step_the_store_refused(pg_url: str) -> None:
+    """The engine sends a step's result and moves the workflow on during the round trip, but the
+    next activity starts only once the step is recorded: here it never is (another store took the run)."""
+    _NEXT_STEP_STARTED.clear()
+    with rk.Engine(pg_url, activity_threads=0) as engine:
+        _ENGINES[:] = [engine]
+        handle = engine.start(_two_steps, pg_url, workflow_id="fenced")
+        with pytest.raises(rk.WorkflowLockedError, match="no longer driven by this process"):
+            handle.result(timeout=60)
+    try:
+        assert _NEXT_STEP_STARTED == []
+        assert [e.seq for e in _TAKERS[0].events("fenced")] == [0]
+    finally:
+        _TAKERS.pop().close()
+
+
 def test_a_version_1_store_is_migrated_and_its_runs_kept(pg_url: str) -> None:
     with open_store(pg_url) as store:
         store.create("a", "w", start())

@@ -126,6 +126,28 @@ def test_record_with_status_signal_and_custom_status_is_atomic(store: Store) -> 
     assert store.next_signal("a", "go").payload == "2"  # type: ignore[union-attr]
 
 
+@pytest.mark.parametrize("held", [True, False], ids=["held", "not-held"])
+def test_a_sent_step_is_recorded_in_order_and_its_refusal_raised_once(store: Store, held: bool) -> None:
+    """``send`` may return before the step is recorded (PostgreSQL); the thread's next call, or
+    ``confirm``, comes after it and raises what refused it, once."""
+    store.create("a", "w", start())
+    if held:
+        assert store.try_lock("a")
+    store.send("a", step(1))
+    assert list(store.events("a")) == [start(), step(1)]  # a read after it sees it
+    store.send("a", step(2))
+    store.confirm()
+    store.confirm()  # nothing left to wait for
+    with pytest.raises(WorkflowLockedError):  # seq 2 exists: by confirm() at the latest
+        store.send("a", step(2, payload="9"))
+        store.confirm()
+    store.confirm()  # raised once, not again
+    store.send("a", step(3))
+    store.record("a", result(4), status=Status.COMPLETED)  # a write after it commits after it
+    assert [e.seq for e in store.events("a")] == [0, 1, 2, 3, 4]
+    assert list(store.events("a"))[2] == step(2)  # the refused one changed nothing
+
+
 def test_continue_as_new_starts_the_next_run(store: Store) -> None:
     store.create("a", "w", start(), history=[step(1)])
     store.set_custom_status("a", "kept")

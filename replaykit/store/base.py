@@ -72,6 +72,17 @@ class Store(abc.ABC):
         """Append one event in one transaction; optionally set the status or custom status,
         or consume a signal, in the same transaction."""
 
+    def send(self, workflow_id: str, event: Event) -> None:
+        """Append one event, as :meth:`record` does, but perhaps without waiting to learn that it was
+        recorded: :meth:`confirm` waits, and raises what refused it. Until then this thread's other calls
+        on the store confirm it first. The engine sends a step's result, moves the workflow to its next
+        command meanwhile, and confirms before anything that must follow the step (an activity, a side
+        effect, a lock's release). Stores whose writes cost no round trip record it at once."""
+        self.record(workflow_id, event)
+
+    def confirm(self) -> None:  # noqa: B027 - a store that records at once has nothing to wait for
+        """Wait for what this thread :meth:`send`-ed; raise the error that refused it, if one did."""
+
     @abc.abstractmethod
     def continue_as_new(self, workflow_id: str, result: Event, start: Event) -> None:
         """End the newest run with ``result`` (status ``continued``) and start the next with ``start``."""

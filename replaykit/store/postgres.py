@@ -43,9 +43,11 @@ from .postgres_conn import (
     Pool,
     connect,
     describe_owner,
+    event_sent,
     insert_event,
     int64_key,
     owner_params,
+    send_event,
 )
 from .postgres_errors import redact, translated
 from .postgres_schema import ensure_schema
@@ -189,24 +191,31 @@ class PostgresStore(PostgresWork, Store):
         abort the whole transaction (a group-commit batch with it)."""
         token = self._tokens.get(workflow_id)
         if token is not None:
-            if insert_event(conn, run, e, token) == 1:
-                return
-            row = conn.execute("SELECT owner FROM replaykit_runs WHERE id = %s", (run,)).fetchall()
-            if not row or row[0][0] != token:
-                raise WorkflowLockedError(
-                    f"workflow {workflow_id!r} is no longer driven by this process: another process took it "
-                    f"over after this one lost its lock ({self.lock_owner(workflow_id) or 'no one holds it now'}). "
-                    f"Event {e.seq} was not recorded, nor anything else of this write; stop driving it here."
-                )
-        else:
-            params = (run, e.seq, e.step, e.kind, e.name, e.at, e.outcome, e.encoding,
-                      *((e.payload, None) if type(e.payload) is str else (None, e.payload)))
-            if conn.execute(_INSERT_UNFENCED, params).rowcount == 1:
-                return
-        raise WorkflowLockedError(
+            self._inserted(conn, workflow_id, run, e, token, insert_event(conn, run, e, token))
+            return
+        params = (run, e.seq, e.step, e.kind, e.name, e.at, e.outcome, e.encoding,
+                  *((e.payload, None) if type(e.payload) is str else (None, e.payload)))
+        if conn.execute(_INSERT_UNFENCED, params).rowcount != 1:
+            raise self._duplicate(e)
+
+    def _duplicate(self, e: Event) -> WorkflowLockedError:
+        return WorkflowLockedError(
             f"event {e.seq} of this workflow was already recorded by another driver; "
             "two processes are driving the same workflow. Nothing was overwritten."
         )
+
+    def _inserted(self, conn: Connection, workflow_id: str, run: int, e: Event, token: int, rows: int) -> None:
+        """Raise unless the fenced insert of ``e`` inserted its row."""
+        if rows == 1:
+            return
+        row = conn.execute("SELECT owner FROM replaykit_runs WHERE id = %s", (run,)).fetchall()
+        if not row or row[0][0] != token:
+            raise WorkflowLockedError(
+                f"workflow {workflow_id!r} is no longer driven by this process: another process took it "
+                f"over after this one lost its lock ({self.lock_owner(workflow_id) or 'no one holds it now'}). "
+                f"Event {e.seq} was not recorded, nor anything else of this write; stop driving it here."
+            )
+        raise self._duplicate(e)
 
     def _unowned(self, conn: Connection, workflow_id: str, run: int) -> None:
         """Before a write of a run's events by a store that does not hold the run (``rk.cancel`` of a
@@ -261,6 +270,21 @@ class PostgresStore(PostgresWork, Store):
             if custom_status is not UNSET:
                 conn.execute("UPDATE replaykit_runs SET custom_status = %s WHERE id = %s",
                              (json.dumps(custom_status), run))
+
+    def send(self, workflow_id: str, event: Event) -> None:
+        """A step of a run this store holds: the INSERT is sent, and its result read by the thread's next
+        call (or :meth:`confirm`), so the engine moves the workflow on during the round trip."""
+        token = self._tokens.get(workflow_id)
+        if token is None:
+            self.record(workflow_id, event)
+            return
+        run = self._run(workflow_id)
+        self._writes.send(
+            lambda conn: send_event(conn, run, event, token),
+            lambda conn: self._inserted(conn, workflow_id, run, event, token, event_sent(conn)))
+
+    def confirm(self) -> None:
+        self._writes.confirm()
 
     def continue_as_new(self, workflow_id: str, result: Event, start: Event) -> None:
         with self._writes.write(serialize=workflow_id) as conn:
@@ -331,6 +355,7 @@ class PostgresStore(PostgresWork, Store):
 
     def try_lock(self, workflow_id: str) -> bool:
         """Take the run's lock and stamp its row with a fresh fencing token (see ``_insert``)."""
+        self._writes.confirm()
         self._runs.pop(workflow_id, None)
         token = secrets.randbits(63)
         if not self._locks.try_acquire(workflow_id, token):
@@ -340,6 +365,7 @@ class PostgresStore(PostgresWork, Store):
 
     def try_lock_many(self, workflow_ids: builtins.list[str]) -> builtins.list[str]:
         """:meth:`try_lock` for several runs at once (a worker's claim): the ids it got."""
+        self._writes.confirm()
         for workflow_id in workflow_ids:
             self._runs.pop(workflow_id, None)
         tokens = {workflow_id: secrets.randbits(63) for workflow_id in workflow_ids}
@@ -349,6 +375,7 @@ class PostgresStore(PostgresWork, Store):
         return got
 
     def unlock(self, workflow_id: str) -> None:
+        self._writes.confirm()  # a lock is given back only after what was written under it
         self._runs.pop(workflow_id, None)
         self._tokens.pop(workflow_id, None)
         self._locks.release(workflow_id)
@@ -376,12 +403,15 @@ class PostgresStore(PostgresWork, Store):
 
     def close(self) -> None:
         """Close every connection: the server gives back the workflow locks held through this store."""
-        self._listener.close()
-        self._locks.close()
-        self._pool.close()
-        self._writes.forget()
-        self._tokens.clear()
-        self._local = threading.local()
+        try:
+            self._writes.confirm()
+        finally:
+            self._listener.close()
+            self._locks.close()
+            self._pool.close()
+            self._writes.forget()
+            self._tokens.clear()
+            self._local = threading.local()
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r}, durability={self.durability.value!r})"

@@ -82,19 +82,47 @@ def insert_event(conn: Connection, run: int, e: Event, token: int) -> int:
     The hot path, through libpq directly: psycopg's cursor machinery costs two to three times the
     client CPU of this statement (60 against 20 µs here), which is most of a step on a local server.
     """
-    pgconn = conn.pgconn
     with conn.lock:
-        if conn not in _prepared:
-            _check(conn, pgconn.prepare(_INSERT_EVENT, _INSERT_EVENT_SQL, _INSERT_EVENT_TYPES))
-            _prepared.add(conn)
-        payload = e.payload
-        params: list[bytes | None] = [
-            b"%d" % run, b"%d" % e.seq, b"%d" % e.step, e.kind.encode(), e.name.encode(), repr(float(e.at)).encode(),
-            e.outcome.encode(), e.encoding.encode(), *((payload.encode(), None) if isinstance(payload, str)
-                                                       else (None, payload)), b"%d" % token]
-        result = pgconn.exec_prepared(_INSERT_EVENT, params, _INSERT_EVENT_FORMATS)  # type: ignore[arg-type]
+        result = conn.pgconn.exec_prepared(_INSERT_EVENT, _event_params(conn, run, e, token),  # type: ignore[arg-type]
+                                           _INSERT_EVENT_FORMATS)
     _check(conn, result)
     return result.command_tuples or 0
+
+
+def send_event(conn: Connection, run: int, e: Event, token: int) -> None:
+    """:func:`insert_event`, sent without waiting for its result: :func:`event_sent` waits. Nothing
+    else may use ``conn`` in between."""
+    with conn.lock:  # libpq's failure to send is raised as psycopg.OperationalError
+        conn.pgconn.send_query_prepared(_INSERT_EVENT, _event_params(conn, run, e, token),
+                                        _INSERT_EVENT_FORMATS)
+
+
+def event_sent(conn: Connection) -> int:
+    """The result of :func:`send_event` on ``conn``: how many rows it inserted (0 or 1)."""
+    pgconn = conn.pgconn
+    with conn.lock:
+        pgconn.consume_input()
+        while pgconn.is_busy():
+            select.select([pgconn.socket], [], [])  # the GIL is free meanwhile
+            pgconn.consume_input()
+        result, tail = pgconn.get_result(), pgconn.get_result()
+        while tail is not None:  # a single statement has one result; drain to be ready for the next
+            tail = pgconn.get_result()
+    if result is None:
+        raise psycopg.OperationalError(pgconn.get_error_message() or "the server sent no result")
+    _check(conn, result)
+    return result.command_tuples or 0
+
+
+def _event_params(conn: Connection, run: int, e: Event, token: int) -> list[bytes | None]:
+    """The statement's parameters (preparing it first on a connection new to it)."""
+    if conn not in _prepared:
+        _check(conn, conn.pgconn.prepare(_INSERT_EVENT, _INSERT_EVENT_SQL, _INSERT_EVENT_TYPES))
+        _prepared.add(conn)
+    payload = e.payload
+    return [b"%d" % run, b"%d" % e.seq, b"%d" % e.step, e.kind.encode(), e.name.encode(), repr(float(e.at)).encode(),
+            e.outcome.encode(), e.encoding.encode(), *((payload.encode(), None) if isinstance(payload, str)
+                                                       else (None, payload)), b"%d" % token]
 
 
 def _check(conn: Connection, result: pq.abc.PGresult) -> None:
@@ -236,11 +264,17 @@ class AdvisoryLocks:
             return got
 
     def release(self, key: str) -> None:
+        """Give the lock back. If the session that held it has ended, the server gave it back then:
+        that is not an error (the run was lost to others, as giving it back means to)."""
         with self._mutex:
             if key in self._held:
                 self._held.discard(key)
                 if self._conn is not None and alive(self._conn):
-                    self._locked("SELECT pg_advisory_unlock(%s)", key)
+                    try:
+                        self._locked("SELECT pg_advisory_unlock(%s)", key)
+                    except StoreError:
+                        if self._conn is not None:  # the session lives on: the lock may be held still
+                            raise
 
     def holds(self, key: str) -> bool:
         return key in self._held

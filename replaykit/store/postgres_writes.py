@@ -7,12 +7,16 @@ two round trips more), with ``"power"`` the batch's first (a lone step is one IN
 one flush); the writes after it share one transaction and one flush. Earlier writes always
 commit first, and once a write of a batch has failed, the rest of the batch is refused until
 ``commit`` reports it: a batch's later writes are never committed without its earlier ones.
+
+Out of a batch, a statement may be sent without waiting for its result (:meth:`Writes.send`): the
+thread's next call here waits for it first, so its writes still reach the server, and report their
+errors, in the order they were made.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import psycopg
@@ -36,9 +40,42 @@ class Writes:
         self.durability = durability
         self._local = threading.local()
 
+    def send(self, statement: Callable[[Connection], None], confirm: Callable[[Connection], None]) -> None:
+        """One autocommit statement sent without waiting for its result, which :meth:`confirm` checks
+        with ``confirm(conn)``; meanwhile the connection is this thread's alone. In a batch the
+        statement is written as any other (sent and confirmed at once)."""
+        self.confirm()
+        if getattr(self._local, "batch", None) is not None:
+            with self.write(notify=False, single=True) as conn:
+                statement(conn)
+                confirm(conn)
+            return
+        conn = self._pool.take()
+        try:
+            with translated(self.where):
+                statement(conn)
+        except BaseException:
+            self._pool.give(conn)
+            raise
+        self._local.sent = (conn, confirm)
+
+    def confirm(self) -> None:
+        """Wait for the statement this thread sent, if any; raise what refused it."""
+        sent: tuple[Connection, Callable[[Connection], None]] | None = getattr(self._local, "sent", None)
+        if sent is None:
+            return
+        self._local.sent = None
+        conn, confirm = sent
+        try:
+            with translated(self.where):
+                confirm(conn)
+        finally:
+            self._pool.give(conn)
+
     @contextmanager
     def conn(self) -> Iterator[Connection]:
         """A connection for one call: this thread's batch connection, or one from the pool."""
+        self.confirm()
         batch: _Batch | None = getattr(self._local, "batch", None)
         if batch is not None:
             yield self._batch_conn(batch)
@@ -61,12 +98,14 @@ class Writes:
 
     def batch(self) -> None:
         """From now on, this thread's writes are grouped until :meth:`commit` (see the module's docstring)."""
+        self.confirm()
         if getattr(self._local, "batch", None) is None:
             self._local.batch = _Batch()
 
     def commit(self) -> None:
         """Commit this thread's batch. Raises if the batch was lost (a write failed, or the
         connection broke): the writes after the failure were not recorded."""
+        self.confirm()
         batch: _Batch | None = getattr(self._local, "batch", None)
         if batch is None:
             return
@@ -87,6 +126,7 @@ class Writes:
 
         Raising a replaykit error in the block changes nothing: every write here checks what it must
         before its first statement that writes."""
+        self.confirm()
         batch: _Batch | None = getattr(self._local, "batch", None)
         if batch is None:
             with self._pool.lent() as conn, translated(self.where), self._alone(conn, serialize, notify, single):
