@@ -358,7 +358,7 @@ class PostgresStore(PostgresWork, Store):
         self._writes.confirm()
         self._runs.pop(workflow_id, None)
         token = secrets.randbits(63)
-        if not self._locks.try_acquire(workflow_id, token):
+        if not self._locks.try_acquire(workflow_id, token, self._runs):  # the stamp gives the run's row id
             return False
         self._tokens[workflow_id] = token
         return True
@@ -369,7 +369,7 @@ class PostgresStore(PostgresWork, Store):
         for workflow_id in workflow_ids:
             self._runs.pop(workflow_id, None)
         tokens = {workflow_id: secrets.randbits(63) for workflow_id in workflow_ids}
-        got = self._locks.try_acquire_many(tokens)
+        got = self._locks.try_acquire_many(tokens, self._runs)
         for workflow_id in got:
             self._tokens[workflow_id] = tokens[workflow_id]
         return got

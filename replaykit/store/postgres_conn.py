@@ -203,11 +203,12 @@ class AdvisoryLocks:
         self._mutex = threading.Lock()
         self._closed = False
 
-    def try_acquire(self, key: str, token: int | None) -> bool:
+    def try_acquire(self, key: str, token: int | None, stamped: dict[str, int] | None = None) -> bool:
         """Take the workflow's lock, then stamp its newest run with ``token`` (on the lock
         connection: a stamp is made only while the lock is held, so stamps follow the order of
         the owners). The stamp waits for the writes in flight under the previous token.
-        ``None``: a lock of something else than a run (a worker's liveness), nothing to stamp."""
+        ``None``: a lock of something else than a run (a worker's liveness), nothing to stamp.
+        ``stamped`` gets the stamped run's row id (none if the workflow has no run yet)."""
         with self._mutex:
             if self._closed:
                 raise StoreError(f"{self._where}: the store is closed; open it again to lock workflows")
@@ -222,17 +223,19 @@ class AdvisoryLocks:
                 self._held.add(key)
                 return True
             try:
-                self._conn.execute(_STAMP, (token, key))
+                rows = self._conn.execute(_STAMP, (token, key)).fetchall()
             except psycopg.Error as exc:  # a session lock outlives a failed statement: give it back
                 if self._conn is not None and alive(self._conn):
                     self._locked("SELECT pg_advisory_unlock(%s)", key)
                 else:
                     self._lost()
                 raise translate(self._where, exc) from exc
+            if rows and stamped is not None:
+                stamped[key] = rows[0][0]
             self._held.add(key)
             return True
 
-    def try_acquire_many(self, tokens: dict[str, int]) -> list[str]:
+    def try_acquire_many(self, tokens: dict[str, int], stamped: dict[str, int] | None = None) -> list[str]:
         """:meth:`try_acquire` for several runs (key -> token): two round trips for all. The keys it got."""
         with self._mutex:
             if self._closed:
@@ -249,7 +252,9 @@ class AdvisoryLocks:
                                      "t(k, i) ORDER BY i", ([int64_key(k) for k in todo],)).fetchall()
                 got = [key for key, (ok,) in zip(todo, flags, strict=True) if ok]
                 if got:
-                    conn.execute(_STAMP_MANY, (got, [tokens[key] for key in got]))
+                    rows = conn.execute(_STAMP_MANY, (got, [tokens[key] for key in got])).fetchall()
+                    if stamped is not None:
+                        stamped.update(rows)
             except psycopg.Error as exc:  # session locks outlive a failed statement: give them back
                 if alive(conn) and got:
                     try:
@@ -329,13 +334,13 @@ class AdvisoryLocks:
 
 # FOR UPDATE: waits for the writes that checked the previous token (FOR KEY SHARE) to commit.
 _STAMP = ("UPDATE replaykit_runs SET owner = %s WHERE id = (SELECT id FROM replaykit_runs WHERE workflow_id = %s "
-          "ORDER BY generation DESC LIMIT 1 FOR UPDATE)")
+          "ORDER BY generation DESC LIMIT 1 FOR UPDATE) RETURNING id")
 
 
 _STAMP_MANY = (
     "UPDATE replaykit_runs SET owner = t.token FROM unnest(%s::text[], %s::bigint[]) AS t(wid, token) "
     "WHERE replaykit_runs.id = (SELECT id FROM replaykit_runs n WHERE n.workflow_id = t.wid "
-    "ORDER BY generation DESC LIMIT 1 FOR UPDATE)")
+    "ORDER BY generation DESC LIMIT 1 FOR UPDATE) RETURNING t.wid, replaykit_runs.id")
 
 
 OWNER_SQL = """
