@@ -103,7 +103,9 @@ def event_sent(conn: Connection) -> int:
     with conn.lock:
         pgconn.consume_input()
         while pgconn.is_busy():
-            select.select([pgconn.socket], [], [])  # the GIL is free meanwhile
+            # The GIL is free meanwhile. Woken now and then: a connection closed by another thread
+            # (its store closed) raises here instead of leaving this thread waiting forever.
+            select.select([pgconn.socket], [], [], 1.0)
             pgconn.consume_input()
         result, tail = pgconn.get_result(), pgconn.get_result()
         while tail is not None:  # a single statement has one result; drain to be ready for the next
