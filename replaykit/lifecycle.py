@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from .effects import Answer
     from .errors import StoreError
     from .handle import WorkflowHandle
+    from .store.base import Opening
     from .store.work import Placement
     from .workflow import Workflow
 
@@ -121,10 +122,11 @@ class Lifecycle(EngineState):
 
     def _open_locked(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
                      handle: WorkflowHandle) -> None:
-        info = self.store.info(workflow_id)
+        opening = self._read_opening(workflow_id)
+        info = opening.info
         if info is None:
             raise ReplayKitError(f"workflow {workflow_id!r} vanished from the store")
-        events: Iterator[Event] = self.store.events(workflow_id)
+        events: Iterator[Event] = opening.events
         start = next(events)
         recorded = start.value()
         check_same_run(workflow_id, info.name, recorded, wf, call)
@@ -150,6 +152,10 @@ class Lifecycle(EngineState):
                 return
             self.store.set_status(workflow_id, Status.RUNNING, self._clock.now())
         self._replay(wf, workflow_id, start, recorded, events, handle)
+
+    def _read_opening(self, workflow_id: str) -> Opening:
+        """The run's row and history, read to open it."""
+        return self.store.opening(workflow_id)
 
     def _replay(self, wf: Workflow[Any], workflow_id: str, start: Event, recorded: dict[str, Any],
                 events: Iterator[Event], handle: WorkflowHandle) -> None:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .interpreter import Leaf
     from .runstate import _Run
     from .store import Store
+    from .store.base import Opening
     from .worker import Worker
     from .workflow import Workflow
 
@@ -45,7 +46,7 @@ class WorkerEngine(Engine):
     def __init__(self, store: Store, worker: Worker, **options: Any) -> None:
         self._worker = worker
         self._claimed: set[str] = set()  # claimed, about to be opened: their lock is already ours
-        self._fresh: set[str] = set()  # opened from a claim, controls (cancel, pause) not yet applied
+        self._fresh: set[str] = set()  # claimed; then, once opened, those with a cancellation waiting
         self._wake_at: dict[str, float | None] = {}  # when a run handed back is ready again
         self._problems: dict[str, str] = {}  # why a run could not be driven here
         self._ending: set[str] = set()  # runs whose result is being recorded
@@ -79,6 +80,16 @@ class WorkerEngine(Engine):
             self._note_problem(workflow_id, exc)
             raise
 
+    def _read_opening(self, workflow_id: str) -> Opening:
+        """A fresh claim also asks whether a cancellation waits (in the same round trip); one
+        requested after this read is noticed by the driver's poll, as for any run it drives."""
+        if workflow_id not in self._fresh:
+            return super()._read_opening(workflow_id)
+        opening = self.store.opening(workflow_id, CANCEL_REQUEST)
+        if not opening.signal_waits:
+            self._fresh.discard(workflow_id)
+        return opening
+
     def _abort(self, run: _Run, error: BaseException) -> None:
         self._ending.discard(run.workflow_id)  # its end was not recorded (or is lost with its batch)
         self._note_problem(run.workflow_id, error)
@@ -104,10 +115,9 @@ class WorkerEngine(Engine):
     def _maybe_evict(self, run: _Run) -> None:
         """The run parked: hand it back unless an activity of it runs here."""
         workflow_id = run.workflow_id
-        if workflow_id in self._fresh:  # a cancellation requested while nobody drove it
+        if workflow_id in self._fresh:  # a cancellation was requested while nobody drove it
             self._fresh.discard(workflow_id)
-            if self.store.next_signal(workflow_id, CANCEL_REQUEST) is not None:
-                self._take_controls(workflow_id)
+            self._take_controls(workflow_id)
             if self._runs.get(workflow_id) is not run:
                 return  # it ended, or was handed back, meanwhile
         if run.executions:

@@ -408,6 +408,43 @@ def test_no_step_starts_after_a_step_the_store_refused(pg_url: str) -> None:
         _TAKERS.pop().close()
 
 
+def _waiting_for_a_lock(pg_url: str) -> bool:
+    return bool(_sql(pg_url, "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                             "AND datname = current_database()"))
+
+
+def test_a_pause_racing_a_runs_end_never_overwrites_it(pg_url: str) -> None:
+    """A run's end is one statement (store/postgres_end.py); it takes the run's serialising lock as a
+    pause does. A pause that read "running" first and commits while the end waits is overwritten
+    by the end; a pause after the end is refused."""
+    import psycopg
+
+    from replaykit.store.postgres_conn import int32_key
+    from replaykit.store.postgres_schema import NAMESPACE
+
+    with open_store(pg_url) as store, psycopg.connect(pg_url) as pause:
+        store.create("a", "w", start())
+        assert store.try_lock("a")
+        store.record("a", step(1))
+        pause.execute("SELECT pg_advisory_xact_lock(%s, %s)", (NAMESPACE, int32_key("a")))  # as set_status does
+        assert pause.execute("SELECT status FROM replaykit_runs").fetchall() == [("running",)]
+        end = Event(2, 0, "result", "", 5.0, OK, "json", '"done"')
+        ending = threading.Thread(target=store.record, args=("a", end), kwargs={"status": Status.COMPLETED})
+        ending.start()
+        deadline = time.monotonic() + 30
+        while not _waiting_for_a_lock(pg_url):
+            assert time.monotonic() < deadline and ending.is_alive()
+            time.sleep(0.01)
+        pause.execute("UPDATE replaykit_runs SET status = 'paused'")
+        pause.commit()
+        ending.join(timeout=30)
+        info = store.info("a")
+        assert info is not None and info.status is Status.COMPLETED and info.updated_at == 5.0
+        assert [e.seq for e in store.events("a")] == [0, 1, 2]
+        with pytest.raises(rk.IllegalTransitionError, match="completed"):
+            store.set_status("a", Status.PAUSED, 6.0)
+
+
 def test_a_version_1_store_is_migrated_and_its_runs_kept(pg_url: str) -> None:
     with open_store(pg_url) as store:
         store.create("a", "w", start())

@@ -148,6 +148,31 @@ def test_a_sent_step_is_recorded_in_order_and_its_refusal_raised_once(store: Sto
     assert list(store.events("a"))[2] == step(2)  # the refused one changed nothing
 
 
+@pytest.mark.parametrize("held", [True, False], ids=["held", "not-held"])
+def test_opening_reads_the_row_the_history_and_a_waiting_signal(store: Store, held: bool) -> None:
+    empty = store.opening("a", "stop")
+    assert (empty.info, list(empty.events), empty.signal_waits) == (None, [], False)
+    history = [step(n) for n in range(1, PAGE + 3)]  # more than a page
+    store.create("a", "w", start(), history=history)
+    store.continue_as_new("a", Event(PAGE + 3, 0, RESULT, "", 3.0, CONTINUED, "json", "null"), start(at=4.0))
+    store.record("a", step(1))
+    if held:
+        assert store.try_lock("a")
+    opened = store.opening("a")
+    assert opened.info == store.info("a") and list(opened.events) == [start(at=4.0), step(1)]  # the newest run
+    assert opened.signal_waits is False
+    store.send_signal("a", "stop", "json", "1", 6.0)
+    assert store.opening("a", "stop").signal_waits is True
+    assert store.opening("a", "go").signal_waits is False
+    assert store.opening("a").signal_waits is False  # not asked
+    waiting = store.next_signal("a", "stop")
+    assert waiting is not None
+    store.consume_signal(waiting.id)
+    assert store.opening("a", "stop").signal_waits is False
+    store.create("b", "w", start(), history=history)
+    assert list(store.opening("b").events) == [start(), *history]  # read across pages
+
+
 def test_continue_as_new_starts_the_next_run(store: Store) -> None:
     store.create("a", "w", start(), history=[step(1)])
     store.set_custom_status("a", "kept")

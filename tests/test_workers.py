@@ -141,6 +141,17 @@ def test_client_controls_reach_runs_nobody_holds(shared: str, client: rk.Client)
         assert paused.result(timeout=20) == 4
 
 
+def test_a_cancellation_made_before_any_worker_is_applied_when_one_opens_the_run(
+        shared: str, client: rk.Client) -> None:
+    """A cancellation requested while no worker runs is applied by the first worker that opens the run
+    (test_client_controls_reach_runs_nobody_holds is the one where a worker's poll saw it first)."""
+    waiting = client.start(order, 1, 0.0, workflow_id="cancelled-early")
+    client.cancel("cancelled-early", "before any worker")
+    with worker(shared):
+        with pytest.raises(rk.WorkflowCancelled, match="before any worker"):
+            waiting.result(timeout=20)
+
+
 def test_a_worker_takes_only_runs_of_its_queues_and_workflows(shared: str, client: rk.Client) -> None:
     @rk.workflow(name="nobody-serves-this")
     def unknown(ctx: rk.Context):

@@ -29,6 +29,15 @@ class Signal:
     sent_at: float
 
 
+@attrs.frozen
+class Opening:
+    """What opening a run reads (:meth:`Store.opening`)."""
+
+    info: WorkflowInfo | None  # the newest run's row; None: no such workflow (and no events)
+    events: Iterator[Event]  # its history, as :meth:`Store.events` reads it
+    signal_waits: bool  # an unconsumed signal of the name asked about waits in its inbox
+
+
 UNSET: Any = object()
 
 RESTARTABLE = frozenset({Status.FAILED, Status.CANCELLED, Status.TIMED_OUT})  # what restart() accepts
@@ -108,6 +117,15 @@ class Store(abc.ABC):
                     at: float) -> None:
         """Put a signal in the id's inbox; raises ``WorkflowNotFoundError`` for unknown ids, and
         ``IllegalTransitionError`` if the newest run has ended (checked in the same transaction)."""
+
+    def opening(self, workflow_id: str, signal: str | None = None) -> Opening:
+        """The newest run's row and history and, if ``signal`` names one, whether a signal of that name
+        waits unconsumed: what an engine reads to open a run, in one round trip where the store can."""
+        info = self.info(workflow_id)
+        if info is None:
+            return Opening(None, iter(()), False)
+        waits = signal is not None and self.next_signal(workflow_id, signal) is not None
+        return Opening(info, self.events(workflow_id), waits)
 
     @abc.abstractmethod
     def next_signal(self, workflow_id: str, name: str) -> Signal | None:

@@ -34,7 +34,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 
 from ..errors import IllegalTransitionError, WorkflowLockedError, WorkflowNotFoundError
 from ..history import Event, Status, WorkflowInfo
-from .base import RESTARTABLE, UNSET, Signal, Store
+from .base import RESTARTABLE, UNSET, Opening, Signal, Store
 from .postgres_conn import (
     OWNER_SQL,
     AdvisoryLocks,
@@ -49,6 +49,7 @@ from .postgres_conn import (
     owner_params,
     send_event,
 )
+from .postgres_end import end_run
 from .postgres_errors import redact, translated
 from .postgres_schema import ensure_schema
 from .postgres_work import PostgresWork, ended, place, restarted, wake
@@ -64,6 +65,9 @@ _INSERT_EVENTS = "INSERT INTO replaykit_events VALUES (%s, %s, %s, %s, %s, %s, %
 _INSERT_UNFENCED = _INSERT_EVENTS + " ON CONFLICT DO NOTHING"
 _SELECT_PAGE = (f"SELECT {_EVENT_COLUMNS} FROM replaykit_events WHERE run = %s AND seq > %s "
                 "ORDER BY seq LIMIT %s")
+_SELECT_NEWEST_PAGE = _SELECT_PAGE.replace(
+    "run = %s", "run = (SELECT id FROM replaykit_runs WHERE workflow_id = %s ORDER BY generation DESC LIMIT 1)")
+_SIGNAL_WAITS = "SELECT 1 FROM replaykit_signals WHERE workflow_id = %s AND name = %s AND NOT consumed LIMIT 1"
 _RUN_COLUMNS = ("workflow_id, name, status, created_at, updated_at, custom_status, "
                 "(SELECT queue FROM replaykit_work w WHERE w.workflow_id = r.workflow_id)")
 _NEWEST_RUN = "SELECT {} FROM replaykit_runs r WHERE workflow_id = %s ORDER BY generation DESC LIMIT 1"
@@ -169,12 +173,31 @@ class PostgresStore(PostgresWork, Store):
     def events(self, workflow_id: str) -> Iterator[Event]:
         return self._pages(self._run(workflow_id))
 
-    def _pages(self, run: int) -> Iterator[Event]:
-        """The run's events a page at a time by ``seq``, each page fetched whole: an abandoned
-        iterator holds nothing open, and a long history is never in memory at once."""
+    def opening(self, workflow_id: str, signal: str | None = None) -> Opening:
+        """The three reads in one round trip (a pipeline); the history's later pages as :meth:`events`."""
+        run = self._runs.get(workflow_id)
+        with self._writes.conn() as conn, translated(self.url):
+            with conn.pipeline():
+                row = conn.execute(_NEWEST_RUN.format("id, " + _RUN_COLUMNS), (workflow_id,))
+                page = (conn.execute(_SELECT_PAGE, (run, -1, _PAGE)) if run is not None
+                        else conn.execute(_SELECT_NEWEST_PAGE, (workflow_id, -1, _PAGE)))
+                waiting = None if signal is None else conn.execute(_SIGNAL_WAITS, (workflow_id, signal))
+            rows, first = row.fetchall(), page.fetchall()
+            waits = waiting is not None and bool(waiting.fetchall())
+        if not rows:
+            return Opening(None, iter(()), False)
+        if run is None and self._locks.holds(workflow_id):
+            self._runs[workflow_id] = rows[0][0]
+        return Opening(_info(rows[0][1:]), self._pages(rows[0][0], first), waits)
+
+    def _pages(self, run: int, first: builtins.list[Any] | None = None) -> Iterator[Event]:
+        """The run's events a page at a time by ``seq`` (from ``first``, the first page, if read
+        already), each page fetched whole: an abandoned iterator holds nothing open, and a long
+        history is never in memory at once."""
         after = -1
         while True:
-            rows = self._read(_SELECT_PAGE, (run, after, _PAGE))
+            rows = self._read(_SELECT_PAGE, (run, after, _PAGE)) if first is None else first
+            first = None
             yield from map(_event, rows)
             if len(rows) < _PAGE:
                 return
@@ -253,6 +276,14 @@ class PostgresStore(PostgresWork, Store):
             run = self._run(workflow_id)  # cached under the lock; looked up before the write takes a connection
             with self._writes.write(notify=False, single=True) as conn:
                 self._insert(conn, workflow_id, run, event)  # one INSERT: one round trip
+            return
+        token = self._tokens.get(workflow_id)
+        if token is not None and status is not None and status.is_terminal and consume_signal is None:  # its end
+            run = self._run(workflow_id)
+            custom = None if custom_status is UNSET else (custom_status,)
+            with self._writes.write(notify=False, single=True) as conn:  # the statement notifies
+                self._inserted(conn, workflow_id, run, event, token,
+                               end_run(conn, workflow_id, run, event, token, status, custom))
             return
         changes_run = status is not None or custom_status is not UNSET
         with self._writes.write(serialize=workflow_id if changes_run else None) as conn:

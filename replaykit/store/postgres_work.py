@@ -33,7 +33,7 @@ NOW = "extract(epoch from clock_timestamp())"  # the database's clock
 _NEWEST_STATUS = ("(SELECT status FROM replaykit_runs r WHERE r.workflow_id = w.workflow_id "
                   "ORDER BY generation DESC LIMIT 1) IN ('running', 'pending')")
 # A wake-up of a run that has ended (a child ending after its cancelled parent) changes nothing.
-_LIVE = ("(SELECT status FROM replaykit_runs r WHERE r.workflow_id = w.workflow_id "
+LIVE = ("(SELECT status FROM replaykit_runs r WHERE r.workflow_id = w.workflow_id "
          "ORDER BY generation DESC LIMIT 1) IN ('running', 'pending', 'paused')")
 _CANDIDATES = ("FROM replaykit_work w WHERE queue = %s AND ready_at <= %s AND worker IS NULL AND name = ANY(%s) "
                f"AND problem_version IS DISTINCT FROM %s AND {_NEWEST_STATUS}")
@@ -50,7 +50,7 @@ def place(conn: Connection, workflow_id: str, name: str, placement: Placement, a
 def wake(conn: Connection, workflow_id: str, at: float) -> None:
     """Something happened to a queued run: ready at ``at`` at the latest (a no-op for other runs)."""
     conn.execute("UPDATE replaykit_work w SET ready_at = %s WHERE workflow_id = %s "
-                 f"AND (ready_at IS NULL OR ready_at > %s) AND {_LIVE}", (at, workflow_id, at))
+                 f"AND (ready_at IS NULL OR ready_at > %s) AND {LIVE}", (at, workflow_id, at))
 
 
 def ended(conn: Connection, workflow_id: str, at: float) -> None:
