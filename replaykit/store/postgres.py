@@ -49,10 +49,10 @@ from .postgres_conn import (
     owner_params,
     send_event,
 )
-from .postgres_end import end_run
 from .postgres_errors import redact, translated
+from .postgres_runs import create_run, end_run
 from .postgres_schema import ensure_schema
-from .postgres_work import PostgresWork, ended, place, restarted, wake
+from .postgres_work import PostgresWork, ended, restarted, wake
 from .postgres_writes import Writes
 from .sqlite import Durability
 from .work import Placement
@@ -142,18 +142,9 @@ class PostgresStore(PostgresWork, Store):
 
     def create(self, workflow_id: str, name: str, start: Event, status: Status = Status.RUNNING,
                history: Sequence[Event] = (), placement: Placement | None = None) -> bool:
-        with self._writes.write() as conn:
-            rows = conn.execute(
-                "INSERT INTO replaykit_runs (workflow_id, generation, name, status, created_at, updated_at, owner) "
-                "VALUES (%s, 1, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING id",
-                (workflow_id, name, status.value, start.at, start.at, self._tokens.get(workflow_id)),
-            ).fetchall()
-            if not rows:
-                return False
-            self._insert_all(conn, rows[0][0], (start, *history))
-            if placement is not None:
-                place(conn, workflow_id, name, placement, start.at)
-            return True
+        with self._writes.write(notify=False, single=True) as conn:  # the statement notifies
+            return create_run(conn, workflow_id, name, status, (start, *history), self._tokens.get(workflow_id),
+                              placement)
 
     def restart(self, workflow_id: str, start: Event, history: Sequence[Event] = ()) -> None:
         with self._writes.write(serialize=workflow_id) as conn:  # the status check and the new generation

@@ -23,7 +23,7 @@ import psycopg
 from ..errors import StoreError
 from .postgres_conn import CHANNEL
 from .postgres_errors import translated
-from .work import Candidate, Placement, Queue, Usage, WorkerRecord, admit
+from .work import Candidate, Queue, Usage, WorkerRecord, admit
 
 if TYPE_CHECKING:
     from .postgres_conn import AdvisoryLocks, Connection
@@ -37,14 +37,6 @@ LIVE = ("(SELECT status FROM replaykit_runs r WHERE r.workflow_id = w.workflow_i
          "ORDER BY generation DESC LIMIT 1) IN ('running', 'pending', 'paused')")
 _CANDIDATES = ("FROM replaykit_work w WHERE queue = %s AND ready_at <= %s AND worker IS NULL AND name = ANY(%s) "
                f"AND problem_version IS DISTINCT FROM %s AND {_NEWEST_STATUS}")
-
-
-def place(conn: Connection, workflow_id: str, name: str, placement: Placement, at: float) -> None:
-    conn.execute(
-        "INSERT INTO replaykit_work (workflow_id, name, queue, priority, part_key, parent, ready_at) "
-        "VALUES (%s, %s, %s, %s, %s, %s, %s)",
-        (workflow_id, name, placement.queue, placement.priority, placement.key, placement.parent,
-         at if placement.ready_at is None else placement.ready_at))
 
 
 def wake(conn: Connection, workflow_id: str, at: float) -> None:

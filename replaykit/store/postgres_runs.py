@@ -1,7 +1,11 @@
-"""The end of a run this store holds, in one statement: one round trip instead of a transaction's six.
+"""A run's creation and its end, each in one statement: one round trip instead of a transaction's
+five or six.
 
-Its result is inserted behind the fence (the run's row must carry this store's token, see
-``postgres_conn.insert_event``), and everything else is conditional on that insert: the run's
+A creation inserts the run's row (nothing if the id exists), its first events, its work row if
+it is queued, and the notification, all conditional on the row's insert.
+
+An end inserts the run's result behind the fence (the run's row must carry this store's token,
+see ``postgres_conn.insert_event``), and everything else is conditional on that insert: the run's
 status (and custom status), its work row handed back and never ready again, its queued parent
 woken, and the notification. A refused insert therefore changes nothing, and leaves an open
 transaction (a group-commit batch) usable. The statement first takes the run's serialising
@@ -13,12 +17,53 @@ the end (``UPDATE`` re-reads a row changed since the statement began).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from ..history import Event, Status
 from .postgres_conn import CHANNEL, Connection, int32_key
 from .postgres_schema import NAMESPACE
 from .postgres_work import LIVE
+from .work import Placement
+
+_CREATE = f"""
+WITH run AS (
+    INSERT INTO replaykit_runs (workflow_id, generation, name, status, created_at, updated_at, owner)
+    VALUES (%(workflow_id)s, 1, %(name)s, %(status)s, %(at)s, %(at)s, %(owner)s)
+    ON CONFLICT DO NOTHING
+    RETURNING id),
+events AS (
+    INSERT INTO replaykit_events
+    SELECT run.id, e.* FROM run, unnest(%(seq)s::integer[], %(step)s::integer[], %(kind)s::text[], %(name_)s::text[],
+        %(at_)s::float8[], %(outcome)s::text[], %(encoding)s::text[], %(text)s::text[], %(bytes)s::bytea[]) AS e),
+work AS (
+    INSERT INTO replaykit_work (workflow_id, name, queue, priority, part_key, parent, ready_at)
+    SELECT %(workflow_id)s, %(name)s, %(queue)s, %(priority)s, %(part_key)s, %(parent)s, %(ready_at)s
+    FROM run WHERE %(placed)s),
+note AS (SELECT pg_notify('{CHANNEL}', '') FROM run)
+SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM note)
+"""
+
+def create_run(conn: Connection, workflow_id: str, name: str, status: Status, events: Sequence[Event],
+               owner: int | None, placement: Placement | None) -> bool:
+    """Create the run with ``events`` (its start first), queued if ``placement``; False if the id exists."""
+    start = events[0]
+    row = conn.execute(_CREATE, {
+        "workflow_id": workflow_id, "name": name, "status": status.value, "at": start.at, "owner": owner,
+        "seq": [e.seq for e in events], "step": [e.step for e in events], "kind": [e.kind for e in events],
+        "name_": [e.name for e in events], "at_": [e.at for e in events], "outcome": [e.outcome for e in events],
+        "encoding": [e.encoding for e in events],
+        "text": [e.payload if isinstance(e.payload, str) else None for e in events],
+        "bytes": [None if isinstance(e.payload, str) else e.payload for e in events],
+        "placed": placement is not None,
+        "queue": None if placement is None else placement.queue,
+        "priority": 0 if placement is None else placement.priority,
+        "part_key": None if placement is None else placement.key,
+        "parent": None if placement is None else placement.parent,
+        "ready_at": start.at if placement is None or placement.ready_at is None else placement.ready_at,
+    }).fetchall()[0]
+    return bool(row[0])
+
 
 _END = f"""
 WITH serial AS (SELECT pg_advisory_xact_lock(%(namespace)s, %(key)s)),
