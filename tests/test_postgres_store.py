@@ -408,6 +408,30 @@ def test_no_step_starts_after_a_step_the_store_refused(pg_url: str) -> None:
         _TAKERS.pop().close()
 
 
+def _reads_open(pg_url: str) -> int:
+    return int(_sql(pg_url, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "  # type: ignore[call-overload]
+                            "AND pid <> pg_backend_pid() AND (state <> 'idle' OR backend_xmin IS NOT NULL)")[0][0])
+
+
+def test_a_page_read_ahead_holds_nothing_open_on_the_server(pg_url: str) -> None:
+    """While a page replays, the next one is read ahead; even a page too big for the socket's buffer
+    is read whole at once, so an iterator left half-way (still referenced) pins no statement and no
+    snapshot on the server."""
+    big = "x" * 20_000
+    history = [Event(n, n, "activity", "act", 2.0, OK, "json", f'"{big}{n}"') for n in range(1, 3 * 256)]
+    with open_store(pg_url) as store:
+        store.create("h", "w", start(), history=history)
+        reading = store.events("h")
+        assert next(reading).seq == 0  # the second page (5 MB) is asked for now
+        deadline = time.monotonic() + 30
+        while _reads_open(pg_url):
+            assert time.monotonic() < deadline, "a read stays open on the server"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        assert _reads_open(pg_url) == 0
+        assert [e.seq for e in reading] == list(range(1, 3 * 256))  # and it goes on, in order
+
+
 def _waiting_for_a_lock(pg_url: str) -> bool:
     return bool(_sql(pg_url, "SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                              "AND datname = current_database()"))

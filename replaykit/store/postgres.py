@@ -12,7 +12,7 @@ take a transaction-level advisory lock on the workflow id before reading, so the
 serialised per id as SQLite serialises all writers; a plain step takes no advisory lock.
 
 Fencing: the events of a run this store has locked are inserted only while the run's row carries
-this store's token (``postgres_conn.insert_event``); a store that does not hold the run records
+this store's token (``postgres_libpq.insert_event``); a store that does not hold the run records
 its events only while no live process holds it, and takes the run from any stale owner.
 """
 
@@ -23,6 +23,7 @@ import json
 import secrets
 import threading
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 try:
@@ -43,13 +44,11 @@ from .postgres_conn import (
     Pool,
     connect,
     describe_owner,
-    event_sent,
-    insert_event,
     int64_key,
     owner_params,
-    send_event,
 )
 from .postgres_errors import redact, translated
+from .postgres_libpq import Ahead, event_sent, insert_event, send_event
 from .postgres_runs import create_run, end_run
 from .postgres_schema import ensure_schema
 from .postgres_work import PostgresWork, ended, restarted, wake
@@ -65,6 +64,7 @@ _INSERT_EVENTS = "INSERT INTO replaykit_events VALUES (%s, %s, %s, %s, %s, %s, %
 _INSERT_UNFENCED = _INSERT_EVENTS + " ON CONFLICT DO NOTHING"
 _SELECT_PAGE = (f"SELECT {_EVENT_COLUMNS} FROM replaykit_events WHERE run = %s AND seq > %s "
                 "ORDER BY seq LIMIT %s")
+_SELECT_PAGE_AFTER = _SELECT_PAGE.replace("%s", "$1", 1).replace("%s", "$2", 1).replace("%s", "$3", 1).encode()
 _SELECT_NEWEST_PAGE = _SELECT_PAGE.replace(
     "run = %s", "run = (SELECT id FROM replaykit_runs WHERE workflow_id = %s ORDER BY generation DESC LIMIT 1)")
 _SIGNAL_WAITS = "SELECT 1 FROM replaykit_signals WHERE workflow_id = %s AND name = %s AND NOT consumed LIMIT 1"
@@ -100,6 +100,8 @@ class PostgresStore(PostgresWork, Store):
         self._runs: dict[str, int] = {}
         self._tokens: dict[str, int] = {}  # workflow id -> fencing token, from try_lock to unlock
         self._local = threading.local()  # per thread: what changed() saw last
+        self._page_reader: ThreadPoolExecutor | None = None
+        self._reader_lock = threading.Lock()
         try:
             with self._pool.lent() as conn, translated(self.url):
                 ensure_schema(conn, self.url, create)  # refuses foreign databases before anything is written
@@ -183,16 +185,28 @@ class PostgresStore(PostgresWork, Store):
 
     def _pages(self, run: int, first: builtins.list[Any] | None = None) -> Iterator[Event]:
         """The run's events a page at a time by ``seq`` (from ``first``, the first page, if read
-        already), each page fetched whole: an abandoned iterator holds nothing open, and a long
-        history is never in memory at once."""
-        after = -1
-        while True:
-            rows = self._read(_SELECT_PAGE, (run, after, _PAGE)) if first is None else first
-            first = None
-            yield from map(_event, rows)
-            if len(rows) < _PAGE:
-                return
-            after = rows[-1][0]
+        already), each page fetched whole: a long history is never in memory at once. The next
+        page is asked for before the current one is handed out, so it travels while that one
+        replays; an iterator abandoned half-way gives its connection back (nothing stays open on
+        the server: each page is one autocommit statement)."""
+        rows = self._read(_SELECT_PAGE, (run, -1, _PAGE)) if first is None else first
+        while len(rows) == _PAGE:
+            ahead = Ahead(self._pool, self._reader(), _SELECT_PAGE_AFTER,
+                          [b"%d" % run, b"%d" % rows[-1][0], b"%d" % _PAGE])
+            try:
+                yield from map(_event, rows)
+                with translated(self.url):
+                    rows = ahead.rows()
+            finally:
+                ahead.close()
+        yield from map(_event, rows)
+
+    def _reader(self) -> ThreadPoolExecutor:
+        """The thread that reads pages ahead (started on first use)."""
+        with self._reader_lock:
+            if self._page_reader is None:
+                self._page_reader = ThreadPoolExecutor(1, thread_name_prefix="replaykit-pg-pages")
+            return self._page_reader
 
     def last_event(self, workflow_id: str) -> Event | None:
         row = self._read_one(f"SELECT {_EVENT_COLUMNS} FROM replaykit_events WHERE run = %s "
@@ -431,6 +445,10 @@ class PostgresStore(PostgresWork, Store):
             self._listener.close()
             self._locks.close()
             self._pool.close()
+            with self._reader_lock:  # a closed store still reads: a new reader then, if need be
+                reader, self._page_reader = self._page_reader, None
+            if reader is not None:
+                reader.shutdown(wait=False)
             self._writes.forget()
             self._tokens.clear()
             self._local = threading.local()

@@ -16,7 +16,6 @@ import os
 import select
 import socket
 import threading
-import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -25,7 +24,6 @@ from psycopg import pq
 from psycopg.rows import TupleRow
 
 from ..errors import StoreError
-from ..history import Event
 from .postgres_errors import cannot_connect, translate
 
 Connection = psycopg.Connection[TupleRow]
@@ -60,76 +58,6 @@ def connect(url: str, where: str, synchronous_commit: str) -> Connection:
         conn.close()
         raise translate(where, exc) from exc
     return conn
-
-
-_INSERT_EVENT = b"replaykit_insert_event"
-# The fence, in the statement itself: nothing is inserted unless the run's row still carries this
-# store's token. FOR KEY SHARE holds the row until commit against a new owner's stamp (FOR UPDATE,
-# see _STAMP), not against status updates; a stamp committed first makes the check fail.
-_INSERT_EVENT_SQL = (b"INSERT INTO replaykit_events SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 "
-                     b"WHERE EXISTS (SELECT FROM replaykit_runs WHERE id = $1 AND owner = $11 FOR KEY SHARE) "
-                     b"ON CONFLICT DO NOTHING")  # a duplicate must not abort a group-commit batch
-# int8 int4 int4 text text float8 text text text bytea int8
-_INSERT_EVENT_TYPES = [20, 23, 23, 25, 25, 701, 25, 25, 25, 17, 20]
-_INSERT_EVENT_FORMATS = [0] * 9 + [1, 0]  # pickled bytes are sent as they are; the rest as text
-_prepared: weakref.WeakSet[Connection] = weakref.WeakSet()  # connections where _INSERT_EVENT is prepared
-
-
-def insert_event(conn: Connection, run: int, e: Event, token: int) -> int:
-    """Append one event (one round trip) if the run's row carries ``token``; how many rows were
-    inserted: 0 if its ``seq`` exists or the run is not this store's any more.
-
-    The hot path, through libpq directly: psycopg's cursor machinery costs two to three times the
-    client CPU of this statement (60 against 20 µs here), which is most of a step on a local server.
-    """
-    with conn.lock:
-        result = conn.pgconn.exec_prepared(_INSERT_EVENT, _event_params(conn, run, e, token),  # type: ignore[arg-type]
-                                           _INSERT_EVENT_FORMATS)
-    _check(conn, result)
-    return result.command_tuples or 0
-
-
-def send_event(conn: Connection, run: int, e: Event, token: int) -> None:
-    """:func:`insert_event`, sent without waiting for its result: :func:`event_sent` waits. Nothing
-    else may use ``conn`` in between."""
-    with conn.lock:  # libpq's failure to send is raised as psycopg.OperationalError
-        conn.pgconn.send_query_prepared(_INSERT_EVENT, _event_params(conn, run, e, token),
-                                        _INSERT_EVENT_FORMATS)
-
-
-def event_sent(conn: Connection) -> int:
-    """The result of :func:`send_event` on ``conn``: how many rows it inserted (0 or 1)."""
-    pgconn = conn.pgconn
-    with conn.lock:
-        pgconn.consume_input()
-        while pgconn.is_busy():
-            # The GIL is free meanwhile. Woken now and then: a connection closed by another thread
-            # (its store closed) raises here instead of leaving this thread waiting forever.
-            select.select([pgconn.socket], [], [], 1.0)
-            pgconn.consume_input()
-        result, tail = pgconn.get_result(), pgconn.get_result()
-        while tail is not None:  # a single statement has one result; drain to be ready for the next
-            tail = pgconn.get_result()
-    if result is None:
-        raise psycopg.OperationalError(pgconn.get_error_message() or "the server sent no result")
-    _check(conn, result)
-    return result.command_tuples or 0
-
-
-def _event_params(conn: Connection, run: int, e: Event, token: int) -> list[bytes | None]:
-    """The statement's parameters (preparing it first on a connection new to it)."""
-    if conn not in _prepared:
-        _check(conn, conn.pgconn.prepare(_INSERT_EVENT, _INSERT_EVENT_SQL, _INSERT_EVENT_TYPES))
-        _prepared.add(conn)
-    payload = e.payload
-    return [b"%d" % run, b"%d" % e.seq, b"%d" % e.step, e.kind.encode(), e.name.encode(), repr(float(e.at)).encode(),
-            e.outcome.encode(), e.encoding.encode(), *((payload.encode(), None) if isinstance(payload, str)
-                                                       else (None, payload)), b"%d" % token]
-
-
-def _check(conn: Connection, result: pq.abc.PGresult) -> None:
-    if result.status != pq.ExecStatus.COMMAND_OK:
-        raise psycopg.errors.error_from_result(result, encoding="utf-8")
 
 
 def alive(conn: Connection) -> bool:

@@ -5,7 +5,7 @@ A creation inserts the run's row (nothing if the id exists), its first events, i
 it is queued, and the notification, all conditional on the row's insert.
 
 An end inserts the run's result behind the fence (the run's row must carry this store's token,
-see ``postgres_conn.insert_event``), and everything else is conditional on that insert: the run's
+see ``postgres_libpq.insert_event``), and everything else is conditional on that insert: the run's
 status (and custom status), its work row handed back and never ready again, its queued parent
 woken, and the notification. A refused insert therefore changes nothing, and leaves an open
 transaction (a group-commit batch) usable. The statement first takes the run's serialising
