@@ -6,6 +6,8 @@
    ``power`` (on, as DBOS commits), DBOS 3.x (``dbos_side.py``, in its own virtualenv) on the
    same server, interleaved, each run on a fresh database. The floor beside it: the client's
    starts alone (one process, one commit each), which no number of workers can beat.
+   Then the workers alone: the runs queued first, the workers started after, the rate between
+   the 10th and 90th percentile of the completion times (the client competes for nothing).
 2. Takeover: two workers; the one running a run's first activity is SIGKILLed (or SIGSTOPped:
    its connection lives on, so only its lease can free the run); the time from the signal to the
    other worker starting that activity again (ledger), and to its result being recorded (the
@@ -123,6 +125,14 @@ def client(url: str, n: int, durability: str) -> None:
         print("RESULT", time.perf_counter() - t0, started, flush=True)
 
 
+def enqueue(url: str, n: int, durability: str) -> None:
+    with rk.Client(url, durability=durability) as c:
+        t0 = time.perf_counter()
+        for i in range(n):
+            c.start(one_step, i, workflow_id=f"w{i}", queue=QUEUE)
+        print("RESULT", time.perf_counter() - t0, flush=True)
+
+
 # -- processes ----------------------------------------------------------------------------------
 
 class Fleet:
@@ -210,6 +220,39 @@ def throughput(server: PgServer, system: str, workers: int, n: int, profile: str
             os.environ.pop("RK_BENCH_PROFILE", None)
     server.release_database(db)
     return n / total, n / started
+
+
+_COMPLETED_AT = {"rk": "SELECT updated_at FROM replaykit_runs WHERE status = 'completed' ORDER BY updated_at",
+                 "dbos": "SELECT updated_at / 1000.0 FROM dbos.workflow_status WHERE status = 'SUCCESS' "
+                         "ORDER BY updated_at"}
+
+
+def drain(server: PgServer, system: str, workers: int, n: int) -> float:
+    """Workflows/s of the workers alone: n runs queued first, then the workers started; the rate
+    between the 10th and the 90th percentile of the completion times (no start-up, no client)."""
+    db = server.create_database()
+    url = server.url(db)
+    kind = "dbos" if system == "dbos" else "rk"
+    with tempfile.TemporaryDirectory() as tmp:
+        if kind == "dbos":
+            Fleet(lambda i: _dbos("worker", url, "schema"), 1, tmp).stop()  # DBOS makes its schema at launch
+            _result(_dbos("enqueue", url, n))
+            fleet = Fleet(lambda i: _dbos("worker", url, f"executor-{i}"), workers, tmp)
+        else:
+            durability = system.split("-")[1]
+            _result(_me("_enqueue", url, n, durability))
+            fleet = Fleet(lambda i: _me("_worker", url, durability, 30.0), workers, tmp)
+        try:
+            with psycopg.connect(url, autocommit=True) as conn:
+                deadline = time.monotonic() + 600
+                while len(done := [r[0] for r in conn.execute(_COMPLETED_AT[kind]).fetchall()]) < n:
+                    assert time.monotonic() < deadline, f"{system}: {len(done)} of {n} completed"
+                    time.sleep(0.05)
+        finally:
+            fleet.stop()
+    server.release_database(db)
+    low, high = n // 10, n * 9 // 10
+    return (high - low) / (float(done[high]) - float(done[low]))
 
 
 def profile_worker(server: PgServer, n: int) -> None:
@@ -372,6 +415,22 @@ def main() -> None:
             print(row)
         print(f"load after 1: {_uptime()}\n")
 
+        drained: dict[tuple[str, int], list[float]] = {}
+        for _ in range(opts.repeat):
+            for w in counts:
+                for system in systems:
+                    drained.setdefault((system, w), []).append(drain(server, system, w, opts.n))
+        print(f"1b. the workers alone: N={opts.n} one-step workflows queued first, then the workers started; "
+              "workflows/s between the 10th and 90th percentile of completions")
+        print(head)
+        for w in counts:
+            med = {s: statistics.median(drained[(s, w)]) for s in systems}
+            row = f"{w:>7}" + "".join(f" {med[s]:>22,.0f}" for s in systems)
+            if dbos:
+                row += f" {med['rk-crash'] / med['dbos']:>10.2f}x {med['rk-power'] / med['dbos']:>10.2f}x"
+            print(row)
+        print(f"load after 1b: {_uptime()}\n")
+
         # 2. Takeover.
         reps = 1 if opts.quick else opts.repeat
         print("2. takeover: the worker running a run's first activity is signalled; seconds until another "
@@ -407,6 +466,8 @@ def _runs(values: list[tuple[float, float]]) -> str:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["_worker"]:
         serve(sys.argv[2], sys.argv[3], float(sys.argv[4]))
+    elif sys.argv[1:2] == ["_enqueue"]:
+        enqueue(sys.argv[2], int(sys.argv[3]), sys.argv[4])
     elif sys.argv[1:2] == ["_client"]:
         client(sys.argv[2], int(sys.argv[3]), sys.argv[4])
     else:

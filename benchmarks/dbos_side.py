@@ -87,6 +87,16 @@ def client(url: str, n: int) -> None:
     dbos.destroy()
 
 
+def enqueue(url: str, n: int) -> None:
+    """n one-step workflows into the queue, nothing serving it yet (the schema made by a worker before)."""
+    dbos = DBOSClient(system_database_url=_sqlalchemy(url), application_name=APP)
+    t0 = time.perf_counter()
+    for i in range(n):
+        dbos.enqueue({"queue_name": QUEUE, "workflow_name": "one_step", "workflow_id": f"w{i}"}, i)
+    print("RESULT", time.perf_counter() - t0, flush=True)
+    dbos.destroy()
+
+
 def enqueue_hold(url: str, ledger: str) -> None:
     dbos = DBOSClient(system_database_url=_sqlalchemy(url), application_name=APP)
     dbos.enqueue({"queue_name": QUEUE, "workflow_name": "hold", "workflow_id": "hold-1"}, ledger)
@@ -99,6 +109,8 @@ if __name__ == "__main__":
         worker(args[0], args[1])
     elif mode == "client":
         client(args[0], int(args[1]))
+    elif mode == "enqueue":
+        enqueue(args[0], int(args[1]))
     elif mode == "enqueue_hold":
         enqueue_hold(args[0], args[1])
     else:
