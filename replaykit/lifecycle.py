@@ -203,7 +203,7 @@ class Lifecycle(EngineState):
         """Wait for a sent step when something else went wrong already: that is the error to report."""
         try:
             self.store.confirm()
-        except ReplayKitError as exc:
+        except Exception as exc:  # noqa: BLE001 - whatever it is, the failure being handled comes first
             log.warning("replaykit: a step sent before this failure was not recorded either: %s", exc)
 
     def _carry(self, run: _Run, step: Step) -> None:
@@ -237,6 +237,7 @@ class Lifecycle(EngineState):
                 if answer is not None:
                     break
             else:  # the run waits on something outside the driver
+                self.store.confirm()  # its last step is recorded before it parks (and is perhaps handed back)
                 if run.status_unsaved:  # no event to carry it: save it on its own
                     self.store.set_custom_status(run.workflow_id, self._unsaved_status(run)["custom_status"])
                 self._maybe_evict(run)

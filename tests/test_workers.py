@@ -152,6 +152,57 @@ def test_a_cancellation_made_before_any_worker_is_applied_when_one_opens_the_run
             waiting.result(timeout=20)
 
 
+_BLOCKED_ONCE: list[str] = []
+
+
+@rk.activity(name="stall_the_next_insert")
+def _stall_the_next_insert(url: str, workflow_id: str) -> int:
+    """The first time: lock the run's row, so that the insert recording this activity's result waits
+    on the server; then end that insert's session (the write fails) and let go of the row."""
+    if _BLOCKED_ONCE:
+        return 2
+    _BLOCKED_ONCE.append(workflow_id)
+    import psycopg
+
+    locker = psycopg.connect(url)
+    locker.execute("SELECT 1 FROM replaykit_runs WHERE workflow_id = %s FOR UPDATE", (workflow_id,))
+
+    def end_the_waiting_insert() -> None:
+        with psycopg.connect(url, autocommit=True) as watcher:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                waiting = watcher.execute("SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                          "AND datname = current_database()").fetchall()
+                if waiting:
+                    watcher.execute("SELECT pg_terminate_backend(%s, 10000)", (waiting[0][0],))
+                    break
+                time.sleep(0.01)
+        locker.rollback()
+        locker.close()
+
+    threading.Thread(target=end_the_waiting_insert, daemon=True).start()
+    return 1
+
+
+@rk.workflow(name="parks_after_a_failed_step")
+def _parks_after_a_failed_step(ctx: rk.Context, url: str):  # type: ignore[no-untyped-def]
+    first = yield _stall_the_next_insert(url, ctx.workflow_id)
+    yield rk.sleep(0.2)
+    return first
+
+
+def test_a_step_lost_as_its_run_parks_runs_again_and_the_run_completes(pg_url: str) -> None:
+    """Inline activities: a step's insert is sent and confirmed later, here as the run parks right
+    after it. The insert fails on the server (its session ended while it waited for a row lock):
+    the run is given back and its step runs again, wherever the run goes on."""
+    _BLOCKED_ONCE.clear()
+    with rk.Client(pg_url) as c, rk.Worker(pg_url, workflows=[_parks_after_a_failed_step], heartbeat=0.1,
+                                           activity_threads=0):
+        handle = c.start(_parks_after_a_failed_step, pg_url, workflow_id="parks")
+        assert handle.result(timeout=30) == 2  # the step was lost, and ran again
+    assert _BLOCKED_ONCE == ["parks"]
+
+
 def test_a_worker_takes_only_runs_of_its_queues_and_workflows(shared: str, client: rk.Client) -> None:
     @rk.workflow(name="nobody-serves-this")
     def unknown(ctx: rk.Context):

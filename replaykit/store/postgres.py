@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 try:
-    import psycopg  # noqa: F401 - here to say what is missing, before the modules below need it
+    import psycopg  # here to say what is missing, before the modules below need it
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError(
         "the PostgreSQL store needs psycopg 3: pip install 'replaykit[postgres]' (or 'psycopg[binary]')"
@@ -168,6 +168,8 @@ class PostgresStore(PostgresWork, Store):
 
     def opening(self, workflow_id: str, signal: str | None = None) -> Opening:
         """The three reads in one round trip (a pipeline); the history's later pages as :meth:`events`."""
+        if not psycopg.Pipeline.is_supported():  # libpq older than 14
+            return super().opening(workflow_id, signal)
         run = self._runs.get(workflow_id)
         with self._writes.conn() as conn, translated(self.url):
             with conn.pipeline():
@@ -187,18 +189,15 @@ class PostgresStore(PostgresWork, Store):
         """The run's events a page at a time by ``seq`` (from ``first``, the first page, if read
         already), each page fetched whole: a long history is never in memory at once. The next
         page is asked for before the current one is handed out, so it travels while that one
-        replays; an iterator abandoned half-way gives its connection back (nothing stays open on
-        the server: each page is one autocommit statement)."""
+        replays (see ``postgres_libpq.Ahead``: nothing stays open on the server, and no connection
+        is held by an iterator abandoned half-way)."""
         rows = self._read(_SELECT_PAGE, (run, -1, _PAGE)) if first is None else first
         while len(rows) == _PAGE:
             ahead = Ahead(self._pool, self._reader(), _SELECT_PAGE_AFTER,
                           [b"%d" % run, b"%d" % rows[-1][0], b"%d" % _PAGE])
-            try:
-                yield from map(_event, rows)
-                with translated(self.url):
-                    rows = ahead.rows()
-            finally:
-                ahead.close()
+            yield from map(_event, rows)
+            with translated(self.url):
+                rows = ahead.rows()
         yield from map(_event, rows)
 
     def _reader(self) -> ThreadPoolExecutor:

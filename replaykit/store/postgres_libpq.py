@@ -50,6 +50,7 @@ def send_event(conn: Connection, run: int, e: Event, token: int) -> None:
     with conn.lock:  # libpq's failure to send is raised as psycopg.OperationalError
         conn.pgconn.send_query_prepared(_INSERT_EVENT, _event_params(conn, run, e, token),
                                         _INSERT_EVENT_FORMATS)
+        _flush(conn)
 
 
 def event_sent(conn: Connection) -> int:
@@ -60,52 +61,69 @@ def event_sent(conn: Connection) -> int:
 
 
 class Ahead:
-    """One query sent now, on a connection of its own, and read at once by ``reader`` (a thread):
-    a history's next page travels while the current one replays. The server is done with it as
-    soon as it has sent the rows (nothing stays open there, however long the page waits to be
-    used); :meth:`close` gives the connection back."""
+    """One query sent now, on a connection of its own, then read whole and its connection given
+    back by ``reader`` (a thread): a history's next page travels while the current one replays.
+    The server is done with it as soon as it has sent the rows, and the connection is back in the
+    pool then, however long the page waits to be used, or if it never is."""
 
     def __init__(self, pool: Pool, reader: Executor, sql: bytes, params: list[bytes]) -> None:
-        self._pool = pool
-        self._conn: Connection | None = pool.take()
+        conn = pool.take()
         try:
-            with self._conn.lock:
-                self._conn.pgconn.send_query_params(sql, params)
-            self._answer = reader.submit(_result, self._conn)
+            with conn.lock:
+                conn.pgconn.send_query_params(sql, params)
+                _flush(conn)
         except BaseException:
-            self.close()
+            conn.close()
+            pool.give(conn)
             raise
+        self._rows = reader.submit(_read_rows, pool, conn)
 
     def rows(self) -> list[tuple[Any, ...]]:
         """The query's rows (waiting for them if need be), converted as psycopg converts them."""
-        assert self._conn is not None
-        result = self._answer.result()
+        return self._rows.result()
+
+
+def _read_rows(pool: Pool, conn: Connection) -> list[tuple[Any, ...]]:
+    try:
+        result = _result(conn)
         if result.status != pq.ExecStatus.TUPLES_OK:
             raise psycopg.errors.error_from_result(result, encoding="utf-8")
-        loader = Transformer.from_context(self._conn)
+        loader = Transformer.from_context(conn)
         loader.set_pgresult(result)
         return loader.load_rows(0, result.ntuples, tuple)
+    except BaseException:
+        conn.close()  # in an unknown state: never lent again
+        raise
+    finally:
+        pool.give(conn)
 
-    def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        answer = getattr(self, "_answer", None)
-        if answer is not None and answer.exception() is not None:  # waits for the reader
-            conn.close()  # lost half-way: never lent again
-        self._pool.give(conn)
+
+def _flush(conn: Connection) -> None:
+    """Send what libpq still holds of the query (psycopg's connections do not block: a large one,
+    a pickled payload of megabytes, leaves the rest in libpq's buffer), reading meanwhile."""
+    pgconn = conn.pgconn
+    try:
+        while pgconn.flush() == 1:
+            readable, _, _ = select.select([pgconn.socket], [pgconn.socket], [], 1.0)
+            if readable:
+                pgconn.consume_input()
+    except (OSError, ValueError) as exc:  # the socket closed under us (the store closed meanwhile)
+        raise psycopg.OperationalError(f"the connection was lost: {exc}") from exc
 
 
 def _result(conn: Connection) -> pq.abc.PGresult:
     """Wait for the answer to what was sent on ``conn`` (the GIL free meanwhile) and read all of it."""
     pgconn = conn.pgconn
     with conn.lock:
-        pgconn.consume_input()
-        while pgconn.is_busy():
-            # Woken now and then: a connection closed by another thread (its store closed) raises
-            # here instead of leaving this thread waiting forever.
-            select.select([pgconn.socket], [], [], 1.0)
+        try:
             pgconn.consume_input()
+            while pgconn.is_busy():
+                # Woken now and then: a connection closed by another thread (its store closed)
+                # raises here instead of leaving this thread waiting forever.
+                select.select([pgconn.socket], [], [], 1.0)
+                pgconn.consume_input()
+        except (OSError, ValueError) as exc:
+            raise psycopg.OperationalError(f"the connection was lost: {exc}") from exc
         result, tail = pgconn.get_result(), pgconn.get_result()
         while tail is not None:  # one statement, one result; drained to be ready for the next
             tail = pgconn.get_result()

@@ -66,13 +66,16 @@ def create_run(conn: Connection, workflow_id: str, name: str, status: Status, ev
 
 
 _END = f"""
-WITH serial AS (SELECT pg_advisory_xact_lock(%(namespace)s, %(key)s)),
+WITH serial AS (SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(%(namespace)s, %(key)s)) AS l),
 ins AS (
     INSERT INTO replaykit_events
     SELECT %(run)s::bigint, %(seq)s::integer, %(step)s::integer, %(kind)s::text, %(name)s::text,
            %(at)s::float8, %(outcome)s::text, %(encoding)s::text, %(text)s::text, %(bytes)s::bytea
     FROM serial
-    WHERE EXISTS (SELECT FROM replaykit_runs WHERE id = %(run)s AND owner = %(token)s FOR KEY SHARE)
+    -- Correlated with serial, so that the row is locked after the advisory lock is taken (the order
+    -- of every other write that takes both): uncorrelated, it would be an initplan run before it.
+    WHERE EXISTS (SELECT FROM replaykit_runs WHERE id = %(run)s AND owner = %(token)s AND serial.locked = 1
+                  FOR KEY SHARE)
     ON CONFLICT DO NOTHING
     RETURNING 1),
 run AS (
