@@ -362,6 +362,26 @@ def test_a_sent_step_of_a_stale_owner_is_refused_when_confirmed(pg_url: str) -> 
                                                                   (2, '"new"')]
 
 
+def test_a_sent_step_is_handed_whole_to_the_socket(pg_url: str) -> None:
+    """psycopg's connections do not block: libpq sends what the socket takes and keeps the rest. A
+    sent step of megabytes must not wait in libpq's buffer until its confirmation is asked for
+    (it was sent one buffer a second then: 17 s a step of 5 MB)."""
+    from replaykit.store.postgres_libpq import event_sent, send_event
+
+    with open_store(pg_url) as store:
+        store.create("a", "w", start())
+        assert store.try_lock("a")
+        conn = store._pool.take()  # type: ignore[attr-defined]
+        try:
+            big = Event(1, 1, "activity", "act", 2.0, OK, "json", '"' + "x" * 5_000_000 + '"')
+            send_event(conn, store._run("a"), big, store._tokens["a"])  # type: ignore[attr-defined]
+            assert conn.pgconn.flush() == 0  # nothing of it left to send
+            assert event_sent(conn) == 1
+        finally:
+            store._pool.give(conn)  # type: ignore[attr-defined]
+        assert [e.seq for e in store.events("a")] == [0, 1]
+
+
 _NEXT_STEP_STARTED: list[int] = []
 
 
