@@ -106,8 +106,6 @@ class Client:
         bounds the whole run; ``start_at`` / ``start_delay`` make it ``pending`` until then.
         """
         self._may_start(workflow_id)
-        if not isinstance(queue, str) or not queue:
-            raise ValueError(f"a queue is named by a non-empty string; got {queue!r}")
         wf = as_workflow(workflow)
         register(wf)
         now = time.time()

@@ -260,9 +260,13 @@ assert store.try_lock("a")
 store.record("a", step(1))
 print(store._locks._conn.info.backend_pid, flush=True)
 sys.stdin.readline()  # its lock connection is terminated, and another store takes the run over
+def sent():
+    store.send("a", step(2))
+    store.confirm()
 for write in (lambda: store.record("a", step(2)),
               lambda: store.record("a", step(2), status=rk.Status.COMPLETED),
-              lambda: store.continue_as_new("a", step(2), step(0))):
+              lambda: store.continue_as_new("a", step(2), step(0)),
+              sent):
     try:
         write()
         print("recorded", flush=True)
@@ -285,7 +289,7 @@ def test_a_store_that_lost_its_lock_cannot_record_once_another_took_the_run(
             assert new.try_lock("a")  # it has not recorded anything yet: only the fence stops the old one
             out, err = old.communicate("go\n", timeout=30)
             refusals = out.splitlines()
-            assert len(refusals) == 3 and all(line.startswith("refused:") for line in refusals), (out, err)
+            assert len(refusals) == 4 and all(line.startswith("refused:") for line in refusals), (out, err)
             assert "'a'" in refusals[0] and "another process took it over" in refusals[0]
             new.record("a", Event(2, 2, "activity", "act", 3.0, OK, "json", '"new"'))
             assert [(e.seq, e.payload) for e in new.events("a")] == [

@@ -451,6 +451,9 @@ def test_worker_settings_are_checked_before_it_registers(shared: str, client: rk
             rk.Worker(shared, workflows=[quick], **bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="non-empty"):
         rk.Queue("")
+    with pytest.raises(ValueError, match="non-empty"):
+        client.start(quick, 1, workflow_id="no-queue", queue="")
+    assert client.store.info("no-queue") is None  # nothing recorded
     assert client.workers() == []
     with rk.Worker(shared, workflows=[quick], queues="solo") as w:  # one queue named by a string
         assert [r.queues for r in client.workers()] == [("solo",)]

@@ -65,12 +65,12 @@ _INSERT_UNFENCED = _INSERT_EVENTS + " ON CONFLICT DO NOTHING"
 _SELECT_PAGE = (f"SELECT {_EVENT_COLUMNS} FROM replaykit_events WHERE run = %s AND seq > %s "
                 "ORDER BY seq LIMIT %s")
 _SELECT_PAGE_AFTER = _SELECT_PAGE.replace("%s", "$1", 1).replace("%s", "$2", 1).replace("%s", "$3", 1).encode()
-_SELECT_NEWEST_PAGE = _SELECT_PAGE.replace(
-    "run = %s", "run = (SELECT id FROM replaykit_runs WHERE workflow_id = %s ORDER BY generation DESC LIMIT 1)")
-_SIGNAL_WAITS = "SELECT 1 FROM replaykit_signals WHERE workflow_id = %s AND name = %s AND NOT consumed LIMIT 1"
+_NEXT_SIGNAL = ("SELECT id, name, encoding, payload, payload_bytes, sent_at FROM replaykit_signals "
+                "WHERE workflow_id = %s AND name = %s AND NOT consumed ORDER BY id LIMIT 1")
 _RUN_COLUMNS = ("workflow_id, name, status, created_at, updated_at, custom_status, "
                 "(SELECT queue FROM replaykit_work w WHERE w.workflow_id = r.workflow_id)")
 _NEWEST_RUN = "SELECT {} FROM replaykit_runs r WHERE workflow_id = %s ORDER BY generation DESC LIMIT 1"
+_SELECT_NEWEST_PAGE = _SELECT_PAGE.replace("run = %s", f"run = ({_NEWEST_RUN.format('id')})")
 _NEWEST = "generation = (SELECT max(generation) FROM replaykit_runs n WHERE n.workflow_id = r.workflow_id)"
 _NEW_GENERATION = (
     "INSERT INTO replaykit_runs (workflow_id, generation, name, status, created_at, updated_at, custom_status, owner) "
@@ -176,7 +176,7 @@ class PostgresStore(PostgresWork, Store):
                 row = conn.execute(_NEWEST_RUN.format("id, " + _RUN_COLUMNS), (workflow_id,))
                 page = (conn.execute(_SELECT_PAGE, (run, -1, _PAGE)) if run is not None
                         else conn.execute(_SELECT_NEWEST_PAGE, (workflow_id, -1, _PAGE)))
-                waiting = None if signal is None else conn.execute(_SIGNAL_WAITS, (workflow_id, signal))
+                waiting = None if signal is None else conn.execute(_NEXT_SIGNAL, (workflow_id, signal))
             rows, first = row.fetchall(), page.fetchall()
             waits = waiting is not None and bool(waiting.fetchall())
         if not rows:
@@ -367,9 +367,7 @@ class PostgresStore(PostgresWork, Store):
             wake(conn, workflow_id, at)
 
     def next_signal(self, workflow_id: str, name: str) -> Signal | None:
-        row = self._read_one(
-            "SELECT id, name, encoding, payload, payload_bytes, sent_at FROM replaykit_signals "
-            "WHERE workflow_id = %s AND name = %s AND NOT consumed ORDER BY id LIMIT 1", (workflow_id, name))
+        row = self._read_one(_NEXT_SIGNAL, (workflow_id, name))
         if row is None:
             return None
         signal_id, name, encoding, text, data, sent_at = row

@@ -23,7 +23,7 @@ from typing import Any
 from ..history import Event, Status
 from .postgres_conn import CHANNEL, Connection, int32_key
 from .postgres_schema import NAMESPACE
-from .postgres_work import LIVE
+from .postgres_work import ended_ctes
 from .work import Placement
 
 _CREATE = f"""
@@ -82,13 +82,7 @@ run AS (
     UPDATE replaykit_runs SET status = %(status)s, updated_at = %(at)s,
         custom_status = CASE WHEN %(set_custom)s THEN %(custom)s::text ELSE custom_status END
     WHERE id = %(run)s AND EXISTS (SELECT FROM ins)),
-work AS (
-    UPDATE replaykit_work SET ready_at = NULL, worker = NULL
-    WHERE workflow_id = %(workflow_id)s AND EXISTS (SELECT FROM ins)
-    RETURNING parent),
-parent AS (
-    UPDATE replaykit_work w SET ready_at = %(at)s
-    WHERE w.workflow_id = (SELECT parent FROM work) AND (w.ready_at IS NULL OR w.ready_at > %(at)s) AND {LIVE}),
+{ended_ctes("EXISTS (SELECT FROM ins)")},
 note AS (SELECT pg_notify('{CHANNEL}', '') FROM ins)
 SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM note)
 """

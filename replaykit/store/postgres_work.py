@@ -39,19 +39,36 @@ _CANDIDATES = ("FROM replaykit_work w WHERE queue = %s AND ready_at <= %s AND wo
                f"AND problem_version IS DISTINCT FROM %s AND {_NEWEST_STATUS}")
 
 
+def _wake_sql(target: str) -> str:
+    """Make the queued run ``target`` (an SQL expression) ready at ``%(at)s`` at the latest."""
+    return (f"UPDATE replaykit_work w SET ready_at = %(at)s WHERE w.workflow_id = {target} "
+            f"AND (w.ready_at IS NULL OR w.ready_at > %(at)s) AND {LIVE}")
+
+
+_WAKE = _wake_sql("%(workflow_id)s")
+
+
+def ended_ctes(only_if: str) -> str:
+    """A queued run ``%(workflow_id)s`` ended, if ``only_if`` holds: never ready again, held by
+    nobody (its driver's end hands it back), and its parent, if queued, woken at ``%(at)s``. Two
+    CTEs (``work``, ``parent``) of a ``WITH`` (``postgres_runs._END`` puts them after the result's
+    insert, and their condition on it)."""
+    return (f"work AS (UPDATE replaykit_work SET ready_at = NULL, worker = NULL "
+            f"WHERE workflow_id = %(workflow_id)s AND {only_if} RETURNING parent), "
+            f"parent AS ({_wake_sql('(SELECT parent FROM work)')})")
+
+
+_ENDED = f"WITH {ended_ctes('TRUE')} SELECT 1"
+
+
 def wake(conn: Connection, workflow_id: str, at: float) -> None:
     """Something happened to a queued run: ready at ``at`` at the latest (a no-op for other runs)."""
-    conn.execute("UPDATE replaykit_work w SET ready_at = %s WHERE workflow_id = %s "
-                 f"AND (ready_at IS NULL OR ready_at > %s) AND {LIVE}", (at, workflow_id, at))
+    conn.execute(_WAKE, {"workflow_id": workflow_id, "at": at})
 
 
 def ended(conn: Connection, workflow_id: str, at: float) -> None:
-    """A queued run ended: never ready again, held by nobody (its driver's end hands it back);
-    its parent, if queued, is woken."""
-    rows = conn.execute("UPDATE replaykit_work SET ready_at = NULL, worker = NULL WHERE workflow_id = %s "
-                        "RETURNING parent", (workflow_id,)).fetchall()
-    if rows and rows[0][0] is not None:
-        wake(conn, rows[0][0], at)
+    """A queued run ended (see :func:`ended_ctes`): one statement."""
+    conn.execute(_ENDED, {"workflow_id": workflow_id, "at": at})
 
 
 def restarted(conn: Connection, workflow_id: str, at: float) -> None:

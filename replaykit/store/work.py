@@ -61,7 +61,7 @@ class Queue:
 class Placement:
     """Where a queued run waits: set when the run is created."""
 
-    queue: str
+    queue: str = attrs.field(validator=lambda _, __, v: _name(v))
     priority: int = 0  # higher first
     key: str | None = None  # partition key (Queue.per_key)
     parent: str | None = None  # woken when this run ends
