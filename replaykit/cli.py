@@ -23,6 +23,7 @@ import signal
 import sys
 import time
 from datetime import datetime, timezone
+from typing import Any
 
 from . import control
 from .errors import ReplayKitError
@@ -73,9 +74,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-q", "--queue", action="append", default=[], help="queue to serve (default: default); repeatable")
     p.add_argument("--limit", action="append", default=[], type=_limit, metavar="QUEUE=N",
                    help="at most N runs of QUEUE held at once across all workers (stored for all); repeatable")
+    p.add_argument("--worker-limit", action="append", default=[], type=_limit, metavar="QUEUE=N",
+                   help="at most N runs of QUEUE held at once by this worker; repeatable")
+    p.add_argument("--per-key", action="append", default=[], type=_limit, metavar="QUEUE=N",
+                   help="at most N runs of QUEUE held at once per partition key (stored for all); repeatable")
+    p.add_argument("--rate", action="append", default=[], type=_rate, metavar="QUEUE=K/SECONDS",
+                   help="at most K runs of QUEUE started per SECONDS, fleet-wide (stored for all); repeatable")
     p.add_argument("--concurrency", type=int, default=100, help="runs held at once by this worker")
     p.add_argument("--activity-threads", type=int, default=16)
+    p.add_argument("--drivers", type=int, default=None, help="threads driving runs (default: 1)")
+    p.add_argument("--durability", choices=["crash", "power"], default="crash")
     p.add_argument("--grace", type=float, default=30.0, help="seconds running activities get to finish on SIGTERM")
+    p.add_argument("--lease", type=float, default=30.0,
+                   help="seconds without a heartbeat before the others take this worker's runs")
+    p.add_argument("--heartbeat", type=float, default=0.5, help="seconds between heartbeats")
+    p.add_argument("--worker-id", default=None, help="this worker's id in the registry (default: host-pid-random)")
+    p.add_argument("--code-version", default=None,
+                   help="this worker's code version (default: a digest of its workflows' code)")
     p = sub.add_parser("workers", help="list the registered workers and the runs each holds")
     p.add_argument("db")
     for verb in ("check", "restart", "fork", "worker"):  # they replay histories: the workflows' code must be imported
@@ -113,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
             elif args.command == "list":
                 for info in store.list(Status(args.status) if args.status else None):
                     custom = "" if info.custom_status is None else json.dumps(info.custom_status)
-                    print(f"{info.workflow_id}\t{info.name}\t{info.status.value}\t{_time(info.updated_at)}\t{custom}")
+                    problem = "" if info.problem is None else f"\tproblem: {info.problem}"
+                    print(f"{info.workflow_id}\t{info.name}\t{info.status.value}\t{_time(info.updated_at)}\t{custom}"
+                          f"{problem}")
             else:
                 for e in store.events(args.workflow_id):
                     # Never unpickle to show a value: looking at a run must not run code from the store.
@@ -158,11 +175,15 @@ def _worker(args: argparse.Namespace) -> int:
     if not args.module:
         raise _UsageError("a worker needs the workflows it may drive: name their module with -m MODULE")
     names = args.queue or ["default"]
-    limits = dict(args.limit)
-    if set(limits) - set(names):
-        raise _UsageError(f"--limit {', '.join(sorted(set(limits) - set(names)))}: not a queue this worker serves "
-                          "(name it with -q too)")
-    queues: list[str | Queue] = [Queue(q, concurrency=limits[q]) if q in limits else q for q in names]
+    limits: dict[str, dict[str, Any]] = {}
+    for option, field in (("limit", "concurrency"), ("worker_limit", "worker_concurrency"), ("per_key", "per_key"),
+                          ("rate", "rate")):
+        for queue, value in getattr(args, option):
+            if queue not in names:
+                raise _UsageError(f"--{option.replace('_', '-')} {queue}: not a queue this worker serves "
+                                  "(name it with -q too)")
+            limits.setdefault(queue, {})[field] = value
+    queues: list[str | Queue] = [Queue(q, **limits[q]) if q in limits else q for q in names]
     _import(args.module)
     workflows = {id(v): v for name in args.module for v in vars(sys.modules[name]).values() if isinstance(v, Workflow)}
     if not workflows:
@@ -173,7 +194,9 @@ def _worker(args: argparse.Namespace) -> int:
     store = open_store(args.db, create=False)  # a mistyped path is an error, never a new store
     try:
         worker = Worker(store, workflows=list(workflows.values()), queues=queues, concurrency=args.concurrency,
-                        activity_threads=args.activity_threads, grace=args.grace)
+                        activity_threads=args.activity_threads, grace=args.grace, drivers=args.drivers,
+                        durability=args.durability, lease=args.lease, heartbeat=args.heartbeat,
+                        worker_id=args.worker_id, version=args.code_version)
     except BaseException:
         store.close()
         raise
@@ -195,6 +218,20 @@ def _limit(text: str) -> tuple[str, int]:
     if not queue or not n.isdigit() or int(n) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: write QUEUE=N, N a whole number of at least 1 (e.g. orders=10)")
     return queue, int(n)
+
+
+def _rate(text: str) -> tuple[str, tuple[int, float]]:
+    """``QUEUE=K/SECONDS`` for --rate."""
+    queue, _, spec = text.partition("=")
+    starts, _, seconds = spec.partition("/")
+    try:
+        rate = (int(starts), float(seconds))
+    except ValueError:
+        rate = (0, 0.0)
+    if not queue or rate[0] < 1 or not rate[1] > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: write QUEUE=K/SECONDS, K starts of at least 1 per a positive "
+                                         "number of seconds (e.g. orders=100/60)")
+    return queue, rate
 
 
 def _workers(records: list[WorkerRecord]) -> None:

@@ -97,3 +97,6 @@ class WorkflowInfo:
     updated_at: float
     custom_status: Any = None
     queue: str | None = None  # the queue of a run started for workers (rk.Client.start), else None
+    # Why the workers of one code version could not drive it (a queued run a worker handed back with
+    # an error, e.g. a NonDeterminismError after a deploy); None when none reported one.
+    problem: str | None = None

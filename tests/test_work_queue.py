@@ -147,10 +147,14 @@ def test_a_problem_is_left_to_workers_of_other_code(store: Store) -> None:
     assert claim(store) == ["a"]
     store.release("a", "w1", NOW, problem="NonDeterminismError: ...", version="v1")
     store.unlock("a")
+    reported = "code version v1: NonDeterminismError: ..."
+    assert store.info("a").problem == reported  # type: ignore[union-attr]
+    assert [i.problem for i in store.list()] == [reported]
     assert claim(store, version="v1") == []
     assert claim(store, version="v2") == ["a"]
     store.release("a", "w1", NOW)  # driven fine under v2: the problem is gone
     store.unlock("a")
+    assert store.info("a").problem is None  # type: ignore[union-attr]
     assert claim(store, version="v1") == ["a"]
 
 

@@ -305,8 +305,13 @@ def test_code_that_cannot_replay_is_reported_once_and_left_to_the_next_version(
         time.sleep(0.5)
     assert replays["broken"] == 2  # one attempt (its replay, then the side-by-side explanation), never looped
     assert "'d'" in caplog.text and "code version 2" in caplog.text
+    problem = client.store.info("d").problem  # type: ignore[union-attr]
+    assert problem is not None and problem.startswith("code version 2: NonDeterminismError")  # seen by a client
+    listed = subprocess.run([PYTHON, "-m", "replaykit", "list", shared], capture_output=True, text=True, timeout=60)
+    assert "code version 2: NonDeterminismError" in listed.stdout, listed.stderr
     with rk.Worker(shared, workflows=[fixed], version="3", heartbeat=0.1):
         assert handle.result(timeout=20) == "fixed"
+    assert client.store.info("d").problem is None  # type: ignore[union-attr]
 
 
 def test_workers_list_from_the_command_line(shared: str, client: rk.Client, processes: Processes) -> None:
@@ -370,6 +375,26 @@ def test_the_worker_command_serves_a_module_and_stops_on_sigterm(shared: str, cl
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         assert client.workers() == []
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_the_worker_command_sets_every_limit_and_identity(shared: str, client: rk.Client,
+                                                         child_env: dict[str, str], ledger: Path) -> None:
+    proc = subprocess.Popen([PYTHON, "-m", "replaykit", "worker", shared, "-m", "worker_app", "--per-key", "default=1",
+                             "--rate", "default=2/600", "--worker-limit", "default=3", "--worker-id", "cli-w",
+                             "--code-version", "v9", "--drivers", "2", "--durability", "power"],
+                            env=dict(child_env, RK_LEDGER=str(ledger)), stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and "serving default" in proc.stdout.readline()
+        assert [(w.worker_id, w.version) for w in client.workers()] == [("cli-w", "v9")]
+        handles = [client.start(quick, n, 0.2, workflow_id=f"k-{n}", key="tenant") for n in range(3)]
+        wait_for(lambda: [h.status() for h in handles].count(rk.Status.COMPLETED) == 2)
+        spans = sorted((float(start), float(end)) for _, _, _, start, end in lines(ledger))
+        assert len(spans) == 2 and spans[0][1] <= spans[1][0]  # one at a time per key
+        time.sleep(0.5)
+        assert [h.status() for h in handles].count(rk.Status.RUNNING) == 1 and len(lines(ledger)) == 2  # 2 per 600 s
     finally:
         proc.kill()
         proc.wait(timeout=10)

@@ -57,7 +57,16 @@ class MemoryStore(MemoryWork, Store):
             return True
 
     def info(self, workflow_id: str) -> WorkflowInfo | None:
-        return self._runs.get(workflow_id)
+        with self._mutex:
+            info = self._runs.get(workflow_id)
+            return None if info is None else self._reported(info)
+
+    def _reported(self, info: WorkflowInfo) -> WorkflowInfo:
+        """``info`` with the problem a worker reported about it, if any (kept on its work row)."""
+        work = self._work.get(info.workflow_id)
+        if work is None or work.problem is None:
+            return info
+        return attrs.evolve(info, problem=f"code version {work.problem_version}: {work.problem}")
 
     def events(self, workflow_id: str) -> Iterator[Event]:
         with self._mutex:
@@ -179,7 +188,7 @@ class MemoryStore(MemoryWork, Store):
 
     def list(self, status: Status | None = None) -> list[WorkflowInfo]:
         with self._mutex:
-            return [i for i in self._runs.values() if status is None or i.status is status]
+            return [self._reported(i) for i in self._runs.values() if status is None or i.status is status]
 
     def try_lock(self, workflow_id: str) -> bool:
         return self._locks.try_acquire(workflow_id)

@@ -57,7 +57,7 @@ class MemoryWork:
     def _ended(self, workflow_id: str, at: float) -> None:
         work = self._work.get(workflow_id)
         if work is not None:
-            work.ready_at = work.worker = None
+            work.ready_at = work.worker = work.problem = work.problem_version = None
             if work.placement.parent is not None:
                 self._wake(work.placement.parent, at)
 

@@ -68,7 +68,9 @@ _SELECT_PAGE_AFTER = _SELECT_PAGE.replace("%s", "$1", 1).replace("%s", "$2", 1).
 _NEXT_SIGNAL = ("SELECT id, name, encoding, payload, payload_bytes, sent_at FROM replaykit_signals "
                 "WHERE workflow_id = %s AND name = %s AND NOT consumed ORDER BY id LIMIT 1")
 _RUN_COLUMNS = ("workflow_id, name, status, created_at, updated_at, custom_status, "
-                "(SELECT queue FROM replaykit_work w WHERE w.workflow_id = r.workflow_id)")
+                "(SELECT queue FROM replaykit_work w WHERE w.workflow_id = r.workflow_id), "
+                "(SELECT 'code version ' || problem_version || ': ' || problem FROM replaykit_work w "
+                "WHERE w.workflow_id = r.workflow_id)")
 _NEWEST_RUN = "SELECT {} FROM replaykit_runs r WHERE workflow_id = %s ORDER BY generation DESC LIMIT 1"
 _SELECT_NEWEST_PAGE = _SELECT_PAGE.replace("run = %s", f"run = ({_NEWEST_RUN.format('id')})")
 _NEWEST = "generation = (SELECT max(generation) FROM replaykit_runs n WHERE n.workflow_id = r.workflow_id)"
@@ -463,4 +465,4 @@ def _event(row: tuple[Any, ...]) -> Event:
 
 def _info(row: tuple[Any, ...]) -> WorkflowInfo:
     custom = None if row[5] is None else json.loads(row[5])
-    return WorkflowInfo(row[0], row[1], Status(row[2]), row[3], row[4], custom, row[6])
+    return WorkflowInfo(row[0], row[1], Status(row[2]), row[3], row[4], custom, row[6], row[7])

@@ -50,10 +50,11 @@ _WAKE = _wake_sql("%(workflow_id)s")
 
 def ended_ctes(only_if: str) -> str:
     """A queued run ``%(workflow_id)s`` ended, if ``only_if`` holds: never ready again, held by
-    nobody (its driver's end hands it back), and its parent, if queued, woken at ``%(at)s``. Two
-    CTEs (``work``, ``parent``) of a ``WITH`` (``postgres_runs._END`` puts them after the result's
-    insert, and their condition on it)."""
-    return (f"work AS (UPDATE replaykit_work SET ready_at = NULL, worker = NULL "
+    nobody (its driver's end hands it back), no problem left to report, and its parent, if queued,
+    woken at ``%(at)s``. Two CTEs (``work``, ``parent``) of a ``WITH`` (``postgres_runs._END``
+    puts them after the result's insert, and their condition on it)."""
+    return (f"work AS (UPDATE replaykit_work SET ready_at = NULL, worker = NULL, problem = NULL, "
+            f"problem_version = NULL "
             f"WHERE workflow_id = %(workflow_id)s AND {only_if} RETURNING parent), "
             f"parent AS ({_wake_sql('(SELECT parent FROM work)')})")
 

@@ -48,7 +48,9 @@ _INSERT_EVENT = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _EVENT_COLUMNS = "seq, step, kind, name, at, outcome, encoding, payload"
 _SELECT_PAGE = f"SELECT {_EVENT_COLUMNS} FROM events WHERE run = ? AND seq > ? ORDER BY seq LIMIT ?"
 _RUN_COLUMNS = ("workflow_id, name, status, created_at, updated_at, custom_status, "
-                "(SELECT queue FROM work w WHERE w.workflow_id = runs.workflow_id)")
+                "(SELECT queue FROM work w WHERE w.workflow_id = runs.workflow_id), "
+                "(SELECT 'code version ' || problem_version || ': ' || problem FROM work w "
+                "WHERE w.workflow_id = runs.workflow_id)")
 _NEWEST_RUN = "SELECT {} FROM runs WHERE workflow_id = ? ORDER BY generation DESC LIMIT 1"
 _NEWEST = "generation = (SELECT MAX(generation) FROM runs r WHERE r.workflow_id = runs.workflow_id)"
 
@@ -378,4 +380,4 @@ class SqliteStore(SqliteWork, Store):
 
 def _info(row: tuple[Any, ...]) -> WorkflowInfo:
     custom = None if row[5] is None else json.loads(row[5])
-    return WorkflowInfo(row[0], row[1], Status(row[2]), row[3], row[4], custom, row[6])
+    return WorkflowInfo(row[0], row[1], Status(row[2]), row[3], row[4], custom, row[6], row[7])
