@@ -23,6 +23,7 @@ from .history import CANCEL, OK, RESULT, START, Event, Status, WorkflowInfo
 from .replaycheck import check_history
 from .store import Store
 from .store.base import RESTARTABLE
+from .store.work import Placement
 from .workflow import Workflow, lookup
 
 
@@ -100,7 +101,8 @@ def fork_run(store: Store, workflow_id: str, new_id: str, *, step: int, now: flo
     start = _new_start(history[0], prefix, now, {"fork": {"of": workflow_id, "step": step}},
                        drop=("parent", "continued", "generation"))
     _checked(info, new_id, start, prefix, workflows)
-    if not store.create(new_id, info.name, start, Status.RUNNING, history=prefix):
+    placement = None if info.queue is None else Placement(info.queue)  # a queued run's fork is for workers too
+    if not store.create(new_id, info.name, start, Status.RUNNING, history=prefix, placement=placement):
         raise IllegalTransitionError(f"workflow id {new_id!r} is taken; fork into an id that does not exist yet")
 
 
@@ -124,7 +126,9 @@ def fork(db: Db, workflow_id: str, new_id: str, *, step: int, workflows: Iterabl
     """Copy run ``workflow_id`` into the new run ``new_id``, reusing its steps before ``step``.
 
     Works on a run in any status (the original is untouched). The new run has the
-    same workflow and arguments, no parent, and continues live from ``step``.
+    same workflow and arguments, no parent, and continues live from ``step``. A fork of
+    a run started for workers (``rk.Client.start``) is queued in the same queue (priority
+    0, no partition key), for the workers to drive.
     """
     with opened(db) as store:
         fork_run(store, workflow_id, new_id, step=step, now=time.time(),

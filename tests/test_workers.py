@@ -400,6 +400,18 @@ def test_the_worker_command_sets_every_limit_and_identity(shared: str, client: r
         proc.wait(timeout=10)
 
 
+def test_a_fork_of_a_queued_run_is_queued_for_the_workers(shared: str, client: rk.Client, ledger: Path) -> None:
+    handle = client.start(order, 7, 0.0, workflow_id="forked-from")
+    client.signal("forked-from", "approved", True)
+    with worker(shared):
+        assert handle.result(timeout=20) == 14
+    rk.fork(shared, "forked-from", "forked", step=4)  # steps 1-3 reused, "ship" runs again
+    assert client.store.info("forked").queue == "default"  # type: ignore[union-attr]
+    with worker(shared):
+        assert client.handle("forked").result(timeout=20) == 14
+    assert [line[:2] for line in lines(ledger)] == [["charge", "7"], ["ship", "7"], ["ship", "7"]]
+
+
 def test_a_full_worker_with_a_backlog_waits_instead_of_spinning(shared: str, client: rk.Client) -> None:
     started.clear()
     asked = Counter[str]()
