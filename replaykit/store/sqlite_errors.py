@@ -69,6 +69,11 @@ def translate(path: str, exc: sqlite3.Error) -> Exception:
             "were removed or replaced while in use. What was committed before is intact; check the disk and "
             "run again."
         )
+    if str(exc).startswith("Could not decode to UTF-8"):  # said by Python's sqlite3 module, not by SQLite
+        return CorruptStoreError(
+            f"{path}: a text value in the store is not valid UTF-8 ({exc}): the file is damaged, or was written "
+            "by something else. Restore it from a backup; replaykit will not overwrite it, and used nothing of it."
+        )
     if primary in (CORRUPT, NOTADB) or type(exc) is sqlite3.DatabaseError:
         return CorruptStoreError(
             f"{path}: SQLite cannot read the database: {exc}. Restore it from a backup; "
