@@ -269,7 +269,7 @@ def million_step_replay(tmp: str, n: int) -> tuple[float, float]:
     db = os.path.join(tmp, "m.db")
     store = rk.SqliteStore(db)
     start = rk.Event(0, 0, "start", "bench.steps_then_signal", time.time(), "ok",
-                     *payloads.encode({"args": [n], "kwargs": {}, "seed": 1, "rules": 2}, "start"))
+                     payloads.JSON, payloads.to_json({"args": [n], "kwargs": {}, "seed": 1, "rules": 2}))
     store.create("r", "bench.steps_then_signal", start)
     conn = store._conn()
     conn.execute("BEGIN")

@@ -31,7 +31,9 @@ from .commands import A1, A2, A3, A4, A5, A6, R
 from .handle import WorkflowHandle
 from .history import OK, START, Event, Status, WorkflowInfo
 from .starting import check_same_stored_run, seconds, start_payload
-from .store import Store, open_store
+from .store import Store
+from .store.base import Secrets
+from .store.open import store_for
 from .store.work import Placement, WorkerRecord
 from .workflow import Workflow, as_workflow, register
 
@@ -46,8 +48,9 @@ class Client:
     workflows registered by ``@rk.workflow``."""
 
     def __init__(self, db: str | os.PathLike[str] | Store, *, durability: str = "crash",
-                 workflows: Iterable[Any] = (), poll_interval: float = 0.05) -> None:
-        self.store: Store = db if isinstance(db, Store) else open_store(db, durability=durability)
+                 workflows: Iterable[Any] = (), poll_interval: float = 0.05, secret: Secrets = None,
+                 pickle: str = "signed") -> None:
+        self.store: Store = store_for(db, durability=durability, secret=secret, pickle=pickle)
         self._own_store = not isinstance(db, Store)
         self._workflows = {w.name: w for w in map(as_workflow, workflows)}
         self._poll = poll_interval
@@ -111,7 +114,7 @@ class Client:
         now = time.time()
         begin = start_at.timestamp() if start_at is not None else (
             now + seconds(start_delay) if start_delay is not None else None)
-        payload = start_payload(wf, args, kwargs, timeout=timeout, start_at=begin)
+        payload = start_payload(self.store.codec, wf, args, kwargs, timeout=timeout, start_at=begin)
         start = Event(0, 0, START, wf.name, now, OK, *payload)
         placement = Placement(queue, priority, key, ready_at=begin)
         status = Status.PENDING if begin is not None else Status.RUNNING

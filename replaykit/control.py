@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from . import payloads
 from .errors import Cancelled, IllegalTransitionError, WorkflowNotFoundError
 from .history import ERROR, PATCH, RESULT, Event, Status
 from .interpreter import replay_history
@@ -63,8 +62,8 @@ def send_signal(db: Db, workflow_id: str, name: str, payload: Any = None, *, at:
     ``poll_interval``; if the run is not waiting for it yet, it waits in the run's inbox.
     A run that has ended takes no more signals: :class:`IllegalTransitionError`.
     """
-    encoded = payloads.encode(payload, f"payload of signal {name!r} to {workflow_id!r}")
     with opened(db) as store:
+        encoded = store.codec.encode(payload, f"payload of signal {name!r} to {workflow_id!r}")
         store.send_signal(workflow_id, name, *encoded, time.time() if at is None else at)
 
 
@@ -80,13 +79,13 @@ def cancel(db: Db, workflow_id: str, reason: str = "cancelled", *, at: float | N
         if status is Status.PENDING:
             last = store.last_event(workflow_id)
             assert last is not None
-            result = Event(last.seq + 1, 0, RESULT, "", now, ERROR, *payloads.encode_error(Cancelled(reason)))
+            result = Event(last.seq + 1, 0, RESULT, "", now, ERROR, *store.codec.encode_error(Cancelled(reason)))
             store.record(workflow_id, result, status=Status.CANCELLED)
             return
         if status is Status.PAUSED:
             store.set_status(workflow_id, Status.RUNNING, now)
         try:
-            store.send_signal(workflow_id, CANCEL_REQUEST, *payloads.encode(reason, "cancel reason"), now)
+            store.send_signal(workflow_id, CANCEL_REQUEST, *store.codec.encode(reason, "cancel reason"), now)
         except IllegalTransitionError:  # it ended since we looked
             raise IllegalTransitionError(f"workflow {workflow_id!r} is already {_need(store, workflow_id).value}; "
                                          "nothing to cancel") from None
@@ -134,7 +133,7 @@ def query(db: Db, workflow_id: str, name: str, *args: Any, workflows: dict[str, 
             raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {_where(store)}")
         wf = lookup(info.name, workflows)
         events = (e for e in store.events(workflow_id) if e.kind != RESULT)  # streamed, not loaded whole
-        machine, _ = replay_history(wf, workflow_id, next(events), events, quiet=True)
+        machine, _ = replay_history(wf, workflow_id, next(events), events, codec=store.codec, quiet=True)
     try:
         handler = machine.ctx._queries.get(name)
         if handler is None:

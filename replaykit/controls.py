@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import control, payloads
+from . import control
 from .errors import Cancelled, TimedOut
 from .history import CANCEL, ERROR, Event, Status
 from .interpreter import Step, Waiting
@@ -42,12 +42,12 @@ class Controls(EngineState):
                 return
         request = self.store.next_signal(workflow_id, control.CANCEL_REQUEST)
         if request is not None and not run.paused:
-            reason = payloads.decode(request.encoding, request.payload)
+            reason = self.store.codec.decode(request.encoding, request.payload, "cancel reason")
             self._deliver_cancel(run, Cancelled(reason), request.id)
 
     def _deliver_cancel(self, run: _Run, error: Cancelled, request_id: int | None) -> None:
         at = self._clock.now()
-        event = Event(run.next_seq, 0, CANCEL, type(error).__name__, at, ERROR, *payloads.encode_error(error))
+        event = Event(run.next_seq, 0, CANCEL, type(error).__name__, at, ERROR, *self.store.codec.encode_error(error))
         self.store.record(run.workflow_id, event, consume_signal=request_id)
         run.next_seq += 1
         self._step_safely(run, run.machine.cancel(at, error))

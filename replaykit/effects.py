@@ -10,6 +10,7 @@ and returns ``None``.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import payloads
@@ -34,6 +35,10 @@ if TYPE_CHECKING:
 # (outcome, encoded payload, value for the workflow, signal id to consume)
 Answer = tuple[str, tuple[str, str | bytes], Any, int | None]
 NULL = (payloads.JSON, "null")
+
+
+def _signal_named(workflow_id: str, name: str) -> Callable[[], str]:
+    return lambda: f"payload of signal {name!r} to {workflow_id!r}"
 
 
 def _default_child_id(run: _Run, step: int) -> str:
@@ -120,7 +125,8 @@ class Effects(EngineState):
         wait: WaitSignal = leaf.command  # type: ignore[assignment]
         signal = self.store.next_signal(run.workflow_id, wait.signal)
         if signal is not None:
-            value = payloads.decode(signal.encoding, signal.payload)
+            value = self.store.codec.decode(signal.encoding, signal.payload,
+                                            _signal_named(run.workflow_id, signal.name))
             return OK, (signal.encoding, signal.payload), value, signal.id
         if leaf.deadline is not None and leaf.deadline <= self._clock.now():
             return TIMEOUT, NULL, None, None
@@ -141,7 +147,8 @@ class Effects(EngineState):
             wait: WaitSignal = leaf.command  # type: ignore[assignment]
             signal = self.store.next_signal(workflow_id, wait.signal)
             if signal is not None:
-                value = payloads.decode(signal.encoding, signal.payload)
+                value = self.store.codec.decode(signal.encoding, signal.payload,
+                                                _signal_named(workflow_id, signal.name))
                 self._settle(run, leaf, (OK, (signal.encoding, signal.payload), value, signal.id))
                 if self._runs.get(workflow_id) is not run:
                     return
@@ -205,19 +212,20 @@ class Effects(EngineState):
                 return
         execution.cancelled = True  # cooperative: rk.heartbeat() raises Cancelled in the activity
         error = ActivityTimeoutError(kind, execution.activity, seconds)
-        self._settle(run, leaf, (ERROR, payloads.encode_error(error), error, None))
+        self._settle(run, leaf, (ERROR, self.store.codec.encode_error(error), error, None))
 
     def _answer(self, run: _Run, leaf: Leaf, outcome: Outcome) -> Answer:
         """Encode an activity or side effect outcome for recording."""
         ok, value = outcome
         if ok:
             try:
-                return OK, payloads.encode(value, None), value, None
+                return OK, self.store.codec.encode(value, None), value, None
             except SerializationError:  # again, to say where the value came from
-                payloads.encode(value, f"result of {leaf.command.describe()} (step {leaf.step} of {run.workflow_id!r})")
+                where = f"result of {leaf.command.describe()} (step {leaf.step} of {run.workflow_id!r})"
+                self.store.codec.encode(value, where)
                 raise
-        encoded = payloads.encode_error(value)
-        thrown = value if payloads.error_record(*encoded)["pickle"] else payloads.decode_error(*encoded)
+        encoded = self.store.codec.encode_error(value)
+        thrown = value if payloads.error_record(*encoded)["pickle"] else self.store.codec.decode_error(*encoded)
         return ERROR, encoded, thrown, None
 
     # -- child workflows ---------------------------------------------------------------
@@ -225,13 +233,13 @@ class Effects(EngineState):
     def _start_child(self, run: _Run, leaf: Leaf) -> Answer | None:
         command: ChildWorkflow = leaf.command  # type: ignore[assignment]
         child_id = command.workflow_id or _default_child_id(run, leaf.step)
-        payload = start_payload(command.workflow, command.args, dict(command.kwargs),
-                                      parent=(run.workflow_id, leaf.step))
+        payload = start_payload(self.store.codec, command.workflow, command.args, dict(command.kwargs),
+                                parent=(run.workflow_id, leaf.step))
         placement = self._child_placement(run)
         if not self._create(command.workflow, child_id, payload, placement=placement):
             conflict = self._not_our_child(run, leaf, command, child_id)
             if conflict is not None:  # recorded as the leaf's outcome: the parent replays the same
-                return ERROR, payloads.encode_error(conflict), conflict, None
+                return ERROR, self.store.codec.encode_error(conflict), conflict, None
         self._children[child_id] = (run, leaf)
         answer = self._child_answer(child_id)
         if answer is not None:
@@ -250,7 +258,7 @@ class Effects(EngineState):
         finds it again) if this parent started it at this step, for this workflow, with these
         arguments; otherwise the parent gets this error and the other run is left alone."""
         info = self.store.info(child_id)
-        recorded = next(iter(self.store.events(child_id))).value()
+        recorded = next(iter(self.store.events(child_id))).value(self.store.codec, child_id)
         parent = recorded.get("parent")
         args, kwargs = list(command.args), dict(command.kwargs)
         if info is not None and info.name == command.workflow.name:
@@ -276,10 +284,10 @@ class Effects(EngineState):
             return None
         last = self.store.last_event(child_id)
         assert last is not None and last.kind == RESULT
-        ok, value = recorded_outcome(child_id, last)
+        ok, value = recorded_outcome(self.store.codec, child_id, last)
         if ok:
             return OK, (last.encoding, last.payload), value, None
-        return ERROR, payloads.encode_error(value), value, None
+        return ERROR, self.store.codec.encode_error(value), value, None
 
     def _child_ended(self, child_id: str) -> None:
         """A child this engine knows of ended: settle its parent's leaf."""

@@ -102,7 +102,13 @@ class StoreTooNewError(StoreError):
 
 
 class CorruptStoreError(StoreError):
-    """The database file is damaged or truncated; SQLite cannot read it."""
+    """The store is damaged or was tampered with: SQLite cannot read the file, or a recorded value
+    fails its check. Nothing read from it was used."""
+
+
+class PayloadAuthenticationError(CorruptStoreError):
+    """A pickled value read from a store is not signed with the store's key (written by someone
+    else, damaged, or signed with another secret): it was not unpickled, so nothing ran."""
 
 
 class StoreNotFoundError(StoreError, FileNotFoundError):

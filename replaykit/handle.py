@@ -19,6 +19,7 @@ from .errors import (
     WorkflowTimedOut,
 )
 from .history import ERROR, RESULT, Event, Status
+from .payloads import Codec
 
 if TYPE_CHECKING:
     from .store import Store
@@ -104,7 +105,7 @@ class WorkflowHandle(Generic[R]):
     def _recorded_result(self) -> R:
         last = self._store.last_event(self.workflow_id)
         assert last is not None and last.kind == RESULT, "a terminal run ends with its result event"
-        ok, value = recorded_outcome(self.workflow_id, last)
+        ok, value = recorded_outcome(self._store.codec, self.workflow_id, last)
         if ok:
             return cast(R, value)
         raise value
@@ -113,7 +114,7 @@ class WorkflowHandle(Generic[R]):
         return f"<WorkflowHandle {self.workflow_id!r}>"
 
 
-def recorded_outcome(workflow_id: str, result: Event) -> tuple[bool, Any]:
+def recorded_outcome(codec: Codec, workflow_id: str, result: Event) -> tuple[bool, Any]:
     """How a finished run ended, from its result event: ``(True, value)``, or ``(False, error)``.
 
     The one place that decides what ``handle.result()`` raises, and what a parent
@@ -125,8 +126,8 @@ def recorded_outcome(workflow_id: str, result: Event) -> tuple[bool, Any]:
     replay as they were recorded (with ``WorkflowFailed``).
     """
     if result.outcome != ERROR:
-        return True, payloads.decode(result.encoding, result.payload)
-    cause = payloads.decode_error(result.encoding, result.payload)
+        return True, codec.decode(result.encoding, result.payload, lambda: f"result of {workflow_id!r}")
+    cause = codec.decode_error(result.encoding, result.payload, lambda: f"error of {workflow_id!r}")
     error: Exception
     if isinstance(cause, Cancelled):
         ended = WorkflowTimedOut if isinstance(cause, TimedOut) else WorkflowCancelled

@@ -78,9 +78,19 @@ class Event(NamedTuple):
     encoding: str
     payload: str | bytes
 
-    def value(self) -> Any:
-        """The decoded payload (for ``error`` events, the error record dict)."""
-        return payloads.decode(self.encoding, self.payload)
+    def value(self, codec: payloads.Codec | None = None, of: str | None = None) -> Any:
+        """The decoded payload (for ``error`` events, the error record dict). A pickled payload needs
+        the ``codec`` of the store it came from (``store.codec``), which checks its signature. ``of``:
+        the run's id, for the error that says which value could not be read."""
+        def where() -> str:
+            return f"{self.describe()} (event {self.seq})" + ("" if of is None else f" of {of!r}")
+
+        if codec is None:
+            if self.encoding != payloads.JSON:
+                raise TypeError(f"event {self.seq} holds a pickled value: read it with event.value(store.codec), "
+                                "which unpickles it only if the store's key signed it")
+            return payloads.Codec.decode_json(self.payload, where)
+        return codec.decode(self.encoding, self.payload, where)
 
     def describe(self) -> str:
         return f"{self.kind} {self.name!r}" if self.name else self.kind

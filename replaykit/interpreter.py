@@ -26,6 +26,7 @@ from .commands import ACTIVITY, TIMER, ActivityCall, Command, ContinueAsNew, Gro
 from .context import Context
 from .errors import ActivityTimeoutError, NonDeterminismError
 from .history import CANCEL, ERROR, PATCH, TIMEOUT, Event
+from .keys import Keyring
 from .retry import RetryPolicy
 
 if TYPE_CHECKING:
@@ -137,15 +138,19 @@ class Feed:
         return event
 
 
+_LOCAL = payloads.Codec(Keyring.ephemeral())  # a machine given no codec reads only what this process signed
+
+
 class Machine:
     """One workflow run as a state machine whose transitions are recorded outcomes."""
 
     __slots__ = ("ctx", "_watch", "_default_retry", "_gen", "seq", "outstanding", "_nodes", "_cancel_pending",
-                 "_patches", "_new_markers", "_cancelled", "feed", "_loop")
+                 "_patches", "_new_markers", "_cancelled", "feed", "_loop", "_codec")
 
     def __init__(self, fn: Callable[..., Any], ctx: Context, args: tuple[Any, ...], kwargs: dict[str, Any], *,
-                 watch: bool = False, retry: RetryPolicy | None = None) -> None:
+                 watch: bool = False, retry: RetryPolicy | None = None, codec: payloads.Codec | None = None) -> None:
         self.ctx = ctx
+        self._codec = codec or _LOCAL  # decodes the recorded outcomes: the store's, which checks signatures
         self._watch = watch
         self._default_retry = retry
         self._gen = fn(ctx, *args, **kwargs)
@@ -198,12 +203,17 @@ class Machine:
     def replay(self, event: Event) -> Step:
         """Check ``event`` against what the code waits on, then feed it its recorded outcome."""
         if event.kind == CANCEL:
-            return self.cancel(event.at, payloads.decode_error(event.encoding, event.payload))
+            return self.cancel(event.at, self._codec.decode_error(event.encoding, event.payload, self._named(event)))
         self.check(event)
         if event.outcome == ERROR:
-            return self.resolve(event.step, ERROR, payloads.decode_error(event.encoding, event.payload), event.at)
-        value = None if event.outcome == TIMEOUT else payloads.decode(event.encoding, event.payload)
+            error = self._codec.decode_error(event.encoding, event.payload, self._named(event))
+            return self.resolve(event.step, ERROR, error, event.at)
+        value = None if event.outcome == TIMEOUT else self._codec.decode(event.encoding, event.payload,
+                                                                          self._named(event))
         return self.resolve(event.step, event.outcome, value, event.at)
+
+    def _named(self, event: Event) -> Callable[[], str]:
+        return lambda: f"{event.describe()} of step {event.step} (event {event.seq}) of {self.ctx.workflow_id!r}"
 
     def check(self, event: Event) -> None:
         """Raise ``NonDeterminismError`` unless ``event`` answers a command the code waits on."""
@@ -404,20 +414,20 @@ class Machine:
             raise guard.forgotten_yield(self.ctx.workflow_id, lost, then) from error
 
 
-def new_machine(workflow: Workflow[Any], workflow_id: str, start: Event, *, watch: bool = False,
-                recorded: dict[str, Any] | None = None) -> Machine:
+def new_machine(workflow: Workflow[Any], workflow_id: str, start: Event, *, codec: payloads.Codec,
+                watch: bool = False, recorded: dict[str, Any] | None = None) -> Machine:
     """A fresh machine for a run, from its start event (``recorded``: that event's payload, if
     already decoded). Arguments, seed, start time and the workflow's default retry policy all
     come from here, so every replay of the run is built the same way."""
     if recorded is None:
-        recorded = payloads.decode(start.encoding, start.payload)
+        recorded = codec.decode(start.encoding, start.payload, lambda: f"arguments of {workflow_id!r}")
     ctx = Context(workflow_id, seed=recorded["seed"], start_time=max(start.at, recorded.get("start_at", 0)))
     return Machine(workflow.fn, ctx, tuple(recorded["args"]), recorded["kwargs"], watch=watch,
-                   retry=workflow.retry)
+                   retry=workflow.retry, codec=codec)
 
 
 def replay_history(workflow: Workflow[Any], workflow_id: str, start: Event, events: Iterator[Event] | Feed, *,
-                   watch: bool = False, quiet: bool = False,
+                   codec: payloads.Codec, watch: bool = False, quiet: bool = False,
                    recorded: dict[str, Any] | None = None) -> tuple[Machine, Step]:
     """Build a fresh machine from a start event and feed it the recorded events, in one pass.
 
@@ -426,7 +436,7 @@ def replay_history(workflow: Workflow[Any], workflow_id: str, start: Event, even
     step it reached: where a live run continues. Leaves started during replay
     that are still outstanding at the end are in ``machine.outstanding``.
     """
-    machine = new_machine(workflow, workflow_id, start, watch=watch, recorded=recorded)
+    machine = new_machine(workflow, workflow_id, start, codec=codec, watch=watch, recorded=recorded)
     ctx = machine.ctx
     feed = machine.feed = events if isinstance(events, Feed) else Feed(events)
     ctx.is_replaying = quiet or feed.peek() is not None

@@ -17,7 +17,6 @@ from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from . import payloads
 from .clock import monotonic
 from .commands import TIMER
 from .effects import NULL
@@ -128,7 +127,7 @@ class Lifecycle(EngineState):
             raise ReplayKitError(f"workflow {workflow_id!r} vanished from the store")
         events: Iterator[Event] = opening.events
         start = next(events)
-        recorded = start.value()
+        recorded = start.value(self.store.codec, workflow_id)
         check_same_run(workflow_id, info.name, recorded, wf, call)
         if info.status.is_terminal:
             self._unlock(workflow_id)
@@ -162,11 +161,12 @@ class Lifecycle(EngineState):
         """Rebuild the run's machine from its history: one pass, then carry on live."""
         counted = Feed(events)
         try:
-            machine, step = replay_history(wf, workflow_id, start, counted, watch=self._watch, recorded=recorded)
+            machine, step = replay_history(wf, workflow_id, start, counted, codec=self.store.codec, watch=self._watch,
+                                           recorded=recorded)
         except NonDeterminismError:
             # Replay again, slowly, to explain the divergence side by side (one error, not two chained).
             try:
-                check_history(wf, workflow_id, list(self.store.events(workflow_id)))
+                check_history(wf, workflow_id, list(self.store.events(workflow_id)), self.store.codec)
             except NonDeterminismError as explained:
                 raise explained from None
             raise
@@ -210,10 +210,11 @@ class Lifecycle(EngineState):
         todo: deque[Leaf] = deque()
         while True:
             if isinstance(step, Returned):
-                self._finish(run, OK, payloads.encode(step.value, f"return value of workflow {run.workflow_id!r}"))
+                encoded = self.store.codec.encode(step.value, f"return value of workflow {run.workflow_id!r}")
+                self._finish(run, OK, encoded)
                 return
             if isinstance(step, Raised):
-                self._finish(run, ERROR, payloads.encode_error(step.error), _ending_status(step.error))
+                self._finish(run, ERROR, self.store.codec.encode_error(step.error), _ending_status(step.error))
                 return
             if isinstance(step, Continued):
                 self._continue_as_new(run, step)
@@ -318,7 +319,7 @@ class Lifecycle(EngineState):
         """Replay the whole history from scratch; it must wait on exactly what the live run waits on."""
         events = self.store.events(run.workflow_id)
         try:
-            machine, _ = replay_history(run.workflow, run.workflow_id, next(events), events)
+            machine, _ = replay_history(run.workflow, run.workflow_id, next(events), events, codec=self.store.codec)
         except NonDeterminismError as exc:
             raise NonDeterminismError(exc.workflow_id, exc.seq, exc.recorded,
                                       f"{exc.now} (strict replay of the same history)", exc.where) from None
@@ -347,15 +348,17 @@ class Lifecycle(EngineState):
 
     def _continue_as_new(self, run: _Run, step: Continued) -> None:
         self._after_step(run)
-        payload = start_payload(run.workflow, step.args, step.kwargs, continued=True, parent=run.parent,
+        payload = start_payload(self.store.codec, run.workflow, step.args, step.kwargs, continued=True,
+                                parent=run.parent,
                                 generation=run.generation + 1)
         result = Event(run.next_seq, 0, RESULT, "", self._clock.now(), CONTINUED,
-                       *payloads.encode({"args": list(step.args), "kwargs": step.kwargs}, "continue_as_new"))
+                       *self.store.codec.encode({"args": list(step.args), "kwargs": step.kwargs}, "continue_as_new"))
         new_start = Event(0, 0, START, run.workflow.name, self._clock.now(), OK, *payload)
         self.store.continue_as_new(run.workflow_id, result, new_start)
         run.machine.discard()
         del self._runs[run.workflow_id]
-        self._replay(run.workflow, run.workflow_id, new_start, new_start.value(), iter(()), run.handle)
+        self._replay(run.workflow, run.workflow_id, new_start, new_start.value(self.store.codec, run.workflow_id),
+                     iter(()), run.handle)
 
     def _release(self, run: _Run) -> None:
         for execution in run.executions.values():

@@ -3,7 +3,8 @@
 JSON is used only when decoding gives back an equal value of the same types
 (str, int, float, bool, None, and lists and str-keyed dicts of them), so a
 value reads the same live and on replay, and histories stay readable with any
-SQLite tool. Everything else (tuples, dataclasses, datetimes...) is pickled.
+SQLite tool. Everything else (tuples, dataclasses, datetimes...) is pickled, and
+signed: a store's :class:`Codec` unpickles only what its keys signed.
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ from typing import Any
 
 import cloudpickle  # type: ignore[import-untyped]
 
-from .errors import ActivityFailed, SerializationError
+from .errors import ActivityFailed, CorruptStoreError, PayloadAuthenticationError, SerializationError
+from .keys import Keyring
 
 FORMAT_VERSION = 1
 JSON = "json"
 PICKLE = "pickle"
+PICKLE_MODES = ("signed", "off")
 
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
+to_json = _dumps  # JSON text of plain data, as recorded (no pickle, no key needed)
 _loads = json.loads
 _SCALARS = (str, int, float, bool, type(None))
 
@@ -40,28 +44,114 @@ def _json_exact(value: Any, depth: int = 0) -> bool:
     return False
 
 
-def encode(value: Any, where: str | Callable[[], str] | None) -> tuple[str, str | bytes]:
-    """Encode ``value``; ``where`` (or what it returns) names it in the error."""
-    kind = type(value)
-    if kind is int:
-        return JSON, str(value)
-    if value is None:
-        return JSON, "null"
-    if _json_exact(value):
-        return JSON, _dumps(value)
-    try:
-        return PICKLE, cloudpickle.dumps(value)
-    except Exception as exc:
-        if callable(where):
-            where = where()
-        where = where or "value"
-        path, culprit = _culprit(value, "")
-        what = f"{path} is a value of type" if path else "a value of type"
-        raise SerializationError(
-            f"cannot record the {where}: {what} {type(culprit).__qualname__}, which can be neither "
-            f"JSON-encoded nor pickled ({type(exc).__name__}: {exc}). Use plain data "
-            "(str, numbers, lists, dicts) or a picklable object. Nothing was recorded."
-        ) from exc
+Where = str | Callable[[], str] | None  # names a value in an error: text, or a function making it
+
+
+def _named(where: Where, default: str = "value") -> str:
+    return (where() if callable(where) else where) or default
+
+
+class Codec:
+    """Encodes and decodes the values of one store: JSON where exact, otherwise a pickle signed
+    with the store's keys (``pickle="signed"``), or never pickled (``pickle="off"``). A pickle
+    read back is unpickled only once its signature checks out (:mod:`replaykit.keys`)."""
+
+    def __init__(self, keys: Keyring, pickle: str = "signed") -> None:
+        if pickle not in PICKLE_MODES:
+            raise ValueError(f"pickle= must be one of {', '.join(map(repr, PICKLE_MODES))}; got {pickle!r}")
+        self.keys = keys
+        self.pickle = pickle
+
+    def encode(self, value: Any, where: Where) -> tuple[str, str | bytes]:
+        """Encode ``value``; ``where`` (or what it returns) names it in the error."""
+        kind = type(value)
+        if kind is int:
+            return JSON, str(value)
+        if value is None:
+            return JSON, "null"
+        if _json_exact(value):
+            return JSON, _dumps(value)
+        if self.pickle == "off":
+            raise SerializationError(
+                f"cannot record the {_named(where)}: a value of type {kind.__qualname__} is not plain JSON data, "
+                "and this store records no pickles (pickle='off'). Record str, numbers, bools, None, and lists "
+                "and str-keyed dicts of them, or allow signed pickles (pickle='signed'). Nothing was recorded.")
+        try:
+            data = cloudpickle.dumps(value)
+        except Exception as exc:
+            path, culprit = _culprit(value, "")
+            what = f"{path} is a value of type" if path else "a value of type"
+            raise SerializationError(
+                f"cannot record the {_named(where)}: {what} {type(culprit).__qualname__}, which can be neither "
+                f"JSON-encoded nor pickled ({type(exc).__name__}: {exc}). Use plain data "
+                "(str, numbers, lists, dicts) or a picklable object. Nothing was recorded."
+            ) from exc
+        return PICKLE, self.keys.sign(data, _named(where))
+
+    @staticmethod
+    def decode_json(data: str | bytes, where: Where = None) -> Any:
+        """A JSON payload's value (no key needed)."""
+        if type(data) is str:
+            # Fast paths for the commonest payloads (replay decodes one per step).
+            if data.isdigit():
+                return int(data)
+            if data[:1] == '"' and "\\" not in data:
+                return data[1:-1]
+            if data == "null":
+                return None
+        try:
+            return _loads(data)
+        except ValueError as exc:
+            raise CorruptStoreError(f"the {_named(where)} is not valid JSON ({exc}): the store is damaged") from exc
+
+    def decode(self, encoding: str, data: str | bytes, where: Where = None) -> Any:
+        """The value recorded as ``data``; a pickle only if its signature checks out."""
+        if encoding == JSON and type(data) is str:
+            return self.decode_json(data, where)
+        if encoding == PICKLE and isinstance(data, (bytes, bytearray, memoryview)):
+            if self.pickle == "off":
+                raise PayloadAuthenticationError(
+                    f"the {_named(where)} is a pickled value, and this store was opened with pickle='off': it was "
+                    "not unpickled. Open it with pickle='signed' (and its secret) to read it.")
+            return cloudpickle.loads(self.keys.verify(bytes(data), _named(where)))
+        raise CorruptStoreError(f"the {_named(where)} has an unknown encoding {encoding!r} (or a payload of the "
+                                f"wrong kind, {type(data).__name__}): the store is damaged")
+
+    def encode_error(self, exc: BaseException) -> tuple[str, str]:
+        """Record an exception as readable JSON, with a signed pickled copy when it pickles."""
+        pickled: str | None = None
+        if self.pickle != "off":
+            try:
+                raw = cloudpickle.dumps(exc)
+                cloudpickle.loads(raw)
+                pickled = base64.b64encode(self.keys.sign(raw, "exception")).decode()
+            except Exception:
+                pickled = None
+        record = {
+            "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+            "message": str(exc),
+            "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+            "pickle": pickled,
+        }
+        return JSON, _dumps(record)
+
+    def decode_error(self, encoding: str, data: str | bytes, where: Where = None) -> BaseException:
+        """The recorded exception, rebuilt from its pickle if signed; :class:`ActivityFailed` if it did not pickle."""
+        record = error_record(encoding, data, where)
+        pickled = record.get("pickle")
+        if pickled and self.pickle != "off":
+            try:
+                blob = base64.b64decode(pickled, validate=True)
+            except ValueError as exc:
+                raise CorruptStoreError(f"the {_named(where, 'error')} has a damaged pickled copy ({exc})") from exc
+            raw = self.keys.verify(blob, _named(where, "error"))
+            try:
+                rebuilt = cloudpickle.loads(raw)
+                if isinstance(rebuilt, BaseException):
+                    return rebuilt
+            except Exception:
+                pass  # e.g. its class is gone from the code now: the readable record stands in for it
+        return ActivityFailed(str(record["type"]), str(record["message"]), str(record["traceback"]))
 
 
 def _picklable(value: Any) -> bool:
@@ -87,54 +177,12 @@ def _culprit(value: Any, path: str) -> tuple[str, Any]:
     return path, value
 
 
-def decode(encoding: str, data: str | bytes) -> Any:
-    if encoding == JSON:
-        # Fast paths for the commonest payloads (replay decodes one per step).
-        if type(data) is str:
-            if data.isdigit():
-                return int(data)
-            if data[0] == '"' and "\\" not in data:
-                return data[1:-1]
-            if data == "null":
-                return None
-        return _loads(data)
-    if encoding == PICKLE:
-        return cloudpickle.loads(data)
-    raise ValueError(f"unknown payload encoding {encoding!r}")
-
-
-def encode_error(exc: BaseException) -> tuple[str, str]:
-    """Record an exception as readable JSON, with a pickled copy when it pickles."""
+def error_record(encoding: str, data: str | bytes, where: Where = None) -> dict[str, Any]:
+    """A recorded exception's readable part (type, message, traceback); never unpickles anything."""
     try:
-        raw = cloudpickle.dumps(exc)
-        cloudpickle.loads(raw)
-        pickled: str | None = base64.b64encode(raw).decode()
-    except Exception:
-        pickled = None
-    record = {
-        "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
-        "pickle": pickled,
-    }
-    return JSON, _dumps(record)
-
-
-def error_record(encoding: str, data: str | bytes) -> dict[str, Any]:
-    record = decode(encoding, data)
-    assert isinstance(record, dict)
+        record = _loads(data) if encoding == JSON else None
+    except ValueError:
+        record = None
+    if not isinstance(record, dict) or not {"type", "message", "traceback"} <= record.keys():
+        raise CorruptStoreError(f"the {_named(where, 'error')} is not a recorded exception: the store is damaged")
     return record
-
-
-def decode_error(encoding: str, data: str | bytes) -> BaseException:
-    """The recorded exception, rebuilt; :class:`ActivityFailed` if it did not pickle."""
-    record = error_record(encoding, data)
-    pickled = record.get("pickle")
-    if pickled:
-        try:
-            exc = cloudpickle.loads(base64.b64decode(pickled))
-            if isinstance(exc, BaseException):
-                return exc
-        except Exception:
-            pass
-    return ActivityFailed(record["type"], record["message"], record["traceback"])

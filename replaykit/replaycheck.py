@@ -13,6 +13,7 @@ from typing import Any
 from .errors import NonDeterminismError
 from .history import CANCEL, RESULT, Event
 from .interpreter import Feed, Machine, Returned, Step, Waiting, new_machine
+from .payloads import Codec
 from .workflow import Workflow
 
 _CONTEXT_ROWS = 8
@@ -49,7 +50,7 @@ def _table(rows: list[tuple[int, str, str, bool]]) -> str:
     return "\n".join(lines)
 
 
-def check_history(workflow: Workflow[Any], workflow_id: str, events: Sequence[Event]) -> int:
+def check_history(workflow: Workflow[Any], workflow_id: str, events: Sequence[Event], codec: Codec) -> int:
     """Replay ``events`` (a start event first) through ``fn``; return how many events matched.
 
     Raises :class:`NonDeterminismError` whose ``diff`` shows recorded events and
@@ -58,7 +59,7 @@ def check_history(workflow: Workflow[Any], workflow_id: str, events: Sequence[Ev
     """
     rest = list(events[1:])
     result = rest.pop() if rest and rest[-1].kind == RESULT else None
-    machine = new_machine(workflow, workflow_id, events[0])
+    machine = new_machine(workflow, workflow_id, events[0], codec=codec)
     machine.ctx.is_replaying = True
     feed = machine.feed = Feed(iter(rest))
     rows: list[tuple[int, str, str, bool]] = []

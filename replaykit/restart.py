@@ -16,10 +16,10 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from . import payloads
 from .control import Db, opened
 from .errors import IllegalTransitionError, WorkflowNotFoundError
 from .history import CANCEL, OK, RESULT, START, Event, Status, WorkflowInfo
+from .payloads import Codec
 from .replaycheck import check_history
 from .store import Store
 from .store.base import RESTARTABLE
@@ -44,17 +44,17 @@ def reusable_prefix(history: Iterable[Event], before_step: int | None) -> list[E
     return prefix
 
 
-def _new_start(old: Event, prefix: list[Event], now: float, changes: dict[str, Any],
+def _new_start(codec: Codec, old: Event, prefix: list[Event], now: float, changes: dict[str, Any],
                drop: tuple[str, ...] = ()) -> Event:
     """The new run's start event: the old arguments and seed (so the prefix replays the same)."""
-    recorded = dict(old.value())
+    recorded = dict(old.value(codec))
     for key in ("start_at", *drop):
         recorded.pop(key, None)
     recorded.update(changes)
     at = old.at if prefix else now  # ctx.now() before the first step must read as it did
     if prefix and "timeout" in recorded:  # the whole run timeout again, counted from now
         recorded["timeout"] = recorded["timeout"] + (now - old.at)
-    payload = payloads.encode(recorded, "arguments of the restarted run")
+    payload = codec.encode(recorded, "arguments of the restarted run")
     return Event(0, 0, START, old.name, at, OK, *payload)
 
 
@@ -65,11 +65,11 @@ def _load(store: Store, workflow_id: str) -> tuple[WorkflowInfo, list[Event]]:
     return info, list(store.events(workflow_id))
 
 
-def _checked(info: WorkflowInfo, workflow_id: str, start: Event, prefix: list[Event],
+def _checked(store: Store, info: WorkflowInfo, workflow_id: str, start: Event, prefix: list[Event],
              workflows: dict[str, Workflow[Any]] | None) -> None:
     """Replay the prefix against the current code: a run that cannot replay is never written."""
     if prefix:
-        check_history(lookup(info.name, workflows), workflow_id, [start, *prefix])
+        check_history(lookup(info.name, workflows), workflow_id, [start, *prefix], store.codec)
 
 
 def restart_run(store: Store, workflow_id: str, *, from_step: int | None = None, now: float,
@@ -83,9 +83,11 @@ def restart_run(store: Store, workflow_id: str, *, from_step: int | None = None,
             f"workflow {workflow_id!r} is {info.status.value}; only a failed, cancelled or timed-out run "
             "can be restarted (fork a completed run into a new id with rk.fork)")
     prefix = reusable_prefix(history, from_step)
-    generation = history[0].value().get("generation", 1) + 1  # new default child ids: <id>#<generation>/<step>
-    start = _new_start(history[0], prefix, now, {"restart": {"from_step": from_step}, "generation": generation})
-    _checked(info, workflow_id, start, prefix, workflows)
+    # New default child ids: <id>#<generation>/<step>.
+    generation = history[0].value(store.codec, workflow_id).get("generation", 1) + 1
+    start = _new_start(store.codec, history[0], prefix, now,
+                       {"restart": {"from_step": from_step}, "generation": generation})
+    _checked(store, info, workflow_id, start, prefix, workflows)
     store.restart(workflow_id, start, prefix)
 
 
@@ -98,9 +100,9 @@ def fork_run(store: Store, workflow_id: str, new_id: str, *, step: int, now: flo
         raise ValueError("fork needs a new workflow id that is not empty")
     info, history = _load(store, workflow_id)
     prefix = reusable_prefix(history, step)
-    start = _new_start(history[0], prefix, now, {"fork": {"of": workflow_id, "step": step}},
+    start = _new_start(store.codec, history[0], prefix, now, {"fork": {"of": workflow_id, "step": step}},
                        drop=("parent", "continued", "generation"))
-    _checked(info, new_id, start, prefix, workflows)
+    _checked(store, info, new_id, start, prefix, workflows)
     placement = None if info.queue is None else Placement(info.queue)  # a queued run's fork is for workers too
     if not store.create(new_id, info.name, start, Status.RUNNING, history=prefix, placement=placement):
         raise IllegalTransitionError(f"workflow id {new_id!r} is taken; fork into an id that does not exist yet")

@@ -40,7 +40,9 @@ from .lifecycle import Lifecycle
 from .restart import fork_run, restart_run
 from .runstate import _Run
 from .starting import check_same_stored_run, seconds, start_payload
-from .store import Store, open_store
+from .store import Store
+from .store.base import Secrets
+from .store.open import store_for
 from .timers import TimerQueue
 from .workflow import Workflow, as_workflow, lookup, register
 
@@ -108,8 +110,10 @@ class Engine(Controls, Lifecycle, Driver, Effects):
         history_warning: int = 10_000,
         group_commit: bool = True,
         max_cached_runs: int | None = None,
+        secret: Secrets = None,
+        pickle: str = "signed",
     ) -> None:
-        self.store: Store = db if isinstance(db, Store) else open_store(db, durability=durability)
+        self.store: Store = store_for(db, durability=durability, secret=secret, pickle=pickle)
         self._own_store = not isinstance(db, Store)
         self._workflows = {w.name: w for w in map(as_workflow, workflows)}
         self._clock = clock or SystemClock()
@@ -195,7 +199,7 @@ class Engine(Controls, Lifecycle, Driver, Effects):
             begin = start_at.timestamp()
         elif start_delay is not None:
             begin = self._clock.now() + seconds(start_delay)
-        payload = start_payload(wf, args, kwargs, timeout=timeout, start_at=begin)
+        payload = start_payload(self.store.codec, wf, args, kwargs, timeout=timeout, start_at=begin)
         # Created here, not on the driver, so that signal() right after start() finds the run.
         created = self._create(wf, workflow_id, payload, pending=begin is not None)
         if not created:

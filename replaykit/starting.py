@@ -6,16 +6,16 @@ import random
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from . import payloads
 from .errors import WorkflowConflictError
 from .history import RULES_VERSION
+from .payloads import Codec
 
 if TYPE_CHECKING:
     from .store import Store
     from .workflow import Workflow
 
 
-def start_payload(wf: Workflow[Any], args: tuple[Any, ...], kwargs: dict[str, Any], *,
+def start_payload(codec: Codec, wf: Workflow[Any], args: tuple[Any, ...], kwargs: dict[str, Any], *,
                   timeout: timedelta | float | None = None, start_at: float | None = None,
                   parent: tuple[str, int] | None = None, continued: bool = False,
                   generation: int = 1) -> tuple[str, str | bytes]:
@@ -32,7 +32,7 @@ def start_payload(wf: Workflow[Any], args: tuple[Any, ...], kwargs: dict[str, An
         start["start_at"] = start_at
     if parent is not None:
         start["parent"] = list(parent)
-    return payloads.encode(start, f"arguments of workflow {wf.name!r}")
+    return codec.encode(start, f"arguments of workflow {wf.name!r}")
 
 
 def seconds(value: timedelta | float) -> float:
@@ -63,5 +63,5 @@ def check_same_stored_run(store: Store, workflow_id: str, wf: Workflow[Any], arg
                           kwargs: dict[str, Any]) -> None:
     """:func:`check_same_run` against the run stored under ``workflow_id``."""
     info = store.info(workflow_id)
-    recorded = next(iter(store.events(workflow_id))).value()
+    recorded = next(iter(store.events(workflow_id))).value(store.codec, workflow_id)
     check_same_run(workflow_id, wf.name if info is None else info.name, recorded, wf, (args, kwargs))

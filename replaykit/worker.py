@@ -38,6 +38,7 @@ from .client import Client
 from .clock import monotonic
 from .errors import ReplayKitError, StoreError, WorkerStoppingError
 from .store import Store
+from .store.base import Secrets
 from .store.work import Queue, WorkerRecord
 from .worker_engine import WorkerEngine
 from .workflow import Workflow, as_workflow, register
@@ -78,6 +79,8 @@ class Worker(Client):
         version: str | None = None,
         warn_nondeterminism: bool = True,
         drivers: int | None = None,
+        secret: Secrets = None,
+        pickle: str = "signed",
     ) -> None:
         if isinstance(queues, (str, Queue)):  # one queue, not the letters of its name
             queues = [queues]
@@ -97,7 +100,7 @@ class Worker(Client):
             raise ValueError("a worker needs the workflows it may drive: Worker(db, workflows=[...])")
         for wf in served:
             register(wf)
-        super().__init__(db, durability=durability, workflows=served)
+        super().__init__(db, durability=durability, workflows=served, secret=secret, pickle=pickle)
         self._queues = [q if isinstance(q, Queue) else Queue(q) for q in queues]
         self._names = [wf.name for wf in served]
         self._capacity = concurrency

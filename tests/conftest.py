@@ -15,6 +15,12 @@ from pgserver import PgServer, find_binaries
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The secret that signs pickled values, shared by every process of the suite (and inherited by the
+# processes it starts), as a deployment shares one: a PostgreSQL store has no key file beside it.
+# tests/test_signing.py unsets it to try the SQLite key file.
+os.environ["REPLAYKIT_SECRET"] = "replaykit-test-suite-secret"
+os.environ.pop("REPLAYKIT_OLD_SECRETS", None)
+
 
 @pytest.fixture
 def db(tmp_path: Path) -> str:

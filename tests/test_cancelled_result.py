@@ -9,7 +9,6 @@ from datetime import timedelta
 import pytest
 
 import replaykit as rk
-from replaykit import payloads
 from replaykit.context import Context
 from replaykit.history import ERROR, OK, START, Event
 from replaykit.store import open_store
@@ -131,7 +130,7 @@ def test_a_parent_history_recorded_before_the_change_replays_as_recorded(any_db:
     start = '{"args":[],"kwargs":{},"seed":1,"rules":2}'
     with open_store(any_db) as store:
         store.create("old", "old-parent", Event(0, 0, START, "old-parent", time.time(), OK, "json", start))
-        store.record("old", Event(1, 1, "child", "sleepy-stage", time.time(), ERROR, *payloads.encode_error(old)))
+        store.record("old", Event(1, 1, "child", "sleepy-stage", time.time(), ERROR, *store.codec.encode_error(old)))
     assert rk.run(parent, workflow_id="old", db=any_db) == "failed: replaykit.errors.Cancelled"
 
 

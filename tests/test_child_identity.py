@@ -55,14 +55,14 @@ def test_an_unrelated_run_under_the_child_id_is_a_conflict_not_the_child(any_db:
 def test_a_child_of_the_same_parent_but_other_arguments_is_a_conflict(any_db: str) -> None:
     with TestEnv(db=any_db) as env:
         # As if an older version of the parent had started its child with other arguments.
-        env.engine._create(plain, "par/1", start_payload(plain, (7,), {}, parent=("par", 1)))
+        env.engine._create(plain, "par/1", start_payload(env.store.codec, plain, (7,), {}, parent=("par", 1)))
         result = env.run(parent_of_plain, 2, workflow_id="par")
     assert result.startswith("conflict: ") and "[7]" in result
 
 
 def test_a_parent_resumed_after_starting_its_child_finds_the_same_child_again(any_db: str) -> None:
     with TestEnv(db=any_db) as env:
-        env.engine._create(plain, "par/1", start_payload(plain, (2,), {}, parent=("par", 1)))
+        env.engine._create(plain, "par/1", start_payload(env.store.codec, plain, (2,), {}, parent=("par", 1)))
         assert env.run(parent_of_plain, 2, workflow_id="par") == 102
 
 

@@ -9,6 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from replaykit import payloads
+from replaykit.keys import Keyring
+
+codec = payloads.Codec(Keyring.ephemeral())
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
@@ -19,30 +22,30 @@ json_values = st.recursive(
 
 @given(json_values)
 def test_json_values_round_trip_exactly_and_stay_readable(value: Any) -> None:
-    encoding, data = payloads.encode(value, "test value")
+    encoding, data = codec.encode(value, "test value")
     assert encoding == payloads.JSON and isinstance(data, str)
-    decoded = payloads.decode(encoding, data)
+    decoded = codec.decode(encoding, data)
     assert decoded == value and type(decoded) is type(value)
 
 
 @given(st.one_of(st.tuples(st.integers(), st.text()), st.frozensets(st.integers()), st.datetimes(),
                  st.dictionaries(st.integers(), st.text(), min_size=1), st.lists(st.tuples(st.integers()), min_size=1)))
 def test_values_json_would_change_are_pickled(value: Any) -> None:
-    encoding, data = payloads.encode(value, "test value")
+    encoding, data = codec.encode(value, "test value")
     assert encoding == payloads.PICKLE
-    assert payloads.decode(encoding, data) == value
+    assert codec.decode(encoding, data) == value
 
 
 def test_errors_are_recorded_readably() -> None:
     try:
         raise KeyError("missing")
     except KeyError as exc:
-        encoding, data = payloads.encode_error(exc)
+        encoding, data = codec.encode_error(exc)
     record = payloads.error_record(encoding, data)
     assert record["type"] == "builtins.KeyError" and record["message"] == "'missing'"
-    rebuilt = payloads.decode_error(encoding, data)
+    rebuilt = codec.decode_error(encoding, data)
     assert isinstance(rebuilt, KeyError) and rebuilt.args == ("missing",)
-    assert payloads.encode(dt.date(2030, 1, 1), "x")[0] == payloads.PICKLE
+    assert codec.encode(dt.date(2030, 1, 1), "x")[0] == payloads.PICKLE
 
 
 def test_replaykit_errors_survive_recording_with_their_type_and_details() -> None:
@@ -54,6 +57,6 @@ def test_replaykit_errors_survive_recording_with_their_type_and_details() -> Non
               rk.NonDeterminismError("w", 3, "timer", "activity a()", "flow.py:9"),
               rk.Cancelled("stop"), rk.TimedOut("late")]
     for error in errors:
-        rebuilt = payloads.decode_error(*payloads.encode_error(error))
+        rebuilt = codec.decode_error(*codec.encode_error(error))
         assert type(rebuilt) is type(error) and str(rebuilt) == str(error)
         assert vars(rebuilt) == vars(error)

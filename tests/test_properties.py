@@ -12,15 +12,20 @@ from hypothesis import strategies as st
 import replaykit as rk
 from replaykit.history import RESULT
 from replaykit.interpreter import Machine, Waiting, new_machine
+from replaykit.keys import Keyring
+from replaykit.payloads import Codec
 from replaykit.testing import TestEnv
 from replaykit.testing import strategies as rks
 from replaykit.testing.crashes import _run, assert_survives_crashes, shape
 
+SECRET = "property-tests-secret"
+CODEC = Codec(Keyring.configured(SECRET))  # reads what a store with SECRET recorded
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def recorded_run(program: list[Any], workflow: Any = rks.run_program) -> list[rk.Event]:
-    with TestEnv(warn_nondeterminism=False, concurrent_activities=False) as env:  # repeatable group order
+    with TestEnv(warn_nondeterminism=False, concurrent_activities=False,  # repeatable group order
+                 db=rk.MemoryStore(secret=SECRET)) as env:
         handle = env.start(workflow, program, workflow_id="p")
         signals = rks.signals_for(program) if workflow is rks.run_program else {}
         for name, payload in signals.items():
@@ -33,7 +38,7 @@ def recorded_run(program: list[Any], workflow: Any = rks.run_program) -> list[rk
 
 
 def fresh_machine(history: list[rk.Event], workflow: Any = rks.run_program) -> Machine:
-    return new_machine(workflow, "p", history[0])
+    return new_machine(workflow, "p", history[0], codec=CODEC)
 
 
 # 1. Crash anywhere, resume: same result, same history, same activity executions.

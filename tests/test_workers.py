@@ -405,7 +405,7 @@ def test_a_fork_of_a_queued_run_is_queued_for_the_workers(shared: str, client: r
     client.signal("forked-from", "approved", True)
     with worker(shared):
         assert handle.result(timeout=20) == 14
-    rk.fork(shared, "forked-from", "forked", step=4)  # steps 1-3 reused, "ship" runs again
+    rk.fork(shared, "forked-from", "forked", step=4, workflows=[order])  # steps 1-3 reused, "ship" runs again
     assert client.store.info("forked").queue == "default"  # type: ignore[union-attr]
     with worker(shared):
         assert client.handle("forked").result(timeout=20) == 14

@@ -15,6 +15,8 @@ from typing import Any
 import attrs
 
 from ..history import Event, Status, WorkflowInfo
+from ..keys import Secret
+from ..payloads import Codec
 from .work import Placement, Queue, WorkerRecord
 
 
@@ -40,6 +42,8 @@ class Opening:
 
 UNSET: Any = object()
 
+Secrets = Secret | Sequence[Secret] | None  # what ``secret=`` takes: one, or several (the first signs)
+
 RESTARTABLE = frozenset({Status.FAILED, Status.CANCELLED, Status.TIMED_OUT})  # what restart() accepts
 
 
@@ -51,6 +55,7 @@ class Store(abc.ABC):
     """
 
     networked = False  # each call is a round trip to a server (several driver threads overlap them)
+    codec: Codec  # encodes the values recorded in this store; unpickles only what its keys signed
 
     @abc.abstractmethod
     def create(self, workflow_id: str, name: str, start: Event, status: Status = Status.RUNNING,

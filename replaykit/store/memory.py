@@ -11,7 +11,9 @@ import attrs
 
 from ..errors import IllegalTransitionError, WorkflowLockedError, WorkflowNotFoundError
 from ..history import CONTINUED, Event, Status, WorkflowInfo
-from .base import RESTARTABLE, UNSET, Signal, Store
+from ..keys import Keyring
+from ..payloads import Codec
+from .base import RESTARTABLE, UNSET, Secrets, Signal, Store
 from .locks import ThreadLocks
 from .memory_work import MemoryWork
 from .work import Placement
@@ -22,7 +24,10 @@ _PAGE = 256  # events per page, as SqliteStore reads them
 class MemoryStore(MemoryWork, Store):
     """Same semantics as ``SqliteStore``, nothing on disk. Thread-safe."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, secret: Secrets = None, pickle: str = "signed") -> None:
+        # Nobody else reads this store: without a secret (or REPLAYKIT_SECRET), a key of this process signs.
+        keys = Keyring.configured(secret)
+        self.codec = Codec(keys if keys.usable else Keyring.ephemeral(), pickle)
         self._mutex = threading.Lock()
         self._runs: dict[str, WorkflowInfo] = {}
         self._events: dict[str, list[Event]] = {}

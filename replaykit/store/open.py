@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from .base import Store
+from .base import Secrets, Store
 from .sqlite import Durability, SqliteStore
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
@@ -15,7 +15,7 @@ def is_postgres_url(db: str | os.PathLike[str]) -> bool:
 
 
 def open_store(db: str | os.PathLike[str], *, durability: Durability | str = Durability.CRASH,
-               create: bool = True) -> Store:
+               create: bool = True, secret: Secrets = None, pickle: str = "signed") -> Store:
     """``PostgresStore(db)`` for a ``postgresql://`` (or ``postgres://``) URL, ``SqliteStore(db)`` otherwise.
 
     psycopg is imported only here, when a URL asks for it: ``import replaykit`` never does.
@@ -23,5 +23,16 @@ def open_store(db: str | os.PathLike[str], *, durability: Durability | str = Dur
     if is_postgres_url(db):
         from .postgres import PostgresStore
 
-        return PostgresStore(str(db), durability=durability, create=create)
-    return SqliteStore(db, durability=durability, create=create)
+        return PostgresStore(str(db), durability=durability, create=create, secret=secret, pickle=pickle)
+    return SqliteStore(db, durability=durability, create=create, secret=secret, pickle=pickle)
+
+
+def store_for(db: str | os.PathLike[str] | Store, *, durability: Durability | str, secret: Secrets,
+              pickle: str) -> Store:
+    """The store an ``Engine``, ``Client`` or ``Worker`` was given, or the one its ``db`` names."""
+    if not isinstance(db, Store):
+        return open_store(db, durability=durability, secret=secret, pickle=pickle)
+    if secret is not None or pickle != "signed":
+        raise ValueError("secret= and pickle= belong to the store you made: pass them to its constructor "
+                         "(e.g. rk.SqliteStore(path, secret=...)), not here")
+    return db

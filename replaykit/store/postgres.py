@@ -35,7 +35,9 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 
 from ..errors import IllegalTransitionError, WorkflowLockedError, WorkflowNotFoundError
 from ..history import Event, Status, WorkflowInfo
-from .base import RESTARTABLE, UNSET, Opening, Signal, Store
+from ..keys import SECRET_ENV, Keyring
+from ..payloads import Codec
+from .base import RESTARTABLE, UNSET, Opening, Secrets, Signal, Store
 from .postgres_conn import (
     OWNER_SQL,
     AdvisoryLocks,
@@ -59,6 +61,8 @@ from .work import Placement
 _PAGE = 256  # history rows per query, as SqliteStore reads them
 _SYNCHRONOUS_COMMIT = {Durability.CRASH: "off", Durability.POWER: "on"}
 
+_NO_SECRET = (f"A PostgreSQL store's clients and workers share one: pass secret= to rk.Engine, rk.Client or "
+              f"rk.Worker, or set {SECRET_ENV} in every process (docs/security.md); or record only JSON data.")
 _EVENT_COLUMNS = "seq, step, kind, name, at, outcome, encoding, payload, payload_bytes"
 _INSERT_EVENTS = "INSERT INTO replaykit_events VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 _INSERT_UNFENCED = _INSERT_EVENTS + " ON CONFLICT DO NOTHING"
@@ -90,8 +94,10 @@ class PostgresStore(PostgresWork, Store):
 
     networked = True
 
-    def __init__(self, url: str, *, durability: Durability | str = Durability.CRASH, create: bool = True) -> None:
+    def __init__(self, url: str, *, durability: Durability | str = Durability.CRASH, create: bool = True,
+                 secret: Secrets = None, pickle: str = "signed") -> None:
         self.url = redact(url)
+        self.codec = Codec(Keyring.configured(secret, missing=_NO_SECRET), pickle)
         self.durability = Durability(durability)
         sync = _SYNCHRONOUS_COMMIT[self.durability]
         opener = lambda: connect(url, self.url, sync)  # noqa: E731

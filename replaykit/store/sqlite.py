@@ -16,6 +16,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
+from pathlib import Path
 from typing import Any
 from urllib.request import pathname2url
 
@@ -26,7 +27,9 @@ from ..errors import (
     WorkflowNotFoundError,
 )
 from ..history import Event, Status, WorkflowInfo
-from .base import RESTARTABLE, UNSET, Signal, Store
+from ..keys import Keyring
+from ..payloads import Codec
+from .base import RESTARTABLE, UNSET, Secrets, Signal, Store
 from .locks import FileLocks, stores_open
 from .sqlite_errors import cannot_open, refused, translated
 from .sqlite_schema import ensure_schema
@@ -63,8 +66,9 @@ class SqliteStore(SqliteWork, Store):
     """
 
     def __init__(self, path: str | os.PathLike[str], *, durability: Durability | str = Durability.CRASH,
-                 create: bool = True) -> None:
+                 create: bool = True, secret: Secrets = None, pickle: str = "signed") -> None:
         self.path = os.fspath(path)
+        self.codec = Codec(Keyring.configured(secret, key_file=Path(self.path + ".key")), pickle)
         self.durability = Durability(durability)
         self._uri = "file:" + pathname2url(os.path.abspath(self.path))
         self._local = threading.local()

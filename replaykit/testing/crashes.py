@@ -9,6 +9,7 @@ the same history, having run only the activities not yet recorded.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -91,14 +92,16 @@ def assert_survives_crashes(
     """
     wf = as_workflow(workflow)
     signals = dict(signals or {})
-    with TestEnv(activities=activities, warn_nondeterminism=False, concurrent_activities=False) as env:
+    secret = secrets.token_hex(16)  # the copies below read what the first run signed
+    with TestEnv(activities=activities, warn_nondeterminism=False, concurrent_activities=False,
+                 db=MemoryStore(secret=secret)) as env:
         expected = _run(env, wf, args, kwargs, workflow_id, signals)
         history = env.history(workflow_id)
     points = range(1, len(history)) if crash_points is None else crash_points
     for kept in points:
         if not 1 <= kept < len(history):
             raise ValueError(f"crash point {kept} is outside 1..{len(history) - 1} for a history of {len(history)}")
-        store = MemoryStore()
+        store = MemoryStore(secret=secret)
         store.create(workflow_id, wf.name, history[0])
         for event in history[1:kept]:
             store.record(workflow_id, event)

@@ -19,7 +19,6 @@ from unittest import mock
 
 import freezegun
 
-from .. import payloads
 from ..activity import Activity, Execution
 from ..commands import ActivityCall, utc
 from ..executor import Executor, Outcome
@@ -166,7 +165,7 @@ class TestEnv:
             self.engine.signal(workflow_id, name, payload)
             return
         when = (self.now() + at if isinstance(at, timedelta) else at).timestamp()
-        encoded = payloads.encode(payload, f"payload of signal {name!r} to {workflow_id!r}")
+        encoded = self.store.codec.encode(payload, f"payload of signal {name!r} to {workflow_id!r}")
 
         def deliver() -> None:
             self.store.send_signal(workflow_id, name, *encoded, when)

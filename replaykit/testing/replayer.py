@@ -20,8 +20,11 @@ import attrs
 from .. import payloads
 from ..errors import ReplayKitError, UnknownWorkflowError, WorkflowConflictError, WorkflowNotFoundError
 from ..history import Event
+from ..keys import Keyring
+from ..payloads import Codec
 from ..replaycheck import check_history
 from ..store import Store, open_store
+from ..store.base import Secrets
 from ..store.locks import stores_open
 from ..workflow import Workflow, as_workflow, lookup
 
@@ -81,7 +84,7 @@ def _event_from_json(d: dict[str, Any]) -> Event:
     if "pickle" in d:
         encoding, payload = payloads.PICKLE, base64.b64decode(d["pickle"])
     else:
-        encoding, payload = payloads.JSON, payloads.encode(d["value"], "history value")[1]
+        encoding, payload = payloads.JSON, payloads.to_json(d["value"])
     return Event(d["seq"], d["step"], d["kind"], d["name"], d["at"], d["outcome"], encoding, payload)
 
 
@@ -118,8 +121,11 @@ class ReplayReport:
         return self.error is None
 
 
-def replay(workflow: Any, history: History | str | os.PathLike[str]) -> ReplayReport:
+def replay(workflow: Any, history: History | str | os.PathLike[str], *, secret: Secrets = None) -> ReplayReport:
     """Replay ``history`` (or a JSON export's path) through ``workflow``'s current code.
+
+    Its pickled values are unpickled only if signed with ``secret`` (default: ``REPLAYKIT_SECRET``);
+    for a history exported from an SQLite store with a key file, pass that file's key.
 
     Returns a report on success; raises :class:`~replaykit.NonDeterminismError`,
     with a side-by-side table of recorded events and new commands, on divergence.
@@ -131,7 +137,7 @@ def replay(workflow: Any, history: History | str | os.PathLike[str]) -> ReplayRe
         raise WorkflowConflictError(
             f"history {history.workflow_id!r} was recorded by workflow {history.workflow!r}, not {wf.name!r}"
         )
-    steps = check_history(wf, history.workflow_id, history.events)
+    steps = check_history(wf, history.workflow_id, history.events, Codec(Keyring.configured(secret)))
     return ReplayReport(history.workflow_id, wf.name, steps)
 
 
@@ -147,7 +153,7 @@ def replay_all(db: str | os.PathLike[str] | Store, workflows: Iterable[Any] = ()
         for info in store.list():
             try:
                 wf = lookup(info.name, known)
-                steps = check_history(wf, info.workflow_id, list(store.events(info.workflow_id)))
+                steps = check_history(wf, info.workflow_id, list(store.events(info.workflow_id)), store.codec)
                 reports.append(ReplayReport(info.workflow_id, info.name, steps))
             except (ReplayKitError, UnknownWorkflowError) as exc:
                 reports.append(ReplayReport(info.workflow_id, info.name, 0, exc))

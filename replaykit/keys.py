@@ -1,0 +1,143 @@
+"""The keys that sign pickled values, so that nothing read back from a store is unpickled
+unless this application wrote it (docs/security.md).
+
+A store's keys come from, in order: the ``secret=`` its opener was given (one secret, or a
+list whose first signs and all verify: key rotation), the ``REPLAYKIT_SECRET`` environment
+variable (with ``REPLAYKIT_OLD_SECRETS``, comma-separated, still accepted), or, for an
+SQLite store, the key file beside it (``orders.db.key``), made on first use with
+owner-only permissions. A PostgreSQL store has no file beside it: its clients and workers
+share a secret, or record no pickles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import PayloadAuthenticationError, SerializationError
+
+Secret = str | bytes
+SECRET_ENV = "REPLAYKIT_SECRET"
+OLD_SECRETS_ENV = "REPLAYKIT_OLD_SECRETS"
+_MIN_SECRET = 16
+_PREFIX = b"rksig1:"  # then the 32-byte HMAC-SHA256 tag, then the pickle
+_DOMAIN = b"replaykit pickle\x00"  # the tag is over this and the pickle: it signs nothing else
+
+
+def _as_key(secret: Secret, where: str) -> bytes:
+    key = secret.encode() if isinstance(secret, str) else secret
+    if not isinstance(key, bytes) or len(key) < _MIN_SECRET:
+        raise ValueError(f"{where}: a secret needs at least {_MIN_SECRET} bytes; make one with "
+                         "python -c 'import secrets; print(secrets.token_hex(32))'")
+    return key
+
+
+class Keyring:
+    """Signs with the first key, accepts any. Keys that live in a file are read (or made) on first use."""
+
+    def __init__(self, keys: Sequence[bytes] = (), *, key_file: Path | None = None, missing: str = "") -> None:
+        self._keys = tuple(keys)
+        self.key_file = key_file
+        self._missing = missing  # why there is no key, and what to do, when there is none
+        self._mutex = threading.Lock()
+
+    @classmethod
+    def configured(cls, secret: Secret | Sequence[Secret] | None, *, key_file: Path | None = None,
+                   missing: str = "") -> Keyring:
+        """The keys from ``secret``, else from the environment, else from ``key_file`` (see module doc)."""
+        if secret is not None:
+            given = [secret] if isinstance(secret, (str, bytes)) else list(secret)
+            if not given:
+                raise ValueError("secret=: give at least one secret (the first signs, all verify)")
+            return cls([_as_key(s, "secret=") for s in given])
+        env = os.environ.get(SECRET_ENV)
+        if env:
+            old = [s for s in os.environ.get(OLD_SECRETS_ENV, "").split(",") if s]
+            return cls([_as_key(env, SECRET_ENV), *(_as_key(s, OLD_SECRETS_ENV) for s in old)])
+        return cls(key_file=key_file, missing=missing)
+
+    @classmethod
+    def ephemeral(cls) -> Keyring:
+        """A random key of one process (the memory store's: nobody else reads it)."""
+        return cls([secrets.token_bytes(32)])
+
+    @property
+    def usable(self) -> bool:
+        """Has it a key, or a key file to read one from (or make it in)?"""
+        return bool(self._keys) or self.key_file is not None
+
+    def _loaded(self) -> tuple[bytes, ...]:
+        if self._keys or self.key_file is None:
+            return self._keys
+        with self._mutex:
+            if not self._keys:
+                self._keys = (_read_or_make(self.key_file),)
+        return self._keys
+
+    def sign(self, data: bytes, what: str) -> bytes:
+        keys = self._loaded()
+        if not keys:
+            raise SerializationError(f"cannot record the {what}: it needs pickle, and pickled values are signed "
+                                     f"with a secret. {self._missing}")
+        return _PREFIX + hmac.digest(keys[0], _DOMAIN + data, hashlib.sha256) + data
+
+    def verify(self, blob: bytes, what: str) -> bytes:
+        """The pickle inside ``blob`` if one of the keys signed it; else :class:`PayloadAuthenticationError`."""
+        if not blob.startswith(_PREFIX) or len(blob) < len(_PREFIX) + 32:
+            raise PayloadAuthenticationError(
+                f"the {what} is a pickled value without a replaykit signature: it was not recorded by replaykit "
+                "(the store was written by someone else, or damaged). It was not unpickled: nothing ran. Restore "
+                "the store from a backup, or restart the run (rk.restart) to record it again.")
+        tag, data = blob[len(_PREFIX):len(_PREFIX) + 32], blob[len(_PREFIX) + 32:]
+        try:
+            keys = self._loaded()
+        except OSError as exc:
+            raise PayloadAuthenticationError(f"the {what} is a signed pickled value, and this store's key "
+                                             f"cannot be read ({exc}); it was not unpickled.") from exc
+        if not keys:
+            raise PayloadAuthenticationError(f"the {what} is a signed pickled value, and this process has no key to "
+                                             f"check it with; it was not unpickled. {self._missing}")
+        for key in keys:
+            if hmac.compare_digest(tag, hmac.digest(key, _DOMAIN + data, hashlib.sha256)):
+                return data
+        source = f"the key file {self.key_file}" if self.key_file is not None and self._keys else "the secret given"
+        raise PayloadAuthenticationError(
+            f"the {what} is a pickled value whose signature does not match {source}: either it was written by "
+            f"someone without the key (tampered), or the process that wrote it used another secret (give every "
+            f"process of this store the same {SECRET_ENV}, or keep old ones in {OLD_SECRETS_ENV} while rotating). "
+            "It was not unpickled: nothing ran.")
+
+
+def _read_or_make(path: Path) -> bytes:
+    """The key in ``path``, made first (owner-only, written whole before anyone can see it) if absent."""
+    try:
+        return _read(path)
+    except FileNotFoundError:
+        pass
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, secrets.token_hex(32).encode() + b"\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(temp, path)  # fails if another process made it first: theirs is the key
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(temp)
+    return _read(path)
+
+
+def _read(path: Path) -> bytes:
+    key = path.read_bytes().strip()
+    if len(key) < _MIN_SECRET:
+        raise PayloadAuthenticationError(f"the key file {path} holds no key (it is empty or damaged): "
+                                         "restore it from your backup of it")
+    return key
