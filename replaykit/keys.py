@@ -42,6 +42,7 @@ class Keyring:
 
     def __init__(self, keys: Sequence[bytes] = (), *, key_file: Path | None = None, missing: str = "") -> None:
         self._keys = tuple(keys)
+        self._primed = [_primed(k) for k in self._keys]  # keyed once: a tag is then a copy, an update, a digest
         self.key_file = key_file
         self._missing = missing  # why there is no key, and what to do, when there is none
         self._mutex = threading.Lock()
@@ -71,20 +72,21 @@ class Keyring:
         """Has it a key, or a key file to read one from (or make it in)?"""
         return bool(self._keys) or self.key_file is not None
 
-    def _loaded(self) -> tuple[bytes, ...]:
-        if self._keys or self.key_file is None:
-            return self._keys
+    def _loaded(self) -> list[hmac.HMAC]:
+        if self._primed or self.key_file is None:
+            return self._primed
         with self._mutex:
             if not self._keys:
                 self._keys = (_read_or_make(self.key_file),)
-        return self._keys
+                self._primed = [_primed(self._keys[0])]
+        return self._primed
 
     def sign(self, data: bytes, what: str) -> bytes:
         keys = self._loaded()
         if not keys:
             raise SerializationError(f"cannot record the {what}: it needs pickle, and pickled values are signed "
                                      f"with a secret. {self._missing}")
-        return _PREFIX + hmac.digest(keys[0], _DOMAIN + data, hashlib.sha256) + data
+        return _PREFIX + _tag(keys[0], data) + data
 
     def verify(self, blob: bytes, what: str) -> bytes:
         """The pickle inside ``blob`` if one of the keys signed it; else :class:`PayloadAuthenticationError`."""
@@ -103,7 +105,7 @@ class Keyring:
             raise PayloadAuthenticationError(f"the {what} is a signed pickled value, and this process has no key to "
                                              f"check it with; it was not unpickled. {self._missing}")
         for key in keys:
-            if hmac.compare_digest(tag, hmac.digest(key, _DOMAIN + data, hashlib.sha256)):
+            if hmac.compare_digest(tag, _tag(key, data)):
                 return data
         source = f"the key file {self.key_file}" if self.key_file is not None and self._keys else "the secret given"
         raise PayloadAuthenticationError(
@@ -111,6 +113,16 @@ class Keyring:
             f"someone without the key (tampered), or the process that wrote it used another secret (give every "
             f"process of this store the same {SECRET_ENV}, or keep old ones in {OLD_SECRETS_ENV} while rotating). "
             "It was not unpickled: nothing ran.")
+
+
+def _primed(key: bytes) -> hmac.HMAC:
+    return hmac.new(key, _DOMAIN, hashlib.sha256)
+
+
+def _tag(primed: hmac.HMAC, data: bytes) -> bytes:
+    mac = primed.copy()
+    mac.update(data)
+    return mac.digest()
 
 
 def _read_or_make(path: Path) -> bytes:
