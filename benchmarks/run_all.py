@@ -23,13 +23,14 @@ import sys
 import tempfile
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import replaykit as rk
 from replaykit import payloads
 from replaykit.clock import monotonic
+from replaykit.store import chain
 from replaykit.testing import TestEnv
 
 HERE = Path(__file__).resolve().parent
@@ -273,8 +274,16 @@ def million_step_replay(tmp: str, n: int) -> tuple[float, float]:
     store.create("r", "bench.steps_then_signal", start)
     conn = store._conn()
     conn.execute("BEGIN")
-    conn.executemany("INSERT INTO events VALUES (1, ?, ?, 'activity', 'echo', 0, 'ok', 'json', ?)",
-                     ((i + 1, i + 1, str(i)) for i in range(n)))
+    prev = conn.execute("SELECT digest FROM events WHERE run = 1 AND seq = 0").fetchone()[0]
+
+    def rows() -> Iterator[tuple[object, ...]]:  # each with its place in the run's hash chain
+        nonlocal prev
+        for i in range(n):
+            event = rk.Event(i + 1, i + 1, "activity", "echo", 0.0, "ok", "json", str(i))
+            prev = chain.link(prev, event)
+            yield (*event, prev)
+
+    conn.executemany("INSERT INTO events VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows())
     conn.execute("COMMIT")
     store.close()
     rk.send_signal(db, "r", "go", 1)

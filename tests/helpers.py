@@ -32,6 +32,29 @@ def read_journal(path: str) -> list[str]:
         return f.read().splitlines()
 
 
+def rechain(db: str | os.PathLike[str]) -> None:
+    """Recompute every event's checksum in an SQLite store, as anyone who can write it can (the
+    chain has no key): what a forger does after changing a row, so that only the signatures of
+    pickled values stand in the way."""
+    import sqlite3
+
+    from replaykit.history import Event
+    from replaykit.store import chain
+
+    conn = sqlite3.connect(db)
+    try:
+        with conn:
+            runs = [row[0] for row in conn.execute("SELECT DISTINCT run FROM events").fetchall()]
+            for run in runs:
+                prev = chain.seed(run)
+                for row in conn.execute("SELECT seq, step, kind, name, at, outcome, encoding, payload FROM events "
+                                        "WHERE run = ? ORDER BY seq", (run,)).fetchall():
+                    prev = chain.link(prev, Event._make(row))
+                    conn.execute("UPDATE events SET digest = ? WHERE run = ? AND seq = ?", (prev, run, row[0]))
+    finally:
+        conn.close()
+
+
 @rk.activity
 def add(a: int, b: int) -> int:
     return a + b

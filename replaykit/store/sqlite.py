@@ -21,6 +21,7 @@ from typing import Any
 from urllib.request import pathname2url
 
 from ..errors import (
+    CorruptStoreError,
     IllegalTransitionError,
     StoreError,
     WorkflowLockedError,
@@ -29,6 +30,7 @@ from ..errors import (
 from ..history import Event, Status, WorkflowInfo
 from ..keys import Keyring
 from ..payloads import Codec
+from . import chain
 from .base import RESTARTABLE, UNSET, Secrets, Signal, Store
 from .locks import FileLocks, stores_open
 from .sqlite_errors import cannot_open, refused, translated
@@ -47,9 +49,10 @@ class Durability(str, enum.Enum):
 _SYNCHRONOUS = {Durability.CRASH: "NORMAL", Durability.POWER: "FULL"}
 _PAGE = 256  # history rows per query: memory stays bounded, and no statement stays open between pages
 
-_INSERT_EVENT = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_EVENT = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_PREV_DIGEST = "SELECT digest FROM events WHERE run = ? AND seq = ?"
 _EVENT_COLUMNS = "seq, step, kind, name, at, outcome, encoding, payload"
-_SELECT_PAGE = f"SELECT {_EVENT_COLUMNS} FROM events WHERE run = ? AND seq > ? ORDER BY seq LIMIT ?"
+_SELECT_PAGE = f"SELECT {_EVENT_COLUMNS}, digest FROM events WHERE run = ? AND seq > ? ORDER BY seq LIMIT ?"
 _RUN_COLUMNS = ("workflow_id, name, status, created_at, updated_at, custom_status, "
                 "(SELECT queue FROM work w WHERE w.workflow_id = runs.workflow_id), "
                 "(SELECT 'code version ' || problem_version || ': ' || problem FROM work w "
@@ -237,27 +240,46 @@ class SqliteStore(SqliteWork, Store):
         return None if row is None else _info(row)
 
     def events(self, workflow_id: str) -> Iterator[Event]:
-        return self._pages(self._run(workflow_id))
+        return self._pages(self._run(workflow_id), workflow_id)
 
-    def _pages(self, run: int) -> Iterator[Event]:
-        """The run's events, read a page at a time by ``seq``: each page is fetched whole, so an
-        abandoned iterator holds no statement open, and a long history is never in memory at once."""
-        after = -1
+    def _pages(self, run: int, workflow_id: str) -> Iterator[Event]:
+        """The run's events, read a page at a time by ``seq`` and checked against the run's hash
+        chain (store/chain.py) as they come: each page is fetched whole, so an abandoned iterator
+        holds no statement open, and a long history is never in memory at once."""
+        after, prev, where = -1, chain.seed(run), f"{workflow_id!r} in {self.path}"
         while True:
             rows = self._read(_SELECT_PAGE, (run, after, _PAGE))
-            yield from map(Event._make, rows)
+            for event, digest in chain.verified(rows, prev, after, where):
+                yield event
+                prev = digest  # where the next page chains from
             if len(rows) < _PAGE:
                 return
             after = rows[-1][0]
 
     def last_event(self, workflow_id: str) -> Event | None:
-        row = self._read_one(f"SELECT {_EVENT_COLUMNS} FROM events WHERE run = ? ORDER BY seq DESC LIMIT 1",
-                             (self._run(workflow_id),))
-        return None if row is None else Event(*row)
+        run = self._run(workflow_id)
+        rows = self._read(f"SELECT {_EVENT_COLUMNS}, digest FROM events WHERE run = ? ORDER BY seq DESC LIMIT 2",
+                          (run,))
+        if not rows:
+            return None
+        if len(rows) == 1:  # the start alone: it chains from the seed
+            prev, prev_seq = chain.seed(run), -1
+        else:
+            prev, prev_seq = rows[1][8], rows[1][0]
+        return next(chain.verified(rows[:1], prev, prev_seq, f"{workflow_id!r} in {self.path}"))[0]
 
     def _insert(self, conn: sqlite3.Connection, run: int, e: Event) -> None:
+        if e.seq == 0:
+            prev = chain.seed(run)
+        else:
+            found = conn.execute(_PREV_DIGEST, (run, e.seq - 1)).fetchall()
+            if not found or found[0][0] is None:
+                raise CorruptStoreError(
+                    f"{self.path}: event {e.seq} of run #{run} cannot be recorded: event {e.seq - 1} before it "
+                    "is missing or has no checksum. Nothing was recorded; restore the store from a backup.")
+            prev = found[0][0]
         try:
-            conn.execute(_INSERT_EVENT, (run, *e))
+            conn.execute(_INSERT_EVENT, (run, *e, chain.link(prev, e)))
         except sqlite3.IntegrityError as exc:
             raise WorkflowLockedError(
                 f"event {e.seq} of this workflow was already recorded by another driver; "

@@ -7,14 +7,17 @@ on the first statement, before anything is written.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 
 import sqlite_utils
 
 from .. import payloads
 from ..errors import NotAStoreError, StoreNotFoundError, StoreTooNewError
+from ..history import Event
+from . import chain
 from .sqlite_errors import translated
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 APPLICATION_ID = 0x524B4954  # "RKIT" in the SQLite header: marks a replaykit store
 
 # sqlite-utils cannot declare WITHOUT ROWID tables; the history table is one
@@ -35,8 +38,22 @@ CREATE TABLE events (
 """
 
 
+def _chain_existing(conn: sqlite3.Connection) -> None:
+    """Version 3: every event carries its run's hash chain (store/chain.py); chain the rows already
+    there, run by run, as they stand."""
+    conn.execute("ALTER TABLE events ADD COLUMN digest BLOB")
+    runs = [row[0] for row in conn.execute("SELECT DISTINCT run FROM events").fetchall()]
+    for run in runs:
+        prev = chain.seed(run)
+        rows = conn.execute("SELECT seq, step, kind, name, at, outcome, encoding, payload FROM events "
+                            "WHERE run = ? ORDER BY seq", (run,)).fetchall()
+        for row in rows:
+            prev = chain.link(prev, Event._make(row))
+            conn.execute("UPDATE events SET digest = ? WHERE run = ? AND seq = ?", (prev, run, row[0]))
+
+
 # Version n's statements take a store at version n - 1 to version n (version 1 is created whole).
-_MIGRATIONS: dict[int, list[str]] = {
+_MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
     # The work queue (store/work.py): a row per queued run, the queues' limits, the worker registry.
     2: [
         """CREATE TABLE work (
@@ -60,6 +77,7 @@ _MIGRATIONS: dict[int, list[str]] = {
             queues TEXT NOT NULL, workflows TEXT NOT NULL, version TEXT NOT NULL, started_at REAL NOT NULL,
             heartbeat_at REAL NOT NULL, stopping INTEGER NOT NULL DEFAULT 0)""",
     ],
+    3: [_chain_existing],
 }
 
 
@@ -82,7 +100,7 @@ def ensure_schema(conn: sqlite3.Connection, path: str, create: bool) -> None:
             version = 1
         for target in range(version + 1, SCHEMA_VERSION + 1):
             for statement in _MIGRATIONS[target]:
-                conn.execute(statement)
+                conn.execute(statement) if isinstance(statement, str) else statement(conn)
             conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(target),))
             conn.execute(f"PRAGMA user_version = {target}")
         conn.execute("COMMIT")

@@ -1,0 +1,136 @@
+"""The hash chain of an SQLite store's histories (store/chain.py): a damaged, dropped, reordered or
+spliced row is a CorruptStoreError naming the run and the event, raised before anything is replayed
+from it; nothing runs again and nothing is recorded."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import replaykit as rk
+
+from helpers import journal, read_journal
+
+
+@rk.activity
+def step(ledger: str, i: int) -> str:
+    journal(ledger, f"step {i}")
+    return f"v-{i:05d}"
+
+
+@rk.workflow(name="chained")
+def chained(ctx: rk.Context, ledger: str, n: int):
+    got = []
+    for i in range(n):
+        got.append((yield step(ledger, i)))
+    go = yield rk.wait_signal("go")
+    return [*got, go]
+
+
+def _recorded(tmp: Path, n: int = 5) -> tuple[str, str]:
+    """A run of ``n`` steps, waiting for its signal (not ended: a rerun replays its history)."""
+    db, ledger = str(tmp / "store.db"), str(tmp / "ledger")
+    with rk.Engine(db, workflows=[chained]) as engine:
+        engine.start(chained, ledger, n, workflow_id="c")
+        while len(read_journal(ledger)) < n:
+            pass
+        while len(list(engine.store.events("c"))) < n + 1:
+            pass
+    return db, ledger
+
+
+def _sql(db: str, *statements: str) -> None:
+    conn = sqlite3.connect(db)
+    try:
+        with conn:
+            for statement in statements:
+                conn.execute(statement)
+    finally:
+        conn.close()
+
+
+def _rows(db: str) -> list[tuple[object, ...]]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute("SELECT * FROM events ORDER BY run, seq").fetchall()
+    finally:
+        conn.close()
+
+
+def _refused(db: str, ledger: str, match: str) -> None:
+    """A rerun and a read both refuse the history; no activity ran again; nothing was recorded."""
+    before, ran = _rows(db), len(read_journal(ledger))
+    with rk.Engine(db, workflows=[chained]) as engine, pytest.raises(rk.CorruptStoreError, match=match):
+        engine.start(chained, ledger, 5, workflow_id="c").result(timeout=10)  # a rerun (not waiting forever)
+    with rk.SqliteStore(db) as store, pytest.raises(rk.CorruptStoreError, match="'c'"):
+        list(store.events("c"))
+    assert (_rows(db), len(read_journal(ledger))) == (before, ran)
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    ("UPDATE events SET payload = '\"v-00004\"' WHERE seq = 3", "event 3: its checksum does not match"),
+    ("UPDATE events SET at = at + 1 WHERE seq = 2", "event 2"),
+    ("UPDATE events SET name = 'other' WHERE seq = 1", "event 1"),
+    ("UPDATE events SET digest = NULL WHERE seq = 4", "event 4: it has no checksum"),
+    ("DELETE FROM events WHERE seq = 2", "event 2 is missing"),
+])
+def test_a_changed_or_dropped_row_is_refused_before_anything_replays(tmp_path: Path, change: str,
+                                                                      match: str) -> None:
+    db, ledger = _recorded(tmp_path)
+    _sql(db, change)
+    _refused(db, ledger, match)
+
+
+def test_swapped_rows_are_refused(tmp_path: Path) -> None:
+    db, ledger = _recorded(tmp_path)
+    _sql(db, "UPDATE events SET seq = -1 WHERE seq = 2", "UPDATE events SET seq = 2 WHERE seq = 3",
+         "UPDATE events SET seq = 3 WHERE seq = -1")
+    _refused(db, ledger, "event 2")
+
+
+def test_a_row_spliced_in_from_another_run_is_refused(tmp_path: Path) -> None:
+    db, ledger = _recorded(tmp_path)
+    with rk.Engine(db, workflows=[chained]) as engine:  # another run: the same steps, other values
+        engine.start(chained, ledger + "2", 6, workflow_id="d")
+        while len(list(engine.store.events("d"))) < 7:
+            pass
+    _sql(db, "DELETE FROM events WHERE run = 1 AND seq = 5",
+         "INSERT INTO events SELECT 1, seq, step, kind, name, at, outcome, encoding, payload, digest "
+         "FROM events WHERE run = 2 AND seq = 5")
+    _refused(db, ledger, "event 5")
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seq=st.integers(0, 5), column=st.sampled_from(["payload", "name", "kind", "outcome", "encoding"]),
+       position=st.integers(0, 40), bit=st.integers(0, 6))
+def test_any_flipped_bit_is_refused_or_harmless(tmp_path_factory: pytest.TempPathFactory, seq: int, column: str,
+                                                position: int, bit: int) -> None:
+    """One bit flipped in one text field of one row: the history is refused, or the flip changed
+    nothing (a position past the value's end)."""
+    db, ledger = _recorded(tmp_path_factory.mktemp("flip"))
+    conn = sqlite3.connect(db)
+    try:
+        (value,) = conn.execute(f"SELECT CAST({column} AS BLOB) FROM events WHERE seq = ?", (seq,)).fetchone()
+        if position >= len(value):
+            return
+        flipped = bytearray(value)
+        flipped[position] ^= 1 << bit
+        with conn:
+            conn.execute(f"UPDATE events SET {column} = CAST(? AS TEXT) WHERE seq = ?", (bytes(flipped), seq))
+    finally:
+        conn.close()
+    _refused(db, ledger, "'c'")
+
+
+def test_a_store_of_schema_2_gets_its_rows_chained_and_goes_on(tmp_path: Path) -> None:
+    db, ledger = _recorded(tmp_path)
+    _sql(db, "ALTER TABLE events DROP COLUMN digest", "UPDATE meta SET value = '2' WHERE key = 'schema_version'",
+         "PRAGMA user_version = 2")
+    rk.send_signal(db, "c", "go", "yes")  # opens it: migrated to 3, the rows as they stand chained
+    assert rk.run(chained, ledger, 5, workflow_id="c", db=db) == [f"v-{i:05d}" for i in range(5)] + ["yes"]
+    assert len(read_journal(ledger)) == 5  # nothing ran again
+    assert all(row[-1] is not None for row in _rows(db))
