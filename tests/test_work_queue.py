@@ -16,6 +16,7 @@ from test_store_conformance import result, start, step, wait_for
 
 from replaykit.history import Status
 from replaykit.store import SqliteStore, Store, open_store
+from replaykit.store.sqlite_schema import SCHEMA_VERSION
 from replaykit.store.work import Placement, Queue, WorkerRecord
 
 from conftest import PYTHON, Backend
@@ -250,14 +251,15 @@ def test_an_sqlite_store_of_schema_1_is_migrated_and_keeps_its_runs(tmp_path: Pa
     with SqliteStore(path) as s:
         s.create("a", "w", start(), history=[step(1)])
     conn = sqlite3.connect(path)
-    conn.executescript("DROP TABLE work; DROP TABLE queues; DROP TABLE workers; PRAGMA user_version = 1;")
+    conn.executescript("DROP TABLE work; DROP TABLE queues; DROP TABLE workers; "
+                       "ALTER TABLE events DROP COLUMN digest; PRAGMA user_version = 1;")
     conn.close()
     with open_store(path) as s:
         assert [e.seq for e in s.events("a")] == [0, 1]
         queued(s, "b")
         assert claim(s) == ["b"]
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchall() == [(2,)]
+    assert conn.execute("PRAGMA user_version").fetchall() == [(SCHEMA_VERSION,)]  # 1 -> 2 -> 3
     conn.close()
 
 
