@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import abc
 import builtins
+import json
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import attrs
 
+from ..errors import CorruptStoreError
 from ..history import Event, Status, WorkflowInfo
 from ..keys import Secret
 from ..payloads import Codec
@@ -38,6 +40,17 @@ class Opening:
     info: WorkflowInfo | None  # the newest run's row; None: no such workflow (and no events)
     events: Iterator[Event]  # its history, as :meth:`Store.events` reads it
     signal_waits: bool  # an unconsumed signal of the name asked about waits in its inbox
+
+
+def info_from_row(row: Sequence[Any], where: str) -> WorkflowInfo:
+    """A run's row ``(workflow_id, name, status, created_at, updated_at, custom_status, queue,
+    problem)`` as the store lists it; a damaged row is a :class:`CorruptStoreError` naming ``where``."""
+    try:
+        custom = None if row[5] is None else json.loads(row[5])
+        return WorkflowInfo(row[0], row[1], Status(row[2]), row[3], row[4], custom, row[6], row[7])
+    except (ValueError, TypeError) as exc:  # an unknown status, JSON that does not parse
+        raise CorruptStoreError(f"{where}: the row of run {row[0]!r} is damaged ({exc}). Nothing was changed; "
+                                "restore the store from a backup.") from exc
 
 
 UNSET: Any = object()

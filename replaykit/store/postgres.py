@@ -37,7 +37,7 @@ from ..errors import IllegalTransitionError, WorkflowLockedError, WorkflowNotFou
 from ..history import Event, Status, WorkflowInfo
 from ..keys import SECRET_ENV, Keyring
 from ..payloads import Codec
-from .base import RESTARTABLE, UNSET, Opening, Secrets, Signal, Store
+from .base import RESTARTABLE, UNSET, Opening, Secrets, Signal, Store, info_from_row
 from .postgres_conn import (
     OWNER_SQL,
     AdvisoryLocks,
@@ -169,7 +169,7 @@ class PostgresStore(PostgresWork, Store):
 
     def info(self, workflow_id: str) -> WorkflowInfo | None:
         row = self._read_one(_NEWEST_RUN.format(_RUN_COLUMNS), (workflow_id,))
-        return None if row is None else _info(row)
+        return None if row is None else info_from_row(row, self.url)
 
     def events(self, workflow_id: str) -> Iterator[Event]:
         return self._pages(self._run(workflow_id))
@@ -191,7 +191,7 @@ class PostgresStore(PostgresWork, Store):
             return Opening(None, iter(()), False)
         if run is None and self._locks.holds(workflow_id):
             self._runs[workflow_id] = rows[0][0]
-        return Opening(_info(rows[0][1:]), self._pages(rows[0][0], first), waits)
+        return Opening(info_from_row(rows[0][1:], self.url), self._pages(rows[0][0], first), waits)
 
     def _pages(self, run: int, first: builtins.list[Any] | None = None) -> Iterator[Event]:
         """The run's events a page at a time by ``seq`` (from ``first``, the first page, if read
@@ -392,7 +392,7 @@ class PostgresStore(PostgresWork, Store):
         where = _NEWEST + (" AND status = %s" if status else "")
         rows = self._read(f"SELECT {_RUN_COLUMNS} FROM replaykit_runs r WHERE {where} ORDER BY id",
                           (status.value,) if status else ())
-        return [_info(row) for row in rows]
+        return [info_from_row(row, self.url) for row in rows]
 
     def try_lock(self, workflow_id: str) -> bool:
         """Take the run's lock and stamp its row with a fresh fencing token (see ``_insert``)."""
@@ -469,6 +469,3 @@ def _event(row: tuple[Any, ...]) -> Event:
     return Event(seq, step, kind, name, at, outcome, encoding, data if text is None else text)
 
 
-def _info(row: tuple[Any, ...]) -> WorkflowInfo:
-    custom = None if row[5] is None else json.loads(row[5])
-    return WorkflowInfo(row[0], row[1], Status(row[2]), row[3], row[4], custom, row[6], row[7])

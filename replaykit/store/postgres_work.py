@@ -23,7 +23,7 @@ import psycopg
 from ..errors import StoreError
 from .postgres_conn import CHANNEL
 from .postgres_errors import translated
-from .work import Candidate, Queue, Usage, WorkerRecord, admit
+from .work import Candidate, Queue, Usage, WorkerRecord, admit, worker_records
 
 if TYPE_CHECKING:
     from .postgres_conn import AdvisoryLocks, Connection
@@ -190,8 +190,7 @@ class PostgresWork:
             held.setdefault(worker, []).append(workflow_id)
         rows = self._read("SELECT id, host, pid, queues, workflows, version, started_at, heartbeat_at, stopping "
                           "FROM replaykit_workers ORDER BY started_at, id")
-        return [WorkerRecord(r[0], r[1], r[2], tuple(json.loads(r[3])), tuple(json.loads(r[4])), r[5], r[6], r[7],
-                             r[8], tuple(held.get(r[0], ()))) for r in rows]
+        return worker_records(rows, held, self.url)
 
     def reap_workers(self, lease: float) -> list[str]:
         dead = []

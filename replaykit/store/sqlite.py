@@ -31,7 +31,7 @@ from ..history import Event, Status, WorkflowInfo
 from ..keys import Keyring
 from ..payloads import Codec
 from . import chain
-from .base import RESTARTABLE, UNSET, Secrets, Signal, Store
+from .base import RESTARTABLE, UNSET, Secrets, Signal, Store, info_from_row
 from .locks import FileLocks, stores_open
 from .sqlite_errors import cannot_open, refused, translated
 from .sqlite_schema import ensure_schema
@@ -237,7 +237,7 @@ class SqliteStore(SqliteWork, Store):
 
     def info(self, workflow_id: str) -> WorkflowInfo | None:
         row = self._read_one(_NEWEST_RUN.format(_RUN_COLUMNS), (workflow_id,))
-        return None if row is None else _info(row)
+        return None if row is None else info_from_row(row, self.path)
 
     def events(self, workflow_id: str) -> Iterator[Event]:
         return self._pages(self._run(workflow_id), workflow_id)
@@ -372,7 +372,7 @@ class SqliteStore(SqliteWork, Store):
         where = _NEWEST + (" AND status = ?" if status else "")
         rows = self._read(f"SELECT {_RUN_COLUMNS} FROM runs WHERE {where} ORDER BY id",
                           (status.value,) if status else ())
-        return [_info(row) for row in rows]
+        return [info_from_row(row, self.path) for row in rows]
 
     def try_lock(self, workflow_id: str) -> bool:
         self._runs.pop(workflow_id, None)
@@ -404,6 +404,3 @@ class SqliteStore(SqliteWork, Store):
         return f"SqliteStore({self.path!r}, durability={self.durability.value!r})"
 
 
-def _info(row: tuple[Any, ...]) -> WorkflowInfo:
-    custom = None if row[5] is None else json.loads(row[5])
-    return WorkflowInfo(row[0], row[1], Status(row[2]), row[3], row[4], custom, row[6], row[7])

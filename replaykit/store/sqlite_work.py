@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from ..errors import StoreError
-from .work import Candidate, Placement, Queue, Usage, WorkerRecord, admit
+from .work import Candidate, Placement, Queue, Usage, WorkerRecord, admit, worker_records
 
 if TYPE_CHECKING:
     from .locks import FileLocks
@@ -136,15 +136,14 @@ def forget_worker(conn: sqlite3.Connection, worker_id: str, at: float) -> None:
     conn.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
 
 
-def workers(conn: sqlite3.Connection) -> list[WorkerRecord]:
+def workers(conn: sqlite3.Connection, where: str) -> list[WorkerRecord]:
     held: dict[str, list[str]] = {}
     for worker, workflow_id in conn.execute("SELECT worker, workflow_id FROM work WHERE worker IS NOT NULL "
                                             "ORDER BY workflow_id").fetchall():
         held.setdefault(worker, []).append(workflow_id)
     rows = conn.execute("SELECT id, host, pid, queues, workflows, version, started_at, heartbeat_at, stopping "
                         "FROM workers ORDER BY started_at, id").fetchall()
-    return [WorkerRecord(r[0], r[1], r[2], tuple(json.loads(r[3])), tuple(json.loads(r[4])), r[5], r[6], r[7],
-                         bool(r[8]), tuple(held.get(r[0], ()))) for r in rows]
+    return worker_records(rows, held, where)
 
 
 def worker_ids(conn: sqlite3.Connection) -> list[str]:
@@ -165,6 +164,7 @@ class SqliteWork:
 
     if TYPE_CHECKING:
         _locks: FileLocks
+        path: str
 
         def _transaction(self) -> AbstractContextManager[sqlite3.Connection]: ...
         def _conn(self, mode: str = "rw") -> sqlite3.Connection: ...
@@ -224,7 +224,7 @@ class SqliteWork:
         self._locks.release(worker_key(worker_id))
 
     def workers(self) -> list[WorkerRecord]:
-        return workers(self._conn())
+        return workers(self._conn(), self.path)
 
     def reap_workers(self, lease: float) -> list[str]:
         """A worker whose OS lock is free is dead. A live process that stopped answering keeps its

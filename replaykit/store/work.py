@@ -8,9 +8,13 @@ limited queue, counts what the queue's limits allow (:func:`admit`), and locks w
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import attrs
+
+from ..errors import CorruptStoreError
 
 
 def _positive(name: str) -> Callable[[object, attrs.Attribute[int | None], int | None], None]:
@@ -66,6 +70,17 @@ class Placement:
     key: str | None = None  # partition key (Queue.per_key)
     parent: str | None = None  # woken when this run ends
     ready_at: float | None = None  # None: at once
+
+
+def worker_records(rows: Iterable[Sequence[Any]], held: dict[str, list[str]], where: str) -> list[WorkerRecord]:
+    """The registry's rows ``(id, host, pid, queues, workflows, version, started_at, heartbeat_at,
+    stopping)`` as records; a damaged row is a :class:`CorruptStoreError` naming ``where``."""
+    try:
+        return [WorkerRecord(r[0], r[1], r[2], tuple(json.loads(r[3])), tuple(json.loads(r[4])), r[5], r[6], r[7],
+                             bool(r[8]), tuple(held.get(r[0], ()))) for r in rows]
+    except (ValueError, TypeError) as exc:  # json's errors are ValueErrors
+        raise CorruptStoreError(f"{where}: the worker registry holds a damaged row ({exc}); delete that worker's row "
+                                "(it registers again when it runs)") from exc
 
 
 @attrs.frozen

@@ -1,0 +1,46 @@
+"""A damaged row outside the histories (a run's status or custom status, the worker registry) is a
+CorruptStoreError naming the store, never a raw json or ValueError, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+
+import replaykit as rk
+from replaykit.store import open_store
+from replaykit.store.work import WorkerRecord
+
+from helpers import adder
+
+
+def _sql(db: str, sqlite_sql: str, pg_sql: str) -> None:
+    if db.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(db, autocommit=True) as conn:
+            assert conn.execute(pg_sql).rowcount == 1
+    else:
+        import sqlite3
+
+        conn = sqlite3.connect(db)
+        with conn:
+            assert conn.execute(sqlite_sql).rowcount == 1
+        conn.close()
+
+
+@pytest.mark.parametrize(("column", "value"), [("custom_status", "'{not json'"), ("status", "'exploded'")])
+def test_a_damaged_run_row_is_a_corrupt_store(any_db: str, column: str, value: str) -> None:
+    assert rk.run(adder, 2, workflow_id="a", db=any_db) == 1
+    _sql(any_db, f"UPDATE runs SET {column} = {value}", f"UPDATE replaykit_runs SET {column} = {value}")
+    with open_store(any_db, create=False) as store:
+        with pytest.raises(rk.CorruptStoreError, match="run 'a' is damaged"):
+            store.list()
+        with pytest.raises(rk.CorruptStoreError, match="run 'a' is damaged"):
+            store.info("a")
+
+
+def test_a_damaged_worker_row_is_a_corrupt_store(any_db: str) -> None:
+    with open_store(any_db) as store:
+        store.register_worker(WorkerRecord("w1", "host", 1, ("q",), ("w",), "v1", 1.0, 1.0, False))
+        _sql(any_db, "UPDATE workers SET queues = '[broken'", "UPDATE replaykit_workers SET queues = '[broken'")
+        with pytest.raises(rk.CorruptStoreError, match="worker registry holds a damaged row"):
+            store.workers()
