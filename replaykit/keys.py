@@ -148,6 +148,12 @@ def _read_or_make(path: Path) -> bytes:
 
 
 def _read(path: Path) -> bytes:
+    mode = path.stat().st_mode
+    if mode & 0o077:
+        raise PayloadAuthenticationError(
+            f"the key file {path} may be read or written by other users (mode {oct(mode & 0o777)}): anyone who "
+            f"can read it can forge values this store would unpickle. Make it private (chmod 600 {path}) and "
+            "check it was not changed.")
     key = path.read_bytes().strip()
     if len(key) < _MIN_SECRET:
         raise PayloadAuthenticationError(f"the key file {path} holds no key (it is empty or damaged): "
