@@ -5,6 +5,8 @@ from it; nothing runs again and nothing is recorded."""
 from __future__ import annotations
 
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -36,11 +38,15 @@ def _recorded(tmp: Path, n: int = 5) -> tuple[str, str]:
     db, ledger = str(tmp / "store.db"), str(tmp / "ledger")
     with rk.Engine(db, workflows=[chained]) as engine:
         engine.start(chained, ledger, n, workflow_id="c")
-        while len(read_journal(ledger)) < n:
-            pass
-        while len(list(engine.store.events("c"))) < n + 1:
-            pass
+        _wait(lambda: len(list(engine.store.events("c"))) >= n + 1)
     return db, ledger
+
+
+def _wait(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, "the run did not record its steps in 30 s"
+        time.sleep(0.01)
 
 
 def _sql(db: str, *statements: str) -> None:
@@ -96,8 +102,7 @@ def test_a_row_spliced_in_from_another_run_is_refused(tmp_path: Path) -> None:
     db, ledger = _recorded(tmp_path)
     with rk.Engine(db, workflows=[chained]) as engine:  # another run: the same steps, other values
         engine.start(chained, ledger + "2", 6, workflow_id="d")
-        while len(list(engine.store.events("d"))) < 7:
-            pass
+        _wait(lambda: len(list(engine.store.events("d"))) >= 7)
     _sql(db, "DELETE FROM events WHERE run = 1 AND seq = 5",
          "INSERT INTO events SELECT 1, seq, step, kind, name, at, outcome, encoding, payload, digest "
          "FROM events WHERE run = 2 AND seq = 5")
