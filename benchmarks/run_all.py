@@ -30,7 +30,6 @@ from pathlib import Path
 import replaykit as rk
 from replaykit import payloads
 from replaykit.clock import monotonic
-from replaykit.store import chain
 from replaykit.testing import TestEnv
 
 HERE = Path(__file__).resolve().parent
@@ -275,12 +274,13 @@ def million_step_replay(tmp: str, n: int) -> tuple[float, float]:
     conn = store._conn()
     conn.execute("BEGIN")
     prev = conn.execute("SELECT digest FROM events WHERE run = 1 AND seq = 0").fetchone()[0]
+    links = store.chain()
 
     def rows() -> Iterator[tuple[object, ...]]:  # each with its place in the run's hash chain
         nonlocal prev
         for i in range(n):
             event = rk.Event(i + 1, i + 1, "activity", "echo", 0.0, "ok", "json", str(i))
-            prev = chain.link(prev, event)
+            prev = links.link(prev, event)
             yield (*event, prev)
 
     conn.executemany("INSERT INTO events VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows())

@@ -81,6 +81,20 @@ class Keyring:
                 self._primed = [_primed(self._keys[0])]
         return self._primed
 
+    def derived(self, purpose: bytes, *, make: bool) -> tuple[bytes, ...]:
+        """One key per key, for a use other than signing pickles (``purpose``: e.g. the hash chain), so
+        that no tag of one use serves the other. A missing key file is made only if ``make``."""
+        if not self._keys and self.key_file is not None and (make or self.key_file.exists()):
+            self._loaded()
+        return tuple(hmac.new(key, b"replaykit key\x00" + purpose, hashlib.sha256).digest() for key in self._keys)
+
+    def missing(self) -> str:
+        """Why this process has no key, and what to do."""
+        if self.key_file is not None:
+            return (f"its key file {self.key_file} is missing: put the store's key file back beside it, or give the "
+                    f"secret it was recorded with ({SECRET_ENV} or secret=)")
+        return self._missing or f"give the store's secret ({SECRET_ENV} or secret=)"
+
     def sign(self, data: bytes, what: str) -> bytes:
         keys = self._loaded()
         if not keys:

@@ -33,24 +33,33 @@ def read_journal(path: str) -> list[str]:
 
 
 def rechain(db: str | os.PathLike[str]) -> None:
-    """Recompute every event's checksum in an SQLite store, as anyone who can write it can (the
-    chain has no key): what a forger does after changing a row, so that only the signatures of
-    pickled values stand in the way."""
+    """Recompute every event's checksum in an SQLite store (and the seal of every run that ended) with
+    the store's key: what a forger who holds the chain's key could do after changing a row, so that
+    the test sees what stands behind the chain (the signatures of pickled values). Signals too."""
     import sqlite3
 
     from replaykit.history import Event
     from replaykit.store import chain
+    from replaykit.store.sqlite_history import SIGNAL_SEED, signal_fields
 
+    store = rk.SqliteStore(db)
+    links = store.chain(make=True)
+    store.close()
     conn = sqlite3.connect(db)
     try:
         with conn:
-            runs = [row[0] for row in conn.execute("SELECT DISTINCT run FROM events").fetchall()]
-            for run in runs:
-                prev = chain.seed(run)
+            for run, workflow_id, generation in conn.execute(
+                    "SELECT id, workflow_id, generation FROM runs").fetchall():
+                prev = chain.seed(workflow_id, generation)
                 for row in conn.execute("SELECT seq, step, kind, name, at, outcome, encoding, payload FROM events "
                                         "WHERE run = ? ORDER BY seq", (run,)).fetchall():
-                    prev = chain.link(prev, Event._make(row))
+                    prev = links.link(prev, Event._make(row))
                     conn.execute("UPDATE events SET digest = ? WHERE run = ? AND seq = ?", (prev, run, row[0]))
+                conn.execute("UPDATE runs SET head = ? WHERE id = ? AND head IS NOT NULL", (prev, run))
+            for signal_id, *fields in conn.execute(
+                    "SELECT id, workflow_id, name, encoding, payload, sent_at FROM signals").fetchall():
+                conn.execute("UPDATE signals SET digest = ? WHERE id = ?",
+                             (links.link(SIGNAL_SEED, signal_fields(*fields)), signal_id))
     finally:
         conn.close()
 

@@ -133,9 +133,95 @@ def test_any_flipped_bit_is_refused_or_harmless(tmp_path_factory: pytest.TempPat
 
 def test_a_store_of_schema_2_gets_its_rows_chained_and_goes_on(tmp_path: Path) -> None:
     db, ledger = _recorded(tmp_path)
-    _sql(db, "ALTER TABLE events DROP COLUMN digest", "UPDATE meta SET value = '2' WHERE key = 'schema_version'",
+    _sql(db, "ALTER TABLE events DROP COLUMN digest", "ALTER TABLE runs DROP COLUMN head",
+         "ALTER TABLE signals DROP COLUMN digest", "UPDATE meta SET value = '2' WHERE key = 'schema_version'",
          "PRAGMA user_version = 2")
     rk.send_signal(db, "c", "go", "yes")  # opens it: migrated to 3, the rows as they stand chained
     assert rk.run(chained, ledger, 5, workflow_id="c", db=db) == [f"v-{i:05d}" for i in range(5)] + ["yes"]
     assert len(read_journal(ledger)) == 5  # nothing ran again
     assert all(row[-1] is not None for row in _rows(db))
+
+
+def _finished(tmp: Path, n: int = 5) -> tuple[str, str, list[str]]:
+    """A run of ``n`` steps that got its signal and ended."""
+    db, ledger = _recorded(tmp, n)
+    rk.send_signal(db, "c", "go", "yes")
+    result = rk.run(chained, ledger, n, workflow_id="c", db=db)
+    return db, ledger, result
+
+
+@pytest.mark.parametrize(("change", "match"), [
+    ("DELETE FROM events WHERE seq = (SELECT MAX(seq) FROM events)", "ends at event 6"),
+    ("DELETE FROM events WHERE seq >= 4", "ends at event 3"),
+    ("UPDATE runs SET head = NULL", "lost the checksum of its last event"),
+    ("UPDATE runs SET status = 'running'", "says the run has not ended"),
+])
+def test_a_finished_history_cut_short_or_unsealed_is_refused(tmp_path: Path, change: str, match: str) -> None:
+    """The tail of a finished run is covered by its seal: without it, deleting the last events would
+    leave a valid, shorter chain, and a rerun would run those steps again."""
+    db, ledger, _ = _finished(tmp_path)
+    _sql(db, change)
+    ran = len(read_journal(ledger))
+    with pytest.raises(rk.CorruptStoreError, match=match):
+        rk.run(chained, ledger, 5, workflow_id="c", db=db)
+    with rk.SqliteStore(db) as store, pytest.raises(rk.CorruptStoreError, match=match):
+        store.last_event("c")
+    assert len(read_journal(ledger)) == ran
+
+
+def test_a_finished_history_lengthened_is_refused(tmp_path: Path) -> None:
+    db, ledger, result = _finished(tmp_path)
+    with rk.SqliteStore(db) as store:  # an event appended after the end, checksummed with the store's key
+        end = list(store.events("c"))[-1]
+        conn = store._conn()
+        store._insert(conn, 1, end._replace(seq=end.seq + 1))
+    with pytest.raises(rk.CorruptStoreError, match="added after it"):
+        rk.run(chained, ledger, 5, workflow_id="c", db=db)
+
+
+def test_a_forger_without_the_key_cannot_rechain_a_history(tmp_path: Path) -> None:
+    """Whoever changes a row and recomputes the chain without the store's key (here: with another
+    key, as an unkeyed chain would be) is refused: the chain is keyed."""
+    from replaykit.history import Event
+    from replaykit.store import chain
+
+    db, ledger = _recorded(tmp_path)
+    _sql(db, "UPDATE events SET payload = '\"forged\"' WHERE seq = 2")
+    forger = chain.Chain([b"a key that is not the store's one"])
+    conn = sqlite3.connect(db)
+    with conn:
+        prev = chain.seed("c", 1)
+        for row in conn.execute("SELECT seq, step, kind, name, at, outcome, encoding, payload FROM events "
+                                "WHERE run = 1 ORDER BY seq").fetchall():
+            prev = forger.link(prev, Event._make(row))
+            conn.execute("UPDATE events SET digest = ? WHERE run = 1 AND seq = ?", (prev, row[0]))
+    conn.close()
+    _refused(db, ledger, "'c'")
+
+
+def test_a_changed_signal_is_refused_before_it_is_delivered(tmp_path: Path) -> None:
+    db, ledger = _recorded(tmp_path)
+    rk.send_signal(db, "c", "go", "yes")
+    _sql(db, "UPDATE signals SET payload = '\"no\"'")
+    ran = len(read_journal(ledger))
+    with pytest.raises(rk.CorruptStoreError, match="signal #1 to 'c'.*not delivered"):
+        rk.run(chained, ledger, 5, workflow_id="c", db=db)
+    assert len(read_journal(ledger)) == ran
+
+
+def test_histories_recorded_under_an_old_secret_read_after_rotation(tmp_path: Path) -> None:
+    """The first secret chains new events; older ones still verify: a run started under the old
+    secret goes on, and ends, under the new one."""
+    db, ledger = str(tmp_path / "store.db"), str(tmp_path / "ledger")
+    old, new = "the-old-secret-of-this-app", "the-new-secret-of-this-app"
+    with rk.Engine(db, workflows=[chained], secret=old) as engine:
+        engine.start(chained, ledger, 3, workflow_id="c")
+        _wait(lambda: len(list(engine.store.events("c"))) >= 4)
+    with rk.Engine(db, workflows=[chained], secret=new) as engine, pytest.raises(
+            rk.PayloadAuthenticationError, match="recorded with another secret"):
+        engine.start(chained, ledger, 3, workflow_id="c").result(timeout=10)
+    with rk.SqliteStore(db, secret=[new, old]) as store:
+        rk.send_signal(store, "c", "go", "yes")
+    with rk.Engine(db, workflows=[chained], secret=[new, old]) as engine:
+        assert engine.start(chained, ledger, 3, workflow_id="c").result(timeout=10)[-1] == "yes"
+    assert len(read_journal(ledger)) == 3

@@ -76,7 +76,7 @@ def test_an_abandoned_history_read_does_not_hide_later_writes(db: str, kind: str
 
 @pytest.mark.parametrize("kind", ["sqlite", "memory"])
 def test_histories_read_whole_across_page_boundaries(db: str, kind: str) -> None:
-    from replaykit.store.sqlite import _PAGE
+    from replaykit.store.sqlite_history import PAGE as _PAGE
 
     for n, workflow_id in ((_PAGE - 1, "a"), (_PAGE, "b"), (_PAGE + 1, "c"), (2 * _PAGE, "d")):
         store = SqliteStore(db) if kind == "sqlite" else MemoryStore()

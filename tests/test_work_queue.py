@@ -252,7 +252,8 @@ def test_an_sqlite_store_of_schema_1_is_migrated_and_keeps_its_runs(tmp_path: Pa
         s.create("a", "w", start(), history=[step(1)])
     conn = sqlite3.connect(path)
     conn.executescript("DROP TABLE work; DROP TABLE queues; DROP TABLE workers; "
-                       "ALTER TABLE events DROP COLUMN digest; PRAGMA user_version = 1;")
+                       "ALTER TABLE events DROP COLUMN digest; ALTER TABLE runs DROP COLUMN head; "
+                       "ALTER TABLE signals DROP COLUMN digest; PRAGMA user_version = 1;")
     conn.close()
     with open_store(path) as s:
         assert [e.seq for e in s.events("a")] == [0, 1]

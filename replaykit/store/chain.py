@@ -2,66 +2,127 @@
 event's fields, so a flipped bit, a dropped, reordered or duplicated row, or a row spliced in
 from another run is caught as the history is read, before anything is replayed from it.
 
-The first event chains from a seed made of the run's row id. Events are numbered from 0 with
-no gap: a missing row is caught by its number as well as by the chain. (A tail cut off whole
-leaves a valid, shorter chain: the rows after it were never read as recorded.)
+The chain is keyed (keyed BLAKE2b) with a key derived from the store's secret, so a writer of the
+store without the secret cannot forge a history that passes. The first event chains from a seed
+made of the run's workflow id and generation. Events are numbered from 0 with no gap: a missing row is caught by its
+number as well as by the chain. A run that ended is sealed: its row keeps its last event's digest
+(its *head*), so a finished history cut short, or lengthened, is caught too.
 """
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from hashlib import blake2b
 from typing import Any
 
-from ..errors import CorruptStoreError
+from ..errors import CorruptStoreError, PayloadAuthenticationError
 from ..history import Event
 
 DIGEST_SIZE = 16
 _SEED = b"replaykit chain 1\x00"
-
-
-def seed(run: int) -> bytes:
-    """What the run's first event (seq 0) chains from."""
-    return blake2b(_SEED + str(run).encode(), digest_size=DIGEST_SIZE).digest()
-
-
 _HEAD = struct.Struct("<qqdIIII").pack  # seq, step, at, and the lengths of the four texts after them
 
 
-def link(prev: bytes, e: Event) -> bytes:
-    """The digest of event ``e`` recorded after the event whose digest is ``prev``: over ``prev``,
-    the numbers (packed), the four texts (their lengths in the head: no two events hash alike),
-    and the payload."""
+def seed(workflow_id: str, generation: int) -> bytes:
+    """What the first event (seq 0) of a run (a generation of a workflow id) chains from: no row of
+    one run verifies in another, and a history keeps its digests in another store (no row id in them)."""
+    return blake2b(_SEED + struct.pack("<q", generation) + workflow_id.encode(), digest_size=DIGEST_SIZE).digest()
+
+
+def _fields(prev: bytes, e: Event) -> bytes:
+    """What an event's digest covers: ``prev``, the numbers (packed), the four texts (their lengths
+    in the head: no two events hash alike) and the payload."""
     seq, step, kind, name, at, outcome, encoding, payload = e
-    return blake2b(prev + _HEAD(seq, step, at, len(kind), len(name), len(outcome), len(encoding))
-                   + (kind + name + outcome + encoding).encode()
-                   + (payload.encode() if isinstance(payload, str) else payload), digest_size=DIGEST_SIZE).digest()
+    return (prev + _HEAD(seq, step, at, len(kind), len(name), len(outcome), len(encoding))
+            + (kind + name + outcome + encoding).encode()
+            + (payload.encode() if isinstance(payload, str) else payload))
 
 
-def verified(rows: Iterable[tuple[Any, ...]], prev: bytes, prev_seq: int, where: str) -> Iterator[tuple[Event, bytes]]:
-    """Each row ``(seq, step, kind, name, at, outcome, encoding, payload, digest)`` as an event with
-    its digest, once its number follows ``prev_seq`` and its digest follows ``prev``; otherwise
-    :class:`CorruptStoreError` naming ``where`` (the run) and the event's position."""
-    for row in rows:
-        event = Event._make(row[:8])
-        if event.seq != prev_seq + 1:
-            what = "is missing" if event.seq > prev_seq + 1 else "is there twice or out of order"
-            raise CorruptStoreError(
-                f"the history of {where} is damaged: event {prev_seq + 1} {what} (found event {event.seq} "
-                "next). Nothing was replayed from it; restore the store from a backup.")
-        try:
-            digest = link(prev, event)
-        except (TypeError, AttributeError, UnicodeError) as exc:  # a value of the wrong kind in a column
-            raise _broken(where, event.seq, f"a field of the wrong kind ({exc})") from exc
-        if row[8] != digest:
-            why = "it has no checksum" if row[8] is None else "its checksum does not match its contents"
-            raise _broken(where, event.seq, why)
-        prev, prev_seq = digest, event.seq
-        yield event, digest
+class Chain:
+    """The chain of one store's keys: the first key links new events, any of them verifies (so
+    histories recorded before a key rotation still read)."""
+
+    def __init__(self, keys: Sequence[bytes]) -> None:
+        if not keys:
+            raise ValueError("a chain needs at least one key")
+        self._primed = [blake2b(key=key[:64], digest_size=DIGEST_SIZE) for key in keys]
+
+    def link(self, prev: bytes, e: Event) -> bytes:
+        """The digest of event ``e`` recorded after the event whose digest is ``prev``."""
+        mac = self._primed[0].copy()
+        mac.update(_fields(prev, e))
+        return mac.digest()
+
+    def matches(self, prev: bytes, e: Event, digest: Any) -> bytes | None:
+        """``digest`` if it is event ``e``'s after ``prev`` under one of the keys; else ``None``."""
+        data = _fields(prev, e)
+        for primed in self._primed:
+            mac = primed.copy()
+            mac.update(data)
+            if mac.digest() == digest:
+                return digest  # type: ignore[no-any-return]
+        return None
+
+    def verified(self, rows: Iterable[tuple[Any, ...]], prev: bytes, prev_seq: int,
+                 where: str) -> Iterator[tuple[Event, bytes]]:
+        """Each row ``(seq, step, kind, name, at, outcome, encoding, payload, digest)`` as an event
+        with its digest, once its number follows ``prev_seq`` and its digest follows ``prev``;
+        otherwise :class:`CorruptStoreError` naming ``where`` (the run) and the event's position."""
+        first = self._primed[0]
+        for row in rows:
+            event = Event._make(row[:8])
+            if event.seq != prev_seq + 1:
+                what = "is missing" if event.seq > prev_seq + 1 else "is there twice or out of order"
+                raise CorruptStoreError(
+                    f"the history of {where} is damaged: event {prev_seq + 1} {what} (found event {event.seq} "
+                    "next). Nothing was replayed from it; restore the store from a backup.")
+            try:
+                mac = first.copy()
+                mac.update(_fields(prev, event))
+                digest: bytes | None = mac.digest()
+                if row[8] != digest:  # not the current key's: an older key's, or damage
+                    digest = self.matches(prev, event, row[8])
+            except (TypeError, AttributeError, UnicodeError, struct.error) as exc:  # a value of a wrong kind
+                raise broken(where, event.seq, f"a field of the wrong kind ({exc})") from exc
+            if digest is None:
+                if event.seq == 0 and row[8] is not None:
+                    raise _other_key(where)
+                why = "it has no checksum" if row[8] is None else "its checksum does not match its contents"
+                raise broken(where, event.seq, why)
+            prev, prev_seq = digest, event.seq
+            yield event, digest
 
 
-def _broken(where: str, seq: int, why: str) -> CorruptStoreError:
+def check_head(head: Any, sealed: bool, last: tuple[int, bytes] | None, where: str) -> None:
+    """A run that ended must end at the event its row was sealed with (``head``): refuses a finished
+    history cut short or lengthened (``last``: the last event read and its digest), and a seal on a
+    run that has not ended."""
+    if head is None:
+        if sealed:
+            raise CorruptStoreError(f"the history of {where} is damaged: the run ended, but its row lost the "
+                                    "checksum of its last event. Restore the store from a backup.")
+        return
+    if not sealed:
+        raise CorruptStoreError(f"the history of {where} is damaged: its row says the run has not ended, but "
+                                "it carries the checksum of a last event. Restore the store from a backup.")
+    if last is None or last[1] != head:
+        at = "has no events" if last is None else f"ends at event {last[0]}"
+        raise CorruptStoreError(
+            f"the history of {where} is damaged: it {at}, which is not the event the run ended with (events "
+            "were cut off its end, or added after it). Nothing was replayed from it; restore the store from a backup.")
+
+
+def broken(where: str, seq: int, why: str) -> CorruptStoreError:
     return CorruptStoreError(
-        f"the history of {where} is damaged at event {seq}: {why} (a changed, swapped or spliced row, or a "
-        "flipped bit). Nothing was replayed from it and the store was not changed; restore it from a backup.")
+        f"the history of {where} is damaged at event {seq}: {why} (a changed, swapped or spliced row, a flipped "
+        "bit, or a store recorded under another secret). Nothing was replayed from it and the store was not "
+        "changed; restore it from a backup, or give the secret it was recorded with.")
+
+
+def _other_key(where: str) -> PayloadAuthenticationError:
+    return PayloadAuthenticationError(
+        f"the history of {where} does not check out under this process's secret from its first event: it was "
+        "recorded with another secret (give every process of a store the same REPLAYKIT_SECRET, and keep old ones "
+        "in REPLAYKIT_OLD_SECRETS while rotating), or its first row is damaged. Nothing was replayed from it and "
+        "the store was not changed.")

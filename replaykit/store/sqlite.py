@@ -21,19 +21,17 @@ from typing import Any
 from urllib.request import pathname2url
 
 from ..errors import (
-    CorruptStoreError,
     IllegalTransitionError,
     StoreError,
-    WorkflowLockedError,
     WorkflowNotFoundError,
 )
 from ..history import Event, Status, WorkflowInfo
 from ..keys import Keyring
 from ..payloads import Codec
-from . import chain
 from .base import RESTARTABLE, UNSET, Secrets, Signal, Store, info_from_row
 from .locks import FileLocks, stores_open
 from .sqlite_errors import cannot_open, refused, translated
+from .sqlite_history import ChainedHistory
 from .sqlite_schema import ensure_schema
 from .sqlite_work import SqliteWork, ended, place, restarted, wake
 from .work import Placement
@@ -47,12 +45,6 @@ class Durability(str, enum.Enum):
 
 
 _SYNCHRONOUS = {Durability.CRASH: "NORMAL", Durability.POWER: "FULL"}
-_PAGE = 256  # history rows per query: memory stays bounded, and no statement stays open between pages
-
-_INSERT_EVENT = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_PREV_DIGEST = "SELECT digest FROM events WHERE run = ? AND seq = ?"
-_EVENT_COLUMNS = "seq, step, kind, name, at, outcome, encoding, payload"
-_SELECT_PAGE = f"SELECT {_EVENT_COLUMNS}, digest FROM events WHERE run = ? AND seq > ? ORDER BY seq LIMIT ?"
 _RUN_COLUMNS = ("workflow_id, name, status, created_at, updated_at, custom_status, "
                 "(SELECT queue FROM work w WHERE w.workflow_id = runs.workflow_id), "
                 "(SELECT 'code version ' || problem_version || ': ' || problem FROM work w "
@@ -61,7 +53,7 @@ _NEWEST_RUN = "SELECT {} FROM runs WHERE workflow_id = ? ORDER BY generation DES
 _NEWEST = "generation = (SELECT MAX(generation) FROM runs r WHERE r.workflow_id = runs.workflow_id)"
 
 
-class SqliteStore(SqliteWork, Store):
+class SqliteStore(ChainedHistory, SqliteWork, Store):
     """A replaykit store in one SQLite file: created if absent (with ``create=False`` it must exist),
     refused if foreign. Only SQLite reads the file: a plain ``open()`` and ``close()`` of a database
     this process has open would drop SQLite's POSIX locks on it, and let another process delete the
@@ -83,7 +75,8 @@ class SqliteStore(SqliteWork, Store):
         try:
             try:
                 conn = self._conn("rwc" if create else "rw")
-                ensure_schema(conn, self.path, create)  # refuses foreign files before anything is written
+                # refuses foreign files before anything is written
+                ensure_schema(conn, self.path, create, lambda: self.chain(make=True))
             except sqlite3.DatabaseError as exc:
                 self.close()
                 raise refused(self.path, exc, in_use=stores_open(self.path) > 0) from exc
@@ -207,6 +200,8 @@ class SqliteStore(SqliteWork, Store):
             assert cur.lastrowid is not None
             for event in (start, *history):
                 self._insert(conn, cur.lastrowid, event)
+            if status.is_terminal:
+                self._seal(conn, cur.lastrowid)
             if placement is not None:
                 place(conn, workflow_id, name, placement, start.at)
             return True
@@ -242,50 +237,6 @@ class SqliteStore(SqliteWork, Store):
     def events(self, workflow_id: str) -> Iterator[Event]:
         return self._pages(self._run(workflow_id), workflow_id)
 
-    def _pages(self, run: int, workflow_id: str) -> Iterator[Event]:
-        """The run's events, read a page at a time by ``seq`` and checked against the run's hash
-        chain (store/chain.py) as they come: each page is fetched whole, so an abandoned iterator
-        holds no statement open, and a long history is never in memory at once."""
-        after, prev, where = -1, chain.seed(run), f"{workflow_id!r} in {self.path}"
-        while True:
-            rows = self._read(_SELECT_PAGE, (run, after, _PAGE))
-            for event, digest in chain.verified(rows, prev, after, where):
-                yield event
-                prev = digest  # where the next page chains from
-            if len(rows) < _PAGE:
-                return
-            after = rows[-1][0]
-
-    def last_event(self, workflow_id: str) -> Event | None:
-        run = self._run(workflow_id)
-        rows = self._read(f"SELECT {_EVENT_COLUMNS}, digest FROM events WHERE run = ? ORDER BY seq DESC LIMIT 2",
-                          (run,))
-        if not rows:
-            return None
-        if len(rows) == 1:  # the start alone: it chains from the seed
-            prev, prev_seq = chain.seed(run), -1
-        else:
-            prev, prev_seq = rows[1][8], rows[1][0]
-        return next(chain.verified(rows[:1], prev, prev_seq, f"{workflow_id!r} in {self.path}"))[0]
-
-    def _insert(self, conn: sqlite3.Connection, run: int, e: Event) -> None:
-        if e.seq == 0:
-            prev = chain.seed(run)
-        else:
-            found = conn.execute(_PREV_DIGEST, (run, e.seq - 1)).fetchall()
-            if not found or found[0][0] is None:
-                raise CorruptStoreError(
-                    f"{self.path}: event {e.seq} of run #{run} cannot be recorded: event {e.seq - 1} before it "
-                    "is missing or has no checksum. Nothing was recorded; restore the store from a backup.")
-            prev = found[0][0]
-        try:
-            conn.execute(_INSERT_EVENT, (run, *e, chain.link(prev, e)))
-        except sqlite3.IntegrityError as exc:
-            raise WorkflowLockedError(
-                f"event {e.seq} of this workflow was already recorded by another driver; "
-                "two processes are driving the same workflow. Nothing was overwritten."
-            ) from exc
-
     def record(self, workflow_id: str, event: Event, *, status: Status | None = None,
                consume_signal: int | None = None, custom_status: Any = UNSET) -> None:
         run = self._run(workflow_id)
@@ -300,6 +251,7 @@ class SqliteStore(SqliteWork, Store):
                 conn.execute("UPDATE runs SET status = ?, updated_at = ? WHERE id = ?",
                              (status.value, event.at, run))
                 if status.is_terminal:
+                    self._seal(conn, run)
                     ended(conn, workflow_id, event.at)
             if consume_signal is not None:
                 conn.execute("UPDATE signals SET consumed = 1 WHERE id = ?", (consume_signal,))
@@ -312,6 +264,7 @@ class SqliteStore(SqliteWork, Store):
             self._insert(conn, run, result)
             conn.execute("UPDATE runs SET status = ?, updated_at = ? WHERE id = ?",
                          (Status.CONTINUED.value, result.at, run))
+            self._seal(conn, run)
             cur = conn.execute(
                 "INSERT INTO runs (workflow_id, generation, name, status, created_at, updated_at, custom_status) "
                 "SELECT workflow_id, generation + 1, name, ?, ?, ?, custom_status FROM runs WHERE id = ?",
@@ -334,6 +287,7 @@ class SqliteStore(SqliteWork, Store):
                     f"workflow {workflow_id!r} is {old.value}; it cannot become {status.value}")
             conn.execute("UPDATE runs SET status = ?, updated_at = ? WHERE id = ?", (status.value, at, run))
             if status.is_terminal:
+                self._seal(conn, run)
                 ended(conn, workflow_id, at)
             elif old is Status.PAUSED:  # resumed: whoever is free drives it
                 wake(conn, workflow_id, at)
@@ -347,19 +301,20 @@ class SqliteStore(SqliteWork, Store):
                 raise IllegalTransitionError(
                     f"workflow {workflow_id!r} is {status.value}; it can no longer take signals")
             conn.execute(
-                "INSERT INTO signals (workflow_id, name, encoding, payload, sent_at, consumed) "
-                "VALUES (?, ?, ?, ?, ?, 0)",
-                (workflow_id, name, encoding, payload, at),
+                "INSERT INTO signals (workflow_id, name, encoding, payload, sent_at, consumed, digest) "
+                "VALUES (?, ?, ?, ?, ?, 0, ?)",
+                (workflow_id, name, encoding, payload, at,
+                 self.signal_digest(workflow_id, name, encoding, payload, at, make=True)),
             )
             wake(conn, workflow_id, at)
 
     def next_signal(self, workflow_id: str, name: str) -> Signal | None:
         row = self._read_one(
-            "SELECT id, name, encoding, payload, sent_at FROM signals "
+            "SELECT id, name, encoding, payload, sent_at, digest FROM signals "
             "WHERE workflow_id = ? AND name = ? AND consumed = 0 ORDER BY id LIMIT 1",
             (workflow_id, name),
         )
-        return None if row is None else Signal(*row)
+        return None if row is None else self.checked_signal(workflow_id, row)
 
     def inbox(self) -> set[str]:
         return {row[0] for row in self._read("SELECT DISTINCT workflow_id FROM signals WHERE consumed = 0")}

@@ -13,9 +13,11 @@ import sqlite_utils
 
 from .. import payloads
 from ..errors import NotAStoreError, StoreNotFoundError, StoreTooNewError
-from ..history import Event
+from ..history import Event, Status
 from . import chain
+from .chain import Chain
 from .sqlite_errors import translated
+from .sqlite_history import SIGNAL_SEED, signal_fields
 
 SCHEMA_VERSION = 3
 APPLICATION_ID = 0x524B4954  # "RKIT" in the SQLite header: marks a replaykit store
@@ -38,22 +40,31 @@ CREATE TABLE events (
 """
 
 
-def _chain_existing(conn: sqlite3.Connection) -> None:
-    """Version 3: every event carries its run's hash chain (store/chain.py); chain the rows already
-    there, run by run, as they stand."""
+def _chain_existing(conn: sqlite3.Connection, chain_of_keys: Callable[[], Chain]) -> None:
+    """Version 3: every event carries its run's hash chain (store/chain.py), a run that ended keeps
+    its last event's checksum, a signal its own; checksum the rows already there, as they stand."""
     conn.execute("ALTER TABLE events ADD COLUMN digest BLOB")
-    runs = [row[0] for row in conn.execute("SELECT DISTINCT run FROM events").fetchall()]
-    for run in runs:
-        prev = chain.seed(run)
+    conn.execute("ALTER TABLE runs ADD COLUMN head BLOB")
+    conn.execute("ALTER TABLE signals ADD COLUMN digest BLOB")
+    for run, workflow_id, generation in conn.execute("SELECT id, workflow_id, generation FROM runs").fetchall():
+        prev = chain.seed(workflow_id, generation)
         rows = conn.execute("SELECT seq, step, kind, name, at, outcome, encoding, payload FROM events "
                             "WHERE run = ? ORDER BY seq", (run,)).fetchall()
         for row in rows:
-            prev = chain.link(prev, Event._make(row))
+            prev = chain_of_keys().link(prev, Event._make(row))
             conn.execute("UPDATE events SET digest = ? WHERE run = ? AND seq = ?", (prev, run, row[0]))
+    ended = ", ".join(f"'{status.value}'" for status in Status if status.is_terminal)
+    conn.execute(f"UPDATE runs SET head = (SELECT digest FROM events WHERE run = runs.id ORDER BY seq DESC LIMIT 1) "
+                 f"WHERE status IN ({ended})")
+    signals = conn.execute("SELECT id, workflow_id, name, encoding, payload, sent_at FROM signals").fetchall()
+    for signal_id, workflow_id, name, encoding, payload, at in signals:
+        conn.execute("UPDATE signals SET digest = ? WHERE id = ?",
+                     (chain_of_keys().link(SIGNAL_SEED, signal_fields(workflow_id, name, encoding, payload, at)),
+                      signal_id))
 
 
 # Version n's statements take a store at version n - 1 to version n (version 1 is created whole).
-_MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
+_MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection, Callable[[], Chain]], None]]] = {
     # The work queue (store/work.py): a row per queued run, the queues' limits, the worker registry.
     2: [
         """CREATE TABLE work (
@@ -81,9 +92,10 @@ _MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
 }
 
 
-def ensure_schema(conn: sqlite3.Connection, path: str, create: bool) -> None:
+def ensure_schema(conn: sqlite3.Connection, path: str, create: bool, chain_of_keys: Callable[[], Chain]) -> None:
     """Check the file is a replaykit store this version reads; create the schema in an empty one
-    (only if ``create``), migrate an older one. Refuses foreign and newer files before anything is written."""
+    (only if ``create``), migrate an older one (``chain_of_keys``: the store's chain, for checksums).
+    Refuses foreign and newer files before anything is written."""
     if _version(conn, path) == SCHEMA_VERSION:  # a plain read: opening a store takes no write lock
         return
     if _version(conn, path) is None and not create:
@@ -100,7 +112,7 @@ def ensure_schema(conn: sqlite3.Connection, path: str, create: bool) -> None:
             version = 1
         for target in range(version + 1, SCHEMA_VERSION + 1):
             for statement in _MIGRATIONS[target]:
-                conn.execute(statement) if isinstance(statement, str) else statement(conn)
+                conn.execute(statement) if isinstance(statement, str) else statement(conn, chain_of_keys)
             conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(target),))
             conn.execute(f"PRAGMA user_version = {target}")
         conn.execute("COMMIT")

@@ -1,0 +1,152 @@
+"""An SQLite store's histories as a hash chain (store/chain.py): how events are written with their
+checksums, read back verified, and sealed when a run ends; and how a signal row is sealed.
+
+``SqliteStore`` mixes this in; it supplies ``codec``, ``path``, ``_read`` and ``_run``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import struct
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from ..errors import CorruptStoreError, PayloadAuthenticationError, WorkflowLockedError
+from ..history import Event, Status
+from . import chain
+from .base import Signal
+
+if TYPE_CHECKING:
+    from ..payloads import Codec
+
+PAGE = 256  # history rows per query: memory stays bounded, and no statement stays open between pages
+EVENT_COLUMNS = "seq, step, kind, name, at, outcome, encoding, payload"
+_INSERT_EVENT = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_PREV_DIGEST = "SELECT digest FROM events WHERE run = ? AND seq = ?"
+_SELECT_PAGE = f"SELECT {EVENT_COLUMNS}, digest FROM events WHERE run = ? AND seq > ? ORDER BY seq LIMIT ?"
+_SEAL = "SELECT status, head, workflow_id, generation FROM runs WHERE id = ?"
+_SEED = "SELECT workflow_id, generation FROM runs WHERE id = ?"
+_CHAIN_KEY = b"history chain"
+SIGNAL_SEED = b"replaykit signal 1\x00"
+
+
+class ChainedHistory:
+    """Writes and reads a store's events through its hash chain."""
+
+    codec: Codec
+    path: str
+    _chain_of_keys: chain.Chain | None = None
+
+    if TYPE_CHECKING:
+        def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]: ...
+        def _run(self, workflow_id: str) -> int: ...
+
+    def chain(self, *, make: bool = False) -> chain.Chain:
+        """The chain of this store's keys; a store's key file is made only if ``make`` (a write)."""
+        if self._chain_of_keys is None:
+            keys = self.codec.keys.derived(_CHAIN_KEY, make=make)
+            if not keys:
+                raise PayloadAuthenticationError(
+                    f"{self.path}: its histories are chained with the store's key, and {self.codec.keys.missing()}. "
+                    "Nothing was read.")
+            self._chain_of_keys = chain.Chain(keys)
+        return self._chain_of_keys
+
+    def _insert(self, conn: sqlite3.Connection, run: int, e: Event) -> bytes:
+        """Record event ``e`` of run ``run`` with its checksum; returns the checksum."""
+        if e.seq == 0:
+            prev = chain.seed(*conn.execute(_SEED, (run,)).fetchall()[0])
+        else:
+            found = conn.execute(_PREV_DIGEST, (run, e.seq - 1)).fetchall()
+            if not found or found[0][0] is None:
+                raise CorruptStoreError(
+                    f"{self.path}: event {e.seq} of run #{run} cannot be recorded: event {e.seq - 1} before it "
+                    "is missing or has no checksum. Nothing was recorded; restore the store from a backup.")
+            prev = found[0][0]
+        digest = self.chain(make=True).link(prev, e)
+        try:
+            conn.execute(_INSERT_EVENT, (run, *e, digest))
+        except sqlite3.IntegrityError as exc:
+            raise WorkflowLockedError(
+                f"event {e.seq} of this workflow was already recorded by another driver; "
+                "two processes are driving the same workflow. Nothing was overwritten."
+            ) from exc
+        return digest
+
+    @staticmethod
+    def _seal(conn: sqlite3.Connection, run: int) -> None:
+        """The run ended: its row keeps its last event's checksum (see :func:`chain.check_head`)."""
+        conn.execute("UPDATE runs SET head = (SELECT digest FROM events WHERE run = ?1 ORDER BY seq DESC LIMIT 1) "
+                     "WHERE id = ?1", (run,))
+
+    def _pages(self, run: int, workflow_id: str) -> Iterator[Event]:
+        """The run's events, read a page at a time by ``seq`` and checked against the run's hash
+        chain as they come (and, once all are read, against the seal of a run that ended): each page
+        is fetched whole, so an abandoned iterator holds no statement open, and a long history is
+        never in memory at once."""
+        where = f"{workflow_id!r} in {self.path}"
+        status, head, seed = self._run_seal(run, where)  # read first: a run that has ended gets no more events
+        after, prev = -1, seed
+        while True:
+            rows = self._read(_SELECT_PAGE, (run, after, PAGE))
+            if rows:
+                for event, digest in self.chain().verified(rows, prev, after, where):
+                    yield event
+                    prev = digest  # where the next page chains from
+            if len(rows) < PAGE:  # the end: checked before a reader that read it all goes on live
+                last = rows[-1][0] if rows else after
+                chain.check_head(head, status.is_terminal, (last, prev) if last >= 0 else None, where)
+                return
+            after = rows[-1][0]
+
+    def _run_seal(self, run: int, where: str) -> tuple[Status, Any, bytes]:
+        """The run's status, its seal (``head``) and the seed its chain starts from."""
+        row = self._read(_SEAL, (run,))
+        try:
+            return Status(row[0][0]), row[0][1], chain.seed(row[0][2], row[0][3])
+        except (IndexError, ValueError, TypeError, AttributeError, struct.error) as exc:
+            raise CorruptStoreError(f"the run row of {where} is damaged ({row[0][:1] if row else 'gone'}): "
+                                    "restore the store from a backup") from exc
+
+    def last_event(self, workflow_id: str) -> Event | None:
+        run = self._run(workflow_id)
+        where = f"{workflow_id!r} in {self.path}"
+        status, head, seed = self._run_seal(run, where)
+        rows = self._read(f"SELECT {EVENT_COLUMNS}, digest FROM events WHERE run = ? ORDER BY seq DESC LIMIT 2",
+                          (run,))
+        if not rows:
+            chain.check_head(head, status.is_terminal, None, where)
+            return None
+        if len(rows) == 1:  # the start alone: it chains from the seed
+            prev, prev_seq = seed, -1
+        else:
+            prev, prev_seq = rows[1][8], rows[1][0]
+        event, digest = next(self.chain().verified(rows[:1], prev, prev_seq, where))
+        chain.check_head(head, status.is_terminal, (event.seq, digest), where)
+        return event
+
+    # -- signals ------------------------------------------------------------------------
+
+    def signal_digest(self, workflow_id: str, name: str, encoding: str, payload: str | bytes, at: float,
+                      *, make: bool = False) -> bytes:
+        """The checksum of a signal's row: its workflow, name, value and time."""
+        return self.chain(make=make).link(SIGNAL_SEED, signal_fields(workflow_id, name, encoding, payload, at))
+
+    def checked_signal(self, workflow_id: str, row: tuple[Any, ...]) -> Signal:
+        """A signal row ``(id, name, encoding, payload, sent_at, digest)`` once its checksum matches."""
+        signal_id, name, encoding, payload, at, digest = row
+        try:
+            fields = signal_fields(workflow_id, name, encoding, payload, at)
+            ok = self.chain().matches(SIGNAL_SEED, fields, digest) is not None
+        except (TypeError, AttributeError, UnicodeError, struct.error):
+            ok = False
+        if not ok:
+            raise CorruptStoreError(
+                f"signal #{signal_id} to {workflow_id!r} in {self.path} is damaged (its checksum does not match "
+                "its contents): it was not delivered. Restore the store from a backup.")
+        return Signal(signal_id, name, encoding, payload, at)
+
+
+def signal_fields(workflow_id: str, name: str, encoding: str, payload: str | bytes, at: float) -> Event:
+    """A signal's row in the shape the chain hashes (every text's length is in the hash)."""
+    return Event(0, 0, "signal", workflow_id, at, name, encoding, payload)
