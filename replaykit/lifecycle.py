@@ -24,6 +24,7 @@ from .errors import (
     Cancelled,
     NonDeterminismError,
     ReplayKitError,
+    StoreError,
     TimedOut,
     WorkflowLockedError,
     WorkflowPausedError,
@@ -79,7 +80,12 @@ class Lifecycle(EngineState):
         """Lock a run that exists in the store, and replay it (``call``: the arguments a rerun passed;
         ``None`` for a run that is followed wherever it goes: a resume, a wake-up, a recovery, or a
         run this engine's ``start`` just created)."""
-        if workflow_id in self._runs or not self._lock(workflow_id):
+        try:
+            locked = workflow_id not in self._runs and self._lock(workflow_id)
+        except StoreError as exc:  # a store that cannot lock at all (a read-only one): said to the caller
+            handle._fail(exc)
+            return
+        if not locked:
             if monotonic() < lock_deadline:
                 retry = lambda: self._open(wf, workflow_id, call, handle, lock_deadline)  # noqa: E731
                 threading.Timer(self._poll, self._post, (retry,)).start()

@@ -30,6 +30,7 @@ from ..keys import Keyring
 from ..payloads import Codec
 from .base import RESTARTABLE, UNSET, Secrets, Signal, Store, info_from_row
 from .locks import FileLocks, stores_open
+from .sqlite_access import read_only_error, read_only_query
 from .sqlite_errors import cannot_open, refused, translated
 from .sqlite_history import ChainedHistory
 from .sqlite_schema import ensure_schema
@@ -58,10 +59,14 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
     refused if foreign. Only SQLite reads the file: a plain ``open()`` and ``close()`` of a database
     this process has open would drop SQLite's POSIX locks on it, and let another process delete the
     WAL under us.
+
+    A store this process may not write (the file, or the directory its WAL needs), or one opened
+    with ``read_only=True``, is read as it stands: its runs, lists, queries and the results of runs
+    that ended work; anything that must record raises :class:`StoreReadOnlyError` naming the path.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, durability: Durability | str = Durability.CRASH,
-                 create: bool = True, secret: Secrets = None, pickle: str = "signed") -> None:
+                 create: bool = True, secret: Secrets = None, pickle: str = "signed", read_only: bool = False) -> None:
         self.path = os.fspath(path)
         self.codec = Codec(Keyring.configured(secret, key_file=Path(self.path + ".key")), pickle)
         self.durability = Durability(durability)
@@ -73,15 +78,19 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         self._locks = FileLocks(self.path)  # counts this store as a user of the file; no descriptor yet
         self._opened = False  # until then, SQLite's errors are judged by refused()
         try:
+            # how SQLite reads a store this process may not write (None: it may)
+            self._read_only_query = read_only_query(self.path, wanted=read_only)
+            self.read_only = self._read_only_query is not None
             try:
                 conn = self._conn("rwc" if create else "rw")
                 # refuses foreign files before anything is written
-                ensure_schema(conn, self.path, create, lambda: self.chain(make=True))
+                ensure_schema(conn, self.path, create, lambda: self.chain(make=True), writable=not self.read_only)
             except sqlite3.DatabaseError as exc:
                 self.close()
                 raise refused(self.path, exc, in_use=stores_open(self.path) > 0) from exc
-            with translated(self.path):
-                conn.execute("PRAGMA journal_mode = WAL")  # persistent, stored in the file
+            if not self.read_only:
+                with translated(self.path):
+                    conn.execute("PRAGMA journal_mode = WAL")  # persistent, stored in the file
             self._opened = True
         except BaseException:
             self.close()
@@ -94,10 +103,11 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             try:
-                conn = sqlite3.connect(f"{self._uri}?mode={mode}", uri=True, isolation_level=None,
+                query = self._read_only_query or f"mode={mode}"
+                conn = sqlite3.connect(f"{self._uri}?{query}", uri=True, isolation_level=None,
                                        check_same_thread=False, cached_statements=64)
             except sqlite3.Error as exc:
-                raise cannot_open(self.path, exc, create=mode == "rwc") from exc
+                raise cannot_open(self.path, exc, create=query == "mode=rwc") from exc
             with self._mutex:
                 self._all_conns.append(conn)
             self._local.conn = conn
@@ -189,6 +199,10 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
 
     def create(self, workflow_id: str, name: str, start: Event, status: Status = Status.RUNNING,
                history: Sequence[Event] = (), placement: Placement | None = None) -> bool:
+        if self.read_only:  # a rerun of a run that exists is fine: nothing to record
+            if self._read_one(_NEWEST_RUN.format("id"), (workflow_id,)) is not None:
+                return False
+            raise read_only_error(self.path, f"starting workflow {workflow_id!r} needs to record it")
         with self._transaction() as conn:
             cur = conn.execute(
                 "INSERT OR IGNORE INTO runs (workflow_id, generation, name, status, created_at, updated_at) "
@@ -331,13 +345,21 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
 
     def try_lock(self, workflow_id: str) -> bool:
         self._runs.pop(workflow_id, None)
+        if self.read_only:  # no lock can be taken (it is a write); a run that ended needs none to be read
+            info = self.info(workflow_id)
+            if info is not None and info.status.is_terminal:
+                return True
+            raise read_only_error(self.path, f"driving workflow {workflow_id!r} needs to record its steps")
         return self._locks.try_acquire(workflow_id)
 
     def unlock(self, workflow_id: str) -> None:
         self._runs.pop(workflow_id, None)
-        self._locks.release(workflow_id)
+        if not self.read_only:
+            self._locks.release(workflow_id)
 
     def lock_owner(self, workflow_id: str) -> str | None:
+        if self.read_only:
+            return None
         pid = self._locks.holder(workflow_id)
         return None if pid is None else f"pid {pid} on {socket.gethostname()}"
 

@@ -53,7 +53,9 @@ def translate(path: str, exc: sqlite3.Error) -> Exception:
         )
     if primary == READONLY:
         return StoreReadOnlyError(
-            f"{path}: the store cannot be written (SQLite: {exc}). The user running replaykit must be able to "
+            f"{path}: the store cannot be written: it is read-only for this process (SQLite: {exc}). Reading "
+            "runs, listing, queries and results of finished runs work; to record, the user running replaykit "
+            "must be able to "
             "write the file, its -wal and -shm files and its directory; fix the permissions, or work on a "
             "writable copy. Nothing was changed."
         )

@@ -16,6 +16,7 @@ from ..errors import NotAStoreError, StoreNotFoundError, StoreTooNewError
 from ..history import Event, Status
 from . import chain
 from .chain import Chain
+from .sqlite_access import read_only_error
 from .sqlite_errors import translated
 from .sqlite_history import SIGNAL_SEED, signal_fields
 
@@ -92,17 +93,24 @@ _MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection, Callable[[], Cha
 }
 
 
-def ensure_schema(conn: sqlite3.Connection, path: str, create: bool, chain_of_keys: Callable[[], Chain]) -> None:
+def ensure_schema(conn: sqlite3.Connection, path: str, create: bool, chain_of_keys: Callable[[], Chain],
+                  writable: bool = True) -> None:
     """Check the file is a replaykit store this version reads; create the schema in an empty one
     (only if ``create``), migrate an older one (``chain_of_keys``: the store's chain, for checksums).
-    Refuses foreign and newer files before anything is written."""
-    if _version(conn, path) == SCHEMA_VERSION:  # a plain read: opening a store takes no write lock
+    Refuses foreign and newer files before anything is written, and a read-only (not ``writable``)
+    store that would need a change."""
+    version = _version(conn, path)
+    if version == SCHEMA_VERSION:  # a plain read: opening a store takes no write lock
         return
-    if _version(conn, path) is None and not create:
+    if version is None and not create:
         raise StoreNotFoundError(
             f"no replaykit store at {path}: the file is empty, so it holds no replaykit store yet. "
             "Check the path; reading a store never creates one, and nothing was changed."
         )
+    if not writable:
+        raise read_only_error(path, "it is empty, and creating a store in it needs to write" if version is None else
+                              f"it has store schema {version}, and bringing it to schema {SCHEMA_VERSION} "
+                              "(a migration, done once when it is first opened by this version) needs to write")
     with translated(path):
         conn.execute("BEGIN IMMEDIATE")
     try:
