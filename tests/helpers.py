@@ -33,33 +33,29 @@ def read_journal(path: str) -> list[str]:
 
 
 def rechain(db: str | os.PathLike[str]) -> None:
-    """Recompute every event's checksum in an SQLite store (and the seal of every run that ended) with
+    """Recompute every checksum of a store (each event's, each ended run's seal, each signal's) with
     the store's key: what a forger who holds the chain's key could do after changing a row, so that
-    the test sees what stands behind the chain (the signatures of pickled values). Signals too."""
+    the test sees what stands behind the chain (the signatures of pickled values)."""
+    target = os.fspath(db)
+    if target.startswith("postgresql://"):
+        import psycopg
+
+        from replaykit.store import postgres_schema
+        from replaykit.store.postgres import PostgresStore
+
+        with PostgresStore(target) as store, psycopg.connect(target, autocommit=True) as conn:
+            postgres_schema.checksum_all(conn, store.chain)
+        return
     import sqlite3
 
-    from replaykit.history import Event
-    from replaykit.store import chain
-    from replaykit.store.sqlite_history import SIGNAL_SEED, signal_fields
+    from replaykit.store import sqlite_schema
 
-    store = rk.SqliteStore(db)
-    links = store.chain(make=True)
-    store.close()
-    conn = sqlite3.connect(db)
+    with rk.SqliteStore(target) as store:
+        links = store.chain(make=True)
+    conn = sqlite3.connect(target)
     try:
         with conn:
-            for run, workflow_id, generation in conn.execute(
-                    "SELECT id, workflow_id, generation FROM runs").fetchall():
-                prev = chain.seed(workflow_id, generation)
-                for row in conn.execute("SELECT seq, step, kind, name, at, outcome, encoding, payload FROM events "
-                                        "WHERE run = ? ORDER BY seq", (run,)).fetchall():
-                    prev = links.link(prev, Event._make(row))
-                    conn.execute("UPDATE events SET digest = ? WHERE run = ? AND seq = ?", (prev, run, row[0]))
-                conn.execute("UPDATE runs SET head = ? WHERE id = ? AND head IS NOT NULL", (prev, run))
-            for signal_id, *fields in conn.execute(
-                    "SELECT id, workflow_id, name, encoding, payload, sent_at FROM signals").fetchall():
-                conn.execute("UPDATE signals SET digest = ? WHERE id = ?",
-                             (links.link(SIGNAL_SEED, signal_fields(*fields)), signal_id))
+            sqlite_schema.checksum_all(conn, lambda: links)
     finally:
         conn.close()
 

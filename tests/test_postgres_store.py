@@ -378,7 +378,9 @@ def test_a_sent_step_is_handed_whole_to_the_socket(pg_url: str) -> None:
         conn = store._pool.take()  # type: ignore[attr-defined]
         try:
             big = Event(1, 1, "activity", "act", 2.0, OK, "json", '"' + "x" * 5_000_000 + '"')
-            send_event(conn, store._run("a"), big, store._tokens["a"])  # type: ignore[attr-defined]
+            run = store._run("a")  # type: ignore[attr-defined]
+            digest = store.digest_of(conn, "a", run, big, keep=False)  # type: ignore[attr-defined]
+            send_event(conn, run, big, store._tokens["a"], digest)  # type: ignore[attr-defined]
             assert conn.pgconn.flush() == 0  # nothing of it left to send
             assert event_sent(conn) == 1
         finally:
@@ -497,7 +499,8 @@ def test_a_version_1_store_is_migrated_and_its_runs_kept(pg_url: str) -> None:
     with open_store(pg_url) as store:
         store.create("a", "w", start())
     _sql(pg_url, "DROP TABLE replaykit_work, replaykit_queues, replaykit_workers; "
-                 "ALTER TABLE replaykit_runs DROP COLUMN owner; "
+                 "ALTER TABLE replaykit_runs DROP COLUMN owner, DROP COLUMN head; "
+                 "ALTER TABLE replaykit_events DROP COLUMN digest; ALTER TABLE replaykit_signals DROP COLUMN digest; "
                  "UPDATE replaykit_meta SET value = '1' WHERE key = 'schema_version'")
     with open_store(pg_url) as store:
         assert store.try_lock("a")

@@ -60,6 +60,7 @@ def _write(db: str, sqlite_sql: str, pg_sql: str, params: tuple[Any, ...]) -> No
 
         with psycopg.connect(db, autocommit=True) as conn:
             assert conn.execute(pg_sql, params).rowcount == 1
+        rechain(db)  # the forger fixes the checksums too: only the signatures are left to stop him
     else:
         conn = sqlite3.connect(db)
         try:

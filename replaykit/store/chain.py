@@ -18,9 +18,11 @@ from typing import Any
 
 from ..errors import CorruptStoreError, PayloadAuthenticationError
 from ..history import Event
+from .base import Signal
 
 DIGEST_SIZE = 16
 _SEED = b"replaykit chain 1\x00"
+SIGNAL_SEED = b"replaykit signal 1\x00"  # what a signal row's checksum starts from
 _HEAD = struct.Struct("<qqdIIII").pack  # seq, step, at, and the lengths of the four texts after them
 
 
@@ -92,6 +94,26 @@ class Chain:
                 raise broken(where, event.seq, why)
             prev, prev_seq = digest, event.seq
             yield event, digest
+
+
+def signal_fields(workflow_id: str, name: str, encoding: str, payload: str | bytes, at: float) -> Event:
+    """A signal's row in the shape the chain hashes (every text's length is in the hash)."""
+    return Event(0, 0, "signal", workflow_id, at, name, encoding, payload)
+
+
+def checked_signal(links: Chain, workflow_id: str, row: tuple[Any, ...], where: str) -> Signal:
+    """A signal row ``(id, name, encoding, payload, sent_at, digest)`` of the store ``where``,
+    once its checksum matches; else :class:`CorruptStoreError` (the signal is not delivered)."""
+    signal_id, name, encoding, payload, at, digest = row
+    try:
+        ok = links.matches(SIGNAL_SEED, signal_fields(workflow_id, name, encoding, payload, at), digest) is not None
+    except (TypeError, AttributeError, UnicodeError, struct.error):
+        ok = False
+    if not ok:
+        raise CorruptStoreError(
+            f"signal #{signal_id} to {workflow_id!r} in {where} is damaged (its checksum does not match its "
+            "contents): it was not delivered. Restore the store from a backup.")
+    return Signal(signal_id, name, encoding, payload, at)
 
 
 def check_head(head: Any, sealed: bool, last: tuple[int, bytes] | None, where: str) -> None:

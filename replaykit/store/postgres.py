@@ -37,6 +37,7 @@ from ..errors import IllegalTransitionError, WorkflowLockedError, WorkflowNotFou
 from ..history import Event, Status, WorkflowInfo
 from ..keys import SECRET_ENV, Keyring
 from ..payloads import Codec
+from . import chain
 from .base import RESTARTABLE, UNSET, Opening, Secrets, Signal, Store, info_from_row
 from .postgres_conn import (
     OWNER_SQL,
@@ -50,7 +51,8 @@ from .postgres_conn import (
     owner_params,
 )
 from .postgres_errors import redact, translated
-from .postgres_libpq import Ahead, event_sent, insert_event, send_event
+from .postgres_history import PAGE, SEAL_LAST, SELECT_PAGE, PostgresHistory, seal_from
+from .postgres_libpq import event_sent, insert_event, send_event
 from .postgres_runs import create_run, end_run
 from .postgres_schema import ensure_schema
 from .postgres_work import PostgresWork, ended, restarted, wake
@@ -58,36 +60,32 @@ from .postgres_writes import Writes
 from .sqlite import Durability
 from .work import Placement
 
-_PAGE = 256  # history rows per query, as SqliteStore reads them
 _SYNCHRONOUS_COMMIT = {Durability.CRASH: "off", Durability.POWER: "on"}
 
 _NO_SECRET = (f"A PostgreSQL store's clients and workers share one: pass secret= to rk.Engine, rk.Client or "
               f"rk.Worker, or set {SECRET_ENV} in every process (docs/security.md); or record only JSON data.")
-_EVENT_COLUMNS = "seq, step, kind, name, at, outcome, encoding, payload, payload_bytes"
-_INSERT_EVENTS = "INSERT INTO replaykit_events VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+_INSERT_EVENTS = "INSERT INTO replaykit_events VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 _INSERT_UNFENCED = _INSERT_EVENTS + " ON CONFLICT DO NOTHING"
-_SELECT_PAGE = (f"SELECT {_EVENT_COLUMNS} FROM replaykit_events WHERE run = %s AND seq > %s "
-                "ORDER BY seq LIMIT %s")
-_SELECT_PAGE_AFTER = _SELECT_PAGE.replace("%s", "$1", 1).replace("%s", "$2", 1).replace("%s", "$3", 1).encode()
-_NEXT_SIGNAL = ("SELECT id, name, encoding, payload, payload_bytes, sent_at FROM replaykit_signals "
+_NEXT_SIGNAL = ("SELECT id, name, encoding, payload, payload_bytes, sent_at, digest FROM replaykit_signals "
                 "WHERE workflow_id = %s AND name = %s AND NOT consumed ORDER BY id LIMIT 1")
 _RUN_COLUMNS = ("workflow_id, name, status, created_at, updated_at, custom_status, "
                 "(SELECT queue FROM replaykit_work w WHERE w.workflow_id = r.workflow_id), "
                 "(SELECT 'code version ' || problem_version || ': ' || problem FROM replaykit_work w "
                 "WHERE w.workflow_id = r.workflow_id)")
 _NEWEST_RUN = "SELECT {} FROM replaykit_runs r WHERE workflow_id = %s ORDER BY generation DESC LIMIT 1"
-_SELECT_NEWEST_PAGE = _SELECT_PAGE.replace("run = %s", f"run = ({_NEWEST_RUN.format('id')})")
+_SELECT_NEWEST_PAGE = SELECT_PAGE.replace("run = %s", f"run = ({_NEWEST_RUN.format('id')})")
 _NEWEST = "generation = (SELECT max(generation) FROM replaykit_runs n WHERE n.workflow_id = r.workflow_id)"
 _NEW_GENERATION = (
     "INSERT INTO replaykit_runs (workflow_id, generation, name, status, created_at, updated_at, custom_status, owner) "
-    "SELECT workflow_id, generation + 1, name, %s, %s, %s, {} FROM replaykit_runs WHERE id = %s RETURNING id"
+    "SELECT workflow_id, generation + 1, name, %s, %s, %s, {} FROM replaykit_runs WHERE id = %s "
+    "RETURNING id, workflow_id, generation"
 )
 # A write made without the run's lock takes the run from a stale owner (FOR UPDATE: see postgres_conn._STAMP).
 _REVOKE = ("UPDATE replaykit_runs SET owner = NULL WHERE id = "
            "(SELECT id FROM replaykit_runs WHERE id = %s AND owner IS NOT NULL FOR UPDATE)")
 
 
-class PostgresStore(PostgresWork, Store):
+class PostgresStore(PostgresHistory, PostgresWork, Store):
     """A replaykit store in a PostgreSQL database: its tables are created if absent (with
     ``create=False`` they must exist), and a database holding other tables is refused.
     Thread-safe: each call borrows a pooled connection; a thread that batches keeps one."""
@@ -107,12 +105,13 @@ class PostgresStore(PostgresWork, Store):
         self._writes = Writes(self._pool, self.url, self.durability)
         self._runs: dict[str, int] = {}
         self._tokens: dict[str, int] = {}  # workflow id -> fencing token, from try_lock to unlock
+        self._heads: dict[str, tuple[int, int, bytes]] = {}  # see PostgresHistory
         self._local = threading.local()  # per thread: what changed() saw last
         self._page_reader: ThreadPoolExecutor | None = None
         self._reader_lock = threading.Lock()
         try:
             with self._pool.lent() as conn, translated(self.url):
-                ensure_schema(conn, self.url, create)  # refuses foreign databases before anything is written
+                ensure_schema(conn, self.url, create, self.chain)  # refuses foreign databases before any write
         except BaseException:
             self.close()
             raise
@@ -153,8 +152,9 @@ class PostgresStore(PostgresWork, Store):
     def create(self, workflow_id: str, name: str, start: Event, status: Status = Status.RUNNING,
                history: Sequence[Event] = (), placement: Placement | None = None) -> bool:
         with self._writes.write(notify=False, single=True) as conn:  # the statement notifies
-            return create_run(conn, workflow_id, name, status, (start, *history), self._tokens.get(workflow_id),
-                              placement)
+            events = (start, *history)
+            return create_run(conn, workflow_id, name, status, events, self.chained(events, chain.seed(workflow_id, 1)),
+                              self._tokens.get(workflow_id), placement)
 
     def restart(self, workflow_id: str, start: Event, history: Sequence[Event] = ()) -> None:
         with self._writes.write(serialize=workflow_id) as conn:  # the status check and the new generation
@@ -164,7 +164,8 @@ class PostgresStore(PostgresWork, Store):
                     f"workflow {workflow_id!r} is {status.value}; only a failed, cancelled or timed-out run "
                     "can be restarted")
             new = conn.execute(_NEW_GENERATION.format("NULL, NULL"), (Status.RUNNING.value, start.at, start.at, run))
-            self._insert_all(conn, new.fetchall()[0][0], (start, *history))
+            new_run, _, generation = new.fetchall()[0]
+            self._insert_all(conn, new_run, (start, *history), chain.seed(workflow_id, generation))
             restarted(conn, workflow_id, start.at)
 
     def info(self, workflow_id: str) -> WorkflowInfo | None:
@@ -172,7 +173,7 @@ class PostgresStore(PostgresWork, Store):
         return None if row is None else info_from_row(row, self.url)
 
     def events(self, workflow_id: str) -> Iterator[Event]:
-        return self._pages(self._run(workflow_id))
+        return self.pages(self._run(workflow_id))
 
     def opening(self, workflow_id: str, signal: str | None = None) -> Opening:
         """The three reads in one round trip (a pipeline); the history's later pages as :meth:`events`."""
@@ -181,9 +182,10 @@ class PostgresStore(PostgresWork, Store):
         run = self._runs.get(workflow_id)
         with self._writes.conn() as conn, translated(self.url):
             with conn.pipeline():
-                row = conn.execute(_NEWEST_RUN.format("id, " + _RUN_COLUMNS), (workflow_id,))
-                page = (conn.execute(_SELECT_PAGE, (run, -1, _PAGE)) if run is not None
-                        else conn.execute(_SELECT_NEWEST_PAGE, (workflow_id, -1, _PAGE)))
+                row = conn.execute(_NEWEST_RUN.format("id, status, head, workflow_id, generation, " + _RUN_COLUMNS),
+                                   (workflow_id,))
+                page = (conn.execute(SELECT_PAGE, (run, -1, PAGE)) if run is not None
+                        else conn.execute(_SELECT_NEWEST_PAGE, (workflow_id, -1, PAGE)))
                 waiting = None if signal is None else conn.execute(_NEXT_SIGNAL, (workflow_id, signal))
             rows, first = row.fetchall(), page.fetchall()
             waits = waiting is not None and bool(waiting.fetchall())
@@ -191,22 +193,8 @@ class PostgresStore(PostgresWork, Store):
             return Opening(None, iter(()), False)
         if run is None and self._locks.holds(workflow_id):
             self._runs[workflow_id] = rows[0][0]
-        return Opening(info_from_row(rows[0][1:], self.url), self._pages(rows[0][0], first), waits)
-
-    def _pages(self, run: int, first: builtins.list[Any] | None = None) -> Iterator[Event]:
-        """The run's events a page at a time by ``seq`` (from ``first``, the first page, if read
-        already), each page fetched whole: a long history is never in memory at once. The next
-        page is asked for before the current one is handed out, so it travels while that one
-        replays (see ``postgres_libpq.Ahead``: nothing stays open on the server, and no connection
-        is held by an iterator abandoned half-way)."""
-        rows = self._read(_SELECT_PAGE, (run, -1, _PAGE)) if first is None else first
-        while len(rows) == _PAGE:
-            ahead = Ahead(self._pool, self._reader(), _SELECT_PAGE_AFTER,
-                          [b"%d" % run, b"%d" % rows[-1][0], b"%d" % _PAGE])
-            yield from map(_event, rows)
-            with translated(self.url):
-                rows = ahead.rows()
-        yield from map(_event, rows)
+        seal = seal_from([rows[0][1:5]], f"{workflow_id!r} in {self.url}")
+        return Opening(info_from_row(rows[0][5:], self.url), self.pages(rows[0][0], first, seal), waits)
 
     def _reader(self) -> ThreadPoolExecutor:
         """The thread that reads pages ahead (started on first use)."""
@@ -216,22 +204,26 @@ class PostgresStore(PostgresWork, Store):
             return self._page_reader
 
     def last_event(self, workflow_id: str) -> Event | None:
-        row = self._read_one(f"SELECT {_EVENT_COLUMNS} FROM replaykit_events WHERE run = %s "
-                             "ORDER BY seq DESC LIMIT 1", (self._run(workflow_id),))
-        return None if row is None else _event(row)
+        return self.last(self._run(workflow_id))
 
-    def _insert(self, conn: Connection, workflow_id: str, run: int, e: Event) -> None:
-        """Append one event: fenced by this store's token if it holds the run (else see :meth:`_unowned`).
-        A duplicate ``seq`` is refused by the primary key without an error on the server, which would
-        abort the whole transaction (a group-commit batch with it)."""
+    def _insert(self, conn: Connection, workflow_id: str, run: int, e: Event, seed: bytes | None = None) -> bytes:
+        """Append one event with its checksum (returned): fenced by this store's token if it holds the
+        run (else see :meth:`_unowned`). A duplicate ``seq`` is refused by the primary key without an
+        error on the server, which would abort the whole transaction (a group-commit batch with it)."""
         token = self._tokens.get(workflow_id)
-        if token is not None:
-            self._inserted(conn, workflow_id, run, e, token, insert_event(conn, run, e, token))
-            return
-        params = (run, e.seq, e.step, e.kind, e.name, e.at, e.outcome, e.encoding,
-                  *((e.payload, None) if type(e.payload) is str else (None, e.payload)))
-        if conn.execute(_INSERT_UNFENCED, params).rowcount != 1:
-            raise self._duplicate(e)
+        digest = self.digest_of(conn, workflow_id, run, e, keep=token is not None, seed=seed)
+        try:
+            if token is not None:
+                self._inserted(conn, workflow_id, run, e, token, insert_event(conn, run, e, token, digest))
+                return digest
+            params = (run, e.seq, e.step, e.kind, e.name, e.at, e.outcome, e.encoding,
+                      *((e.payload, None) if type(e.payload) is str else (None, e.payload)), digest)
+            if conn.execute(_INSERT_UNFENCED, params).rowcount != 1:
+                raise self._duplicate(e)
+        except BaseException:
+            self.forget_head(workflow_id)
+            raise
+        return digest
 
     def _duplicate(self, e: Event) -> WorkflowLockedError:
         return WorkflowLockedError(
@@ -274,12 +266,13 @@ class PostgresStore(PostgresWork, Store):
                 )
         conn.execute(_REVOKE, (run,))
 
-    def _insert_all(self, conn: Connection, run: int, events: Sequence[Event]) -> None:
+    def _insert_all(self, conn: Connection, run: int, events: Sequence[Event], seed: bytes) -> None:
+        """A new run's first ``events`` (from seq 0), chained from its ``seed``."""
         with conn.cursor() as cur:
             cur.executemany(_INSERT_EVENTS, [
                 (run, e.seq, e.step, e.kind, e.name, e.at, e.outcome, e.encoding,
-                 *((e.payload, None) if type(e.payload) is str else (None, e.payload)))
-                for e in events])
+                 *((e.payload, None) if type(e.payload) is str else (None, e.payload)), digest)
+                for e, digest in zip(events, self.chained(events, seed), strict=True)])
 
     def record(self, workflow_id: str, event: Event, *, status: Status | None = None,
                consume_signal: int | None = None, custom_status: Any = UNSET) -> None:
@@ -294,18 +287,20 @@ class PostgresStore(PostgresWork, Store):
             run = self._run(workflow_id)
             custom = None if custom_status is UNSET else (custom_status,)
             with self._writes.write(notify=False, single=True) as conn:  # the statement notifies
+                digest = self.digest_of(conn, workflow_id, run, event, keep=False)
                 self._inserted(conn, workflow_id, run, event, token,
-                               end_run(conn, workflow_id, run, event, token, status, custom))
+                               end_run(conn, workflow_id, run, event, digest, token, status, custom))
             return
         changes_run = status is not None or custom_status is not UNSET
         with self._writes.write(serialize=workflow_id if changes_run else None) as conn:
             run = self._run(workflow_id)
             if not owned:
                 self._unowned(conn, workflow_id, run)
-            self._insert(conn, workflow_id, run, event)
+            digest = self._insert(conn, workflow_id, run, event)
             if status is not None:
-                conn.execute("UPDATE replaykit_runs SET status = %s, updated_at = %s WHERE id = %s",
-                             (status.value, event.at, run))
+                conn.execute("UPDATE replaykit_runs SET status = %s, updated_at = %s, "
+                             "head = CASE WHEN %s THEN %s ELSE head END WHERE id = %s",
+                             (status.value, event.at, status.is_terminal, digest, run))
                 if status.is_terminal:
                     ended(conn, workflow_id, event.at)
             if consume_signal is not None:
@@ -323,8 +318,15 @@ class PostgresStore(PostgresWork, Store):
             return
         run = self._run(workflow_id)
         self._writes.send(
-            lambda conn: send_event(conn, run, event, token),
-            lambda conn: self._inserted(conn, workflow_id, run, event, token, event_sent(conn)))
+            lambda conn: send_event(conn, run, event, token, self.digest_of(conn, workflow_id, run, event, keep=True)),
+            lambda conn: self._sent(conn, workflow_id, run, event, token))
+
+    def _sent(self, conn: Connection, workflow_id: str, run: int, event: Event, token: int) -> None:
+        try:
+            self._inserted(conn, workflow_id, run, event, token, event_sent(conn))
+        except BaseException:
+            self.forget_head(workflow_id)
+            raise
 
     def confirm(self) -> None:
         self._writes.confirm()
@@ -334,12 +336,14 @@ class PostgresStore(PostgresWork, Store):
             run = self._run(workflow_id)
             if workflow_id not in self._tokens:
                 self._unowned(conn, workflow_id, run)
-            self._insert(conn, workflow_id, run, result)
-            conn.execute("UPDATE replaykit_runs SET status = %s, updated_at = %s WHERE id = %s",
-                         (Status.CONTINUED.value, result.at, run))
+            digest = self._insert(conn, workflow_id, run, result)
+            conn.execute("UPDATE replaykit_runs SET status = %s, updated_at = %s, head = %s WHERE id = %s",
+                         (Status.CONTINUED.value, result.at, digest, run))
             new = conn.execute(_NEW_GENERATION.format("custom_status, owner"),  # the same owner goes on
                                (Status.RUNNING.value, start.at, start.at, run))
-            self._insert(conn, workflow_id, new.fetchall()[0][0], start)
+            new_run, _, generation = new.fetchall()[0]
+            self._insert(conn, workflow_id, new_run, start, seed=chain.seed(workflow_id, generation))
+        self.forget_head(workflow_id)
         self._runs.pop(workflow_id, None)
 
     def set_custom_status(self, workflow_id: str, value: Any) -> None:
@@ -356,6 +360,7 @@ class PostgresStore(PostgresWork, Store):
             conn.execute("UPDATE replaykit_runs SET status = %s, updated_at = %s WHERE id = %s",
                          (status.value, at, run))
             if status.is_terminal:
+                conn.execute(SEAL_LAST, {"run": run})
                 ended(conn, workflow_id, at)
             elif old is Status.PAUSED:  # resumed: whoever is free drives it
                 wake(conn, workflow_id, at)
@@ -370,16 +375,15 @@ class PostgresStore(PostgresWork, Store):
                     f"workflow {workflow_id!r} is {status.value}; it can no longer take signals")
             text, data = (payload, None) if type(payload) is str else (None, payload)
             conn.execute(
-                "INSERT INTO replaykit_signals (workflow_id, name, encoding, payload, payload_bytes, sent_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s)", (workflow_id, name, encoding, text, data, at))
+                "INSERT INTO replaykit_signals (workflow_id, name, encoding, payload, payload_bytes, sent_at, digest) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (workflow_id, name, encoding, text, data, at,
+                 self.signal_digest(workflow_id, name, encoding, payload, at)))
             wake(conn, workflow_id, at)
 
     def next_signal(self, workflow_id: str, name: str) -> Signal | None:
         row = self._read_one(_NEXT_SIGNAL, (workflow_id, name))
-        if row is None:
-            return None
-        signal_id, name, encoding, text, data, sent_at = row
-        return Signal(signal_id, name, encoding, data if text is None else text, sent_at)
+        return None if row is None else self.checked_signal(workflow_id, row)
 
     def inbox(self) -> set[str]:
         return {row[0] for row in self._read("SELECT DISTINCT workflow_id FROM replaykit_signals WHERE NOT consumed")}
@@ -398,6 +402,7 @@ class PostgresStore(PostgresWork, Store):
         """Take the run's lock and stamp its row with a fresh fencing token (see ``_insert``)."""
         self._writes.confirm()
         self._runs.pop(workflow_id, None)
+        self.forget_head(workflow_id)  # whatever was written meanwhile: the history is read again first
         token = secrets.randbits(63)
         if not self._locks.try_acquire(workflow_id, token, self._runs):  # the stamp gives the run's row id
             return False
@@ -409,6 +414,7 @@ class PostgresStore(PostgresWork, Store):
         self._writes.confirm()
         for workflow_id in workflow_ids:
             self._runs.pop(workflow_id, None)
+            self.forget_head(workflow_id)
         tokens = {workflow_id: secrets.randbits(63) for workflow_id in workflow_ids}
         got = self._locks.try_acquire_many(tokens, self._runs)
         for workflow_id in got:
@@ -418,6 +424,7 @@ class PostgresStore(PostgresWork, Store):
     def unlock(self, workflow_id: str) -> None:
         self._writes.confirm()  # a lock is given back only after what was written under it
         self._runs.pop(workflow_id, None)
+        self.forget_head(workflow_id)
         self._tokens.pop(workflow_id, None)
         self._locks.release(workflow_id)
 
@@ -456,16 +463,8 @@ class PostgresStore(PostgresWork, Store):
                 reader.shutdown(wait=False)
             self._writes.forget()
             self._tokens.clear()
+            self._heads.clear()
             self._local = threading.local()
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r}, durability={self.durability.value!r})"
-
-
-
-
-def _event(row: tuple[Any, ...]) -> Event:
-    seq, step, kind, name, at, outcome, encoding, text, data = row
-    return Event(seq, step, kind, name, at, outcome, encoding, data if text is None else text)
-
-

@@ -256,9 +256,15 @@ class AdvisoryLocks:
         self._held.clear()
 
     def close(self) -> None:
-        """Closing the connection gives back every lock it holds."""
+        """Gives back every lock held, before it returns: the server would release them with the
+        connection, but only once its backend has noticed the close, after this returns."""
         with self._mutex:
             self._closed = True
+            if self._conn is not None and self._held:
+                try:
+                    self._conn.execute("SELECT pg_advisory_unlock_all()")
+                except psycopg.Error:
+                    pass  # the connection is gone: so are its locks
             self._lost()
 
 

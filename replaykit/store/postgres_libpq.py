@@ -21,34 +21,34 @@ _INSERT_EVENT = b"replaykit_insert_event"
 # The fence, in the statement itself: nothing is inserted unless the run's row still carries this
 # store's token. FOR KEY SHARE holds the row until commit against a new owner's stamp (FOR UPDATE,
 # see _STAMP), not against status updates; a stamp committed first makes the check fail.
-_INSERT_EVENT_SQL = (b"INSERT INTO replaykit_events SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 "
+_INSERT_EVENT_SQL = (b"INSERT INTO replaykit_events SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $12 "
                      b"WHERE EXISTS (SELECT FROM replaykit_runs WHERE id = $1 AND owner = $11 FOR KEY SHARE) "
                      b"ON CONFLICT DO NOTHING")  # a duplicate must not abort a group-commit batch
-# int8 int4 int4 text text float8 text text text bytea int8
-_INSERT_EVENT_TYPES = [20, 23, 23, 25, 25, 701, 25, 25, 25, 17, 20]
-_INSERT_EVENT_FORMATS = [0] * 9 + [1, 0]  # pickled bytes are sent as they are; the rest as text
+# int8 int4 int4 text text float8 text text text bytea int8 bytea
+_INSERT_EVENT_TYPES = [20, 23, 23, 25, 25, 701, 25, 25, 25, 17, 20, 17]
+_INSERT_EVENT_FORMATS = [0] * 9 + [1, 0, 1]  # pickled bytes and the checksum are sent as they are; the rest as text
 _prepared: weakref.WeakSet[Connection] = weakref.WeakSet()  # connections where _INSERT_EVENT is prepared
 
 
-def insert_event(conn: Connection, run: int, e: Event, token: int) -> int:
-    """Append one event (one round trip) if the run's row carries ``token``; how many rows were
+def insert_event(conn: Connection, run: int, e: Event, token: int, digest: bytes) -> int:
+    """Append one event with its checksum (one round trip) if the run's row carries ``token``; how many rows were
     inserted: 0 if its ``seq`` exists or the run is not this store's any more.
 
     The hot path, through libpq directly: psycopg's cursor machinery costs two to three times the
     client CPU of this statement (60 against 20 µs here), which is most of a step on a local server.
     """
     with conn.lock:
-        result = conn.pgconn.exec_prepared(_INSERT_EVENT, _event_params(conn, run, e, token),  # type: ignore[arg-type]
+        result = conn.pgconn.exec_prepared(_INSERT_EVENT, _event_params(conn, run, e, token, digest),  # type: ignore[arg-type]
                                            _INSERT_EVENT_FORMATS)
     _check(conn, result)
     return result.command_tuples or 0
 
 
-def send_event(conn: Connection, run: int, e: Event, token: int) -> None:
+def send_event(conn: Connection, run: int, e: Event, token: int, digest: bytes) -> None:
     """:func:`insert_event`, sent without waiting for its result: :func:`event_sent` waits. Nothing
     else may use ``conn`` in between."""
     with conn.lock:  # libpq's failure to send is raised as psycopg.OperationalError
-        conn.pgconn.send_query_prepared(_INSERT_EVENT, _event_params(conn, run, e, token),
+        conn.pgconn.send_query_prepared(_INSERT_EVENT, _event_params(conn, run, e, token, digest),
                                         _INSERT_EVENT_FORMATS)
         _flush(conn)
 
@@ -132,7 +132,7 @@ def _result(conn: Connection) -> pq.abc.PGresult:
     return result
 
 
-def _event_params(conn: Connection, run: int, e: Event, token: int) -> list[bytes | None]:
+def _event_params(conn: Connection, run: int, e: Event, token: int, digest: bytes) -> list[bytes | None]:
     """The statement's parameters (preparing it first on a connection new to it)."""
     if conn not in _prepared:
         _check(conn, conn.pgconn.prepare(_INSERT_EVENT, _INSERT_EVENT_SQL, _INSERT_EVENT_TYPES))
@@ -140,7 +140,7 @@ def _event_params(conn: Connection, run: int, e: Event, token: int) -> list[byte
     payload = e.payload
     return [b"%d" % run, b"%d" % e.seq, b"%d" % e.step, e.kind.encode(), e.name.encode(), repr(float(e.at)).encode(),
             e.outcome.encode(), e.encoding.encode(), *((payload.encode(), None) if isinstance(payload, str)
-                                                       else (None, payload)), b"%d" % token]
+                                                       else (None, payload)), b"%d" % token, digest]
 
 
 def _check(conn: Connection, result: pq.abc.PGresult) -> None:

@@ -28,14 +28,15 @@ from .work import Placement
 
 _CREATE = f"""
 WITH run AS (
-    INSERT INTO replaykit_runs (workflow_id, generation, name, status, created_at, updated_at, owner)
-    VALUES (%(workflow_id)s, 1, %(name)s, %(status)s, %(at)s, %(at)s, %(owner)s)
+    INSERT INTO replaykit_runs (workflow_id, generation, name, status, created_at, updated_at, owner, head)
+    VALUES (%(workflow_id)s, 1, %(name)s, %(status)s, %(at)s, %(at)s, %(owner)s, %(head)s)
     ON CONFLICT DO NOTHING
     RETURNING id),
 events AS (
     INSERT INTO replaykit_events
     SELECT run.id, e.* FROM run, unnest(%(seq)s::integer[], %(step)s::integer[], %(kind)s::text[], %(name_)s::text[],
-        %(at_)s::float8[], %(outcome)s::text[], %(encoding)s::text[], %(text)s::text[], %(bytes)s::bytea[]) AS e),
+        %(at_)s::float8[], %(outcome)s::text[], %(encoding)s::text[], %(text)s::text[], %(bytes)s::bytea[],
+        %(digest)s::bytea[]) AS e),
 work AS (
     INSERT INTO replaykit_work (workflow_id, name, queue, priority, part_key, parent, ready_at)
     SELECT %(workflow_id)s, %(name)s, %(queue)s, %(priority)s, %(part_key)s, %(parent)s, %(ready_at)s
@@ -45,8 +46,9 @@ SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM note)
 """
 
 def create_run(conn: Connection, workflow_id: str, name: str, status: Status, events: Sequence[Event],
-               owner: int | None, placement: Placement | None) -> bool:
-    """Create the run with ``events`` (its start first), queued if ``placement``; False if the id exists."""
+               digests: Sequence[bytes], owner: int | None, placement: Placement | None) -> bool:
+    """Create the run with ``events`` (its start first) and their checksums (``digests``), sealed
+    if ``status`` ends it, queued if ``placement``; False if the id exists."""
     start = events[0]
     row = conn.execute(_CREATE, {
         "workflow_id": workflow_id, "name": name, "status": status.value, "at": start.at, "owner": owner,
@@ -55,6 +57,7 @@ def create_run(conn: Connection, workflow_id: str, name: str, status: Status, ev
         "encoding": [e.encoding for e in events],
         "text": [e.payload if isinstance(e.payload, str) else None for e in events],
         "bytes": [None if isinstance(e.payload, str) else e.payload for e in events],
+        "digest": list(digests), "head": digests[-1] if status.is_terminal else None,
         "placed": placement is not None,
         "queue": None if placement is None else placement.queue,
         "priority": 0 if placement is None else placement.priority,
@@ -70,7 +73,8 @@ WITH serial AS (SELECT 1 AS locked FROM (SELECT pg_advisory_xact_lock(%(namespac
 ins AS (
     INSERT INTO replaykit_events
     SELECT %(run)s::bigint, %(seq)s::integer, %(step)s::integer, %(kind)s::text, %(name)s::text,
-           %(at)s::float8, %(outcome)s::text, %(encoding)s::text, %(text)s::text, %(bytes)s::bytea
+           %(at)s::float8, %(outcome)s::text, %(encoding)s::text, %(text)s::text, %(bytes)s::bytea,
+           %(digest)s::bytea
     FROM serial
     -- Correlated with serial, so that the row is locked after the advisory lock is taken (the order
     -- of every other write that takes both): uncorrelated, it would be an initplan run before it.
@@ -79,7 +83,7 @@ ins AS (
     ON CONFLICT DO NOTHING
     RETURNING 1),
 run AS (
-    UPDATE replaykit_runs SET status = %(status)s, updated_at = %(at)s,
+    UPDATE replaykit_runs SET status = %(status)s, updated_at = %(at)s, head = %(digest)s,
         custom_status = CASE WHEN %(set_custom)s THEN %(custom)s::text ELSE custom_status END
     WHERE id = %(run)s AND EXISTS (SELECT FROM ins)),
 {ended_ctes("EXISTS (SELECT FROM ins)")},
@@ -88,10 +92,11 @@ SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM note)
 """
 
 
-def end_run(conn: Connection, workflow_id: str, run: int, e: Event, token: int, status: Status,
+def end_run(conn: Connection, workflow_id: str, run: int, e: Event, digest: bytes, token: int, status: Status,
             custom_status: tuple[Any] | None) -> int:
-    """Record the run's last event ``e`` with its ending ``status`` (and ``custom_status``, a
-    1-tuple, if it changed): how many events were inserted, 0 if the fence or a duplicate refused it."""
+    """Record the run's last event ``e`` (and its checksum, which seals the run) with its ending
+    ``status`` (and ``custom_status``, a 1-tuple, if it changed): how many events were inserted, 0
+    if the fence or a duplicate refused it."""
     assert status.is_terminal
     payload = e.payload
     row = conn.execute(_END, {
@@ -99,7 +104,7 @@ def end_run(conn: Connection, workflow_id: str, run: int, e: Event, token: int, 
         "kind": e.kind, "name": e.name, "at": e.at, "outcome": e.outcome, "encoding": e.encoding,
         "text": payload if isinstance(payload, str) else None,
         "bytes": None if isinstance(payload, str) else payload,
-        "token": token, "status": status.value, "workflow_id": workflow_id,
+        "digest": digest, "token": token, "status": status.value, "workflow_id": workflow_id,
         "set_custom": custom_status is not None,
         "custom": None if custom_status is None else json.dumps(custom_status[0]),
     }).fetchall()[0]

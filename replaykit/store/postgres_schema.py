@@ -10,18 +10,59 @@ that open a new database at the same moment create it once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import psycopg
 from psycopg.rows import TupleRow
 
 from .. import payloads
 from ..errors import NotAStoreError, StoreError, StoreNotFoundError, StoreTooNewError
+from ..history import Event, Status
+from . import chain
+from .chain import Chain
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 NAMESPACE = 0x524B4954  # "RKIT": the first key of replaykit's two-key advisory locks
 _MIGRATION_LOCK = (NAMESPACE, 0)
 
+
+
+def checksum_all(conn: psycopg.Connection[TupleRow], chain_of_keys: Callable[[], Chain]) -> None:
+    """Checksum every event, the last event of every run that ended (its seal), and every signal,
+    as they stand (version 4 does this once to a store of version 3)."""
+    links = chain_of_keys()
+    runs = conn.execute("SELECT id, workflow_id, generation FROM replaykit_runs").fetchall()
+    for run, workflow_id, generation in runs:
+        prev = chain.seed(workflow_id, generation)
+        rows = conn.execute("SELECT seq, step, kind, name, at, outcome, encoding, coalesce(payload_bytes, "
+                            "convert_to(payload, 'UTF8')) FROM replaykit_events WHERE run = %s ORDER BY seq",
+                            (run,)).fetchall()
+        for row in rows:
+            prev = links.link(prev, Event._make(row))
+            conn.execute("UPDATE replaykit_events SET digest = %s WHERE run = %s AND seq = %s", (prev, run, row[0]))
+    ended = [status.value for status in Status if status.is_terminal]
+    conn.execute("UPDATE replaykit_runs r SET head = (SELECT digest FROM replaykit_events e WHERE e.run = r.id "
+                 "ORDER BY seq DESC LIMIT 1) WHERE status = ANY(%s)", (ended,))
+    signals = conn.execute("SELECT id, workflow_id, name, encoding, coalesce(payload_bytes, "
+                           "convert_to(payload, 'UTF8')), sent_at, payload IS NULL FROM replaykit_signals").fetchall()
+    for signal_id, workflow_id, name, encoding, data, at, is_bytes in signals:
+        payload = bytes(data) if is_bytes else bytes(data).decode()
+        conn.execute("UPDATE replaykit_signals SET digest = %s WHERE id = %s",
+                     (links.link(chain.SIGNAL_SEED, chain.signal_fields(workflow_id, name, encoding, payload, at)),
+                      signal_id))
+
+
+def _add_checksums(conn: psycopg.Connection[TupleRow], chain_of_keys: Callable[[], Chain]) -> None:
+    """Version 4: every event carries its run's hash chain (store/chain.py), a run that ended keeps
+    its last event's checksum, a signal its own."""
+    conn.execute("ALTER TABLE replaykit_events ADD COLUMN digest bytea")
+    conn.execute("ALTER TABLE replaykit_runs ADD COLUMN head bytea")
+    conn.execute("ALTER TABLE replaykit_signals ADD COLUMN digest bytea")
+    checksum_all(conn, chain_of_keys)
+
+
 # Version n's statements take a store at version n - 1 to version n.
-_MIGRATIONS: dict[int, list[str]] = {
+_MIGRATIONS: dict[int, list[str | Callable[[psycopg.Connection[TupleRow], Callable[[], Chain]], None]]] = {
     1: [
         "CREATE TABLE replaykit_meta (key text PRIMARY KEY, value text NOT NULL)",
         """CREATE TABLE replaykit_runs (
@@ -90,12 +131,15 @@ _MIGRATIONS: dict[int, list[str]] = {
             started_at double precision NOT NULL, heartbeat_at double precision NOT NULL,
             stopping boolean NOT NULL DEFAULT false, backend integer)""",
     ],
+    4: [_add_checksums],
 }
 
 
-def ensure_schema(conn: psycopg.Connection[TupleRow], where: str, create: bool) -> None:
+def ensure_schema(conn: psycopg.Connection[TupleRow], where: str, create: bool,
+                  chain_of_keys: Callable[[], Chain]) -> None:
     """Check the database is a replaykit store this version reads; create (or migrate) it if
-    ``create``. Foreign and newer stores are refused before anything is written."""
+    ``create`` (``chain_of_keys``: the store's chain, to checksum the rows of an older store).
+    Foreign and newer stores are refused before anything is written."""
     version = _version(conn, where)  # a plain read: opening an up-to-date store takes no lock
     if version == SCHEMA_VERSION:
         return
@@ -109,7 +153,7 @@ def ensure_schema(conn: psycopg.Connection[TupleRow], where: str, create: bool) 
         version = _version(conn, where) or 0  # another process may have done it meanwhile
         for target in range(version + 1, SCHEMA_VERSION + 1):
             for statement in _MIGRATIONS[target]:
-                conn.execute(statement)
+                conn.execute(statement) if isinstance(statement, str) else statement(conn, chain_of_keys)
             conn.execute("UPDATE replaykit_meta SET value = %s WHERE key = 'schema_version'", (str(target),))
 
 

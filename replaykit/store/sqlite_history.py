@@ -27,7 +27,6 @@ _SELECT_PAGE = f"SELECT {EVENT_COLUMNS}, digest FROM events WHERE run = ? AND se
 _SEAL = "SELECT status, head, workflow_id, generation FROM runs WHERE id = ?"
 _SEED = "SELECT workflow_id, generation FROM runs WHERE id = ?"
 _CHAIN_KEY = b"history chain"
-SIGNAL_SEED = b"replaykit signal 1\x00"
 
 
 class ChainedHistory:
@@ -130,23 +129,9 @@ class ChainedHistory:
     def signal_digest(self, workflow_id: str, name: str, encoding: str, payload: str | bytes, at: float,
                       *, make: bool = False) -> bytes:
         """The checksum of a signal's row: its workflow, name, value and time."""
-        return self.chain(make=make).link(SIGNAL_SEED, signal_fields(workflow_id, name, encoding, payload, at))
+        return self.chain(make=make).link(chain.SIGNAL_SEED,
+                                          chain.signal_fields(workflow_id, name, encoding, payload, at))
 
     def checked_signal(self, workflow_id: str, row: tuple[Any, ...]) -> Signal:
         """A signal row ``(id, name, encoding, payload, sent_at, digest)`` once its checksum matches."""
-        signal_id, name, encoding, payload, at, digest = row
-        try:
-            fields = signal_fields(workflow_id, name, encoding, payload, at)
-            ok = self.chain().matches(SIGNAL_SEED, fields, digest) is not None
-        except (TypeError, AttributeError, UnicodeError, struct.error):
-            ok = False
-        if not ok:
-            raise CorruptStoreError(
-                f"signal #{signal_id} to {workflow_id!r} in {self.path} is damaged (its checksum does not match "
-                "its contents): it was not delivered. Restore the store from a backup.")
-        return Signal(signal_id, name, encoding, payload, at)
-
-
-def signal_fields(workflow_id: str, name: str, encoding: str, payload: str | bytes, at: float) -> Event:
-    """A signal's row in the shape the chain hashes (every text's length is in the hash)."""
-    return Event(0, 0, "signal", workflow_id, at, name, encoding, payload)
+        return chain.checked_signal(self.chain(), workflow_id, row, self.path)

@@ -18,7 +18,6 @@ from . import chain
 from .chain import Chain
 from .sqlite_access import read_only_error
 from .sqlite_errors import translated
-from .sqlite_history import SIGNAL_SEED, signal_fields
 
 SCHEMA_VERSION = 3
 APPLICATION_ID = 0x524B4954  # "RKIT" in the SQLite header: marks a replaykit store
@@ -41,12 +40,9 @@ CREATE TABLE events (
 """
 
 
-def _chain_existing(conn: sqlite3.Connection, chain_of_keys: Callable[[], Chain]) -> None:
-    """Version 3: every event carries its run's hash chain (store/chain.py), a run that ended keeps
-    its last event's checksum, a signal its own; checksum the rows already there, as they stand."""
-    conn.execute("ALTER TABLE events ADD COLUMN digest BLOB")
-    conn.execute("ALTER TABLE runs ADD COLUMN head BLOB")
-    conn.execute("ALTER TABLE signals ADD COLUMN digest BLOB")
+def checksum_all(conn: sqlite3.Connection, chain_of_keys: Callable[[], Chain]) -> None:
+    """Checksum every event, the last event of every run that ended (its seal), and every signal,
+    as they stand (version 3 does this once to a store of version 2)."""
     for run, workflow_id, generation in conn.execute("SELECT id, workflow_id, generation FROM runs").fetchall():
         prev = chain.seed(workflow_id, generation)
         rows = conn.execute("SELECT seq, step, kind, name, at, outcome, encoding, payload FROM events "
@@ -60,8 +56,17 @@ def _chain_existing(conn: sqlite3.Connection, chain_of_keys: Callable[[], Chain]
     signals = conn.execute("SELECT id, workflow_id, name, encoding, payload, sent_at FROM signals").fetchall()
     for signal_id, workflow_id, name, encoding, payload, at in signals:
         conn.execute("UPDATE signals SET digest = ? WHERE id = ?",
-                     (chain_of_keys().link(SIGNAL_SEED, signal_fields(workflow_id, name, encoding, payload, at)),
-                      signal_id))
+                     (chain_of_keys().link(chain.SIGNAL_SEED,
+                                           chain.signal_fields(workflow_id, name, encoding, payload, at)), signal_id))
+
+
+def _add_checksums(conn: sqlite3.Connection, chain_of_keys: Callable[[], Chain]) -> None:
+    """Version 3: every event carries its run's hash chain (store/chain.py), a run that ended keeps
+    its last event's checksum, a signal its own."""
+    conn.execute("ALTER TABLE events ADD COLUMN digest BLOB")
+    conn.execute("ALTER TABLE runs ADD COLUMN head BLOB")
+    conn.execute("ALTER TABLE signals ADD COLUMN digest BLOB")
+    checksum_all(conn, chain_of_keys)
 
 
 # Version n's statements take a store at version n - 1 to version n (version 1 is created whole).
@@ -89,7 +94,7 @@ _MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection, Callable[[], Cha
             queues TEXT NOT NULL, workflows TEXT NOT NULL, version TEXT NOT NULL, started_at REAL NOT NULL,
             heartbeat_at REAL NOT NULL, stopping INTEGER NOT NULL DEFAULT 0)""",
     ],
-    3: [_chain_existing],
+    3: [_add_checksums],
 }
 
 
