@@ -4,7 +4,10 @@
    ``cloudpickle.dumps`` alone;
 2. reading one back (``store.codec.decode``: tag check + ``cloudpickle.loads``) against
    ``cloudpickle.loads`` alone;
-3. the tag alone, per value, for a small value and a 64 KiB one.
+3. the tag alone, per value, for a small value and a 64 KiB one;
+4. the history chain (store/chain.py), which every event pays: the keyed checksum of one event,
+   and reading a 10,000-event history from an SQLite store with its chain checked against the
+   same rows read and turned into events with no check (the unprotected path), in the same run.
 
 JSON values (most of a typical history) are not signed and cost nothing more.
 
@@ -14,16 +17,22 @@ Run: python benchmarks/bench_signing.py [--repeat 7] [--n 20000]
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import sqlite3
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 
 import cloudpickle  # type: ignore[import-untyped]
 
+import replaykit as rk
+from replaykit.history import Event
 from replaykit.keys import Keyring
 from replaykit.payloads import Codec
+from replaykit.store import chain
 
 SMALL = ("order-42", 1999, ("sku-1", "sku-2"))  # a tuple: pickled
 LARGE = (b"x" * 65536,)
@@ -60,6 +69,36 @@ def main() -> None:
         check = per_call_us(lambda b=blob: codec.keys.verify(b, "value"), n, opts.repeat)
         print(f"{label:<12} {'record':<8} {dumps:>7.2f} µs {encode:>7.2f} µs {encode / dumps:>5.2f}x {tag:>7.2f} µs")
         print(f"{label:<12} {'read':<8} {loads:>7.2f} µs {decode:>7.2f} µs {decode / loads:>5.2f}x {check:>7.2f} µs")
+    chain_costs(opts.n, opts.repeat)
+
+
+def chain_costs(n: int, repeat: int) -> None:
+    """The chain per event, and a whole history read with and without its check."""
+    links = chain.Chain([b"k" * 32])
+    event = Event(7, 7, "activity", "charge_card", 1_700_000_000.0, "ok", "json", '"v-00042"')
+    prev = links.link(chain.seed("order-42", 1), event)
+    link = per_call_us(lambda: links.link(prev, event), n, repeat)
+    print(f"\nhash chain: one event's keyed checksum (link): {link:.2f} µs")
+    with tempfile.TemporaryDirectory() as tmp:
+        db, steps = os.path.join(tmp, "chain.db"), 10_000
+        with rk.SqliteStore(db, secret="a-benchmark-secret-of-32-bytes!!") as store:
+            start = Event(0, 0, "start", "bench", 0.0, "ok", "json", '{"args":[],"kwargs":{},"seed":1,"rules":2}')
+            store.create("r", "bench", start, history=[
+                Event(i, i, "activity", "echo", float(i), "ok", "json", f'"v-{i:05d}"') for i in range(1, steps)])
+            checked = statistics.median(_timed(lambda: sum(1 for _ in store.events("r"))) for _ in range(repeat))
+        conn = sqlite3.connect(db)
+        bare = statistics.median(_timed(lambda: sum(1 for _ in map(Event._make, conn.execute(
+            "SELECT seq, step, kind, name, at, outcome, encoding, payload FROM events WHERE run = 1 "
+            "ORDER BY seq")))) for _ in range(repeat))
+        conn.close()
+    print(f"read {steps} events: rows + events, no check {bare * 1e3:.1f} ms; through the store, checked "
+          f"{checked * 1e3:.1f} ms ({(checked - bare) / steps * 1e6:.2f} µs an event more)")
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
 
 
 if __name__ == "__main__":

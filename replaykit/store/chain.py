@@ -36,9 +36,10 @@ def _fields(prev: bytes, e: Event) -> bytes:
     """What an event's digest covers: ``prev``, the numbers (packed), the four texts (their lengths
     in the head: no two events hash alike) and the payload."""
     seq, step, kind, name, at, outcome, encoding, payload = e
-    return (prev + _HEAD(seq, step, at, len(kind), len(name), len(outcome), len(encoding))
-            + (kind + name + outcome + encoding).encode()
-            + (payload.encode() if isinstance(payload, str) else payload))
+    head = prev + _HEAD(seq, step, at, len(kind), len(name), len(outcome), len(encoding))
+    if isinstance(payload, str):  # the common case: one encode for all five texts
+        return head + f"{kind}{name}{outcome}{encoding}{payload}".encode()
+    return head + f"{kind}{name}{outcome}{encoding}".encode() + payload
 
 
 class Chain:
