@@ -44,3 +44,17 @@ def test_a_damaged_worker_row_is_a_corrupt_store(any_db: str) -> None:
         _sql(any_db, "UPDATE workers SET queues = '[broken'", "UPDATE replaykit_workers SET queues = '[broken'")
         with pytest.raises(rk.CorruptStoreError, match="worker registry holds a damaged row"):
             store.workers()
+
+
+def test_a_damaged_status_is_refused_by_every_write_that_reads_it(any_db: str) -> None:
+    """A status changes only through a check of the status before it: a damaged one is named there."""
+    from replaykit.history import Event, Status
+
+    assert rk.run(adder, 2, workflow_id="a", db=any_db) == 1
+    _sql(any_db, "UPDATE runs SET status = 'exploded'", "UPDATE replaykit_runs SET status = 'exploded'")
+    start = Event(0, 0, "start", "adder", 1.0, "ok", "json", "{}")
+    with open_store(any_db, create=False) as store:
+        for change in (lambda: store.send_signal("a", "go", "json", "null", 1.0),
+                       lambda: store.set_status("a", Status.PAUSED, 1.0), lambda: store.restart("a", start)):
+            with pytest.raises(rk.CorruptStoreError, match="run 'a' is damaged .status 'exploded'"):
+                change()

@@ -53,6 +53,15 @@ def info_from_row(row: Sequence[Any], where: str) -> WorkflowInfo:
                                 "restore the store from a backup.") from exc
 
 
+def status_of(value: Any, workflow_id: str, where: str) -> Status:
+    """A run row's status; an unknown one is a :class:`CorruptStoreError` naming ``where``."""
+    try:
+        return Status(value)
+    except ValueError as exc:
+        raise CorruptStoreError(f"{where}: the row of run {workflow_id!r} is damaged (status {value!r}). Nothing "
+                                "was changed; restore the store from a backup.") from exc
+
+
 UNSET: Any = object()
 
 Secrets = Secret | Sequence[Secret] | None  # what ``secret=`` takes: one, or several (the first signs)

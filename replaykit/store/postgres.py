@@ -38,7 +38,7 @@ from ..history import Event, Status, WorkflowInfo
 from ..keys import SECRET_ENV, Keyring
 from ..payloads import Codec
 from . import chain
-from .base import RESTARTABLE, UNSET, Opening, Secrets, Signal, Store, info_from_row
+from .base import RESTARTABLE, UNSET, Opening, Secrets, Signal, Store, info_from_row, status_of
 from .postgres_conn import (
     OWNER_SQL,
     AdvisoryLocks,
@@ -142,7 +142,7 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
         rows = conn.execute(_NEWEST_RUN.format("id, status"), (workflow_id,)).fetchall()
         if not rows:
             raise self._not_found(workflow_id)
-        return rows[0][0], Status(rows[0][1])
+        return rows[0][0], status_of(rows[0][1], workflow_id, self.url)
 
     def _not_found(self, workflow_id: str) -> WorkflowNotFoundError:
         return WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {self.url}")

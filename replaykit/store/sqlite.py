@@ -28,7 +28,7 @@ from ..errors import (
 from ..history import Event, Status, WorkflowInfo
 from ..keys import Keyring
 from ..payloads import Codec
-from .base import RESTARTABLE, UNSET, Secrets, Signal, Store, info_from_row
+from .base import RESTARTABLE, UNSET, Secrets, Signal, Store, info_from_row, status_of
 from .locks import FileLocks, stores_open
 from .sqlite_access import read_only_error, read_only_query
 from .sqlite_errors import cannot_open, refused, translated
@@ -225,7 +225,7 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         row = conn.execute(_NEWEST_RUN.format("id, status"), (workflow_id,)).fetchall()
         if not row:
             raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {self.path}")
-        return row[0][0], Status(row[0][1])
+        return row[0][0], status_of(row[0][1], workflow_id, self.path)
 
     def restart(self, workflow_id: str, start: Event, history: Sequence[Event] = ()) -> None:
         with self._transaction() as conn:  # the status check and the new generation in one transaction
