@@ -92,11 +92,28 @@ class ChainedHistory:
                 for event, digest in self.chain().verified(rows, prev, after, where):
                     yield event
                     prev = digest  # where the next page chains from
+            if rows:
+                after = rows[-1][0]
             if len(rows) < PAGE:  # the end: checked before a reader that read it all goes on live
-                last = rows[-1][0] if rows else after
-                chain.check_head(head, status.is_terminal, (last, prev) if last >= 0 else None, where)
-                return
-            after = rows[-1][0]
+                if self._ends_at(run, after, prev, where):
+                    chain.check_head(head, status.is_terminal, (after, prev) if after >= 0 else None, where)
+                    return
+
+    def _ends_at(self, run: int, last: int, digest: bytes, where: str) -> bool:
+        """Does the run's history end where reading it forward ended (``last``, -1 for none)? A damaged
+        page can make SQLite's forward scan stop early without an error, while the rows after are
+        still in the table: the last row, found the other way (an index seek from the end), must be
+        the one read last. ``False``: rows were added since (another process drives the run); read on."""
+        rows = self._read("SELECT seq, digest FROM events WHERE run = ? ORDER BY seq DESC LIMIT 1", (run,))
+        end = rows[0] if rows else (-1, None)
+        if end[0] == last and (last < 0 or end[1] == digest):
+            return True
+        if end[0] > last and self._read(_SELECT_PAGE, (run, last, 1)):
+            return False
+        raise CorruptStoreError(
+            f"the history of {where} is damaged: reading it in order ends at event {last}, but reading it from the "
+            f"end finds event {end[0]} there (a damaged page of the store). Nothing was replayed "
+            "from it and the store was not changed; restore it from a backup.")
 
     def _run_seal(self, run: int, where: str) -> tuple[Status, Any, bytes]:
         """The run's status, its seal (``head``) and the seed its chain starts from."""
