@@ -51,7 +51,7 @@ from .postgres_conn import (
     owner_params,
 )
 from .postgres_errors import redact, translated
-from .postgres_history import PAGE, SEAL_LAST, SELECT_PAGE, PostgresHistory, seal_from
+from .postgres_history import PAGE, SEAL_LAST, SELECT_END, SELECT_PAGE, PostgresHistory, seal_from
 from .postgres_libpq import event_sent, insert_event, send_event
 from .postgres_runs import create_run, end_run
 from .postgres_schema import ensure_schema
@@ -74,6 +74,7 @@ _RUN_COLUMNS = ("workflow_id, name, status, created_at, updated_at, custom_statu
                 "WHERE w.workflow_id = r.workflow_id)")
 _NEWEST_RUN = "SELECT {} FROM replaykit_runs r WHERE workflow_id = %s ORDER BY generation DESC LIMIT 1"
 _SELECT_NEWEST_PAGE = SELECT_PAGE.replace("run = %s", f"run = ({_NEWEST_RUN.format('id')})")
+_SELECT_NEWEST_END = SELECT_END.replace("run = %s", f"run = ({_NEWEST_RUN.format('id')})")
 _NEWEST = "generation = (SELECT max(generation) FROM replaykit_runs n WHERE n.workflow_id = r.workflow_id)"
 _NEW_GENERATION = (
     "INSERT INTO replaykit_runs (workflow_id, generation, name, status, created_at, updated_at, custom_status, owner) "
@@ -186,15 +187,17 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
                                    (workflow_id,))
                 page = (conn.execute(SELECT_PAGE, (run, -1, PAGE)) if run is not None
                         else conn.execute(_SELECT_NEWEST_PAGE, (workflow_id, -1, PAGE)))
+                last = (conn.execute(SELECT_END, (run,)) if run is not None
+                        else conn.execute(_SELECT_NEWEST_END, (workflow_id,)))
                 waiting = None if signal is None else conn.execute(_NEXT_SIGNAL, (workflow_id, signal))
-            rows, first = row.fetchall(), page.fetchall()
+            rows, first, end = row.fetchall(), page.fetchall(), last.fetchall()
             waits = waiting is not None and bool(waiting.fetchall())
         if not rows:
             return Opening(None, iter(()), False)
         if run is None and self._locks.holds(workflow_id):
             self._runs[workflow_id] = rows[0][0]
         seal = seal_from([rows[0][1:5]], f"{workflow_id!r} in {self.url}")
-        return Opening(info_from_row(rows[0][5:], self.url), self.pages(rows[0][0], first, seal), waits)
+        return Opening(info_from_row(rows[0][5:], self.url), self.pages(rows[0][0], first, seal, end), waits)
 
     def _reader(self) -> ThreadPoolExecutor:
         """The thread that reads pages ahead (started on first use)."""

@@ -36,6 +36,7 @@ EVENT_COLUMNS = "seq, step, kind, name, at, outcome, encoding, payload, payload_
 SELECT_PAGE = f"SELECT {EVENT_COLUMNS} FROM replaykit_events WHERE run = %s AND seq > %s ORDER BY seq LIMIT %s"
 _SELECT_PAGE_AFTER = SELECT_PAGE.replace("%s", "$1", 1).replace("%s", "$2", 1).replace("%s", "$3", 1).encode()
 _SEAL = "SELECT status, head, workflow_id, generation FROM replaykit_runs WHERE id = %s"
+SELECT_END = "SELECT seq, digest FROM replaykit_events WHERE run = %s ORDER BY seq DESC LIMIT 1"
 _PREV = "SELECT digest FROM replaykit_events WHERE run = %s AND seq = %s"
 _SEED = "SELECT workflow_id, generation FROM replaykit_runs WHERE id = %s"
 SEAL_LAST = ("UPDATE replaykit_runs SET head = (SELECT digest FROM replaykit_events WHERE run = %(run)s "
@@ -110,12 +111,15 @@ class PostgresHistory:
     def seal_of(self, run: int) -> Seal:
         return seal_from(self._read(_SEAL, (run,)), f"run #{run} in {self.url}")
 
-    def pages(self, run: int, first: list[Any] | None = None, seal: Seal | None = None) -> Iterator[Event]:
+    def pages(self, run: int, first: list[Any] | None = None, seal: Seal | None = None,
+              end: list[Any] | None = None) -> Iterator[Event]:
         """The run's events a page at a time by ``seq`` (from ``first``, the first page, if read
         already), each checked against the run's chain as it comes, and, once all are read, against
         its seal if it ended. The next page is asked for before the current one is handed out, so
         it travels while that one replays (see ``postgres_libpq.Ahead``: nothing stays open on the
-        server, and no connection is held by an iterator abandoned half-way)."""
+        server, and no connection is held by an iterator abandoned half-way). Where the reading
+        ended is checked against the run's last row found from the end (``end``, if read already):
+        a damaged index or page must not pass for a shorter history."""
         status, head, prev, workflow_id = self.seal_of(run) if seal is None else seal
         where = f"{workflow_id!r} in {self.url}"
         links, after = self.chain(), -1
@@ -128,10 +132,21 @@ class PostgresHistory:
             for event, digest in links.verified(map(chain_row, rows), prev, after, where):
                 yield event
                 prev, after = digest, event.seq
-            if ahead is None:
-                break
-            with translated(self.url):
-                rows = ahead.rows()
+            if ahead is not None:
+                with translated(self.url):
+                    rows = ahead.rows()
+                continue
+            end = self._read(SELECT_END, (run,)) if end is None else end
+            last = (end[0][0], bytes(end[0][1])) if end and end[0][1] is not None else (-1, None)
+            if last[0] > after and (rows := self._read(SELECT_PAGE, (run, after, PAGE))):
+                end = None  # recorded since it was read (another process drives the run): read on
+                continue
+            if last[0] != after or (after >= 0 and last[1] != prev):
+                raise CorruptStoreError(
+                    f"the history of {where} is damaged: reading it in order ends at event {after}, but reading "
+                    f"it from the end finds event {last[0]} there. Nothing was replayed from it; restore the "
+                    "store from a backup.")
+            break
         chain.check_head(head, status.is_terminal, (after, prev) if after >= 0 else None, where)
         if workflow_id in self._tokens and after >= 0:  # driven from here: its next step chains from this
             self._heads[workflow_id] = (run, after, prev)
