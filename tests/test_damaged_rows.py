@@ -27,7 +27,8 @@ def _sql(db: str, sqlite_sql: str, pg_sql: str) -> None:
         conn.close()
 
 
-@pytest.mark.parametrize(("column", "value"), [("custom_status", "'{not json'"), ("status", "'exploded'")])
+@pytest.mark.parametrize(("column", "value"), [("custom_status", "'{not json'"), ("status", "'exploded'"),
+                                               ("updated_at", "1e300"), ("created_at", "-5")])
 def test_a_damaged_run_row_is_a_corrupt_store(any_db: str, column: str, value: str) -> None:
     assert rk.run(adder, 2, workflow_id="a", db=any_db) == 1
     _sql(any_db, f"UPDATE runs SET {column} = {value}", f"UPDATE replaykit_runs SET {column} = {value}")

@@ -42,13 +42,19 @@ class Opening:
     signal_waits: bool  # an unconsumed signal of the name asked about waits in its inbox
 
 
+_LATEST = 2.0**37  # seconds since the epoch (year 6325): a run's times beyond are damage
+
+
 def info_from_row(row: Sequence[Any], where: str) -> WorkflowInfo:
     """A run's row ``(workflow_id, name, status, created_at, updated_at, custom_status, queue,
     problem)`` as the store lists it; a damaged row is a :class:`CorruptStoreError` naming ``where``."""
     try:
         custom = None if row[5] is None else json.loads(row[5])
+        for at in row[3:5]:
+            if type(at) not in (int, float) or not 0 <= at < _LATEST:  # NaN fails too
+                raise ValueError(f"a time of {at!r}")
         return WorkflowInfo(row[0], row[1], Status(row[2]), row[3], row[4], custom, row[6], row[7])
-    except (ValueError, TypeError) as exc:  # an unknown status, JSON that does not parse
+    except (ValueError, TypeError) as exc:  # an unknown status, JSON that does not parse, a time that is none
         raise CorruptStoreError(f"{where}: the row of run {row[0]!r} is damaged ({exc}). Nothing was changed; "
                                 "restore the store from a backup.") from exc
 
