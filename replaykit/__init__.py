@@ -26,6 +26,7 @@ from .commands import all_of as all  # noqa: A001 - rk.all / rk.any read like as
 from .commands import any_of as any  # noqa: A001
 from .context import Context
 from .control import cancel, pause, query, resume, runs_without_patch, send_signal
+from .converters import UnknownTypeError, json_type
 from .determinism import NonDeterminismWarning
 from .errors import (
     ActivityFailed,
@@ -81,10 +82,11 @@ __all__ = [
     "Queue",
     "ReplayKitError", "ResultTimeoutError", "RetryPolicy", "Saga", "SerializationError", "SideEffect", "Sleep",
     "SleepUntil", "SqliteStore", "Status", "Store", "StoreError", "StoreFullError", "StoreNotFoundError",
-    "StoreReadOnlyError", "StoreTooNewError", "TimedOut", "UnknownWorkflowError", "WaitSignal", "Worker",
+    "StoreReadOnlyError", "StoreTooNewError", "TimedOut", "UnknownTypeError", "UnknownWorkflowError", "WaitSignal",
+    "Worker",
     "WorkerRecord", "WorkerStoppingError", "Workflow", "WorkflowCancelled", "WorkflowConflictError", "WorkflowFailed",
     "WorkflowHandle", "WorkflowInfo", "WorkflowLockedError", "WorkflowNotFoundError", "WorkflowPausedError",
     "WorkflowTimedOut", "activity", "activity_info", "all", "any", "cancel", "child_workflow", "continue_as_new",
-    "fork", "heartbeat", "is_cancelled", "pause", "query", "restart", "resume", "run", "runs_without_patch",
-    "send_signal", "side_effect", "sleep", "sleep_until", "wait_signal", "workflow",
+    "fork", "heartbeat", "is_cancelled", "json_type", "pause", "query", "restart", "resume", "run",
+    "runs_without_patch", "send_signal", "side_effect", "sleep", "sleep_until", "wait_signal", "workflow",
 ]

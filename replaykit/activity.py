@@ -30,6 +30,7 @@ from typing import Any, Generic, ParamSpec, Protocol, overload
 import attrs
 
 from .commands import ActivityCall, R, noted
+from .converters import note_annotations
 from .errors import Cancelled
 from .retry import RetryPolicy
 
@@ -190,6 +191,7 @@ def activity(fn: Any = None, /, *, name: str | None = None, retry: RetryPolicy |
     def wrap(f: Callable[..., Any]) -> Activity[..., Any]:
         if not callable(f):
             raise TypeError(f"@rk.activity needs a function, got {f!r}")
+        note_annotations(f)  # the classes its arguments and result are annotated with read back typed
         return Activity(f, name or f.__qualname__, retry, timeout, schedule_to_close, heartbeat_timeout)
 
     return wrap if fn is None else wrap(fn)

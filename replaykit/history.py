@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import attrs
 
-from . import payloads
+from . import converters, payloads
 
 # Version of the replay rules that wrote a history (what is checked, how ids
 # are assigned). Recorded in every start event so checks can grow stricter
@@ -86,6 +86,8 @@ class Event(NamedTuple):
             return f"{self.describe()} (event {self.seq})" + ("" if of is None else f" of {of!r}")
 
         if codec is None:
+            if self.encoding == converters.TYPED:
+                return converters.decode(payloads.Codec.decode_json(self.payload, where), where())
             if self.encoding != payloads.JSON:
                 raise TypeError(f"event {self.seq} holds a pickled value: read it with event.value(store.codec), "
                                 "which unpickles it only if the store's key signed it")

@@ -3,8 +3,10 @@
 JSON is used only when decoding gives back an equal value of the same types
 (str, int, float, bool, None, and lists and str-keyed dicts of them), so a
 value reads the same live and on replay, and histories stay readable with any
-SQLite tool. Everything else (tuples, dataclasses, datetimes...) is pickled, and
-signed: a store's :class:`Codec` unpickles only what its keys signed.
+SQLite tool. Typed values (tuples, datetimes, dataclasses...) are recorded as
+JSON with their type (:mod:`replaykit.converters`) where that gives them back
+exactly; what remains is pickled, and signed: a store's :class:`Codec` unpickles
+only what its keys signed.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 import cloudpickle  # type: ignore[import-untyped]
 
+from . import converters
 from .errors import ActivityFailed, CorruptStoreError, PayloadAuthenticationError, SerializationError
 from .keys import Keyring
 
@@ -71,11 +74,17 @@ class Codec:
             return JSON, "null"
         if _json_exact(value):
             return JSON, _dumps(value)
+        try:
+            descriptor, data = converters.encode(value, declared_only=self.pickle != "off")
+            return converters.TYPED, _dumps({"t": descriptor, "v": data})
+        except converters.Unconvertible as exc:
+            culprit = exc
         if self.pickle == "off":
             raise SerializationError(
-                f"cannot record the {_named(where)}: a value of type {kind.__qualname__} is not plain JSON data, "
-                "and this store records no pickles (pickle='off'). Record str, numbers, bools, None, and lists "
-                "and str-keyed dicts of them, or allow signed pickles (pickle='signed'). Nothing was recorded.")
+                f"cannot record the {_named(where)}: {culprit} cannot be recorded as JSON exactly, and this store "
+                "records no pickles (pickle='off'). Record plain data, dataclasses, attrs classes, enums, msgspec "
+                "structs or pydantic models (with exact field annotations), datetimes, UUIDs, Decimals, bytes, "
+                "tuples and sets of them; or allow signed pickles (pickle='signed'). Nothing was recorded.")
         try:
             data = cloudpickle.dumps(value)
         except Exception as exc:
@@ -108,6 +117,8 @@ class Codec:
         """The value recorded as ``data``; a pickle only if its signature checks out."""
         if encoding == JSON and type(data) is str:
             return self.decode_json(data, where)
+        if encoding == converters.TYPED and type(data) is str:
+            return converters.decode(self.decode_json(data, where), _named(where))
         if encoding == PICKLE and isinstance(data, (bytes, bytearray, memoryview)):
             if self.pickle == "off":
                 raise PayloadAuthenticationError(

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol
 import attrs
 
 from .commands import Command, R
+from .converters import note_annotations
 from .errors import NotAWorkflowError, UnknownWorkflowError
 
 if TYPE_CHECKING:
@@ -92,6 +93,7 @@ def workflow(fn: Any = None, /, *, name: str | None = None, retry: RetryPolicy |
         _check(f)
         wf = Workflow(f, name or f.__qualname__, retry)
         _registry[wf.name] = wf
+        note_annotations(f)  # the classes its arguments and result are annotated with read back typed
         return wf
 
     return wrap if fn is None else wrap(fn)

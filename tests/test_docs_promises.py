@@ -75,7 +75,7 @@ def test_replaykit_history_shows_pickles_opaque_and_runs_no_code(tmp_path: Path,
 
     @rk.workflow(name="keeps_an_object")
     def keeps_an_object(ctx: rk.Context) -> Any:
-        yield rk.side_effect(lambda: {1, 2})  # a set: recorded as a pickle
+        yield rk.side_effect(lambda: complex(1, 2))  # a complex number: recorded as a pickle
         return None
 
     db = tmp_path / "s.db"

@@ -119,8 +119,8 @@ def test_exported_json_round_trips(tmp_path: Path) -> None:
 
 def test_pickled_payloads_round_trip(tmp_path: Path) -> None:
     @rk.activity
-    def pair() -> tuple[int, int]:
-        return (1, 2)
+    def pair() -> complex:
+        return complex(1, 2)  # neither JSON nor typed JSON: pickled
 
     @rk.workflow
     def pairs(ctx: rk.Context):

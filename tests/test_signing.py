@@ -136,7 +136,7 @@ def test_a_crafted_pickle_in_a_history_is_refused_and_runs_nothing(any_db: str, 
 
 def test_a_crafted_signal_payload_is_refused_when_the_run_takes_it(any_db: str, tmp_path: Path) -> None:
     _waiting(any_db)
-    rk.send_signal(any_db, "v", "go", ("a", "tuple"))  # pickled, signed
+    rk.send_signal(any_db, "v", "go", complex(1, 2))  # pickled, signed
     marker = tmp_path / "ran"
     _signal_pickle(any_db, _crafted(marker, "forged"))
     with pytest.raises(rk.PayloadAuthenticationError, match="signal 'go' to 'v'"):
@@ -182,14 +182,14 @@ def test_an_sqlite_store_without_a_secret_makes_an_owner_only_key_file_the_other
     db = str(tmp_path / "orders.db")
     procs = [subprocess.Popen([PYTHON, "-c", "import sys, replaykit as rk; from hostile_app import pair; "
                                "from replaykit.store import open_store; s = open_store(sys.argv[1]); "
-                               "print(s.codec.encode((1, 2), 'x')[1].hex())", db], env=child_env,
+                               "print(s.codec.encode(complex(1, 2), 'x')[1].hex())", db], env=child_env,
                               stdout=subprocess.PIPE, text=True) for _ in range(3)]  # racing to make the key
     blobs = [bytes.fromhex(p.communicate(timeout=60)[0]) for p in procs]
     key_file = Path(db + ".key")
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".orders.db.key")]  # no temporary left
     with open_store(db) as store:
-        assert [store.codec.decode("pickle", b) for b in blobs] == [(1, 2)] * 3  # one key for all
+        assert [store.codec.decode("pickle", b) for b in blobs] == [complex(1, 2)] * 3  # one key for all
     key_file.chmod(0o644)
     with open_store(db) as store, pytest.raises(rk.PayloadAuthenticationError, match="chmod 600"):
         store.codec.decode("pickle", blobs[0])  # a key others can read signs nothing and checks nothing
@@ -214,7 +214,7 @@ def test_another_secret_is_refused_and_a_rotated_one_still_reads(tmp_path: Path)
     with rk.SqliteStore(db, secret=[new, old]) as store:  # signs with the new one, reads both
         assert rk.query(store, "v", "state") == {"first": (5, 5)}
         with pytest.raises(rk.PayloadAuthenticationError):
-            Codec(Keyring.configured(old)).decode(*store.codec.encode((7,), "x"))
+            Codec(Keyring.configured(old)).decode(*store.codec.encode(complex(7, 1), "x"))
 
 
 def test_a_short_secret_is_refused_up_front(tmp_path: Path) -> None:
@@ -227,15 +227,15 @@ def test_postgres_needs_a_shared_secret_for_pickles_and_says_so(pg_url: str, mon
     monkeypatch.delenv("REPLAYKIT_SECRET")
     with rk.Engine(pg_url, workflows=[victim]) as engine, \
             pytest.raises(rk.SerializationError, match="arguments of workflow 'victim'.*REPLAYKIT_SECRET"):
-        engine.start(victim, (1, 2), workflow_id="v")
+        engine.start(victim, (1, 2j), workflow_id="v")
     assert rk.run(plain_add, 1, 2, workflow_id="plain", db=pg_url) == 3  # JSON alone needs no secret
     with rk.Engine(pg_url, workflows=[victim], secret="a-secret-shared-by-the-fleet") as engine:
-        engine.start(victim, (1, 2), workflow_id="v")  # with one, it is recorded
+        engine.start(victim, (1, 2j), workflow_id="v")  # with one, it is recorded
 
 
 def test_pickle_off_refuses_a_value_that_needs_pickle_naming_it(any_db: str) -> None:
     with rk.Engine(any_db, pickle="off") as engine, pytest.raises(rk.SerializationError, match="pickle='off'"):
-        engine.start(victim, (1, 2), workflow_id="v")
+        engine.start(victim, (1, 2j), workflow_id="v")
     with open_store(any_db) as store:
         assert store.info("v") is None  # nothing recorded
     with pytest.raises(ValueError, match="pickle="):

@@ -11,7 +11,7 @@ import abc
 import builtins
 import json
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
@@ -69,6 +69,7 @@ def status_of(value: Any, workflow_id: str, where: str) -> Status:
 
 
 UNSET: Any = object()
+_S = TypeVar("_S", bound="Store")
 
 Secrets = Secret | Sequence[Secret] | None  # what ``secret=`` takes: one, or several (the first signs)
 
@@ -264,7 +265,7 @@ class Store(abc.ABC):
     def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing to release
         """Release resources, and the workflow locks taken through this store. Do not use it afterwards."""
 
-    def __enter__(self) -> Store:
+    def __enter__(self: _S) -> _S:  # the store's own type: rk.SqliteStore(...) as store is an SqliteStore
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -163,3 +164,21 @@ def scale_out(db: str) -> None:
         assert_type(worker.start(order_async, "o-2", 5, workflow_id="o2").result(), str)
         worker.request_stop()
     rk.Worker(db, workflows=[order]).run()
+
+
+@rk.json_type
+@dataclasses.dataclass(frozen=True)
+class Receipt:
+    order_id: str
+    cents: int
+
+
+@rk.activity
+def receipt(order_id: str) -> Receipt:
+    return Receipt(order_id, 1999)
+
+
+def typed_values(db: str) -> None:
+    assert_type(Receipt("o", 1), Receipt)
+    with rk.SqliteStore(db, read_only=True, pickle="off") as store:
+        print(store.read_only, [e.value() for e in store.events("x")])
