@@ -17,6 +17,9 @@ Run: python benchmarks/bench_signing.py [--repeat 7] [--n 20000]
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import datetime
+import decimal
 import os
 import platform
 import sqlite3
@@ -34,8 +37,8 @@ from replaykit.keys import Keyring
 from replaykit.payloads import Codec
 from replaykit.store import chain
 
-SMALL = ("order-42", 1999, ("sku-1", "sku-2"))  # a tuple: pickled
-LARGE = (b"x" * 65536,)
+SMALL = ("order-42", 1999, ("sku-1", "sku-2"), 2j)  # a complex number: neither JSON nor typed JSON, pickled
+LARGE = (b"x" * 65536, 1j)
 
 
 def per_call_us(fn: Callable[[], object], n: int, repeat: int) -> float:
@@ -69,7 +72,34 @@ def main() -> None:
         check = per_call_us(lambda b=blob: codec.keys.verify(b, "value"), n, opts.repeat)
         print(f"{label:<12} {'record':<8} {dumps:>7.2f} µs {encode:>7.2f} µs {encode / dumps:>5.2f}x {tag:>7.2f} µs")
         print(f"{label:<12} {'read':<8} {loads:>7.2f} µs {decode:>7.2f} µs {decode / loads:>5.2f}x {check:>7.2f} µs")
+    typed_costs(codec, opts.n, opts.repeat)
     chain_costs(opts.n, opts.repeat)
+
+
+@dataclasses.dataclass(frozen=True)
+class Line:
+    sku: str
+    qty: int
+    price: decimal.Decimal
+    placed: datetime.date
+
+
+def typed_costs(codec: Codec, n: int, repeat: int) -> None:
+    """A typed value (a dataclass and a tuple of them) recorded as typed JSON against the signed pickle."""
+    rk.json_type(Line)
+    for label, value in (("dataclass", Line("sku-1", 2, decimal.Decimal("9.99"), datetime.date(2030, 1, 1))),
+                         ("tuple of 3", tuple(Line(f"s{i}", i, decimal.Decimal(i), datetime.date(2030, 1, 1))
+                                              for i in range(3)))):
+        typed = codec.encode(value, "value")
+        assert typed[0] == "typed"
+        raw = cloudpickle.dumps(value)
+        pickled = ("pickle", codec.keys.sign(raw, "value"))
+        rows = [("typed JSON", lambda v=value: codec.encode(v, "value"), lambda t=typed: codec.decode(*t)),
+                ("signed pickle", lambda v=value: codec.keys.sign(cloudpickle.dumps(v), "value"),
+                 lambda p=pickled: codec.decode(*p))]
+        for how, record, read in rows:
+            print(f"{label:<12} {how:<14} record {per_call_us(record, n // 4, repeat):>7.2f} µs, "
+                  f"read {per_call_us(read, n // 4, repeat):>7.2f} µs")
 
 
 def chain_costs(n: int, repeat: int) -> None:

@@ -17,6 +17,7 @@ registered workflow or an activity. cattrs is imported on the first typed value.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import datetime as dt
 import decimal
@@ -74,7 +75,23 @@ def encode(value: Any, declared_only: bool) -> tuple[Any, Any]:
     """``(descriptor, JSON data)`` of ``value``, exact; :class:`Unconvertible` if it cannot be (or,
     if ``declared_only``, if it holds a class neither declared nor named in an annotation: a process
     reading it later might not know it, where a pickle would do)."""
+    if not _typable(value, declared_only, 0):  # a cheap look first: failing late would convert for nothing
+        raise Unconvertible("", value)
     return _encode(value, "", declared_only)
+
+
+def _typable(v: Any, declared_only: bool, depth: int) -> bool:
+    """Could ``v`` be typed JSON, by the types it holds (exactness is checked when it is converted)?"""
+    kind = type(v)
+    if kind in _PLAIN or kind in _LEAVES:
+        return True
+    if depth > 100:
+        return False
+    if kind in (list, tuple, set, frozenset):
+        return all(_typable(x, declared_only, depth + 1) for x in v)
+    if kind is dict:
+        return all(type(k) is str and _typable(x, declared_only, depth + 1) for k, x in v.items())
+    return _kind(kind) is not None and (not declared_only or _is_declared(kind))
 
 
 def decode(record: Any, where: str) -> Any:
@@ -122,6 +139,7 @@ def _cattrs() -> Any:
         conv = make_converter()
         for kind, out, back in (
                 (decimal.Decimal, str, decimal.Decimal), (uuid.UUID, str, uuid.UUID),
+                (bytes, lambda b: base64.b64encode(b).decode(), base64.b64decode),  # base64: C, not base85's Python
                 (dt.time, dt.time.isoformat, dt.time.fromisoformat),
                 (dt.timedelta, lambda d: [d.days, d.seconds, d.microseconds], lambda x: dt.timedelta(*x))):
             conv.register_unstructure_hook(kind, out)
