@@ -225,3 +225,11 @@ def test_histories_recorded_under_an_old_secret_read_after_rotation(tmp_path: Pa
     with rk.Engine(db, workflows=[chained], secret=[new, old]) as engine:
         assert engine.start(chained, ledger, 3, workflow_id="c").result(timeout=10)[-1] == "yes"
     assert len(read_journal(ledger)) == 3
+
+
+def test_a_payload_stored_as_the_other_kind_is_refused(tmp_path: Path) -> None:
+    """Found by the corruption campaign: one flipped bit turned a text payload into a blob of the
+    same bytes, which the chain did not tell apart (the checksum now covers the payload's kind)."""
+    db, ledger = _recorded(tmp_path)
+    _sql(db, "UPDATE events SET payload = CAST(payload AS BLOB) WHERE seq = 3")
+    _refused(db, ledger, "event 3: its checksum does not match")

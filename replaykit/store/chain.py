@@ -23,7 +23,8 @@ from .base import Signal
 DIGEST_SIZE = 16
 _SEED = b"replaykit chain 1\x00"
 SIGNAL_SEED = b"replaykit signal 1\x00"  # what a signal row's checksum starts from
-_HEAD = struct.Struct("<qqdIIII").pack  # seq, step, at, and the lengths of the four texts after them
+# seq, step, at, the lengths of the four texts after them, and the payload's kind (1 text, 2 bytes)
+_HEAD = struct.Struct("<qqdIIIIB").pack
 
 
 def seed(workflow_id: str, generation: int) -> bytes:
@@ -34,12 +35,14 @@ def seed(workflow_id: str, generation: int) -> bytes:
 
 def _fields(prev: bytes, e: Event) -> bytes:
     """What an event's digest covers: ``prev``, the numbers (packed), the four texts (their lengths
-    in the head: no two events hash alike) and the payload."""
+    in the head: no two events hash alike), the payload and whether it is text or bytes (the same
+    bytes stored as the other kind read back as another value)."""
     seq, step, kind, name, at, outcome, encoding, payload = e
-    head = prev + _HEAD(seq, step, at, len(kind), len(name), len(outcome), len(encoding))
     if isinstance(payload, str):  # the common case: one encode for all five texts
-        return head + f"{kind}{name}{outcome}{encoding}{payload}".encode()
-    return head + f"{kind}{name}{outcome}{encoding}".encode() + payload
+        return (prev + _HEAD(seq, step, at, len(kind), len(name), len(outcome), len(encoding), 1)
+                + f"{kind}{name}{outcome}{encoding}{payload}".encode())
+    return (prev + _HEAD(seq, step, at, len(kind), len(name), len(outcome), len(encoding), 2)
+            + f"{kind}{name}{outcome}{encoding}".encode() + payload)
 
 
 class Chain:
