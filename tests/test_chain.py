@@ -233,3 +233,20 @@ def test_a_payload_stored_as_the_other_kind_is_refused(tmp_path: Path) -> None:
     db, ledger = _recorded(tmp_path)
     _sql(db, "UPDATE events SET payload = CAST(payload AS BLOB) WHERE seq = 3")
     _refused(db, ledger, "event 3: its checksum does not match")
+
+
+def test_a_row_the_drivers_reads_missed_is_damage_not_another_driver(tmp_path: Path) -> None:
+    """Found by the corruption campaign: a damaged page can hide rows from every scan of a history
+    while the insert of the next step still meets them. The run is held here, so nobody else should
+    have written that row: the error says the store may be damaged (not "two processes are driving
+    the same workflow"), and nothing is overwritten."""
+    db, ledger = str(tmp_path / "store.db"), str(tmp_path / "ledger")
+    with rk.Engine(db, workflows=[chained]) as engine:
+        handle = engine.start(chained, ledger, 3, workflow_id="c")
+        _wait(lambda: len(list(engine.store.events("c"))) >= 4)
+        _sql(db, "INSERT INTO events SELECT run, 4, 4, 'signal', 'go', at, 'ok', 'json', '\"x\"', NULL "
+                 "FROM events WHERE seq = 3")
+        rk.send_signal(db, "c", "go", "yes")
+        with pytest.raises(rk.WorkflowLockedError, match="event 4 of 'c' is already in the store, though "
+                                                         "this process holds the run.*damaged"):
+            handle.result(timeout=20)

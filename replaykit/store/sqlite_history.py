@@ -18,6 +18,7 @@ from .base import Signal
 
 if TYPE_CHECKING:
     from ..payloads import Codec
+    from .locks import FileLocks
 
 PAGE = 256  # history rows per query: memory stays bounded, and no statement stays open between pages
 EVENT_COLUMNS = "seq, step, kind, name, at, outcome, encoding, payload"
@@ -37,6 +38,8 @@ class ChainedHistory:
     _chain_of_keys: chain.Chain | None = None
 
     if TYPE_CHECKING:
+        _locks: FileLocks
+
         def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]: ...
         def _run(self, workflow_id: str) -> int: ...
 
@@ -66,6 +69,13 @@ class ChainedHistory:
         try:
             conn.execute(_INSERT_EVENT, (run, *e, digest))
         except sqlite3.IntegrityError as exc:
+            workflow_id = conn.execute("SELECT workflow_id FROM runs WHERE id = ?", (run,)).fetchall()
+            if workflow_id and self._locks.holds(workflow_id[0][0]):  # nobody else may write it
+                raise WorkflowLockedError(
+                    f"{self.path}: event {e.seq} of {workflow_id[0][0]!r} is already in the store, though this "
+                    "process holds the run and read its history as ending before it: either the store is "
+                    "damaged (rows its reads did not see; see PRAGMA integrity_check and restore it from a "
+                    "backup) or a process wrote it without the lock. Nothing was overwritten.") from exc
             raise WorkflowLockedError(
                 f"event {e.seq} of this workflow was already recorded by another driver; "
                 "two processes are driving the same workflow. Nothing was overwritten."
