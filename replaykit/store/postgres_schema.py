@@ -34,19 +34,18 @@ def checksum_all(conn: psycopg.Connection[TupleRow], chain_of_keys: Callable[[],
     runs = conn.execute("SELECT id, workflow_id, generation FROM replaykit_runs").fetchall()
     for run, workflow_id, generation in runs:
         prev = chain.seed(workflow_id, generation)
-        rows = conn.execute("SELECT seq, step, kind, name, at, outcome, encoding, coalesce(payload_bytes, "
-                            "convert_to(payload, 'UTF8')) FROM replaykit_events WHERE run = %s ORDER BY seq",
-                            (run,)).fetchall()
-        for row in rows:
-            prev = links.link(prev, Event._make(row))
-            conn.execute("UPDATE replaykit_events SET digest = %s WHERE run = %s AND seq = %s", (prev, run, row[0]))
+        rows = conn.execute("SELECT seq, step, kind, name, at, outcome, encoding, payload, payload_bytes "
+                            "FROM replaykit_events WHERE run = %s ORDER BY seq", (run,)).fetchall()
+        for seq, step, kind, name, at, outcome, encoding, text, data in rows:
+            prev = links.link(prev, Event(seq, step, kind, name, at, outcome, encoding, data if text is None else text))
+            conn.execute("UPDATE replaykit_events SET digest = %s WHERE run = %s AND seq = %s", (prev, run, seq))
     ended = [status.value for status in Status if status.is_terminal]
     conn.execute("UPDATE replaykit_runs r SET head = (SELECT digest FROM replaykit_events e WHERE e.run = r.id "
                  "ORDER BY seq DESC LIMIT 1) WHERE status = ANY(%s)", (ended,))
-    signals = conn.execute("SELECT id, workflow_id, name, encoding, coalesce(payload_bytes, "
-                           "convert_to(payload, 'UTF8')), sent_at, payload IS NULL FROM replaykit_signals").fetchall()
-    for signal_id, workflow_id, name, encoding, data, at, is_bytes in signals:
-        payload = bytes(data) if is_bytes else bytes(data).decode()
+    signals = conn.execute("SELECT id, workflow_id, name, encoding, payload, payload_bytes, sent_at "
+                           "FROM replaykit_signals").fetchall()
+    for signal_id, workflow_id, name, encoding, text, data, at in signals:
+        payload = data if text is None else text
         conn.execute("UPDATE replaykit_signals SET digest = %s WHERE id = %s",
                      (links.link(chain.SIGNAL_SEED, chain.signal_fields(workflow_id, name, encoding, payload, at)),
                       signal_id))
