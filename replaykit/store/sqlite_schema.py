@@ -140,9 +140,17 @@ def is_ours(conn: sqlite3.Connection, path: str) -> bool:
     return _version(conn, path) is not None
 
 
+_HEADER_AND_TABLES = ("SELECT (SELECT application_id FROM pragma_application_id), "
+                      "(SELECT user_version FROM pragma_user_version), "
+                      "(SELECT group_concat(name, char(0)) FROM sqlite_master WHERE type = 'table')")
+
+
 def _version(conn: sqlite3.Connection, path: str) -> int | None:
-    """The store's schema version (``None``: an empty database). Refuses anything else."""
-    app_id, version = (conn.execute(f"PRAGMA {name}").fetchall()[0][0] for name in ("application_id", "user_version"))
+    """The store's schema version (``None``: an empty database). Refuses anything else.
+
+    One statement, so one snapshot: read apart, the header and the table list could straddle
+    another process's creation of the store, which would look like someone else's tables."""
+    app_id, version, names = conn.execute(_HEADER_AND_TABLES).fetchall()[0]
     if app_id == APPLICATION_ID:
         if version > SCHEMA_VERSION:
             raise StoreTooNewError(
@@ -151,7 +159,7 @@ def _version(conn: sqlite3.Connection, path: str) -> int | None:
                 "the file was not changed."
             )
         return int(version)
-    tables = [row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()]
+    tables = names.split("\x00") if names else []
     if tables:
         raise NotAStoreError(
             f"{path} is an SQLite database of something else (tables: "
