@@ -59,11 +59,14 @@ def test_the_campaign_script_prints_its_tables(tmp_path: Path) -> None:
     assert (tmp_path / "pristine" / "done-8" / "store.db").exists()
 
 
-@pytest.mark.parametrize(("seed", "trial"), [(1, 322), (2, 403)])
+@pytest.mark.parametrize(("seed", "trial"), [(1, 322), (2, 403), (2, 406)])
 def test_a_page_whose_forward_scan_stops_early_is_refused(tmp_path: Path, seed: int, trial: int) -> None:
     """Found by the campaign: one flipped bit in an events page made SQLite's forward scan end early
     without an error (the rows after it still found from the end), so an unfinished run replayed a
-    prefix of its history and ran recorded activities again. The end is now checked both ways."""
+    prefix of its history and ran recorded activities again. The end is now checked both ways. In
+    trial 406 a flipped bit gave the row after the last one read a text run id: it sorted itself after
+    every run, hiding the rows behind it from both scans; the row after a history's end must now be
+    the start of a later run, or nothing."""
     pristine = campaign.prepare(tmp_path / "pristine")
     result = campaign.run_trial(trial, seed, pristine, tmp_path)
     assert result.damage == "flip-events-pages"

@@ -25,6 +25,8 @@ EVENT_COLUMNS = "seq, step, kind, name, at, outcome, encoding, payload"
 _INSERT_EVENT = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _PREV_DIGEST = "SELECT digest FROM events WHERE run = ? AND seq = ?"
 _SELECT_PAGE = f"SELECT {EVENT_COLUMNS}, digest FROM events WHERE run = ? AND seq > ? ORDER BY seq LIMIT ?"
+_NEXT_ROW = ("SELECT typeof(run), typeof(seq), run > ?1, seq FROM events WHERE (run, seq) > (?1, ?2) "
+             "ORDER BY run, seq LIMIT 1")  # the row after a history's last, in the table's key order
 _SEAL = "SELECT status, head, workflow_id, generation FROM runs WHERE id = ?"
 _SEED = "SELECT workflow_id, generation FROM runs WHERE id = ?"
 _CHAIN_KEY = b"history chain"
@@ -111,19 +113,26 @@ class ChainedHistory:
 
     def _ends_at(self, run: int, last: int, digest: bytes, where: str) -> bool:
         """Does the run's history end where reading it forward ended (``last``, -1 for none)? A damaged
-        page can make SQLite's forward scan stop early without an error, while the rows after are
-        still in the table: the last row, found the other way (an index seek from the end), must be
-        the one read last. ``False``: rows were added since (another process drives the run); read on."""
+        page can make SQLite's scans stop early without an error while the rows after are still in the
+        table, so the end is checked two more ways: the last row found from the end (a seek down the
+        other side of the tree) must be the one read last, and the row after it in the table's key order
+        must start another run (a damaged key sorts itself out of the run and hides the rows behind
+        it). ``False``: rows were added since (another process drives the run); read on."""
         rows = self._read("SELECT seq, digest FROM events WHERE run = ? ORDER BY seq DESC LIMIT 1", (run,))
         end = rows[0] if rows else (-1, None)
-        if end[0] == last and (last < 0 or end[1] == digest):
-            return True
         if end[0] > last and self._read(_SELECT_PAGE, (run, last, 1)):
             return False
+        if end[0] == last and (last < 0 or end[1] == digest):
+            after = self._read(_NEXT_ROW, (run, last))
+            if not after or after[0] == ("integer", "integer", 1, 0):  # none, or the start of a later run
+                return True
+            found = "a damaged row after it, where the next run's first event or nothing should be"
+        else:
+            found = f"event {end[0]}"
         raise CorruptStoreError(
-            f"the history of {where} is damaged: reading it in order ends at event {last}, but reading it from the "
-            f"end finds event {end[0]} there (a damaged page of the store). Nothing was replayed "
-            "from it and the store was not changed; restore it from a backup.")
+            f"the history of {where} is damaged: reading it in order ends at event {last}, but reading on from "
+            f"there finds {found} (a damaged page of the store). Nothing was replayed from it and the store "
+            "was not changed; restore it from a backup.")
 
     def _run_seal(self, run: int, where: str) -> tuple[Status, Any, bytes]:
         """The run's status, its seal (``head``) and the seed its chain starts from."""
