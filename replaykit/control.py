@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .errors import Cancelled, IllegalTransitionError, WorkflowNotFoundError
+from .errors import Cancelled, CorruptStoreError, IllegalTransitionError, WorkflowNotFoundError
 from .history import ERROR, PATCH, RESULT, Event, Status
 from .interpreter import replay_history
 from .store import Store, open_store
@@ -78,7 +78,9 @@ def cancel(db: Db, workflow_id: str, reason: str = "cancelled", *, at: float | N
             raise IllegalTransitionError(f"workflow {workflow_id!r} is already {status.value}; nothing to cancel")
         if status is Status.PENDING:
             last = store.last_event(workflow_id)
-            assert last is not None
+            if last is None:
+                raise CorruptStoreError(f"the run {workflow_id!r} in {store} is damaged: it has no start event. "
+                                        "Restore the store from a backup.")
             result = Event(last.seq + 1, 0, RESULT, "", now, ERROR, *store.codec.encode_error(Cancelled(reason)))
             store.record(workflow_id, result, status=Status.CANCELLED)
             return

@@ -18,8 +18,8 @@ from .activity import Execution
 from .commands import ACTIVITY, CHILD, SIDE_EFFECT, SIGNAL, ActivityCall, ChildWorkflow, SideEffect, WaitSignal
 from .errors import ActivityTimeoutError, SerializationError, StoreError, WorkflowConflictError
 from .executor import Outcome
-from .handle import recorded_outcome
-from .history import ERROR, OK, RESULT, TIMEOUT, Event
+from .handle import ended_with, recorded_outcome
+from .history import ERROR, OK, TIMEOUT, Event
 from .interpreter import Leaf
 from .runstate import EngineState
 from .starting import start_payload
@@ -282,8 +282,7 @@ class Effects(EngineState):
         info = self.store.info(child_id)
         if info is None or not info.status.is_terminal:
             return None
-        last = self.store.last_event(child_id)
-        assert last is not None and last.kind == RESULT
+        last = ended_with(self.store, child_id)
         ok, value = recorded_outcome(self.store.codec, child_id, last)
         if ok:
             return OK, (last.encoding, last.payload), value, None

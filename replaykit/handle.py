@@ -11,6 +11,7 @@ from .clock import monotonic
 from .commands import R
 from .errors import (
     Cancelled,
+    CorruptStoreError,
     ResultTimeoutError,
     TimedOut,
     WorkflowCancelled,
@@ -103,15 +104,25 @@ class WorkflowHandle(Generic[R]):
             self._wakeup.clear()  # the flags above say what woke us; a set event must not spin the loop
 
     def _recorded_result(self) -> R:
-        last = self._store.last_event(self.workflow_id)
-        assert last is not None and last.kind == RESULT, "a terminal run ends with its result event"
-        ok, value = recorded_outcome(self._store.codec, self.workflow_id, last)
+        ok, value = recorded_outcome(self._store.codec, self.workflow_id, ended_with(self._store, self.workflow_id))
         if ok:
             return cast(R, value)
         raise value
 
     def __repr__(self) -> str:
         return f"<WorkflowHandle {self.workflow_id!r}>"
+
+
+def ended_with(store: Store, workflow_id: str) -> Event:
+    """The result event a run that ended ends with (its seal vouches for it); a run whose store says it
+    ended without one is damaged (or was changed by a writer without the secret)."""
+    last = store.last_event(workflow_id)
+    if last is None or last.kind != RESULT:
+        raise CorruptStoreError(
+            f"the run {workflow_id!r} in {store} is damaged: it is marked as ended, but its history ends with "
+            f"{'no event' if last is None else f'a {last.kind} event'}, not its result. Restore the store "
+            "from a backup.")
+    return last
 
 
 def recorded_outcome(codec: Codec, workflow_id: str, result: Event) -> tuple[bool, Any]:

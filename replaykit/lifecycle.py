@@ -22,6 +22,7 @@ from .commands import TIMER
 from .effects import NULL
 from .errors import (
     Cancelled,
+    CorruptStoreError,
     NonDeterminismError,
     ReplayKitError,
     StoreError,
@@ -133,8 +134,12 @@ class Lifecycle(EngineState):
             raise ReplayKitError(f"workflow {workflow_id!r} vanished from the store")
         events: Iterator[Event] = opening.events
         start = next(events)
+        if start.name != info.name:  # the row's name is an index; the chained start event says which workflow
+            raise CorruptStoreError(
+                f"the run {workflow_id!r} is damaged: its row names workflow {info.name!r}, but its history was "
+                f"started by workflow {start.name!r}. Nothing was run; restore the store from a backup.")
         recorded = start.value(self.store.codec, workflow_id)
-        check_same_run(workflow_id, info.name, recorded, wf, call)
+        check_same_run(workflow_id, start.name, recorded, wf, call)
         if info.status.is_terminal:
             self._unlock(workflow_id)
             handle._finish()

@@ -62,6 +62,5 @@ def check_same_run(workflow_id: str, name: str, recorded: dict[str, Any], wf: Wo
 def check_same_stored_run(store: Store, workflow_id: str, wf: Workflow[Any], args: tuple[Any, ...],
                           kwargs: dict[str, Any]) -> None:
     """:func:`check_same_run` against the run stored under ``workflow_id``."""
-    info = store.info(workflow_id)
-    recorded = next(iter(store.events(workflow_id))).value(store.codec, workflow_id)
-    check_same_run(workflow_id, wf.name if info is None else info.name, recorded, wf, (args, kwargs))
+    start = next(iter(store.events(workflow_id)))
+    check_same_run(workflow_id, start.name, start.value(store.codec, workflow_id), wf, (args, kwargs))

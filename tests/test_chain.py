@@ -153,7 +153,7 @@ def _finished(tmp: Path, n: int = 5) -> tuple[str, str, list[str]]:
 @pytest.mark.parametrize(("change", "match"), [
     ("DELETE FROM events WHERE seq = (SELECT MAX(seq) FROM events)", "ends at event 6"),
     ("DELETE FROM events WHERE seq >= 4", "ends at event 3"),
-    ("UPDATE runs SET head = NULL", "lost the checksum of its last event"),
+    ("UPDATE runs SET head = NULL", "lost the seal of its end"),
     ("UPDATE runs SET status = 'running'", "says the run has not ended"),
 ])
 def test_a_finished_history_cut_short_or_unsealed_is_refused(tmp_path: Path, change: str, match: str) -> None:

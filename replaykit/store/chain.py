@@ -5,8 +5,9 @@ from another run is caught as the history is read, before anything is replayed f
 The chain is keyed (keyed BLAKE2b) with a key derived from the store's secret, so a writer of the
 store without the secret cannot forge a history that passes. The first event chains from a seed
 made of the run's workflow id and generation. Events are numbered from 0 with no gap: a missing row is caught by its
-number as well as by the chain. A run that ended is sealed: its row keeps its last event's digest
-(its *head*), so a finished history cut short, or lengthened, is caught too.
+number as well as by the chain. A run that ended is sealed: its row keeps a keyed digest (its *head*)
+of its seed, its status and its last event's position and digest, so a finished history cut short or
+lengthened, a status changed, or the end of another run copied in, is caught too.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from hashlib import blake2b
+from hmac import compare_digest
 from typing import Any
 
 from ..errors import CorruptStoreError, PayloadAuthenticationError
-from ..history import Event
+from ..history import Event, Status
 from .base import Signal
 
 DIGEST_SIZE = 16
@@ -25,6 +27,7 @@ _SEED = b"replaykit chain 1\x00"
 SIGNAL_SEED = b"replaykit signal 1\x00"  # what a signal row's checksum starts from
 # seq, step, at, the lengths of the four texts after them, and the payload's kind (1 text, 2 bytes)
 _HEAD = struct.Struct("<qqdIIIIB").pack
+_SEAL = b"replaykit seal 1"  # the seal's key is the chain's, personalised apart from the events'
 
 
 def seed(workflow_id: str, generation: int) -> bytes:
@@ -38,6 +41,8 @@ def _fields(prev: bytes, e: Event) -> bytes:
     in the head: no two events hash alike), the payload and whether it is text or bytes (the same
     bytes stored as the other kind read back as another value)."""
     seq, step, kind, name, at, outcome, encoding, payload = e
+    if not (type(kind) is str and type(name) is str and type(outcome) is str and type(encoding) is str):
+        raise TypeError("a text field holds a value that is not text")
     if isinstance(payload, str):  # the common case: one encode for all five texts
         return (prev + _HEAD(seq, step, at, len(kind), len(name), len(outcome), len(encoding), 1)
                 + f"{kind}{name}{outcome}{encoding}{payload}".encode())
@@ -53,6 +58,7 @@ class Chain:
         if not keys:
             raise ValueError("a chain needs at least one key")
         self._primed = [blake2b(key=key[:64], digest_size=DIGEST_SIZE) for key in keys]
+        self._sealing = [blake2b(key=key[:64], digest_size=DIGEST_SIZE, person=_SEAL) for key in keys]
 
     def link(self, prev: bytes, e: Event) -> bytes:
         """The digest of event ``e`` recorded after the event whose digest is ``prev``."""
@@ -66,9 +72,40 @@ class Chain:
         for primed in self._primed:
             mac = primed.copy()
             mac.update(data)
-            if mac.digest() == digest:
-                return digest  # type: ignore[no-any-return]
+            if _same(mac.digest(), digest):
+                return bytes(digest)
         return None
+
+    def seal(self, seed: bytes, status: Status, last: tuple[int, bytes] | None) -> bytes:
+        """The head of a run (chained from ``seed``) that ended ``status`` at event ``last`` (its
+        position and digest; ``None``: no events)."""
+        mac = self._sealing[0].copy()
+        mac.update(_sealed(seed, status, last))
+        return mac.digest()
+
+    def check_seal(self, head: Any, seed: bytes, status: Status, last: tuple[int, bytes] | None,
+                   where: str) -> None:
+        """A run that ended must carry the seal of its seed, status and last event (``last``: the
+        last event read and its digest); a run that has not ended carries none."""
+        if head is None:
+            if status.is_terminal:
+                raise CorruptStoreError(f"the history of {where} is damaged: the run ended, but its row lost the "
+                                        "seal of its end. Restore the store from a backup.")
+            return
+        if not status.is_terminal:
+            raise CorruptStoreError(f"the history of {where} is damaged: its row says the run has not ended, but "
+                                    "it carries the seal of an end. Restore the store from a backup.")
+        data = _sealed(seed, status, last)
+        for sealing in self._sealing:
+            mac = sealing.copy()
+            mac.update(data)
+            if _same(mac.digest(), head):
+                return
+        at = "has no events" if last is None else f"ends at event {last[0]}"
+        raise CorruptStoreError(
+            f"the history of {where} is damaged: it {at} and says it ended {status.value}, which is not how the "
+            "run was sealed when it ended (events cut off its end or added after it, its status changed, or the "
+            "end of another run copied in). Nothing was replayed from it; restore the store from a backup.")
 
     def verified(self, rows: Iterable[tuple[Any, ...]], prev: bytes, prev_seq: int,
                  where: str) -> Iterator[tuple[Event, bytes]]:
@@ -86,9 +123,8 @@ class Chain:
             try:
                 mac = first.copy()
                 mac.update(_fields(prev, event))
-                digest: bytes | None = mac.digest()
-                if row[8] != digest:  # not the current key's: an older key's, or damage
-                    digest = self.matches(prev, event, row[8])
+                mine = mac.digest()
+                digest = mine if _same(mine, row[8]) else self.matches(prev, event, row[8])  # else an older key's
             except (TypeError, AttributeError, UnicodeError, struct.error) as exc:  # a value of a wrong kind
                 raise broken(where, event.seq, f"a field of the wrong kind ({exc})") from exc
             if digest is None:
@@ -120,23 +156,14 @@ def checked_signal(links: Chain, workflow_id: str, row: tuple[Any, ...], where: 
     return Signal(signal_id, name, encoding, payload, at)
 
 
-def check_head(head: Any, sealed: bool, last: tuple[int, bytes] | None, where: str) -> None:
-    """A run that ended must end at the event its row was sealed with (``head``): refuses a finished
-    history cut short or lengthened (``last``: the last event read and its digest), and a seal on a
-    run that has not ended."""
-    if head is None:
-        if sealed:
-            raise CorruptStoreError(f"the history of {where} is damaged: the run ended, but its row lost the "
-                                    "checksum of its last event. Restore the store from a backup.")
-        return
-    if not sealed:
-        raise CorruptStoreError(f"the history of {where} is damaged: its row says the run has not ended, but "
-                                "it carries the checksum of a last event. Restore the store from a backup.")
-    if last is None or last[1] != head:
-        at = "has no events" if last is None else f"ends at event {last[0]}"
-        raise CorruptStoreError(
-            f"the history of {where} is damaged: it {at}, which is not the event the run ended with (events "
-            "were cut off its end, or added after it). Nothing was replayed from it; restore the store from a backup.")
+def _same(digest: bytes, stored: Any) -> bool:
+    """Is ``stored`` (a column's value) ``digest``? Compared in constant time."""
+    return isinstance(stored, (bytes, memoryview)) and compare_digest(digest, stored)
+
+
+def _sealed(seed: bytes, status: Status, last: tuple[int, bytes] | None) -> bytes:
+    seq, digest = (-1, b"") if last is None else last
+    return seed + struct.pack("<q", seq) + digest + status.value.encode()
 
 
 def broken(where: str, seq: int, why: str) -> CorruptStoreError:

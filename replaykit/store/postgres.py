@@ -51,7 +51,7 @@ from .postgres_conn import (
     owner_params,
 )
 from .postgres_errors import redact, translated
-from .postgres_history import PAGE, SEAL_LAST, SELECT_END, SELECT_PAGE, PostgresHistory, seal_from
+from .postgres_history import PAGE, SELECT_END, SELECT_PAGE, PostgresHistory, seal_from
 from .postgres_libpq import event_sent, insert_event, send_event
 from .postgres_runs import create_run, end_run
 from .postgres_schema import ensure_schema
@@ -107,6 +107,7 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
         self._runs: dict[str, int] = {}
         self._tokens: dict[str, int] = {}  # workflow id -> fencing token, from try_lock to unlock
         self._heads: dict[str, tuple[int, int, bytes]] = {}  # see PostgresHistory
+        self._seeds: dict[str, tuple[int, bytes]] = {}
         self._local = threading.local()  # per thread: what changed() saw last
         self._page_reader: ThreadPoolExecutor | None = None
         self._reader_lock = threading.Lock()
@@ -153,8 +154,10 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
     def create(self, workflow_id: str, name: str, start: Event, status: Status = Status.RUNNING,
                history: Sequence[Event] = (), placement: Placement | None = None) -> bool:
         with self._writes.write(notify=False, single=True) as conn:  # the statement notifies
-            events = (start, *history)
-            return create_run(conn, workflow_id, name, status, events, self.chained(events, chain.seed(workflow_id, 1)),
+            events, seed = (start, *history), chain.seed(workflow_id, 1)
+            digests = self.chained(events, seed)
+            head = self.chain().seal(seed, status, (events[-1].seq, digests[-1])) if status.is_terminal else None
+            return create_run(conn, workflow_id, name, status, events, digests, head,
                               self._tokens.get(workflow_id), placement)
 
     def restart(self, workflow_id: str, start: Event, history: Sequence[Event] = ()) -> None:
@@ -291,8 +294,9 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
             custom = None if custom_status is UNSET else (custom_status,)
             with self._writes.write(notify=False, single=True) as conn:  # the statement notifies
                 digest = self.digest_of(conn, workflow_id, run, event, keep=False)
+                head = self.seal(conn, workflow_id, run, status, (event.seq, digest))
                 self._inserted(conn, workflow_id, run, event, token,
-                               end_run(conn, workflow_id, run, event, digest, token, status, custom))
+                               end_run(conn, workflow_id, run, event, (digest, head), token, status, custom))
             return
         changes_run = status is not None or custom_status is not UNSET
         with self._writes.write(serialize=workflow_id if changes_run else None) as conn:
@@ -301,9 +305,10 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
                 self._unowned(conn, workflow_id, run)
             digest = self._insert(conn, workflow_id, run, event)
             if status is not None:
+                sealed = self.seal(conn, workflow_id, run, status, (event.seq, digest)) if status.is_terminal else None
                 conn.execute("UPDATE replaykit_runs SET status = %s, updated_at = %s, "
                              "head = CASE WHEN %s THEN %s ELSE head END WHERE id = %s",
-                             (status.value, event.at, status.is_terminal, digest, run))
+                             (status.value, event.at, status.is_terminal, sealed, run))
                 if status.is_terminal:
                     ended(conn, workflow_id, event.at)
             if consume_signal is not None:
@@ -340,8 +345,9 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
             if workflow_id not in self._tokens:
                 self._unowned(conn, workflow_id, run)
             digest = self._insert(conn, workflow_id, run, result)
+            head = self.seal(conn, workflow_id, run, Status.CONTINUED, (result.seq, digest))
             conn.execute("UPDATE replaykit_runs SET status = %s, updated_at = %s, head = %s WHERE id = %s",
-                         (Status.CONTINUED.value, result.at, digest, run))
+                         (Status.CONTINUED.value, result.at, head, run))
             new = conn.execute(_NEW_GENERATION.format("custom_status, owner"),  # the same owner goes on
                                (Status.RUNNING.value, start.at, start.at, run))
             new_run, _, generation = new.fetchall()[0]
@@ -363,7 +369,7 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
             conn.execute("UPDATE replaykit_runs SET status = %s, updated_at = %s WHERE id = %s",
                          (status.value, at, run))
             if status.is_terminal:
-                conn.execute(SEAL_LAST, {"run": run})
+                self.seal_last(conn, run)
                 ended(conn, workflow_id, at)
             elif old is Status.PAUSED:  # resumed: whoever is free drives it
                 wake(conn, workflow_id, at)
@@ -467,6 +473,7 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
             self._writes.forget()
             self._tokens.clear()
             self._heads.clear()
+            self._seeds.clear()
             self._local = threading.local()
 
     def __repr__(self) -> str:

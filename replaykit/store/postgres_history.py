@@ -39,8 +39,6 @@ _SEAL = "SELECT status, head, workflow_id, generation FROM replaykit_runs WHERE 
 SELECT_END = "SELECT seq, digest FROM replaykit_events WHERE run = %s ORDER BY seq DESC LIMIT 1"
 _PREV = "SELECT digest FROM replaykit_events WHERE run = %s AND seq = %s"
 _SEED = "SELECT workflow_id, generation FROM replaykit_runs WHERE id = %s"
-SEAL_LAST = ("UPDATE replaykit_runs SET head = (SELECT digest FROM replaykit_events WHERE run = %(run)s "
-             "ORDER BY seq DESC LIMIT 1) WHERE id = %(run)s")
 _CHAIN_KEY = b"history chain"
 PUBLIC_KEY = b"replaykit: a store without a secret"  # keys the chain of a store without one (anyone can)
 
@@ -55,6 +53,7 @@ class PostgresHistory:
     _pool: Pool
     _tokens: dict[str, int]
     _heads: dict[str, tuple[int, int, bytes]]  # workflow id -> its run, the seq and checksum of its last event
+    _seeds: dict[str, tuple[int, bytes]]  # workflow id -> its run and that run's seed, while held
     _chain_of_keys: chain.Chain | None = None
 
     if TYPE_CHECKING:
@@ -75,10 +74,7 @@ class PostgresHistory:
         its first event). Kept as the run's last if ``keep`` (this store holds the run): forget it
         with :meth:`forget_head` if the write fails."""
         if e.seq == 0:
-            if seed is None:
-                rows = conn.execute(_SEED, (run,)).fetchall()
-                seed = chain.seed(*rows[0])
-            prev = seed
+            prev = self.seed_of(conn, workflow_id, run) if seed is None else seed
         else:
             kept = self._heads.get(workflow_id)
             if kept is not None and kept[:2] == (run, e.seq - 1):
@@ -97,6 +93,29 @@ class PostgresHistory:
 
     def forget_head(self, workflow_id: str) -> None:
         self._heads.pop(workflow_id, None)
+        self._seeds.pop(workflow_id, None)
+
+    def seed_of(self, conn: Connection, workflow_id: str, run: int) -> bytes:
+        """What run ``run`` of ``workflow_id`` chains from (kept while this store holds the run)."""
+        kept = self._seeds.get(workflow_id)
+        if kept is not None and kept[0] == run:
+            return kept[1]
+        seed = chain.seed(*conn.execute(_SEED, (run,)).fetchall()[0])
+        self._seeds[workflow_id] = (run, seed)
+        return seed
+
+    def seal(self, conn: Connection, workflow_id: str, run: int, status: Status, last: tuple[int, bytes]) -> bytes:
+        """The seal of run ``run`` ending ``status`` at ``last`` (its last event's position and checksum)."""
+        return self.chain().seal(self.seed_of(conn, workflow_id, run), status, last)
+
+    def seal_last(self, conn: Connection, run: int) -> None:
+        """Seal run ``run`` as it stands: it ended (its status is set) without a new event."""
+        workflow_id, generation, status = conn.execute(
+            "SELECT workflow_id, generation, status FROM replaykit_runs WHERE id = %s", (run,)).fetchall()[0]
+        last = conn.execute(SELECT_END, (run,)).fetchall()
+        head = self.chain().seal(chain.seed(workflow_id, generation), Status(status),
+                                 (last[0][0], bytes(last[0][1])) if last else None)
+        conn.execute("UPDATE replaykit_runs SET head = %s WHERE id = %s", (head, run))
 
     def chained(self, events: Sequence[Event], seed: bytes) -> list[bytes]:
         """The checksums of a run's first ``events`` (from seq 0), chained from its ``seed``."""
@@ -120,8 +139,8 @@ class PostgresHistory:
         server, and no connection is held by an iterator abandoned half-way). Where the reading
         ended is checked against the run's last row found from the end (``end``, if read already):
         a damaged index or page must not pass for a shorter history."""
-        status, head, prev, workflow_id = self.seal_of(run) if seal is None else seal
-        where = f"{workflow_id!r} in {self.url}"
+        status, head, seed, workflow_id = self.seal_of(run) if seal is None else seal
+        prev, where = seed, f"{workflow_id!r} in {self.url}"
         links, after = self.chain(), -1
         rows = self._read(SELECT_PAGE, (run, -1, PAGE)) if first is None else first
         while True:
@@ -147,9 +166,10 @@ class PostgresHistory:
                     f"it from the end finds event {last[0]} there. Nothing was replayed from it; restore the "
                     "store from a backup.")
             break
-        chain.check_head(head, status.is_terminal, (after, prev) if after >= 0 else None, where)
+        links.check_seal(head, seed, status, (after, prev) if after >= 0 else None, where)
         if workflow_id in self._tokens and after >= 0:  # driven from here: its next step chains from this
             self._heads[workflow_id] = (run, after, prev)
+            self._seeds[workflow_id] = (run, seed)
 
     def last(self, run: int) -> Event | None:
         """The run's last event, checked against the one before it (and the seal)."""
@@ -158,11 +178,11 @@ class PostgresHistory:
         rows = self._read(f"SELECT {EVENT_COLUMNS} FROM replaykit_events WHERE run = %s ORDER BY seq DESC LIMIT 2",
                           (run,))
         if not rows:
-            chain.check_head(head, status.is_terminal, None, where)
+            self.chain().check_seal(head, seed, status, None, where)
             return None
         prev, prev_seq = (seed, -1) if len(rows) == 1 else (rows[1][9], rows[1][0])
         event, digest = next(self.chain().verified([chain_row(rows[0])], prev, prev_seq, where))
-        chain.check_head(head, status.is_terminal, (event.seq, digest), where)
+        self.chain().check_seal(head, seed, status, (event.seq, digest), where)
         return event
 
     # -- signals ------------------------------------------------------------------------

@@ -46,9 +46,9 @@ SELECT (SELECT count(*) FROM run), (SELECT count(*) FROM note)
 """
 
 def create_run(conn: Connection, workflow_id: str, name: str, status: Status, events: Sequence[Event],
-               digests: Sequence[bytes], owner: int | None, placement: Placement | None) -> bool:
+               digests: Sequence[bytes], head: bytes | None, owner: int | None, placement: Placement | None) -> bool:
     """Create the run with ``events`` (its start first) and their checksums (``digests``), sealed
-    if ``status`` ends it, queued if ``placement``; False if the id exists."""
+    with ``head`` if ``status`` ends it, queued if ``placement``; False if the id exists."""
     start = events[0]
     row = conn.execute(_CREATE, {
         "workflow_id": workflow_id, "name": name, "status": status.value, "at": start.at, "owner": owner,
@@ -57,7 +57,7 @@ def create_run(conn: Connection, workflow_id: str, name: str, status: Status, ev
         "encoding": [e.encoding for e in events],
         "text": [e.payload if isinstance(e.payload, str) else None for e in events],
         "bytes": [None if isinstance(e.payload, str) else e.payload for e in events],
-        "digest": list(digests), "head": digests[-1] if status.is_terminal else None,
+        "digest": list(digests), "head": head,
         "placed": placement is not None,
         "queue": None if placement is None else placement.queue,
         "priority": 0 if placement is None else placement.priority,
@@ -83,7 +83,7 @@ ins AS (
     ON CONFLICT DO NOTHING
     RETURNING 1),
 run AS (
-    UPDATE replaykit_runs SET status = %(status)s, updated_at = %(at)s, head = %(digest)s,
+    UPDATE replaykit_runs SET status = %(status)s, updated_at = %(at)s, head = %(head)s,
         custom_status = CASE WHEN %(set_custom)s THEN %(custom)s::text ELSE custom_status END
     WHERE id = %(run)s AND EXISTS (SELECT FROM ins)),
 {ended_ctes("EXISTS (SELECT FROM ins)")},
@@ -92,9 +92,9 @@ SELECT (SELECT count(*) FROM ins), (SELECT count(*) FROM note)
 """
 
 
-def end_run(conn: Connection, workflow_id: str, run: int, e: Event, digest: bytes, token: int, status: Status,
-            custom_status: tuple[Any] | None) -> int:
-    """Record the run's last event ``e`` (and its checksum, which seals the run) with its ending
+def end_run(conn: Connection, workflow_id: str, run: int, e: Event, digests: tuple[bytes, bytes], token: int,
+            status: Status, custom_status: tuple[Any] | None) -> int:
+    """Record the run's last event ``e`` (``digests``: its checksum and the run's seal) with its ending
     ``status`` (and ``custom_status``, a 1-tuple, if it changed): how many events were inserted, 0
     if the fence or a duplicate refused it."""
     assert status.is_terminal
@@ -104,7 +104,7 @@ def end_run(conn: Connection, workflow_id: str, run: int, e: Event, digest: byte
         "kind": e.kind, "name": e.name, "at": e.at, "outcome": e.outcome, "encoding": e.encoding,
         "text": payload if isinstance(payload, str) else None,
         "bytes": None if isinstance(payload, str) else payload,
-        "digest": digest, "token": token, "status": status.value, "workflow_id": workflow_id,
+        "digest": digests[0], "head": digests[1], "token": token, "status": status.value, "workflow_id": workflow_id,
         "set_custom": custom_status is not None,
         "custom": None if custom_status is None else json.dumps(custom_status[0]),
     }).fetchall()[0]

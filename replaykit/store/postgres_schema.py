@@ -31,17 +31,17 @@ def checksum_all(conn: psycopg.Connection[TupleRow], chain_of_keys: Callable[[],
     """Checksum every event, the last event of every run that ended (its seal), and every signal,
     as they stand (version 4 does this once to a store of version 3)."""
     links = chain_of_keys()
-    runs = conn.execute("SELECT id, workflow_id, generation FROM replaykit_runs").fetchall()
-    for run, workflow_id, generation in runs:
-        prev = chain.seed(workflow_id, generation)
+    runs = conn.execute("SELECT id, workflow_id, generation, status FROM replaykit_runs").fetchall()
+    for run, workflow_id, generation, status in runs:
+        seed = prev = chain.seed(workflow_id, generation)
         rows = conn.execute("SELECT seq, step, kind, name, at, outcome, encoding, payload, payload_bytes "
                             "FROM replaykit_events WHERE run = %s ORDER BY seq", (run,)).fetchall()
         for seq, step, kind, name, at, outcome, encoding, text, data in rows:
             prev = links.link(prev, Event(seq, step, kind, name, at, outcome, encoding, data if text is None else text))
             conn.execute("UPDATE replaykit_events SET digest = %s WHERE run = %s AND seq = %s", (prev, run, seq))
-    ended = [status.value for status in Status if status.is_terminal]
-    conn.execute("UPDATE replaykit_runs r SET head = (SELECT digest FROM replaykit_events e WHERE e.run = r.id "
-                 "ORDER BY seq DESC LIMIT 1) WHERE status = ANY(%s)", (ended,))
+        if Status(status).is_terminal:
+            head = links.seal(seed, Status(status), (rows[-1][0], prev) if rows else None)
+            conn.execute("UPDATE replaykit_runs SET head = %s WHERE id = %s", (head, run))
     signals = conn.execute("SELECT id, workflow_id, name, encoding, payload, payload_bytes, sent_at "
                            "FROM replaykit_signals").fetchall()
     for signal_id, workflow_id, name, encoding, text, data, at in signals:

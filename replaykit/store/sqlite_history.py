@@ -25,8 +25,8 @@ EVENT_COLUMNS = "seq, step, kind, name, at, outcome, encoding, payload"
 _INSERT_EVENT = "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _PREV_DIGEST = "SELECT digest FROM events WHERE run = ? AND seq = ?"
 _SELECT_PAGE = f"SELECT {EVENT_COLUMNS}, digest FROM events WHERE run = ? AND seq > ? ORDER BY seq LIMIT ?"
-_NEXT_ROW = ("SELECT typeof(run), typeof(seq), run > ?1, seq FROM events WHERE (run, seq) > (?1, ?2) "
-             "ORDER BY run, seq LIMIT 1")  # the row after a history's last, in the table's key order
+_NEXT_ROW = ("SELECT typeof(run), typeof(seq), run > ?1, CASE WHEN run = ?1 THEN 1 ELSE seq END FROM events "
+             "WHERE (run, seq) > (?1, ?2) ORDER BY run, seq LIMIT 1")  # the row after a history's last, in key order
 _SEAL = "SELECT status, head, workflow_id, generation FROM runs WHERE id = ?"
 _SEED = "SELECT workflow_id, generation FROM runs WHERE id = ?"
 _CHAIN_KEY = b"history chain"
@@ -84,11 +84,9 @@ class ChainedHistory:
             ) from exc
         return digest
 
-    @staticmethod
-    def _seal(conn: sqlite3.Connection, run: int) -> None:
-        """The run ended: its row keeps its last event's checksum (see :func:`chain.check_head`)."""
-        conn.execute("UPDATE runs SET head = (SELECT digest FROM events WHERE run = ?1 ORDER BY seq DESC LIMIT 1) "
-                     "WHERE id = ?1", (run,))
+    def _seal(self, conn: sqlite3.Connection, run: int) -> None:
+        """The run ended: its row gets the seal of its status and last event (:meth:`chain.Chain.seal`)."""
+        conn.execute("UPDATE runs SET head = ? WHERE id = ?", (seal_of_run(conn, run, self.chain(make=True)), run))
 
     def _pages(self, run: int, workflow_id: str) -> Iterator[Event]:
         """The run's events, read a page at a time by ``seq`` and checked against the run's hash
@@ -108,7 +106,7 @@ class ChainedHistory:
                 after = rows[-1][0]
             if len(rows) < PAGE:  # the end: checked before a reader that read it all goes on live
                 if self._ends_at(run, after, prev, where):
-                    chain.check_head(head, status.is_terminal, (after, prev) if after >= 0 else None, where)
+                    self.chain().check_seal(head, seed, status, (after, prev) if after >= 0 else None, where)
                     return
 
     def _ends_at(self, run: int, last: int, digest: bytes, where: str) -> bool:
@@ -120,10 +118,11 @@ class ChainedHistory:
         it). ``False``: rows were added since (another process drives the run); read on."""
         rows = self._read("SELECT seq, digest FROM events WHERE run = ? ORDER BY seq DESC LIMIT 1", (run,))
         end = rows[0] if rows else (-1, None)
-        if end[0] > last and self._read(_SELECT_PAGE, (run, last, 1)):
-            return False
+        after = self._read(_NEXT_ROW, (run, last)) if end[0] == last else []
+        grown = end[0] > last or after[:1] == [("integer", "integer", 0, 1)]  # a row of this run after it
+        if grown and self._read(_SELECT_PAGE, (run, last, 1)):
+            return False  # recorded since
         if end[0] == last and (last < 0 or end[1] == digest):
-            after = self._read(_NEXT_ROW, (run, last))
             if not after or after[0] == ("integer", "integer", 1, 0):  # none, or the start of a later run
                 return True
             found = "a damaged row after it, where the next run's first event or nothing should be"
@@ -150,14 +149,14 @@ class ChainedHistory:
         rows = self._read(f"SELECT {EVENT_COLUMNS}, digest FROM events WHERE run = ? ORDER BY seq DESC LIMIT 2",
                           (run,))
         if not rows:
-            chain.check_head(head, status.is_terminal, None, where)
+            self.chain().check_seal(head, seed, status, None, where)
             return None
         if len(rows) == 1:  # the start alone: it chains from the seed
             prev, prev_seq = seed, -1
         else:
             prev, prev_seq = rows[1][8], rows[1][0]
         event, digest = next(self.chain().verified(rows[:1], prev, prev_seq, where))
-        chain.check_head(head, status.is_terminal, (event.seq, digest), where)
+        self.chain().check_seal(head, seed, status, (event.seq, digest), where)
         return event
 
     # -- signals ------------------------------------------------------------------------
@@ -171,3 +170,11 @@ class ChainedHistory:
     def checked_signal(self, workflow_id: str, row: tuple[Any, ...]) -> Signal:
         """A signal row ``(id, name, encoding, payload, sent_at, digest)`` once its checksum matches."""
         return chain.checked_signal(self.chain(), workflow_id, row, self.path)
+
+
+def seal_of_run(conn: sqlite3.Connection, run: int, links: chain.Chain) -> bytes:
+    """The seal of run ``run`` as it stands (status and last event) in ``conn``'s transaction."""
+    (workflow_id, generation, status), = conn.execute(
+        "SELECT workflow_id, generation, status FROM runs WHERE id = ?", (run,)).fetchall()
+    last = conn.execute("SELECT seq, digest FROM events WHERE run = ? ORDER BY seq DESC LIMIT 1", (run,)).fetchall()
+    return links.seal(chain.seed(workflow_id, generation), Status(status), last[0] if last else None)

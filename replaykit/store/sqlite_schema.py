@@ -43,16 +43,17 @@ CREATE TABLE events (
 def checksum_all(conn: sqlite3.Connection, chain_of_keys: Callable[[], Chain]) -> None:
     """Checksum every event, the last event of every run that ended (its seal), and every signal,
     as they stand (version 3 does this once to a store of version 2)."""
-    for run, workflow_id, generation in conn.execute("SELECT id, workflow_id, generation FROM runs").fetchall():
-        prev = chain.seed(workflow_id, generation)
+    runs = conn.execute("SELECT id, workflow_id, generation, status FROM runs").fetchall()
+    for run, workflow_id, generation, status in runs:
+        seed = prev = chain.seed(workflow_id, generation)
         rows = conn.execute("SELECT seq, step, kind, name, at, outcome, encoding, payload FROM events "
                             "WHERE run = ? ORDER BY seq", (run,)).fetchall()
         for row in rows:
             prev = chain_of_keys().link(prev, Event._make(row))
             conn.execute("UPDATE events SET digest = ? WHERE run = ? AND seq = ?", (prev, run, row[0]))
-    ended = ", ".join(f"'{status.value}'" for status in Status if status.is_terminal)
-    conn.execute(f"UPDATE runs SET head = (SELECT digest FROM events WHERE run = runs.id ORDER BY seq DESC LIMIT 1) "
-                 f"WHERE status IN ({ended})")
+        if Status(status).is_terminal:
+            head = chain_of_keys().seal(seed, Status(status), (rows[-1][0], prev) if rows else None)
+            conn.execute("UPDATE runs SET head = ? WHERE id = ?", (head, run))
     signals = conn.execute("SELECT id, workflow_id, name, encoding, payload, sent_at FROM signals").fetchall()
     for signal_id, workflow_id, name, encoding, payload, at in signals:
         conn.execute("UPDATE signals SET digest = ? WHERE id = ?",

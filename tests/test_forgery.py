@@ -1,0 +1,123 @@
+"""A writer of an SQLite store without its secret (plain SQL on the file) cannot make replaykit return a
+value, run a workflow or run an activity that the store's histories do not vouch for: each change is
+refused with a replaykit error and nothing runs (found by a security review of the chain)."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+import replaykit as rk
+
+from helpers import journal, read_journal
+
+SECRET = "forgery-test-secret-0123456789"
+
+
+@rk.activity
+def pay(ledger: str, to: str, cents: int) -> str:
+    journal(ledger, f"pay {cents} to {to}")
+    return f"paid {cents} to {to}"
+
+
+@rk.workflow(name="transfer")
+def transfer(ctx: rk.Context, ledger: str, to: str, cents: int):
+    return (yield pay(ledger, to, cents))
+
+
+@rk.workflow(name="approval")
+def approval(ctx: rk.Context, ledger: str, to: str, cents: int):
+    quote = yield pay(ledger, to, cents)
+    ok = yield rk.wait_signal("approved")
+    return f"approved {quote}" if ok else "cancelled"
+
+
+@rk.activity
+def debit(ledger: str, to: str, cents: int) -> str:
+    journal(ledger, f"DEBIT {cents} from {to}")
+    return "debited"
+
+
+@rk.workflow(name="close_account")
+def close_account(ctx: rk.Context, ledger: str, to: str, cents: int):
+    return (yield debit(ledger, to, cents))
+
+
+@pytest.fixture(autouse=True)
+def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REPLAYKIT_SECRET", SECRET)  # for rk.run, which takes the secret from the environment
+
+
+def _sql(db: Path, *statements: tuple[str, tuple[object, ...]]) -> None:
+    conn = sqlite3.connect(db)
+    try:
+        with conn:
+            for statement, params in statements:
+                conn.execute(statement, params)
+    finally:
+        conn.close()
+
+
+def test_the_end_of_another_run_copied_in_is_refused(tmp_path: Path) -> None:
+    """The last two rows of another finished run, and its seal, copied over a run's last rows: the last
+    event checks out against the stored digest of the row before it, so only a seal that binds the run
+    (its workflow id and generation) refuses it."""
+    db, ledger = tmp_path / "pay.db", str(tmp_path / "ledger")
+    with rk.Engine(db, secret=SECRET) as engine:
+        assert engine.start(transfer, ledger, "alice", 100, workflow_id="t-alice").result(timeout=10) == \
+            "paid 100 to alice"
+        engine.start(transfer, ledger, "mallory", 999999, workflow_id="t-mallory").result(timeout=10)
+    mallory = "(SELECT id FROM runs WHERE workflow_id = 't-mallory')"
+    alice = "(SELECT id FROM runs WHERE workflow_id = 't-alice')"
+    _sql(db, (f"DELETE FROM events WHERE run = {alice} AND seq >= 1", ()),
+         (f"INSERT INTO events SELECT {alice}, seq, step, kind, name, at, outcome, encoding, payload, digest "
+          f"FROM events WHERE run = {mallory} AND seq >= 1", ()),
+         (f"UPDATE runs SET head = (SELECT head FROM runs WHERE id = {mallory}) WHERE id = {alice}", ()))
+    with rk.Engine(db, secret=SECRET) as engine, pytest.raises(rk.CorruptStoreError, match="sealed"):
+        engine.handle("t-alice").result(timeout=10)
+    with pytest.raises(rk.CorruptStoreError, match="'t-alice'.*damaged"):
+        rk.run(transfer, ledger, "alice", 100, workflow_id="t-alice", db=db)
+    with rk.SqliteStore(db, secret=SECRET) as store, pytest.raises(rk.CorruptStoreError):
+        store.last_event("t-alice")
+
+
+@pytest.mark.parametrize("status", ["completed", "failed"])
+def test_a_run_marked_ended_with_a_seal_anyone_can_read_is_refused(tmp_path: Path, status: str) -> None:
+    """A run waiting for its signal, marked ended and given its last event's digest (readable by anyone)
+    as its seal: before, a bare assert failed (and under ``python -O`` the activity's value came back
+    as the run's result). The seal binds the status and is keyed."""
+    db, ledger = tmp_path / "ap.db", str(tmp_path / "ledger")
+    with rk.Engine(db, secret=SECRET) as engine:
+        engine.start(approval, ledger, "x", 1, workflow_id="ap")
+        deadline = time.monotonic() + 20
+        while len(list(engine.store.events("ap"))) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    _sql(db, ("UPDATE runs SET status = ?, head = (SELECT digest FROM events e WHERE e.run = runs.id "
+              "ORDER BY seq DESC LIMIT 1) WHERE workflow_id = 'ap'", (status,)))
+    with pytest.raises(rk.CorruptStoreError, match="'ap'.*not how the run was sealed"):
+        rk.run(approval, ledger, "x", 1, workflow_id="ap", db=db)
+    with rk.Engine(db, secret=SECRET) as engine, pytest.raises(rk.CorruptStoreError):
+        engine.handle("ap").result(timeout=10)
+    assert read_journal(ledger) == ["pay 1 to x"]
+
+
+def test_a_run_renamed_to_another_workflow_runs_nothing(tmp_path: Path) -> None:
+    """The run row's workflow name is an index, not covered by the chain: a pending ``transfer`` renamed
+    ``close_account`` must not be driven by ``close_account`` with its authenticated arguments."""
+    db, ledger = tmp_path / "bank.db", str(tmp_path / "ledger")
+    with rk.Engine(db, workflows=[transfer, close_account], secret=SECRET) as engine:
+        engine.start(transfer, ledger, "acct-7", 5000, workflow_id="dep", start_delay=0.3)
+    _sql(db, ("UPDATE runs SET name = 'close_account' WHERE workflow_id = 'dep'", ()))
+    time.sleep(0.4)
+    with rk.Engine(db, workflows=[transfer, close_account], secret=SECRET) as engine:
+        [handle] = engine.recover()
+        with pytest.raises(rk.CorruptStoreError, match="names workflow 'close_account'.*started by workflow "
+                                                       "'transfer'"):
+            handle.result(timeout=10)
+    with pytest.raises(rk.ReplayKitError):
+        rk.run(close_account, ledger, "acct-7", 5000, workflow_id="dep", db=db)
+    assert read_journal(ledger) == []
