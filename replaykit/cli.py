@@ -9,6 +9,7 @@
     replaykit fork orders.db order-o-42 order-o-42-b --step 3 -m myapp.workflows
     replaykit worker postgresql://app@db/orders -m myapp.workflows -q orders --limit orders=10   # serve runs
     replaykit workers postgresql://app@db/orders                              # the registered workers
+    replaykit migrate orders.db            # checksum a store from before checksums (vouching for its rows)
 
 None of them creates a store: a path with none is an error (exit 1), as is a signal
 to a run that has ended.
@@ -93,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="this worker's code version (default: a digest of its workflows' code)")
     p = sub.add_parser("workers", help="list the registered workers and the runs each holds")
     p.add_argument("db")
+    p = sub.add_parser("migrate", help="checksum the histories of a store from before checksums, vouching for them "
+                                       "as they stand (with the secret the store will use)")
+    p.add_argument("db")
     for verb in ("check", "restart", "fork", "worker"):  # they replay histories: the workflows' code must be imported
         sub.choices[verb].add_argument("-m", "--module", action="append", default=[],
                                        help="module that defines workflows (imported to register them); repeatable")
@@ -112,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
             fork(args.db, args.workflow_id, args.new_id, step=args.step)
             print(f"forked {args.workflow_id} into {args.new_id} from step {args.step}")
             return 0
+        if args.command == "migrate":
+            with open_store(args.db, create=False, migrate=True):
+                print(f"{args.db}: its histories are checksummed (store schema is current)")
+            return 0
         if args.command in ("cancel", "pause", "resume"):
             getattr(control, args.command)(args.db, args.workflow_id)
             return 0
@@ -129,17 +137,25 @@ def main(argv: list[str] | None = None) -> int:
                 for info in store.list(Status(args.status) if args.status else None):
                     custom = "" if info.custom_status is None else json.dumps(info.custom_status)
                     problem = "" if info.problem is None else f"\tproblem: {info.problem}"
-                    print(f"{info.workflow_id}\t{info.name}\t{info.status.value}\t{_time(info.updated_at)}\t{custom}"
-                          f"{problem}")
+                    print(_shown(f"{info.workflow_id}\t{info.name}\t{info.status.value}\t{_time(info.updated_at)}\t"
+                                 f"{custom}{problem}"))
             else:
                 for e in store.events(args.workflow_id):
                     # Never unpickle to show a value: looking at a run must not run code from the store.
                     value = f"<{e.encoding}, {len(e.payload)} bytes>" if isinstance(e.payload, bytes) else e.payload
-                    print(f"{e.seq}\tstep {e.step}\t{_time(e.at)}\t{e.describe()}\t{e.outcome}\t{value}")
+                    print(_shown(f"{e.seq}\tstep {e.step}\t{_time(e.at)}\t{e.describe()}\t{e.outcome}\t{value}"))
         return 0
     except (ReplayKitError, ValueError) as exc:  # ValueError: an argument the API refused, said in its words
-        print(f"replaykit: {exc}", file=sys.stderr)
+        print(_shown(f"replaykit: {exc}"), file=sys.stderr)
         return 1
+
+
+def _shown(line: str) -> str:
+    """A line of store data as printed: its control characters (but tabs) escaped, so a value in the
+    store cannot move the cursor, retitle the terminal or hide what is printed around it."""
+    if line.replace("\t", "").isprintable():
+        return line
+    return "".join(c if c.isprintable() or c == "\t" else c.encode("unicode_escape").decode() for c in line)
 
 
 def _import(modules: list[str]) -> None:
@@ -239,8 +255,8 @@ def _workers(records: list[WorkerRecord]) -> None:
     print("WORKER\tHOST\tPID\tQUEUES\tVERSION\tHEARTBEAT\tSTATE\tRUNS")
     for w in records:
         state = "stopping" if w.stopping else "running"
-        print(f"{w.worker_id}\t{w.host}\t{w.pid}\t{','.join(w.queues)}\t{w.version}\t"
-              f"{max(0.0, now - w.heartbeat_at):.1f}s ago\t{state}\t{' '.join(w.runs) or '-'}")
+        print(_shown(f"{w.worker_id}\t{w.host}\t{w.pid}\t{','.join(w.queues)}\t{w.version}\t"
+                     f"{max(0.0, now - w.heartbeat_at):.1f}s ago\t{state}\t{' '.join(w.runs) or '-'}"))
 
 
 def _check(db: str, modules: list[str]) -> int:
@@ -250,9 +266,9 @@ def _check(db: str, modules: list[str]) -> int:
     reports = replay_all(db)
     for r in reports:
         if r.ok:
-            print(f"ok    {r.workflow_id} ({r.workflow}, {r.steps} steps)")
+            print(_shown(f"ok    {r.workflow_id} ({r.workflow}, {r.steps} steps)"))
         else:
-            print(f"FAIL  {r.workflow_id} ({r.workflow}): {r.error}")
+            print(_shown(f"FAIL  {r.workflow_id} ({r.workflow}): {r.error}"))
     failed = sum(not r.ok for r in reports)
     print(f"{len(reports) - failed} passed, {failed} failed")
     return 1 if failed else 0

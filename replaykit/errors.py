@@ -121,6 +121,12 @@ class StoreFullError(StoreError, OSError):
     before is intact; free space and run again, and the run continues where it stopped."""
 
 
+class MigrationRequiredError(StoreError):
+    """The store was written before histories were checksummed: checksumming its rows vouches for
+    them as they stand, so it is done only when asked (``replaykit migrate DB``, or the store's
+    ``migrate=True``). Nothing was changed."""
+
+
 class StoreReadOnlyError(StoreError, PermissionError):
     """The store (or its directory) cannot be written; the operation needed to write."""
 

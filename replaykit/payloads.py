@@ -101,16 +101,19 @@ class Codec:
     def decode_json(data: str | bytes, where: Where = None) -> Any:
         """A JSON payload's value (no key needed)."""
         if type(data) is str:
-            # Fast paths for the commonest payloads (replay decodes one per step).
-            if data.isdigit():
+            # Fast paths for the commonest payloads (replay decodes one per step), for exactly the
+            # texts json.loads reads the same way (ASCII digits without a leading zero; a string
+            # with no escape, quote or control character inside).
+            if data.isdigit() and data.isascii() and (data[0] != "0" or len(data) == 1):
                 return int(data)
-            if data[:1] == '"' and "\\" not in data:
+            if (len(data) > 1 and data[0] == '"' == data[-1] and "\\" not in data and '"' not in data[1:-1]
+                    and data.isprintable()):
                 return data[1:-1]
             if data == "null":
                 return None
         try:
             return _loads(data)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deep to be ours
             raise CorruptStoreError(f"the {_named(where)} is not valid JSON ({exc}): the store is damaged") from exc
 
     def decode(self, encoding: str, data: str | bytes, where: Where = None) -> Any:
@@ -192,7 +195,7 @@ def error_record(encoding: str, data: str | bytes, where: Where = None) -> dict[
     """A recorded exception's readable part (type, message, traceback); never unpickles anything."""
     try:
         record = _loads(data) if encoding == JSON else None
-    except ValueError:
+    except (ValueError, RecursionError):
         record = None
     if not isinstance(record, dict) or not {"type", "message", "traceback"} <= record.keys():
         raise CorruptStoreError(f"the {_named(where, 'error')} is not a recorded exception: the store is damaged")

@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import replaykit as rk
+from replaykit import cli
 
 from helpers import journal, read_journal
 
@@ -131,12 +132,22 @@ def test_any_flipped_bit_is_refused_or_harmless(tmp_path_factory: pytest.TempPat
     _refused(db, ledger, "'c'")
 
 
-def test_a_store_of_schema_2_gets_its_rows_chained_and_goes_on(tmp_path: Path) -> None:
+def test_a_store_of_schema_2_is_chained_when_its_owner_vouches_for_it_and_goes_on(tmp_path: Path) -> None:
+    """Checksumming the rows of a store from before checksums vouches for them, so it is not done on
+    open (a writer could set the schema back and have its rows checksummed with the key): the store is
+    refused, unchanged, until ``replaykit migrate``."""
     db, ledger = _recorded(tmp_path)
     _sql(db, "ALTER TABLE events DROP COLUMN digest", "ALTER TABLE runs DROP COLUMN head",
          "ALTER TABLE signals DROP COLUMN digest", "UPDATE meta SET value = '2' WHERE key = 'schema_version'",
          "PRAGMA user_version = 2")
-    rk.send_signal(db, "c", "go", "yes")  # opens it: migrated to 3, the rows as they stand chained
+    before = Path(db).read_bytes()
+    with pytest.raises(rk.MigrationRequiredError, match="schema 2.*replaykit migrate"):
+        rk.send_signal(db, "c", "go", "yes")
+    with pytest.raises(rk.MigrationRequiredError):
+        rk.run(chained, ledger, 5, workflow_id="c", db=db)
+    assert Path(db).read_bytes() == before
+    assert cli.main(["migrate", db]) == 0  # the rows as they stand chained
+    rk.send_signal(db, "c", "go", "yes")
     assert rk.run(chained, ledger, 5, workflow_id="c", db=db) == [f"v-{i:05d}" for i in range(5)] + ["yes"]
     assert len(read_journal(ledger)) == 5  # nothing ran again
     assert all(row[-1] is not None for row in _rows(db))

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import replaykit as rk
+from replaykit import cli
 from replaykit.store.open import open_store
 
 from helpers import journal, read_journal
@@ -132,6 +133,9 @@ def test_a_store_of_schema_3_gets_its_rows_checksummed_and_goes_on(pg_url: str, 
     _sql(pg_url, "ALTER TABLE replaykit_events DROP COLUMN digest", "ALTER TABLE replaykit_runs DROP COLUMN head",
          "ALTER TABLE replaykit_signals DROP COLUMN digest",
          "UPDATE replaykit_meta SET value = '3' WHERE key = 'schema_version'")
-    rk.send_signal(pg_url, "c", "go", "yes")  # opens it: migrated to 4, the rows as they stand checksummed
+    with pytest.raises(rk.MigrationRequiredError, match="schema 3"):
+        rk.send_signal(pg_url, "c", "go", "yes")
+    assert cli.main(["migrate", pg_url]) == 0  # migrated to 4, the rows as they stand checksummed
+    rk.send_signal(pg_url, "c", "go", "yes")
     assert rk.run(chained, ledger, 5, workflow_id="c", db=pg_url)[-1] == "yes"
     assert len(read_journal(ledger)) == 5  # nothing ran again

@@ -73,3 +73,16 @@ def test_a_page_whose_forward_scan_stops_early_is_refused(tmp_path: Path, seed: 
     outcomes = {outcome for outcome, _, _ in result.outcomes.values()}
     assert not outcomes & set(campaign.BAD), _failures([result])
     assert campaign.REFUSED in outcomes
+
+
+@pytest.mark.parametrize("trial", [75, 125, 622])
+def test_bits_flipped_in_the_schema_or_a_run_row_are_refused(tmp_path: Path, trial: int) -> None:
+    """Found by the campaign (seed 3): a flipped bit in the schema's text made SQLite's message about it
+    invalid UTF-8 (trial 75: a raw UnicodeDecodeError) or renamed a column (125: a raw "no such column");
+    one in a run's row changed its workflow id so its index no longer found it (622: ``list`` and
+    ``check`` silently left the run out)."""
+    pristine = campaign.prepare(tmp_path / "pristine")
+    result = campaign.run_trial(trial, 3, pristine, tmp_path)
+    outcomes = {outcome for outcome, _, _ in result.outcomes.values()}
+    assert not outcomes & set(campaign.BAD), _failures([result])
+    assert campaign.REFUSED in outcomes

@@ -27,8 +27,12 @@ def _sql(db: str, sqlite_sql: str, pg_sql: str) -> None:
         conn.close()
 
 
+DEEP = "'" + "[" * 100_000 + "'"  # parses as far as the interpreter's stack goes (a raw RecursionError before)
+
+
 @pytest.mark.parametrize(("column", "value"), [("custom_status", "'{not json'"), ("status", "'exploded'"),
-                                               ("updated_at", "1e300"), ("created_at", "-5")])
+                                               ("updated_at", "1e300"), ("created_at", "-5"),
+                                               ("custom_status", DEEP)])
 def test_a_damaged_run_row_is_a_corrupt_store(any_db: str, column: str, value: str) -> None:
     assert rk.run(adder, 2, workflow_id="a", db=any_db) == 1
     _sql(any_db, f"UPDATE runs SET {column} = {value}", f"UPDATE replaykit_runs SET {column} = {value}")
@@ -43,6 +47,9 @@ def test_a_damaged_worker_row_is_a_corrupt_store(any_db: str) -> None:
     with open_store(any_db) as store:
         store.register_worker(WorkerRecord("w1", "host", 1, ("q",), ("w",), "v1", 1.0, 1.0, False))
         _sql(any_db, "UPDATE workers SET queues = '[broken'", "UPDATE replaykit_workers SET queues = '[broken'")
+        with pytest.raises(rk.CorruptStoreError, match="worker registry holds a damaged row"):
+            store.workers()
+        _sql(any_db, f"UPDATE workers SET queues = {DEEP}", f"UPDATE replaykit_workers SET queues = {DEEP}")
         with pytest.raises(rk.CorruptStoreError, match="worker registry holds a damaged row"):
             store.workers()
 

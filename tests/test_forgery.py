@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import replaykit as rk
+from replaykit import cli
 
 from helpers import journal, read_journal
 
@@ -121,3 +122,44 @@ def test_a_run_renamed_to_another_workflow_runs_nothing(tmp_path: Path) -> None:
     with pytest.raises(rk.ReplayKitError):
         rk.run(close_account, ledger, "acct-7", 5000, workflow_id="dep", db=db)
     assert read_journal(ledger) == []
+
+
+def test_a_store_set_back_to_the_schema_before_checksums_is_not_checksummed_on_open(tmp_path: Path) -> None:
+    """A writer drops the checksum columns, sets the schema back to 2 and changes a run's arguments: before,
+    the next process to open the store checksummed the forged rows with the key, and drove the run with
+    them. Now it refuses the store, unchanged, until its owner runs ``replaykit migrate``."""
+    db, ledger = tmp_path / "pay.db", str(tmp_path / "ledger")
+    with rk.Engine(db, secret=SECRET) as engine:
+        engine.start(approval, ledger, "alice", 100, workflow_id="ap")
+        deadline = time.monotonic() + 20
+        while len(list(engine.store.events("ap"))) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    _sql(db, ("ALTER TABLE events DROP COLUMN digest", ()), ("ALTER TABLE runs DROP COLUMN head", ()),
+         ("ALTER TABLE signals DROP COLUMN digest", ()),
+         ("UPDATE meta SET value = '2' WHERE key = 'schema_version'", ()), ("PRAGMA user_version = 2", ()),
+         ("UPDATE events SET payload = replace(payload, '\"alice\",100', '\"mallory\",999999') WHERE seq = 0", ()))
+    before = db.read_bytes()
+    with pytest.raises(rk.MigrationRequiredError, match="schema 2.*replaykit migrate"):
+        with rk.Engine(db, secret=SECRET) as engine:
+            engine.recover()
+    with pytest.raises(rk.MigrationRequiredError):
+        rk.send_signal(db, "ap", "approved", True)
+    assert db.read_bytes() == before
+    assert read_journal(ledger) == ["pay 100 to alice"]
+
+
+def test_looking_at_a_store_prints_no_control_characters_from_it(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A run's name and custom status are written by whoever writes the store: printed raw, escape
+    sequences in them clear the screen, retitle the terminal or hide lines."""
+    db, ledger = tmp_path / "pay.db", str(tmp_path / "ledger")
+    rk.run(transfer, ledger, "alice", 1, workflow_id="t", db=db)
+    _sql(db, ("UPDATE runs SET name = 'transfer\x1b[2J\x1b]0;owned\x07', custom_status = '\"\\u001b[8m\"'", ()),
+         ("UPDATE events SET name = 'pay\x1b[1A' WHERE seq = 1", ()))
+    for verb in (["list", str(db)], ["history", str(db), "t"]):
+        cli.main(verb)
+        out, err = capsys.readouterr()
+        assert "\x1b" not in out + err and "\x07" not in out + err
+    cli.main(["list", str(db)])
+    assert "transfer\\x1b[2J\\x1b]0;owned\\x07" in capsys.readouterr().out  # shown, escaped

@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from replaykit import payloads
+from replaykit.errors import CorruptStoreError
 from replaykit.keys import Keyring
 
 codec = payloads.Codec(Keyring.ephemeral())
@@ -62,3 +65,21 @@ def test_replaykit_errors_survive_recording_with_their_type_and_details() -> Non
         rebuilt = codec.decode_error(*codec.encode_error(error))
         assert type(rebuilt) is type(error) and str(rebuilt) == str(error)
         assert vars(rebuilt) == vars(error)
+
+
+@given(st.one_of(st.text(max_size=12), st.from_regex(r'\A"[^"\\]{0,8}"?\Z'), st.from_regex(r"\A[0-9٠-٩²]{1,6}\Z")))
+def test_a_json_payload_reads_as_json_reads_it_or_is_refused(text: str) -> None:
+    """The fast paths of decode_json (digits, a plain string) read exactly what json.loads reads; before,
+    '١٢' read as 12, '"open' as 'ope', and '²' raised a raw ValueError."""
+    try:
+        expected = json.loads(text)
+    except ValueError:
+        with pytest.raises(CorruptStoreError):
+            payloads.Codec.decode_json(text)
+    else:
+        assert payloads.Codec.decode_json(text) == expected
+
+
+def test_json_nested_too_deep_to_be_ours_is_refused() -> None:
+    with pytest.raises(CorruptStoreError, match="not valid JSON"):
+        payloads.Codec.decode_json("[" * 100_000)

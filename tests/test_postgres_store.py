@@ -502,7 +502,9 @@ def test_a_version_1_store_is_migrated_and_its_runs_kept(pg_url: str) -> None:
                  "ALTER TABLE replaykit_runs DROP COLUMN owner, DROP COLUMN head; "
                  "ALTER TABLE replaykit_events DROP COLUMN digest; ALTER TABLE replaykit_signals DROP COLUMN digest; "
                  "UPDATE replaykit_meta SET value = '1' WHERE key = 'schema_version'")
-    with open_store(pg_url) as store:
+    with pytest.raises(rk.MigrationRequiredError):
+        open_store(pg_url)
+    with open_store(pg_url, migrate=True) as store:
         assert store.try_lock("a")
         store.record("a", step(1))
         assert [e.seq for e in store.events("a")] == [0, 1]

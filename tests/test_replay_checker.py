@@ -133,6 +133,27 @@ def test_pickled_payloads_round_trip(tmp_path: Path) -> None:
     assert History.from_json(json.loads(json.dumps(history.to_json()))) == history
 
 
+def test_typed_payloads_export_as_readable_json_and_round_trip(tmp_path: Path) -> None:
+    """A typed value (here a tuple: JSON with its type recorded) exports readable; before, the export
+    asserted every payload that is not plain JSON was a pickle."""
+    @rk.activity
+    def pair() -> tuple[int, str]:
+        return (1, "a")
+
+    @rk.workflow
+    def pairs(ctx: rk.Context):
+        return (yield pair())
+
+    with TestEnv() as env:
+        env.run(pairs, workflow_id="p")
+        history = export_history(env.store, "p")
+    assert history.events[1].encoding == "typed"
+    data = json.loads(json.dumps(history.to_json()))
+    assert data["events"][1]["typed"]["v"] == [1, "a"]
+    assert History.from_json(data).events[1].value() == (1, "a")
+    assert replay(pairs, History.from_json(data)).ok
+
+
 def test_wrong_workflow_for_a_history(tmp_path: Path) -> None:
     @rk.workflow
     def other(ctx: rk.Context):

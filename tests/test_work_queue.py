@@ -12,8 +12,10 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from test_store_conformance import result, start, step, wait_for
 
+import replaykit as rk
 from replaykit.history import Status
 from replaykit.store import SqliteStore, Store, open_store
 from replaykit.store.sqlite_schema import SCHEMA_VERSION
@@ -255,7 +257,9 @@ def test_an_sqlite_store_of_schema_1_is_migrated_and_keeps_its_runs(tmp_path: Pa
                        "ALTER TABLE events DROP COLUMN digest; ALTER TABLE runs DROP COLUMN head; "
                        "ALTER TABLE signals DROP COLUMN digest; PRAGMA user_version = 1;")
     conn.close()
-    with open_store(path) as s:
+    with pytest.raises(rk.MigrationRequiredError):
+        open_store(path)
+    with open_store(path, migrate=True) as s:
         assert [e.seq for e in s.events("a")] == [0, 1]
         queued(s, "b")
         assert claim(s) == ["b"]

@@ -54,7 +54,7 @@ def info_from_row(row: Sequence[Any], where: str) -> WorkflowInfo:
             if type(at) not in (int, float) or not 0 <= at < _LATEST:  # NaN fails too
                 raise ValueError(f"a time of {at!r}")
         return WorkflowInfo(row[0], row[1], Status(row[2]), row[3], row[4], custom, row[6], row[7])
-    except (ValueError, TypeError) as exc:  # an unknown status, JSON that does not parse, a time that is none
+    except (ValueError, TypeError, RecursionError) as exc:  # an unknown status, bad JSON, a time that is none
         raise CorruptStoreError(f"{where}: the row of run {row[0]!r} is damaged ({exc}). Nothing was changed; "
                                 "restore the store from a backup.") from exc
 

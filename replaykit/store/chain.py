@@ -18,7 +18,7 @@ from hashlib import blake2b
 from hmac import compare_digest
 from typing import Any
 
-from ..errors import CorruptStoreError, PayloadAuthenticationError
+from ..errors import CorruptStoreError, MigrationRequiredError, PayloadAuthenticationError
 from ..history import Event, Status
 from .base import Signal
 
@@ -164,6 +164,16 @@ def _same(digest: bytes, stored: Any) -> bool:
 def _sealed(seed: bytes, status: Status, last: tuple[int, bytes] | None) -> bytes:
     seq, digest = (-1, b"") if last is None else last
     return seed + struct.pack("<q", seq) + digest + status.value.encode()
+
+
+def migration_required(where: str, version: int, checksums: int) -> MigrationRequiredError:
+    """A store from before checksums (schema ``version``) that nobody has vouched for."""
+    return MigrationRequiredError(
+        f"{where} has store schema {version}, from before histories were checksummed (schema {checksums}). "
+        "Checksumming its rows vouches for them as they stand, so it is done only when asked: run "
+        f"`replaykit migrate {where}` once (with the secret the store will use), after making sure nobody "
+        "else could write it. A store this replaykit version has already used never goes back to an older "
+        "schema: if it did, someone changed it; restore it from a backup. Nothing was changed.")
 
 
 def broken(where: str, seq: int, why: str) -> CorruptStoreError:

@@ -15,7 +15,7 @@ def is_postgres_url(db: str | os.PathLike[str]) -> bool:
 
 
 def open_store(db: str | os.PathLike[str], *, durability: Durability | str = Durability.CRASH,
-               create: bool = True, secret: Secrets = None, pickle: str = "signed") -> Store:
+               create: bool = True, secret: Secrets = None, pickle: str = "signed", migrate: bool = False) -> Store:
     """``PostgresStore(db)`` for a ``postgresql://`` (or ``postgres://``) URL, ``SqliteStore(db)`` otherwise.
 
     psycopg is imported only here, when a URL asks for it: ``import replaykit`` never does.
@@ -23,8 +23,9 @@ def open_store(db: str | os.PathLike[str], *, durability: Durability | str = Dur
     if is_postgres_url(db):
         from .postgres import PostgresStore
 
-        return PostgresStore(str(db), durability=durability, create=create, secret=secret, pickle=pickle)
-    return SqliteStore(db, durability=durability, create=create, secret=secret, pickle=pickle)
+        return PostgresStore(str(db), durability=durability, create=create, secret=secret, pickle=pickle,
+                             migrate=migrate)
+    return SqliteStore(db, durability=durability, create=create, secret=secret, pickle=pickle, migrate=migrate)
 
 
 def store_for(db: str | os.PathLike[str] | Store, *, durability: Durability | str, secret: Secrets,

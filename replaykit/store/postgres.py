@@ -94,7 +94,7 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
     networked = True
 
     def __init__(self, url: str, *, durability: Durability | str = Durability.CRASH, create: bool = True,
-                 secret: Secrets = None, pickle: str = "signed") -> None:
+                 secret: Secrets = None, pickle: str = "signed", migrate: bool = False) -> None:
         self.url = redact(url)
         self.codec = Codec(Keyring.configured(secret, missing=_NO_SECRET), pickle)
         self.durability = Durability(durability)
@@ -113,7 +113,8 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
         self._reader_lock = threading.Lock()
         try:
             with self._pool.lent() as conn, translated(self.url):
-                ensure_schema(conn, self.url, create, self.chain)  # refuses foreign databases before any write
+                # refuses foreign databases before any write
+                ensure_schema(conn, self.url, create, self.chain, migrate=migrate)
         except BaseException:
             self.close()
             raise

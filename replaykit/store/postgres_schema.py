@@ -134,11 +134,16 @@ _MIGRATIONS: dict[int, list[str | Callable[[psycopg.Connection[TupleRow], Callab
 }
 
 
+CHECKSUMS = 4  # the version that checksums histories (store/chain.py)
+_HAS_ROWS = "SELECT EXISTS (SELECT 1 FROM replaykit_events) OR EXISTS (SELECT 1 FROM replaykit_signals)"
+
+
 def ensure_schema(conn: psycopg.Connection[TupleRow], where: str, create: bool,
-                  chain_of_keys: Callable[[], Chain]) -> None:
+                  chain_of_keys: Callable[[], Chain], migrate: bool = False) -> None:
     """Check the database is a replaykit store this version reads; create (or migrate) it if
-    ``create`` (``chain_of_keys``: the store's chain, to checksum the rows of an older store).
-    Foreign and newer stores are refused before anything is written."""
+    ``create`` (``chain_of_keys``: the store's chain, to checksum the rows of an older store, which
+    only happens if ``migrate``: the owner vouches for them). Foreign and newer stores are refused
+    before anything is written."""
     version = _version(conn, where)  # a plain read: opening an up-to-date store takes no lock
     if version == SCHEMA_VERSION:
         return
@@ -150,6 +155,8 @@ def ensure_schema(conn: psycopg.Connection[TupleRow], where: str, create: bool,
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", _MIGRATION_LOCK)
         version = _version(conn, where) or 0  # another process may have done it meanwhile
+        if 0 < version < CHECKSUMS and not migrate and conn.execute(_HAS_ROWS).fetchall()[0][0]:
+            raise chain.migration_required(where, version, CHECKSUMS)
         for target in range(version + 1, SCHEMA_VERSION + 1):
             for statement in _MIGRATIONS[target]:
                 conn.execute(statement) if isinstance(statement, str) else statement(conn, chain_of_keys)

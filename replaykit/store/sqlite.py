@@ -31,7 +31,7 @@ from ..payloads import Codec
 from .base import RESTARTABLE, UNSET, Secrets, Signal, Store, info_from_row, status_of
 from .locks import FileLocks, stores_open
 from .sqlite_access import read_only_error, read_only_query
-from .sqlite_errors import cannot_open, refused, translated
+from .sqlite_errors import cannot_open, refused, translated, undecodable
 from .sqlite_history import ChainedHistory
 from .sqlite_schema import ensure_schema
 from .sqlite_work import SqliteWork, ended, place, restarted, wake
@@ -51,7 +51,6 @@ _RUN_COLUMNS = ("workflow_id, name, status, created_at, updated_at, custom_statu
                 "(SELECT 'code version ' || problem_version || ': ' || problem FROM work w "
                 "WHERE w.workflow_id = runs.workflow_id)")
 _NEWEST_RUN = "SELECT {} FROM runs WHERE workflow_id = ? ORDER BY generation DESC LIMIT 1"
-_NEWEST = "generation = (SELECT MAX(generation) FROM runs r WHERE r.workflow_id = runs.workflow_id)"
 
 
 class SqliteStore(ChainedHistory, SqliteWork, Store):
@@ -66,7 +65,8 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
     """
 
     def __init__(self, path: str | os.PathLike[str], *, durability: Durability | str = Durability.CRASH,
-                 create: bool = True, secret: Secrets = None, pickle: str = "signed", read_only: bool = False) -> None:
+                 create: bool = True, secret: Secrets = None, pickle: str = "signed", read_only: bool = False,
+                 migrate: bool = False) -> None:
         self.path = os.fspath(path)
         self.codec = Codec(Keyring.configured(secret, key_file=Path(self.path + ".key")), pickle)
         self.durability = Durability(durability)
@@ -84,10 +84,13 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
             try:
                 conn = self._conn("rwc" if create else "rw")
                 # refuses foreign files before anything is written
-                ensure_schema(conn, self.path, create, lambda: self.chain(make=True), writable=not self.read_only)
+                ensure_schema(conn, self.path, create, lambda: self.chain(make=True), writable=not self.read_only,
+                              migrate=migrate)
             except sqlite3.DatabaseError as exc:
                 self.close()
                 raise refused(self.path, exc, in_use=stores_open(self.path) > 0) from exc
+            except UnicodeDecodeError as exc:
+                raise undecodable(self.path, exc) from exc
             if not self.read_only:
                 with translated(self.path):
                     conn.execute("PRAGMA journal_mode = WAL")  # persistent, stored in the file
@@ -338,8 +341,11 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
             conn.execute("UPDATE signals SET consumed = 1 WHERE id = ?", (signal_id,))
 
     def list(self, status: Status | None = None) -> list[WorkflowInfo]:
-        where = _NEWEST + (" AND status = ?" if status else "")
-        rows = self._read(f"SELECT {_RUN_COLUMNS} FROM runs WHERE {where} ORDER BY id",
+        # The newest generation of each id from the rows themselves (a window), not through an index:
+        # a damaged row that no longer matches its index entry is then listed (and refused), not hidden.
+        where = "newest = 1" + (" AND status = ?" if status else "")
+        rows = self._read(f"SELECT {_RUN_COLUMNS} FROM (SELECT *, row_number() OVER (PARTITION BY workflow_id "
+                          f"ORDER BY generation DESC) AS newest FROM runs) AS runs WHERE {where} ORDER BY id",
                           (status.value,) if status else ())
         return [info_from_row(row, self.path) for row in rows]
 

@@ -30,6 +30,7 @@ _MESSAGES = {
     "unable to open database file": CANTOPEN, "file is not a database": NOTADB,
 }
 _SQLITE_MAGIC = b"SQLite format 3\x00"
+_SCHEMA_GONE = ("no such column", "no such table", "no such index")  # a store of ours whose schema text is damaged
 
 
 def code(exc: sqlite3.Error) -> int:
@@ -76,6 +77,10 @@ def translate(path: str, exc: sqlite3.Error) -> Exception:
             f"{path}: a text value in the store is not valid UTF-8 ({exc}): the file is damaged, or was written "
             "by something else. Restore it from a backup; replaykit will not overwrite it, and used nothing of it."
         )
+    if isinstance(exc, sqlite3.OperationalError) and str(exc).startswith(_SCHEMA_GONE):
+        return CorruptStoreError(
+            f"{path}: the store's schema is damaged: {exc}, though the file says it is a replaykit store of this "
+            "version. Restore it from a backup; replaykit will not overwrite it.")
     if primary in (CORRUPT, NOTADB) or type(exc) is sqlite3.DatabaseError:
         return CorruptStoreError(
             f"{path}: SQLite cannot read the database: {exc}. Restore it from a backup; "
@@ -94,6 +99,14 @@ def translated(path: str) -> Iterator[None]:
         if error is exc:
             raise
         raise error from exc
+    except UnicodeDecodeError as exc:  # SQLite's message quotes a damaged schema: Python cannot decode it
+        raise undecodable(path, exc) from exc
+
+
+def undecodable(path: str, exc: UnicodeDecodeError) -> CorruptStoreError:
+    return CorruptStoreError(
+        f"{path}: SQLite cannot read the database: its schema is damaged (SQLite's message about it is not even "
+        f"valid UTF-8: {exc}). Restore it from a backup; replaykit will not overwrite it.")
 
 
 def cannot_open(path: str, exc: sqlite3.Error, create: bool) -> Exception:

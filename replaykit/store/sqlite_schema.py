@@ -100,11 +100,12 @@ _MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection, Callable[[], Cha
 
 
 def ensure_schema(conn: sqlite3.Connection, path: str, create: bool, chain_of_keys: Callable[[], Chain],
-                  writable: bool = True) -> None:
+                  writable: bool = True, migrate: bool = False) -> None:
     """Check the file is a replaykit store this version reads; create the schema in an empty one
-    (only if ``create``), migrate an older one (``chain_of_keys``: the store's chain, for checksums).
-    Refuses foreign and newer files before anything is written, and a read-only (not ``writable``)
-    store that would need a change."""
+    (only if ``create``), migrate an older one (``chain_of_keys``: the store's chain, for checksums;
+    ``migrate``: the owner vouches for the rows of a store from before checksums). Refuses foreign
+    and newer files before anything is written, and a read-only (not ``writable``) store that would
+    need a change."""
     version = _version(conn, path)
     if version == SCHEMA_VERSION:  # a plain read: opening a store takes no write lock
         return
@@ -124,6 +125,8 @@ def ensure_schema(conn: sqlite3.Connection, path: str, create: bool, chain_of_ke
         if version is None:
             _create_schema(conn)
             version = 1
+        elif version < CHECKSUMS and not migrate and conn.execute(_HAS_ROWS).fetchall()[0][0]:
+            raise chain.migration_required(path, version, CHECKSUMS)
         for target in range(version + 1, SCHEMA_VERSION + 1):
             for statement in _MIGRATIONS[target]:
                 conn.execute(statement) if isinstance(statement, str) else statement(conn, chain_of_keys)
@@ -134,6 +137,10 @@ def ensure_schema(conn: sqlite3.Connection, path: str, create: bool, chain_of_ke
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+CHECKSUMS = 3  # the version that checksums histories (store/chain.py)
+_HAS_ROWS = "SELECT EXISTS (SELECT 1 FROM events) OR EXISTS (SELECT 1 FROM signals)"
 
 
 def is_ours(conn: sqlite3.Connection, path: str) -> bool:

@@ -78,7 +78,7 @@ def worker_records(rows: Iterable[Sequence[Any]], held: dict[str, list[str]], wh
     try:
         return [WorkerRecord(r[0], r[1], r[2], tuple(json.loads(r[3])), tuple(json.loads(r[4])), r[5], r[6], r[7],
                              bool(r[8]), tuple(held.get(r[0], ()))) for r in rows]
-    except (ValueError, TypeError) as exc:  # json's errors are ValueErrors
+    except (ValueError, TypeError, RecursionError) as exc:  # json's errors are ValueErrors
         raise CorruptStoreError(f"{where}: the worker registry holds a damaged row ({exc}); delete that worker's row "
                                 "(it registers again when it runs)") from exc
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import attrs
 
-from .. import payloads
+from .. import converters, payloads
 from ..errors import ReplayKitError, UnknownWorkflowError, WorkflowConflictError, WorkflowNotFoundError
 from ..history import Event
 from ..keys import Keyring
@@ -73,6 +73,8 @@ def _event_to_json(e: Event) -> dict[str, Any]:
                            "outcome": e.outcome}
     if e.encoding == payloads.JSON:
         out["value"] = json.loads(e.payload)
+    elif e.encoding == converters.TYPED:  # {"t": its type, "v": its data}: readable, and no code runs
+        out["typed"] = json.loads(e.payload)
     else:
         assert isinstance(e.payload, bytes)
         out["pickle"] = base64.b64encode(e.payload).decode()
@@ -83,6 +85,8 @@ def _event_from_json(d: dict[str, Any]) -> Event:
     payload: str | bytes
     if "pickle" in d:
         encoding, payload = payloads.PICKLE, base64.b64decode(d["pickle"])
+    elif "typed" in d:
+        encoding, payload = converters.TYPED, payloads.to_json(d["typed"])
     else:
         encoding, payload = payloads.JSON, payloads.to_json(d["value"])
     return Event(d["seq"], d["step"], d["kind"], d["name"], d["at"], d["outcome"], encoding, payload)
