@@ -29,6 +29,7 @@ from typing import Any
 from . import control
 from .errors import ReplayKitError
 from .history import Status
+from .payloads import pickled_type
 from .restart import fork, restart
 from .store import open_store
 from .store.work import Queue, WorkerRecord
@@ -142,12 +143,18 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 for e in store.events(args.workflow_id):
                     # Never unpickle to show a value: looking at a run must not run code from the store.
-                    value = f"<{e.encoding}, {len(e.payload)} bytes>" if isinstance(e.payload, bytes) else e.payload
+                    value = _opaque(e.payload) if isinstance(e.payload, bytes) else e.payload
                     print(_shown(f"{e.seq}\tstep {e.step}\t{_time(e.at)}\t{e.describe()}\t{e.outcome}\t{value}"))
         return 0
     except (ReplayKitError, ValueError) as exc:  # ValueError: an argument the API refused, said in its words
         print(_shown(f"replaykit: {exc}"), file=sys.stderr)
         return 1
+
+
+def _opaque(pickled: bytes) -> str:
+    """A pickled value as shown: its type (read from its opcodes, not unpickled) and size."""
+    name = pickled_type(pickled)
+    return f"<pickle{'' if name is None else ' ' + name}, {len(pickled)} bytes>"
 
 
 def _shown(line: str) -> str:

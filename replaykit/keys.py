@@ -129,6 +129,11 @@ class Keyring:
             "It was not unpickled: nothing ran.")
 
 
+def signed_body(blob: bytes) -> bytes:
+    """The pickle inside a signed ``blob``, unchecked (for showing its type, never for loading it)."""
+    return blob[len(_PREFIX) + 32:] if blob.startswith(_PREFIX) else blob
+
+
 def _primed(key: bytes) -> hmac.HMAC:
     return hmac.new(key, _DOMAIN, hashlib.sha256)
 

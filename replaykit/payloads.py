@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import pickletools
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -21,7 +22,7 @@ import cloudpickle  # type: ignore[import-untyped]
 
 from . import converters
 from .errors import ActivityFailed, CorruptStoreError, PayloadAuthenticationError, SerializationError
-from .keys import Keyring
+from .keys import Keyring, signed_body
 
 FORMAT_VERSION = 1
 JSON = "json"
@@ -200,3 +201,26 @@ def error_record(encoding: str, data: str | bytes, where: Where = None) -> dict[
     if not isinstance(record, dict) or not {"type", "message", "traceback"} <= record.keys():
         raise CorruptStoreError(f"the {_named(where, 'error')} is not a recorded exception: the store is damaged")
     return record
+
+
+_CONTAINERS = {"EMPTY_LIST": "list", "EMPTY_DICT": "dict", "EMPTY_SET": "set", "EMPTY_TUPLE": "tuple"}
+
+
+def pickled_type(blob: bytes) -> str | None:
+    """The type a (signed) pickle holds, read from its first opcodes and never unpickled, for showing
+    it (``None``: it does not say plainly). A hint only: whoever wrote the store chose those bytes."""
+    strings: list[str] = []
+    try:
+        for count, (op, arg, _) in enumerate(pickletools.genops(signed_body(blob))):
+            if count > 64:
+                return None
+            if op.name in _CONTAINERS and not strings:
+                return _CONTAINERS[op.name]
+            if op.name in ("GLOBAL", "STACK_GLOBAL"):
+                name = str(arg).replace(" ", ".") if op.name == "GLOBAL" else ".".join(strings[-2:])
+                return None if name.startswith("cloudpickle.") or "." not in name else name  # by value: no name
+            if isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # not a pickle (damage): nothing to say
+        return None
+    return None
