@@ -18,6 +18,7 @@ from typing import Any
 from .errors import Cancelled, CorruptStoreError, IllegalTransitionError, WorkflowNotFoundError
 from .history import ERROR, PATCH, RESULT, Event, Status
 from .interpreter import replay_history
+from .starting import started_by
 from .store import Store, open_store
 from .workflow import Workflow, lookup
 
@@ -133,9 +134,11 @@ def query(db: Db, workflow_id: str, name: str, *args: Any, workflows: dict[str, 
         info = store.info(workflow_id)
         if info is None:
             raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {_where(store)}")
-        wf = lookup(info.name, workflows)
         events = (e for e in store.events(workflow_id) if e.kind != RESULT)  # streamed, not loaded whole
-        machine, _ = replay_history(wf, workflow_id, next(events), events, codec=store.codec, quiet=True)
+        start = next(events, None)
+        wf = lookup(started_by(workflow_id, info.name, start), workflows)
+        assert start is not None
+        machine, _ = replay_history(wf, workflow_id, start, events, codec=store.codec, quiet=True)
     try:
         handler = machine.ctx._queries.get(name)
         if handler is None:

@@ -22,7 +22,7 @@ from .handle import ended_with, recorded_outcome
 from .history import ERROR, OK, TIMEOUT, Event
 from .interpreter import Leaf
 from .runstate import EngineState
-from .starting import start_payload
+from .starting import start_payload, started_by
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -258,10 +258,13 @@ class Effects(EngineState):
         finds it again) if this parent started it at this step, for this workflow, with these
         arguments; otherwise the parent gets this error and the other run is left alone."""
         info = self.store.info(child_id)
-        recorded = next(iter(self.store.events(child_id))).value(self.store.codec, child_id)
+        start = next(iter(self.store.events(child_id)), None)
+        name = started_by(child_id, "?" if info is None else info.name, start)
+        assert start is not None
+        recorded = start.value(self.store.codec, child_id)
         parent = recorded.get("parent")
         args, kwargs = list(command.args), dict(command.kwargs)
-        if info is not None and info.name == command.workflow.name:
+        if name == command.workflow.name:
             if recorded.get("continued"):  # its arguments are those of its latest continue_as_new
                 if parent is None or parent == [run.workflow_id, leaf.step]:  # (older stores: no parent)
                     return None
@@ -283,6 +286,8 @@ class Effects(EngineState):
         if info is None or not info.status.is_terminal:
             return None
         last = ended_with(self.store, child_id)
+        if last is None:  # restarted since it was seen ended
+            return None
         ok, value = recorded_outcome(self.store.codec, child_id, last)
         if ok:
             return OK, (last.encoding, last.payload), value, None

@@ -94,7 +94,9 @@ class WorkflowHandle(Generic[R]):
             if not self._driven_here or self._ended:
                 info = self._store.info(self.workflow_id)
                 if info is not None and info.status.is_terminal:
-                    return self._recorded_result()
+                    last = ended_with(self._store, self.workflow_id)
+                    if last is not None:  # else restarted since we looked: wait for the new generation
+                        return self._outcome(last)
             if deadline is not None and monotonic() >= deadline:
                 raise ResultTimeoutError(
                     f"workflow {self.workflow_id!r} has not finished after {timeout}s; it goes on running"
@@ -103,8 +105,8 @@ class WorkflowHandle(Generic[R]):
             self._wakeup.wait(wait)
             self._wakeup.clear()  # the flags above say what woke us; a set event must not spin the loop
 
-    def _recorded_result(self) -> R:
-        ok, value = recorded_outcome(self._store.codec, self.workflow_id, ended_with(self._store, self.workflow_id))
+    def _outcome(self, last: Event) -> R:
+        ok, value = recorded_outcome(self._store.codec, self.workflow_id, last)
         if ok:
             return cast(R, value)
         raise value
@@ -113,11 +115,15 @@ class WorkflowHandle(Generic[R]):
         return f"<WorkflowHandle {self.workflow_id!r}>"
 
 
-def ended_with(store: Store, workflow_id: str) -> Event:
-    """The result event a run that ended ends with (its seal vouches for it); a run whose store says it
-    ended without one is damaged (or was changed by a writer without the secret)."""
+def ended_with(store: Store, workflow_id: str) -> Event | None:
+    """The result event a run seen ended ends with (its seal vouches for it); ``None`` if it was
+    restarted since (its newest generation has not ended). A run whose store says it ended without
+    one is damaged (or was changed by a writer without the secret)."""
     last = store.last_event(workflow_id)
     if last is None or last.kind != RESULT:
+        info = store.info(workflow_id)
+        if info is not None and not info.status.is_terminal:
+            return None
         raise CorruptStoreError(
             f"the run {workflow_id!r} in {store} is damaged: it is marked as ended, but its history ends with "
             f"{'no event' if last is None else f'a {last.kind} event'}, not its result. Restore the store "

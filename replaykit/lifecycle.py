@@ -22,7 +22,6 @@ from .commands import TIMER
 from .effects import NULL
 from .errors import (
     Cancelled,
-    CorruptStoreError,
     NonDeterminismError,
     ReplayKitError,
     StoreError,
@@ -34,7 +33,7 @@ from .history import CONTINUED, ERROR, OK, PATCH, RESULT, START, Event, Status
 from .interpreter import Continued, Feed, Leaf, Raised, Returned, Step, Waiting, replay_history
 from .replaycheck import check_history
 from .runstate import EngineState, _Run
-from .starting import check_same_run, start_payload
+from .starting import check_same_run, start_payload, started_by
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -133,13 +132,11 @@ class Lifecycle(EngineState):
         if info is None:
             raise ReplayKitError(f"workflow {workflow_id!r} vanished from the store")
         events: Iterator[Event] = opening.events
-        start = next(events)
-        if start.name != info.name:  # the row's name is an index; the chained start event says which workflow
-            raise CorruptStoreError(
-                f"the run {workflow_id!r} is damaged: its row names workflow {info.name!r}, but its history was "
-                f"started by workflow {start.name!r}. Nothing was run; restore the store from a backup.")
+        start = next(events, None)
+        name = started_by(workflow_id, info.name, start)
+        assert start is not None
         recorded = start.value(self.store.codec, workflow_id)
-        check_same_run(workflow_id, start.name, recorded, wf, call)
+        check_same_run(workflow_id, name, recorded, wf, call)
         if info.status.is_terminal:
             self._unlock(workflow_id)
             handle._finish()

@@ -21,6 +21,7 @@ from .errors import IllegalTransitionError, WorkflowNotFoundError
 from .history import CANCEL, OK, RESULT, START, Event, Status, WorkflowInfo
 from .payloads import Codec
 from .replaycheck import check_history
+from .starting import started_by
 from .store import Store
 from .store.base import RESTARTABLE
 from .store.work import Placement
@@ -62,14 +63,16 @@ def _load(store: Store, workflow_id: str) -> tuple[WorkflowInfo, list[Event]]:
     info = store.info(workflow_id)
     if info is None:
         raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
-    return info, list(store.events(workflow_id))
+    history = list(store.events(workflow_id))
+    started_by(workflow_id, info.name, history[0] if history else None)
+    return info, history
 
 
 def _checked(store: Store, info: WorkflowInfo, workflow_id: str, start: Event, prefix: list[Event],
              workflows: dict[str, Workflow[Any]] | None) -> None:
     """Replay the prefix against the current code: a run that cannot replay is never written."""
     if prefix:
-        check_history(lookup(info.name, workflows), workflow_id, [start, *prefix], store.codec)
+        check_history(lookup(start.name, workflows), workflow_id, [start, *prefix], store.codec)
 
 
 def restart_run(store: Store, workflow_id: str, *, from_step: int | None = None, now: float,

@@ -6,8 +6,8 @@ import random
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from .errors import WorkflowConflictError
-from .history import RULES_VERSION
+from .errors import CorruptStoreError, WorkflowConflictError
+from .history import RULES_VERSION, Event
 from .payloads import Codec
 
 if TYPE_CHECKING:
@@ -57,6 +57,17 @@ def check_same_run(workflow_id: str, name: str, recorded: dict[str, Any], wf: Wo
             f"workflow {workflow_id!r} was started with args={tuple(recorded['args'])!r} "
             f"kwargs={recorded['kwargs']!r}; this call passes args={tuple(args)!r} kwargs={kwargs!r}. "
             "A rerun or repeated start must pass the same arguments (or use another workflow id).")
+
+
+def started_by(workflow_id: str, row_name: str, start: Event | None) -> str:
+    """The workflow a run belongs to: the one its chained start event names. The run row's name is
+    only an index: a row that names another workflow (or a run with no start) is damage."""
+    if start is None or start.name != row_name:
+        found = "no start event" if start is None else f"a history started by workflow {start.name!r}"
+        raise CorruptStoreError(
+            f"the run {workflow_id!r} is damaged: its row names workflow {row_name!r}, but it has {found}. "
+            "Nothing was run; restore the store from a backup.")
+    return start.name
 
 
 def check_same_stored_run(store: Store, workflow_id: str, wf: Workflow[Any], args: tuple[Any, ...],

@@ -245,7 +245,8 @@ class Worker(Client):
                         self.worker_id)
             self._register()
         for dead in self.store.reap_workers(self._lease):
-            log.warning("replaykit worker %s found worker %s dead and released its runs", self.worker_id, dead)
+            # %r: a worker id read from the registry (anyone who writes the store wrote it) is logged escaped
+            log.warning("replaykit worker %s found worker %r dead and released its runs", self.worker_id, dead)
 
     def _claim(self) -> tuple[int, bool]:
         """Claim what the queues and this worker's room allow: (how many, whether a queue gave all

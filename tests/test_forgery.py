@@ -12,6 +12,8 @@ import pytest
 
 import replaykit as rk
 from replaykit import cli
+from replaykit.handle import ended_with
+from replaykit.testing import replay_all
 
 from helpers import journal, read_journal
 
@@ -163,3 +165,76 @@ def test_looking_at_a_store_prints_no_control_characters_from_it(tmp_path: Path,
         assert "\x1b" not in out + err and "\x07" not in out + err
     cli.main(["list", str(db)])
     assert "transfer\\x1b[2J\\x1b]0;owned\\x07" in capsys.readouterr().out  # shown, escaped
+
+
+@rk.workflow(name="audit")
+def audit(ctx: rk.Context, ledger: str, to: str, cents: int):
+    @ctx.query("flagged")
+    def flagged() -> bool:
+        return True
+
+    yield rk.sleep(3600)
+
+
+def test_a_renamed_run_is_refused_by_query_check_and_fork_too(tmp_path: Path) -> None:
+    """Found by a second review: the rename was refused when driving a run, but ``rk.query``,
+    ``replaykit check`` and ``rk.fork`` still chose the workflow by the run row's name."""
+    db, ledger = tmp_path / "q.db", str(tmp_path / "ledger")
+    with rk.Engine(db, workflows=[approval, audit], secret=SECRET) as engine:
+        engine.start(approval, ledger, "x", 1, workflow_id="t")
+        deadline = time.monotonic() + 20
+        while len(list(engine.store.events("t"))) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    _sql(db, ("UPDATE runs SET name = 'audit' WHERE workflow_id = 't'", ()))
+    with pytest.raises(rk.CorruptStoreError, match="names workflow 'audit'.*started by workflow 'approval'"):
+        rk.query(db, "t", "flagged", workflows={"audit": audit, "approval": approval})
+    with pytest.raises(rk.CorruptStoreError, match="names workflow 'audit'"):
+        rk.fork(db, "t", "t2", step=1)
+    [report] = replay_all(db, workflows=[approval, audit])
+    assert not report.ok and isinstance(report.error, rk.CorruptStoreError)
+
+
+def test_a_run_whose_events_were_all_deleted_is_refused_everywhere(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Before: a raw StopIteration from rk.run, rk.query and a repeated start, an IndexError from fork,
+    a traceback from ``replaykit check`` (a pending run has no seal to miss)."""
+    db, ledger = tmp_path / "e.db", str(tmp_path / "ledger")
+    with rk.Engine(db, secret=SECRET) as engine:
+        engine.start(transfer, ledger, "x", 1, workflow_id="e", start_delay=3600)
+    _sql(db, ("DELETE FROM events", ()))
+    for attempt in (lambda: rk.run(transfer, ledger, "x", 1, workflow_id="e", db=db),
+                    lambda: rk.query(db, "e", "anything", workflows={"transfer": transfer}),
+                    lambda: rk.fork(db, "e", "e2", step=1)):
+        with pytest.raises(rk.CorruptStoreError, match="no events, not even its start"):
+            attempt()
+    assert cli.main(["check", str(db)]) == 1
+    assert "no events, not even its start" in capsys.readouterr().out
+    assert read_journal(ledger) == []
+
+
+def test_migrating_a_store_whose_schema_number_was_set_back_is_refused(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """Its tables already carry checksums: ``replaykit migrate`` says it was set back (before: a raw
+    "duplicate column name" traceback)."""
+    db, ledger = tmp_path / "m.db", str(tmp_path / "ledger")
+    rk.run(transfer, ledger, "x", 1, workflow_id="m", db=db)
+    _sql(db, ("UPDATE meta SET value = '2' WHERE key = 'schema_version'", ()), ("PRAGMA user_version = 2", ()))
+    with pytest.raises(rk.MigrationRequiredError):
+        rk.run(transfer, ledger, "x", 1, workflow_id="m", db=db)
+    assert cli.main(["migrate", str(db)]) == 1
+    assert "schema number was set back" in capsys.readouterr().err
+
+
+def test_a_result_asked_for_while_the_run_is_restarted_waits_for_the_new_generation(tmp_path: Path) -> None:
+    """Found by a second review: a restart between reading a run's status (ended) and its last event
+    (the new generation's start) made ``handle.result()`` call the store damaged."""
+    db = tmp_path / "r.db"
+    with rk.Engine(db, secret=SECRET) as engine:
+        engine.start(approval, str(tmp_path / "ledger"), "x", 1, workflow_id="r")
+        rk.cancel(db, "r")
+        with pytest.raises(rk.WorkflowCancelled):
+            engine.handle("r").result(timeout=10)
+    rk.restart(db, "r")
+    with rk.SqliteStore(db, secret=SECRET) as store:
+        assert ended_with(store, "r") is None  # the newest generation has not ended: not damage

@@ -86,7 +86,11 @@ class Chain:
     def check_seal(self, head: Any, seed: bytes, status: Status, last: tuple[int, bytes] | None,
                    where: str) -> None:
         """A run that ended must carry the seal of its seed, status and last event (``last``: the
-        last event read and its digest); a run that has not ended carries none."""
+        last event read and its digest); a run that has not ended carries none. Every run has
+        events (its start first): one with none is damaged."""
+        if last is None:
+            raise CorruptStoreError(f"the history of {where} is damaged: it has no events, not even its start. "
+                                    "Nothing was run from it; restore the store from a backup.")
         if head is None:
             if status.is_terminal:
                 raise CorruptStoreError(f"the history of {where} is damaged: the run ended, but its row lost the "

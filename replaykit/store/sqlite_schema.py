@@ -12,7 +12,7 @@ from collections.abc import Callable
 import sqlite_utils
 
 from .. import payloads
-from ..errors import NotAStoreError, StoreNotFoundError, StoreTooNewError
+from ..errors import CorruptStoreError, NotAStoreError, StoreNotFoundError, StoreTooNewError
 from ..history import Event, Status
 from . import chain
 from .chain import Chain
@@ -64,6 +64,10 @@ def checksum_all(conn: sqlite3.Connection, chain_of_keys: Callable[[], Chain]) -
 def _add_checksums(conn: sqlite3.Connection, chain_of_keys: Callable[[], Chain]) -> None:
     """Version 3: every event carries its run's hash chain (store/chain.py), a run that ended keeps
     its last event's checksum, a signal its own."""
+    if any(row[1] == "digest" for row in conn.execute("PRAGMA table_info(events)").fetchall()):
+        raise CorruptStoreError("the store says it is of schema 2, but its tables already have the checksums "
+                                "of a later one: its schema number was set back (not by replaykit). Restore it "
+                                "from a backup; nothing was changed.")
     conn.execute("ALTER TABLE events ADD COLUMN digest BLOB")
     conn.execute("ALTER TABLE runs ADD COLUMN head BLOB")
     conn.execute("ALTER TABLE signals ADD COLUMN digest BLOB")
@@ -117,7 +121,7 @@ def ensure_schema(conn: sqlite3.Connection, path: str, create: bool, chain_of_ke
     if not writable:
         raise read_only_error(path, "it is empty, and creating a store in it needs to write" if version is None else
                               f"it has store schema {version}, and bringing it to schema {SCHEMA_VERSION} "
-                              "(a migration, done once when it is first opened by this version) needs to write")
+                              "(a migration: see replaykit migrate) needs to write")
     with translated(path):
         conn.execute("BEGIN IMMEDIATE")
     try:

@@ -23,6 +23,7 @@ from ..history import Event
 from ..keys import Keyring
 from ..payloads import Codec
 from ..replaycheck import check_history
+from ..starting import started_by
 from ..store import Store, open_store
 from ..store.base import Secrets
 from ..store.locks import stores_open
@@ -156,8 +157,9 @@ def replay_all(db: str | os.PathLike[str] | Store, workflows: Iterable[Any] = ()
     try:
         for info in store.list():
             try:
-                wf = lookup(info.name, known)
-                steps = check_history(wf, info.workflow_id, list(store.events(info.workflow_id)), store.codec)
+                history = list(store.events(info.workflow_id))
+                wf = lookup(started_by(info.workflow_id, info.name, history[0] if history else None), known)
+                steps = check_history(wf, info.workflow_id, history, store.codec)
                 reports.append(ReplayReport(info.workflow_id, info.name, steps))
             except (ReplayKitError, UnknownWorkflowError) as exc:
                 reports.append(ReplayReport(info.workflow_id, info.name, 0, exc))
