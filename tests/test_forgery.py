@@ -54,6 +54,14 @@ def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("REPLAYKIT_SECRET", SECRET)  # for rk.run, which takes the secret from the environment
 
 
+def _wait_for_its_step(engine: rk.Engine, workflow_id: str) -> None:
+    """Until the run has recorded its first step (it then waits for its signal)."""
+    deadline = time.monotonic() + 20
+    while len(list(engine.store.events(workflow_id))) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
 def _sql(db: Path, *statements: tuple[str, tuple[object, ...]]) -> None:
     conn = sqlite3.connect(db)
     try:
@@ -95,10 +103,7 @@ def test_a_run_marked_ended_with_a_seal_anyone_can_read_is_refused(tmp_path: Pat
     db, ledger = tmp_path / "ap.db", str(tmp_path / "ledger")
     with rk.Engine(db, secret=SECRET) as engine:
         engine.start(approval, ledger, "x", 1, workflow_id="ap")
-        deadline = time.monotonic() + 20
-        while len(list(engine.store.events("ap"))) < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        _wait_for_its_step(engine, "ap")
     _sql(db, ("UPDATE runs SET status = ?, head = (SELECT digest FROM events e WHERE e.run = runs.id "
               "ORDER BY seq DESC LIMIT 1) WHERE workflow_id = 'ap'", (status,)))
     with pytest.raises(rk.CorruptStoreError, match="'ap'.*not how the run was sealed"):
@@ -133,10 +138,7 @@ def test_a_store_set_back_to_the_schema_before_checksums_is_not_checksummed_on_o
     db, ledger = tmp_path / "pay.db", str(tmp_path / "ledger")
     with rk.Engine(db, secret=SECRET) as engine:
         engine.start(approval, ledger, "alice", 100, workflow_id="ap")
-        deadline = time.monotonic() + 20
-        while len(list(engine.store.events("ap"))) < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        _wait_for_its_step(engine, "ap")
     _sql(db, ("ALTER TABLE events DROP COLUMN digest", ()), ("ALTER TABLE runs DROP COLUMN head", ()),
          ("ALTER TABLE signals DROP COLUMN digest", ()),
          ("UPDATE meta SET value = '2' WHERE key = 'schema_version'", ()), ("PRAGMA user_version = 2", ()),
@@ -182,10 +184,7 @@ def test_a_renamed_run_is_refused_by_query_check_and_fork_too(tmp_path: Path) ->
     db, ledger = tmp_path / "q.db", str(tmp_path / "ledger")
     with rk.Engine(db, workflows=[approval, audit], secret=SECRET) as engine:
         engine.start(approval, ledger, "x", 1, workflow_id="t")
-        deadline = time.monotonic() + 20
-        while len(list(engine.store.events("t"))) < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        _wait_for_its_step(engine, "t")
     _sql(db, ("UPDATE runs SET name = 'audit' WHERE workflow_id = 't'", ()))
     with pytest.raises(rk.CorruptStoreError, match="names workflow 'audit'.*started by workflow 'approval'"):
         rk.query(db, "t", "flagged", workflows={"audit": audit, "approval": approval})
