@@ -135,9 +135,8 @@ def query(db: Db, workflow_id: str, name: str, *args: Any, workflows: dict[str, 
         if info is None:
             raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {_where(store)}")
         events = (e for e in store.events(workflow_id) if e.kind != RESULT)  # streamed, not loaded whole
-        start = next(events, None)
-        wf = lookup(started_by(workflow_id, info.name, start), workflows)
-        assert start is not None
+        start = started_by(workflow_id, info.name, next(events, None))
+        wf = lookup(start.name, workflows)
         machine, _ = replay_history(wf, workflow_id, start, events, codec=store.codec, quiet=True)
     try:
         handler = machine.ctx._queries.get(name)

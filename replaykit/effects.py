@@ -258,13 +258,11 @@ class Effects(EngineState):
         finds it again) if this parent started it at this step, for this workflow, with these
         arguments; otherwise the parent gets this error and the other run is left alone."""
         info = self.store.info(child_id)
-        start = next(iter(self.store.events(child_id)), None)
-        name = started_by(child_id, "?" if info is None else info.name, start)
-        assert start is not None
+        start = started_by(child_id, "?" if info is None else info.name, next(iter(self.store.events(child_id)), None))
         recorded = start.value(self.store.codec, child_id)
         parent = recorded.get("parent")
         args, kwargs = list(command.args), dict(command.kwargs)
-        if name == command.workflow.name:
+        if start.name == command.workflow.name:
             if recorded.get("continued"):  # its arguments are those of its latest continue_as_new
                 if parent is None or parent == [run.workflow_id, leaf.step]:  # (older stores: no parent)
                     return None

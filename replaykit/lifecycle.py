@@ -132,11 +132,9 @@ class Lifecycle(EngineState):
         if info is None:
             raise ReplayKitError(f"workflow {workflow_id!r} vanished from the store")
         events: Iterator[Event] = opening.events
-        start = next(events, None)
-        name = started_by(workflow_id, info.name, start)
-        assert start is not None
+        start = started_by(workflow_id, info.name, next(events, None))
         recorded = start.value(self.store.codec, workflow_id)
-        check_same_run(workflow_id, name, recorded, wf, call)
+        check_same_run(workflow_id, start.name, recorded, wf, call)
         if info.status.is_terminal:
             self._unlock(workflow_id)
             handle._finish()

@@ -68,7 +68,7 @@ def _load(store: Store, workflow_id: str) -> tuple[WorkflowInfo, list[Event]]:
     return info, history
 
 
-def _checked(store: Store, info: WorkflowInfo, workflow_id: str, start: Event, prefix: list[Event],
+def _checked(store: Store, workflow_id: str, start: Event, prefix: list[Event],
              workflows: dict[str, Workflow[Any]] | None) -> None:
     """Replay the prefix against the current code: a run that cannot replay is never written."""
     if prefix:
@@ -90,7 +90,7 @@ def restart_run(store: Store, workflow_id: str, *, from_step: int | None = None,
     generation = history[0].value(store.codec, workflow_id).get("generation", 1) + 1
     start = _new_start(store.codec, history[0], prefix, now,
                        {"restart": {"from_step": from_step}, "generation": generation})
-    _checked(store, info, workflow_id, start, prefix, workflows)
+    _checked(store, workflow_id, start, prefix, workflows)
     store.restart(workflow_id, start, prefix)
 
 
@@ -105,7 +105,7 @@ def fork_run(store: Store, workflow_id: str, new_id: str, *, step: int, now: flo
     prefix = reusable_prefix(history, step)
     start = _new_start(store.codec, history[0], prefix, now, {"fork": {"of": workflow_id, "step": step}},
                        drop=("parent", "continued", "generation"))
-    _checked(store, info, new_id, start, prefix, workflows)
+    _checked(store, new_id, start, prefix, workflows)
     placement = None if info.queue is None else Placement(info.queue)  # a queued run's fork is for workers too
     if not store.create(new_id, info.name, start, Status.RUNNING, history=prefix, placement=placement):
         raise IllegalTransitionError(f"workflow id {new_id!r} is taken; fork into an id that does not exist yet")

@@ -59,15 +59,15 @@ def check_same_run(workflow_id: str, name: str, recorded: dict[str, Any], wf: Wo
             "A rerun or repeated start must pass the same arguments (or use another workflow id).")
 
 
-def started_by(workflow_id: str, row_name: str, start: Event | None) -> str:
-    """The workflow a run belongs to: the one its chained start event names. The run row's name is
-    only an index: a row that names another workflow (or a run with no start) is damage."""
+def started_by(workflow_id: str, row_name: str, start: Event | None) -> Event:
+    """The run's start event, which names the workflow the run belongs to (it is chained; the run
+    row's name is only an index): a row that names another workflow, or no start, is damage."""
     if start is None or start.name != row_name:
         found = "no start event" if start is None else f"a history started by workflow {start.name!r}"
         raise CorruptStoreError(
             f"the run {workflow_id!r} is damaged: its row names workflow {row_name!r}, but it has {found}. "
             "Nothing was run; restore the store from a backup.")
-    return start.name
+    return start
 
 
 def check_same_stored_run(store: Store, workflow_id: str, wf: Workflow[Any], args: tuple[Any, ...],

@@ -7,6 +7,7 @@ import json
 import subprocess
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,10 +118,11 @@ def test_exported_json_round_trips(tmp_path: Path) -> None:
     assert replay(shop_v1, path).ok  # straight from the file
 
 
-def test_pickled_payloads_round_trip(tmp_path: Path) -> None:
+def _exported(value: Any) -> tuple[History, rk.Workflow]:
+    """The history of a run whose one activity returned ``value``, exported, and its workflow."""
     @rk.activity
-    def pair() -> complex:
-        return complex(1, 2)  # neither JSON nor typed JSON: pickled
+    def pair() -> Any:
+        return value
 
     @rk.workflow
     def pairs(ctx: rk.Context):
@@ -128,7 +130,11 @@ def test_pickled_payloads_round_trip(tmp_path: Path) -> None:
 
     with TestEnv() as env:
         env.run(pairs, workflow_id="p")
-        history = export_history(env.store, "p")
+        return export_history(env.store, "p"), pairs
+
+
+def test_pickled_payloads_round_trip(tmp_path: Path) -> None:
+    history, _ = _exported(complex(1, 2))  # neither JSON nor typed JSON: pickled
     assert history.events[1].encoding == "pickle"
     assert History.from_json(json.loads(json.dumps(history.to_json()))) == history
 
@@ -136,17 +142,7 @@ def test_pickled_payloads_round_trip(tmp_path: Path) -> None:
 def test_typed_payloads_export_as_readable_json_and_round_trip(tmp_path: Path) -> None:
     """A typed value (here a tuple: JSON with its type recorded) exports readable; before, the export
     asserted every payload that is not plain JSON was a pickle."""
-    @rk.activity
-    def pair() -> tuple[int, str]:
-        return (1, "a")
-
-    @rk.workflow
-    def pairs(ctx: rk.Context):
-        return (yield pair())
-
-    with TestEnv() as env:
-        env.run(pairs, workflow_id="p")
-        history = export_history(env.store, "p")
+    history, pairs = _exported((1, "a"))
     assert history.events[1].encoding == "typed"
     data = json.loads(json.dumps(history.to_json()))
     assert data["events"][1]["typed"]["v"] == [1, "a"]

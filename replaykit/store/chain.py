@@ -105,11 +105,11 @@ class Chain:
             mac.update(data)
             if _same(mac.digest(), head):
                 return
-        at = "has no events" if last is None else f"ends at event {last[0]}"
         raise CorruptStoreError(
-            f"the history of {where} is damaged: it {at} and says it ended {status.value}, which is not how the "
-            "run was sealed when it ended (events cut off its end or added after it, its status changed, or the "
-            "end of another run copied in). Nothing was replayed from it; restore the store from a backup.")
+            f"the history of {where} is damaged: it ends at event {last[0]} and says it ended {status.value}, "
+            "which is not how the run was sealed when it ended (events cut off its end or added after it, its "
+            "status changed, or the end of another run copied in). Nothing was replayed from it; restore the "
+            "store from a backup.")
 
     def verified(self, rows: Iterable[tuple[Any, ...]], prev: bytes, prev_seq: int,
                  where: str) -> Iterator[tuple[Event, bytes]]:
@@ -178,6 +178,13 @@ def migration_required(where: str, version: int, checksums: int) -> MigrationReq
         f"`replaykit migrate {where}` once (with the secret the store will use), after making sure nobody "
         "else could write it. A store this replaykit version has already used never goes back to an older "
         "schema: if it did, someone changed it; restore it from a backup. Nothing was changed.")
+
+
+def set_back(version: int) -> CorruptStoreError:
+    """A store whose schema number says ``version`` (before checksums) while its tables have them."""
+    return CorruptStoreError(
+        f"the store says it is of schema {version}, but its tables already have the checksums of a later one: "
+        "its schema number was set back (not by replaykit). Restore it from a backup; nothing was changed.")
 
 
 def broken(where: str, seq: int, why: str) -> CorruptStoreError:

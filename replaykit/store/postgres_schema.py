@@ -16,7 +16,7 @@ import psycopg
 from psycopg.rows import TupleRow
 
 from .. import payloads
-from ..errors import CorruptStoreError, NotAStoreError, StoreError, StoreNotFoundError, StoreTooNewError
+from ..errors import NotAStoreError, StoreError, StoreNotFoundError, StoreTooNewError
 from ..history import Event, Status
 from . import chain
 from .chain import Chain
@@ -57,9 +57,7 @@ def _add_checksums(conn: psycopg.Connection[TupleRow], chain_of_keys: Callable[[
     found = conn.execute("SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() "
                          "AND table_name = 'replaykit_events' AND column_name = 'digest'").fetchall()
     if found:
-        raise CorruptStoreError("the store says it is of schema 3, but its tables already have the checksums "
-                                "of a later one: its schema number was set back (not by replaykit). Restore it "
-                                "from a backup; nothing was changed.")
+        raise chain.set_back(CHECKSUMS - 1)
     conn.execute("ALTER TABLE replaykit_events ADD COLUMN digest bytea")
     conn.execute("ALTER TABLE replaykit_runs ADD COLUMN head bytea")
     conn.execute("ALTER TABLE replaykit_signals ADD COLUMN digest bytea")

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import sqlite_utils
 
 from .. import payloads
-from ..errors import CorruptStoreError, NotAStoreError, StoreNotFoundError, StoreTooNewError
+from ..errors import NotAStoreError, StoreNotFoundError, StoreTooNewError
 from ..history import Event, Status
 from . import chain
 from .chain import Chain
@@ -65,9 +65,7 @@ def _add_checksums(conn: sqlite3.Connection, chain_of_keys: Callable[[], Chain])
     """Version 3: every event carries its run's hash chain (store/chain.py), a run that ended keeps
     its last event's checksum, a signal its own."""
     if any(row[1] == "digest" for row in conn.execute("PRAGMA table_info(events)").fetchall()):
-        raise CorruptStoreError("the store says it is of schema 2, but its tables already have the checksums "
-                                "of a later one: its schema number was set back (not by replaykit). Restore it "
-                                "from a backup; nothing was changed.")
+        raise chain.set_back(CHECKSUMS - 1)
     conn.execute("ALTER TABLE events ADD COLUMN digest BLOB")
     conn.execute("ALTER TABLE runs ADD COLUMN head BLOB")
     conn.execute("ALTER TABLE signals ADD COLUMN digest BLOB")

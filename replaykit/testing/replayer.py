@@ -158,7 +158,7 @@ def replay_all(db: str | os.PathLike[str] | Store, workflows: Iterable[Any] = ()
         for info in store.list():
             try:
                 history = list(store.events(info.workflow_id))
-                wf = lookup(started_by(info.workflow_id, info.name, history[0] if history else None), known)
+                wf = lookup(started_by(info.workflow_id, info.name, history[0] if history else None).name, known)
                 steps = check_history(wf, info.workflow_id, history, store.codec)
                 reports.append(ReplayReport(info.workflow_id, info.name, steps))
             except (ReplayKitError, UnknownWorkflowError) as exc:
