@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import threading
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .activity import Execution, _current
 from .commands import ActivityCall
+
+if TYPE_CHECKING:  # asyncio is imported by the first async activity, not by ``import replaykit``
+    import asyncio
 
 Outcome = tuple[bool, Any]  # (True, value) or (False, exception)
 Done = Callable[[Outcome], None]
@@ -75,6 +77,8 @@ class Executor:
         """Run in the background; ``done(outcome)`` is called from another thread."""
         fn, is_async = self._function(call)
         if is_async:
+            import asyncio
+
             future = asyncio.run_coroutine_threadsafe(_acall(fn, call, info), self._event_loop_thread())
             future.add_done_callback(lambda f: done(f.result()))
         else:
@@ -84,11 +88,15 @@ class Executor:
 
     def _event_loop_inline(self) -> asyncio.AbstractEventLoop:
         if self._inline_loop is None:
+            import asyncio
+
             self._inline_loop = asyncio.new_event_loop()
         return self._inline_loop
 
     def _event_loop_thread(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
+            import asyncio
+
             self._loop = asyncio.new_event_loop()
             self._loop_thread = threading.Thread(target=self._loop.run_forever, daemon=True,
                                                  name="replaykit-async-activities")

@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
-from urllib.request import pathname2url
+from urllib.parse import quote
 
 from ..errors import (
     IllegalTransitionError,
@@ -70,7 +70,7 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         self.path = os.fspath(path)
         self.codec = Codec(Keyring.configured(secret, key_file=Path(self.path + ".key")), pickle)
         self.durability = Durability(durability)
-        self._uri = "file:" + pathname2url(os.path.abspath(self.path))
+        self._uri = "file:" + quote(os.path.abspath(self.path))  # what pathname2url does on POSIX
         self._local = threading.local()
         self._all_conns: list[sqlite3.Connection] = []
         self._mutex = threading.Lock()

@@ -9,8 +9,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-import sqlite_utils
-
 from .. import payloads
 from ..errors import NotAStoreError, StoreNotFoundError, StoreTooNewError
 from ..history import Event, Status
@@ -180,6 +178,8 @@ def _version(conn: sqlite3.Connection, path: str) -> int | None:
 
 
 def _create_schema(conn: sqlite3.Connection) -> None:
+    import sqlite_utils  # only to create a store: opening an existing one never loads it
+
     db = sqlite_utils.Database(conn)
     meta, runs, signals = (db.table(name) for name in ("meta", "runs", "signals"))
     meta.create({"key": str, "value": str}, pk="key")
