@@ -118,6 +118,8 @@ def ensure_schema(conn: sqlite3.Connection, path: str, create: bool, chain_of_ke
         raise read_only_error(path, "it is empty, and creating a store in it needs to write" if version is None else
                               f"it has store schema {version}, and bringing it to schema {SCHEMA_VERSION} "
                               "(a migration: see replaykit migrate) needs to write")
+    if version is None:
+        import sqlite_utils  # noqa: F401  (loaded before the write lock is taken, not while it is held)
     with translated(path):
         conn.execute("BEGIN IMMEDIATE")
     try:
