@@ -1,10 +1,18 @@
 """replaykit: durable, deterministic-replay workflows written as plain Python generators.
 
 See README.md for a tour and docs/ for the concepts.
+
+What every workflow module uses (the decorators, the commands, the errors, ``rk.run``) is
+imported here; the rest (the engine, the stores, the client and worker...) on first use, so
+that ``import replaykit`` stays cheap for a script (PEP 562: ``__getattr__`` below).
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .activity import Activity, ActivityInfo, activity, activity_info, heartbeat, is_cancelled
-from .client import Client
 from .commands import (
     ActivityCall,
     ChildWorkflow,
@@ -24,10 +32,6 @@ from .commands import (
 )
 from .commands import all_of as all  # noqa: A001 - rk.all / rk.any read like asyncio.gather / wait
 from .commands import any_of as any  # noqa: A001
-from .context import Context
-from .control import cancel, pause, query, resume, runs_without_patch, send_signal
-from .converters import UnknownTypeError, json_type
-from .determinism import NonDeterminismWarning
 from .errors import (
     ActivityFailed,
     ActivityTimeoutError,
@@ -59,18 +63,48 @@ from .errors import (
     WorkflowPausedError,
     WorkflowTimedOut,
 )
-from .handle import WorkflowHandle
-from .history import Event, Status, WorkflowInfo
-from .restart import fork, restart
-from .retry import Exponential, Fixed, Linear, RetryPolicy
 from .run import run
-from .runtime import Engine
-from .saga import Saga
-from .schedule import run_schedule as _run_schedule  # noqa: F401 - registers the schedule workflow
-from .store import Durability, MemoryStore, SqliteStore, Store
-from .store.work import Queue, WorkerRecord
-from .worker import Worker
 from .workflow import Flow, Workflow, workflow
+
+if TYPE_CHECKING:  # loaded on first use (see __getattr__); type checkers read them here
+    from .client import Client
+    from .context import Context
+    from .control import cancel, pause, query, resume, runs_without_patch, send_signal
+    from .converters import UnknownTypeError, json_type
+    from .determinism import NonDeterminismWarning
+    from .handle import WorkflowHandle
+    from .history import Event, Status, WorkflowInfo
+    from .restarting import fork, restart
+    from .retry import Exponential, Fixed, Linear, RetryPolicy
+    from .runtime import Engine
+    from .saga import Saga
+    from .store import Durability, MemoryStore, SqliteStore, Store
+    from .store.work import Queue, WorkerRecord
+    from .worker import Worker
+
+_LAZY = {  # module: the names it gives, as in the block above (tests/test_api.py keeps them equal)
+    ".client": "Client", ".context": "Context",
+    ".control": "cancel pause query resume runs_without_patch send_signal",
+    ".converters": "UnknownTypeError json_type", ".determinism": "NonDeterminismWarning",
+    ".handle": "WorkflowHandle", ".history": "Event Status WorkflowInfo", ".restarting": "fork restart",
+    ".retry": "Exponential Fixed Linear RetryPolicy", ".runtime": "Engine", ".saga": "Saga",
+    ".store": "Durability MemoryStore SqliteStore Store", ".store.work": "Queue WorkerRecord", ".worker": "Worker",
+}
+_WHERE = {name: module for module, names in _LAZY.items() for name in names.split()}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'replaykit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # the next access is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))
+
 
 __version__ = "0.1.0"
 

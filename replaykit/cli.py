@@ -30,7 +30,7 @@ from . import control
 from .errors import ReplayKitError
 from .history import Status
 from .payloads import pickled_type
-from .restart import fork, restart
+from .restarting import fork, restart
 from .store import open_store
 from .store.work import Queue, WorkerRecord
 

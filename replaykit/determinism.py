@@ -74,20 +74,20 @@ def _python_functions() -> dict[int, tuple[Any, str, str]]:
         method = getattr(random.Random, name, None)
         if method is not None and hasattr(method, "__code__"):
             watched.append((method.__code__, f"random.{name}()", _RANDOM))
-    try:  # under freezegun (the test environment), these stand in for the clock
-        from freezegun import api as fz
-
+    fz = sys.modules.get("freezegun.api")
+    if fz is not None:  # under freezegun (the test environment), these stand in for the clock
         watched.append((fz.fake_time.__code__, "time.time()", _CLOCK))
         for owner, name, label in ((fz.FakeDatetime, "now", "datetime.now()"),
                                    (fz.FakeDatetime, "utcnow", "datetime.utcnow()"),
                                    (fz.FakeDate, "today", "date.today()")):
             watched.append((getattr(owner, name).__func__.__code__, label, _CLOCK))
-    except ImportError:
-        pass
     return {id(code): (code, label, instead) for code, label, instead in watched}
 
 
 _PY_FUNCTIONS: dict[int, tuple[Any, str, str]] = {}
+# freezegun's fakes are watched once it is loaded, and never imported here: it loads asyncio (50 ms).
+# _PY_FUNCTIONS is filled again at the first step after it appears.
+_FILLED_WITH: list[bool] = []  # [whether freezegun was loaded when _PY_FUNCTIONS was filled]
 
 
 def _user_frame(frame: FrameType | None) -> bool:
@@ -141,8 +141,10 @@ class watching:  # noqa: N801 - used as a function: ``with watching(): ...``
     __slots__ = ("_previous", "_installed")
 
     def __enter__(self) -> None:
-        if not _PY_FUNCTIONS:
+        loaded = ["freezegun.api" in sys.modules]
+        if loaded != _FILLED_WITH:
             _PY_FUNCTIONS.update(_python_functions())
+            _FILLED_WITH[:] = loaded
         previous = self._previous = sys.getprofile()
         self._installed = previous is None or callable(previous)
         if previous is None:

@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import base64
 import json
-import pickletools
 import traceback
 from collections.abc import Callable
 from typing import Any
-
-import cloudpickle  # type: ignore[import-untyped]
 
 from . import converters
 from .errors import ActivityFailed, CorruptStoreError, PayloadAuthenticationError, SerializationError
@@ -87,7 +84,7 @@ class Codec:
                 "structs or pydantic models (with exact field annotations), datetimes, UUIDs, Decimals, bytes, "
                 "tuples and sets of them; or allow signed pickles (pickle='signed'). Nothing was recorded.")
         try:
-            data = cloudpickle.dumps(value)
+            data = _pickler().dumps(value)
         except Exception as exc:
             path, culprit = _culprit(value, "")
             what = f"{path} is a value of type" if path else "a value of type"
@@ -128,7 +125,7 @@ class Codec:
                 raise PayloadAuthenticationError(
                     f"the {_named(where)} is a pickled value, and this store was opened with pickle='off': it was "
                     "not unpickled. Open it with pickle='signed' (and its secret) to read it.")
-            return cloudpickle.loads(self.keys.verify(bytes(data), _named(where)))
+            return _pickler().loads(self.keys.verify(bytes(data), _named(where)))
         raise CorruptStoreError(f"the {_named(where)} has an unknown encoding {encoding!r} (or a payload of the "
                                 f"wrong kind, {type(data).__name__}): the store is damaged")
 
@@ -137,8 +134,8 @@ class Codec:
         pickled: str | None = None
         if self.pickle != "off":
             try:
-                raw = cloudpickle.dumps(exc)
-                cloudpickle.loads(raw)
+                raw = _pickler().dumps(exc)
+                _pickler().loads(raw)
                 pickled = base64.b64encode(self.keys.sign(raw, "exception")).decode()
             except Exception:
                 pickled = None
@@ -161,7 +158,7 @@ class Codec:
                 raise CorruptStoreError(f"the {_named(where, 'error')} has a damaged pickled copy ({exc})") from exc
             raw = self.keys.verify(blob, _named(where, "error"))
             try:
-                rebuilt = cloudpickle.loads(raw)
+                rebuilt = _pickler().loads(raw)
                 if isinstance(rebuilt, BaseException):
                     return rebuilt
             except Exception:
@@ -169,9 +166,16 @@ class Codec:
         return ActivityFailed(str(record["type"]), str(record["message"]), str(record["traceback"]))
 
 
+def _pickler() -> Any:
+    """cloudpickle, loaded with the first value that needs it: most runs never pickle."""
+    import cloudpickle  # type: ignore[import-untyped]
+
+    return cloudpickle
+
+
 def _picklable(value: Any) -> bool:
     try:
-        cloudpickle.dumps(value)
+        _pickler().dumps(value)
         return True
     except Exception:
         return False
@@ -209,6 +213,8 @@ _CONTAINERS = {"EMPTY_LIST": "list", "EMPTY_DICT": "dict", "EMPTY_SET": "set", "
 def pickled_type(blob: bytes) -> str | None:
     """The type a (signed) pickle holds, read from its first opcodes and never unpickled, for showing
     it (``None``: it does not say plainly). A hint only: whoever wrote the store chose those bytes."""
+    import pickletools
+
     strings: list[str] = []
     try:
         for count, (op, arg, _) in enumerate(pickletools.genops(signed_body(blob))):

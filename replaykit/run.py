@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, TypeAlias, overload
 
 from .commands import A1, A2, A3, A4, A5, A6, R
-from .runtime import Engine
-from .store import Store
 
 if TYPE_CHECKING:
+    from .store import Store
     from .workflow import Takes0, Takes1, Takes2, Takes3, Takes4, Takes5, Takes6, Workflow
 
-Db = str | os.PathLike[str] | Store
+    Db: TypeAlias = str | os.PathLike[str] | Store
 
 
 # Typed by arity (see child_workflow in commands.py): positional arguments are checked against
@@ -75,6 +74,8 @@ def run(workflow: Any, /, *args: Any, workflow_id: str, db: Db, durability: str 
     (replayed steps are not watched; see ``docs/benchmarks.md``).
     ``warn_nondeterminism=False`` turns that off.
     """
+    from .runtime import Engine  # the engine loads with the first run, not with import replaykit
+
     with Engine(db, durability=durability, activity_threads=0, warn_nondeterminism=warn_nondeterminism) as engine:
         return engine.start(workflow, *args, workflow_id=workflow_id, lock_timeout=lock_timeout,
                             **kwargs).result()

@@ -37,7 +37,7 @@ from .handle import WorkflowHandle
 from .history import Status
 from .interpreter import Leaf
 from .lifecycle import Lifecycle
-from .restart import fork_run, restart_run
+from .restarting import fork_run, restart_run
 from .runstate import _Run
 from .starting import check_same_stored_run, seconds, start_payload
 from .store import Store

@@ -7,6 +7,7 @@ workflow is annotated ``-> R``.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, overload
@@ -112,10 +113,15 @@ def as_workflow(obj: Any) -> Workflow[Any]:
     return Workflow(obj, obj.__qualname__)
 
 
+_BUILT_IN = {"replaykit.schedule": "replaykit.schedule"}  # workflows replaykit defines: name -> module
+
+
 def lookup(name: str, extra: dict[str, Workflow[Any]] | None = None) -> Workflow[Any]:
     """Find a workflow by the name a history recorded."""
     if extra and name in extra:
         return extra[name]
+    if name in _BUILT_IN and name not in _registry:
+        importlib.import_module(_BUILT_IN[name])  # registers it
     if name in _registry:
         return _registry[name]
     known = sorted(set(_registry) | set(extra or ()))

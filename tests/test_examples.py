@@ -120,15 +120,17 @@ def test_the_core_benchmark_runs(child_env: dict[str, str]) -> None:
     assert "10,000 recorded steps" in done.stdout and "crash" in done.stdout and "power" in done.stdout
 
 
-def test_the_import_benchmark_runs_and_import_replaykit_loads_nothing_heavy(child_env: dict[str, str]) -> None:
-    """``import replaykit`` loads no module only some users need (issue 12): not sqlite_utils (only
-    creating a store needs it), asyncio (only async activities), click, freezegun (testing), cattrs
-    (the first typed value), psycopg, urllib.request."""
-    done = subprocess.run([PYTHON, str(ROOT / "benchmarks" / "bench_import.py"), "--repeat", "1"],
+def test_the_fresh_process_benchmark_runs_and_loads_nothing_heavy(child_env: dict[str, str]) -> None:
+    """Neither ``import replaykit`` nor a one-step script on an existing store loads a module only some
+    users need (issue 12): not sqlite_utils (only creating a store needs it), asyncio (only async
+    activities), click, freezegun (testing), cattrs (the first typed value), psycopg, urllib.request,
+    cloudpickle (the first pickled value)."""
+    done = subprocess.run([PYTHON, str(ROOT / "benchmarks" / "bench_fresh.py"), "--repeat", "1", "--steps", "300"],
                           env=child_env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert "import replaykit" in done.stdout and "x the floor" in done.stdout
+    assert done.stdout.count("x\n") == 3, done.stdout  # three figures, each with its ratio to the floor
     assert "heavy modules loaded by import replaykit: none" in done.stdout, done.stdout
+    assert "heavy modules loaded by the one-step script on an existing store: none" in done.stdout, done.stdout
 
 
 @pytest.mark.parametrize("store", ["sqlite", "postgres"])

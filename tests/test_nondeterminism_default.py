@@ -76,3 +76,38 @@ def test_the_warning_benchmark_runs(child_env: dict[str, str]) -> None:
                            "--repeat", "1"], env=child_env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "rk.run, a step" in done.stdout and "replayed step" in done.stdout
+
+
+LOADED_LATE = '''
+import sys, warnings
+import replaykit as rk
+from replaykit.store import MemoryStore
+
+@rk.activity
+def nothing() -> int:
+    return 0
+
+@rk.workflow
+def late(ctx):
+    yield nothing()  # the first live step: the watched functions are gathered here
+    import freezegun
+    yield nothing()
+    with freezegun.freeze_time("2026-01-01"):
+        import time
+        time.time()
+    yield nothing()
+
+assert "freezegun" not in sys.modules, "the test needs it unloaded"
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    rk.run(late, workflow_id="late", db=MemoryStore())
+for w in caught:
+    print(w.category.__name__, w.message)
+'''
+
+
+def test_freezegun_loaded_after_the_first_step_is_still_watched(child_env: dict[str, str]) -> None:
+    # replaykit never imports freezegun (it loads asyncio): it watches freezegun's clock once loaded
+    done = subprocess.run([PYTHON, "-c", LOADED_LATE], env=child_env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "NonDeterminismWarning workflow code called time.time()" in done.stdout, done.stdout
