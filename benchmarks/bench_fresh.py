@@ -106,7 +106,7 @@ except StopIteration:
 """
 
 
-def _wall(argv: list[str], env: dict[str, str] | None = None) -> float:
+def _wall(argv: list[str], env: dict[str, str]) -> float:
     start = time.perf_counter()
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=env)
     return time.perf_counter() - start
@@ -132,9 +132,10 @@ def main() -> None:
     args = parser.parse_args()
     py = sys.executable
     env = dict(os.environ, REPLAYKIT_SECRET=os.environ.get("REPLAYKIT_SECRET", "a-benchmark-secret-long-enough"))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # as users run: the first run writes the .pyc files, the others read them
     print(f"{args.repeat} runs each, medians; load average before: {os.getloadavg()[0]:.2f}\n")
-    _row("import replaykit", *_paired(args.repeat, lambda i: _wall([py, "-c", "import replaykit"]),
-                                       lambda i: _wall([py, "-c", "import sqlite3"])), "import sqlite3")
+    _row("import replaykit", *_paired(args.repeat, lambda i: _wall([py, "-c", "import replaykit"], env),
+                                       lambda i: _wall([py, "-c", "import sqlite3"], env)), "import sqlite3")
     with tempfile.TemporaryDirectory() as tmp:
         ours, raw = os.path.join(tmp, "ours.db"), os.path.join(tmp, "raw.db")
         _row("one-step workflow script, whole process",

@@ -34,8 +34,10 @@ class Controls(EngineState):
         info = self.store.info(workflow_id)
         if info is not None and info.status is Status.PAUSED and not run.paused:
             run.paused = True
+            self._paused_here.add(workflow_id)
         elif info is not None and info.status is Status.RUNNING and run.paused:
             run.paused = False
+            self._paused_here.discard(workflow_id)
             parked, run.parked = run.parked, []
             self._step_safely(run, Waiting(tuple(parked)))
             if self._runs.get(workflow_id) is not run:

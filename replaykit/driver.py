@@ -17,7 +17,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from .errors import StoreError
-from .history import Status
 from .runstate import EngineState
 
 if TYPE_CHECKING:
@@ -165,10 +164,15 @@ class Driver(EngineState):
             self._guarded(callback)
 
     def _poll_store(self) -> None:
-        """Something was committed elsewhere: act on the runs it concerns (two queries, not two per run)."""
+        """Something was committed elsewhere: act on the runs it concerns (two indexed queries; the
+        runs parked meanwhile are not visited, however many there are)."""
         with_mail = self.store.inbox()  # ids with unconsumed signals, cancellation requests among them
-        paused = {info.workflow_id for info in self.store.list(Status.PAUSED)}
-        for workflow_id, run in list(self._runs.items()):
+        paused = self.store.paused()
+        for workflow_id in with_mail | paused | self._paused_here:
+            run = self._runs.get(workflow_id)
+            if run is None:
+                self._paused_here.discard(workflow_id)
+                continue
             if run.paused != (workflow_id in paused) or workflow_id in with_mail:
                 self._take_controls(workflow_id)
             if workflow_id in with_mail:

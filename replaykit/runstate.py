@@ -68,5 +68,6 @@ class EngineState:
     _max_cached: int | None
     _evicted: dict[str, tuple[Workflow[Any], WorkflowHandle]]
     _parked: set[str]  # runs that parked this turn: candidates for eviction
+    _paused_here: set[str]  # runs seen paused (run.paused): those a poll checks for a resume
     _releasing: set[str]  # runs given up, still locked until the commit
     _closed: bool

@@ -136,6 +136,7 @@ class Engine(Controls, Lifecycle, Driver, Effects):
         self._max_cached = max_cached_runs
         self._evicted: dict[str, tuple[Workflow[Any], WorkflowHandle]] = {}
         self._parked: set[str] = set()  # runs that parked this turn: candidates for eviction
+        self._paused_here: set[str] = set()  # runs seen paused (run.paused): those a poll checks for a resume
         self._releasing: set[str] = set()  # runs given up, still locked until the commit (see _unlock)
         self._closed = False
         self._thread = threading.Thread(target=self._loop, name="replaykit-driver", daemon=True)

@@ -320,6 +320,41 @@ def test_cancel_pause_and_resume_from_a_shell(any_db: str, child_env: dict[str, 
     assert "cancel 'Cancelled'" in history and "step 1" in history
 
 
+@rk.workflow(name="parked-for-a-day")
+def sleeper(ctx: rk.Context):
+    yield rk.sleep(86400)
+
+
+def test_a_resume_from_a_shell_alone_wakes_a_paused_run_among_parked_ones(
+        any_db: str, child_env: dict[str, str]) -> None:
+    # The resume is a status change, with no signal: the engine's poll must still find the run.
+    @rk.workflow(name="pause-resume-alone")
+    def stepping(ctx: rk.Context):
+        for i in range(50):
+            yield note(f"alone {i}")
+            yield rk.sleep(0.02)
+        return "done"
+
+    def cli(*args: str) -> None:
+        done = subprocess.run([PYTHON, "-m", "replaykit", *args], env=child_env, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+
+    with rk.Engine(any_db, poll_interval=0.02) as engine:
+        for i in range(20):
+            engine.start(sleeper, workflow_id=f"parked-{i}")
+        handle = engine.start(stepping, workflow_id="alone")
+        while "alone 1" not in log:
+            time.sleep(0.01)
+        cli("pause", any_db, "alone")
+        time.sleep(0.3)
+        stopped_at = len(log)
+        time.sleep(0.3)
+        assert len(log) == stopped_at and handle.status() is rk.Status.PAUSED
+        cli("resume", any_db, "alone")
+        assert handle.result(timeout=20) == "done"
+
+
 def test_a_saga_survives_a_crash_anywhere_in_its_compensation() -> None:
     @rk.activity
     def reserve(what: str) -> str:

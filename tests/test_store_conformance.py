@@ -288,6 +288,20 @@ def test_list_shows_the_newest_run_of_each_id(store: Store) -> None:
     assert store.list(Status.CONTINUED) == [] and store.list(Status.FAILED) == []
 
 
+def test_paused_gives_the_paused_ids_of_every_generation_kind(store: Store) -> None:
+    # What an engine's poll reads (by index) instead of listing runs: the same ids as list(PAUSED).
+    for workflow_id in ("a", "b", "c", "d"):
+        store.create(workflow_id, "w", start())
+    store.continue_as_new("a", Event(1, 0, RESULT, "", 3.0, CONTINUED, "json", "null"), start(at=4.0))
+    store.set_status("a", Status.PAUSED, 5.0)  # its newest generation
+    store.set_status("b", Status.PAUSED, 5.0)
+    store.set_status("c", Status.PAUSED, 5.0)
+    store.set_status("c", Status.RUNNING, 6.0)  # resumed
+    assert store.paused() == {"a", "b"} == {i.workflow_id for i in store.list(Status.PAUSED)}
+    store.set_status("b", Status.CANCELLED, 7.0)
+    assert store.paused() == {"a"}
+
+
 # -- ownership -------------------------------------------------------------------------------
 
 

@@ -177,6 +177,10 @@ class Store(abc.ABC):
     def list(self, status: Status | None = None) -> list[WorkflowInfo]:
         """The newest run of every id, optionally only those with ``status``."""
 
+    def paused(self) -> set[str]:
+        """The ids whose run is paused (cheap: engines poll it, so stores find them by index)."""
+        return {info.workflow_id for info in self.list(Status.PAUSED)}
+
     @abc.abstractmethod
     def try_lock(self, workflow_id: str) -> bool:
         """Take the exclusive right to drive the run; ``False`` if someone alive holds it."""

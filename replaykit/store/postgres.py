@@ -402,6 +402,10 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
         with self._writes.write() as conn:
             conn.execute("UPDATE replaykit_signals SET consumed = true WHERE id = %s", (signal_id,))
 
+    def paused(self) -> set[str]:
+        # Through the status index: a paused row is always its id's newest (only a running run pauses).
+        return {row[0] for row in self._read("SELECT workflow_id FROM replaykit_runs WHERE status = 'paused'")}
+
     def list(self, status: Status | None = None) -> list[WorkflowInfo]:
         where = _NEWEST + (" AND status = %s" if status else "")
         rows = self._read(f"SELECT {_RUN_COLUMNS} FROM replaykit_runs r WHERE {where} ORDER BY id",

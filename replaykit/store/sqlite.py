@@ -340,6 +340,10 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         with self._transaction() as conn:
             conn.execute("UPDATE signals SET consumed = 1 WHERE id = ?", (signal_id,))
 
+    def paused(self) -> set[str]:
+        # Through the status index: a paused row is always its id's newest (only a running run pauses).
+        return {row[0] for row in self._read("SELECT workflow_id FROM runs WHERE status = 'paused'")}
+
     def list(self, status: Status | None = None) -> list[WorkflowInfo]:
         # The newest generation of each id from the rows themselves (a window), not through an index:
         # a damaged row that no longer matches its index entry is then listed (and refused), not hidden.
