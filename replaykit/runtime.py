@@ -37,7 +37,6 @@ from .handle import WorkflowHandle
 from .history import Status
 from .interpreter import Leaf
 from .lifecycle import Lifecycle
-from .restarting import fork_run, restart_run
 from .runstate import _Run
 from .starting import check_same_stored_run, seconds, start_payload
 from .store import Store
@@ -282,11 +281,15 @@ class Engine(Controls, Lifecycle, Driver, Effects):
 
     def restart(self, workflow_id: str, *, from_step: int | None = None) -> WorkflowHandle:
         """Start a failed, cancelled or timed-out run again (see :func:`replaykit.restart`) and drive it."""
+        from .restarting import restart_run  # what a plain run never needs, loaded when asked
+
         restart_run(self.store, workflow_id, from_step=from_step, now=self._clock.now(), workflows=self._workflows)
         return self._drive(workflow_id)
 
     def fork(self, workflow_id: str, new_id: str, *, step: int) -> WorkflowHandle:
         """Copy a run into ``new_id`` from ``step`` (see :func:`replaykit.fork`) and drive the copy."""
+        from .restarting import fork_run
+
         fork_run(self.store, workflow_id, new_id, step=step, now=self._clock.now(), workflows=self._workflows)
         return self._drive(new_id)
 

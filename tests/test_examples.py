@@ -104,6 +104,7 @@ def test_pipeline(tmp_path: Path, child_env: dict[str, str]) -> None:
 @pytest.mark.slow
 def test_the_benchmark_script_runs(tmp_path: Path, child_env: dict[str, str]) -> None:
     report = tmp_path / "benchmarks.md"
+    report.write_text("# Benchmarks\n\n## 1. stale\n\nold figures\n\n## 9. Scale-out\n\nfrom bench_scaleout.py\n")
     done = subprocess.run([PYTHON, str(ROOT / "benchmarks" / "run_all.py"), "--quick", "--no-peers",
                            "--write", str(report)], env=child_env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
@@ -111,6 +112,14 @@ def test_the_benchmark_script_runs(tmp_path: Path, child_env: dict[str, str]) ->
     for heading in ("## 1. One durable step", "## 2. Resume after a crash", "## 3. Throughput",
                     "## 4. Fan-out", "## 5. Parked workflows", "## 6. History size", "## 7. Replaying"):
         assert heading in text
+    assert "old figures" not in text and text.endswith("## 9. Scale-out\n\nfrom bench_scaleout.py\n")  # kept
+
+
+def test_the_engine_benchmark_runs(child_env: dict[str, str]) -> None:
+    done = subprocess.run([PYTHON, str(ROOT / "benchmarks" / "bench_engine.py"), "--repeat", "1", "--n", "50",
+                           "--parked", "100"], env=child_env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("workflows/s") == 3 and done.stdout.count("x\n") == 2, done.stdout
 
 
 def test_the_core_benchmark_runs(child_env: dict[str, str]) -> None:

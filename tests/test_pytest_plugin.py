@@ -67,6 +67,26 @@ USER_TESTS = textwrap.dedent("""
 """)
 
 
+PLAIN_TESTS = textwrap.dedent("""
+    import sys
+
+    import replaykit as rk
+    from replaykit.store import MemoryStore
+
+    @rk.activity
+    def double(x):
+        return 2 * x
+
+    @rk.workflow
+    def doubling(ctx, x):
+        return (yield double(x))
+
+    def test_plain():
+        assert rk.run(doubling, 21, workflow_id="d", db=MemoryStore()) == 42
+        assert "freezegun" not in sys.modules
+""")
+
+
 def test_marker_and_option(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_user=USER_TESTS)
     result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
@@ -86,11 +106,23 @@ def test_plugin_works_in_a_fresh_project_that_only_installs_replaykit(tmp_path: 
     python = str(venv / "bin" / "python")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
-    subprocess.run([python, "-m", "pip", "install", "-q", str(ROOT), "pytest"], check=True, env=env, timeout=500)
     project = tmp_path / "project"
     project.mkdir()
     (project / "test_user.py").write_text(USER_TESTS)
-    done = subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=project, env=env,
-                          capture_output=True, text=True, timeout=300)
+    (project / "test_plain.py").write_text(PLAIN_TESTS)
+
+    def pytest_in_project(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args], cwd=project, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    # A production install (no fake clock): the plugin loads, plain tests run, rk_env says what to install.
+    subprocess.run([python, "-m", "pip", "install", "-q", str(ROOT), "pytest"], check=True, env=env, timeout=500)
+    plain = pytest_in_project("test_plain.py")
+    assert plain.returncode == 0 and "1 passed" in plain.stdout, plain.stdout + plain.stderr
+    missing = pytest_in_project("test_user.py")
+    assert missing.returncode == 1 and 'pip install "replaykit[testing]"' in missing.stdout, missing.stdout
+    # With the testing extra, the fixture and the marker work.
+    subprocess.run([python, "-m", "pip", "install", "-q", f"{ROOT}[testing]"], check=True, env=env, timeout=500)
+    done = pytest_in_project()
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "3 passed" in done.stdout
+    assert "4 passed" in done.stdout

@@ -1,15 +1,30 @@
 """Testing helpers shipped to users: a time-skipping environment, a replay checker,
 a context for stepping workflows by hand, a pytest plugin, hypothesis strategies.
 
-See ``docs/testing.md``.
+See ``docs/testing.md``. ``TestEnv`` needs freezegun (``pip install "replaykit[testing]"``); it
+is imported on first use, so the replay checker works in a production install.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from ..determinism import NonDeterminismWarning
-from .env import TestEnv
 from .hand import fake_context
 from .replayer import History, ReplayReport, export_history, replay, replay_all
+
+if TYPE_CHECKING:
+    from .env import TestEnv
 
 __all__ = [
     "History", "NonDeterminismWarning", "ReplayReport", "TestEnv", "export_history", "fake_context",
     "replay", "replay_all",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TestEnv":
+        from .env import TestEnv
+
+        return TestEnv
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

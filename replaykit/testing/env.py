@@ -13,11 +13,14 @@ import itertools
 import os
 import types
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 from unittest import mock
 
-import freezegun
+try:
+    import freezegun
+except ImportError as exc:  # an extra: production installs need no fake clock
+    raise ImportError('replaykit.testing.TestEnv needs freezegun: pip install "replaykit[testing]"') from exc
 
 from ..activity import Activity, Execution
 from ..commands import ActivityCall, utc
@@ -27,9 +30,8 @@ from ..history import Event
 from ..runtime import Engine
 from ..store import MemoryStore, Store, open_store
 from ..workflow import as_workflow
-from .timeskip import FakeClock
+from .timeskip import DEFAULT_START, FakeClock
 
-DEFAULT_START = datetime(2030, 1, 1, tzinfo=timezone.utc)
 # Test tooling that keeps the real clock: pytest times tests with functions it imported from `time`.
 _TOOLING = ("_pytest", "pytest", "pluggy", "xdist", "hypothesis", "coverage")
 

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..context import Context
-from .env import DEFAULT_START
+from .timeskip import DEFAULT_START
 
 
 class HandContext(Context):

@@ -12,10 +12,12 @@ marked ``@pytest.mark.replaykit_strict``, or for all tests with ``--replaykit-st
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
-from .env import TestEnv
+if TYPE_CHECKING:  # loaded by the fixture: pytest starts without the engine, and without freezegun
+    from .env import TestEnv
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -31,6 +33,8 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture
 def rk_env(request: pytest.FixtureRequest) -> Iterator[TestEnv]:
     """A time-skipping test environment (in-memory store, fake clock, freezegun)."""
+    from .env import TestEnv
+
     strict = bool(request.config.getoption("--replaykit-strict")) or \
         request.node.get_closest_marker("replaykit_strict") is not None
     with TestEnv(strict_replay=strict) as env:

@@ -15,6 +15,9 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable
+from datetime import datetime, timezone
+
+DEFAULT_START = datetime(2030, 1, 1, tzinfo=timezone.utc)  # where a test's fake time begins
 
 
 class FakeClock:
