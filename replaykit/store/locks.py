@@ -1,14 +1,16 @@
 """Per-workflow locks that the operating system releases when their owner dies.
 
-Each workflow id maps to one byte of a side file (``<db>-locks``), locked with
-``fcntl.lockf``. A killed process loses its locks at once, so a rerun can take
-over immediately; no lease has to expire first. POSIX locks belong to the
-process, not the file descriptor, and closing *any* descriptor of the file drops
-them all; so this module keeps one descriptor per file, shared by every store of
-that path in the process, with its own set of keys held (two engines in one
-process must not both drive a workflow either). The descriptor is opened on the
-first lock and closed when the last store of the path has closed and no lock is
-held: a long-running process keeps none for stores it no longer uses.
+Each workflow id maps to one byte of one of sixteen side files (``<db>-locks.d/0`` to ``f``),
+locked with ``fcntl.lockf``. A killed process loses its locks at once, so a rerun can take
+over immediately; no lease has to expire first. The kernel keeps one list of byte-range locks
+per file and walks it on every lock and unlock (470 µs a pair with 10,000 locks held on one
+file, 1.2 µs with none): sixteen files spare an engine with thousands of runs parked in memory
+most of that. POSIX locks belong to the process, not the file descriptor, and closing *any*
+descriptor of a file drops them all; so this module keeps one descriptor per file, shared by
+every store of that path in the process, with its own set of keys held (two engines in one
+process must not both drive a workflow either). A descriptor is opened with the first lock in
+its file and closed when the last store of the path has closed and no lock is held: a
+long-running process keeps none for stores it no longer uses.
 """
 
 from __future__ import annotations
@@ -23,21 +25,31 @@ import threading
 
 from ..errors import StoreError
 
+SHARDS = 16  # lock files per store: every process of a store must use the same number
+
 
 class _LockFile:
-    """The process's one descriptor on a lock file, and the keys it holds there."""
+    """The process's descriptors on a store's lock files (one per shard), and the keys it holds."""
 
     def __init__(self, path: str) -> None:
-        self.path = path
-        self.fd: int | None = None
+        self.path = path  # the directory of the shards
+        self.fds: dict[int, int] = {}  # shard -> descriptor, opened on the first lock there
         self.held: set[str] = set()
         self.users = 0  # FileLocks objects not yet closed
         self.mutex = threading.Lock()
 
-    def descriptor(self) -> int:
-        if self.fd is None:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        return self.fd
+    def descriptor(self, offset: int) -> int:
+        shard = offset % SHARDS
+        fd = self.fds.get(shard)
+        if fd is None:
+            os.makedirs(self.path, mode=0o755, exist_ok=True)
+            fd = self.fds[shard] = os.open(os.path.join(self.path, f"{shard:x}"), os.O_RDWR | os.O_CREAT, 0o644)
+        return fd
+
+    def close_all(self) -> None:
+        for fd in self.fds.values():
+            os.close(fd)
+        self.fds.clear()
 
 
 _files: dict[str, _LockFile] = {}
@@ -52,7 +64,7 @@ def _offset(key: str) -> int:
 def stores_open(db_path: str) -> int:
     """How many stores of the database at ``db_path`` this process has open."""
     with _files_mutex:
-        f = _files.get(os.path.realpath(db_path) + "-locks")
+        f = _files.get(os.path.realpath(db_path) + "-locks.d")
         return 0 if f is None else f.users
 
 
@@ -60,9 +72,7 @@ def _drop_if_unused(f: _LockFile) -> None:
     """Close the descriptor once nothing needs it: no store uses it and no lock hangs on it."""
     with _files_mutex, f.mutex:
         if f.users == 0 and not f.held:
-            if f.fd is not None:
-                os.close(f.fd)
-                f.fd = None
+            f.close_all()
             if _files.get(f.path) is f:
                 del _files[f.path]
 
@@ -71,7 +81,7 @@ class FileLocks:
     """Exclusive, non-blocking, process-owned locks keyed by string. :meth:`close` when done."""
 
     def __init__(self, db_path: str) -> None:
-        path = os.path.realpath(db_path) + "-locks"
+        path = os.path.realpath(db_path) + "-locks.d"
         with _files_mutex:
             f = _files.get(path)
             if f is None:
@@ -85,11 +95,13 @@ class FileLocks:
         f = self._file
         with f.mutex:
             if self._closed:
-                raise StoreError(f"{self._file.path[:-6]}: the store is closed; open it again to lock workflows")
+                store = self._file.path[:-len("-locks.d")]
+                raise StoreError(f"{store}: the store is closed; open it again to lock workflows")
             if key in f.held:
                 return False
             try:
-                fcntl.lockf(f.descriptor(), fcntl.LOCK_EX | fcntl.LOCK_NB, 1, _offset(key))
+                offset = _offset(key)
+                fcntl.lockf(f.descriptor(offset), fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
             except OSError as exc:
                 if exc.errno in (errno.EACCES, errno.EAGAIN):
                     return False
@@ -101,8 +113,9 @@ class FileLocks:
     def release(self, key: str) -> None:
         f = self._file
         with f.mutex:
-            if key in self._mine and key in f.held and f.fd is not None:  # only what was taken through here
-                fcntl.lockf(f.fd, fcntl.LOCK_UN, 1, _offset(key))
+            if key in self._mine and key in f.held:  # only what was taken through here
+                offset = _offset(key)
+                fcntl.lockf(f.descriptor(offset), fcntl.LOCK_UN, 1, offset)
                 f.held.discard(key)
             self._mine.discard(key)
         if self._closed:
@@ -119,11 +132,12 @@ class FileLocks:
             return os.getpid()
         if not sys.platform.startswith("linux"):  # struct flock's layout below is Linux's
             return None
-        query = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, _offset(key), 1, 0) + b"\0" * 8
+        offset = _offset(key)
+        query = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0) + b"\0" * 8
         with f.mutex:
             if self._closed:
                 return None
-            answer = fcntl.fcntl(f.descriptor(), fcntl.F_GETLK, query)
+            answer = fcntl.fcntl(f.descriptor(offset), fcntl.F_GETLK, query)
         kind, _, _, _, pid = struct.unpack(_FLOCK, answer[:struct.calcsize(_FLOCK)])
         return None if kind == fcntl.F_UNLCK else int(pid)
 
