@@ -23,6 +23,8 @@ import pytest
 
 import replaykit as rk
 
+from conftest import ROOT
+
 APP = textwrap.dedent('''
     import json, sys
     import replaykit as rk
@@ -183,3 +185,49 @@ def test_a_store_opened_read_only_on_purpose_never_writes(tmp_path: Path) -> Non
         rk.SqliteStore(str(tmp_path / "absent.db"), read_only=True)
     assert not (tmp_path / "absent.db").exists()
     assert stat.S_ISREG(os.stat(db).st_mode)
+
+
+LOCKS_CHILD = """
+import sys, replaykit as rk
+from replaykit.store import SqliteStore
+
+@rk.workflow(name="needs-a-lock")
+def needs_a_lock(ctx):
+    return "ok"
+    yield
+
+store = SqliteStore(sys.argv[1])
+assert not store.read_only
+for attempt in (lambda: store.try_lock("run-1"), lambda: store.lock_owner("run-1")):
+    try:
+        print("answered", attempt())
+    except rk.StoreError as exc:
+        print("refused", exc)
+store.close()
+with rk.Engine(sys.argv[1]) as engine:
+    try:
+        engine.start(needs_a_lock, workflow_id="run-1").result(timeout=30)
+    except rk.StoreError as exc:
+        print("result refused", exc)
+"""
+
+
+def test_lock_files_this_user_cannot_write_are_an_error_naming_them_not_a_held_lock(tmp_path: Path) -> None:
+    # Before: the failed open read as "another process holds it" and the run's result() never came.
+    folder = tmp_path / "d"
+    folder.mkdir()
+    db = folder / "s.db"
+    with rk.SqliteStore(str(db)) as store:
+        assert store.try_lock("probe")  # makes the lock files
+    folder.chmod(0o777)
+    for path in folder.iterdir():
+        if path.is_file():
+            path.chmod(0o666)
+    for shard in (folder / "s.db-locks.d").iterdir():
+        shard.chmod(0o444)  # made by another user, say: readable, not writable
+    done = subprocess.run([*_without_privileges(), sys.executable, "-c", LOCKS_CHILD, str(db)], capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 3 and all("refused" in line and "s.db-locks.d" in line for line in lines), done.stdout
+    assert "Permission denied" in lines[0]

@@ -171,3 +171,38 @@ def test_text_that_is_not_utf8_is_a_corrupt_store_and_nothing_is_recorded(db: st
     assert rows() == before
     with rk.SqliteStore(db) as store, pytest.raises(rk.CorruptStoreError, match=db):
         list(store.events("a"))
+
+
+def test_a_lock_taken_while_its_store_closes_is_refused_not_kept(tmp_path: Path) -> None:
+    # close() used to give its locks back before marking itself closed: a try_lock from another
+    # thread in between succeeded, and the closed store kept that lock (and its descriptors).
+    import threading
+
+    from replaykit.store.locks import stores_open
+
+    db = str(tmp_path / "s.db")
+    kept = 0
+    for _ in range(300):
+        store = rk.SqliteStore(db)
+        store.try_lock("early")
+        go = threading.Event()
+
+        def grab(store: rk.SqliteStore = store, go: threading.Event = go) -> None:
+            go.wait()
+            try:
+                store.try_lock("late")
+            except rk.StoreError:
+                pass  # closed first: refused
+
+        thread = threading.Thread(target=grab)
+        thread.start()
+        go.set()
+        store.close()
+        thread.join()
+        with rk.SqliteStore(db) as other:
+            if other.lock_owner("late") is not None:
+                kept += 1
+                store._locks._closed = False  # hand it back, to go on counting
+                store._locks.release("late")
+        assert stores_open(db) == 0
+    assert kept == 0

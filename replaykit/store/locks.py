@@ -33,18 +33,32 @@ class _LockFile:
 
     def __init__(self, path: str) -> None:
         self.path = path  # the directory of the shards
-        self.fds: dict[int, int] = {}  # shard -> descriptor, opened on the first lock there
+        self.fds: dict[int, int] = {}  # shard -> descriptor: all of them, opened with the first lock
         self.held: set[str] = set()
         self.users = 0  # FileLocks objects not yet closed
         self.mutex = threading.Lock()
 
-    def descriptor(self, offset: int) -> int:
-        shard = offset % SHARDS
-        fd = self.fds.get(shard)
-        if fd is None:
-            os.makedirs(self.path, mode=0o755, exist_ok=True)
-            fd = self.fds[shard] = os.open(os.path.join(self.path, f"{shard:x}"), os.O_RDWR | os.O_CREAT, 0o644)
-        return fd
+    def descriptor(self, offset: int, *, create: bool = True) -> int | None:
+        """The shard's descriptor (under ``mutex``). The first call opens all sixteen files, made if
+        ``create`` (else ``None`` when missing: nobody ever locked there), so that a file another
+        user cannot write fails every id alike, as a clear :class:`StoreError`."""
+        if not self.fds:
+            try:
+                if create:
+                    os.makedirs(self.path, mode=0o755, exist_ok=True)
+                for shard in range(SHARDS):
+                    name = os.path.join(self.path, f"{shard:x}")
+                    self.fds[shard] = os.open(name, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
+            except OSError as exc:
+                self.close_all()  # none holds a lock yet: closing them drops nothing
+                if not create and isinstance(exc, FileNotFoundError):
+                    return None
+                raise StoreError(
+                    f"{self.path[:-len('-locks.d')]}: cannot open its lock files in {self.path} ({exc.strerror}): "
+                    "every process that drives its runs needs to read and write them. Give this user access "
+                    "to that directory and its files (or run as the user that made them); nothing was changed."
+                ) from exc
+        return self.fds[offset % SHARDS]
 
     def close_all(self) -> None:
         for fd in self.fds.values():
@@ -99,9 +113,11 @@ class FileLocks:
                 raise StoreError(f"{store}: the store is closed; open it again to lock workflows")
             if key in f.held:
                 return False
+            offset = _offset(key)
+            fd = f.descriptor(offset)
+            assert fd is not None  # made if missing
             try:
-                offset = _offset(key)
-                fcntl.lockf(f.descriptor(offset), fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
             except OSError as exc:
                 if exc.errno in (errno.EACCES, errno.EAGAIN):
                     return False
@@ -113,13 +129,17 @@ class FileLocks:
     def release(self, key: str) -> None:
         f = self._file
         with f.mutex:
-            if key in self._mine and key in f.held:  # only what was taken through here
-                offset = _offset(key)
-                fcntl.lockf(f.descriptor(offset), fcntl.LOCK_UN, 1, offset)
-                f.held.discard(key)
-            self._mine.discard(key)
+            self._release(key)
         if self._closed:
             _drop_if_unused(f)
+
+    def _release(self, key: str) -> None:  # under the file's mutex
+        f = self._file
+        if key in self._mine and key in f.held:  # only what was taken through here
+            offset = _offset(key)
+            fcntl.lockf(f.fds[offset % SHARDS], fcntl.LOCK_UN, 1, offset)
+            f.held.discard(key)
+        self._mine.discard(key)
 
     def holds(self, key: str) -> bool:
         """Was ``key`` taken through this object, and not given back?"""
@@ -135,21 +155,23 @@ class FileLocks:
         offset = _offset(key)
         query = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0) + b"\0" * 8
         with f.mutex:
-            if self._closed:
+            fd = None if self._closed else f.descriptor(offset, create=False)  # asking makes no file
+            if fd is None:
                 return None
-            answer = fcntl.fcntl(f.descriptor(offset), fcntl.F_GETLK, query)
+            answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
         kind, _, _, _, pid = struct.unpack(_FLOCK, answer[:struct.calcsize(_FLOCK)])
         return None if kind == fcntl.F_UNLCK else int(pid)
 
     def close(self) -> None:
         """Give back the locks taken here; the descriptor goes with the last user of the file."""
-        if self._closed:
-            return
-        for key in list(self._mine):
-            self.release(key)
         f = self._file
-        with _files_mutex, f.mutex:
+        with f.mutex:  # closed first: a lock taken meanwhile by another thread is refused, not kept
+            if self._closed:
+                return
             self._closed = True
+            for key in list(self._mine):
+                self._release(key)
+        with _files_mutex, f.mutex:
             f.users -= 1
         _drop_if_unused(f)
 
