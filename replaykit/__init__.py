@@ -9,8 +9,7 @@ that ``import replaykit`` stays cheap for a script (PEP 562: ``__getattr__`` bel
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .activity import Activity, ActivityInfo, activity, activity_info, heartbeat, is_cancelled
 from .commands import (
@@ -63,6 +62,7 @@ from .errors import (
     WorkflowPausedError,
     WorkflowTimedOut,
 )
+from .lazy import loader
 from .run import run
 from .workflow import Flow, Workflow, workflow
 
@@ -91,15 +91,8 @@ _LAZY = {  # module: the names it gives, as in the block above (tests/test_api.p
     ".store": "Durability MemoryStore SqliteStore Store", ".store.work": "Queue WorkerRecord", ".worker": "Worker",
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names.split()}
-
-
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'replaykit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module, __name__), name)
-    globals()[name] = value  # the next access is a plain attribute
-    return value
+if not TYPE_CHECKING:  # hidden from type checkers, which would otherwise take any name, typos too
+    __getattr__ = loader(__name__, _WHERE)
 
 
 def __dir__() -> list[str]:

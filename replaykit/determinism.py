@@ -87,7 +87,7 @@ def _python_functions() -> dict[int, tuple[Any, str, str]]:
 _PY_FUNCTIONS: dict[int, tuple[Any, str, str]] = {}
 # freezegun's fakes are watched once it is loaded, and never imported here: it loads asyncio (50 ms).
 # _PY_FUNCTIONS is filled again at the first step after it appears.
-_FILLED_WITH: list[bool] = []  # [whether freezegun was loaded when _PY_FUNCTIONS was filled]
+_WATCHES_FREEZEGUN = False  # whether _PY_FUNCTIONS holds freezegun's fakes
 
 
 def _user_frame(frame: FrameType | None) -> bool:
@@ -141,10 +141,10 @@ class watching:  # noqa: N801 - used as a function: ``with watching(): ...``
     __slots__ = ("_previous", "_installed")
 
     def __enter__(self) -> None:
-        loaded = ["freezegun.api" in sys.modules]
-        if loaded != _FILLED_WITH:
+        global _WATCHES_FREEZEGUN
+        if not _PY_FUNCTIONS or (not _WATCHES_FREEZEGUN and "freezegun.api" in sys.modules):
+            _WATCHES_FREEZEGUN = "freezegun.api" in sys.modules
             _PY_FUNCTIONS.update(_python_functions())
-            _FILLED_WITH[:] = loaded
         previous = self._previous = sys.getprofile()
         self._installed = previous is None or callable(previous)
         if previous is None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -211,6 +213,37 @@ def test_a_crashed_schedule_catches_up_without_doubling(any_db: str) -> None:
         env.engine.recover()
         env.sleep(timedelta(minutes=1))
     assert sent == [f"report:ops@2030-01-01 0{h}:00" for h in (1, 2, 3, 4, 5)]
+
+
+SCHEDULE_CHILD = """
+import sys, replaykit as rk
+
+@rk.workflow(name="later-report")
+def later_report(ctx):
+    return "sent"
+    yield
+
+with rk.Engine(sys.argv[1], workflows=[later_report]) as engine:
+    if sys.argv[2] == "start":
+        engine.schedule("yearly", later_report, "0 0 1 1 *")
+    else:
+        assert "replaykit.schedule" not in sys.modules  # a fresh process that never asked for schedules
+        handles = engine.recover()
+        print([h.workflow_id for h in handles], handles[0].status().value)
+"""
+
+
+def test_a_stored_schedule_resumes_in_a_process_that_never_imported_schedules(
+        db: str, child_env: dict[str, str]) -> None:
+    # The schedule workflow registers itself when a stored run names it, not with import replaykit.
+    def child(what: str) -> str:
+        done = subprocess.run([sys.executable, "-c", SCHEDULE_CHILD, db, what], env=child_env, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    child("start")
+    assert child("recover") == "['schedule:yearly'] running"
 
 
 class Lifecycle(RuleBasedStateMachine):

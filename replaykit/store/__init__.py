@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ..lazy import loader
 from .base import Signal, Store
 from .open import open_store
 from .sqlite import Durability, SqliteStore
@@ -15,15 +16,7 @@ if TYPE_CHECKING:
 __all__ = ["Durability", "MemoryStore", "PostgresStore", "Signal", "SqliteStore", "Store", "open_store"]
 
 
-def __getattr__(name: str) -> Any:
-    """Imported on first use: ``PostgresStore`` (importing replaykit must not import psycopg) and
-    ``MemoryStore`` (a run on a file needs none of it)."""
-    if name == "PostgresStore":
-        from .postgres import PostgresStore
-
-        return PostgresStore
-    if name == "MemoryStore":
-        from .memory import MemoryStore
-
-        return MemoryStore
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# PostgresStore on first use (importing replaykit must not import psycopg); MemoryStore too (a run
+# on a file needs none of it).
+if not TYPE_CHECKING:  # hidden from type checkers, which would otherwise take any name, typos too
+    __getattr__ = loader(__name__, {"PostgresStore": ".postgres", "MemoryStore": ".memory"})

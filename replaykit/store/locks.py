@@ -38,21 +38,16 @@ class _LockFile:
         self.users = 0  # FileLocks objects not yet closed
         self.mutex = threading.Lock()
 
-    def descriptor(self, offset: int, *, create: bool = True) -> int | None:
-        """The shard's descriptor (under ``mutex``). The first call opens all sixteen files, made if
-        ``create`` (else ``None`` when missing: nobody ever locked there), so that a file another
-        user cannot write fails every id alike, as a clear :class:`StoreError`."""
+    def descriptor(self, offset: int) -> int:
+        """The shard's descriptor (under ``mutex``). The first call opens (makes) all sixteen files,
+        so that a file another user cannot write fails every id alike, as a clear :class:`StoreError`."""
         if not self.fds:
             try:
-                if create:
-                    os.makedirs(self.path, mode=0o755, exist_ok=True)
+                os.makedirs(self.path, mode=0o755, exist_ok=True)
                 for shard in range(SHARDS):
-                    name = os.path.join(self.path, f"{shard:x}")
-                    self.fds[shard] = os.open(name, os.O_RDWR | (os.O_CREAT if create else 0), 0o644)
+                    self.fds[shard] = os.open(os.path.join(self.path, f"{shard:x}"), os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as exc:
                 self.close_all()  # none holds a lock yet: closing them drops nothing
-                if not create and isinstance(exc, FileNotFoundError):
-                    return None
                 raise StoreError(
                     f"{self.path[:-len('-locks.d')]}: cannot open its lock files in {self.path} ({exc.strerror}): "
                     "every process that drives its runs needs to read and write them. Give this user access "
@@ -115,7 +110,6 @@ class FileLocks:
                 return False
             offset = _offset(key)
             fd = f.descriptor(offset)
-            assert fd is not None  # made if missing
             try:
                 fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, offset)
             except OSError as exc:
@@ -155,10 +149,9 @@ class FileLocks:
         offset = _offset(key)
         query = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0) + b"\0" * 8
         with f.mutex:
-            fd = None if self._closed else f.descriptor(offset, create=False)  # asking makes no file
-            if fd is None:
+            if self._closed or not (f.fds or os.path.isdir(f.path)):  # no lock files: nobody ever locked
                 return None
-            answer = fcntl.fcntl(fd, fcntl.F_GETLK, query)
+            answer = fcntl.fcntl(f.descriptor(offset), fcntl.F_GETLK, query)
         kind, _, _, _, pid = struct.unpack(_FLOCK, answer[:struct.calcsize(_FLOCK)])
         return None if kind == fcntl.F_UNLCK else int(pid)
 

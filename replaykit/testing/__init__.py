@@ -7,9 +7,10 @@ is imported on first use, so the replay checker works in a production install.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..determinism import NonDeterminismWarning
+from ..lazy import loader
 from .hand import fake_context
 from .replayer import History, ReplayReport, export_history, replay, replay_all
 
@@ -22,9 +23,5 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "TestEnv":
-        from .env import TestEnv
-
-        return TestEnv
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+if not TYPE_CHECKING:  # hidden from type checkers, which would otherwise take any name, typos too
+    __getattr__ = loader(__name__, {"TestEnv": ".env"})

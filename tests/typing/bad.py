@@ -85,3 +85,8 @@ def scale_out(db: str) -> None:
         late: int = client.start(order, "o-1", workflow_id="o").result()  # E the handle gives a str
     rk.Worker(db, workflows=[order], queues=[rk.Queue("q", rate=10)])  # E rate is (starts, seconds)
     print(late)
+
+
+def lazily_loaded_names_are_still_checked() -> None:
+    rk.Enginee(rk.MemoryStore())  # E a misspelt name of the public namespace (its names load on first use)
+    rk.store.Postgress  # E a misspelt store  # noqa: B018
