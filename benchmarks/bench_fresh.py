@@ -28,7 +28,8 @@ import tempfile
 import time
 from collections.abc import Callable
 
-HEAVY = ("sqlite_utils", "asyncio", "click", "freezegun", "cattrs", "psycopg", "urllib.request", "cloudpickle")
+HEAVY = ("sqlite_utils", "asyncio", "click", "freezegun", "cattrs", "psycopg", "urllib.request", "cloudpickle",
+         "subprocess", "socket", "pathlib")
 
 ONE_STEP = """
 import sys, replaykit as rk

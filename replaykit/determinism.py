@@ -18,10 +18,7 @@ import datetime
 import io
 import os
 import random
-import socket
-import subprocess
 import sys
-import sysconfig
 import time
 import uuid
 import warnings
@@ -59,39 +56,54 @@ _C_METHODS: dict[tuple[type, str], tuple[str, str]] = {
     (datetime.datetime, "today"): ("datetime.today()", _CLOCK),
     (datetime.date, "today"): ("date.today()", _CLOCK),
 }
-_SKIP_DIRS = tuple({os.path.realpath(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-                   | {os.path.dirname(os.path.realpath(__file__))})
+_SKIP_DIRS: tuple[str, ...] = ()  # the stdlib's, installed packages' and replaykit's: filled when first needed
 
 
-def _python_functions() -> dict[int, tuple[Any, str, str]]:
-    """Watched Python functions, by id of their code object (hashing a code object is slow)."""
+def _python_functions() -> tuple[dict[int, tuple[Any, str, str]], tuple[str, ...]]:
+    """Watched Python functions, by id of their code object (hashing a code object is slow); and
+    the modules of :data:`_UNTIL_LOADED` not (or not yet wholly) loaded, whose functions are not among them."""
     watched: list[tuple[Any, str, str]] = [
         (uuid.uuid4.__code__, "uuid.uuid4()", _UUID),
         (uuid.uuid1.__code__, "uuid.uuid1()", _UUID),
-        (subprocess.Popen.__init__.__code__, "subprocess.Popen()", _IO),
     ]
+    popen = getattr(sys.modules.get("subprocess"), "Popen", None)  # None while its import is under way
+    if popen is not None:
+        watched.append((popen.__init__.__code__, "subprocess.Popen()", _IO))
     for name in ("random", "randint", "randrange", "choice", "choices", "shuffle", "sample", "uniform", "gauss"):
         method = getattr(random.Random, name, None)
         if method is not None and hasattr(method, "__code__"):
             watched.append((method.__code__, f"random.{name}()", _RANDOM))
     fz = sys.modules.get("freezegun.api")
-    if fz is not None:  # under freezegun (the test environment), these stand in for the clock
+    if fz is not None and hasattr(fz, "FakeDate"):  # under freezegun (tests), these stand in for the clock
         watched.append((fz.fake_time.__code__, "time.time()", _CLOCK))
         for owner, name, label in ((fz.FakeDatetime, "now", "datetime.now()"),
                                    (fz.FakeDatetime, "utcnow", "datetime.utcnow()"),
                                    (fz.FakeDate, "today", "date.today()")):
             watched.append((getattr(owner, name).__func__.__code__, label, _CLOCK))
-    return {id(code): (code, label, instead) for code, label, instead in watched}
+    awaited = tuple(name for name, ready in (("freezegun.api", fz is not None and hasattr(fz, "FakeDate")),
+                                             ("subprocess", popen is not None)) if not ready)
+    return {id(code): (code, label, instead) for code, label, instead in watched}, awaited
 
 
 _PY_FUNCTIONS: dict[int, tuple[Any, str, str]] = {}
-# freezegun's fakes are watched once it is loaded, and never imported here: it loads asyncio (50 ms).
-# _PY_FUNCTIONS is filled again at the first step after it appears.
-_WATCHES_FREEZEGUN = False  # whether _PY_FUNCTIONS holds freezegun's fakes
+# Modules whose functions are watched once they are loaded, and never imported here (freezegun loads
+# asyncio, 50 ms; subprocess and socket 5 ms together): code cannot call them before something imports
+# them. _PY_FUNCTIONS is filled again at the first step after one appears.
+_UNTIL_LOADED = ("freezegun.api", "subprocess")
+_awaited: tuple[str, ...] = _UNTIL_LOADED  # those not loaded when _PY_FUNCTIONS was last filled
 
 
 def _user_frame(frame: FrameType | None) -> bool:
-    return frame is not None and not os.path.realpath(frame.f_code.co_filename).startswith(_SKIP_DIRS)
+    global _SKIP_DIRS
+    if frame is None:
+        return False
+    if not _SKIP_DIRS:
+        import sysconfig
+
+        _SKIP_DIRS = tuple({os.path.realpath(sysconfig.get_paths()[k])
+                            for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+                           | {os.path.dirname(os.path.realpath(__file__))})
+    return not os.path.realpath(frame.f_code.co_filename).startswith(_SKIP_DIRS)
 
 
 def _builtin(fn: Any) -> tuple[str, str] | None:
@@ -102,7 +114,8 @@ def _builtin(fn: Any) -> tuple[str, str] | None:
     owner = getattr(fn, "__self__", None)
     if owner is random._inst:
         return f"random.{fn.__name__}()", _RANDOM
-    if isinstance(owner, socket.socket) and fn.__name__ in ("connect", "connect_ex", "sendto"):
+    sockets = getattr(sys.modules.get("socket"), "socket", None)  # not loaded: no socket to call
+    if sockets is not None and isinstance(owner, sockets) and fn.__name__ in ("connect", "connect_ex", "sendto"):
         return f"socket.{fn.__name__}()", _IO
     if isinstance(owner, type):
         return _C_METHODS.get((owner, fn.__name__))
@@ -141,10 +154,10 @@ class watching:  # noqa: N801 - used as a function: ``with watching(): ...``
     __slots__ = ("_previous", "_installed")
 
     def __enter__(self) -> None:
-        global _WATCHES_FREEZEGUN
-        if not _PY_FUNCTIONS or (not _WATCHES_FREEZEGUN and "freezegun.api" in sys.modules):
-            _WATCHES_FREEZEGUN = "freezegun.api" in sys.modules
-            _PY_FUNCTIONS.update(_python_functions())
+        global _awaited
+        if not _PY_FUNCTIONS or (_awaited and not sys.modules.keys().isdisjoint(_awaited)):
+            found, _awaited = _python_functions()
+            _PY_FUNCTIONS.update(found)
         previous = self._previous = sys.getprofile()
         self._installed = previous is None or callable(previous)
         if previous is None:

@@ -17,7 +17,6 @@ import os
 import secrets
 import threading
 from collections.abc import Sequence
-from pathlib import Path
 
 from .errors import PayloadAuthenticationError, SerializationError
 
@@ -40,7 +39,7 @@ def _as_key(secret: Secret, where: str) -> bytes:
 class Keyring:
     """Signs with the first key, accepts any. Keys that live in a file are read (or made) on first use."""
 
-    def __init__(self, keys: Sequence[bytes] = (), *, key_file: Path | None = None, missing: str = "") -> None:
+    def __init__(self, keys: Sequence[bytes] = (), *, key_file: str | None = None, missing: str = "") -> None:
         self._keys = tuple(keys)
         self._primed = [_primed(k) for k in self._keys]  # keyed once: a tag is then a copy, an update, a digest
         self.key_file = key_file
@@ -48,7 +47,7 @@ class Keyring:
         self._mutex = threading.Lock()
 
     @classmethod
-    def configured(cls, secret: Secret | Sequence[Secret] | None, *, key_file: Path | None = None,
+    def configured(cls, secret: Secret | Sequence[Secret] | None, *, key_file: str | None = None,
                    missing: str = "") -> Keyring:
         """The keys from ``secret``, else from the environment, else from ``key_file`` (see module doc)."""
         if secret is not None:
@@ -84,7 +83,7 @@ class Keyring:
     def derived(self, purpose: bytes, *, make: bool) -> tuple[bytes, ...]:
         """One key per key, for a use other than signing pickles (``purpose``: e.g. the hash chain), so
         that no tag of one use serves the other. A missing key file is made only if ``make``."""
-        if not self._keys and self.key_file is not None and (make or self.key_file.exists()):
+        if not self._keys and self.key_file is not None and (make or os.path.exists(self.key_file)):
             self._loaded()
         return tuple(hmac.new(key, b"replaykit key\x00" + purpose, hashlib.sha256).digest() for key in self._keys)
 
@@ -144,13 +143,14 @@ def _tag(primed: hmac.HMAC, data: bytes) -> bytes:
     return mac.digest()
 
 
-def _read_or_make(path: Path) -> bytes:
+def _read_or_make(path: str) -> bytes:
     """The key in ``path``, made first (owner-only, written whole before anyone can see it) if absent."""
     try:
         return _read(path)
     except FileNotFoundError:
         pass
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    folder, name = os.path.split(path)
+    temp = os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         os.write(fd, secrets.token_hex(32).encode() + b"\n")
@@ -166,14 +166,15 @@ def _read_or_make(path: Path) -> bytes:
     return _read(path)
 
 
-def _read(path: Path) -> bytes:
-    mode = path.stat().st_mode
+def _read(path: str) -> bytes:
+    mode = os.stat(path).st_mode
     if mode & 0o077:
         raise PayloadAuthenticationError(
             f"the key file {path} may be read or written by other users (mode {oct(mode & 0o777)}): anyone who "
             f"can read it can forge values this store would unpickle. Make it private (chmod 600 {path}) and "
             "check it was not changed.")
-    key = path.read_bytes().strip()
+    with open(path, "rb") as f:
+        key = f.read().strip()
     if len(key) < _MIN_SECRET:
         raise PayloadAuthenticationError(f"the key file {path} holds no key (it is empty or damaged): "
                                          "restore it from your backup of it")

@@ -11,12 +11,10 @@ from __future__ import annotations
 import enum
 import json
 import os
-import socket
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -68,7 +66,7 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
                  create: bool = True, secret: Secrets = None, pickle: str = "signed", read_only: bool = False,
                  migrate: bool = False) -> None:
         self.path = os.fspath(path)
-        self.codec = Codec(Keyring.configured(secret, key_file=Path(self.path + ".key")), pickle)
+        self.codec = Codec(Keyring.configured(secret, key_file=self.path + ".key"), pickle)
         self.durability = Durability(durability)
         self._uri = "file:" + quote(os.path.abspath(self.path))  # what pathname2url does on POSIX
         self._local = threading.local()
@@ -371,7 +369,7 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         if self.read_only:
             return None
         pid = self._locks.holder(workflow_id)
-        return None if pid is None else f"pid {pid} on {socket.gethostname()}"
+        return None if pid is None else f"pid {pid} on {os.uname().nodename}"
 
     def changed(self) -> bool:
         version: int = self._read("PRAGMA data_version")[0][0]
