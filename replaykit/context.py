@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from .commands import utc
 
@@ -27,8 +27,10 @@ class _ReplayAwareLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
         return f"[{self._ctx.workflow_id}] {msg}", kwargs
 
 
-def _new_path(change_id: str, deprecated: bool) -> bool:
-    return True
+class _Patching(Protocol):
+    """What decides ``ctx.patched()``: the machine running the workflow (from its history)."""
+
+    def _patch(self, change_id: str, deprecated: bool) -> bool: ...
 
 
 class Context:
@@ -40,7 +42,7 @@ class Context:
     """
 
     __slots__ = ("workflow_id", "is_replaying", "seed", "_time", "_rng", "_logger", "_shield_depth", "_queries",
-                 "custom_status", "_patch_hook", "__dict__")
+                 "custom_status", "_patching", "__dict__")
 
     def __init__(self, workflow_id: str, *, seed: int, start_time: float) -> None:
         self.workflow_id = workflow_id
@@ -50,10 +52,10 @@ class Context:
         self._rng: _random.Random | None = None  # made on first use: 2.5 KB a parked run need not carry
         self._logger: logging.LoggerAdapter | None = None  # type: ignore[type-arg]
         self._shield_depth = 0
-        self._queries: dict[str, Callable[..., Any]] = {}
+        self._queries: dict[str, Callable[..., Any]] | None = None
         self.custom_status: Any = None
         # Set by the interpreter: answers patched()/deprecate_patch() from the history.
-        self._patch_hook: Callable[[str, bool], bool] = _new_path
+        self._patching: _Patching | None = None  # None: no history, so the new path
 
     @property
     def logger(self) -> logging.LoggerAdapter[logging.Logger]:
@@ -92,12 +94,13 @@ class Context:
         Once no run still needs the old path, replace the call by
         :meth:`deprecate_patch` and drop the old branch.
         """
-        return self._patch_hook(change_id, False)
+        return True if self._patching is None else self._patching._patch(change_id, False)
 
     def deprecate_patch(self, change_id: str) -> None:
         """The successor of ``patched(change_id)`` once only the new path remains: histories with
         or without the marker both replay."""
-        self._patch_hook(change_id, True)
+        if self._patching is not None:
+            self._patching._patch(change_id, True)
 
     # -- cancellation ---------------------------------------------------------------
 
@@ -121,13 +124,15 @@ class Context:
                 return {"done": done, "total": total}
         """
         def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-            self._queries[name] = fn
+            self.set_query_handler(name, fn)
             return fn
 
         return register
 
     def set_query_handler(self, name: str, fn: Callable[..., Any]) -> None:
         """Same as the :meth:`query` decorator."""
+        if self._queries is None:  # most runs answer no query: a parked run carries no empty dict
+            self._queries = {}
         self._queries[name] = fn
 
     def set_status(self, value: Any) -> None:

@@ -139,9 +139,10 @@ def query(db: Db, workflow_id: str, name: str, *args: Any, workflows: dict[str, 
         wf = lookup(start.name, workflows)
         machine, _ = replay_history(wf, workflow_id, start, events, codec=store.codec, quiet=True)
     try:
-        handler = machine.ctx._queries.get(name)
+        queries = machine.ctx._queries or {}
+        handler = queries.get(name)
         if handler is None:
-            known = ", ".join(sorted(machine.ctx._queries)) or "none"
+            known = ", ".join(sorted(queries)) or "none"
             raise LookupError(f"workflow {workflow_id!r} ({wf.name}) has no query {name!r}; it answers: {known}")
         return handler(*args, **kwargs)
     finally:

@@ -38,8 +38,8 @@ class Controls(EngineState):
         elif info is not None and info.status is Status.RUNNING and run.paused:
             run.paused = False
             self._paused_here.discard(workflow_id)
-            parked, run.parked = run.parked, []
-            self._step_safely(run, Waiting(tuple(parked)))
+            parked, run.parked = run.parked, ()
+            self._step_safely(run, Waiting(parked))
             if self._runs.get(workflow_id) is not run:
                 return
         request = self.store.next_signal(workflow_id, control.CANCEL_REQUEST)

@@ -37,6 +37,23 @@ Answer = tuple[str, tuple[str, str | bytes], Any, int | None]
 NULL = (payloads.JSON, "null")
 
 
+class _WorkflowTimer:
+    """A timer of a run, for the engine's heap: fired by calling it. It names the run by id, not by
+    its object, so that an evicted run does not stay alive in the heap; one small object per timer
+    (a parked run's memory is mostly what it waits on)."""
+
+    __slots__ = ("engine", "workflow_id", "leaf")
+
+    def __init__(self, engine: Effects, workflow_id: str, leaf: Leaf) -> None:
+        self.engine, self.workflow_id, self.leaf = engine, workflow_id, leaf
+
+    def __call__(self) -> None:
+        self.engine._timer_due(self.workflow_id, self.leaf)
+
+    def alive(self) -> bool:
+        return self.engine._timer_alive(self.workflow_id, self.leaf)
+
+
 def _signal_named(workflow_id: str, name: str) -> Callable[[], str]:
     return lambda: f"payload of signal {name!r} to {workflow_id!r}"
 
@@ -94,8 +111,8 @@ class Effects(EngineState):
     def _push_timer(self, run: _Run, leaf: Leaf) -> None:
         # By id, not by run object: an evicted run must not stay alive in the heap.
         assert leaf.deadline is not None
-        self._timers.push(leaf.deadline, functools.partial(self._timer_due, run.workflow_id, leaf),
-                          functools.partial(self._timer_alive, run.workflow_id, leaf))
+        timer = _WorkflowTimer(self, run.workflow_id, leaf)
+        self._timers.push(leaf.deadline, timer, timer.alive)
 
     def _timer_alive(self, workflow_id: str, leaf: Leaf) -> bool:
         run = self._runs.get(workflow_id)

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 class WorkflowHandle(Generic[R]):
     """Returned by ``Engine.start`` and ``Engine.handle``; ``result()`` is an ``R``."""
 
+    __slots__ = ("workflow_id", "_driven_here", "_store", "_poll", "_ended", "_wakeup", "_on_wait", "_error")
+
     def __init__(self, workflow_id: str, store: Store, poll_interval: float = 0.05, *,
                  driven_here: bool = False) -> None:
         self.workflow_id = workflow_id

@@ -62,6 +62,7 @@ class Leaf(NamedTuple):
     deadline: float | None
     attempt: int
     scheduled: float  # workflow time the step was first yielded
+    node: _Node | None = None  # its place in an rk.all/rk.any group; None: a lone command, the root of its yield
 
 
 class Waiting(NamedTuple):
@@ -144,8 +145,9 @@ _LOCAL = payloads.Codec(Keyring.ephemeral())  # a machine given no codec reads o
 class Machine:
     """One workflow run as a state machine whose transitions are recorded outcomes."""
 
-    __slots__ = ("ctx", "_watch", "_default_retry", "_gen", "seq", "outstanding", "_nodes", "_cancel_pending",
+    __slots__ = ("ctx", "_watch", "_default_retry", "_gen", "seq", "outstanding", "_cancel_pending",
                  "_patches", "_new_markers", "_cancelled", "feed", "_loop", "_codec")
+    # Containers a parked run rarely fills start as None or (): a parked run keeps only what it waits on.
 
     def __init__(self, fn: Callable[..., Any], ctx: Context, args: tuple[Any, ...], kwargs: dict[str, Any], *,
                  watch: bool = False, retry: RetryPolicy | None = None, codec: payloads.Codec | None = None) -> None:
@@ -158,13 +160,12 @@ class Machine:
         self._loop = guard.RefusingLoop(ctx.workflow_id) if hasattr(self._gen, "cr_frame") else None
         self.seq = 0  # the last step number handed out
         self.outstanding: dict[int, Leaf] = {}
-        self._nodes: dict[int, _Node | None] = {}  # None: a lone command, the root of its yield
         self._cancel_pending: BaseException | None = None
-        self._patches: dict[str, bool] = {}
-        self._new_markers: list[str] = []
-        self._cancelled: list[int] = []
+        self._patches: dict[str, bool] | None = None
+        self._new_markers: tuple[str, ...] = ()
+        self._cancelled: tuple[int, ...] = ()
         self.feed: Feed | None = None
-        ctx._patch_hook = self._patch
+        ctx._patching = self
 
     # -- driving ----------------------------------------------------------------
 
@@ -174,19 +175,19 @@ class Machine:
     def resolve(self, step: int, outcome: str, value: Any, at: float) -> Step:
         """Feed the outcome of leaf ``step`` (``value`` is the exception for ``error``), at time ``at``."""
         self.ctx._time = at
-        node = self._nodes.pop(step)
         leaf = self.outstanding.pop(step)
+        node = leaf.node
         if leaf.command.kind == ACTIVITY:
             if outcome != ERROR:
                 return self._complete(node, True, value)
             wait = self._retry_wait(leaf, value, at)
             if wait is not None:
-                backoff = Leaf(step, Backoff(wait, leaf.command), at + wait, leaf.attempt, leaf.scheduled)
-                self._register(node, backoff)
+                backoff = Leaf(step, Backoff(wait, leaf.command), at + wait, leaf.attempt, leaf.scheduled, node)
+                self._register(backoff)
                 return Waiting((backoff,))
         if isinstance(leaf.command, Backoff):
-            retry = Leaf(step, leaf.command.call, None, leaf.attempt + 1, leaf.scheduled)
-            self._register(node, retry)
+            retry = Leaf(step, leaf.command.call, None, leaf.attempt + 1, leaf.scheduled, node)
+            self._register(retry)
             return Waiting((retry,))
         ok, result = (False, value) if outcome == ERROR else (True, None if outcome == TIMEOUT else value)
         return self._complete(node, ok, result)
@@ -230,14 +231,14 @@ class Machine:
             now = "nothing (the workflow has already ended)"
         raise NonDeterminismError(self.ctx.workflow_id, event.step, event.describe(), now, self.where())
 
-    def drain_markers(self) -> list[str]:
+    def drain_markers(self) -> tuple[str, ...]:
         """Patch markers the live code asked for since the last call, to record in order."""
-        markers, self._new_markers = self._new_markers, []
+        markers, self._new_markers = self._new_markers, ()
         return markers
 
-    def drain_cancelled(self) -> list[int]:
+    def drain_cancelled(self) -> tuple[int, ...]:
         """Steps no longer wanted since the last call (their activities should be told)."""
-        cancelled, self._cancelled = self._cancelled, []
+        cancelled, self._cancelled = self._cancelled, ()
         return cancelled
 
     def where(self) -> str:
@@ -258,11 +259,13 @@ class Machine:
     # -- internals ------------------------------------------------------------------
 
     def _patch(self, change_id: str, deprecated: bool) -> bool:
-        if change_id in self._patches:
+        if self._patches is None:
+            self._patches = {}
+        elif change_id in self._patches:
             return self._patches[change_id]
         upcoming = self.feed.peek() if self.feed is not None else None
         if upcoming is None:  # live: take the new path and record that we did
-            self._new_markers.append(change_id)
+            self._new_markers += (change_id,)
             result = True
         elif upcoming.kind == PATCH and upcoming.name == change_id:
             assert self.feed is not None
@@ -282,10 +285,9 @@ class Machine:
             return None
         return policy.next_wait(error, leaf.attempt, leaf.scheduled, at, self.ctx.seed, leaf.step)
 
-    def _register(self, node: _Node | None, leaf: Leaf) -> None:
-        if node is not None:
-            node.leaf = leaf
-        self._nodes[leaf.step] = node
+    def _register(self, leaf: Leaf) -> None:
+        if leaf.node is not None:
+            leaf.node.leaf = leaf
         self.outstanding[leaf.step] = leaf
 
     def _build(self, command: Command, started: list[Leaf]) -> None:
@@ -296,7 +298,6 @@ class Machine:
         self.seq += 1  # a lone command: the common case, kept lean
         now = self.ctx._time
         leaf = Leaf(self.seq, command, None if command.kind == ACTIVITY else command.deadline(now), 1, now)
-        self._nodes[self.seq] = None
         self.outstanding[self.seq] = leaf
         started.append(leaf)
 
@@ -310,24 +311,25 @@ class Machine:
         else:
             self.seq += 1
             node.command = command
-            leaf = Leaf(self.seq, command, command.deadline(self.ctx._time), 1, self.ctx._time)
-            self._register(node, leaf)
+            leaf = Leaf(self.seq, command, command.deadline(self.ctx._time), 1, self.ctx._time, node)
+            self._register(leaf)
             started.append(leaf)
         return node
 
     def _drop(self, node: _Node) -> None:
-        """Cancel every leaf still outstanding under ``node``."""
-        if node.leaf is not None and node.leaf.step in self.outstanding:
-            del self.outstanding[node.leaf.step]
-            self._nodes.pop(node.leaf.step, None)
-            self._cancelled.append(node.leaf.step)
-        for child in node.children:
-            self._drop(child)
+        """Cancel every leaf still outstanding under ``node`` (in the order of the group's arguments)."""
+        dropped: list[int] = []
+        under = [node]
+        while under:
+            node = under.pop()
+            if node.leaf is not None and self.outstanding.pop(node.leaf.step, None) is not None:
+                dropped.append(node.leaf.step)
+            under.extend(reversed(node.children))
+        self._cancelled += tuple(dropped)
 
     def _drop_all(self) -> None:
-        self._cancelled.extend(self.outstanding)
+        self._cancelled += tuple(self.outstanding)
         self.outstanding.clear()
-        self._nodes.clear()
 
     def _complete(self, node: _Node | None, ok: bool, value: Any) -> Step:
         """A node finished; settle its groups upwards, and resume the workflow when the root does."""

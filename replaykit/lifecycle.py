@@ -235,7 +235,7 @@ class Lifecycle(EngineState):
                 if waiting.get(leaf.step) is not leaf:
                     continue  # cancelled meanwhile (a sibling won an rk.any)
                 if run.paused:
-                    run.parked.append(leaf)
+                    run.parked += (leaf,)
                     continue
                 if self._closed:  # close() or Ctrl-C: no new step starts; a rerun resumes from here
                     return

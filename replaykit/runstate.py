@@ -36,7 +36,7 @@ class _Run:
         self.generation: int = start.get("generation", 1)  # 1 + how many times the id continued as new
         self.executions: dict[int, Execution] = {}  # running activities, by step
         self.paused = False
-        self.parked: list[Leaf] = []  # leaves not started because the run is paused
+        self.parked: tuple[Leaf, ...] = ()  # leaves not started because the run is paused
         self.custom_status: Any = None
         self.status_unsaved = False  # ctx.set_status changed it; saved with the next event, or on parking
         self.warned_size = False
