@@ -106,6 +106,9 @@ def _user_frame(frame: FrameType | None) -> bool:
     return not os.path.realpath(frame.f_code.co_filename).startswith(_SKIP_DIRS)
 
 
+_SOCKET_CALLS = frozenset({"connect", "connect_ex", "sendto"})
+
+
 def _builtin(fn: Any) -> tuple[str, str] | None:
     """(what, instead) if ``fn``, a builtin about to be called, is watched."""
     found = _C_FUNCTIONS.get(id(fn))
@@ -114,9 +117,10 @@ def _builtin(fn: Any) -> tuple[str, str] | None:
     owner = getattr(fn, "__self__", None)
     if owner is random._inst:
         return f"random.{fn.__name__}()", _RANDOM
-    sockets = getattr(sys.modules.get("socket"), "socket", None)  # not loaded: no socket to call
-    if sockets is not None and isinstance(owner, sockets) and fn.__name__ in ("connect", "connect_ex", "sendto"):
-        return f"socket.{fn.__name__}()", _IO
+    if fn.__name__ in _SOCKET_CALLS:  # the name first: every builtin call of a step comes through here
+        sockets = getattr(sys.modules.get("socket"), "socket", None)  # not loaded: no socket to call
+        if sockets is not None and isinstance(owner, sockets):
+            return f"socket.{fn.__name__}()", _IO
     if isinstance(owner, type):
         return _C_METHODS.get((owner, fn.__name__))
     return None

@@ -17,7 +17,7 @@ durable backoff timer, then into its next attempt, under the same step.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, NoReturn
 
 import attrs
 
@@ -179,7 +179,7 @@ class Machine:
         node = leaf.node
         if leaf.command.kind == ACTIVITY:
             if outcome != ERROR:
-                return self._complete(node, True, value)
+                return self._advance(self._gen.send, value) if node is None else self._complete(node, True, value)
             wait = self._retry_wait(leaf, value, at)
             if wait is not None:
                 backoff = Leaf(step, Backoff(wait, leaf.command), at + wait, leaf.attempt, leaf.scheduled, node)
@@ -203,15 +203,16 @@ class Machine:
 
     def replay(self, event: Event) -> Step:
         """Check ``event`` against what the code waits on, then feed it its recorded outcome."""
-        if event.kind == CANCEL:
-            return self.cancel(event.at, self._codec.decode_error(event.encoding, event.payload, self._named(event)))
-        self.check(event)
-        if event.outcome == ERROR:
-            error = self._codec.decode_error(event.encoding, event.payload, self._named(event))
-            return self.resolve(event.step, ERROR, error, event.at)
-        value = None if event.outcome == TIMEOUT else self._codec.decode(event.encoding, event.payload,
-                                                                          self._named(event))
-        return self.resolve(event.step, event.outcome, value, event.at)
+        _, step, kind, name, at, outcome, encoding, payload = event
+        if kind == CANCEL:
+            return self.cancel(at, self._codec.decode_error(encoding, payload, self._named(event)))
+        leaf = self.outstanding.get(step)
+        if leaf is None or kind != leaf.command.kind or name != leaf.command.name:
+            self._refuse(event, leaf)
+        if outcome == ERROR:
+            return self.resolve(step, ERROR, self._codec.decode_error(encoding, payload, self._named(event)), at)
+        value = None if outcome == TIMEOUT else self._codec.decode(encoding, payload, self._named(event))
+        return self.resolve(step, outcome, value, at)
 
     def _named(self, event: Event) -> Callable[[], str]:
         return lambda: f"{event.describe()} of step {event.step} (event {event.seq}) of {self.ctx.workflow_id!r}"
@@ -219,8 +220,11 @@ class Machine:
     def check(self, event: Event) -> None:
         """Raise ``NonDeterminismError`` unless ``event`` answers a command the code waits on."""
         leaf = self.outstanding.get(event.step)
-        if leaf is not None and event.kind == leaf.command.kind and event.name == leaf.command.name:
-            return
+        if leaf is None or event.kind != leaf.command.kind or event.name != leaf.command.name:
+            self._refuse(event, leaf)
+
+    def _refuse(self, event: Event, leaf: Leaf | None) -> NoReturn:
+        """The ``NonDeterminismError`` of ``event``, which does not answer ``leaf`` (of its step)."""
         if event.kind == PATCH:
             now = f"no ctx.patched({event.name!r}) call here (remove a patch only after ctx.deprecate_patch)"
         elif leaf is not None:
@@ -290,18 +294,8 @@ class Machine:
             leaf.node.leaf = leaf
         self.outstanding[leaf.step] = leaf
 
-    def _build(self, command: Command, started: list[Leaf]) -> None:
-        """Number the leaves of a yielded command and register what it waits on."""
-        if isinstance(command, Group):
-            self._build_node(command, None, 0, started)
-            return
-        self.seq += 1  # a lone command: the common case, kept lean
-        now = self.ctx._time
-        leaf = Leaf(self.seq, command, None if command.kind == ACTIVITY else command.deadline(now), 1, now)
-        self.outstanding[self.seq] = leaf
-        started.append(leaf)
-
     def _build_node(self, command: Command, parent: _Node | None, index: int, started: list[Leaf]) -> _Node:
+        """Number the leaves of a yielded group in argument order and register what they wait on."""
         node = _Node(parent, index)
         if isinstance(command, Group):
             node.mode = command.mode
@@ -380,14 +374,20 @@ class Machine:
             if self._cancel_pending is not None and self.ctx._shield_depth == 0:
                 resume, arg, self._cancel_pending = self._gen.throw, self._cancel_pending, None
                 continue
+            if isinstance(command, Group):
+                if not command.commands:  # rk.all() of nothing
+                    resume, arg = self._gen.send, []
+                    continue
+                started: list[Leaf] = []
+                self._build_node(command, None, 0, started)
+                return Waiting(tuple(started))
             if isinstance(command, ContinueAsNew):
                 return Continued(command.args, dict(command.kwargs))
-            started: list[Leaf] = []
-            self._build(command, started)
-            if isinstance(command, Group) and not command.commands:  # rk.all() of nothing
-                resume, arg = self._gen.send, []
-                continue
-            return Waiting(tuple(started))
+            self.seq += 1  # a lone command: the common case, kept lean
+            now = self.ctx._time
+            leaf = Leaf(self.seq, command, None if command.kind == ACTIVITY else command.deadline(now), 1, now)
+            self.outstanding[self.seq] = leaf
+            return Waiting((leaf,))
 
     def _check_step(self, made: list[guard.Made], command: Any) -> None:
         """After a yield: refuse asyncio, what is not a command, and commands dropped unyielded."""

@@ -138,8 +138,10 @@ def test_a_batch_rolled_back_by_a_full_disk_commits_nothing_of_its_tail(db: str,
     assert out.returncode == 0 and out.stderr == "", out
     errors = json.loads(out.stdout)
     failed = int(errors[0].split(":")[0].split()[1])  # "write N: ..."
-    assert [e.split(":")[0] for e in errors[1:]] == [f"write {failed + 1}", f"write {failed + 2}", "commit"], errors
-    assert "None of this batch's writes was recorded" in errors[-1]
+    assert [e.split(":")[0] for e in errors[1:]] == [f"write {failed + 1}", f"write {failed + 2}", "commit",
+                                                     f"again {failed}"], errors
+    assert "None of this batch's writes was recorded" in errors[-2]
+    assert f"event {failed - 1} before it is missing" in errors[-1]  # not chained to a head that was rolled back
     with rk.SqliteStore(db) as store:
         assert [e.seq for e in store.events("b")] == [0]  # not the tail without its head: no hole in the history
 

@@ -73,6 +73,8 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         self._all_conns: list[sqlite3.Connection] = []
         self._mutex = threading.Lock()
         self._runs: dict[str, int] = {}
+        # run row id -> (seq, checksum) of the last event this store wrote for it, kept like _runs
+        self._heads: dict[int, tuple[int, bytes]] = {}
         self._locks = FileLocks(self.path)  # counts this store as a user of the file; no descriptor yet
         self._opened = False  # until then, SQLite's errors are judged by refused()
         try:
@@ -151,8 +153,12 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
             raise type(lost)(f"{lost} None of this batch's writes was recorded.") from lost
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None and conn.in_transaction:
-            with translated(self.path):
-                conn.execute("COMMIT")
+            try:
+                with translated(self.path):
+                    conn.execute("COMMIT")
+            except BaseException:
+                self._heads.clear()  # what the batch wrote may be rolled back: read heads afresh
+                raise
 
     @contextmanager
     def _in_batch(self, conn: sqlite3.Connection) -> Iterator[None]:
@@ -171,7 +177,14 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         except StoreError as exc:
             if began and not conn.in_transaction:
                 self._local.lost = exc
+                self._heads.clear()  # the heads written in the batch were rolled back with it
             raise
+
+    def _forget(self, workflow_id: str) -> None:
+        """Stop caching ``workflow_id``'s run and the head of its history (its lock changes hands)."""
+        run = self._runs.pop(workflow_id, None)
+        if run is not None:
+            self._heads.pop(run, None)
 
     def _run(self, workflow_id: str) -> int:
         """The row id of the newest run of ``workflow_id``. Cached only while this process holds the
@@ -257,8 +270,11 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         run = self._run(workflow_id)
         if status is None and consume_signal is None and custom_status is UNSET:  # hot path: one INSERT
             conn = self._conn()
+            held = self._runs.get(workflow_id) == run  # then nobody else writes the run: its head is ours
             with self._in_batch(conn) if getattr(self._local, "batching", False) else translated(self.path):
-                self._insert(conn, run, event)
+                digest = self._insert(conn, run, event, self._heads.get(run) if held else None)
+            if held:
+                self._heads[run] = (event.seq, digest)
             return
         with self._transaction() as conn:
             self._insert(conn, run, event)
@@ -287,7 +303,7 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
             )
             assert cur.lastrowid is not None
             self._insert(conn, cur.lastrowid, start)
-        self._runs.pop(workflow_id, None)
+        self._forget(workflow_id)
 
     def set_custom_status(self, workflow_id: str, value: Any) -> None:
         run = self._run(workflow_id)
@@ -352,7 +368,7 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         return [info_from_row(row, self.path) for row in rows]
 
     def try_lock(self, workflow_id: str) -> bool:
-        self._runs.pop(workflow_id, None)
+        self._forget(workflow_id)
         if self.read_only:  # no lock can be taken (it is a write); a run that ended needs none to be read
             info = self.info(workflow_id)
             if info is not None and info.status.is_terminal:
@@ -361,7 +377,7 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         return self._locks.try_acquire(workflow_id)
 
     def unlock(self, workflow_id: str) -> None:
-        self._runs.pop(workflow_id, None)
+        self._forget(workflow_id)
         if not self.read_only:
             self._locks.release(workflow_id)
 

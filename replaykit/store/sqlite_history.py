@@ -56,9 +56,12 @@ class ChainedHistory:
             self._chain_of_keys = chain.Chain(keys)
         return self._chain_of_keys
 
-    def _insert(self, conn: sqlite3.Connection, run: int, e: Event) -> bytes:
-        """Record event ``e`` of run ``run`` with its checksum; returns the checksum."""
-        if e.seq == 0:
+    def _insert(self, conn: sqlite3.Connection, run: int, e: Event, head: tuple[int, bytes] | None = None) -> bytes:
+        """Record event ``e`` of run ``run`` with its checksum; returns the checksum. ``head``: the
+        run's last event as this store wrote it, ``(seq, checksum)``, if this store holds the run."""
+        if head is not None and head[0] == e.seq - 1:
+            prev = head[1]  # no read: nobody else writes a run this store holds
+        elif e.seq == 0:
             prev = chain.seed(*conn.execute(_SEED, (run,)).fetchall()[0])
         else:
             found = conn.execute(_PREV_DIGEST, (run, e.seq - 1)).fetchall()
