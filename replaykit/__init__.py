@@ -36,6 +36,7 @@ from .errors import (
     ActivityTimeoutError,
     Cancelled,
     CorruptStoreError,
+    EngineClosedError,
     IllegalTransitionError,
     InvalidCommandError,
     MigrationRequiredError,
@@ -104,6 +105,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Activity", "ActivityCall", "ActivityFailed", "ActivityInfo", "ActivityTimeoutError", "Cancelled",
     "ChildWorkflow", "Client", "Command", "Context", "ContinueAsNew", "CorruptStoreError", "Durability", "Engine",
+    "EngineClosedError",
     "Event", "Exponential", "Fixed", "Flow", "Group", "IllegalTransitionError", "InvalidCommandError", "Linear",
     "MemoryStore", "MigrationRequiredError", "NonDeterminismError", "NonDeterminismWarning", "NotAStoreError",
     "NotAWorkflowError", "PayloadAuthenticationError",

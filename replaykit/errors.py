@@ -89,6 +89,10 @@ class ResultTimeoutError(ReplayKitError, TimeoutError):
     """``handle.result(timeout=...)`` gave up waiting; the workflow goes on."""
 
 
+class EngineClosedError(ReplayKitError, RuntimeError):
+    """The engine was closed (or its driver stopped) before it could record what was asked of it."""
+
+
 class StoreError(ReplayKitError):
     """Base class of problems with the database behind a store."""
 

@@ -68,12 +68,13 @@ class Lifecycle(EngineState):
     # -- opening a run: create, lock, replay ------------------------------------------
 
     def _create(self, wf: Workflow[Any], workflow_id: str, payload: Payload, pending: bool = False,
-                placement: Placement | None = None) -> bool:
-        """Record the start event unless the run exists (an atomic insert: no lock needed); ``False``
-        if it existed. With a ``placement`` the run is queued for workers."""
+                placement: Placement | None = None) -> Event | None:
+        """Record the start event unless the run exists (an atomic insert: no lock needed); the event,
+        or ``None`` if the run existed. With a ``placement`` the run is queued for workers."""
         start = Event(0, 0, START, wf.name, self._clock.now(), OK, *payload)
-        return self.store.create(workflow_id, wf.name, start, Status.PENDING if pending else Status.RUNNING,
-                                 placement=placement)
+        created = self.store.create(workflow_id, wf.name, start, Status.PENDING if pending else Status.RUNNING,
+                                    placement=placement)
+        return start if created else None
 
     def _open(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
               handle: WorkflowHandle, lock_deadline: float) -> None:
@@ -107,8 +108,17 @@ class Lifecycle(EngineState):
                     "exits, and a rerun resumes from the last recorded step.")
             handle._fail(error)
             return
+        self._opened(wf, workflow_id, call, handle)
+
+    def _opened(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
+                handle: WorkflowHandle, created: Event | None = None) -> None:
+        """Open a run this engine has locked (``created``: its start, which this engine just recorded
+        under the lock, so that the history is that event alone and need not be read back)."""
         try:
-            self._open_locked(wf, workflow_id, call, handle)
+            if created is not None:
+                self._replay(wf, workflow_id, created, created.value(self.store.codec, workflow_id), iter(()), handle)
+            else:
+                self._open_locked(wf, workflow_id, call, handle)
         except BaseException as exc:
             run = self._runs.get(workflow_id)
             if run is not None:  # it got as far as running: stop it as any run is stopped
