@@ -202,7 +202,13 @@ class Engine(Controls, Lifecycle, Driver, Effects):
         payload = start_payload(self.store.codec, wf, args, kwargs, timeout=timeout, start_at=begin)
         handle = self._new_handle(workflow_id)
         deadline = monotonic() + lock_timeout
-        if self._created_by_driver(wf, workflow_id, payload, begin is not None, handle, deadline):
+        if self._closed:
+            raise EngineClosedError(f"{self!r} is closed: it starts no run. Start {workflow_id!r} with an open engine.")
+        if not (self._group_commit and self.store.batched_starts):  # no batch to join: the caller records it
+            if self._create(wf, workflow_id, payload, begin is not None) is not None:
+                self._post(lambda: self._open(wf, workflow_id, None, handle, deadline))
+                return handle
+        elif self._created_by_driver(wf, workflow_id, payload, begin is not None, handle, deadline):
             return handle  # and opened, in the same batch
         info = self.store.info(workflow_id)
         if info is not None and info.queue is not None:  # started for workers: they drive it
@@ -217,7 +223,10 @@ class Engine(Controls, Lifecycle, Driver, Effects):
         commit is done (``False``: the run existed already). Its start joins the batch of the steps of
         other runs, instead of a transaction of its own racing the driver's for SQLite's write lock
         (the busy wait cost milliseconds at the 99th percentile). A signal sent after this returns
-        finds the run."""
+        finds the run, and comes after the run's first step started (its first step is in the same
+        commit). Without group commit, the caller records the start instead (``start``): there is no
+        batch to join, and the run's first step comes after the signals sent right after ``start()``,
+        as ``assert_survives_crashes`` and the test environment's replays expect."""
         answer: list[Any] = []  # [created] once committed, or [the error]
         done = threading.Event()
 
@@ -226,11 +235,12 @@ class Engine(Controls, Lifecycle, Driver, Effects):
             done.set()
 
         def create() -> bool:
-            try:  # locked first, so that nobody else can have recorded anything when it is opened
-                locked = not pending and workflow_id not in self._runs and self._lock(workflow_id)
-            except StoreError:  # a store that cannot lock (a read-only one): the create says why, or the open
-                locked = False
+            locked = False
             try:
+                try:  # locked first, so that nobody else can have recorded anything when it is opened
+                    locked = not pending and workflow_id not in self._runs and self._lock(workflow_id)
+                except StoreError:  # a store that cannot lock (a read-only one): the create says why, or the open
+                    locked = False
                 created = self._create(wf, workflow_id, payload, pending)
             except BaseException as exc:  # noqa: BLE001 - the caller of start() gets it
                 if locked:
@@ -250,13 +260,14 @@ class Engine(Controls, Lifecycle, Driver, Effects):
         if threading.current_thread() is self._thread:  # a start from code the driver runs: no waiting on itself
             return create()
 
-        if self._closed:
-            raise EngineClosedError(f"{self!r} is closed: it starts no run. Start {workflow_id!r} with an open engine.")
         def job() -> None:
             try:
                 create()
-            except Exception:  # noqa: BLE001, S110 - settled: start() raises it in its caller
-                pass
+            except Exception as exc:
+                if not answer:  # not said to the caller yet (a bug): say it, or start() waits for ever
+                    settle(exc)
+                elif answer[0] is not exc:
+                    log.exception("replaykit: opening a run started here failed")
 
         self._post(job)
         while not done.wait(0.5):  # the driver may stop (close(), a lost store) before it takes the job

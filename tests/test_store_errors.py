@@ -208,3 +208,24 @@ def test_a_lock_taken_while_its_store_closes_is_refused_not_kept(tmp_path: Path)
                 store._locks.release("late")
         assert stores_open(db) == 0
     assert kept == 0
+
+
+def test_a_batch_rolled_back_behind_its_back_refuses_the_rest_of_it(db: str) -> None:
+    # SQLite rolls a transaction back by itself on some errors of any statement (an I/O error, no memory),
+    # a read included, and then the next write would begin a fresh transaction: the batch's later writes
+    # committed without its earlier ones, the next event chained to a rolled-back one (a gap in the history).
+    from replaykit.history import OK, START, Event
+
+    with rk.SqliteStore(db) as store:
+        store.create("b", "wf", Event(0, 0, START, "wf", 1.0, OK, "json", "[]"))
+        assert store.try_lock("b")
+        store.batch()
+        store.record("b", Event(1, 1, "activity", "x", 1.0, OK, "json", "1"))
+        store.commit()
+        store.record("b", Event(2, 2, "activity", "x", 1.0, OK, "json", "2"))
+        store._conn().execute("ROLLBACK")  # what SQLite does on its own after such an error
+        with pytest.raises(rk.StoreError, match="rolled back this batch"):
+            store.record("b", Event(3, 3, "activity", "x", 1.0, OK, "json", "3"))
+        with pytest.raises(rk.StoreError, match="None of this batch's writes was recorded"):
+            store.commit()
+        assert [e.seq for e in store.events("b")] == [0, 1]  # whole, no gap

@@ -84,6 +84,10 @@ class Store(abc.ABC):
     """
 
     networked = False  # each call is a round trip to a server (several driver threads overlap them)
+    # May an engine record a run's start in its driver's open batch and open the run there? Only where
+    # that batch cannot deadlock with another process's and a run's lock does not live in its rows
+    # (SQLite: one writer at a time, locks in files). Elsewhere the caller of start() records it.
+    batched_starts = False
     codec: Codec  # encodes the values recorded in this store; unpickles only what its keys signed
 
     @abc.abstractmethod

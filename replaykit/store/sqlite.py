@@ -62,6 +62,8 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
     that ended work; anything that must record raises :class:`StoreReadOnlyError` naming the path.
     """
 
+    batched_starts = True  # see Store.batched_starts
+
     def __init__(self, path: str | os.PathLike[str], *, durability: Durability | str = Durability.CRASH,
                  create: bool = True, secret: Secrets = None, pickle: str = "signed", read_only: bool = False,
                  migrate: bool = False) -> None:
@@ -147,11 +149,14 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
 
         Raises if SQLite rolled the batch back (a full disk, an I/O error): none of it is recorded.
         """
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "open", False) and not conn.in_transaction:
+            self._rolled_back_meanwhile()  # sets self._local.lost
+        self._local.open = False
         lost: StoreError | None = getattr(self._local, "lost", None)
         if lost is not None:
             self._local.lost = None
             raise type(lost)(f"{lost} None of this batch's writes was recorded.") from lost
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is not None and conn.in_transaction:
             try:
                 with translated(self.path):
@@ -167,18 +172,33 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         lost: StoreError | None = getattr(self._local, "lost", None)
         if lost is not None:
             raise type(lost)(f"{lost} (an earlier write of this batch; SQLite rolled the batch back)")
+        if getattr(self._local, "open", False) and not conn.in_transaction:
+            raise self._rolled_back_meanwhile()
         began = False
         try:
             with translated(self.path):
                 if not conn.in_transaction:
                     conn.execute("BEGIN IMMEDIATE")
+                    self._local.open = True
                 began = True
                 yield
         except StoreError as exc:
             if began and not conn.in_transaction:
                 self._local.lost = exc
+                self._local.open = False  # known lost: said by this error, not found out later
                 self._heads.clear()  # the heads written in the batch were rolled back with it
             raise
+
+    def _rolled_back_meanwhile(self) -> StoreError:
+        """The batch this thread began is gone without a commit: SQLite rolled it back on an error of
+        another statement on its connection (an I/O error or no memory in a read can). Its writes are
+        lost, and the rest of the batch must not be committed without them."""
+        lost = StoreError(f"{self.path}: SQLite rolled back this batch after an error (of a read on its "
+                          "connection); none of its writes was recorded.")
+        self._local.lost = lost
+        self._local.open = False
+        self._heads.clear()
+        return lost
 
     def _forget(self, workflow_id: str) -> None:
         """Stop caching ``workflow_id``'s run and the head of its history (its lock changes hands)."""
