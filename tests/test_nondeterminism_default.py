@@ -90,61 +90,42 @@ def nothing() -> int:
 @rk.workflow
 def late(ctx):
     yield nothing()  # the first live step: the watched functions are gathered here
-    import freezegun
+    import {modules}
     yield nothing()
-    with freezegun.freeze_time("2026-01-01"):
-        import time
-        time.time()
+{calls}
     yield nothing()
 
-assert "freezegun" not in sys.modules, "the test needs it unloaded"
+assert not {{{unloaded}}} & set(sys.modules), "the test needs them unloaded"
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     rk.run(late, workflow_id="late", db=MemoryStore())
 for w in caught:
     print(w.category.__name__, w.message)
 '''
+
+
+def warnings_when_loaded_late(modules: str, calls: str, env: dict[str, str]) -> str:
+    """What a child process prints when its workflow imports ``modules`` after its first step, then runs
+    ``calls`` (indented workflow code)."""
+    unloaded = ", ".join(repr(m.strip()) for m in modules.split(","))
+    script = LOADED_LATE.format(modules=modules, calls=calls, unloaded=unloaded)
+    done = subprocess.run([PYTHON, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def test_freezegun_loaded_after_the_first_step_is_still_watched(child_env: dict[str, str]) -> None:
     # replaykit never imports freezegun (it loads asyncio): it watches freezegun's clock once loaded
-    done = subprocess.run([PYTHON, "-c", LOADED_LATE], env=child_env, capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert "NonDeterminismWarning workflow code called time.time()" in done.stdout, done.stdout
-
-
-SUBPROCESS_LATE = '''
-import sys, warnings
-import replaykit as rk
-from replaykit.store import MemoryStore
-
-@rk.activity
-def nothing() -> int:
-    return 0
-
-@rk.workflow
-def late(ctx):
-    yield nothing()  # the first live step: the watched functions are gathered here
-    import socket, subprocess
-    yield nothing()
-    subprocess.Popen([sys.executable, "-c", "pass"]).wait()
-    with socket.socket() as s:
-        s.connect_ex(("127.0.0.1", 9))
-    yield nothing()
-
-assert "subprocess" not in sys.modules and "socket" not in sys.modules, "the test needs them unloaded"
-with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter("always")
-    rk.run(late, workflow_id="late", db=MemoryStore())
-for w in caught:
-    print(w.category.__name__, w.message)
-'''
+    out = warnings_when_loaded_late("freezegun", '''    with freezegun.freeze_time("2026-01-01"):
+        import time
+        time.time()''', child_env)
+    assert "NonDeterminismWarning workflow code called time.time()" in out, out
 
 
 def test_subprocess_and_socket_loaded_after_the_first_step_are_still_watched(child_env: dict[str, str]) -> None:
     # replaykit imports neither (5 ms at every start): it watches them once something loads them
-    done = subprocess.run([PYTHON, "-c", SUBPROCESS_LATE], env=child_env, capture_output=True, text=True,
-                          timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert "NonDeterminismWarning workflow code called subprocess.Popen()" in done.stdout, done.stdout
-    assert "NonDeterminismWarning workflow code called socket.connect_ex()" in done.stdout, done.stdout
+    out = warnings_when_loaded_late("socket, subprocess", '''    subprocess.Popen([sys.executable, "-c", "pass"]).wait()
+    with socket.socket() as s:
+        s.connect_ex(("127.0.0.1", 9))''', child_env)
+    assert "NonDeterminismWarning workflow code called subprocess.Popen()" in out, out
+    assert "NonDeterminismWarning workflow code called socket.connect_ex()" in out, out
