@@ -28,8 +28,9 @@ import tempfile
 import time
 from collections.abc import Callable
 
+# (not subprocess: Python 3.10's platform module, which attrs imports, loads it)
 HEAVY = ("sqlite_utils", "asyncio", "click", "freezegun", "cattrs", "psycopg", "urllib.request", "cloudpickle",
-         "subprocess", "socket", "pathlib")
+         "socket", "pathlib")
 
 ONE_STEP = """
 import sys, replaykit as rk
