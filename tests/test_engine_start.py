@@ -124,3 +124,19 @@ def test_a_lock_that_fails_with_an_os_error_is_raised_by_start_not_waited_on(db:
     with rk.Engine(store, activity_threads=2) as engine, pytest.raises(OSError, match="No locks available"):
         engine.start(one, 1, workflow_id="nfs")
     store.close()
+
+
+@rk.workflow
+def parent_of_one(ctx: rk.Context, i: int) -> rk.Flow[int]:
+    yield add(i, 0)
+    return (yield rk.child_workflow(one, i))
+
+
+def test_child_workflows_finish_in_power_mode(any_db: str) -> None:
+    # A child is created in its parent's open batch. On PostgreSQL its lock was stamped on its row from
+    # another connection, which could not see that uncommitted row: the child's first step was refused as
+    # "no longer driven by this process" and its parent waited for ever. Children are locked before they
+    # are created, and recorded as the lock holder's from their first row.
+    with open_store(any_db, durability="power") as store, rk.Engine(store, activity_threads=4) as engine:
+        handles = [engine.start(parent_of_one, i, workflow_id=f"parent{i}") for i in range(4)]
+        assert [h.result(timeout=30) for h in handles] == [i + 1 for i in range(4)]
