@@ -84,7 +84,9 @@ class Effects(EngineState):
                   lock_deadline: float) -> None: ...
         def _opened(self, wf: Workflow[Any], workflow_id: str, call: Any, handle: WorkflowHandle,
                     created: Event | None = None) -> None: ...
-        def _lock(self, workflow_id: str) -> bool: ...
+        def _create_locked(self, wf: Workflow[Any], workflow_id: str, payload: tuple[str, str | bytes], *,
+                           pending: bool = False, placement: Placement | None = None,
+                           lock: bool = True) -> tuple[bool, Event | None]: ...
         def _unlock(self, workflow_id: str) -> None: ...
 
     def _start_leaf(self, run: _Run, leaf: Leaf, more_to_start: bool) -> Answer | None:
@@ -257,17 +259,8 @@ class Effects(EngineState):
         payload = start_payload(self.store.codec, command.workflow, command.args, dict(command.kwargs),
                                 parent=(run.workflow_id, leaf.step))
         placement = self._child_placement(run)
-        # Locked before it is created (a child driven here): the store then records it as ours from its
-        # first row (PostgreSQL stamps a run's lock on its row from another connection, which cannot see
-        # a row created in this uncommitted batch), and nobody else can have recorded anything when it
-        # is opened from its start event alone.
-        locked = placement is None and child_id not in self._runs and self._lock_quietly(child_id)
-        try:
-            created = self._create(command.workflow, child_id, payload, placement=placement)
-        except BaseException:
-            if locked:
-                self._unlock(child_id)
-            raise
+        locked, created = self._create_locked(command.workflow, child_id, payload, placement=placement,
+                                              lock=placement is None)  # a queued child: whoever claims it locks
         if locked and created is not None:
             self._children[child_id] = (run, leaf)
             self._opened(command.workflow, child_id, None, self._new_handle(child_id), created)
@@ -285,13 +278,6 @@ class Effects(EngineState):
         if child_id not in self._runs and placement is None:  # a queued child is claimed by whoever is free
             self._open(command.workflow, child_id, None, self._new_handle(child_id), 0.0)
         return None
-
-    def _lock_quietly(self, workflow_id: str) -> bool:
-        """Take a run's lock if this store can; a store that cannot lock at all says so when the run opens."""
-        try:
-            return self._lock(workflow_id)
-        except StoreError:
-            return False
 
     def _child_placement(self, run: _Run) -> Placement | None:
         """Where a child of ``run`` waits to be driven: ``None``, here (a worker queues it)."""

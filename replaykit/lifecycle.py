@@ -127,6 +127,26 @@ class Lifecycle(EngineState):
                 self._unlock(workflow_id)
             handle._fail(exc)
 
+    def _create_locked(self, wf: Workflow[Any], workflow_id: str, payload: Payload, *, pending: bool = False,
+                       placement: Placement | None = None, lock: bool = True) -> tuple[bool, Event | None]:
+        """Take the run's lock (if ``lock`` and this store can), then record its start: ``(locked, the
+        start event or None if the run existed)``. Locked first, the run is the holder's from its first
+        row (PostgreSQL stamps a lock on the row from another connection, which cannot see a row created
+        in an uncommitted batch), and nobody else can have recorded anything when it is opened from its
+        start event alone (``_opened``). A store that cannot lock says so when the run opens."""
+        locked = False
+        try:
+            if lock and workflow_id not in self._runs:
+                try:
+                    locked = self._lock(workflow_id)
+                except StoreError:
+                    pass
+            return locked, self._create(wf, workflow_id, payload, pending, placement)
+        except BaseException:
+            if locked:
+                self._unlock(workflow_id)
+            raise
+
     def _lock(self, workflow_id: str) -> bool:
         """Take the run's lock; if the holder vanished between our try and our asking who it is, try again."""
         if workflow_id in self._releasing:  # still ours: its release waits for the commit

@@ -235,16 +235,9 @@ class Engine(Controls, Lifecycle, Driver, Effects):
             done.set()
 
         def create() -> bool:
-            locked = False
             try:
-                try:  # locked first, so that nobody else can have recorded anything when it is opened
-                    locked = not pending and workflow_id not in self._runs and self._lock(workflow_id)
-                except StoreError:  # a store that cannot lock (a read-only one): the create says why, or the open
-                    locked = False
-                created = self._create(wf, workflow_id, payload, pending)
+                locked, created = self._create_locked(wf, workflow_id, payload, pending=pending, lock=not pending)
             except BaseException as exc:  # noqa: BLE001 - the caller of start() gets it
-                if locked:
-                    self._unlock(workflow_id)
                 settle(exc)
                 raise
             self._later(lambda: settle(created is not None), settle)
