@@ -94,8 +94,9 @@ class WorkflowHandle(Generic[R]):
             if self._error is not None:
                 raise self._error
             if not self._driven_here or self._ended:
-                info = self._store.info(self.workflow_id)
-                if info is not None and info.status.is_terminal:
+                # ended here: its end is committed (unless restarted since, which ended_with sees)
+                info = None if self._ended else self._store.info(self.workflow_id)
+                if info is None and self._ended or info is not None and info.status.is_terminal:
                     last = ended_with(self._store, self.workflow_id)
                     if last is not None:  # else restarted since we looked: wait for the new generation
                         return self._outcome(last)

@@ -229,3 +229,25 @@ def test_a_batch_rolled_back_behind_its_back_refuses_the_rest_of_it(db: str) -> 
         with pytest.raises(rk.StoreError, match="None of this batch's writes was recorded"):
             store.commit()
         assert [e.seq for e in store.events("b")] == [0, 1]  # whole, no gap
+
+
+def test_a_run_created_in_a_lost_batch_is_forgotten_not_written_into_anothers_row(db: str) -> None:
+    # The store caches the row id of a run it holds; a batch that created the run and is then lost
+    # rolls the row back, and SQLite hands its id to the next run created (here by another process's
+    # store). Writing the held run's next event must not land in that other run's history.
+    from replaykit.history import OK, START, Event
+
+    with rk.SqliteStore(db) as store, rk.SqliteStore(db) as other:
+        assert store.try_lock("w")
+        store.batch()
+        store.create("w", "wf", Event(0, 0, START, "wf", 1.0, OK, "json", "[]"))
+        store.record("w", Event(1, 1, "activity", "x", 1.0, OK, "json", "1"))
+        store._conn().execute("ROLLBACK")  # what SQLite does on its own after an I/O error
+        with pytest.raises(rk.StoreError, match="rolled back this batch"):
+            store.record("w", Event(2, 2, "activity", "x", 1.0, OK, "json", "2"))
+        with pytest.raises(rk.StoreError, match="None of this batch's writes was recorded"):
+            store.commit()
+        other.create("x", "wf", Event(0, 0, START, "wf", 1.0, OK, "json", "[]"))
+        with pytest.raises(rk.WorkflowNotFoundError, match="'w'"):
+            store.record("w", Event(1, 1, "activity", "x", 1.0, OK, "json", "1"))
+        assert [e.seq for e in other.events("x")] == [0]

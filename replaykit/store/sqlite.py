@@ -26,6 +26,7 @@ from ..errors import (
 from ..history import Event, Status, WorkflowInfo
 from ..keys import Keyring
 from ..payloads import Codec
+from . import chain
 from .base import RESTARTABLE, UNSET, Secrets, Signal, Store, info_from_row, status_of
 from .locks import FileLocks, stores_open
 from .sqlite_access import read_only_error, read_only_query
@@ -74,7 +75,8 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         self._local = threading.local()
         self._all_conns: list[sqlite3.Connection] = []
         self._mutex = threading.Lock()
-        self._runs: dict[str, int] = {}
+        # workflow id -> (row id, chain seed) of its newest run, while this store holds the id's lock
+        self._runs: dict[str, tuple[int, bytes]] = {}
         # run row id -> (seq, checksum) of the last event this store wrote for it, kept like _runs
         self._heads: dict[int, tuple[int, bytes]] = {}
         self._locks = FileLocks(self.path)  # counts this store as a user of the file; no descriptor yet
@@ -162,7 +164,7 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
                 with translated(self.path):
                     conn.execute("COMMIT")
             except BaseException:
-                self._heads.clear()  # what the batch wrote may be rolled back: read heads afresh
+                self._forget_all()  # what the batch wrote may be rolled back: read runs and heads afresh
                 raise
 
     @contextmanager
@@ -186,7 +188,7 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
             if began and not conn.in_transaction:
                 self._local.lost = exc
                 self._local.open = False  # known lost: said by this error, not found out later
-                self._heads.clear()  # the heads written in the batch were rolled back with it
+                self._forget_all()  # the runs and heads written in the batch were rolled back with it
             raise
 
     def _rolled_back_meanwhile(self) -> StoreError:
@@ -197,27 +199,37 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
                           "connection); none of its writes was recorded.")
         self._local.lost = lost
         self._local.open = False
-        self._heads.clear()
+        self._forget_all()
         return lost
 
     def _forget(self, workflow_id: str) -> None:
         """Stop caching ``workflow_id``'s run and the head of its history (its lock changes hands)."""
-        run = self._runs.pop(workflow_id, None)
-        if run is not None:
-            self._heads.pop(run, None)
+        held = self._runs.pop(workflow_id, None)
+        if held is not None:
+            self._heads.pop(held[0], None)
+
+    def _forget_all(self) -> None:
+        """A batch was lost: a run or event it wrote may be gone (and its row id taken by another process)."""
+        self._runs.clear()
+        self._heads.clear()
+
+    def _hold(self, workflow_id: str, run: int, generation: Any) -> None:
+        """Cache the newest run of ``workflow_id`` if this process holds the id's lock (then nobody
+        else can start a newer generation or write to this one)."""
+        if type(generation) is int and self._locks.holds(workflow_id):
+            self._runs[workflow_id] = (run, chain.seed(workflow_id, generation))
 
     def _run(self, workflow_id: str) -> int:
-        """The row id of the newest run of ``workflow_id``. Cached only while this process holds the
-        id's lock (then nobody else can start a newer generation); read afresh otherwise."""
-        run = self._runs.get(workflow_id)
-        if run is None:
-            row = self._read_one(_NEWEST_RUN.format("id"), (workflow_id,))
-            if row is None:
-                raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {self.path}")
-            run = row[0]
-            if self._locks.holds(workflow_id):
-                self._runs[workflow_id] = run
-        return run
+        """The row id of the newest run of ``workflow_id``: cached while this process holds the run
+        (:meth:`_hold`), read afresh otherwise."""
+        held = self._runs.get(workflow_id)
+        if held is not None:
+            return held[0]
+        row = self._read_one(_NEWEST_RUN.format("id, generation"), (workflow_id,))
+        if row is None:
+            raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {self.path}")
+        self._hold(workflow_id, row[0], row[1])
+        return int(row[0])
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         """Every row of a query, fetched at once: no statement (and no read snapshot) outlives the call."""
@@ -245,14 +257,20 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
             )
             if cur.rowcount == 0:
                 return False
-            assert cur.lastrowid is not None
+            run = cur.lastrowid
+            assert run is not None
+            seed = chain.seed(workflow_id, 1)
+            head = (-1, seed)  # the start chains from the run's seed
             for event in (start, *history):
-                self._insert(conn, cur.lastrowid, event)
+                head = (event.seq, self._insert(conn, run, event, head))
             if status.is_terminal:
-                self._seal(conn, cur.lastrowid)
+                self._seal(conn, run, (seed, status, head))
             if placement is not None:
                 place(conn, workflow_id, name, placement, start.at)
-            return True
+        self._hold(workflow_id, run, 1)
+        if workflow_id in self._runs:
+            self._heads[run] = head
+        return True
 
     def _newest(self, conn: sqlite3.Connection, workflow_id: str) -> tuple[int, Status]:
         """The newest run's row id and status, read in the caller's transaction."""
@@ -277,6 +295,7 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
             for event in (start, *history):
                 self._insert(conn, cur.lastrowid, event)
             restarted(conn, workflow_id, start.at)
+        self._forget(workflow_id)  # a newer generation now
 
     def info(self, workflow_id: str) -> WorkflowInfo | None:
         row = self._read_one(_NEWEST_RUN.format(_RUN_COLUMNS), (workflow_id,))
@@ -288,34 +307,32 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
     def record(self, workflow_id: str, event: Event, *, status: Status | None = None,
                consume_signal: int | None = None, custom_status: Any = UNSET) -> None:
         run = self._run(workflow_id)
+        held = self._runs.get(workflow_id)  # then nobody else writes the run: its head is the one we wrote
+        head = self._heads.get(run) if held is not None else None
         if status is None and consume_signal is None and custom_status is UNSET:  # hot path: one INSERT
             conn = self._conn()
-            held = self._runs.get(workflow_id) == run  # then nobody else writes the run: its head is ours
             with self._in_batch(conn) if getattr(self._local, "batching", False) else translated(self.path):
-                digest = self._insert(conn, run, event, self._heads.get(run) if held else None)
-            if held:
-                self._heads[run] = (event.seq, digest)
-            return
-        with self._transaction() as conn:
-            self._insert(conn, run, event)
-            if status is not None:
-                conn.execute("UPDATE runs SET status = ?, updated_at = ? WHERE id = ?",
-                             (status.value, event.at, run))
-                if status.is_terminal:
-                    self._seal(conn, run)
-                    ended(conn, workflow_id, event.at)
-            if consume_signal is not None:
-                conn.execute("UPDATE signals SET consumed = 1 WHERE id = ?", (consume_signal,))
-            if custom_status is not UNSET:
-                conn.execute("UPDATE runs SET custom_status = ? WHERE id = ?", (json.dumps(custom_status), run))
+                digest = self._insert(conn, run, event, head)
+        else:
+            with self._transaction() as conn:
+                digest = self._insert(conn, run, event, head)
+                if status is not None:
+                    known = (held[1], status, (event.seq, digest)) if held is not None else None
+                    self._set_status(conn, run, status, event.at, known)
+                    if status.is_terminal:
+                        ended(conn, workflow_id, event.at)
+                if consume_signal is not None:
+                    conn.execute("UPDATE signals SET consumed = 1 WHERE id = ?", (consume_signal,))
+                if custom_status is not UNSET:
+                    conn.execute("UPDATE runs SET custom_status = ? WHERE id = ?", (json.dumps(custom_status), run))
+        if held is not None:
+            self._heads[run] = (event.seq, digest)
 
     def continue_as_new(self, workflow_id: str, result: Event, start: Event) -> None:
         run = self._run(workflow_id)
         with self._transaction() as conn:
             self._insert(conn, run, result)
-            conn.execute("UPDATE runs SET status = ?, updated_at = ? WHERE id = ?",
-                         (Status.CONTINUED.value, result.at, run))
-            self._seal(conn, run)
+            self._set_status(conn, run, Status.CONTINUED, result.at)
             cur = conn.execute(
                 "INSERT INTO runs (workflow_id, generation, name, status, created_at, updated_at, custom_status) "
                 "SELECT workflow_id, generation + 1, name, ?, ?, ?, custom_status FROM runs WHERE id = ?",
@@ -336,9 +353,8 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
             if old is not status and not old.can_become(status):
                 raise IllegalTransitionError(
                     f"workflow {workflow_id!r} is {old.value}; it cannot become {status.value}")
-            conn.execute("UPDATE runs SET status = ?, updated_at = ? WHERE id = ?", (status.value, at, run))
+            self._set_status(conn, run, status, at)
             if status.is_terminal:
-                self._seal(conn, run)
                 ended(conn, workflow_id, at)
             elif old is Status.PAUSED:  # resumed: whoever is free drives it
                 wake(conn, workflow_id, at)

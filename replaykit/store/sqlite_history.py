@@ -11,7 +11,7 @@ import struct
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CorruptStoreError, PayloadAuthenticationError, WorkflowLockedError
+from ..errors import CorruptStoreError, PayloadAuthenticationError, WorkflowLockedError, WorkflowNotFoundError
 from ..history import Event, Status
 from . import chain
 from .base import Signal
@@ -29,6 +29,11 @@ _NEXT_ROW = ("SELECT typeof(run), typeof(seq), run > ?1, CASE WHEN run = ?1 THEN
              "WHERE (run, seq) > (?1, ?2) ORDER BY run, seq LIMIT 1")  # the row after a history's last, in key order
 _SEAL = "SELECT status, head, workflow_id, generation FROM runs WHERE id = ?"
 _SEED = "SELECT workflow_id, generation FROM runs WHERE id = ?"
+_NEWEST_SEAL = ("SELECT id, status, head, workflow_id, generation FROM runs WHERE workflow_id = ? "
+                "ORDER BY generation DESC LIMIT 1")
+
+# what seals a run that ended: its chain's seed, its status and its last event (seq, checksum)
+Sealed = tuple[bytes, Status, tuple[int, bytes]]
 _CHAIN_KEY = b"history chain"
 
 
@@ -41,6 +46,7 @@ class ChainedHistory:
 
     if TYPE_CHECKING:
         _locks: FileLocks
+        _runs: dict[str, tuple[int, bytes]]
 
         def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]: ...
         def _run(self, workflow_id: str) -> int: ...
@@ -87,9 +93,23 @@ class ChainedHistory:
             ) from exc
         return digest
 
-    def _seal(self, conn: sqlite3.Connection, run: int) -> None:
-        """The run ended: its row gets the seal of its status and last event (:meth:`chain.Chain.seal`)."""
-        conn.execute("UPDATE runs SET head = ? WHERE id = ?", (seal_of_run(conn, run, self.chain(make=True)), run))
+    def _seal(self, conn: sqlite3.Connection, run: int, known: Sealed | None = None) -> None:
+        """The run ended: its row gets the seal of its status and last event (:meth:`chain.Chain.seal`),
+        from ``known`` (seed, status, last event) if the caller has them, else as its rows stand."""
+        links = self.chain(make=True)
+        conn.execute("UPDATE runs SET head = ? WHERE id = ?",
+                     (links.seal(*known) if known else seal_of_run(conn, run, links), run))
+
+    def _set_status(self, conn: sqlite3.Connection, run: int, status: Status, at: float,
+                    known: Sealed | None = None) -> None:
+        """Run ``run`` becomes ``status``; a status that ends it seals it too (see :meth:`_seal`)."""
+        if status.is_terminal and known is not None:
+            conn.execute("UPDATE runs SET status = ?, updated_at = ?, head = ? WHERE id = ?",
+                         (status.value, at, self.chain(make=True).seal(*known), run))
+            return
+        conn.execute("UPDATE runs SET status = ?, updated_at = ? WHERE id = ?", (status.value, at, run))
+        if status.is_terminal:
+            self._seal(conn, run)
 
     def _pages(self, run: int, workflow_id: str) -> Iterator[Event]:
         """The run's events, read a page at a time by ``seq`` and checked against the run's hash
@@ -138,17 +158,19 @@ class ChainedHistory:
 
     def _run_seal(self, run: int, where: str) -> tuple[Status, Any, bytes]:
         """The run's status, its seal (``head``) and the seed its chain starts from."""
-        row = self._read(_SEAL, (run,))
-        try:
-            return Status(row[0][0]), row[0][1], chain.seed(row[0][2], row[0][3])
-        except (IndexError, ValueError, TypeError, AttributeError, struct.error) as exc:
-            raise CorruptStoreError(f"the run row of {where} is damaged ({row[0][:1] if row else 'gone'}): "
-                                    "restore the store from a backup") from exc
+        return _sealing(self._read(_SEAL, (run,)), where)
 
     def last_event(self, workflow_id: str) -> Event | None:
-        run = self._run(workflow_id)
         where = f"{workflow_id!r} in {self.path}"
-        status, head, seed = self._run_seal(run, where)
+        if workflow_id in self._runs:
+            run = self._run(workflow_id)
+            status, head, seed = self._run_seal(run, where)
+        else:  # the newest run and its seal in one read
+            rows = self._read(_NEWEST_SEAL, (workflow_id,))
+            if not rows:
+                raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {self.path}")
+            run = rows[0][0]
+            status, head, seed = _sealing([rows[0][1:]], where)
         rows = self._read(f"SELECT {EVENT_COLUMNS}, digest FROM events WHERE run = ? ORDER BY seq DESC LIMIT 2",
                           (run,))
         if not rows:
@@ -173,6 +195,15 @@ class ChainedHistory:
     def checked_signal(self, workflow_id: str, row: tuple[Any, ...]) -> Signal:
         """A signal row ``(id, name, encoding, payload, sent_at, digest)`` once its checksum matches."""
         return chain.checked_signal(self.chain(), workflow_id, row, self.path)
+
+
+def _sealing(rows: list[Any], where: str) -> tuple[Status, Any, bytes]:
+    """``(status, seal, seed)`` of a run from its row ``(status, head, workflow_id, generation)``."""
+    try:
+        return Status(rows[0][0]), rows[0][1], chain.seed(rows[0][2], rows[0][3])
+    except (IndexError, ValueError, TypeError, AttributeError, struct.error) as exc:
+        raise CorruptStoreError(f"the run row of {where} is damaged ({rows[0][:1] if rows else 'gone'}): "
+                                "restore the store from a backup") from exc
 
 
 def seal_of_run(conn: sqlite3.Connection, run: int, links: chain.Chain) -> bytes:

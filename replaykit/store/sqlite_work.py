@@ -45,9 +45,8 @@ def wake(conn: sqlite3.Connection, workflow_id: str, at: float) -> None:
 def ended(conn: sqlite3.Connection, workflow_id: str, at: float) -> None:
     """A queued run ended: never ready again, held by nobody (its driver's end hands it back), no
     problem left to report; its parent, if queued, is woken."""
-    parent = conn.execute("SELECT parent FROM work WHERE workflow_id = ?", (workflow_id,)).fetchall()
-    conn.execute("UPDATE work SET ready_at = NULL, worker = NULL, problem = NULL, problem_version = NULL "
-                 "WHERE workflow_id = ?", (workflow_id,))
+    parent = conn.execute("UPDATE work SET ready_at = NULL, worker = NULL, problem = NULL, problem_version = NULL "
+                          "WHERE workflow_id = ? RETURNING parent", (workflow_id,)).fetchall()
     if parent and parent[0][0] is not None:
         wake(conn, parent[0][0], at)
 
