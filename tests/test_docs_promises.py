@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import traceback
 from pathlib import Path
@@ -56,7 +57,10 @@ def test_replaykit_list_shows_the_custom_status(tmp_path: Path, capsys: pytest.C
     db = tmp_path / "s.db"
     rk.run(with_status, workflow_id="s", db=db)
     assert main(["list", str(db)]) == 0
-    assert capsys.readouterr().out.rstrip("\n").split("\t")[-1] == '{"rows": 300}'
+    header, row = capsys.readouterr().out.splitlines()
+    assert row[header.index("CUSTOM STATUS"):].rstrip() == '{"rows": 300}'
+    assert main(["list", str(db), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["custom_status"] == {"rows": 300}
 
 
 class _Marker:

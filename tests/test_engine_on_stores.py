@@ -4,6 +4,7 @@ the operations by path and the command line). Crashes are real processes killed 
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import time
@@ -64,10 +65,12 @@ def test_activities_timers_and_signals_from_another_process(db: str, child_env: 
         assert handle.result(timeout=20) == ["checked o-1", {"by": "ann"}, None]
     assert rk.run(approval, "o-1", workflow_id="o-1", db=db) == ["checked o-1", {"by": "ann"}, None]
     assert log == ["checked o-1"]  # the rerun only read the recorded result
-    listed = cli(child_env, "list", db)
-    assert listed.returncode == 0 and "o-1\tstores.approval\tcompleted" in listed.stdout, listed.stderr
+    listed = cli(child_env, "list", db, "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [(r["workflow_id"], r["name"], r["status"]) for r in json.loads(listed.stdout)] == [
+        ("o-1", "stores.approval", "completed")]
     history = cli(child_env, "history", db, "o-1")
-    assert "signal 'approved'" in history.stdout and history.stdout.count("\n") == 6, history.stdout
+    assert "signal 'approved'" in history.stdout and history.stdout.count("\n") == 1 + 6, history.stdout  # a header
     refused = cli(child_env, "signal", db, "o-1", "approved", "true")
     assert refused.returncode == 1 and "can no longer take signals" in refused.stderr
 

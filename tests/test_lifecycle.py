@@ -4,6 +4,7 @@ The tests that take ``any_db`` run on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from datetime import timedelta
@@ -316,8 +317,10 @@ def test_cancel_pause_and_resume_from_a_shell(any_db: str, child_env: dict[str, 
             handle.result(timeout=10)
     refused = cli("resume", any_db, "shell")
     assert refused.returncode == 1 and "is cancelled, not paused" in refused.stderr
-    history = cli("history", any_db, "shell").stdout
-    assert "cancel 'Cancelled'" in history and "step 1" in history
+    assert "cancel 'Cancelled'" in cli("history", any_db, "shell").stdout
+    events = json.loads(cli("history", any_db, "shell", "--json").stdout)
+    assert [(e["kind"], e["name"], e["outcome"]) for e in events if e["kind"] == "cancel"] == [
+        ("cancel", "Cancelled", "error")]
 
 
 @rk.workflow(name="parked-for-a-day")

@@ -139,13 +139,14 @@ def _shell_readers(db: str, stop: str) -> list[tuple[str, subprocess.CompletedPr
 def _shell_counts(db: str, ids: list[str]) -> dict[str, dict[str, int]]:
     """Events per run as the sqlite3 shell counts them, and as `replaykit history` prints them for a sample
     (a process each; `replaykit list` must show every run)."""
-    listed = subprocess.run([*CLI, "list", db], capture_output=True, text=True, timeout=30)
-    shown = {line.split("\t")[0] for line in listed.stdout.splitlines()}
+    listed = subprocess.run([*CLI, "list", db, "--json"], capture_output=True, text=True, timeout=30)
+    shown = {run["workflow_id"] for run in json.loads(listed.stdout or "[]")}
     assert shown == set(ids), f"replaykit list misses {set(ids) - shown} {listed.stderr}"
     found: dict[str, dict[str, int]] = {"replaykit history": {}}
     for workflow_id in ids[::8]:
         text = subprocess.run([*CLI, "history", db, workflow_id], capture_output=True, text=True, timeout=30)
-        found["replaykit history"][workflow_id] = len(text.stdout.splitlines()) if text.returncode == 0 else -1
+        # a line per event under a header
+        found["replaykit history"][workflow_id] = len(text.stdout.splitlines()) - 1 if text.returncode == 0 else -1
     if shutil.which("sqlite3") is None:
         warnings.warn("no sqlite3 shell on this machine: the store was read by replaykit and Python only",
                       stacklevel=2)

@@ -39,7 +39,8 @@ def test_reading_a_missing_store_raises_and_creates_nothing(tmp_path: Path, name
 
 
 @pytest.mark.parametrize("verb", [["list"], ["history", "x"], ["signal", "x", "go"], ["check"], ["cancel", "x"],
-                                  ["pause", "x"], ["resume", "x"]])
+                                  ["pause", "x"], ["resume", "x"], ["describe", "x"], ["result", "x"],
+                                  ["workers"]])
 def test_cli_on_a_missing_store_exits_1_and_creates_nothing(tmp_path: Path, child_env: dict[str, str],
                                                            verb: list[str]) -> None:
     db = str(tmp_path / "nope.db")

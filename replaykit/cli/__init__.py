@@ -1,0 +1,59 @@
+"""``replaykit``: look at a store's runs, act on them, and serve them, from a shell.
+
+    replaykit list orders.db --status failed --since 1d        # a table; --json for scripts
+    replaykit describe orders.db order-o-42                    # arguments, status, result or error
+    replaykit history orders.db order-o-42
+    replaykit result orders.db order-o-42 --wait 30            # exit 0 completed, 3 failed, 4 not ended
+    replaykit signal orders.db order-o-42 approved true        # payload is JSON
+    replaykit cancel orders.db order-o-42                      # also: pause, resume
+    replaykit check orders.db -m myapp.workflows               # replay every history against current code
+    replaykit restart orders.db order-o-42 --from-step 3 -m myapp.workflows
+    replaykit fork orders.db order-o-42 order-o-42-b --step 3 -m myapp.workflows
+    replaykit worker postgresql://app@db/orders -m myapp.workflows -q orders --limit orders=10
+    replaykit workers postgresql://app@db/orders
+    replaykit migrate orders.db
+
+None of them creates a store: a path with none is an error. Exit codes: 0 done, 1 an error
+(reported on one line: ``replaykit: ...``), 2 a usage error, and for ``result`` 3 (the run did
+not complete) and 4 (it has not ended). See ``docs/cli.md``.
+"""
+
+from __future__ import annotations
+
+import click
+
+from .. import __version__
+from ..errors import ReplayKitError
+from . import acting, reading, serving
+from .output import shown
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="replaykit", message="%(prog)s %(version)s")
+def cli() -> None:
+    """Look at replaykit stores, act on their runs, and serve them as a worker.
+
+    DB is an SQLite file or a postgresql:// URL; it must exist.
+    """
+
+
+for command in (reading.list_runs, reading.describe, reading.history, reading.result, acting.signal, acting.cancel,
+                acting.pause, acting.resume, serving.check, acting.restart, acting.fork, serving.worker,
+                reading.workers, acting.migrate):
+    cli.add_command(command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
+    try:
+        code = cli.main(args=argv, prog_name="replaykit", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("replaykit: interrupted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except (ReplayKitError, ValueError) as exc:  # ValueError: an argument the API refused, said in its words
+        click.echo(shown(f"replaykit: {exc}"), err=True)
+        return 1
+    return code if isinstance(code, int) else 0

@@ -1,0 +1,101 @@
+"""Verbs that change runs: ``signal``, ``cancel``, ``pause``, ``resume``, ``restart``, ``fork``, ``migrate``.
+
+Each acts on a run that exists, in a store that exists, from any process: the engine or worker
+driving the run notices within its poll interval.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .. import control
+from ..restarting import fork as fork_run
+from ..restarting import restart as restart_run
+from ..store import open_store
+from .common import db_argument, import_modules, modules_option
+
+
+@click.command()
+@db_argument
+@click.argument("workflow_id")
+@click.argument("name")
+@click.argument("payload", default="null")
+def signal(db: str, workflow_id: str, name: str, payload: str) -> None:
+    """Send signal NAME to a run; PAYLOAD is a JSON value (default: null)."""
+    try:
+        value = json.loads(payload)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"must be JSON (e.g. true, 42, '\"text\"', '{{\"k\": 1}}'): {exc}",
+                                 param_hint="PAYLOAD") from None
+    control.send_signal(db, workflow_id, name, value)
+
+
+@click.command()
+@db_argument
+@click.argument("workflow_id")
+@click.option("--reason", default="cancelled", help="Recorded as the message of the rk.Cancelled raised.")
+def cancel(db: str, workflow_id: str, reason: str) -> None:
+    """Cancel a run: rk.Cancelled is raised at its current yield.
+
+    Its except and finally blocks and compensations run; a pending run ends cancelled at once."""
+    control.cancel(db, workflow_id, reason)
+
+
+@click.command()
+@db_argument
+@click.argument("workflow_id")
+def pause(db: str, workflow_id: str) -> None:
+    """Pause a run at its next yield, until resume (across restarts too)."""
+    control.pause(db, workflow_id)
+
+
+@click.command()
+@db_argument
+@click.argument("workflow_id")
+def resume(db: str, workflow_id: str) -> None:
+    """Resume a paused run."""
+    control.resume(db, workflow_id)
+
+
+def _step(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    if value is not None and value < 1:
+        raise click.BadParameter(f"{value} is not a step: steps count from 1 (see replaykit history)")
+    return value
+
+
+@click.command()
+@db_argument
+@click.argument("workflow_id")
+@click.option("--from-step", type=int, default=None, callback=_step,
+              help="Reuse the recorded steps before this one (default: start from the beginning).")
+@modules_option
+def restart(db: str, workflow_id: str, from_step: int | None, modules: tuple[str, ...]) -> None:
+    """Run a failed, cancelled or timed-out run again (same id and arguments)."""
+    import_modules(modules)
+    restart_run(db, workflow_id, from_step=from_step)
+    click.echo(f"restarted {workflow_id}: an engine that recovers (or rk.run with the same id) drives it")
+
+
+@click.command()
+@db_argument
+@click.argument("workflow_id")
+@click.argument("new_id")
+@click.option("--step", type=int, required=True, callback=_step, help="The first step the new run runs live.")
+@modules_option
+def fork(db: str, workflow_id: str, new_id: str, step: int, modules: tuple[str, ...]) -> None:
+    """Copy a run into NEW_ID, reusing its recorded steps before --step."""
+    import_modules(modules)
+    fork_run(db, workflow_id, new_id, step=step)
+    click.echo(f"forked {workflow_id} into {new_id} from step {step}")
+
+
+@click.command()
+@db_argument
+def migrate(db: str) -> None:
+    """Checksum the histories of a store from before checksums.
+
+    This vouches for them as they stand, with the secret the store will use."""
+    with open_store(db, create=False, migrate=True):
+        click.echo(f"{db}: its histories are checksummed (store schema is current)")
