@@ -76,6 +76,7 @@ if TYPE_CHECKING:  # loaded on first use (see __getattr__); type checkers read t
     from .handle import WorkflowHandle
     from .history import Event, Status, WorkflowInfo
     from .restarting import fork, restart
+    from .retention import prune
     from .retry import Exponential, Fixed, Linear, RetryPolicy
     from .runtime import Engine
     from .saga import Saga
@@ -88,6 +89,7 @@ _LAZY = {  # module: the names it gives, as in the block above (tests/test_api.p
     ".control": "cancel pause query resume runs_without_patch send_signal",
     ".converters": "UnknownTypeError json_type", ".determinism": "NonDeterminismWarning",
     ".handle": "WorkflowHandle", ".history": "Event Status WorkflowInfo", ".restarting": "fork restart",
+    ".retention": "prune",
     ".retry": "Exponential Fixed Linear RetryPolicy", ".runtime": "Engine", ".saga": "Saga",
     ".store": "Durability MemoryStore SqliteStore Store", ".store.work": "Queue WorkerRecord", ".worker": "Worker",
 }
@@ -117,6 +119,6 @@ __all__ = [
     "WorkerRecord", "WorkerStoppingError", "Workflow", "WorkflowCancelled", "WorkflowConflictError", "WorkflowFailed",
     "WorkflowHandle", "WorkflowInfo", "WorkflowLockedError", "WorkflowNotFoundError", "WorkflowPausedError",
     "WorkflowTimedOut", "activity", "activity_info", "all", "any", "cancel", "child_workflow", "continue_as_new",
-    "fork", "heartbeat", "is_cancelled", "json_type", "pause", "query", "restart", "resume", "run",
+    "fork", "heartbeat", "is_cancelled", "json_type", "pause", "prune", "query", "restart", "resume", "run",
     "runs_without_patch", "send_signal", "side_effect", "sleep", "sleep_until", "wait_signal", "workflow",
 ]

@@ -79,6 +79,8 @@ class Driver(EngineState):
 
     def _shut_down(self) -> None:
         """The driver stops: commit what was recorded, then give up every run (and only then)."""
+        if self._retention is not None:
+            self._retention.stop()  # before the store closes
         try:
             self._flush()
         finally:

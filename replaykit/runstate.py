@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from .executor import Executor
     from .handle import WorkflowHandle
     from .interpreter import Leaf, Machine
+    from .retention import Retention
     from .store import Store
     from .timers import TimerQueue
     from .workflow import Workflow
@@ -71,3 +72,4 @@ class EngineState:
     _paused_here: set[str]  # runs seen paused (run.paused): those a poll checks for a resume
     _releasing: set[str]  # runs given up, still locked until the commit
     _closed: bool
+    _retention: Retention | None  # the thread pruning old histories (Engine(retention=...))

@@ -46,6 +46,7 @@ from .timers import TimerQueue
 from .workflow import Workflow, as_workflow, lookup, register
 
 if TYPE_CHECKING:
+    from .retention import Retention
     from .workflow import Takes0, Takes1, Takes2, Takes3, Takes4, Takes5, Takes6
 
 log = logging.getLogger("replaykit")
@@ -92,6 +93,11 @@ class Engine(Controls, Lifecycle, Driver, Effects):
     waits only on timers is evicted (its generator is closed, quietly: ``finally``
     blocks run with the logger silenced and any command they yield ignored) and
     replayed from its history when its timer is due. ``None``: keep all.
+
+    ``retention`` (a timedelta or seconds; ``None``: keep every history) deletes the
+    histories of runs that ended longer ago than that, from the engine's start and then
+    every ``retention_interval`` seconds, on a thread of its own, as
+    :func:`replaykit.prune` does (never a run that has not ended; families kept whole).
     """
 
     def __init__(
@@ -111,6 +117,8 @@ class Engine(Controls, Lifecycle, Driver, Effects):
         max_cached_runs: int | None = None,
         secret: Secrets = None,
         pickle: str = "signed",
+        retention: timedelta | float | None = None,
+        retention_interval: float = 3600.0,
     ) -> None:
         self.store: Store = store_for(db, durability=durability, secret=secret, pickle=pickle)
         self._own_store = not isinstance(db, Store)
@@ -138,6 +146,11 @@ class Engine(Controls, Lifecycle, Driver, Effects):
         self._paused_here: set[str] = set()  # runs seen paused (run.paused): those a poll checks for a resume
         self._releasing: set[str] = set()  # runs given up, still locked until the commit (see _unlock)
         self._closed = False
+        self._retention: Retention | None = None
+        if retention is not None:
+            from .retention import Retention  # loaded only by engines that prune
+
+            self._retention = Retention(self.store, retention, retention_interval)
         self._thread = threading.Thread(target=self._loop, name="replaykit-driver", daemon=True)
         self._thread.start()
 

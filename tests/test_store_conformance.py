@@ -459,3 +459,28 @@ def test_a_refused_write_does_not_spoil_its_batch(backend: Backend) -> None:
     store.commit()
     assert list(other.events("a")) == [start(), step(1), step(2)]
     assert other.info("a").status is Status.RUNNING  # type: ignore[union-attr]
+
+
+def test_delete_removes_ended_runs_whole_and_keeps_the_rest(backend: Backend, store: Store) -> None:
+    store.create("done", "w", start(), history=[step(1)])
+    store.send_signal("done", "late", "json", "1", 1.5)
+    store.continue_as_new("done", Event(2, 0, RESULT, "", 3.0, CONTINUED, "json", "null"), start(at=4.0))
+    store.record("done", result(1, at=5.0), status=Status.COMPLETED)  # two generations, both ended
+    store.create("running", "w", start())
+    store.create("paused", "w", start())
+    store.set_status("paused", Status.PAUSED, 2.0)
+    store.create("pending", "w", start(), status=Status.PENDING)
+    store.create("failed", "w", start())
+    store.record("failed", result(1, outcome="error"), status=Status.FAILED)
+    assert store.delete(["running", "done", "paused", "pending", "nobody", "failed"]) == ["done", "failed"]
+    other = backend.open()  # another process sees them gone
+    for s in (store, other):
+        assert s.info("done") is None and s.info("failed") is None
+        assert sorted(i.workflow_id for i in s.list()) == ["paused", "pending", "running"]
+        with pytest.raises(WorkflowNotFoundError):
+            list(s.events("done"))
+    assert store.create("done", "w", start(at=9.0))  # the id is free: a new run, nothing of the old one
+    assert list(other.events("done")) == [start(at=9.0)] and other.next_signal("done", "late") is None
+    store.record("done", step(1, at=9.5))
+    assert list(other.events("done")) == [start(at=9.0), step(1, at=9.5)]
+    assert store.delete(["done"]) == []  # running now

@@ -12,6 +12,7 @@
     replaykit worker postgresql://app@db/orders -m myapp.workflows -q orders --limit orders=10
     replaykit workers postgresql://app@db/orders
     replaykit migrate orders.db
+    replaykit prune orders.db --older-than 30d --status completed   # delete old histories
 
 None of them creates a store: a path with none is an error. Exit codes: 0 done, 1 an error
 (reported on one line: ``replaykit: ...``), 2 a usage error, and for ``result`` 3 (the run did
@@ -39,7 +40,7 @@ def cli() -> None:
 
 for command in (reading.list_runs, reading.describe, reading.history, reading.result, acting.signal, acting.cancel,
                 acting.pause, acting.resume, serving.check, acting.restart, acting.fork, serving.worker,
-                reading.workers, acting.migrate):
+                reading.workers, acting.migrate, acting.delete, acting.prune):
     cli.add_command(command)
 
 

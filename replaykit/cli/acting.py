@@ -1,4 +1,5 @@
-"""Verbs that change runs: ``signal``, ``cancel``, ``pause``, ``resume``, ``restart``, ``fork``, ``migrate``.
+"""Verbs that change runs: ``signal``, ``cancel``, ``pause``, ``resume``, ``restart``, ``fork``, ``migrate``,
+``delete`` and ``prune``.
 
 Each acts on a run that exists, in a store that exists, from any process: the engine or worker
 driving the run notices within its poll interval.
@@ -13,8 +14,11 @@ import click
 from .. import control
 from ..restarting import fork as fork_run
 from ..restarting import restart as restart_run
+from ..retention import ENDED
+from ..retention import prune as prune_runs
 from ..store import open_store
-from .common import db_argument, import_modules, modules_option
+from . import output
+from .common import UsageError, db_argument, duration, import_modules, json_option, modules_option, opened
 
 
 @click.command()
@@ -99,3 +103,52 @@ def migrate(db: str) -> None:
     This vouches for them as they stand, with the secret the store will use."""
     with open_store(db, create=False, migrate=True):
         click.echo(f"{db}: its histories are checksummed (store schema is current)")
+
+
+@click.command()
+@db_argument
+@click.argument("workflow_ids", nargs=-1, required=True, metavar="ID...")
+@json_option
+def delete(db: str, workflow_ids: tuple[str, ...], as_json: bool) -> None:
+    """Delete runs that ended: every generation, events, signals (exit 1 if one could not be)."""
+    with opened(db) as store:
+        deleted = store.delete(list(workflow_ids))
+    kept = [w for w in workflow_ids if w not in deleted]
+    if as_json:
+        output.emit_json({"deleted": deleted, "kept": kept})
+    else:
+        for workflow_id in deleted:
+            click.echo(output.shown(f"deleted {workflow_id}"))
+    if kept:
+        raise UsageError(f"not deleted: {', '.join(map(repr, kept))}: no such run, or it has not ended "
+                         "(only runs that completed, failed, were cancelled or timed out are deleted)")
+
+
+def _older_than(ctx: click.Context, param: click.Parameter, value: str) -> float:
+    seconds = duration(value)
+    if seconds is None:
+        raise click.BadParameter(f"{value!r}: write a duration such as 30d, 12h, 90m or 1w")
+    return seconds
+
+
+@click.command()
+@db_argument
+@click.option("--older-than", required=True, callback=_older_than, metavar="DURATION",
+              help="Runs that ended longer ago than this: 30d, 12h, 90m, 1w.")
+@click.option("--status", "statuses", multiple=True, type=click.Choice([s.value for s in ENDED]),
+              help="Only runs that ended so; repeatable (default: every ending).")
+@click.option("--batch", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Runs deleted per transaction.")
+@click.option("--dry-run", is_flag=True, help="List what would be deleted; delete nothing.")
+@json_option
+def prune(db: str, older_than: float, statuses: tuple[str, ...], batch: int, dry_run: bool, as_json: bool) -> None:
+    """Delete runs that ended long enough ago (never running, paused or pending ones; families kept whole).
+
+    Space is reused by new runs; to give it back to the file system, run VACUUM (see docs/retention.md)."""
+    ids = prune_runs(db, older_than, statuses=statuses or ENDED, batch=batch, dry_run=dry_run)
+    if as_json:
+        output.emit_json({"deleted" if not dry_run else "would_delete": ids})
+        return
+    for workflow_id in ids:
+        click.echo(output.shown(f"{'would delete' if dry_run else 'deleted'} {workflow_id}"))
+    click.echo(f"{len(ids)} run{'s' * (len(ids) != 1)} {'would be ' if dry_run else ''}deleted")

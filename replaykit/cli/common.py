@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -16,6 +17,15 @@ from ..history import Status
 from ..store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def duration(text: str) -> float | None:
+    """Seconds in ``30s``, ``15m``, ``2h``, ``7d``, ``1w`` (``None``: not written so)."""
+    found = _DURATION.match(text.strip())
+    return None if found is None else float(found.group(1)) * _UNIT[found.group(2)]
 
 STATUSES = [s.value for s in Status]
 

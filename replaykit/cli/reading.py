@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from datetime import datetime, timezone
 from typing import Any
@@ -14,22 +13,18 @@ from ..handle import ended_with
 from ..history import RESULT, START, Event, WorkflowInfo
 from ..store import Store
 from . import output
-from .common import STATUSES, db_argument, json_option, opened
+from .common import STATUSES, db_argument, duration, json_option, opened
 
 # Exit codes of ``result`` beyond 0 (completed), 1 (an error) and 2 (a usage error)
 NOT_COMPLETED = 3  # the run ended without a result: failed, cancelled or timed out
 NOT_ENDED = 4  # the run has not ended (yet)
 
-_AGO = re.compile(r"^(\d+(?:\.\d+)?)([smhdw])$")
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
 def moment(text: str) -> float:
     """``--since``/``--until``: ISO 8601 (``2026-12-01``, ``2026-12-01T10:00:00+01:00``; UTC if no zone)
     or a time ago (``30s``, ``15m``, ``2h``, ``7d``, ``1w``)."""
-    ago = _AGO.match(text.strip())
-    if ago:
-        return time.time() - float(ago.group(1)) * _UNIT[ago.group(2)]
+    ago = duration(text)
+    if ago is not None:
+        return time.time() - ago
     try:
         at = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:

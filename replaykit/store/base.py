@@ -109,6 +109,13 @@ class Store(abc.ABC):
         open in the store (no statement, no snapshot). Raises ``WorkflowNotFoundError`` at once.
         """
 
+    def delete(self, workflow_ids: Sequence[str]) -> builtins.list[str]:
+        """Delete the runs of ``workflow_ids`` whose newest run has ended: every generation, its
+        events, its signals and its queue row, in one transaction. Returns the ids deleted; an id
+        with no run, or whose newest run has not ended (restarted meanwhile, say), is left alone.
+        See :func:`replaykit.prune` for deleting by age with parents and children kept whole."""
+        raise NotImplementedError(f"{type(self).__name__} cannot delete runs")
+
     @abc.abstractmethod
     def last_event(self, workflow_id: str) -> Event | None:
         """The newest event of the newest run (its result, once it has ended)."""

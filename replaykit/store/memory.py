@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import itertools
 import threading
 from collections.abc import Iterator, Sequence
@@ -60,6 +61,16 @@ class MemoryStore(MemoryWork, Store):
             self._signals.setdefault(workflow_id, [])
             self._version += 1
             return True
+
+    def delete(self, workflow_ids: Sequence[str]) -> builtins.list[str]:
+        with self._mutex:
+            deleted = [w for w in workflow_ids if w in self._runs and self._runs[w].status.is_terminal]
+            for workflow_id in deleted:
+                del self._runs[workflow_id], self._events[workflow_id]
+                self._consumed.difference_update(s.id for s in self._signals.pop(workflow_id, []))
+                self._work.pop(workflow_id, None)
+            self._version += bool(deleted)
+            return deleted
 
     def info(self, workflow_id: str) -> WorkflowInfo | None:
         with self._mutex:

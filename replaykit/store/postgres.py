@@ -361,6 +361,24 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
             conn.execute("UPDATE replaykit_runs SET custom_status = %s WHERE id = %s",
                          (json.dumps(value), self._run(workflow_id)))
 
+    def delete(self, workflow_ids: Sequence[str]) -> builtins.list[str]:
+        deleted = []
+        with self._writes.write() as conn:
+            for workflow_id in sorted(set(workflow_ids)):  # one order: two deleting stores cannot deadlock
+                self._writes.serialize(conn, workflow_id)
+                rows = conn.execute(_NEWEST_RUN.format("status"), (workflow_id,)).fetchall()
+                if rows and status_of(rows[0][0], workflow_id, self.url).is_terminal:
+                    deleted.append(workflow_id)
+            if deleted:  # a statement per table (signals has no full index: one scan, not one per id)
+                conn.execute("DELETE FROM replaykit_events WHERE run IN "
+                             "(SELECT id FROM replaykit_runs WHERE workflow_id = ANY(%s))", (deleted,))
+                for table in ("replaykit_signals", "replaykit_work", "replaykit_runs"):
+                    conn.execute(f"DELETE FROM {table} WHERE workflow_id = ANY(%s)", (deleted,))
+        for workflow_id in deleted:
+            self._runs.pop(workflow_id, None)
+            self.forget_head(workflow_id)
+        return [w for w in dict.fromkeys(workflow_ids) if w in deleted]
+
     def set_status(self, workflow_id: str, status: Status, at: float) -> Status:
         with self._writes.write(serialize=workflow_id) as conn:
             run, old = self._newest(conn, workflow_id)

@@ -8,6 +8,7 @@ durable step is one ``INSERT`` committed on its own: one commit, nothing more.
 
 from __future__ import annotations
 
+import builtins
 import enum
 import json
 import os
@@ -31,7 +32,7 @@ from .base import RESTARTABLE, UNSET, Secrets, Signal, Store, info_from_row, sta
 from .locks import FileLocks, stores_open
 from .sqlite_access import read_only_error, read_only_query
 from .sqlite_errors import cannot_open, refused, translated, undecodable
-from .sqlite_history import ChainedHistory
+from .sqlite_history import ChainedHistory, delete_ended
 from .sqlite_schema import ensure_schema
 from .sqlite_work import SqliteWork, ended, place, restarted, wake
 from .work import Placement
@@ -300,6 +301,15 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
     def info(self, workflow_id: str) -> WorkflowInfo | None:
         row = self._read_one(_NEWEST_RUN.format(_RUN_COLUMNS), (workflow_id,))
         return None if row is None else info_from_row(row, self.path)
+
+    def delete(self, workflow_ids: Sequence[str]) -> builtins.list[str]:
+        if self.read_only:
+            raise read_only_error(self.path, "deleting runs needs to write")
+        with self._transaction() as conn:
+            deleted = delete_ended(conn, workflow_ids, self.path)
+        for workflow_id in deleted:
+            self._forget(workflow_id)
+        return deleted
 
     def events(self, workflow_id: str) -> Iterator[Event]:
         return self._pages(self._run(workflow_id), workflow_id)

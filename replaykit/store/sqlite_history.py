@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import sqlite3
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CorruptStoreError, PayloadAuthenticationError, WorkflowLockedError, WorkflowNotFoundError
 from ..history import Event, Status
 from . import chain
-from .base import Signal
+from .base import Signal, status_of
 
 if TYPE_CHECKING:
     from ..payloads import Codec
@@ -195,6 +195,23 @@ class ChainedHistory:
     def checked_signal(self, workflow_id: str, row: tuple[Any, ...]) -> Signal:
         """A signal row ``(id, name, encoding, payload, sent_at, digest)`` once its checksum matches."""
         return chain.checked_signal(self.chain(), workflow_id, row, self.path)
+
+
+def delete_ended(conn: sqlite3.Connection, workflow_ids: Sequence[str], where: str) -> list[str]:
+    """Delete, in ``conn``'s transaction, every row of each id whose newest run has ended; the ids deleted."""
+    deleted = []
+    for workflow_id in dict.fromkeys(workflow_ids):
+        row = conn.execute("SELECT status FROM runs WHERE workflow_id = ? ORDER BY generation DESC LIMIT 1",
+                           (workflow_id,)).fetchall()
+        if row and status_of(row[0][0], workflow_id, where).is_terminal:
+            deleted.append(workflow_id)
+    for start in range(0, len(deleted), 500):  # a statement per table and 500 ids (signals has no full index)
+        ids = deleted[start:start + 500]
+        marks = ",".join("?" * len(ids))
+        conn.execute(f"DELETE FROM events WHERE run IN (SELECT id FROM runs WHERE workflow_id IN ({marks}))", ids)
+        for table in ("signals", "work", "runs"):
+            conn.execute(f"DELETE FROM {table} WHERE workflow_id IN ({marks})", ids)
+    return deleted
 
 
 def _sealing(rows: list[Any], where: str) -> tuple[Status, Any, bytes]:

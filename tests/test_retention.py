@@ -1,0 +1,168 @@
+"""Retention (``rk.prune``, ``replaykit prune`` and ``delete``): only runs that ended long enough ago
+go, families stay whole, nothing read from the store runs, and engines sharing the store go on."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import replaykit as rk
+from replaykit.cli import main
+from replaykit.history import OK, RESULT, START, Event
+from replaykit.store import open_store
+
+from conftest import PYTHON
+
+CHILD = str(Path(__file__).with_name("prune_child.py"))
+
+
+@rk.activity
+def bump(x: int) -> int:
+    return x + 1
+
+
+@rk.workflow(name="retention.quick")
+def quick(ctx: rk.Context, x: int) -> rk.Flow[int]:
+    return (yield bump(x))
+
+
+@rk.workflow(name="retention.waits")
+def waits(ctx: rk.Context) -> rk.Flow[str]:
+    answer: str = yield rk.wait_signal("answer")
+    return answer
+
+
+def ids(db: str) -> list[str]:
+    with open_store(db, create=False) as store:
+        return sorted(info.workflow_id for info in store.list())
+
+
+def test_prune_deletes_what_ended_long_enough_ago_and_nothing_else(any_db: str) -> None:
+    with rk.Engine(any_db) as engine:
+        for i in range(3):
+            engine.start(quick, i, workflow_id=f"q-{i}").result(timeout=20)
+        engine.start(waits, workflow_id="open")
+        engine.cancel(engine.start(waits, workflow_id="stopped").workflow_id)
+        with pytest.raises(rk.WorkflowCancelled):
+            engine.handle("stopped").result(timeout=20)
+    engine_end = time.time()
+    assert rk.prune(any_db, older_than=3600) == []  # nothing ended an hour ago
+    assert rk.prune(any_db, 60, now=engine_end + 30) == []
+    assert rk.prune(any_db, 60, now=engine_end + 90, statuses=["cancelled"], dry_run=True) == ["stopped"]
+    assert ids(any_db) == ["open", "q-0", "q-1", "q-2", "stopped"]  # a dry run deletes nothing
+    assert sorted(rk.prune(any_db, 60, now=engine_end + 90, batch=2)) == ["q-0", "q-1", "q-2", "stopped"]
+    assert ids(any_db) == ["open"]  # running: never deleted, however old
+    assert rk.prune(any_db, 0, now=engine_end + 10**9) == []
+    with pytest.raises(ValueError, match="running runs are never deleted"):
+        rk.prune(any_db, 0, statuses=["completed", "running"])
+
+
+class _Trap:
+    """Unpickling it would run ``touch`` (what a tampered store could try): prune must not."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _run(store: Any, workflow_id: str, parent: str | None, ended: bool, arg: Any = 1) -> None:
+    start: dict[str, Any] = {"args": [arg], "kwargs": {}, "seed": 1, "rules": 2}
+    if parent is not None:
+        start["parent"] = [parent, 1]
+    encoding, payload = store.codec.encode(start, "arguments")
+    store.create(workflow_id, "family", Event(0, 0, START, "family", 1.0, OK, encoding, payload))
+    if ended:
+        store.record(workflow_id, Event(1, 0, RESULT, "", 2.0, OK, "json", "1"), status=rk.Status.COMPLETED)
+
+
+def test_families_stay_whole_and_a_pickled_start_is_read_without_running_it(any_db: str, tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    with rk.Engine(any_db):
+        pass  # creates the store
+    with open_store(any_db, create=False) as store:
+        _run(store, "live-parent", None, ended=False)
+        _run(store, "child-of-live", "live-parent", ended=True)  # ended, but its parent may still replay it
+        _run(store, "pickled-child-of-live", "live-parent", ended=True, arg=_Trap(str(marker)))
+        _run(store, "ended-parent", None, ended=True)
+        _run(store, "live-child", "ended-parent", ended=False)  # keeps its parent
+        _run(store, "done-parent", None, ended=True)
+        _run(store, "done-child", "done-parent", ended=True, arg=_Trap(str(marker)))
+        assert isinstance(store.events("pickled-child-of-live").__next__().payload, bytes)  # recorded pickled
+    assert sorted(rk.prune(any_db, 0, now=time.time() + 10)) == ["done-child", "done-parent"]
+    assert not marker.exists()  # the pickled starts were read as data
+    assert ids(any_db) == ["child-of-live", "ended-parent", "live-child", "live-parent", "pickled-child-of-live"]
+
+
+def test_a_pickle_is_read_inert() -> None:
+    from replaykit.retention import _Inert
+
+    blob = pickle.dumps({"args": [_Trap("/nonexistent/x")], "parent": ["p", 3]})
+    assert _Inert(io.BytesIO(blob)).load()["parent"] == ["p", 3]
+
+
+def test_prune_beside_a_busy_engine_in_another_process(db: str, child_env: dict[str, str]) -> None:
+    n = 30
+    child = subprocess.Popen([PYTHON, CHILD, db, str(n)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=child_env)
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "ended\n", child.stderr.read() if child.stderr else ""
+        deleted: list[str] = []
+        for _ in range(20):  # while the long runs step, record, sleep and are evicted beside it
+            deleted += rk.prune(db, 0, batch=7, now=time.time() + 1)
+            time.sleep(0.02)
+        assert sorted(deleted) == sorted(f"ended-{i}" for i in range(n))
+        for i in range(n):
+            rk.send_signal(db, f"busy-{i}", "finish", 1000)
+        out, err = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 0, err
+    assert json.loads(out) == [sum(k * k for k in range(40 + i % 7)) + 1000 for i in range(n)]
+    with open_store(db, create=False) as store:  # every kept history still reads whole and checked
+        assert sorted(i.workflow_id for i in store.list()) == sorted(f"busy-{i}" for i in range(n))
+        assert all(len(list(store.events(f"busy-{i}"))) > 80 for i in range(n))
+
+
+def test_prune_and_delete_from_a_shell(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with rk.Engine(db) as engine:
+        engine.start(quick, 1, workflow_id="a").result(timeout=20)
+        engine.start(quick, 2, workflow_id="b").result(timeout=20)
+        engine.start(waits, workflow_id="w")
+    assert main(["prune", db, "--older-than", "1h"]) == 0
+    assert capsys.readouterr().out == "0 runs deleted\n"
+    assert main(["delete", db, "a", "w"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "deleted a\n" and "not deleted: 'w'" in captured.err
+    assert main(["prune", db, "--older-than", "0s", "--dry-run", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"would_delete": ["b"]}
+    assert main(["prune", db, "--older-than", "0s", "--status", "failed"]) == 0
+    assert ids(db) == ["b", "w"]
+    assert main(["prune", db, "--older-than", "soon"]) == 2
+    assert "--older-than" in capsys.readouterr().err
+
+
+def test_an_engine_with_retention_prunes_as_it_runs_and_stops_with_it(any_db: str) -> None:
+    with rk.Engine(any_db, retention=1.0, retention_interval=0.05) as engine:
+        assert engine.start(quick, 1, workflow_id="short-lived").result(timeout=20) == 2
+        engine.start(waits, workflow_id="long-lived")
+        deadline = time.monotonic() + 20
+        while "short-lived" in ids(any_db):
+            assert time.monotonic() < deadline, "the engine's retention never deleted the run that ended"
+            time.sleep(0.05)
+        assert ids(any_db) == ["long-lived"]
+        rk.send_signal(any_db, "long-lived", "answer", "yes")
+        assert engine.handle("long-lived").result(timeout=20) == "yes"
+    assert not [t for t in threading.enumerate() if t.name == "replaykit-retention"]
