@@ -3,6 +3,7 @@
     replaykit list orders.db --status failed --since 1d        # a table; --json for scripts
     replaykit describe orders.db order-o-42                    # arguments, status, result or error
     replaykit history orders.db order-o-42
+    replaykit show orders.db order-o-42 --html run.html -m myapp.workflows   # the run's timeline, one file
     replaykit result orders.db order-o-42 --wait 30            # exit 0 completed, 3 failed, 4 not ended
     replaykit signal orders.db order-o-42 approved true        # payload is JSON
     replaykit cancel orders.db order-o-42                      # also: pause, resume
@@ -25,7 +26,7 @@ import click
 
 from .. import __version__
 from ..errors import ReplayKitError
-from . import acting, reading, serving
+from . import acting, reading, serving, showing
 from .output import shown
 
 
@@ -40,7 +41,7 @@ def cli() -> None:
 
 for command in (reading.list_runs, reading.describe, reading.history, reading.result, acting.signal, acting.cancel,
                 acting.pause, acting.resume, serving.check, acting.restart, acting.fork, serving.worker,
-                reading.workers, acting.migrate, acting.delete, acting.prune):
+                reading.workers, acting.migrate, acting.delete, acting.prune, showing.show):
     cli.add_command(command)
 
 
