@@ -3,6 +3,7 @@
     replaykit list orders.db --status failed --since 1d        # a table; --json for scripts
     replaykit describe orders.db order-o-42                    # arguments, status, result or error
     replaykit history orders.db order-o-42
+    replaykit export orders.db order-o-42 -o order-o-42.json   # import it elsewhere: replaykit import DB FILE
     replaykit show orders.db order-o-42 --html run.html -m myapp.workflows   # the run's timeline, one file
     replaykit result orders.db order-o-42 --wait 30            # exit 0 completed, 3 failed, 4 not ended
     replaykit signal orders.db order-o-42 approved true        # payload is JSON
@@ -41,7 +42,8 @@ def cli() -> None:
 
 for command in (reading.list_runs, reading.describe, reading.history, reading.result, acting.signal, acting.cancel,
                 acting.pause, acting.resume, serving.check, acting.restart, acting.fork, serving.worker,
-                reading.workers, acting.migrate, acting.delete, acting.prune, showing.show):
+                reading.workers, acting.migrate, acting.delete, acting.prune, showing.show, reading.export,
+                acting.import_):
     cli.add_command(command)
 
 

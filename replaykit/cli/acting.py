@@ -8,6 +8,7 @@ driving the run notices within its poll interval.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -152,3 +153,25 @@ def prune(db: str, older_than: float, statuses: tuple[str, ...], batch: int, dry
     for workflow_id in ids:
         click.echo(output.shown(f"{'would delete' if dry_run else 'deleted'} {workflow_id}"))
     click.echo(f"{len(ids)} run{'s' * (len(ids) != 1)} {'would be ' if dry_run else ''}deleted")
+
+
+@click.command("import")
+@db_argument
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def import_(db: str, path: Path) -> None:
+    """Record an exported history as a run of DB, under its id.
+
+    A run that had ended is recorded ended; one that had not is recorded running, and an engine or
+    worker on DB resumes it. Pickled values read back only with the secret of the store they came from."""
+    from ..testing.replayer import History, import_history
+
+    try:
+        history = History.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{path}: not JSON ({exc}); nothing was imported") from None
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise UsageError(f"{path}: a damaged history export (missing or wrong {exc}); nothing was imported") from None
+    with opened(db) as store:
+        status = import_history(store, history)
+    click.echo(output.shown(f"imported {history.workflow_id} ({history.workflow}, {len(history.events)} events): "
+                            f"{status.value}"))

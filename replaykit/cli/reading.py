@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import click
@@ -195,3 +197,21 @@ def workers(db: str, as_json: bool) -> None:
                  [[w.worker_id, w.host, w.pid, ",".join(w.queues), w.version,
                    f"{max(0.0, now - w.heartbeat_at):.1f}s ago", "stopping" if w.stopping else "running",
                    " ".join(w.runs) or "-"] for w in records])
+
+
+@click.command()
+@db_argument
+@click.argument("workflow_id")
+@click.option("-o", "--output", "path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write it here (default: stdout).")
+def export(db: str, workflow_id: str, path: Path | None) -> None:
+    """Write a run's history (its newest generation) as JSON: for import, or a replay test."""
+    from ..testing.replayer import export_history
+
+    with opened(db) as store:
+        history = export_history(store, workflow_id)
+    text = json.dumps(history.to_json(), indent=1) + "\n"
+    if path is None:
+        click.echo(text, nl=False)
+    else:
+        path.write_text(text, encoding="utf-8")

@@ -12,13 +12,13 @@ from typing import TYPE_CHECKING
 from ..determinism import NonDeterminismWarning
 from ..lazy import loader
 from .hand import fake_context
-from .replayer import History, ReplayReport, export_history, replay, replay_all
+from .replayer import History, ReplayReport, export_history, import_history, replay, replay_all
 
 if TYPE_CHECKING:
     from .env import TestEnv
 
 __all__ = [
-    "History", "NonDeterminismWarning", "ReplayReport", "TestEnv", "export_history", "fake_context",
+    "History", "NonDeterminismWarning", "ReplayReport", "TestEnv", "export_history", "import_history", "fake_context",
     "replay", "replay_all",
 ]
 

@@ -19,7 +19,7 @@ import attrs
 
 from .. import converters, payloads
 from ..errors import ReplayKitError, UnknownWorkflowError, WorkflowConflictError, WorkflowNotFoundError
-from ..history import Event
+from ..history import CONTINUED, ERROR, RESULT, START, Event, Status
 from ..keys import Keyring
 from ..payloads import Codec
 from ..replaycheck import check_history
@@ -110,6 +110,44 @@ def export_history(db: str | os.PathLike[str] | Store, workflow_id: str) -> Hist
     finally:
         if own:
             store.close()
+
+
+def import_history(db: str | os.PathLike[str] | Store, history: History) -> Status:
+    """Record an exported history as a run of ``db`` (an existing store), under its id: a run that had
+    ended is recorded ended (its result read back as it was), one that had not is recorded running,
+    for an engine to resume. Refused if the id is taken, or if the events do not make a history
+    (a start first, ``seq`` without a gap, a continued-as-new generation that is not the newest).
+    Pickled values read back only with the secret of the store they were exported from."""
+    events = history.events
+    if not events or events[0].kind != START or events[0].seq != 0 or events[0].name != history.workflow:
+        raise ValueError(f"the history of {history.workflow_id!r} does not begin with the start of "
+                         f"{history.workflow!r}")
+    if [e.seq for e in events] != list(range(len(events))):
+        raise ValueError(f"the history of {history.workflow_id!r} has a gap or repeats an event (seq not 0, 1, 2...)")
+    status = _ended_as(history)
+    store, own = _open(db)
+    try:
+        if not store.create(history.workflow_id, history.workflow, events[0], status, events[1:]):
+            raise WorkflowConflictError(f"workflow id {history.workflow_id!r} is taken in {store}; "
+                                        "delete that run first or import under another id")
+    finally:
+        if own:
+            store.close()
+    return status
+
+
+def _ended_as(history: History) -> Status:
+    last = history.events[-1]
+    if last.kind != RESULT:
+        return Status.RUNNING
+    if last.outcome == CONTINUED:
+        raise ValueError(f"the history of {history.workflow_id!r} is a generation that continued as new; "
+                         "export the newest one")
+    if last.outcome != ERROR:
+        return Status.COMPLETED
+    kind = payloads.error_record(last.encoding, last.payload)["type"].rsplit(".", 1)[-1]
+    return {"TimedOut": Status.TIMED_OUT, "WorkflowTimedOut": Status.TIMED_OUT, "Cancelled": Status.CANCELLED,
+            "WorkflowCancelled": Status.CANCELLED}.get(kind, Status.FAILED)
 
 
 @attrs.frozen
