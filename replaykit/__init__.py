@@ -75,6 +75,7 @@ if TYPE_CHECKING:  # loaded on first use (see __getattr__); type checkers read t
     from .determinism import NonDeterminismWarning
     from .handle import WorkflowHandle
     from .history import Event, Status, WorkflowInfo
+    from .hooks import HookEvent
     from .restarting import fork, restart
     from .retention import prune
     from .retry import Exponential, Fixed, Linear, RetryPolicy
@@ -88,7 +89,8 @@ _LAZY = {  # module: the names it gives, as in the block above (tests/test_api.p
     ".client": "Client", ".context": "Context",
     ".control": "cancel pause query resume runs_without_patch send_signal",
     ".converters": "UnknownTypeError json_type", ".determinism": "NonDeterminismWarning",
-    ".handle": "WorkflowHandle", ".history": "Event Status WorkflowInfo", ".restarting": "fork restart",
+    ".handle": "WorkflowHandle", ".history": "Event Status WorkflowInfo", ".hooks": "HookEvent",
+    ".restarting": "fork restart",
     ".retention": "prune",
     ".retry": "Exponential Fixed Linear RetryPolicy", ".runtime": "Engine", ".saga": "Saga",
     ".store": "Durability MemoryStore SqliteStore Store", ".store.work": "Queue WorkerRecord", ".worker": "Worker",
@@ -108,7 +110,8 @@ __all__ = [
     "Activity", "ActivityCall", "ActivityFailed", "ActivityInfo", "ActivityTimeoutError", "Cancelled",
     "ChildWorkflow", "Client", "Command", "Context", "ContinueAsNew", "CorruptStoreError", "Durability", "Engine",
     "EngineClosedError",
-    "Event", "Exponential", "Fixed", "Flow", "Group", "IllegalTransitionError", "InvalidCommandError", "Linear",
+    "Event", "Exponential", "Fixed", "Flow", "Group", "HookEvent", "IllegalTransitionError", "InvalidCommandError",
+    "Linear",
     "MemoryStore", "MigrationRequiredError", "NonDeterminismError", "NonDeterminismWarning", "NotAStoreError",
     "NotAWorkflowError", "PayloadAuthenticationError",
     "Queue",

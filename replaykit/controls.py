@@ -7,7 +7,7 @@ thread. Requests arrive through the store (from this process or any other, see
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import control
 from .errors import Cancelled, TimedOut
@@ -25,6 +25,7 @@ class Controls(EngineState):
     if TYPE_CHECKING:
         def _advance(self, run: _Run, step: Step) -> None: ...
         def _abort(self, run: _Run, error: BaseException) -> None: ...
+        def _tell(self, kind: str, workflow_id: str, workflow: str, **details: Any) -> None: ...
 
     def _take_controls(self, workflow_id: str) -> None:
         """Apply what other processes (or this one) asked of a run: pause, resume, cancel."""
@@ -35,9 +36,11 @@ class Controls(EngineState):
         if info is not None and info.status is Status.PAUSED and not run.paused:
             run.paused = True
             self._paused_here.add(workflow_id)
+            self._tell("run_paused", workflow_id, run.workflow.name)
         elif info is not None and info.status is Status.RUNNING and run.paused:
             run.paused = False
             self._paused_here.discard(workflow_id)
+            self._tell("run_resumed", workflow_id, run.workflow.name)
             parked, run.parked = run.parked, ()
             self._step_safely(run, Waiting(parked))
             if self._runs.get(workflow_id) is not run:

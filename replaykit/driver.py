@@ -14,7 +14,7 @@ import functools
 import logging
 import queue
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import StoreError
 from .runstate import EngineState
@@ -40,6 +40,15 @@ class Driver(EngineState):
 
     def _post(self, job: Callable[[], None]) -> None:
         self._inbox.put(job)
+
+    def _tell(self, kind: str, workflow_id: str, workflow: str, **details: Any) -> None:
+        """Tell the lifecycle subscribers (``engine.on``) about ``kind`` once it is committed."""
+        hooks = self._hooks
+        if hooks is not None and hooks.wants(kind):
+            from .hooks import HookEvent
+
+            self._later(functools.partial(hooks.emit, HookEvent(kind, workflow_id, workflow, self._clock.now(),
+                                                                **details)))
 
     def _loop(self) -> None:
         try:
@@ -94,6 +103,8 @@ class Driver(EngineState):
             for workflow_id in list(self._releasing):
                 self.store.unlock(workflow_id)
             self._releasing.clear()
+            if self._hooks is not None:
+                self._hooks.close()  # what was committed is told first
             if self._own_store:
                 self.store.close()
 

@@ -57,6 +57,7 @@ class Lifecycle(EngineState):
     if TYPE_CHECKING:
         def _post(self, job: Callable[[], None]) -> None: ...
         def _later(self, action: Callable[[], None], lost: Callable[[StoreError], None] | None = None) -> None: ...
+        def _tell(self, kind: str, workflow_id: str, workflow: str, **details: Any) -> None: ...
         def _unlock(self, workflow_id: str) -> None: ...
         def _start_leaf(self, run: _Run, leaf: Leaf, more_to_start: bool) -> Answer | None: ...
         def _record_answer(self, run: _Run, leaf: Leaf, answer: Answer) -> tuple[float, Any]: ...
@@ -74,6 +75,8 @@ class Lifecycle(EngineState):
         start = Event(0, 0, START, wf.name, self._clock.now(), OK, *payload)
         created = self.store.create(workflow_id, wf.name, start, Status.PENDING if pending else Status.RUNNING,
                                     placement=placement)
+        if created:
+            self._tell("run_created", workflow_id, wf.name)
         return start if created else None
 
     def _open(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
@@ -215,6 +218,7 @@ class Lifecycle(EngineState):
                               lambda: self._runs.get(workflow_id) is run)
         if isinstance(step, Waiting):  # leaves replay left outstanding are started again
             step = Waiting(tuple(machine.outstanding.values()))
+        self._tell("run_resumed" if counted.count else "run_started", workflow_id, wf.name)
         self._advance(run, step)
         if counted.count and self._runs.get(workflow_id) is run:
             # Requests that came while nobody drove it (a fresh run's come through the store poll).
@@ -250,7 +254,8 @@ class Lifecycle(EngineState):
                 self._finish(run, OK, encoded)
                 return
             if isinstance(step, Raised):
-                self._finish(run, ERROR, self.store.codec.encode_error(step.error), _ending_status(step.error))
+                self._finish(run, ERROR, self.store.codec.encode_error(step.error), _ending_status(step.error),
+                             step.error)
                 return
             if isinstance(step, Continued):
                 self._continue_as_new(run, step)
@@ -277,10 +282,14 @@ class Lifecycle(EngineState):
                 self.store.confirm()  # its last step is recorded before it parks (and is perhaps handed back)
                 if run.status_unsaved:  # no event to carry it: save it on its own
                     self.store.set_custom_status(run.workflow_id, self._unsaved_status(run)["custom_status"])
+                if not run.executions and self._hooks is not None:  # no activity runs: only time or news moves it
+                    self._tell("run_suspended", run.workflow_id, run.workflow.name)
                 self._maybe_evict(run)
                 return
             at, value = self._record_answer(run, leaf, answer)
             step = run.machine.resolve(leaf.step, answer[0], value, at)
+            if self._hooks is not None:
+                self._tell_step(run, leaf, answer[0], value)
 
     def _maybe_evict(self, run: _Run) -> None:
         """A run parked: with a cache limit, consider evicting it at the end of the driver's turn
@@ -314,9 +323,25 @@ class Lifecycle(EngineState):
         """Record an outcome that arrived later (activity, timer, signal, child) and go on."""
         try:
             at, value = self._record_answer(run, leaf, answer)
-            self._advance(run, run.machine.resolve(leaf.step, answer[0], value, at))
+            step = run.machine.resolve(leaf.step, answer[0], value, at)
+            if self._hooks is not None:
+                self._tell_step(run, leaf, answer[0], value)
+            self._advance(run, step)
         except BaseException as exc:
             self._abort(run, exc)
+
+    def _tell_step(self, run: _Run, leaf: Leaf, outcome: str, value: Any) -> None:
+        """A step answered: completed, or failed (retried if the workflow waits on the same step again)."""
+        command = leaf.command
+        if command.kind == TIMER and getattr(command, "name", "") == "retry":
+            return  # the wait between attempts: told with the attempt that failed
+        if outcome == OK:
+            kind = "step_completed"
+        else:
+            kind = "step_retried" if leaf.step in run.machine.outstanding else "step_failed"
+        self._tell(kind, run.workflow_id, run.workflow.name, step=leaf.step,
+                   command=f"{command.kind} {getattr(command, 'name', '')}".rstrip(), attempt=leaf.attempt,
+                   error=value if isinstance(value, BaseException) else None)
 
     def _after_step(self, run: _Run) -> None:
         """Bookkeeping after the workflow moved: patch markers, cancelled leaves, custom status."""
@@ -369,7 +394,8 @@ class Lifecycle(EngineState):
             raise NonDeterminismError(run.workflow_id, run.machine.seq, f"live run waits on {show(live)}",
                                       f"{show(replayed)} (strict replay of the same history)", run.machine.where())
 
-    def _finish(self, run: _Run, outcome: str, encoded: Payload, status: Status | None = None) -> None:
+    def _finish(self, run: _Run, outcome: str, encoded: Payload, status: Status | None = None,
+                error: BaseException | None = None) -> None:
         status = status or (Status.COMPLETED if outcome == OK else Status.FAILED)
         for child_id, (parent, _) in list(self._children.items()):  # parent-close policy: cancel them
             if parent is run:
@@ -377,6 +403,7 @@ class Lifecycle(EngineState):
         self._after_step(run)
         event = Event(run.next_seq, 0, RESULT, "", self._clock.now(), outcome, *encoded)
         self.store.record(run.workflow_id, event, status=status, **self._unsaved_status(run))
+        self._tell(f"run_{status.value}", run.workflow_id, run.workflow.name, error=error)
         self._release(run)
         self._later(run.handle._finish, run.handle._fail)
         if run.parent is not None:
@@ -391,6 +418,7 @@ class Lifecycle(EngineState):
                        *self.store.codec.encode({"args": list(step.args), "kwargs": step.kwargs}, "continue_as_new"))
         new_start = Event(0, 0, START, run.workflow.name, self._clock.now(), OK, *payload)
         self.store.continue_as_new(run.workflow_id, result, new_start)
+        self._tell("run_continued", run.workflow_id, run.workflow.name)
         run.machine.discard()
         del self._runs[run.workflow_id]
         self._replay(run.workflow, run.workflow_id, new_start, new_start.value(self.store.codec, run.workflow_id),

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from .errors import StoreError
     from .executor import Executor
     from .handle import WorkflowHandle
+    from .hooks import Hooks
     from .interpreter import Leaf, Machine
     from .retention import Retention
     from .store import Store
@@ -73,3 +74,4 @@ class EngineState:
     _releasing: set[str]  # runs given up, still locked until the commit
     _closed: bool
     _retention: Retention | None  # the thread pruning old histories (Engine(retention=...))
+    _hooks: Hooks | None  # lifecycle subscribers (engine.on), made by the first

@@ -46,6 +46,7 @@ from .timers import TimerQueue
 from .workflow import Workflow, as_workflow, lookup, register
 
 if TYPE_CHECKING:
+    from .hooks import HookEvent, Hooks
     from .retention import Retention
     from .workflow import Takes0, Takes1, Takes2, Takes3, Takes4, Takes5, Takes6
 
@@ -146,6 +147,7 @@ class Engine(Controls, Lifecycle, Driver, Effects):
         self._paused_here: set[str] = set()  # runs seen paused (run.paused): those a poll checks for a resume
         self._releasing: set[str] = set()  # runs given up, still locked until the commit (see _unlock)
         self._closed = False
+        self._hooks: Hooks | None = None  # made by the first engine.on()
         self._retention: Retention | None = None
         if retention is not None:
             from .retention import Retention  # loaded only by engines that prune
@@ -301,6 +303,16 @@ class Engine(Controls, Lifecycle, Driver, Effects):
         after = start_after.timestamp() if start_after is not None else self._clock.now()
         return self.start(run_schedule, wf.name, cron, list(args), kwargs, after,
                           workflow_id=f"schedule:{schedule_id}")
+
+    def on(self, event: str, callback: Callable[[HookEvent], object]) -> Callable[[], None]:
+        """Call ``callback(rk.HookEvent)`` each time ``event`` happens to a run this engine drives
+        (``"*"``: every event); returns a function that unsubscribes it. The events, and when they
+        are told (once each, after they are committed, never on replay): ``docs/hooks.md``."""
+        if self._hooks is None:
+            from .hooks import Hooks
+
+            self._hooks = Hooks()
+        return self._hooks.on(event, callback)
 
     def handle(self, workflow_id: str) -> WorkflowHandle:
         """A handle on an existing run, whoever drives it (``result()`` polls the store)."""

@@ -138,9 +138,10 @@ class WorkerEngine(Engine):
         run.machine.discard()
         self._release(run)
 
-    def _finish(self, run: _Run, outcome: str, encoded: tuple[str, str | bytes], status: Status | None = None) -> None:
+    def _finish(self, run: _Run, outcome: str, encoded: tuple[str, str | bytes], status: Status | None = None,
+                error: BaseException | None = None) -> None:
         self._ending.add(run.workflow_id)  # its result, once recorded, also hands it back (store: ended)
-        super()._finish(run, outcome, encoded, status)
+        super()._finish(run, outcome, encoded, status, error)
 
     def _unlock(self, workflow_id: str) -> None:
         """Give a claimed run back in the store (in the batch, so with what was recorded), then its lock.

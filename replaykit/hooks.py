@@ -1,0 +1,99 @@
+"""Lifecycle hooks: ``engine.on("run_completed", callback)``.
+
+An engine tells its subscribers what really happens to the runs it drives, once each: a run
+created, started, resumed from its history, a step completed, failed or retried, a run suspended
+(waiting on a timer, a signal or a child), paused, continued as new, and how it ended. Replaying a
+history tells nothing (what it replays happened before, and was told then).
+
+Callbacks run on a thread of their own, in the order things happened, after what they tell of is
+committed to the store: a slow callback never holds up the engine, and an exception in one is
+logged and changes nothing. At most once: a crash after the commit and before the callback loses
+it (the store has the truth; the hooks are for watching it).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+
+import attrs
+
+log = logging.getLogger("replaykit")
+
+EVENTS = (
+    "run_created", "run_started", "run_resumed", "step_completed", "step_failed", "step_retried", "run_suspended",
+    "run_paused", "run_continued", "run_completed", "run_failed", "run_cancelled", "run_timed_out",
+)
+ALL = "*"
+
+
+@attrs.frozen
+class HookEvent:
+    """What happened (``kind``, one of :data:`EVENTS`), to which run, when (the engine's clock).
+
+    ``step``, ``command`` (e.g. ``"activity charge"``) and ``attempt`` name the step of a ``step_*``
+    event; ``error`` is the exception of a failed or retried step, or of a run that failed, was
+    cancelled or timed out."""
+
+    kind: str
+    workflow_id: str
+    workflow: str
+    at: float
+    step: int | None = None
+    command: str | None = None
+    attempt: int | None = None
+    error: BaseException | None = None
+
+
+Callback = Callable[[HookEvent], object]
+
+
+class Hooks:
+    """An engine's subscribers and the thread that calls them."""
+
+    def __init__(self) -> None:
+        self._subscribers: dict[str, list[Callback]] = {}
+        self._queue: queue.SimpleQueue[HookEvent | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._mutex = threading.Lock()
+
+    def on(self, kind: str, callback: Callback) -> Callable[[], None]:
+        if kind != ALL and kind not in EVENTS:
+            raise ValueError(f"{kind!r} is not a lifecycle event; subscribe to one of {', '.join(EVENTS)}, or '*'")
+        with self._mutex:
+            self._subscribers.setdefault(kind, []).append(callback)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="replaykit-hooks", daemon=True)
+                self._thread.start()
+
+        def off() -> None:
+            with self._mutex:
+                if callback in self._subscribers.get(kind, []):
+                    self._subscribers[kind].remove(callback)
+
+        return off
+
+    def wants(self, kind: str) -> bool:
+        return bool(self._subscribers.get(kind) or self._subscribers.get(ALL))
+
+    def emit(self, event: HookEvent) -> None:
+        self._queue.put(event)
+
+    def _serve(self) -> None:
+        while (event := self._queue.get()) is not None:
+            with self._mutex:
+                callbacks = [*self._subscribers.get(event.kind, ()), *self._subscribers.get(ALL, ())]
+            for callback in callbacks:
+                try:
+                    callback(event)
+                except Exception:
+                    log.exception("replaykit: a %s hook failed (%r); the run goes on", event.kind, callback)
+
+    def close(self) -> None:
+        """Tell what is queued, then stop the thread."""
+        if self._thread is not None:
+            self._queue.put(None)
+            if threading.current_thread() is not self._thread:
+                self._thread.join()

@@ -1,0 +1,175 @@
+"""Lifecycle hooks (``engine.on``): each real occurrence told once, in order, after it is committed;
+never again when a run is replayed (a real process killed with SIGKILL and run again); a failing
+callback changes nothing."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import replaykit as rk
+
+from conftest import PYTHON
+
+CHILD = str(Path(__file__).with_name("hooks_child.py"))
+tries: dict[str, int] = {}
+
+
+@rk.activity(retry=rk.RetryPolicy(max_attempts=3, backoff=rk.Fixed(0.01)))
+def flaky(key: str) -> str:
+    tries[key] = tries.get(key, 0) + 1
+    if tries[key] == 1:
+        raise ConnectionError("first try fails")
+    return key
+
+
+@rk.activity
+def broken() -> None:
+    raise ValueError("always")
+
+
+@rk.workflow(name="hooks.journey")
+def journey(ctx: rk.Context, key: str) -> rk.Flow[str]:
+    got = yield flaky(key)
+    yield rk.sleep(0.01)
+    answer: str = yield rk.wait_signal("go")
+    return got + answer
+
+
+@rk.workflow(name="hooks.failing")
+def failing(ctx: rk.Context) -> rk.Flow[None]:
+    yield broken()
+
+
+@rk.workflow(name="hooks.looping")
+def looping(ctx: rk.Context, n: int) -> rk.Flow[int]:
+    yield rk.sleep(0)
+    if n < 2:
+        yield rk.continue_as_new(n + 1)
+    return n
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[rk.HookEvent] = []
+        self.changed = threading.Condition()
+
+    def __call__(self, event: rk.HookEvent) -> None:
+        with self.changed:
+            self.events.append(event)
+            self.changed.notify_all()
+
+    def kinds(self, workflow_id: str) -> list[str]:
+        return [e.kind for e in self.events if e.workflow_id == workflow_id]
+
+    def wait_for(self, workflow_id: str, kind: str) -> None:
+        with self.changed:
+            assert self.changed.wait_for(lambda: kind in self.kinds(workflow_id), timeout=20), self.kinds(workflow_id)
+
+
+def test_a_run_is_told_step_by_step(any_db: str) -> None:
+    seen = Recorder()
+    with rk.Engine(any_db) as engine:
+        engine.on("*", seen)
+        handle = engine.start(journey, any_db, workflow_id="j")  # a key of its own: its first try fails
+        seen.wait_for("j", "step_completed")
+        seen.wait_for("j", "run_suspended")
+        time.sleep(0.1)  # the sleep ends; the run waits for the signal
+        engine.signal("j", "go", "!")
+        assert handle.result(timeout=20) == any_db + "!"
+        with pytest.raises(rk.WorkflowFailed):
+            engine.start(failing, workflow_id="f").result(timeout=20)
+        assert engine.start(looping, 0, workflow_id="l").result(timeout=20) == 2
+    assert seen.kinds("j") == ["run_created", "run_started",
+                               "step_retried", "run_suspended", "step_completed",  # the wait before the 2nd try
+                               "run_suspended", "step_completed",  # the sleep
+                               "run_suspended", "step_completed", "run_completed"]  # the signal
+    retried, completed = (e for e in seen.events if e.workflow_id == "j" and e.step == 1)
+    assert (retried.command, retried.attempt, type(retried.error)) == ("activity flaky", 1, ConnectionError)
+    assert (completed.command, completed.attempt, completed.error) == ("activity flaky", 2, None)
+    assert [e.command for e in seen.events if e.workflow_id == "j" and e.kind == "step_completed"] == [
+        "activity flaky", "timer", "signal go"]
+    assert seen.kinds("f") == ["run_created", "run_started", "step_failed", "run_failed"]
+    failed = [e for e in seen.events if e.kind == "run_failed"][0]
+    assert isinstance(failed.error, ValueError) and failed.workflow == "hooks.failing"
+    assert seen.kinds("l").count("run_continued") == 2 and seen.kinds("l")[-1] == "run_completed"
+
+
+def test_pause_and_cancel_are_told(db: str) -> None:
+    seen = Recorder()
+    with rk.Engine(db, poll_interval=0.02) as engine:
+        engine.on("run_paused", seen)
+        engine.on("run_resumed", seen)
+        off = engine.on("run_cancelled", seen)
+        engine.start(journey, "b", workflow_id="p")
+        time.sleep(0.2)
+        rk.pause(db, "p")
+        seen.wait_for("p", "run_paused")
+        rk.resume(db, "p")
+        seen.wait_for("p", "run_resumed")
+        rk.cancel(db, "p")
+        seen.wait_for("p", "run_cancelled")
+        off()
+        engine.start(journey, "c", workflow_id="q")
+        engine.cancel("q")
+        with pytest.raises(rk.WorkflowCancelled):
+            engine.handle("q").result(timeout=20)
+    assert seen.kinds("p") == ["run_paused", "run_resumed", "run_cancelled"]
+    assert seen.kinds("q") == []  # unsubscribed
+
+
+def test_a_failing_callback_is_logged_and_changes_nothing(db: str, caplog: pytest.LogCaptureFixture) -> None:
+    def boom(event: rk.HookEvent) -> None:
+        raise RuntimeError("callback bug")
+
+    seen = Recorder()
+    with caplog.at_level(logging.ERROR, logger="replaykit"), rk.Engine(db) as engine:
+        engine.on("step_completed", boom)
+        engine.on("run_completed", seen)
+        handle = engine.start(journey, "d", workflow_id="d")
+        time.sleep(0.2)
+        engine.signal("d", "go", "?")
+        assert handle.result(timeout=20) == "d?"
+        seen.wait_for("d", "run_completed")
+    assert "a step_completed hook failed" in caplog.text and "callback bug" in caplog.text
+    with pytest.raises(ValueError, match="not a lifecycle event"):
+        rk.Engine(rk.MemoryStore()).on("run_finished", seen)
+
+
+def test_nothing_is_told_twice_when_a_killed_run_is_replayed(db: str, tmp_path: Path,
+                                                              child_env: dict[str, str]) -> None:
+    journal = tmp_path / "journal"
+    first = subprocess.Popen([PYTHON, CHILD, db, str(journal)], env=child_env, stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while "run_suspended" not in (journal.read_text() if journal.exists() else ""):
+            assert time.monotonic() < deadline and first.poll() is None, "the first process never parked"
+            time.sleep(0.02)
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    before = journal.read_text().splitlines()
+    assert before == ["run_created None None", "run_started None None", "step_completed 1 activity step",
+                      "step_completed 2 activity step", "run_suspended None None"]
+    second = subprocess.Popen([PYTHON, CHILD, db, str(journal)], env=child_env, stdout=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while len(journal.read_text().splitlines()) < len(before) + 2:  # resumed, and parked again
+            assert time.monotonic() < deadline and second.poll() is None, journal.read_text()
+            time.sleep(0.02)
+        rk.send_signal(db, "h", "go", "done")
+        out, _ = second.communicate(timeout=30)
+    finally:
+        if second.poll() is None:
+            second.kill()
+    assert out == "done\n"
+    assert journal.read_text().splitlines()[len(before):] == [
+        "run_resumed None None", "run_suspended None None", "step_completed 3 signal go", "run_completed None None"]
