@@ -35,7 +35,8 @@ class HookEvent:
 
     ``step``, ``command`` (e.g. ``"activity charge"``) and ``attempt`` name the step of a ``step_*``
     event; ``error`` is the exception of a failed or retried step, or of a run that failed, was
-    cancelled or timed out."""
+    cancelled or timed out. ``took``: seconds from a step's yield to its answer (its retries
+    included), or from the start of a run's generation to its end (workflow time)."""
 
     kind: str
     workflow_id: str
@@ -45,6 +46,7 @@ class HookEvent:
     command: str | None = None
     attempt: int | None = None
     error: BaseException | None = None
+    took: float | None = None
 
 
 Callback = Callable[[HookEvent], object]

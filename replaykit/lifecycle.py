@@ -210,6 +210,7 @@ class Lifecycle(EngineState):
                 raise explained from None
             raise
         run = self._runs[workflow_id] = _Run(workflow_id, wf, machine, handle, counted.count + 1, recorded)
+        run.started_at = start.at
         # run.custom_status stays None: whatever the code set (before its first yield, or during the replay)
         # is saved with the next event.
         if "timeout" in recorded and not counted.timed_out:
@@ -341,7 +342,8 @@ class Lifecycle(EngineState):
             kind = "step_retried" if leaf.step in run.machine.outstanding else "step_failed"
         self._tell(kind, run.workflow_id, run.workflow.name, step=leaf.step,
                    command=f"{command.kind} {getattr(command, 'name', '')}".rstrip(), attempt=leaf.attempt,
-                   error=value if isinstance(value, BaseException) else None)
+                   error=value if isinstance(value, BaseException) else None,
+                   took=self._clock.now() - leaf.scheduled)
 
     def _after_step(self, run: _Run) -> None:
         """Bookkeeping after the workflow moved: patch markers, cancelled leaves, custom status."""
@@ -403,7 +405,8 @@ class Lifecycle(EngineState):
         self._after_step(run)
         event = Event(run.next_seq, 0, RESULT, "", self._clock.now(), outcome, *encoded)
         self.store.record(run.workflow_id, event, status=status, **self._unsaved_status(run))
-        self._tell(f"run_{status.value}", run.workflow_id, run.workflow.name, error=error)
+        self._tell(f"run_{status.value}", run.workflow_id, run.workflow.name, error=error,
+                   took=self._clock.now() - run.started_at)
         self._release(run)
         self._later(run.handle._finish, run.handle._fail)
         if run.parent is not None:
@@ -418,7 +421,7 @@ class Lifecycle(EngineState):
                        *self.store.codec.encode({"args": list(step.args), "kwargs": step.kwargs}, "continue_as_new"))
         new_start = Event(0, 0, START, run.workflow.name, self._clock.now(), OK, *payload)
         self.store.continue_as_new(run.workflow_id, result, new_start)
-        self._tell("run_continued", run.workflow_id, run.workflow.name)
+        self._tell("run_continued", run.workflow_id, run.workflow.name, took=self._clock.now() - run.started_at)
         run.machine.discard()
         del self._runs[run.workflow_id]
         self._replay(run.workflow, run.workflow_id, new_start, new_start.value(self.store.codec, run.workflow_id),

@@ -24,7 +24,7 @@ class _Run:
     """A run this engine drives: its machine and what it is waiting on."""
 
     __slots__ = ("workflow_id", "workflow", "machine", "handle", "next_seq", "parent", "generation", "executions",
-                 "paused", "parked", "custom_status", "status_unsaved", "warned_size", "deadline")
+                 "paused", "parked", "custom_status", "status_unsaved", "warned_size", "deadline", "started_at")
 
     def __init__(self, workflow_id: str, workflow: Workflow[Any], machine: Machine, handle: WorkflowHandle,
                  next_seq: int, start: dict[str, Any]) -> None:
@@ -42,6 +42,7 @@ class _Run:
         self.custom_status: Any = None
         self.status_unsaved = False  # ctx.set_status changed it; saved with the next event, or on parking
         self.warned_size = False
+        self.started_at = 0.0  # when its generation started (its start event's time)
         self.deadline: float | None = None  # when the run's timeout cancels it, if it has one
 
 

@@ -1,0 +1,78 @@
+"""Prometheus metrics of an engine's runs and steps (the ``metrics`` extra: ``pip install "replaykit[metrics]"``).
+
+    engine = rk.Engine("orders.db")
+    metrics = Metrics(engine)          # counts what the engine's hooks tell (docs/hooks.md)
+    metrics.serve(9464)                # http://localhost:9464/metrics, or metrics.text() yourself
+
+Counted once per real occurrence, never on replay, like the hooks they are built on.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .hooks import HookEvent
+
+if TYPE_CHECKING:
+    from .runtime import Engine
+
+_ENDS = {"run_completed": "completed", "run_failed": "failed", "run_cancelled": "cancelled",
+         "run_timed_out": "timed_out", "run_continued": "continued"}
+_STEPS = {"step_completed": "ok", "step_failed": "failed", "step_retried": "retried"}
+
+
+class Metrics:
+    """Counters and histograms, by workflow (and status, or step kind and outcome), in a registry of
+    their own (``registry``: another ``prometheus_client.CollectorRegistry`` to add them to).
+
+    ``replaykit_runs_started_total{workflow}``, ``replaykit_runs_ended_total{workflow,status}``,
+    ``replaykit_run_duration_seconds{workflow,status}`` (from the start of the run's generation),
+    ``replaykit_steps_total{workflow,kind,outcome}`` (``ok``, ``failed``, ``retried``) and
+    ``replaykit_step_duration_seconds{workflow,kind}`` (from the yield to the answer, in workflow time).
+    """
+
+    def __init__(self, engine: Engine, registry: Any = None) -> None:
+        try:
+            from prometheus_client import CollectorRegistry, Counter, Histogram
+        except ImportError as exc:
+            raise ImportError('replaykit.metrics needs prometheus-client: pip install "replaykit[metrics]"') from exc
+        self.registry = CollectorRegistry() if registry is None else registry
+        r = self.registry
+        self._started = Counter("replaykit_runs_started", "Runs started from their beginning", ["workflow"], registry=r)
+        self._ended = Counter("replaykit_runs_ended", "Runs that ended, by status", ["workflow", "status"], registry=r)
+        self._run_seconds = Histogram("replaykit_run_duration_seconds", "Seconds from a run's start to its end",
+                                      ["workflow", "status"], registry=r,
+                                      buckets=(0.01, 0.1, 1, 10, 60, 600, 3600, 86400, 7 * 86400, float("inf")))
+        self._steps = Counter("replaykit_steps", "Steps answered, by kind and outcome", ["workflow", "kind", "outcome"],
+                              registry=r)
+        self._step_seconds = Histogram("replaykit_step_duration_seconds", "Seconds from a step's yield to its answer",
+                                       ["workflow", "kind"], registry=r)
+        engine.on("*", self._count)
+
+    def _count(self, e: HookEvent) -> None:
+        if e.kind == "run_started":
+            self._started.labels(e.workflow).inc()
+        elif e.kind in _ENDS:
+            status = _ENDS[e.kind]
+            self._ended.labels(e.workflow, status).inc()
+            if e.took is not None:
+                self._run_seconds.labels(e.workflow, status).observe(e.took)
+        elif e.kind in _STEPS:
+            kind = (e.command or "").split(" ", 1)[0]
+            self._steps.labels(e.workflow, kind, _STEPS[e.kind]).inc()
+            if e.took is not None and e.kind == "step_completed":
+                self._step_seconds.labels(e.workflow, kind).observe(e.took)
+
+    def text(self) -> bytes:
+        """The metrics in Prometheus' text exposition format."""
+        from prometheus_client import generate_latest
+
+        return bytes(generate_latest(self.registry))
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> Any:
+        """Serve ``/metrics`` over HTTP on ``addr:port`` (localhost by default) from a daemon thread;
+        returns the server (``.shutdown()`` stops it; ``.server_port`` is the port, ``port=0``: any free)."""
+        from prometheus_client import start_http_server
+
+        server, _ = start_http_server(port, addr=addr, registry=self.registry)
+        return server
