@@ -145,6 +145,13 @@ def test_describe_names_the_process_driving_a_run(db: str, capsys: pytest.Captur
         described = json.loads(out)
         assert described["driven_by"].startswith("pid ") and described["status"] == "running"
         assert described["last_event"]["kind"] == "start" and "result" not in described
+        assert (described["waiting_on"], described["waiting_at"]) == (None, None)  # not replayed without -m
+        code, out, _ = cli(capsys, "describe", db, "w", "--json", "-m", __name__)
+        replayed = json.loads(out)
+        assert [(w["step"], w["kind"], w["name"]) for w in replayed["waiting_on"]] == [(1, "signal", "answer")]
+        assert replayed["waiting_at"].startswith(__file__ + ":") and replayed["note"] is None
+        code, out, _ = cli(capsys, "describe", db, "w", "-m", __name__)
+        assert "waiting on:    step 1 signal answer since" in out and f"waiting at:    {__file__}:" in out
 
 
 def test_result_exit_codes_and_wait(any_db: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,7 +15,7 @@ from ..handle import ended_with
 from ..history import RESULT, START, Event, WorkflowInfo
 from ..store import Store
 from . import output
-from .common import STATUSES, db_argument, duration, json_option, opened
+from .common import STATUSES, db_argument, duration, import_modules, json_option, modules_option, opened
 
 # Exit codes of ``result`` beyond 0 (completed), 1 (an error) and 2 (a usage error)
 NOT_COMPLETED = 3  # the run ended without a result: failed, cancelled or timed out
@@ -65,7 +65,7 @@ def list_runs(db: str, statuses: tuple[str, ...], workflows: tuple[str, ...], pr
                   for i in runs])
 
 
-def _described(store: Store, info: WorkflowInfo) -> dict[str, Any]:
+def _described(store: Store, info: WorkflowInfo, replay: bool) -> dict[str, Any]:
     events = 0
     start: Event | None = None
     last: Event | None = None
@@ -89,22 +89,38 @@ def _described(store: Store, info: WorkflowInfo) -> dict[str, Any]:
         "events": events,
         "last_event": None if last is None else output.event_json(last),
     })
+    described.update(_waits(store, info) if replay else {"waiting_at": None, "waiting_on": None, "note": None})
     if info.status.is_terminal and last is not None and last.kind == RESULT:
         described.update(output.outcome_json(last))
     return described
 
 
+def _waits(store: Store, info: WorkflowInfo) -> dict[str, Any]:
+    """Where a run waits, from a replay of its history with its code (no activity runs)."""
+    from .. import timeline
+
+    drawn = timeline.build(store, info.workflow_id, replay=True, depth=0)
+    waiting = [{"step": lane.step, "kind": lane.kind, "name": lane.name or None, "since": output.when(lane.start)}
+               for lane in drawn.lanes if lane.end is None]
+    return {"waiting_at": drawn.waiting_at, "waiting_on": None if drawn.note else waiting, "note": drawn.note}
+
+
 @click.command()
 @db_argument
 @click.argument("workflow_id")
+@modules_option
 @json_option
-def describe(db: str, workflow_id: str, as_json: bool) -> None:
-    """Show one run: arguments, status, where it stands, how it ended."""
+def describe(db: str, workflow_id: str, modules: tuple[str, ...], as_json: bool) -> None:
+    """Show one run: arguments, status, where it stands, how it ended.
+
+    With -m MODULE (the module that defines its workflow) the history is replayed with the code,
+    without running any activity, to say what the run waits on and at which line."""
+    import_modules(modules)
     with opened(db) as store:
         info = store.info(workflow_id)
         if info is None:
             raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {db}")
-        d = _described(store, info)
+        d = _described(store, info, replay=bool(modules))
     if as_json:
         output.emit_json(d)
         return
@@ -120,6 +136,10 @@ def describe(db: str, workflow_id: str, as_json: bool) -> None:
             ("last event", None if last is None else
              " ".join(str(p) for p in (f"#{last['seq']}", f"step {last['step']}", last["kind"], last["name"],
                                        last["outcome"], f"at {last['at']}") if p)),
+            ("waiting on", None if not d["waiting_on"] else
+             ", ".join(f"step {w['step']} {w['kind']} {w['name'] or ''}".rstrip() + f" since {w['since']}"
+                       for w in d["waiting_on"])),
+            ("waiting at", d["waiting_at"]), ("note", d["note"]),
             ("result", output.compact(d["result"], 200) if "result" in d else None)]
     for key, value in rows:
         if value is not None:
