@@ -202,3 +202,43 @@ def test_version_and_help_from_a_shell(child_env: dict[str, str]) -> None:
     usage = subprocess.run([PYTHON, "-m", "replaykit", "frobnicate"], capture_output=True, text=True, env=child_env,
                            timeout=30)
     assert usage.returncode == 2 and "No such command 'frobnicate'" in usage.stderr
+
+
+@rk.workflow(name="cli.counting")
+def counting(ctx: rk.Context, upto: int) -> rk.Flow[int]:
+    done = 0
+
+    @ctx.query("progress")
+    def progress(scale: int = 1) -> dict[str, int]:
+        return {"done": done * scale, "total": upto}
+
+    for i in range(upto):
+        done += (yield double(i)) // (2 * i) if i else 1
+    answer: int = yield rk.wait_signal("finish")
+    return done + answer
+
+
+def test_start_for_workers_then_query_signal_and_result(any_db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with rk.Engine(any_db):
+        pass  # the store exists
+    code, out, err = cli(capsys, "start", any_db, "cli.counting", "3", "--id", "c-1", "-m", __name__)
+    assert (code, out) == (0, "started c-1 (cli.counting) in queue default\n"), err
+    assert cli(capsys, "start", any_db, "cli.counting", "3", "--id", "c-1", "-m", __name__)[0] == 0  # same run
+    code, _, err = cli(capsys, "start", any_db, "cli.counting", "4", "--id", "c-1", "-m", __name__)
+    assert code == 1 and "c-1" in err  # another run under a taken id
+    code, _, err = cli(capsys, "start", any_db, "cli.nothing", "--id", "c-2")
+    assert code == 1 and "no workflow named 'cli.nothing'" in err
+    code, _, err = cli(capsys, "start", any_db, "cli.counting", "three", "--id", "c-3", "-m", __name__)
+    assert code == 2 and "'three' is not JSON" in err
+    with rk.Worker(any_db, workflows=[counting], heartbeat=0.1, poll_interval=0.02):
+        deadline = time.monotonic() + 20
+        while True:
+            code, out, _ = cli(capsys, "query", any_db, "c-1", "progress", "10", "-m", __name__)
+            if code == 0 and json.loads(out)["done"] == 30 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert (code, json.loads(out)) == (0, {"done": 30, "total": 3})
+        assert cli(capsys, "signal", any_db, "c-1", "finish", "4")[0] == 0
+        assert cli(capsys, "result", any_db, "c-1", "--wait", "20") == (0, "7\n", "")
+    code, _, err = cli(capsys, "query", any_db, "c-1", "nope", "-m", __name__)
+    assert code == 1 and "has no query 'nope'" in err and "progress" in err

@@ -6,6 +6,8 @@
     replaykit export orders.db order-o-42 -o order-o-42.json   # import it elsewhere: replaykit import DB FILE
     replaykit show orders.db order-o-42 --html run.html -m myapp.workflows   # the run's timeline, one file
     replaykit result orders.db order-o-42 --wait 30            # exit 0 completed, 3 failed, 4 not ended
+    replaykit start orders.db order 42 --id order-o-42 -m myapp.workflows   # queued for workers; args are JSON
+    replaykit query orders.db order-o-42 progress -m myapp.workflows
     replaykit signal orders.db order-o-42 approved true        # payload is JSON
     replaykit cancel orders.db order-o-42                      # also: pause, resume
     replaykit check orders.db -m myapp.workflows               # replay every history against current code
@@ -43,7 +45,7 @@ def cli() -> None:
 for command in (reading.list_runs, reading.describe, reading.history, reading.result, acting.signal, acting.cancel,
                 acting.pause, acting.resume, serving.check, acting.restart, acting.fork, serving.worker,
                 reading.workers, acting.migrate, acting.delete, acting.prune, showing.show, reading.export,
-                acting.import_):
+                acting.import_, acting.start, acting.query):
     cli.add_command(command)
 
 

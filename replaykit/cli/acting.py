@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -175,3 +176,66 @@ def import_(db: str, path: Path) -> None:
         status = import_history(store, history)
     click.echo(output.shown(f"imported {history.workflow_id} ({history.workflow}, {len(history.events)} events): "
                             f"{status.value}"))
+
+
+def _json_values(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[Any]:
+    parsed = []
+    for text in values:
+        try:
+            parsed.append(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"{text!r} is not JSON ({exc}): write 42, true, '\"text\"' or '{{\"k\": 1}}'") \
+                from None
+    return parsed
+
+
+@click.command()
+@db_argument
+@click.argument("workflow")
+@click.argument("args", nargs=-1, callback=_json_values)
+@click.option("--id", "workflow_id", required=True, help="The new run's workflow id.")
+@click.option("--queue", default="default", show_default=True, help="The queue workers claim it from.")
+@click.option("--priority", type=int, default=0, show_default=True, help="Higher runs are claimed first.")
+@click.option("--key", default=None, help="The partition key a queue's per-key limit counts.")
+@click.option("--delay", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Pending until then (default: ready at once).")
+@modules_option
+def start(db: str, workflow: str, args: list[Any], workflow_id: str, queue: str, priority: int, key: str | None,
+          delay: float | None, modules: tuple[str, ...]) -> None:
+    """Start a run of WORKFLOW (its registered name) with JSON ARGS, queued for workers.
+
+    `replaykit worker DB -m MODULE` (or an rk.Worker) drives it. Starting the same id again with the
+    same workflow and arguments is the same run; with others, an error."""
+    from ..client import Client
+    from ..errors import UnknownWorkflowError
+    from ..workflow import lookup
+
+    import_modules(modules)
+    try:
+        wf = lookup(workflow)
+    except UnknownWorkflowError:
+        raise UsageError(f"no workflow named {workflow!r} is registered: name the module that defines it with "
+                         "-m MODULE (its @rk.workflow name, or the function's name)") from None
+    with opened(db) as store:
+        Client(store).start(wf, *args, workflow_id=workflow_id, queue=queue, priority=priority, key=key,
+                            start_delay=delay)
+    click.echo(output.shown(f"started {workflow_id} ({wf.name}) in queue {queue}"))
+
+
+@click.command()
+@db_argument
+@click.argument("workflow_id")
+@click.argument("name")
+@click.argument("args", nargs=-1, callback=_json_values)
+@modules_option
+def query(db: str, workflow_id: str, name: str, args: list[Any], modules: tuple[str, ...]) -> None:
+    """Ask a run's query handler NAME (with JSON ARGS); prints its answer as JSON.
+
+    The history is replayed with the code of the -m modules, without running any activity or
+    changing the run."""
+    import_modules(modules)
+    try:
+        answer = control.query(db, workflow_id, name, *args)
+    except LookupError as exc:  # no such query
+        raise UsageError(str(exc.args[0])) from None
+    click.echo(json.dumps(answer, ensure_ascii=False, default=repr))
