@@ -1,4 +1,4 @@
-"""Prometheus metrics of an engine's runs and steps (the ``metrics`` extra: ``pip install "replaykit[metrics]"``).
+"""Prometheus metrics of an engine's (or a worker's) runs and steps (the ``metrics`` extra).
 
     engine = rk.Engine("orders.db")
     metrics = Metrics(engine)          # counts what the engine's hooks tell (docs/hooks.md)
@@ -9,12 +9,16 @@ Counted once per real occurrence, never on replay, like the hooks they are built
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from .hooks import HookEvent
 
-if TYPE_CHECKING:
-    from .runtime import Engine
+
+class _Told(Protocol):
+    """What tells lifecycle events: an ``rk.Engine`` or an ``rk.Worker``."""
+
+    def on(self, event: str, callback: Callable[[HookEvent], object]) -> Callable[[], None]: ...
 
 _ENDS = {"run_completed": "completed", "run_failed": "failed", "run_cancelled": "cancelled",
          "run_timed_out": "timed_out", "run_continued": "continued"}
@@ -31,7 +35,7 @@ class Metrics:
     ``replaykit_step_duration_seconds{workflow,kind}`` (from the yield to the answer, in workflow time).
     """
 
-    def __init__(self, engine: Engine, registry: Any = None) -> None:
+    def __init__(self, engine: _Told, registry: Any = None) -> None:
         try:
             from prometheus_client import CollectorRegistry, Counter, Histogram
         except ImportError as exc:

@@ -31,8 +31,8 @@ import threading
 import time
 import types
 import zlib
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .client import Client
 from .clock import monotonic
@@ -40,6 +40,9 @@ from .errors import ReplayKitError, StoreError, WorkerStoppingError
 from .store import Store
 from .store.base import Secrets
 from .store.work import Queue, WorkerRecord
+
+if TYPE_CHECKING:
+    from .hooks import HookEvent
 from .worker_engine import WorkerEngine
 from .workflow import Workflow, as_workflow, register
 
@@ -131,6 +134,18 @@ class Worker(Client):
         self._thread.start()
 
     # -- public API ---------------------------------------------------------------------
+
+    def on(self, event: str, callback: Callable[[HookEvent], object]) -> Callable[[], None]:
+        """As :meth:`Engine.on`, for the runs this worker drives (each of its drivers tells what
+        happens to its runs in order; a run stays with one driver). Runs claimed before the call
+        are told from then on. Returns a function that unsubscribes the callback."""
+        offs = [engine.on(event, callback) for engine in self._engines]
+
+        def off() -> None:
+            for unsubscribe in offs:
+                unsubscribe()
+
+        return off
 
     def _may_start(self, workflow_id: str) -> None:
         if self.stopping:

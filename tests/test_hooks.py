@@ -173,3 +173,21 @@ def test_nothing_is_told_twice_when_a_killed_run_is_replayed(db: str, tmp_path: 
     assert out == "done\n"
     assert journal.read_text().splitlines()[len(before):] == [
         "run_resumed None None", "run_suspended None None", "step_completed 3 signal go", "run_completed None None"]
+
+
+def test_a_worker_tells_the_runs_it_drives(any_db: str) -> None:
+    seen = Recorder()
+    client = rk.Client(any_db)
+    try:
+        with rk.Worker(any_db, workflows=[failing], heartbeat=0.1, poll_interval=0.02) as worker:
+            off = worker.on("*", seen)
+            client.start(failing, workflow_id="wf")
+            seen.wait_for("wf", "run_failed")
+            off()
+            client.start(failing, workflow_id="wf2")
+            with pytest.raises(rk.WorkflowFailed):
+                client.handle("wf2").result(timeout=20)
+    finally:
+        client.close()
+    assert seen.kinds("wf")[-2:] == ["step_failed", "run_failed"] and "run_started" in seen.kinds("wf")
+    assert seen.kinds("wf2") == []
