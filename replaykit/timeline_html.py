@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from typing import Any
 
 from .timeline import Lane, Timeline
@@ -35,17 +36,20 @@ def _lane(lane: Lane, origin: float) -> dict[str, Any]:
             "child": None if lane.child is None else timeline_data(lane.child, origin)}
 
 
-def render(t: Timeline) -> str:
-    """The page for ``t``."""
+def render(t: Timeline, refresh: int | None = None) -> str:
+    """The page for ``t`` (reloaded every ``refresh`` seconds, if given: ``replaykit ui`` does)."""
     data = json.dumps(timeline_data(t), ensure_ascii=True).replace("<", "\\u003c")  # never ends the script
-    return _PAGE.replace("{{title}}", html.escape(t.info.workflow_id)).replace("{{data}}", data)
+    values = {"title": html.escape(t.info.workflow_id), "data": data,
+              "refresh": "" if refresh is None else f'<meta http-equiv="refresh" content="{int(refresh)}">'}
+    return _SLOT.sub(lambda m: values[m.group(1)], _PAGE)  # one pass: a value is never read as a slot
 
 
+_SLOT = re.compile(r"\{\{(title|refresh|data)\}\}")
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy"
       content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
-<title>replaykit: {{title}}</title>
+{{refresh}}<title>replaykit: {{title}}</title>
 <style>
 body { font: 13px/1.4 system-ui, sans-serif; margin: 0; color: #1b1f24; }
 header { padding: 12px 16px; border-bottom: 1px solid #d0d7de; background: #f6f8fa; }

@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import sqlite3
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,9 +45,9 @@ def child_env() -> dict[str, str]:
 PYTHON = sys.executable
 
 
-def _unavailable(reason: str) -> None:
-    """PostgreSQL tests cannot run here: a failure in CI (which must install it), a skip elsewhere."""
-    message = f"{reason}. The PostgreSQL tests need it; on Debian: apt-get install postgresql"
+def _unavailable(reason: str, who: str = "The PostgreSQL tests need it; on Debian: apt-get install postgresql") -> None:
+    """Tests that need a system package cannot run here: a failure in CI (which must install it), a skip elsewhere."""
+    message = f"{reason}. {who}"
     if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         pytest.fail(message + " (failing, not skipping: CI is set)", pytrace=False)
     pytest.skip(message)
@@ -141,3 +143,26 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
 @pytest.fixture
 def store(backend: Backend) -> Store:
     return backend.open()
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Headless Chromium (Debian's chromium and chromedriver) driven by selenium: a failure in CI, a skip elsewhere."""
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if chromium is None or driver is None:
+        _unavailable("Debian's chromium and chromedriver are not installed",
+                     "The browser tests need them: apt-get install chromium chromium-driver")
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        _unavailable("selenium is not installed", "The browser tests need it: pip install -e '.[test]'")
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1400,900"):
+        options.add_argument(arg)
+    web = webdriver.Chrome(options=options, service=Service(driver))
+    try:
+        yield web
+    finally:
+        web.quit()

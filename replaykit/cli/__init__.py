@@ -16,6 +16,7 @@
     replaykit worker postgresql://app@db/orders -m myapp.workflows -q orders --limit orders=10
     replaykit workers postgresql://app@db/orders
     replaykit migrate orders.db
+    replaykit ui orders.db                                     # run list, timelines, JSON API on localhost:8000
     replaykit prune orders.db --older-than 30d --status completed   # delete old histories
 
 None of them creates a store: a path with none is an error. Exit codes: 0 done, 1 an error
@@ -45,7 +46,7 @@ def cli() -> None:
 for command in (reading.list_runs, reading.describe, reading.history, reading.result, acting.signal, acting.cancel,
                 acting.pause, acting.resume, serving.check, acting.restart, acting.fork, serving.worker,
                 reading.workers, acting.migrate, acting.delete, acting.prune, showing.show, reading.export,
-                acting.import_, acting.start, acting.query):
+                acting.import_, acting.start, acting.query, serving.ui):
     cli.add_command(command)
 
 

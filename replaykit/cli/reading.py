@@ -6,14 +6,12 @@ import json
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import click
 
+from .. import views
 from ..errors import WorkflowNotFoundError
 from ..handle import ended_with
-from ..history import RESULT, START, Event, WorkflowInfo
-from ..store import Store
 from . import output
 from .common import STATUSES, db_argument, duration, import_modules, json_option, modules_option, opened
 
@@ -50,59 +48,16 @@ def moment(text: str) -> float:
 def list_runs(db: str, statuses: tuple[str, ...], workflows: tuple[str, ...], prefix: str, since: float | None,
               until: float | None, limit: int | None, as_json: bool) -> None:
     """List runs, newest first (the newest generation of each id)."""
-    after, before = since, until
     with opened(db) as store:
-        runs = [info for info in reversed(store.list())
-                if (not statuses or info.status.value in statuses) and (not workflows or info.name in workflows)
-                and info.workflow_id.startswith(prefix) and (after is None or info.created_at >= after)
-                and (before is None or info.created_at < before)][:limit]
+        runs = views.listed(store, statuses=statuses, workflows=workflows, prefix=prefix, since=since, until=until,
+                            limit=limit)
     if as_json:
-        output.emit_json([output.info_json(info) for info in runs])
+        output.emit_json([views.info_json(info) for info in runs])
         return
     output.table(["ID", "WORKFLOW", "STATUS", "CREATED", "UPDATED", "CUSTOM STATUS", "PROBLEM"],
-                 [[i.workflow_id, i.name, i.status.value, output.when(i.created_at), output.when(i.updated_at),
+                 [[i.workflow_id, i.name, i.status.value, views.when(i.created_at), views.when(i.updated_at),
                    "" if i.custom_status is None else output.compact(i.custom_status), i.problem or ""]
                   for i in runs])
-
-
-def _described(store: Store, info: WorkflowInfo, replay: bool) -> dict[str, Any]:
-    events = 0
-    start: Event | None = None
-    last: Event | None = None
-    for e in store.events(info.workflow_id):  # read whole and checked, as a replay would
-        events += 1
-        last = e
-        if e.kind == START:
-            start = e
-    described = output.info_json(info)
-    recorded = output.value_of(start.encoding, start.payload) if start else {}
-    opts = recorded if isinstance(recorded, dict) and "args" in recorded else {}
-    parent = opts.get("parent")
-    described.update({
-        "generation": opts.get("generation", 1),
-        "args": opts.get("args", recorded if "pickled" in recorded else None),
-        "kwargs": opts.get("kwargs"),
-        "parent": None if not parent else {"workflow_id": parent[0], "step": parent[1]},
-        "timeout": opts.get("timeout"),
-        "start_at": output.when(opts.get("start_at")),
-        "driven_by": store.lock_owner(info.workflow_id),
-        "events": events,
-        "last_event": None if last is None else output.event_json(last),
-    })
-    described.update(_waits(store, info) if replay else {"waiting_at": None, "waiting_on": None, "note": None})
-    if info.status.is_terminal and last is not None and last.kind == RESULT:
-        described.update(output.outcome_json(last))
-    return described
-
-
-def _waits(store: Store, info: WorkflowInfo) -> dict[str, Any]:
-    """Where a run waits, from a replay of its history with its code (no activity runs)."""
-    from .. import timeline
-
-    drawn = timeline.build(store, info.workflow_id, replay=True, depth=0)
-    waiting = [{"step": lane.step, "kind": lane.kind, "name": lane.name or None, "since": output.when(lane.start)}
-               for lane in drawn.lanes if lane.end is None]
-    return {"waiting_at": drawn.waiting_at, "waiting_on": None if drawn.note else waiting, "note": drawn.note}
 
 
 @click.command()
@@ -120,7 +75,7 @@ def describe(db: str, workflow_id: str, modules: tuple[str, ...], as_json: bool)
         info = store.info(workflow_id)
         if info is None:
             raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {db}")
-        d = _described(store, info, replay=bool(modules))
+        d = views.described(store, info, replay=bool(modules))
     if as_json:
         output.emit_json(d)
         return
@@ -160,11 +115,11 @@ def history(db: str, workflow_id: str, as_json: bool) -> None:
     with opened(db) as store:
         events = list(store.events(workflow_id))
     if as_json:
-        output.emit_json([output.event_json(e) for e in events])
+        output.emit_json([views.event_json(e) for e in events])
         return
     output.table(["SEQ", "STEP", "AT", "EVENT", "OUTCOME", "VALUE"],
-                 [[e.seq, e.step, output.when(e.at), e.describe(), e.outcome,
-                   output.compact(output.value_of(e.encoding, e.payload), 100)] for e in events])
+                 [[e.seq, e.step, views.when(e.at), e.describe(), e.outcome,
+                   output.compact(views.value_of(e.encoding, e.payload), 100)] for e in events])
 
 
 @click.command()
@@ -190,7 +145,7 @@ def result(db: str, workflow_id: str, wait: float) -> None:
     if last is None:
         click.echo(f"replaykit: workflow {workflow_id!r} has not ended: it is {info.status.value}", err=True)
         raise click.exceptions.Exit(NOT_ENDED)
-    ended = output.outcome_json(last)
+    ended = views.outcome_json(last)
     if "error" in ended:
         error = ended["error"]
         click.echo(output.shown(f"replaykit: workflow {workflow_id!r} {info.status.value}: {error['type']}: "
@@ -210,7 +165,7 @@ def workers(db: str, as_json: bool) -> None:
     if as_json:
         output.emit_json([{"worker_id": w.worker_id, "host": w.host, "pid": w.pid, "queues": list(w.queues),
                            "workflows": list(w.workflows), "version": w.version,
-                           "started_at": output.when(w.started_at), "heartbeat_at": output.when(w.heartbeat_at),
+                           "started_at": views.when(w.started_at), "heartbeat_at": views.when(w.heartbeat_at),
                            "stopping": w.stopping, "runs": list(w.runs)} for w in records])
         return
     output.table(["WORKER", "HOST", "PID", "QUEUES", "VERSION", "HEARTBEAT", "STATE", "RUNS"],

@@ -134,3 +134,42 @@ def check(db: str, modules: tuple[str, ...], as_json: bool) -> None:
         click.echo(f"{len(reports) - failed} passed, {failed} failed")
     if failed:
         raise click.exceptions.Exit(1)
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@click.command()
+@db_argument
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--token", envvar="REPLAYKIT_UI_TOKEN", default=None,
+              help="What writes (signal, cancel, pause, resume) must present as 'Authorization: Bearer TOKEN'; "
+                   "required when --host is not this machine (also REPLAYKIT_UI_TOKEN).")
+@click.option("--refresh", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Seconds between reloads of the pages.")
+def ui(db: str, host: str, port: int, token: str | None, refresh: int) -> None:
+    """Serve the store's runs: a run list, run timelines, and a JSON API (/openapi.json).
+
+    Needs the ui extra: pip install "replaykit[ui]". Until Ctrl-C or SIGTERM."""
+    try:
+        import uvicorn
+
+        from ..ui.app import create_app
+    except ImportError as exc:
+        raise UsageError(f'replaykit ui needs the ui extra ({exc}): pip install "replaykit[ui]"') from None
+    if token is None and not _loopback(host):
+        raise UsageError(f"listening on {host} lets other machines in: give a --token (or REPLAYKIT_UI_TOKEN) "
+                         "for writes to need, or listen on 127.0.0.1")
+    with open_store(db, create=False):  # a mistyped path is said here, not in the server's log
+        pass
+    click.echo(f"replaykit ui: http://{host}:{port}/ (API: /api/runs, /openapi.json); Ctrl-C stops it", err=True)
+    uvicorn.run(create_app(db, token=token, refresh=refresh), host=host, port=port, log_level="warning")

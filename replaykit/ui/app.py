@@ -1,0 +1,205 @@
+"""The ``replaykit ui`` application: the run list and run pages, and a JSON HTTP API with its OpenAPI
+document at ``/openapi.json``. Reads need nothing; writes (signal, cancel, pause, resume) need
+``Authorization: Bearer <token>`` when the app is given a token (``replaykit ui`` requires one when
+it listens beyond localhost).
+"""
+
+import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, Field
+
+from .. import control, timeline, views
+from ..errors import IllegalTransitionError, ReplayKitError, StoreError, WorkflowNotFoundError
+from ..handle import ended_with
+from ..store import Store, open_store
+from ..timeline_html import render
+from . import pages
+
+StatusName = Literal["pending", "running", "paused", "completed", "failed", "cancelled", "timed_out", "continued"]
+
+
+class Run(BaseModel):
+    workflow_id: str
+    name: str
+    status: StatusName
+    created_at: str
+    updated_at: str
+    custom_status: Any = None
+    queue: str | None = None
+    problem: str | None = None
+
+
+class Described(Run):
+    generation: int
+    args: Any = None
+    kwargs: Any = None
+    parent: dict[str, Any] | None = None
+    timeout: float | None = None
+    start_at: str | None = None
+    driven_by: str | None = None
+    events: int
+    last_event: dict[str, Any] | None = None
+    waiting_at: str | None = None
+    waiting_on: list[dict[str, Any]] | None = None
+    note: str | None = None
+    result: Any = None
+    error: dict[str, str] | None = None
+
+
+class HistoryEvent(BaseModel):
+    seq: int
+    step: int
+    kind: str
+    name: str | None
+    at: str
+    outcome: str
+    value: Any = None
+
+
+class Outcome(BaseModel):
+    status: StatusName
+    result: Any = None
+    error: dict[str, str] | None = None
+
+
+class SignalBody(BaseModel):
+    name: str = Field(min_length=1)
+    payload: Any = None
+
+
+class CancelBody(BaseModel):
+    reason: str = "cancelled"
+
+
+class Problem(BaseModel):
+    detail: str
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": Problem, "description": "No such run"}}
+_WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_ERRORS, 401: {"model": Problem, "description": "A token is needed"},
+    409: {"model": Problem, "description": "Not in a status that allows it"}}
+
+
+def _store(request: Request) -> Store:
+    store: Store = request.app.state.store
+    return store
+
+
+def _may_write(request: Request) -> None:
+    token: str | None = request.app.state.token
+    if token is None:
+        return
+    given = request.headers.get("authorization", "")
+    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        raise HTTPException(401, "writes need the header 'Authorization: Bearer <token>' (replaykit ui --token)")
+
+
+StoreDep = Annotated[Store, Depends(_store)]
+Writer = Annotated[None, Depends(_may_write)]
+
+
+def create_app(db: str | Store, *, token: str | None = None, refresh: int = 5) -> FastAPI:
+    """The application for ``db`` (an existing store: a path, a URL or a :class:`Store`); ``token``: what
+    writes must present; ``refresh``: seconds between reloads of the pages."""
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.store = db if isinstance(db, Store) else open_store(db, create=False)
+        try:
+            yield
+        finally:
+            if not isinstance(db, Store):
+                app.state.store.close()
+
+    app = FastAPI(title="replaykit", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  description="The runs of one replaykit store: list, describe, history, result, and signal, "
+                              "cancel, pause, resume them.")
+    app.state.token = token
+    where = db if isinstance(db, str) else repr(db)
+
+    @app.exception_handler(WorkflowNotFoundError)
+    async def not_found(request: Request, exc: WorkflowNotFoundError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(IllegalTransitionError)
+    async def conflict(request: Request, exc: IllegalTransitionError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(StoreError)
+    async def unavailable(request: Request, exc: StoreError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=503)
+
+    @app.exception_handler(ReplayKitError)
+    async def damaged(request: Request, exc: ReplayKitError) -> JSONResponse:  # a damaged store, say
+        return JSONResponse({"detail": str(exc)}, status_code=500)
+
+    def info_of(s: Store, workflow_id: str) -> Any:
+        info = s.info(workflow_id)
+        if info is None:
+            raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r}")
+        return info
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def run_list(s: StoreDep, status: str = "", workflow: str = "", prefix: str = "") -> str:
+        runs = views.listed(s, statuses=[status] if status else (), workflows=[workflow] if workflow else (),
+                            prefix=prefix, limit=1000)
+        return pages.run_list(where, runs, status=status, workflow=workflow, prefix=prefix, refresh=refresh)
+
+    @app.get("/runs/{workflow_id:path}", response_class=HTMLResponse, include_in_schema=False)
+    def run_page(workflow_id: str, s: StoreDep) -> str:
+        return render(timeline.build(s, workflow_id), refresh=refresh)
+
+    @app.get("/api/runs", response_model=list[Run], summary="List runs, newest first")
+    def list_runs(s: StoreDep, status: Annotated[list[StatusName] | None, Query()] = None,
+                  workflow: Annotated[list[str] | None, Query()] = None, prefix: str = "",
+                  limit: Annotated[int | None, Query(ge=1)] = None) -> Any:
+        return [views.info_json(i) for i in views.listed(s, statuses=status or (), workflows=workflow or (),
+                                                         prefix=prefix, limit=limit)]
+
+    @app.get("/api/runs/{workflow_id:path}/history", response_model=list[HistoryEvent], responses=_ERRORS,
+             summary="A run's events (its newest generation), checked")
+    def history(workflow_id: str, s: StoreDep) -> Any:
+        info_of(s, workflow_id)
+        return [views.event_json(e) for e in s.events(workflow_id)]
+
+    @app.get("/api/runs/{workflow_id:path}/result", response_model=Outcome, summary="How a run ended",
+             responses={**_ERRORS, 409: {"model": Problem, "description": "It has not ended"}})
+    def result(workflow_id: str, s: StoreDep) -> Any:
+        info = info_of(s, workflow_id)
+        last = ended_with(s, workflow_id) if info.status.is_terminal else None
+        if last is None:
+            raise HTTPException(409, f"workflow {workflow_id!r} has not ended: it is {info.status.value}")
+        return {"status": info.status.value, **views.outcome_json(last)}
+
+    @app.post("/api/runs/{workflow_id:path}/signal", status_code=204, responses=_WRITE_ERRORS,
+              summary="Send a run a signal")
+    def signal(workflow_id: str, body: SignalBody, s: StoreDep, _: Writer) -> None:
+        control.send_signal(s, workflow_id, body.name, body.payload)
+
+    @app.post("/api/runs/{workflow_id:path}/cancel", status_code=204, responses=_WRITE_ERRORS,
+              summary="Cancel a run at its current yield")
+    def cancel(workflow_id: str, body: CancelBody, s: StoreDep, _: Writer) -> None:
+        control.cancel(s, workflow_id, body.reason)
+
+    @app.post("/api/runs/{workflow_id:path}/pause", status_code=204, responses=_WRITE_ERRORS,
+              summary="Pause a run at its next yield")
+    def pause(workflow_id: str, s: StoreDep, _: Writer) -> None:
+        control.pause(s, workflow_id)
+
+    @app.post("/api/runs/{workflow_id:path}/resume", status_code=204, responses=_WRITE_ERRORS,
+              summary="Resume a paused run")
+    def resume(workflow_id: str, s: StoreDep, _: Writer) -> None:
+        control.resume(s, workflow_id)
+
+    @app.get("/api/runs/{workflow_id:path}", response_model=Described, responses=_ERRORS,
+             summary="One run: arguments, status, where it stands, how it ended")
+    def describe(workflow_id: str, s: StoreDep) -> Any:
+        return views.described(s, info_of(s, workflow_id), replay=False)
+
+    return app
+

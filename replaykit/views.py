@@ -1,0 +1,108 @@
+"""Runs as plain data (JSON-ready dicts): what ``replaykit list/describe/history --json`` prints and
+the HTTP API of ``replaykit ui`` returns (the schemas are in ``docs/cli.md``).
+
+A value is never unpickled to be shown: a pickle is named by its type, read from its opcodes,
+and its size (:func:`value_of`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from .history import ERROR, RESULT, START, Event, WorkflowInfo
+from .payloads import Codec, error_record, pickled_type
+from .store import Store
+
+
+def when(ts: float | None) -> str | None:
+    """A store time as ISO 8601, UTC, to the millisecond."""
+    return None if ts is None else datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds")
+
+
+def opaque(pickled: bytes) -> str:
+    """A pickled value as shown: its type (read from its opcodes, not unpickled) and size."""
+    name = pickled_type(pickled)
+    return f"<pickle{'' if name is None else ' ' + name}, {len(pickled)} bytes>"
+
+
+def value_of(encoding: str, payload: str | bytes) -> Any:
+    """A recorded value as data: JSON decoded, a pickle as ``{"pickled": "<pickle T, N bytes>"}``."""
+    if isinstance(payload, bytes):
+        return {"pickled": opaque(payload)}
+    try:
+        return Codec.decode_json(payload)
+    except Exception:  # a value the codec refuses is shown as the text it is
+        return {"unreadable": payload}
+
+
+def info_json(info: WorkflowInfo) -> dict[str, Any]:
+    """One run as ``list --json`` and ``describe --json`` print it."""
+    return {"workflow_id": info.workflow_id, "name": info.name, "status": info.status.value,
+            "created_at": when(info.created_at), "updated_at": when(info.updated_at),
+            "custom_status": info.custom_status, "queue": info.queue, "problem": info.problem}
+
+
+def event_json(e: Event) -> dict[str, Any]:
+    """One event as ``history --json`` prints it."""
+    return {"seq": e.seq, "step": e.step, "kind": e.kind, "name": e.name or None, "at": when(e.at),
+            "outcome": e.outcome, "value": value_of(e.encoding, e.payload)}
+
+
+def outcome_json(last: Event) -> dict[str, Any]:
+    """How a run ended, from its result event: ``{"result": value}`` or ``{"error": {type, message, traceback}}``."""
+    assert last.kind == RESULT
+    if last.outcome == ERROR:
+        return {"error": error_record(last.encoding, last.payload)}
+    return {"result": value_of(last.encoding, last.payload)}
+
+
+def described(store: Store, info: WorkflowInfo, replay: bool) -> dict[str, Any]:
+    events = 0
+    start: Event | None = None
+    last: Event | None = None
+    for e in store.events(info.workflow_id):  # read whole and checked, as a replay would
+        events += 1
+        last = e
+        if e.kind == START:
+            start = e
+    described = info_json(info)
+    recorded = value_of(start.encoding, start.payload) if start else {}
+    opts = recorded if isinstance(recorded, dict) and "args" in recorded else {}
+    parent = opts.get("parent")
+    described.update({
+        "generation": opts.get("generation", 1),
+        "args": opts.get("args", recorded if "pickled" in recorded else None),
+        "kwargs": opts.get("kwargs"),
+        "parent": None if not parent else {"workflow_id": parent[0], "step": parent[1]},
+        "timeout": opts.get("timeout"),
+        "start_at": when(opts.get("start_at")),
+        "driven_by": store.lock_owner(info.workflow_id),
+        "events": events,
+        "last_event": None if last is None else event_json(last),
+    })
+    described.update(waits(store, info) if replay else {"waiting_at": None, "waiting_on": None, "note": None})
+    if info.status.is_terminal and last is not None and last.kind == RESULT:
+        described.update(outcome_json(last))
+    return described
+
+
+def waits(store: Store, info: WorkflowInfo) -> dict[str, Any]:
+    """Where a run waits, from a replay of its history with its code (no activity runs)."""
+    from . import timeline
+
+    drawn = timeline.build(store, info.workflow_id, replay=True, depth=0)
+    waiting = [{"step": lane.step, "kind": lane.kind, "name": lane.name or None, "since": when(lane.start)}
+               for lane in drawn.lanes if lane.end is None]
+    return {"waiting_at": drawn.waiting_at, "waiting_on": None if drawn.note else waiting, "note": drawn.note}
+
+
+def listed(store: Store, *, statuses: Sequence[str] = (), workflows: Sequence[str] = (), prefix: str = "",
+           since: float | None = None, until: float | None = None, limit: int | None = None) -> list[WorkflowInfo]:
+    """The newest generation of each run, newest first, filtered by status, workflow name, id prefix
+    and creation time (``since`` included, ``until`` not), at most ``limit``."""
+    return [info for info in reversed(store.list())
+            if (not statuses or info.status.value in statuses) and (not workflows or info.name in workflows)
+            and info.workflow_id.startswith(prefix) and (since is None or info.created_at >= since)
+            and (until is None or info.created_at < until)][:limit]

@@ -1,0 +1,179 @@
+"""``replaykit ui``: a real server process, read and written over HTTP as a script does, checked against
+its own OpenAPI document (schemathesis), and looked at in headless Chromium as a person does."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import replaykit as rk
+
+from conftest import PYTHON
+
+pytest.importorskip("fastapi", reason='replaykit ui needs the ui extra: pip install -e ".[test]"')
+
+
+@rk.activity
+def charge(cents: int) -> str:
+    raise RuntimeError(f"card declined for {cents} cents")
+
+
+@rk.workflow(name="ui.charging")
+def charging(ctx: rk.Context, cents: int) -> rk.Flow[str]:
+    return (yield charge(cents))
+
+
+@rk.workflow(name="ui.waiting")
+def waiting(ctx: rk.Context) -> rk.Flow[str]:
+    answer: str = yield rk.wait_signal("answer")
+    return answer
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class Server:
+    def __init__(self, db: str, env: dict[str, str], *extra: str) -> None:
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([PYTHON, "-m", "replaykit", "ui", db, "--port", str(self.port), *extra],
+                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    return
+            except OSError:
+                assert self.proc.poll() is None, self.proc.communicate()
+                assert time.monotonic() < deadline, "the ui server did not start"
+                time.sleep(0.05)
+
+    def call(self, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+        headers = {"content-type": "application/json"}
+        if token is not None:
+            headers["authorization"] = f"Bearer {token}"
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.base + path, data=data, headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=20) as response:
+                text = response.read().decode()
+                status = response.status
+        except urllib.error.HTTPError as error:
+            text, status = error.read().decode(), error.code
+        return status, (json.loads(text) if text and text[0] in "[{" else text)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=20)
+
+
+@pytest.fixture
+def runs(db: str) -> Iterator[rk.Engine]:
+    with rk.Engine(db, poll_interval=0.02) as engine:
+        with pytest.raises(rk.WorkflowFailed):
+            engine.start(charging, 250, workflow_id="order/1").result(timeout=20)
+        engine.start(waiting, workflow_id="asks")
+        yield engine
+
+
+def test_the_api_reads_and_writes_runs(db: str, runs: rk.Engine, child_env: dict[str, str]) -> None:
+    server = Server(db, child_env, "--token", "s3cret")
+    try:
+        status, listed = server.call("GET", "/api/runs")
+        assert status == 200 and [r["workflow_id"] for r in listed] == ["asks", "order/1"]
+        assert [r["workflow_id"] for r in server.call("GET", "/api/runs?status=failed")[1]] == ["order/1"]
+        status, run = server.call("GET", "/api/runs/order/1")  # an id with a slash
+        assert status == 200 and run["status"] == "failed" and run["args"] == [250]
+        assert run["error"]["message"] == "card declined for 250 cents"
+        status, events = server.call("GET", "/api/runs/order/1/history")
+        assert status == 200 and [e["kind"] for e in events] == ["start", "activity", "result"]
+        assert server.call("GET", "/api/runs/order/1/result")[1]["status"] == "failed"
+        assert server.call("GET", "/api/runs/asks/result")[0] == 409
+        assert server.call("GET", "/api/runs/nobody")[0] == 404
+        assert server.call("POST", "/api/runs/asks/signal", {"name": "answer", "payload": "yes"})[0] == 401
+        assert server.call("POST", "/api/runs/asks/signal", {"name": "answer", "payload": "yes"}, "wrong")[0] == 401
+        assert server.call("POST", "/api/runs/asks/signal", {"name": "answer", "payload": "yes"}, "s3cret")[0] == 204
+        assert runs.handle("asks").result(timeout=20) == "yes"
+        assert server.call("GET", "/api/runs/asks/result") == (200, {"status": "completed", "result": "yes",
+                                                                      "error": None})
+        assert server.call("POST", "/api/runs/asks/pause", None, "s3cret")[0] == 409  # it ended
+        runs.start(waiting, workflow_id="later")
+        assert server.call("POST", "/api/runs/later/pause", None, "s3cret")[0] == 204
+        assert server.call("GET", "/api/runs/later")[1]["status"] == "paused"
+        assert server.call("POST", "/api/runs/later/resume", None, "s3cret")[0] == 204
+        assert server.call("POST", "/api/runs/later/cancel", {"reason": "enough"}, "s3cret")[0] == 204
+        with pytest.raises(rk.WorkflowCancelled, match="enough"):
+            runs.handle("later").result(timeout=20)
+    finally:
+        server.stop()
+
+
+def test_the_api_keeps_to_its_openapi_document(db: str, runs: rk.Engine, child_env: dict[str, str]) -> None:
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+
+    server = Server(db, child_env)  # no token: on localhost, writes need none
+    try:
+        schema = schemathesis.openapi.from_url(server.base + "/openapi.json")
+        failures, called = [], []
+        for result in schema.get_all_operations():
+            operation = result.ok()
+
+            @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+            @given(case=operation.as_strategy())
+            def check(case: Any) -> None:
+                called.append(case.operation.label)
+                case.call_and_validate(base_url=server.base)
+
+            try:
+                check()
+            except Exception as exc:  # collected: every operation is tried, then all failures shown
+                failures.append(f"{operation.label}: {exc}")
+        assert not failures, "\n\n".join(failures)
+        assert len(set(called)) == 8 and len(called) > 8 * 10, called  # every operation, many cases each
+        assert server.proc.poll() is None  # nothing brought it down
+    finally:
+        server.stop()
+
+
+def test_a_person_finds_the_failed_run_and_its_traceback(db: str, runs: rk.Engine, child_env: dict[str, str],
+                                                         tmp_path: Path, browser: Any) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    server = Server(db, child_env)
+    web = browser
+    try:
+        web.get(server.base + "/?status=failed")
+        rows = web.find_elements(By.CSS_SELECTOR, "tr[data-status]")
+        assert [r.get_attribute("data-status") for r in rows] == ["failed"]
+        rows[0].find_element(By.TAG_NAME, "a").click()
+        WebDriverWait(web, 20).until(lambda b: b.execute_script("return document.body.dataset.ready") == "1")
+        assert web.title == "replaykit: order/1"
+        web.find_element(By.CSS_SELECTOR, ".lane.failed").click()
+        assert "RuntimeError: card declined for 250 cents" in web.find_element(By.ID, "d-traceback").text
+        web.save_screenshot(str(tmp_path / "ui-run.png"))
+    finally:
+        server.stop()
+
+
+def test_listening_beyond_localhost_needs_a_token(db: str, runs: rk.Engine, child_env: dict[str, str]) -> None:
+    out = subprocess.run([PYTHON, "-m", "replaykit", "ui", db, "--host", "0.0.0.0", "--port", "1"],
+                         env={**child_env, "REPLAYKIT_UI_TOKEN": ""}, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1 and "give a --token" in out.stderr
+    out = subprocess.run([PYTHON, "-m", "replaykit", "ui", str(Path(db).with_name("missing.db"))],
+                         env=child_env, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1 and "missing.db" in out.stderr
