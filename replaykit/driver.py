@@ -89,7 +89,7 @@ class Driver(EngineState):
     def _shut_down(self) -> None:
         """The driver stops: commit what was recorded, then give up every run (and only then)."""
         if self._retention is not None:
-            self._retention.stop()  # before the store closes
+            self._retention.stop()  # no further prune starts; waited for below, after the commit
         try:
             self._flush()
         finally:
@@ -103,6 +103,8 @@ class Driver(EngineState):
             for workflow_id in list(self._releasing):
                 self.store.unlock(workflow_id)
             self._releasing.clear()
+            if self._retention is not None:
+                self._retention.join()
             if self._hooks is not None:
                 self._hooks.close()  # what was committed is told first
             if self._own_store:

@@ -77,6 +77,8 @@ class Lifecycle(EngineState):
                                     placement=placement)
         if created:
             self._tell("run_created", workflow_id, wf.name)
+            if self._hooks is not None:
+                self._begun.add(workflow_id)  # told run_started when it opens here
         return start if created else None
 
     def _open(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
@@ -219,7 +221,9 @@ class Lifecycle(EngineState):
                               lambda: self._runs.get(workflow_id) is run)
         if isinstance(step, Waiting):  # leaves replay left outstanding are started again
             step = Waiting(tuple(machine.outstanding.values()))
-        self._tell("run_resumed" if counted.count else "run_started", workflow_id, wf.name)
+        if self._hooks is not None:
+            fresh = self._begins(workflow_id, counted.count)
+            self._tell("run_started" if fresh else "run_resumed", workflow_id, wf.name)
         self._advance(run, step)
         if counted.count and self._runs.get(workflow_id) is run:
             # Requests that came while nobody drove it (a fresh run's come through the store poll).
@@ -331,6 +335,14 @@ class Lifecycle(EngineState):
         except BaseException as exc:
             self._abort(run, exc)
 
+    def _begins(self, workflow_id: str, replayed: int) -> bool:
+        """Does the run begin here (this engine created it, or continued it as new)? Else it resumes:
+        after a restart or a crash, or woken after eviction, whatever its history holds."""
+        if workflow_id in self._begun:
+            self._begun.discard(workflow_id)
+            return True
+        return False
+
     def _tell_step(self, run: _Run, leaf: Leaf, outcome: str, value: Any) -> None:
         """A step answered: completed, or failed (retried if the workflow waits on the same step again)."""
         command = leaf.command
@@ -421,6 +433,8 @@ class Lifecycle(EngineState):
                        *self.store.codec.encode({"args": list(step.args), "kwargs": step.kwargs}, "continue_as_new"))
         new_start = Event(0, 0, START, run.workflow.name, self._clock.now(), OK, *payload)
         self.store.continue_as_new(run.workflow_id, result, new_start)
+        if self._hooks is not None:
+            self._begun.add(run.workflow_id)
         self._tell("run_continued", run.workflow_id, run.workflow.name, took=self._clock.now() - run.started_at)
         run.machine.discard()
         del self._runs[run.workflow_id]
@@ -428,6 +442,7 @@ class Lifecycle(EngineState):
                      iter(()), run.handle)
 
     def _release(self, run: _Run) -> None:
+        self._begun.discard(run.workflow_id)
         for execution in run.executions.values():
             execution.cancelled = True
         self._runs.pop(run.workflow_id, None)

@@ -23,6 +23,7 @@ from datetime import timedelta
 from typing import Any
 
 from .control import Db, opened
+from .converters import TYPED
 from .history import START, Status
 from .keys import signed_body
 from .starting import seconds
@@ -51,15 +52,27 @@ def prune(db: Db, older_than: timedelta | float, *, statuses: Iterable[Status | 
     with opened(db) as store:
         runs = store.list()
         unfinished = {info.workflow_id for info in runs if not info.status.is_terminal}
-        waited_on = {parent_of(store, w) for w in unfinished}  # parents with a child that has not ended
-        due = [info.workflow_id for info in runs if info.status in wanted and info.updated_at < cutoff
-               and info.workflow_id not in waited_on]
-        due = [w for w in due if _parent_ended(parent_of(store, w), unfinished)]
+        waited_on: set[str] = set()  # parents with a child that has not ended
+        for workflow_id in unfinished:
+            if stop is not None and stop.is_set():
+                return deleted
+            parent = parent_of(store, workflow_id)
+            if isinstance(parent, str):
+                waited_on.add(parent)
+            elif parent is UNKNOWN and (named := _id_parent(workflow_id)) is not None:
+                waited_on.add(named)  # cannot tell: keep the parent its id names
+        due = []
+        for info in runs:
+            if stop is not None and stop.is_set():
+                return deleted
+            if info.status in wanted and info.updated_at < cutoff and info.workflow_id not in waited_on \
+                    and _parent_ended(parent_of(store, info.workflow_id), unfinished):
+                due.append(info.workflow_id)
         for start in range(0, len(due), batch):
             if stop is not None and stop.is_set():
                 break
             ids = due[start:start + batch]
-            deleted += ids if dry_run else store.delete(ids)
+            deleted += ids if dry_run else store.delete(ids, ended_before=cutoff)
     return deleted
 
 
@@ -68,8 +81,11 @@ class Retention:
     ``interval`` seconds, from the engine's start until it closes. A failed prune is logged and
     tried again at the next interval."""
 
-    def __init__(self, store: Store, older_than: timedelta | float, interval: float) -> None:
-        self._store, self._older_than, self._interval = store, older_than, interval
+    def __init__(self, store: Store, older_than: timedelta | float, interval: float, *,
+                 own_store: bool = False) -> None:
+        """``own_store``: ``store`` is this thread's alone (closed when it stops); engines give it one of
+        its own, so that nothing it reads lands in the caches of the store the engine drives runs with."""
+        self._store, self._older_than, self._interval, self._own_store = store, older_than, interval, own_store
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="replaykit-retention", daemon=True)
         self._thread.start()
@@ -86,10 +102,15 @@ class Retention:
             self._stop.wait(self._interval)
 
     def stop(self) -> None:
-        """Stop pruning (after the batch under way) and wait for the thread."""
+        """Stop pruning after the read or batch under way (see :meth:`join`)."""
         self._stop.set()
+
+    def join(self) -> None:
+        """Wait for the thread (after :meth:`stop`), then close the store it opened, if it did."""
         if threading.current_thread() is not self._thread:
             self._thread.join()
+        if self._own_store:
+            self._store.close()
 
 
 def _parent_ended(parent: str | None | _Unknown, unfinished: set[str]) -> bool:
@@ -118,12 +139,22 @@ def parent_of(store: Store, workflow_id: str) -> str | None | _Unknown:
             recorded = _Inert(io.BytesIO(signed_body(start.payload))).load()
         else:
             recorded = json.loads(start.payload)
-        parent = recorded.get("parent")
+            if start.encoding == TYPED and isinstance(recorded, dict):  # {"t": ..., "v": the start's fields}
+                recorded = recorded.get("v")
     except Exception:
         return UNKNOWN
+    if not isinstance(recorded, dict) or "args" not in recorded:
+        return UNKNOWN
+    parent = recorded.get("parent")
     if parent is None:
         return None
     return parent[0] if isinstance(parent, Sequence) and parent and isinstance(parent[0], str) else UNKNOWN
+
+
+def _id_parent(workflow_id: str) -> str | None:
+    """The parent a child's default id names (``<parent>/<step>``, ``<parent>#<n>/<step>``), if it has that form."""
+    head, slash, step = workflow_id.rpartition("/")
+    return head.split("#", 1)[0] if slash and step.isdigit() and head else None
 
 
 class _Placeholder:

@@ -148,11 +148,14 @@ class Engine(Controls, Lifecycle, Driver, Effects):
         self._releasing: set[str] = set()  # runs given up, still locked until the commit (see _unlock)
         self._closed = False
         self._hooks: Hooks | None = None  # made by the first engine.on()
+        self._begun: set[str] = set()
         self._retention: Retention | None = None
         if retention is not None:
             from .retention import Retention  # loaded only by engines that prune
 
-            self._retention = Retention(self.store, retention, retention_interval)
+            own = not isinstance(db, Store)  # then the prune thread reads through a store of its own
+            pruned = store_for(db, durability=durability, secret=secret, pickle=pickle) if own else self.store
+            self._retention = Retention(pruned, retention, retention_interval, own_store=own)
         self._thread = threading.Thread(target=self._loop, name="replaykit-driver", daemon=True)
         self._thread.start()
 

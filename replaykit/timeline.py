@@ -17,7 +17,7 @@ import attrs
 
 from .errors import ReplayKitError
 from .history import ERROR, RESULT, START, Event, WorkflowInfo
-from .payloads import Codec, error_record, pickled_type
+from .payloads import error_record
 from .store import Store
 from .workflow import Workflow, lookup
 
@@ -177,11 +177,8 @@ def _replayed(store: Store, info: WorkflowInfo,
 
 
 def _preview(e: Event) -> str:
-    if isinstance(e.payload, bytes):
-        name = pickled_type(e.payload)
-        return f"<pickle{'' if name is None else ' ' + name}, {len(e.payload)} bytes>"
-    try:
-        text = str(Codec.decode_json(e.payload)) if e.payload != "null" else ""
-    except ReplayKitError:
-        text = e.payload
+    from .views import value_of
+
+    value = value_of(e.encoding, e.payload)
+    text = "" if value is None else value["pickled"] if isinstance(value, dict) and "pickled" in value else str(value)
     return text if len(text) <= _PREVIEW else text[:_PREVIEW - 1] + "…"

@@ -7,10 +7,12 @@ and its size (:func:`value_of`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from .converters import TYPED
 from .history import ERROR, RESULT, START, Event, WorkflowInfo
 from .payloads import Codec, error_record, pickled_type
 from .store import Store
@@ -27,21 +29,36 @@ def opaque(pickled: bytes) -> str:
     return f"<pickle{'' if name is None else ' ' + name}, {len(pickled)} bytes>"
 
 
+def finite(value: Any) -> Any:
+    """``value`` with every float that JSON cannot carry (NaN, infinities) as a string: ``"NaN"``..."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, list):
+        return [finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    return value
+
+
 def value_of(encoding: str, payload: str | bytes) -> Any:
-    """A recorded value as data: JSON decoded, a pickle as ``{"pickled": "<pickle T, N bytes>"}``."""
+    """A recorded value as data: JSON decoded (a typed value's data), a pickle as
+    ``{"pickled": "<pickle T, N bytes>"}``; NaN and infinities as strings (JSON has none)."""
     if isinstance(payload, bytes):
         return {"pickled": opaque(payload)}
     try:
-        return Codec.decode_json(payload)
+        value = Codec.decode_json(payload)
     except Exception:  # a value the codec refuses is shown as the text it is
         return {"unreadable": payload}
+    if encoding == TYPED and isinstance(value, dict) and "v" in value:  # {"t": its type, "v": its data}
+        value = value["v"]
+    return finite(value)
 
 
 def info_json(info: WorkflowInfo) -> dict[str, Any]:
     """One run as ``list --json`` and ``describe --json`` print it."""
     return {"workflow_id": info.workflow_id, "name": info.name, "status": info.status.value,
             "created_at": when(info.created_at), "updated_at": when(info.updated_at),
-            "custom_status": info.custom_status, "queue": info.queue, "problem": info.problem}
+            "custom_status": finite(info.custom_status), "queue": info.queue, "problem": info.problem}
 
 
 def event_json(e: Event) -> dict[str, Any]:

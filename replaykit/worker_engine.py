@@ -66,6 +66,11 @@ class WorkerEngine(Engine):
         self._fresh.add(workflow_id)
         self._open(wf, workflow_id, None, self._new_handle(workflow_id), 0.0)
 
+    def _begins(self, workflow_id: str, replayed: int) -> bool:
+        """A claimed run whose history is its start alone begins here (a client created it). One that
+        crashed in its first step looks the same and is told started again: the store does not say."""
+        return super()._begins(workflow_id, replayed) or replayed == 0
+
     def _lock(self, workflow_id: str) -> bool:
         if workflow_id in self._claimed:
             self._claimed.discard(workflow_id)

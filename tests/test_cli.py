@@ -8,6 +8,7 @@ import subprocess
 import threading
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -242,3 +243,36 @@ def test_start_for_workers_then_query_signal_and_result(any_db: str, capsys: pyt
         assert cli(capsys, "result", any_db, "c-1", "--wait", "20") == (0, "7\n", "")
     code, _, err = cli(capsys, "query", any_db, "c-1", "nope", "-m", __name__)
     assert code == 1 and "has no query 'nope'" in err and "progress" in err
+
+
+@rk.workflow(name="cli.not_a_number")
+def not_a_number(ctx: rk.Context) -> rk.Flow[float]:
+    ctx.set_status({"progress": float("nan"), "eta": float("inf")})
+    yield rk.sleep(0)
+    return float("-inf")
+
+
+def _strict_json(text: str) -> Any:
+    def refuse(name: str) -> None:
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_output_is_json_even_for_nan_and_paths_that_cannot_be_written_are_one_line(
+        db: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rk.run(not_a_number, workflow_id="nan", db=db)
+    for argv in (["list", db, "--json"], ["describe", db, "nan", "--json"], ["history", db, "nan", "--json"],
+                 ["result", db, "nan"]):
+        code, out, err = cli(capsys, *argv)
+        assert code == 0, err
+        _strict_json(out)  # NaN and Infinity are not JSON: shown as strings
+    assert json.loads(cli(capsys, "describe", db, "nan", "--json")[1])["custom_status"] == {
+        "progress": "NaN", "eta": "Infinity"}
+    assert cli(capsys, "show", db, "nan", "--html", str(tmp_path / "nan.html"))[0] == 0
+    page = (tmp_path / "nan.html").read_text()
+    _strict_json(page.split('<script type="application/json" id="data">')[1].split("</script>")[0])
+    for argv in (["show", db, "nan", "--html", str(tmp_path / "no" / "x.html")],
+                 ["export", db, "nan", "-o", str(tmp_path / "no" / "x.json")]):
+        code, out, err = cli(capsys, *argv)
+        assert code == 1 and err.startswith("replaykit: ") and "Traceback" not in err and len(err.splitlines()) == 1

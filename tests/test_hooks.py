@@ -191,3 +191,18 @@ def test_a_worker_tells_the_runs_it_drives(any_db: str) -> None:
         client.close()
     assert seen.kinds("wf")[-2:] == ["step_failed", "run_failed"] and "run_started" in seen.kinds("wf")
     assert seen.kinds("wf2") == []
+
+
+@rk.workflow(name="hooks.napping")
+def napping(ctx: rk.Context) -> rk.Flow[str]:
+    yield rk.sleep(0.05)
+    return "rested"
+
+
+def test_a_run_woken_after_eviction_is_resumed_not_started_again(any_db: str) -> None:
+    seen = Recorder()
+    with rk.Engine(any_db, max_cached_runs=0) as engine:  # evicted while it sleeps, replayed when it wakes
+        engine.on("*", seen)
+        assert engine.start(napping, workflow_id="n").result(timeout=20) == "rested"
+    assert seen.kinds("n") == ["run_created", "run_started", "run_suspended", "run_resumed", "step_completed",
+                               "run_completed"]

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import pickle
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -166,3 +168,74 @@ def test_an_engine_with_retention_prunes_as_it_runs_and_stops_with_it(any_db: st
         rk.send_signal(any_db, "long-lived", "answer", "yes")
         assert engine.handle("long-lived").result(timeout=20) == "yes"
     assert not [t for t in threading.enumerate() if t.name == "replaykit-retention"]
+
+
+@rk.workflow(name="retention.generations")
+def generations(ctx: rk.Context, n: int) -> rk.Flow[int]:
+    yield bump(n)
+    if n < 300:
+        yield rk.continue_as_new(n + 1)
+    return n
+
+
+def test_pruning_beside_a_run_that_continues_as_new_leaves_its_cache_true(any_db: str) -> None:
+    # The prune thread reads through the engine's own store (given as an object): a read of the run's
+    # newest generation overtaken by a continue-as-new must not be cached as the run this store holds,
+    # or the next step is written into the generation that ended.
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # interleave the two threads as much as possible
+    try:
+        with rk.Engine(any_db):
+            pass  # the store exists
+        with open_store(any_db, create=False) as store, \
+                rk.Engine(store, retention=3600, retention_interval=0) as engine:
+            assert engine.start(generations, 0, workflow_id="g").result(timeout=120) == 300
+    finally:
+        sys.setswitchinterval(switch)
+
+
+def test_a_typed_start_names_its_parent_and_a_run_that_ended_after_the_cutoff_is_kept(any_db: str) -> None:
+    with rk.Engine(any_db):
+        pass
+    with open_store(any_db, create=False) as store:
+        _run(store, "live-parent", None, ended=False)
+        _run(store, "typed-child", "live-parent", ended=True, arg=("o", 1))  # a tuple: recorded as a typed value
+        assert next(iter(store.events("typed-child"))).encoding == "typed"
+        _run(store, "done", None, ended=True)
+        assert rk.prune(any_db, 0, now=time.time() + 10) == ["done"]  # the typed child's parent still runs
+        ended = store.info("typed-child").updated_at  # type: ignore[union-attr]
+        assert store.delete(["typed-child"], ended_before=ended) == []  # it ended at, not before, the cutoff
+        assert store.delete(["typed-child"], ended_before=ended + 1) == ["typed-child"]
+
+
+@rk.workflow(name="retention.side")
+def side(ctx: rk.Context, i: int) -> rk.Flow[int]:
+    return (yield rk.side_effect(lambda: i))
+
+
+def test_closing_an_engine_that_prunes_commits_first_and_fails_no_prune(db: str,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    # close() used to wait for the prune thread before committing its own batch, while the prune waited for
+    # SQLite's write lock that batch held: the prune failed after the busy timeout (10 s).
+    def feed(engine: rk.Engine, stop: threading.Event, attempt: int) -> None:
+        i = 0
+        while not stop.is_set():
+            try:
+                engine.start(side, i, workflow_id=f"s-{attempt}-{threading.get_ident()}-{i}")
+            except rk.EngineClosedError:
+                return
+            i += 1
+
+    for attempt in range(2):
+        with caplog.at_level(logging.ERROR, logger="replaykit"):
+            engine = rk.Engine(db, retention=0, retention_interval=0.0)
+            stop = threading.Event()
+            feeders = [threading.Thread(target=feed, args=(engine, stop, attempt)) for _ in range(4)]
+            for t in feeders:
+                t.start()
+            time.sleep(0.5)
+            engine.close()
+            stop.set()
+            for t in feeders:
+                t.join()
+    assert "could not prune" not in caplog.text, caplog.text

@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except (ReplayKitError, ValueError) as exc:  # ValueError: an argument the API refused, said in its words
+    except (ReplayKitError, ValueError, OSError) as exc:  # ValueError: an argument the API refused
         click.echo(shown(f"replaykit: {exc}"), err=True)
         return 1
     return code if isinstance(code, int) else 0

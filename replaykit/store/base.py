@@ -109,10 +109,11 @@ class Store(abc.ABC):
         open in the store (no statement, no snapshot). Raises ``WorkflowNotFoundError`` at once.
         """
 
-    def delete(self, workflow_ids: Sequence[str]) -> builtins.list[str]:
-        """Delete the runs of ``workflow_ids`` whose newest run has ended: every generation, its
-        events, its signals and its queue row, in one transaction. Returns the ids deleted; an id
-        with no run, or whose newest run has not ended (restarted meanwhile, say), is left alone.
+    def delete(self, workflow_ids: Sequence[str], *, ended_before: float | None = None) -> builtins.list[str]:
+        """Delete the runs of ``workflow_ids`` whose newest run has ended (before ``ended_before``, if
+        given: its last status change): every generation, its events, its signals and its queue row,
+        in one transaction. Returns the ids deleted; an id with no run, or whose newest run has not
+        ended (restarted meanwhile, say) or ended since, is left alone.
         See :func:`replaykit.prune` for deleting by age with parents and children kept whole."""
         raise NotImplementedError(f"{type(self).__name__} cannot delete runs")
 

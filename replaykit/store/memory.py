@@ -62,9 +62,10 @@ class MemoryStore(MemoryWork, Store):
             self._version += 1
             return True
 
-    def delete(self, workflow_ids: Sequence[str]) -> builtins.list[str]:
+    def delete(self, workflow_ids: Sequence[str], *, ended_before: float | None = None) -> builtins.list[str]:
         with self._mutex:
-            deleted = [w for w in workflow_ids if w in self._runs and self._runs[w].status.is_terminal]
+            deleted = [w for w in dict.fromkeys(workflow_ids) if w in self._runs and self._runs[w].status.is_terminal
+                       and (ended_before is None or self._runs[w].updated_at < ended_before)]
             for workflow_id in deleted:
                 del self._runs[workflow_id], self._events[workflow_id]
                 self._consumed.difference_update(s.id for s in self._signals.pop(workflow_id, []))

@@ -105,6 +105,9 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
         self._listener = Listener(opener)
         self._writes = Writes(self._pool, self.url, self.durability)
         self._runs: dict[str, int] = {}
+        self._runs_mutex = threading.Lock()
+        self._forgets = 0  # how many times a run was forgotten: a read made before one must not be cached
+        self._batching: set[int] = set()  # threads with a batch open: while any, only they fill the run cache
         self._tokens: dict[str, int] = {}  # workflow id -> fencing token, from try_lock to unlock
         self._heads: dict[str, tuple[int, int, bytes]] = {}  # see PostgresHistory
         self._seeds: dict[str, tuple[int, bytes]] = {}
@@ -133,13 +136,26 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
         id's lock (then nobody else can start a newer generation); read afresh otherwise."""
         run = self._runs.get(workflow_id)
         if run is None:
+            forgets = self._forgets
             row = self._read_one(_NEWEST_RUN.format("id"), (workflow_id,))
             if row is None:
                 raise self._not_found(workflow_id)
             run = row[0]
-            if self._locks.holds(workflow_id):
-                self._runs[workflow_id] = run
+            self._hold_run(workflow_id, run, forgets)
         return run
+
+    def _hold_run(self, workflow_id: str, run: int, forgets: int) -> None:
+        """Cache a run read while ``forgets`` runs had been forgotten, if none was since (a newer
+        generation may have started meanwhile) and this store holds its lock."""
+        if self._locks.holds(workflow_id):
+            with self._runs_mutex:
+                if forgets == self._forgets and (not self._batching or threading.get_ident() in self._batching):
+                    self._runs[workflow_id] = run
+
+    def _forget_run(self, workflow_id: str) -> None:
+        with self._runs_mutex:
+            self._forgets += 1
+            self._runs.pop(workflow_id, None)
 
     def _newest(self, conn: Connection, workflow_id: str) -> tuple[int, Status]:
         rows = conn.execute(_NEWEST_RUN.format("id, status"), (workflow_id,)).fetchall()
@@ -185,6 +201,7 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
         if not psycopg.Pipeline.is_supported():  # libpq older than 14
             return super().opening(workflow_id, signal)
         run = self._runs.get(workflow_id)
+        forgets = self._forgets
         with self._writes.conn() as conn, translated(self.url):
             with conn.pipeline():
                 row = conn.execute(_NEWEST_RUN.format("id, status, head, workflow_id, generation, " + _RUN_COLUMNS),
@@ -198,8 +215,8 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
             waits = waiting is not None and bool(waiting.fetchall())
         if not rows:
             return Opening(None, iter(()), False)
-        if run is None and self._locks.holds(workflow_id):
-            self._runs[workflow_id] = rows[0][0]
+        if run is None:
+            self._hold_run(workflow_id, rows[0][0], forgets)
         seal = seal_from([rows[0][1:5]], f"{workflow_id!r} in {self.url}")
         return Opening(info_from_row(rows[0][5:], self.url), self.pages(rows[0][0], first, seal, end), waits)
 
@@ -354,20 +371,21 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
             new_run, _, generation = new.fetchall()[0]
             self._insert(conn, workflow_id, new_run, start, seed=chain.seed(workflow_id, generation))
         self.forget_head(workflow_id)
-        self._runs.pop(workflow_id, None)
+        self._forget_run(workflow_id)
 
     def set_custom_status(self, workflow_id: str, value: Any) -> None:
         with self._writes.write(serialize=workflow_id) as conn:
             conn.execute("UPDATE replaykit_runs SET custom_status = %s WHERE id = %s",
                          (json.dumps(value), self._run(workflow_id)))
 
-    def delete(self, workflow_ids: Sequence[str]) -> builtins.list[str]:
+    def delete(self, workflow_ids: Sequence[str], *, ended_before: float | None = None) -> builtins.list[str]:
         deleted = []
         with self._writes.write() as conn:
             for workflow_id in sorted(set(workflow_ids)):  # one order: two deleting stores cannot deadlock
                 self._writes.serialize(conn, workflow_id)
-                rows = conn.execute(_NEWEST_RUN.format("status"), (workflow_id,)).fetchall()
-                if rows and status_of(rows[0][0], workflow_id, self.url).is_terminal:
+                rows = conn.execute(_NEWEST_RUN.format("status, updated_at"), (workflow_id,)).fetchall()
+                if rows and status_of(rows[0][0], workflow_id, self.url).is_terminal and (
+                        ended_before is None or rows[0][1] < ended_before):
                     deleted.append(workflow_id)
             if deleted:  # a statement per table (signals has no full index: one scan, not one per id)
                 conn.execute("DELETE FROM replaykit_events WHERE run IN "
@@ -375,7 +393,7 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
                 for table in ("replaykit_signals", "replaykit_work", "replaykit_runs"):
                     conn.execute(f"DELETE FROM {table} WHERE workflow_id = ANY(%s)", (deleted,))
         for workflow_id in deleted:
-            self._runs.pop(workflow_id, None)
+            self._forget_run(workflow_id)
             self.forget_head(workflow_id)
         return [w for w in dict.fromkeys(workflow_ids) if w in deleted]
 
@@ -433,7 +451,7 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
     def try_lock(self, workflow_id: str) -> bool:
         """Take the run's lock and stamp its row with a fresh fencing token (see ``_insert``)."""
         self._writes.confirm()
-        self._runs.pop(workflow_id, None)
+        self._forget_run(workflow_id)
         self.forget_head(workflow_id)  # whatever was written meanwhile: the history is read again first
         token = secrets.randbits(63)
         if not self._locks.try_acquire(workflow_id, token, self._runs):  # the stamp gives the run's row id
@@ -445,7 +463,7 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
         """:meth:`try_lock` for several runs at once (a worker's claim): the ids it got."""
         self._writes.confirm()
         for workflow_id in workflow_ids:
-            self._runs.pop(workflow_id, None)
+            self._forget_run(workflow_id)
             self.forget_head(workflow_id)
         tokens = {workflow_id: secrets.randbits(63) for workflow_id in workflow_ids}
         got = self._locks.try_acquire_many(tokens, self._runs)
@@ -455,7 +473,7 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
 
     def unlock(self, workflow_id: str) -> None:
         self._writes.confirm()  # a lock is given back only after what was written under it
-        self._runs.pop(workflow_id, None)
+        self._forget_run(workflow_id)
         self.forget_head(workflow_id)
         self._tokens.pop(workflow_id, None)
         self._locks.release(workflow_id)
@@ -467,6 +485,8 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
     def batch(self) -> None:
         """Group this thread's writes until :meth:`commit` (``postgres_writes.py`` says how)."""
         self._writes.batch()
+        with self._runs_mutex:
+            self._batching.add(threading.get_ident())
 
     def commit(self) -> None:
         self._writes.commit()

@@ -78,6 +78,10 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         self._mutex = threading.Lock()
         # workflow id -> (row id, chain seed) of its newest run, while this store holds the id's lock
         self._runs: dict[str, tuple[int, bytes]] = {}
+        self._forgets = 0  # how many times a run was forgotten: a read made before one must not be cached
+        # Threads with a batch open (an engine's drivers): while there are any, only they fill the run cache,
+        # since another thread's connection does not see what their batches have not committed yet.
+        self._batching: set[int] = set()
         # run row id -> (seq, checksum) of the last event this store wrote for it, kept like _runs
         self._heads: dict[int, tuple[int, bytes]] = {}
         self._locks = FileLocks(self.path)  # counts this store as a user of the file; no descriptor yet
@@ -146,6 +150,8 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
     def batch(self) -> None:
         """From now on, this thread's writes share one transaction until :meth:`commit`."""
         self._local.batching = True
+        with self._mutex:
+            self._batching.add(threading.get_ident())
 
     def commit(self) -> None:
         """Commit this thread's batch (one fsync in ``power`` mode, for all its writes).
@@ -204,21 +210,31 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         return lost
 
     def _forget(self, workflow_id: str) -> None:
-        """Stop caching ``workflow_id``'s run and the head of its history (its lock changes hands)."""
-        held = self._runs.pop(workflow_id, None)
-        if held is not None:
-            self._heads.pop(held[0], None)
+        """Stop caching ``workflow_id``'s run and the head of its history (its lock changes hands, or a
+        new generation starts)."""
+        with self._mutex:
+            self._forgets += 1
+            held = self._runs.pop(workflow_id, None)
+            if held is not None:
+                self._heads.pop(held[0], None)
 
     def _forget_all(self) -> None:
         """A batch was lost: a run or event it wrote may be gone (and its row id taken by another process)."""
-        self._runs.clear()
-        self._heads.clear()
+        with self._mutex:
+            self._forgets += 1
+            self._runs.clear()
+            self._heads.clear()
 
-    def _hold(self, workflow_id: str, run: int, generation: Any) -> None:
+    def _hold(self, workflow_id: str, run: int, generation: Any, forgets: int | None = None) -> None:
         """Cache the newest run of ``workflow_id`` if this process holds the id's lock (then nobody
-        else can start a newer generation or write to this one)."""
+        else can start a newer generation or write to this one), unless something was forgotten since
+        the read that found it (``forgets``: the count then): a new generation may have started since;
+        nor from a thread that cannot see what the open batches of others hold."""
         if type(generation) is int and self._locks.holds(workflow_id):
-            self._runs[workflow_id] = (run, chain.seed(workflow_id, generation))
+            with self._mutex:
+                if (forgets is None or forgets == self._forgets) and (
+                        not self._batching or threading.get_ident() in self._batching):
+                    self._runs[workflow_id] = (run, chain.seed(workflow_id, generation))
 
     def _run(self, workflow_id: str) -> int:
         """The row id of the newest run of ``workflow_id``: cached while this process holds the run
@@ -226,10 +242,11 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         held = self._runs.get(workflow_id)
         if held is not None:
             return held[0]
+        forgets = self._forgets
         row = self._read_one(_NEWEST_RUN.format("id, generation"), (workflow_id,))
         if row is None:
             raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {self.path}")
-        self._hold(workflow_id, row[0], row[1])
+        self._hold(workflow_id, row[0], row[1], forgets)
         return int(row[0])
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
@@ -302,11 +319,11 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         row = self._read_one(_NEWEST_RUN.format(_RUN_COLUMNS), (workflow_id,))
         return None if row is None else info_from_row(row, self.path)
 
-    def delete(self, workflow_ids: Sequence[str]) -> builtins.list[str]:
+    def delete(self, workflow_ids: Sequence[str], *, ended_before: float | None = None) -> builtins.list[str]:
         if self.read_only:
             raise read_only_error(self.path, "deleting runs needs to write")
         with self._transaction() as conn:
-            deleted = delete_ended(conn, workflow_ids, self.path)
+            deleted = delete_ended(conn, workflow_ids, self.path, ended_before)
         for workflow_id in deleted:
             self._forget(workflow_id)
         return deleted

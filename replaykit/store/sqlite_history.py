@@ -197,13 +197,16 @@ class ChainedHistory:
         return chain.checked_signal(self.chain(), workflow_id, row, self.path)
 
 
-def delete_ended(conn: sqlite3.Connection, workflow_ids: Sequence[str], where: str) -> list[str]:
-    """Delete, in ``conn``'s transaction, every row of each id whose newest run has ended; the ids deleted."""
+def delete_ended(conn: sqlite3.Connection, workflow_ids: Sequence[str], where: str,
+                 ended_before: float | None = None) -> list[str]:
+    """Delete, in ``conn``'s transaction, every row of each id whose newest run has ended (before
+    ``ended_before``, if given); the ids deleted."""
     deleted = []
     for workflow_id in dict.fromkeys(workflow_ids):
-        row = conn.execute("SELECT status FROM runs WHERE workflow_id = ? ORDER BY generation DESC LIMIT 1",
-                           (workflow_id,)).fetchall()
-        if row and status_of(row[0][0], workflow_id, where).is_terminal:
+        row = conn.execute("SELECT status, updated_at FROM runs WHERE workflow_id = ? ORDER BY generation DESC "
+                           "LIMIT 1", (workflow_id,)).fetchall()
+        if row and status_of(row[0][0], workflow_id, where).is_terminal and (
+                ended_before is None or row[0][1] < ended_before):
             deleted.append(workflow_id)
     for start in range(0, len(deleted), 500):  # a statement per table and 500 ids (signals has no full index)
         ids = deleted[start:start + 500]
