@@ -93,6 +93,8 @@ class Driver(EngineState):
         try:
             self._flush()
         finally:
+            if self._group_commit:
+                self.store.unbatch()
             self._executor.close()
             for run in list(self._runs.values()):
                 for execution in run.executions.values():

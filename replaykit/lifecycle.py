@@ -77,12 +77,10 @@ class Lifecycle(EngineState):
                                     placement=placement)
         if created:
             self._tell("run_created", workflow_id, wf.name)
-            if self._hooks is not None:
-                self._begun.add(workflow_id)  # told run_started when it opens here
         return start if created else None
 
     def _open(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
-              handle: WorkflowHandle, lock_deadline: float) -> None:
+              handle: WorkflowHandle, lock_deadline: float, *, woken: bool = False) -> None:
         """Lock a run that exists in the store, and replay it (``call``: the arguments a rerun passed;
         ``None`` for a run that is followed wherever it goes: a resume, a wake-up, a recovery, or a
         run this engine's ``start`` just created)."""
@@ -93,7 +91,7 @@ class Lifecycle(EngineState):
             return
         if not locked:
             if monotonic() < lock_deadline:
-                retry = lambda: self._open(wf, workflow_id, call, handle, lock_deadline)  # noqa: E731
+                retry = lambda: self._open(wf, workflow_id, call, handle, lock_deadline, woken=woken)  # noqa: E731
                 threading.Timer(self._poll, self._post, (retry,)).start()
                 return
             if call is None and workflow_id not in self._runs:
@@ -113,17 +111,17 @@ class Lifecycle(EngineState):
                     "exits, and a rerun resumes from the last recorded step.")
             handle._fail(error)
             return
-        self._opened(wf, workflow_id, call, handle)
+        self._opened(wf, workflow_id, call, handle, woken=woken)
 
     def _opened(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
-                handle: WorkflowHandle, created: Event | None = None) -> None:
+                handle: WorkflowHandle, created: Event | None = None, *, woken: bool = False) -> None:
         """Open a run this engine has locked (``created``: its start, which this engine just recorded
         under the lock, so that the history is that event alone and need not be read back)."""
         try:
             if created is not None:
                 self._replay(wf, workflow_id, created, created.value(self.store.codec, workflow_id), iter(()), handle)
             else:
-                self._open_locked(wf, workflow_id, call, handle)
+                self._open_locked(wf, workflow_id, call, handle, woken=woken)
         except BaseException as exc:
             run = self._runs.get(workflow_id)
             if run is not None:  # it got as far as running: stop it as any run is stopped
@@ -161,7 +159,7 @@ class Lifecycle(EngineState):
             self.store.lock_owner(workflow_id) is None and self.store.try_lock(workflow_id))
 
     def _open_locked(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
-                     handle: WorkflowHandle) -> None:
+                     handle: WorkflowHandle, *, woken: bool = False) -> None:
         opening = self._read_opening(workflow_id)
         info = opening.info
         if info is None:
@@ -191,15 +189,16 @@ class Lifecycle(EngineState):
                 self._timers.push(begin, lambda: self._open(wf, workflow_id, None, handle, 0.0))
                 return
             self.store.set_status(workflow_id, Status.RUNNING, self._clock.now())
-        self._replay(wf, workflow_id, start, recorded, events, handle)
+        self._replay(wf, workflow_id, start, recorded, events, handle, woken=woken)
 
     def _read_opening(self, workflow_id: str) -> Opening:
         """The run's row and history, read to open it."""
         return self.store.opening(workflow_id)
 
     def _replay(self, wf: Workflow[Any], workflow_id: str, start: Event, recorded: dict[str, Any],
-                events: Iterator[Event], handle: WorkflowHandle) -> None:
-        """Rebuild the run's machine from its history: one pass, then carry on live."""
+                events: Iterator[Event], handle: WorkflowHandle, *, woken: bool = False) -> None:
+        """Rebuild the run's machine from its history: one pass, then carry on live (``woken``: this
+        engine drove it before it was evicted)."""
         counted = Feed(events)
         try:
             machine, step = replay_history(wf, workflow_id, start, counted, codec=self.store.codec, watch=self._watch,
@@ -221,8 +220,8 @@ class Lifecycle(EngineState):
                               lambda: self._runs.get(workflow_id) is run)
         if isinstance(step, Waiting):  # leaves replay left outstanding are started again
             step = Waiting(tuple(machine.outstanding.values()))
-        if self._hooks is not None:
-            fresh = self._begins(workflow_id, counted.count)
+        if self._hooks is not None:  # a history of its start alone: it begins (unless it began here before)
+            fresh = counted.count == 0 and not woken
             self._tell("run_started" if fresh else "run_resumed", workflow_id, wf.name)
         self._advance(run, step)
         if counted.count and self._runs.get(workflow_id) is run:
@@ -322,7 +321,7 @@ class Lifecycle(EngineState):
         parked in the store; its handle waits for what a resume brings)."""
         evicted = self._evicted.pop(workflow_id, None)
         if evicted is not None:
-            self._open(evicted[0], workflow_id, None, evicted[1], 0.0)
+            self._open(evicted[0], workflow_id, None, evicted[1], 0.0, woken=True)
 
     def _settle(self, run: _Run, leaf: Leaf, answer: Answer) -> None:
         """Record an outcome that arrived later (activity, timer, signal, child) and go on."""
@@ -334,14 +333,6 @@ class Lifecycle(EngineState):
             self._advance(run, step)
         except BaseException as exc:
             self._abort(run, exc)
-
-    def _begins(self, workflow_id: str, replayed: int) -> bool:
-        """Does the run begin here (this engine created it, or continued it as new)? Else it resumes:
-        after a restart or a crash, or woken after eviction, whatever its history holds."""
-        if workflow_id in self._begun:
-            self._begun.discard(workflow_id)
-            return True
-        return False
 
     def _tell_step(self, run: _Run, leaf: Leaf, outcome: str, value: Any) -> None:
         """A step answered: completed, or failed (retried if the workflow waits on the same step again)."""
@@ -433,8 +424,6 @@ class Lifecycle(EngineState):
                        *self.store.codec.encode({"args": list(step.args), "kwargs": step.kwargs}, "continue_as_new"))
         new_start = Event(0, 0, START, run.workflow.name, self._clock.now(), OK, *payload)
         self.store.continue_as_new(run.workflow_id, result, new_start)
-        if self._hooks is not None:
-            self._begun.add(run.workflow_id)
         self._tell("run_continued", run.workflow_id, run.workflow.name, took=self._clock.now() - run.started_at)
         run.machine.discard()
         del self._runs[run.workflow_id]
@@ -442,7 +431,6 @@ class Lifecycle(EngineState):
                      iter(()), run.handle)
 
     def _release(self, run: _Run) -> None:
-        self._begun.discard(run.workflow_id)
         for execution in run.executions.values():
             execution.cancelled = True
         self._runs.pop(run.workflow_id, None)

@@ -59,8 +59,8 @@ def prune(db: Db, older_than: timedelta | float, *, statuses: Iterable[Status | 
             parent = parent_of(store, workflow_id)
             if isinstance(parent, str):
                 waited_on.add(parent)
-            elif parent is UNKNOWN and (named := _id_parent(workflow_id)) is not None:
-                waited_on.add(named)  # cannot tell: keep the parent its id names
+            elif parent is UNKNOWN:
+                waited_on.update(_id_parents(workflow_id))  # cannot tell: keep the parents its id may name
         due = []
         for info in runs:
             if stop is not None and stop.is_set():
@@ -151,10 +151,14 @@ def parent_of(store: Store, workflow_id: str) -> str | None | _Unknown:
     return parent[0] if isinstance(parent, Sequence) and parent and isinstance(parent[0], str) else UNKNOWN
 
 
-def _id_parent(workflow_id: str) -> str | None:
-    """The parent a child's default id names (``<parent>/<step>``, ``<parent>#<n>/<step>``), if it has that form."""
+def _id_parents(workflow_id: str) -> set[str]:
+    """The parents a child's default id may name: ``<parent>/<step>``, or ``<parent>#<n>/<step>`` (the
+    parent's n-th generation), whichever it is."""
     head, slash, step = workflow_id.rpartition("/")
-    return head.split("#", 1)[0] if slash and step.isdigit() and head else None
+    if not (slash and step.isdigit() and head):
+        return set()
+    base, hash_, generation = head.rpartition("#")
+    return {head, base} if hash_ and base and generation.isdigit() else {head}
 
 
 class _Placeholder:

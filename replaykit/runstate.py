@@ -76,4 +76,3 @@ class EngineState:
     _closed: bool
     _retention: Retention | None  # the thread pruning old histories (Engine(retention=...))
     _hooks: Hooks | None  # lifecycle subscribers (engine.on), made by the first
-    _begun: set[str]  # runs created here, not yet opened: told run_started (others, run_resumed)

@@ -148,7 +148,6 @@ class Engine(Controls, Lifecycle, Driver, Effects):
         self._releasing: set[str] = set()  # runs given up, still locked until the commit (see _unlock)
         self._closed = False
         self._hooks: Hooks | None = None  # made by the first engine.on()
-        self._begun: set[str] = set()
         self._retention: Retention | None = None
         if retention is not None:
             from .retention import Retention  # loaded only by engines that prune

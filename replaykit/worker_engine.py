@@ -66,11 +66,6 @@ class WorkerEngine(Engine):
         self._fresh.add(workflow_id)
         self._open(wf, workflow_id, None, self._new_handle(workflow_id), 0.0)
 
-    def _begins(self, workflow_id: str, replayed: int) -> bool:
-        """A claimed run whose history is its start alone begins here (a client created it). One that
-        crashed in its first step looks the same and is told started again: the store does not say."""
-        return super()._begins(workflow_id, replayed) or replayed == 0
-
     def _lock(self, workflow_id: str) -> bool:
         if workflow_id in self._claimed:
             self._claimed.discard(workflow_id)
@@ -78,9 +73,9 @@ class WorkerEngine(Engine):
         return super()._lock(workflow_id)
 
     def _open_locked(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
-                     handle: WorkflowHandle) -> None:
+                     handle: WorkflowHandle, *, woken: bool = False) -> None:
         try:
-            super()._open_locked(wf, workflow_id, call, handle)
+            super()._open_locked(wf, workflow_id, call, handle, woken=woken)
         except BaseException as exc:
             self._note_problem(workflow_id, exc)
             raise

@@ -206,3 +206,12 @@ def test_a_run_woken_after_eviction_is_resumed_not_started_again(any_db: str) ->
         assert engine.start(napping, workflow_id="n").result(timeout=20) == "rested"
     assert seen.kinds("n") == ["run_created", "run_started", "run_suspended", "run_resumed", "step_completed",
                                "run_completed"]
+
+
+def test_a_delayed_start_is_told_started_once_even_to_a_late_subscriber(db: str) -> None:
+    seen = Recorder()
+    with rk.Engine(db) as engine:
+        handle = engine.start(napping, workflow_id="late", start_delay=0.2)
+        engine.on("*", seen)  # after the start was recorded, before it is due
+        assert handle.result(timeout=20) == "rested"
+    assert seen.kinds("late") == ["run_started", "run_suspended", "step_completed", "run_completed"]

@@ -239,3 +239,44 @@ def test_closing_an_engine_that_prunes_commits_first_and_fails_no_prune(db: str,
             for t in feeders:
                 t.join()
     assert "could not prune" not in caplog.text, caplog.text
+
+
+def test_an_unreadable_start_keeps_every_parent_its_id_may_name() -> None:
+    from replaykit.retention import _id_parents
+
+    assert _id_parents("order#5/1") == {"order", "order#5"}  # generation 5 of "order", or a run named "order#5"
+    assert _id_parents("order/12") == {"order"}
+    assert _id_parents("plain") == set() and _id_parents("a/b") == set()
+
+
+def test_a_store_object_an_engine_used_still_caches_runs_for_rk_run(db: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    # An engine's drivers put the store in batch mode; once it closed, rk.run on the same store object must
+    # fill the run cache again (else it reads the run's row and previous checksum back at every step).
+    import sqlite3
+
+    reads: list[str] = []
+    connect = sqlite3.connect
+
+    def traced(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = connect(*args, **kwargs)
+        conn.set_trace_callback(lambda sql: reads.append(sql) if sql.startswith("SELECT") else None)
+        return conn
+
+    monkeypatch.setattr("replaykit.store.sqlite.sqlite3.connect", traced)
+    with rk.SqliteStore(db) as store:
+        with rk.Engine(store) as engine:
+            assert engine.start(quick, 1, workflow_id="first").result(timeout=20) == 2
+        reads.clear()
+        assert rk.run(many, 200, workflow_id="many", db=store) == 200
+    newest = [sql for sql in reads if "FROM runs WHERE workflow_id" in sql]
+    previous = [sql for sql in reads if sql.startswith("SELECT digest FROM events")]
+    assert len(newest) < 10 and len(previous) < 10, (len(newest), len(previous))
+
+
+@rk.workflow(name="retention.many")
+def many(ctx: rk.Context, n: int) -> rk.Flow[int]:
+    total = 0
+    for _ in range(n):
+        total += (yield bump(0))
+    return total

@@ -275,6 +275,9 @@ class Store(abc.ABC):
         round trips (``PostgresStore``), but never a later write before an earlier one; and once
         a write of the batch has failed, it refuses the rest until :meth:`commit` raises."""
 
+    def unbatch(self) -> None:  # noqa: B027 - stores without transactions need no batching
+        """This thread's writes commit on their own again (its batch was committed last)."""
+
     def commit(self) -> None:  # noqa: B027
         """Commit what :meth:`batch` grouped: once it returns, all of it is durable and seen by all."""
 

@@ -107,7 +107,7 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
         self._runs: dict[str, int] = {}
         self._runs_mutex = threading.Lock()
         self._forgets = 0  # how many times a run was forgotten: a read made before one must not be cached
-        self._batching: set[int] = set()  # threads with a batch open: while any, only they fill the run cache
+        self._batching = 0  # threads in batch mode (batch() to unbatch()): while any, only they fill the run cache
         self._tokens: dict[str, int] = {}  # workflow id -> fencing token, from try_lock to unlock
         self._heads: dict[str, tuple[int, int, bytes]] = {}  # see PostgresHistory
         self._seeds: dict[str, tuple[int, bytes]] = {}
@@ -149,7 +149,7 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
         generation may have started meanwhile) and this store holds its lock."""
         if self._locks.holds(workflow_id):
             with self._runs_mutex:
-                if forgets == self._forgets and (not self._batching or threading.get_ident() in self._batching):
+                if forgets == self._forgets and (not self._batching or getattr(self._local, "batching", False)):
                     self._runs[workflow_id] = run
 
     def _forget_run(self, workflow_id: str) -> None:
@@ -485,8 +485,17 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
     def batch(self) -> None:
         """Group this thread's writes until :meth:`commit` (``postgres_writes.py`` says how)."""
         self._writes.batch()
-        with self._runs_mutex:
-            self._batching.add(threading.get_ident())
+        if not getattr(self._local, "batching", False):
+            self._local.batching = True
+            with self._runs_mutex:
+                self._batching += 1
+
+    def unbatch(self) -> None:
+        """Stop counting this thread as batching (the engine's driver stops, after its last commit)."""
+        if getattr(self._local, "batching", False):
+            self._local.batching = False
+            with self._runs_mutex:
+                self._batching -= 1
 
     def commit(self) -> None:
         self._writes.commit()

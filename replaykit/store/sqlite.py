@@ -79,9 +79,9 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         # workflow id -> (row id, chain seed) of its newest run, while this store holds the id's lock
         self._runs: dict[str, tuple[int, bytes]] = {}
         self._forgets = 0  # how many times a run was forgotten: a read made before one must not be cached
-        # Threads with a batch open (an engine's drivers): while there are any, only they fill the run cache,
-        # since another thread's connection does not see what their batches have not committed yet.
-        self._batching: set[int] = set()
+        # Threads in batch mode (an engine's drivers, from batch() to unbatch()): while there are any, only
+        # they fill the run cache, since other connections do not see what their batches hold uncommitted.
+        self._batching = 0
         # run row id -> (seq, checksum) of the last event this store wrote for it, kept like _runs
         self._heads: dict[int, tuple[int, bytes]] = {}
         self._locks = FileLocks(self.path)  # counts this store as a user of the file; no descriptor yet
@@ -149,9 +149,17 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
 
     def batch(self) -> None:
         """From now on, this thread's writes share one transaction until :meth:`commit`."""
-        self._local.batching = True
-        with self._mutex:
-            self._batching.add(threading.get_ident())
+        if not getattr(self._local, "batching", False):
+            self._local.batching = True
+            with self._mutex:
+                self._batching += 1
+
+    def unbatch(self) -> None:
+        """This thread's writes commit on their own again (after its last :meth:`commit`)."""
+        if getattr(self._local, "batching", False):
+            self._local.batching = False
+            with self._mutex:
+                self._batching -= 1
 
     def commit(self) -> None:
         """Commit this thread's batch (one fsync in ``power`` mode, for all its writes).
@@ -233,7 +241,7 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         if type(generation) is int and self._locks.holds(workflow_id):
             with self._mutex:
                 if (forgets is None or forgets == self._forgets) and (
-                        not self._batching or threading.get_ident() in self._batching):
+                        not self._batching or getattr(self._local, "batching", False)):
                     self._runs[workflow_id] = (run, chain.seed(workflow_id, generation))
 
     def _run(self, workflow_id: str) -> int:
