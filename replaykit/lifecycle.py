@@ -185,11 +185,16 @@ class Lifecycle(EngineState):
             begin = recorded["start_at"]
             if begin > self._clock.now():
                 self._unlock(workflow_id)  # whoever holds the lock when it is due starts it
-                handle._follow()  # until then anyone may cancel it: result() watches the store
-                self._timers.push(begin, lambda: self._open(wf, workflow_id, None, handle, 0.0))
+                self._start_when_due(wf, workflow_id, handle, begin)
                 return
             self.store.set_status(workflow_id, Status.RUNNING, self._clock.now())
         self._replay(wf, workflow_id, start, recorded, events, handle, woken=woken)
+
+    def _start_when_due(self, wf: Workflow[Any], workflow_id: str, handle: WorkflowHandle, begin: float) -> None:
+        """A run created here to start later: open it when it is due (whoever holds the lock then starts
+        it); until then anyone may cancel it, and ``result()`` watches the store."""
+        handle._follow()
+        self._timers.push(begin, lambda: self._open(wf, workflow_id, None, handle, 0.0))
 
     def _read_opening(self, workflow_id: str) -> Opening:
         """The run's row and history, read to open it."""

@@ -223,7 +223,10 @@ class Engine(Controls, Lifecycle, Driver, Effects):
             raise EngineClosedError(f"{self!r} is closed: it starts no run. Start {workflow_id!r} with an open engine.")
         if not (self._group_commit and self.store.batched_starts):  # no batch to join: the caller records it
             if self._create(wf, workflow_id, payload, begin is not None) is not None:
-                self._post(lambda: self._open(wf, workflow_id, None, handle, deadline))
+                if begin is not None:  # nothing to open before it is due (and no lock in a cancel's way)
+                    self._post(lambda: self._start_when_due(wf, workflow_id, handle, begin))
+                else:
+                    self._post(lambda: self._open(wf, workflow_id, None, handle, deadline))
                 return handle
         elif self._created_by_driver(wf, workflow_id, payload, begin is not None, handle, deadline):
             return handle  # and opened, in the same batch
@@ -263,7 +266,10 @@ class Engine(Controls, Lifecycle, Driver, Effects):
             else:
                 if locked:
                     self._unlock(workflow_id)
-                if created is not None:
+                if created is not None and pending:
+                    self._start_when_due(wf, workflow_id, handle, created.value(self.store.codec, workflow_id)
+                                         ["start_at"])
+                elif created is not None:
                     self._open(wf, workflow_id, None, handle, lock_deadline)
             return created is not None
 

@@ -37,13 +37,17 @@ def test_the_result_of_a_cancelled_run_is_workflow_cancelled_with_its_reason(any
 
 
 def test_cancelling_a_pending_run_ends_it_cancelled(any_db: str) -> None:
+    # Right after start() returns: the engine must not hold the pending run's lock then (on PostgreSQL a
+    # cancel from another store object was refused as "driven by another process" when it did).
     with rk.Engine(any_db) as engine:
-        engine.start(waits, workflow_id="later", start_delay=timedelta(days=1))
-        rk.cancel(any_db, "later", "not needed")
-        handle = engine.handle("later")
-        with pytest.raises(rk.WorkflowCancelled, match="not needed"):
-            handle.result(timeout=10)
-        assert handle.status() is rk.Status.CANCELLED
+        for i in range(20):
+            engine.start(waits, workflow_id=f"later-{i}", start_delay=timedelta(days=1))
+            rk.cancel(any_db, f"later-{i}", "not needed")
+        for i in range(20):
+            handle = engine.handle(f"later-{i}")
+            with pytest.raises(rk.WorkflowCancelled, match="not needed"):
+                handle.result(timeout=10)
+            assert handle.status() is rk.Status.CANCELLED
 
 
 def test_the_result_of_a_timed_out_run_is_workflow_timed_out(any_db: str) -> None:
@@ -163,3 +167,18 @@ def test_a_delayed_run_cancelled_from_elsewhere_ends_its_handle_at_once(any_db: 
         rk.cancel(any_db, "later", "not needed")  # as another process would, by path or URL
         with pytest.raises(rk.WorkflowCancelled, match="not needed"):
             handle.result(timeout=10)
+
+
+def test_a_pending_run_is_not_locked_while_the_engine_is_busy(any_db: str) -> None:
+    # The engine used to lock a run it had just created pending, to find it pending, and to give the lock
+    # back only after its next commit: a cancel from another store object meanwhile (here, while the
+    # driver is kept busy) was refused on PostgreSQL as "driven by another process".
+    import time
+
+    with rk.Engine(any_db) as engine:
+        engine.start(waits, workflow_id="busy-later", start_delay=timedelta(days=1))
+        engine._post(lambda: time.sleep(0.6))  # the driver's turn goes on; it commits after this
+        time.sleep(0.2)
+        rk.cancel(any_db, "busy-later", "not needed")
+        with pytest.raises(rk.WorkflowCancelled, match="not needed"):
+            engine.handle("busy-later").result(timeout=10)
