@@ -39,6 +39,7 @@ from ..keys import SECRET_ENV, Keyring
 from ..payloads import Codec
 from . import chain
 from .base import RESTARTABLE, UNSET, Opening, Secrets, Signal, Store, info_from_row, status_of
+from .held import HeldRuns
 from .postgres_conn import (
     OWNER_SQL,
     AdvisoryLocks,
@@ -104,10 +105,7 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
         self._locks = AdvisoryLocks(opener, self.url)
         self._listener = Listener(opener)
         self._writes = Writes(self._pool, self.url, self.durability)
-        self._runs: dict[str, int] = {}
-        self._runs_mutex = threading.Lock()
-        self._forgets = 0  # how many times a run was forgotten: a read made before one must not be cached
-        self._batching = 0  # threads in batch mode (batch() to unbatch()): while any, only they fill the run cache
+        self._held: HeldRuns[int] = HeldRuns()  # workflow id -> row id of its newest run, while held here
         self._tokens: dict[str, int] = {}  # workflow id -> fencing token, from try_lock to unlock
         self._heads: dict[str, tuple[int, int, bytes]] = {}  # see PostgresHistory
         self._seeds: dict[str, tuple[int, bytes]] = {}
@@ -134,28 +132,23 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
     def _run(self, workflow_id: str) -> int:
         """The row id of the newest run of ``workflow_id``. Cached only while this store holds the
         id's lock (then nobody else can start a newer generation); read afresh otherwise."""
-        run = self._runs.get(workflow_id)
+        run = self._held.get(workflow_id)
         if run is None:
-            forgets = self._forgets
+            mark = self._held.mark()
             row = self._read_one(_NEWEST_RUN.format("id"), (workflow_id,))
             if row is None:
                 raise self._not_found(workflow_id)
             run = row[0]
-            self._hold_run(workflow_id, run, forgets)
+            self._hold_run(workflow_id, run, mark)
         return run
 
-    def _hold_run(self, workflow_id: str, run: int, forgets: int) -> None:
-        """Cache a run read while ``forgets`` runs had been forgotten, if none was since (a newer
-        generation may have started meanwhile) and this store holds its lock."""
+    def _hold_run(self, workflow_id: str, run: int, mark: int) -> None:
+        """Cache a run read after ``mark`` if this store holds its lock (see :class:`HeldRuns`)."""
         if self._locks.holds(workflow_id):
-            with self._runs_mutex:
-                if forgets == self._forgets and (not self._batching or getattr(self._local, "batching", False)):
-                    self._runs[workflow_id] = run
+            self._held.fill(workflow_id, run, mark)
 
     def _forget_run(self, workflow_id: str) -> None:
-        with self._runs_mutex:
-            self._forgets += 1
-            self._runs.pop(workflow_id, None)
+        self._held.forget(workflow_id)
 
     def _newest(self, conn: Connection, workflow_id: str) -> tuple[int, Status]:
         rows = conn.execute(_NEWEST_RUN.format("id, status"), (workflow_id,)).fetchall()
@@ -200,8 +193,8 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
         """The three reads in one round trip (a pipeline); the history's later pages as :meth:`events`."""
         if not psycopg.Pipeline.is_supported():  # libpq older than 14
             return super().opening(workflow_id, signal)
-        run = self._runs.get(workflow_id)
-        forgets = self._forgets
+        run = self._held.get(workflow_id)
+        mark = self._held.mark()
         with self._writes.conn() as conn, translated(self.url):
             with conn.pipeline():
                 row = conn.execute(_NEWEST_RUN.format("id, status, head, workflow_id, generation, " + _RUN_COLUMNS),
@@ -216,7 +209,7 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
         if not rows:
             return Opening(None, iter(()), False)
         if run is None:
-            self._hold_run(workflow_id, rows[0][0], forgets)
+            self._hold_run(workflow_id, rows[0][0], mark)
         seal = seal_from([rows[0][1:5]], f"{workflow_id!r} in {self.url}")
         return Opening(info_from_row(rows[0][5:], self.url), self.pages(rows[0][0], first, seal, end), waits)
 
@@ -454,7 +447,7 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
         self._forget_run(workflow_id)
         self.forget_head(workflow_id)  # whatever was written meanwhile: the history is read again first
         token = secrets.randbits(63)
-        if not self._locks.try_acquire(workflow_id, token, self._runs):  # the stamp gives the run's row id
+        if not self._locks.try_acquire(workflow_id, token, self._held.runs):  # the stamp gives the run's row id
             return False
         self._tokens[workflow_id] = token
         return True
@@ -466,7 +459,7 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
             self._forget_run(workflow_id)
             self.forget_head(workflow_id)
         tokens = {workflow_id: secrets.randbits(63) for workflow_id in workflow_ids}
-        got = self._locks.try_acquire_many(tokens, self._runs)
+        got = self._locks.try_acquire_many(tokens, self._held.runs)
         for workflow_id in got:
             self._tokens[workflow_id] = tokens[workflow_id]
         return got
@@ -485,17 +478,11 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
     def batch(self) -> None:
         """Group this thread's writes until :meth:`commit` (``postgres_writes.py`` says how)."""
         self._writes.batch()
-        if not getattr(self._local, "batching", False):
-            self._local.batching = True
-            with self._runs_mutex:
-                self._batching += 1
+        self._held.batch()
 
     def unbatch(self) -> None:
-        """Stop counting this thread as batching (the engine's driver stops, after its last commit)."""
-        if getattr(self._local, "batching", False):
-            self._local.batching = False
-            with self._runs_mutex:
-                self._batching -= 1
+        """This thread's batch mode ends (the engine's driver stops, after its last commit)."""
+        self._held.unbatch()
 
     def commit(self) -> None:
         self._writes.commit()

@@ -29,6 +29,7 @@ from ..keys import Keyring
 from ..payloads import Codec
 from . import chain
 from .base import RESTARTABLE, UNSET, Secrets, Signal, Store, info_from_row, status_of
+from .held import HeldRuns
 from .locks import FileLocks, stores_open
 from .sqlite_access import read_only_error, read_only_query
 from .sqlite_errors import cannot_open, refused, translated, undecodable
@@ -77,12 +78,8 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         self._all_conns: list[sqlite3.Connection] = []
         self._mutex = threading.Lock()
         # workflow id -> (row id, chain seed) of its newest run, while this store holds the id's lock
-        self._runs: dict[str, tuple[int, bytes]] = {}
-        self._forgets = 0  # how many times a run was forgotten: a read made before one must not be cached
-        # Threads in batch mode (an engine's drivers, from batch() to unbatch()): while there are any, only
-        # they fill the run cache, since other connections do not see what their batches hold uncommitted.
-        self._batching = 0
-        # run row id -> (seq, checksum) of the last event this store wrote for it, kept like _runs
+        self._held: HeldRuns[tuple[int, bytes]] = HeldRuns()
+        # run row id -> (seq, checksum) of the last event this store wrote for it, kept like _held
         self._heads: dict[int, tuple[int, bytes]] = {}
         self._locks = FileLocks(self.path)  # counts this store as a user of the file; no descriptor yet
         self._opened = False  # until then, SQLite's errors are judged by refused()
@@ -149,17 +146,13 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
 
     def batch(self) -> None:
         """From now on, this thread's writes share one transaction until :meth:`commit`."""
-        if not getattr(self._local, "batching", False):
-            self._local.batching = True
-            with self._mutex:
-                self._batching += 1
+        self._local.batching = True
+        self._held.batch()
 
     def unbatch(self) -> None:
         """This thread's writes commit on their own again (after its last :meth:`commit`)."""
-        if getattr(self._local, "batching", False):
-            self._local.batching = False
-            with self._mutex:
-                self._batching -= 1
+        self._local.batching = False
+        self._held.unbatch()
 
     def commit(self) -> None:
         """Commit this thread's batch (one fsync in ``power`` mode, for all its writes).
@@ -220,41 +213,32 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
     def _forget(self, workflow_id: str) -> None:
         """Stop caching ``workflow_id``'s run and the head of its history (its lock changes hands, or a
         new generation starts)."""
-        with self._mutex:
-            self._forgets += 1
-            held = self._runs.pop(workflow_id, None)
-            if held is not None:
-                self._heads.pop(held[0], None)
+        held = self._held.forget(workflow_id)
+        if held is not None:
+            self._heads.pop(held[0], None)
 
     def _forget_all(self) -> None:
         """A batch was lost: a run or event it wrote may be gone (and its row id taken by another process)."""
-        with self._mutex:
-            self._forgets += 1
-            self._runs.clear()
-            self._heads.clear()
+        self._held.forget_all()
+        self._heads.clear()
 
-    def _hold(self, workflow_id: str, run: int, generation: Any, forgets: int | None = None) -> None:
+    def _hold(self, workflow_id: str, run: int, generation: Any, mark: int | None = None) -> None:
         """Cache the newest run of ``workflow_id`` if this process holds the id's lock (then nobody
-        else can start a newer generation or write to this one), unless something was forgotten since
-        the read that found it (``forgets``: the count then): a new generation may have started since;
-        nor from a thread that cannot see what the open batches of others hold."""
+        else can start a newer generation or write to this one), as :meth:`HeldRuns.fill` allows."""
         if type(generation) is int and self._locks.holds(workflow_id):
-            with self._mutex:
-                if (forgets is None or forgets == self._forgets) and (
-                        not self._batching or getattr(self._local, "batching", False)):
-                    self._runs[workflow_id] = (run, chain.seed(workflow_id, generation))
+            self._held.fill(workflow_id, (run, chain.seed(workflow_id, generation)), mark)
 
     def _run(self, workflow_id: str) -> int:
         """The row id of the newest run of ``workflow_id``: cached while this process holds the run
         (:meth:`_hold`), read afresh otherwise."""
-        held = self._runs.get(workflow_id)
+        held = self._held.get(workflow_id)
         if held is not None:
             return held[0]
-        forgets = self._forgets
+        mark = self._held.mark()
         row = self._read_one(_NEWEST_RUN.format("id, generation"), (workflow_id,))
         if row is None:
             raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {self.path}")
-        self._hold(workflow_id, row[0], row[1], forgets)
+        self._hold(workflow_id, row[0], row[1], mark)
         return int(row[0])
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
@@ -294,7 +278,7 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
             if placement is not None:
                 place(conn, workflow_id, name, placement, start.at)
         self._hold(workflow_id, run, 1)
-        if workflow_id in self._runs:
+        if self._held.get(workflow_id) is not None:
             self._heads[run] = head
         return True
 
@@ -342,7 +326,7 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
     def record(self, workflow_id: str, event: Event, *, status: Status | None = None,
                consume_signal: int | None = None, custom_status: Any = UNSET) -> None:
         run = self._run(workflow_id)
-        held = self._runs.get(workflow_id)  # then nobody else writes the run: its head is the one we wrote
+        held = self._held.get(workflow_id)  # then nobody else writes the run: its head is the one we wrote
         head = self._heads.get(run) if held is not None else None
         if status is None and consume_signal is None and custom_status is UNSET:  # hot path: one INSERT
             conn = self._conn()

@@ -18,6 +18,7 @@ from .base import Signal, status_of
 
 if TYPE_CHECKING:
     from ..payloads import Codec
+    from .held import HeldRuns
     from .locks import FileLocks
 
 PAGE = 256  # history rows per query: memory stays bounded, and no statement stays open between pages
@@ -46,7 +47,7 @@ class ChainedHistory:
 
     if TYPE_CHECKING:
         _locks: FileLocks
-        _runs: dict[str, tuple[int, bytes]]
+        _held: HeldRuns[tuple[int, bytes]]
 
         def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]: ...
         def _run(self, workflow_id: str) -> int: ...
@@ -162,7 +163,7 @@ class ChainedHistory:
 
     def last_event(self, workflow_id: str) -> Event | None:
         where = f"{workflow_id!r} in {self.path}"
-        if workflow_id in self._runs:
+        if self._held.get(workflow_id) is not None:
             run = self._run(workflow_id)
             status, head, seed = self._run_seal(run, where)
         else:  # the newest run and its seal in one read
