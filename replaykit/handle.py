@@ -94,9 +94,8 @@ class WorkflowHandle(Generic[R]):
             if self._error is not None:
                 raise self._error
             if not self._driven_here or self._ended:
-                # ended here: its end is committed (unless restarted since, which ended_with sees)
-                info = None if self._ended else self._store.info(self.workflow_id)
-                if info is None and self._ended or info is not None and info.status.is_terminal:
+                # ended here, its end committed (ended_with sees a restart since): no need to read its status
+                if self._ended or self._store_says_ended():
                     last = ended_with(self._store, self.workflow_id)
                     if last is not None:  # else restarted since we looked: wait for the new generation
                         return self._outcome(last)
@@ -107,6 +106,10 @@ class WorkflowHandle(Generic[R]):
             wait = self._poll if deadline is None else min(self._poll, max(0.0, deadline - monotonic()))
             self._wakeup.wait(wait)
             self._wakeup.clear()  # the flags above say what woke us; a set event must not spin the loop
+
+    def _store_says_ended(self) -> bool:
+        info = self._store.info(self.workflow_id)
+        return info is not None and info.status.is_terminal
 
     def _outcome(self, last: Event) -> R:
         ok, value = recorded_outcome(self._store.codec, self.workflow_id, last)

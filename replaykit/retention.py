@@ -13,7 +13,6 @@ engines and workers sharing the store go on between batches.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import pickle
 import threading
@@ -23,11 +22,11 @@ from datetime import timedelta
 from typing import Any
 
 from .control import Db, opened
-from .converters import TYPED
 from .history import START, Status
 from .keys import signed_body
 from .starting import seconds
 from .store import Store
+from .views import value_of
 
 log = logging.getLogger("replaykit")
 
@@ -137,10 +136,8 @@ def parent_of(store: Store, workflow_id: str) -> str | None | _Unknown:
     try:
         if isinstance(start.payload, bytes):
             recorded = _Inert(io.BytesIO(signed_body(start.payload))).load()
-        else:
-            recorded = json.loads(start.payload)
-            if start.encoding == TYPED and isinstance(recorded, dict):  # {"t": ..., "v": the start's fields}
-                recorded = recorded.get("v")
+        else:  # JSON, or a typed value's data
+            recorded = value_of(start.encoding, start.payload)
     except Exception:
         return UNKNOWN
     if not isinstance(recorded, dict) or "args" not in recorded:

@@ -228,7 +228,7 @@ class Engine(Controls, Lifecycle, Driver, Effects):
                 else:
                     self._post(lambda: self._open(wf, workflow_id, None, handle, deadline))
                 return handle
-        elif self._created_by_driver(wf, workflow_id, payload, begin is not None, handle, deadline):
+        elif self._created_by_driver(wf, workflow_id, payload, begin, handle, deadline):
             return handle  # and opened, in the same batch
         info = self.store.info(workflow_id)
         if info is not None and info.queue is not None:  # started for workers: they drive it
@@ -237,7 +237,7 @@ class Engine(Controls, Lifecycle, Driver, Effects):
         self._post(lambda: self._open(wf, workflow_id, (args, kwargs), handle, deadline))
         return handle
 
-    def _created_by_driver(self, wf: Workflow[Any], workflow_id: str, payload: Payload, pending: bool,
+    def _created_by_driver(self, wf: Workflow[Any], workflow_id: str, payload: Payload, begin: float | None,
                            handle: WorkflowHandle, lock_deadline: float) -> bool:
         """Record a run's start in the driver's next commit, open it there, and return once that
         commit is done (``False``: the run existed already). Its start joins the batch of the steps of
@@ -256,7 +256,8 @@ class Engine(Controls, Lifecycle, Driver, Effects):
 
         def create() -> bool:
             try:
-                locked, created = self._create_locked(wf, workflow_id, payload, pending=pending, lock=not pending)
+                locked, created = self._create_locked(wf, workflow_id, payload, pending=begin is not None,
+                                                      lock=begin is None)
             except BaseException as exc:  # noqa: BLE001 - the caller of start() gets it
                 settle(exc)
                 raise
@@ -266,9 +267,8 @@ class Engine(Controls, Lifecycle, Driver, Effects):
             else:
                 if locked:
                     self._unlock(workflow_id)
-                if created is not None and pending:
-                    self._start_when_due(wf, workflow_id, handle, created.value(self.store.codec, workflow_id)
-                                         ["start_at"])
+                if created is not None and begin is not None:
+                    self._start_when_due(wf, workflow_id, handle, begin)
                 elif created is not None:
                     self._open(wf, workflow_id, None, handle, lock_deadline)
             return created is not None

@@ -121,9 +121,9 @@ def _lane(store: Store, workflow_id: str, step: int, events: list[Event], start:
 def _guessed_start(events: list[Event], first: Event) -> float:
     """When a step was yielded, from the history alone: when the last event before its first one,
     of an earlier step, was recorded (the workflow went on from there)."""
-    for e in reversed(events[:first.seq]):
-        if e.step < first.step:
-            return e.at
+    for seq in range(first.seq - 1, 0, -1):  # by index: no copy of the history per lane
+        if events[seq].step < first.step:
+            return events[seq].at
     return events[0].at
 
 

@@ -177,3 +177,20 @@ def test_listening_beyond_localhost_needs_a_token(db: str, runs: rk.Engine, chil
     out = subprocess.run([PYTHON, "-m", "replaykit", "ui", str(Path(db).with_name("missing.db"))],
                          env=child_env, capture_output=True, text=True, timeout=30)
     assert out.returncode == 1 and "missing.db" in out.stderr
+
+
+def test_what_the_store_holds_is_text_on_the_run_list(db: str, child_env: dict[str, str], browser: Any) -> None:
+    evil = '<img src=x onerror="document.title=\'pwned\'"><script>document.title="pwned"</script>'
+    with rk.Engine(db) as engine:
+        with pytest.raises(rk.WorkflowFailed):
+            engine.start(charging, 1, workflow_id="id" + evil).result(timeout=20)
+    server = Server(db, child_env)
+    try:
+        browser.get(server.base + "/")
+        assert browser.title.startswith("replaykit: ") and "pwned" not in browser.title
+        assert browser.execute_script("return document.querySelectorAll('img').length") == 0
+        assert browser.execute_script("return document.scripts.length") == 0
+        assert "id" + evil in browser.execute_script("return document.querySelector('td.id').textContent")
+        assert server.call("GET", "/api/runs")[1][0]["workflow_id"] == "id" + evil
+    finally:
+        server.stop()

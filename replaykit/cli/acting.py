@@ -23,19 +23,23 @@ from . import output
 from .common import UsageError, db_argument, duration, import_modules, json_option, modules_option, opened
 
 
+def _json_value(text: str) -> Any:
+    """A JSON value given on the command line (arguments, payloads)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"{text!r} is not JSON ({exc}): write 42, true, '\"text\"' or '{{\"k\": 1}}'") \
+            from None
+
+
 @click.command()
 @db_argument
 @click.argument("workflow_id")
 @click.argument("name")
-@click.argument("payload", default="null")
-def signal(db: str, workflow_id: str, name: str, payload: str) -> None:
+@click.argument("payload", default="null", callback=lambda c, p, v: _json_value(v))
+def signal(db: str, workflow_id: str, name: str, payload: Any) -> None:
     """Send signal NAME to a run; PAYLOAD is a JSON value (default: null)."""
-    try:
-        value = json.loads(payload)
-    except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"must be JSON (e.g. true, 42, '\"text\"', '{{\"k\": 1}}'): {exc}",
-                                 param_hint="PAYLOAD") from None
-    control.send_signal(db, workflow_id, name, value)
+    control.send_signal(db, workflow_id, name, payload)
 
 
 @click.command()
@@ -179,14 +183,7 @@ def import_(db: str, path: Path) -> None:
 
 
 def _json_values(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> list[Any]:
-    parsed = []
-    for text in values:
-        try:
-            parsed.append(json.loads(text))
-        except json.JSONDecodeError as exc:
-            raise click.BadParameter(f"{text!r} is not JSON ({exc}): write 42, true, '\"text\"' or '{{\"k\": 1}}'") \
-                from None
-    return parsed
+    return [_json_value(text) for text in values]
 
 
 @click.command()
