@@ -52,6 +52,7 @@ from .errors import (
     StoreNotFoundError,
     StoreReadOnlyError,
     StoreTooNewError,
+    Terminated,
     TimedOut,
     UnknownWorkflowError,
     WorkerStoppingError,
@@ -61,6 +62,7 @@ from .errors import (
     WorkflowLockedError,
     WorkflowNotFoundError,
     WorkflowPausedError,
+    WorkflowTerminated,
     WorkflowTimedOut,
 )
 from .lazy import loader
@@ -83,6 +85,7 @@ if TYPE_CHECKING:  # loaded on first use (see __getattr__); type checkers read t
     from .saga import Saga
     from .store import Durability, MemoryStore, SqliteStore, Store
     from .store.work import Queue, WorkerRecord
+    from .terminating import terminate
     from .worker import Worker
 
 _LAZY = {  # module: the names it gives, as in the block above (tests/test_api.py keeps them equal)
@@ -93,7 +96,8 @@ _LAZY = {  # module: the names it gives, as in the block above (tests/test_api.p
     ".restarting": "fork restart",
     ".retention": "prune",
     ".retry": "Exponential Fixed Linear RetryPolicy", ".runtime": "Engine", ".saga": "Saga",
-    ".store": "Durability MemoryStore SqliteStore Store", ".store.work": "Queue WorkerRecord", ".worker": "Worker",
+    ".store": "Durability MemoryStore SqliteStore Store", ".store.work": "Queue WorkerRecord",
+    ".terminating": "terminate", ".worker": "Worker",
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names.split()}
 if not TYPE_CHECKING:  # hidden from type checkers, which would otherwise take any name, typos too
@@ -109,19 +113,16 @@ __version__ = "0.1.0"
 __all__ = [
     "Activity", "ActivityCall", "ActivityFailed", "ActivityInfo", "ActivityTimeoutError", "Cancelled",
     "ChildWorkflow", "Client", "Command", "Context", "ContinueAsNew", "CorruptStoreError", "Durability", "Engine",
-    "EngineClosedError",
-    "Event", "Exponential", "Fixed", "Flow", "Group", "HookEvent", "IllegalTransitionError", "InvalidCommandError",
-    "Linear",
-    "MemoryStore", "MigrationRequiredError", "NonDeterminismError", "NonDeterminismWarning", "NotAStoreError",
-    "NotAWorkflowError", "PayloadAuthenticationError",
-    "Queue",
+    "EngineClosedError", "Event", "Exponential", "Fixed", "Flow", "Group", "HookEvent", "IllegalTransitionError",
+    "InvalidCommandError", "Linear", "MemoryStore", "MigrationRequiredError", "NonDeterminismError",
+    "NonDeterminismWarning", "NotAStoreError", "NotAWorkflowError", "PayloadAuthenticationError", "Queue",
     "ReplayKitError", "ResultTimeoutError", "RetryPolicy", "Saga", "SerializationError", "SideEffect", "Sleep",
     "SleepUntil", "SqliteStore", "Status", "Store", "StoreError", "StoreFullError", "StoreNotFoundError",
-    "StoreReadOnlyError", "StoreTooNewError", "TimedOut", "UnknownTypeError", "UnknownWorkflowError", "WaitSignal",
-    "Worker",
-    "WorkerRecord", "WorkerStoppingError", "Workflow", "WorkflowCancelled", "WorkflowConflictError", "WorkflowFailed",
-    "WorkflowHandle", "WorkflowInfo", "WorkflowLockedError", "WorkflowNotFoundError", "WorkflowPausedError",
-    "WorkflowTimedOut", "activity", "activity_info", "all", "any", "cancel", "child_workflow", "continue_as_new",
-    "fork", "heartbeat", "is_cancelled", "json_type", "pause", "prune", "query", "restart", "resume", "run",
-    "runs_without_patch", "send_signal", "side_effect", "sleep", "sleep_until", "wait_signal", "workflow",
+    "StoreReadOnlyError", "StoreTooNewError", "Terminated", "TimedOut", "UnknownTypeError", "UnknownWorkflowError",
+    "WaitSignal", "Worker", "WorkerRecord", "WorkerStoppingError", "Workflow", "WorkflowCancelled",
+    "WorkflowConflictError", "WorkflowFailed", "WorkflowHandle", "WorkflowInfo", "WorkflowLockedError",
+    "WorkflowNotFoundError", "WorkflowPausedError", "WorkflowTerminated", "WorkflowTimedOut", "activity",
+    "activity_info", "all", "any", "cancel", "child_workflow", "continue_as_new", "fork", "heartbeat", "is_cancelled",
+    "json_type", "pause", "prune", "query", "restart", "resume", "run", "runs_without_patch", "send_signal",
+    "side_effect", "sleep", "sleep_until", "terminate", "wait_signal", "workflow",
 ]

@@ -137,6 +137,12 @@ class Client:
         """Raise :class:`Cancelled` at the run's current yield, wherever it is driven."""
         control.cancel(self.store, workflow_id, reason)
 
+    def terminate(self, workflow_id: str, reason: str = "terminated") -> None:
+        """End the run now, without running more of its code (see :func:`replaykit.terminate`)."""
+        from .terminating import terminate
+
+        terminate(self.store, workflow_id, reason)
+
     def pause(self, workflow_id: str) -> None:
         """Stop the run at its next yield, durably, until :meth:`resume`."""
         control.pause(self.store, workflow_id)

@@ -22,7 +22,8 @@ from .starting import started_by
 from .store import Store, open_store
 from .workflow import Workflow, lookup
 
-CANCEL_REQUEST = "__replaykit_cancel__"  # a control message in the run's signal inbox
+CANCEL_REQUEST = "__replaykit_cancel__"  # control messages in the run's signal inbox
+TERMINATE_REQUEST = "__replaykit_terminate__"  # see terminating.py
 
 Db = str | os.PathLike[str] | Store
 
@@ -45,7 +46,7 @@ def opened(db: Db) -> Iterator[Store]:
         store.close()
 
 
-def _need(store: Store, workflow_id: str) -> Status:
+def need(store: Store, workflow_id: str) -> Status:
     info = store.info(workflow_id)
     if info is None:
         raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {_where(store)}")
@@ -74,37 +75,42 @@ def cancel(db: Db, workflow_id: str, reason: str = "cancelled", *, at: float | N
     (``pending``) ends ``cancelled`` at once; a paused one is resumed to be cancelled."""
     now = time.time() if at is None else at
     with opened(db) as store:
-        status = _need(store, workflow_id)
+        status = need(store, workflow_id)
         if status.is_terminal:
             raise IllegalTransitionError(f"workflow {workflow_id!r} is already {status.value}; nothing to cancel")
         if status is Status.PENDING:
-            last = store.last_event(workflow_id)
-            if last is None:
-                raise CorruptStoreError(f"the run {workflow_id!r} in {store} is damaged: it has no start event. "
-                                        "Restore the store from a backup.")
-            result = Event(last.seq + 1, 0, RESULT, "", now, ERROR, *store.codec.encode_error(Cancelled(reason)))
-            store.record(workflow_id, result, status=Status.CANCELLED)
+            end_cancelled(store, workflow_id, Cancelled(reason), now)
             return
         if status is Status.PAUSED:
             store.set_status(workflow_id, Status.RUNNING, now)
         try:
             store.send_signal(workflow_id, CANCEL_REQUEST, *store.codec.encode(reason, "cancel reason"), now)
         except IllegalTransitionError:  # it ended since we looked
-            raise IllegalTransitionError(f"workflow {workflow_id!r} is already {_need(store, workflow_id).value}; "
+            raise IllegalTransitionError(f"workflow {workflow_id!r} is already {need(store, workflow_id).value}; "
                                          "nothing to cancel") from None
+
+
+def end_cancelled(store: Store, workflow_id: str, error: Cancelled, at: float) -> None:
+    """Record ``error`` as the result of a run nobody drives (it ends ``cancelled``)."""
+    last = store.last_event(workflow_id)
+    if last is None:
+        raise CorruptStoreError(f"the run {workflow_id!r} in {_where(store)} is damaged: it has no start event. "
+                                "Restore the store from a backup.")
+    result = Event(last.seq + 1, 0, RESULT, "", at, ERROR, *store.codec.encode_error(error))
+    store.record(workflow_id, result, status=Status.CANCELLED)
 
 
 def pause(db: Db, workflow_id: str, *, at: float | None = None) -> None:
     """Stop a run at its next yield (durably: it stays paused across restarts) until :func:`resume`."""
     with opened(db) as store:
-        _need(store, workflow_id)
+        need(store, workflow_id)
         store.set_status(workflow_id, Status.PAUSED, time.time() if at is None else at)
 
 
 def resume(db: Db, workflow_id: str, *, at: float | None = None) -> None:
     """Let a paused run go on (an engine that drives or recovers it continues it)."""
     with opened(db) as store:
-        status = _need(store, workflow_id)
+        status = need(store, workflow_id)
         if status is not Status.PAUSED:
             raise IllegalTransitionError(f"workflow {workflow_id!r} is {status.value}, not paused")
         store.set_status(workflow_id, Status.RUNNING, time.time() if at is None else at)

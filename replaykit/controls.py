@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import control
-from .errors import Cancelled, TimedOut
+from .errors import Cancelled, Terminated, TimedOut
 from .history import CANCEL, ERROR, Event, Status
 from .interpreter import Step, Waiting
 from .runstate import EngineState
@@ -26,11 +26,18 @@ class Controls(EngineState):
         def _advance(self, run: _Run, step: Step) -> None: ...
         def _abort(self, run: _Run, error: BaseException) -> None: ...
         def _tell(self, kind: str, workflow_id: str, workflow: str, **details: Any) -> None: ...
+        def _finish(self, run: _Run, outcome: str, encoded: tuple[str, str | bytes], status: Status | None = None,
+                    error: BaseException | None = None, consume_signal: int | None = None) -> None: ...
 
     def _take_controls(self, workflow_id: str) -> None:
-        """Apply what other processes (or this one) asked of a run: pause, resume, cancel."""
+        """Apply what other processes (or this one) asked of a run: terminate, pause, resume, cancel."""
         run = self._runs.get(workflow_id)
         if run is None:
+            return
+        request = self.store.next_signal(workflow_id, control.TERMINATE_REQUEST)
+        if request is not None:
+            reason = self.store.codec.decode(request.encoding, request.payload, "terminate reason")
+            self._terminate(run, Terminated(reason), request.id)
             return
         info = self.store.info(workflow_id)
         if info is not None and info.status is Status.PAUSED and not run.paused:
@@ -56,6 +63,12 @@ class Controls(EngineState):
         self.store.record(run.workflow_id, event, consume_signal=request_id)
         run.next_seq += 1
         self._step_safely(run, run.machine.cancel(at, error))
+
+    def _terminate(self, run: _Run, error: Terminated, request_id: int) -> None:
+        """End the run as it stands: none of its code runs (its generator is dropped unresumed)."""
+        self._finish(run, ERROR, self.store.codec.encode_error(error), Status.CANCELLED, error,
+                     consume_signal=request_id)
+        run.machine.discard()
 
     def _run_timed_out(self, run: _Run) -> None:
         if self._runs.get(run.workflow_id) is run:

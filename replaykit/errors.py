@@ -147,6 +147,11 @@ class TimedOut(Cancelled):
     """Raised at a workflow's current yield when its run timeout passes; it ends ``timed_out``."""
 
 
+class Terminated(Cancelled):
+    """What a run ended by :func:`replaykit.terminate` recorded as its error: none of its code ran
+    after the request (no ``except``, no compensation), unlike :class:`Cancelled` raised at a yield."""
+
+
 class WorkflowCancelled(Cancelled):
     """``result()`` of a run that ended ``cancelled``: ``reason`` says why. Not a :class:`WorkflowFailed`."""
 
@@ -162,6 +167,12 @@ class WorkflowTimedOut(WorkflowCancelled, TimedOut):
     """``result()`` of a run that ended ``timed_out`` (it passed its run timeout)."""
 
     ended = "timed out"
+
+
+class WorkflowTerminated(WorkflowCancelled):
+    """``result()`` of a run that :func:`replaykit.terminate` ended (its status is ``cancelled``)."""
+
+    ended = "was terminated"
 
 
 class ActivityTimeoutError(ReplayKitError):

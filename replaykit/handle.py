@@ -13,10 +13,12 @@ from .errors import (
     Cancelled,
     CorruptStoreError,
     ResultTimeoutError,
+    Terminated,
     TimedOut,
     WorkflowCancelled,
     WorkflowFailed,
     WorkflowNotFoundError,
+    WorkflowTerminated,
     WorkflowTimedOut,
 )
 from .history import ERROR, RESULT, Event, Status
@@ -153,7 +155,8 @@ def recorded_outcome(codec: Codec, workflow_id: str, result: Event) -> tuple[boo
     cause = codec.decode_error(result.encoding, result.payload, lambda: f"error of {workflow_id!r}")
     error: Exception
     if isinstance(cause, Cancelled):
-        ended = WorkflowTimedOut if isinstance(cause, TimedOut) else WorkflowCancelled
+        ended = (WorkflowTimedOut if isinstance(cause, TimedOut)
+                 else WorkflowTerminated if isinstance(cause, Terminated) else WorkflowCancelled)
         error = ended(workflow_id, str(cause))
     else:
         record = payloads.error_record(result.encoding, result.payload)

@@ -405,14 +405,15 @@ class Lifecycle(EngineState):
                                       f"{show(replayed)} (strict replay of the same history)", run.machine.where())
 
     def _finish(self, run: _Run, outcome: str, encoded: Payload, status: Status | None = None,
-                error: BaseException | None = None) -> None:
+                error: BaseException | None = None, consume_signal: int | None = None) -> None:
         status = status or (Status.COMPLETED if outcome == OK else Status.FAILED)
         for child_id, (parent, _) in list(self._children.items()):  # parent-close policy: cancel them
             if parent is run:
                 self._cancel_child(child_id)
         self._after_step(run)
         event = Event(run.next_seq, 0, RESULT, "", self._clock.now(), outcome, *encoded)
-        self.store.record(run.workflow_id, event, status=status, **self._unsaved_status(run))
+        self.store.record(run.workflow_id, event, status=status, consume_signal=consume_signal,
+                          **self._unsaved_status(run))
         self._tell(f"run_{status.value}", run.workflow_id, run.workflow.name, error=error,
                    took=self._clock.now() - run.started_at)
         self._release(run)

@@ -339,6 +339,13 @@ class Engine(Controls, Lifecycle, Driver, Effects):
         control.cancel(self.store, workflow_id, reason, at=self._clock.now())
         self._drive(workflow_id)
 
+    def terminate(self, workflow_id: str, reason: str = "terminated") -> None:
+        """End the run now, without running more of its code (see :func:`replaykit.terminate`)."""
+        from .terminating import terminate
+
+        terminate(self.store, workflow_id, reason, at=self._clock.now())
+        self._post(lambda: self._take_controls(workflow_id))
+
     def pause(self, workflow_id: str) -> None:
         """Stop the run at its next yield, durably, until :meth:`resume`."""
         control.pause(self.store, workflow_id, at=self._clock.now())

@@ -139,9 +139,9 @@ class WorkerEngine(Engine):
         self._release(run)
 
     def _finish(self, run: _Run, outcome: str, encoded: tuple[str, str | bytes], status: Status | None = None,
-                error: BaseException | None = None) -> None:
+                error: BaseException | None = None, consume_signal: int | None = None) -> None:
         self._ending.add(run.workflow_id)  # its result, once recorded, also hands it back (store: ended)
-        super()._finish(run, outcome, encoded, status, error)
+        super()._finish(run, outcome, encoded, status, error, consume_signal)
 
     def _unlock(self, workflow_id: str) -> None:
         """Give a claimed run back in the store (in the batch, so with what was recorded), then its lock.

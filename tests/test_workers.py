@@ -141,6 +141,19 @@ def test_client_controls_reach_runs_nobody_holds(shared: str, client: rk.Client)
         assert paused.result(timeout=20) == 4
 
 
+def test_a_run_a_worker_holds_is_terminated_by_that_worker(shared: str, client: rk.Client, ledger: Path) -> None:
+    with worker(shared) as w:
+        handle = client.start(quick, 3, 1.0, workflow_id="slow")
+        wait_for(lambda: w.holds("slow"))  # its activity runs (one second)
+        client.terminate("slow", "too slow")  # the worker holds its lock: it is asked to end it
+        with pytest.raises(rk.WorkflowTerminated, match="too slow"):
+            handle.result(timeout=20)
+        wait_for(lambda: lines(ledger))  # the activity finished after the end: its answer is not recorded
+        time.sleep(0.2)
+        assert not w.holds("slow")
+    assert [e.kind for e in client.store.events("slow")] == ["start", "result"]
+
+
 def test_a_cancellation_made_before_any_worker_is_applied_when_one_opens_the_run(
         shared: str, client: rk.Client) -> None:
     """A cancellation requested while no worker runs is applied by the first worker that opens the run

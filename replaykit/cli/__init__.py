@@ -9,7 +9,7 @@
     replaykit start orders.db order 42 --id order-o-42 -m myapp.workflows   # queued for workers; args are JSON
     replaykit query orders.db order-o-42 progress -m myapp.workflows
     replaykit signal orders.db order-o-42 approved true        # payload is JSON
-    replaykit cancel orders.db order-o-42                      # also: pause, resume
+    replaykit cancel orders.db order-o-42                      # also: terminate, pause, resume
     replaykit check orders.db -m myapp.workflows               # replay every history against current code
     replaykit restart orders.db order-o-42 --from-step 3 -m myapp.workflows
     replaykit fork orders.db order-o-42 order-o-42-b --step 3 -m myapp.workflows
@@ -44,7 +44,8 @@ def cli() -> None:
 
 
 for command in (reading.list_runs, reading.describe, reading.history, reading.result, acting.signal, acting.cancel,
-                acting.pause, acting.resume, serving.check, acting.restart, acting.fork, serving.worker,
+                acting.terminate, acting.pause, acting.resume, serving.check, acting.restart, acting.fork,
+                serving.worker,
                 reading.workers, acting.migrate, acting.delete, acting.prune, showing.show, reading.export,
                 acting.import_, acting.start, acting.query, serving.ui):
     cli.add_command(command)

@@ -1,5 +1,5 @@
-"""Verbs that change runs: ``signal``, ``cancel``, ``pause``, ``resume``, ``restart``, ``fork``, ``migrate``,
-``delete`` and ``prune``.
+"""Verbs that change runs: ``signal``, ``cancel``, ``terminate``, ``pause``, ``resume``, ``restart``, ``fork``,
+``migrate``, ``delete`` and ``prune``.
 
 Each acts on a run that exists, in a store that exists, from any process: the engine or worker
 driving the run notices within its poll interval.
@@ -19,6 +19,7 @@ from ..restarting import restart as restart_run
 from ..retention import ENDED
 from ..retention import prune as prune_runs
 from ..store import open_store
+from ..terminating import terminate as terminate_run
 from . import output
 from .common import UsageError, db_argument, duration, import_modules, json_option, modules_option, opened
 
@@ -51,6 +52,18 @@ def cancel(db: str, workflow_id: str, reason: str) -> None:
 
     Its except and finally blocks and compensations run; a pending run ends cancelled at once."""
     control.cancel(db, workflow_id, reason)
+
+
+@click.command()
+@db_argument
+@click.argument("workflow_id")
+@click.option("--reason", default="terminated", help="Recorded as the message of the rk.Terminated error.")
+def terminate(db: str, workflow_id: str, reason: str) -> None:
+    """End a run now, cancelled, without running more of its code.
+
+    No except or finally block or compensation runs (see cancel for that); its unfinished children
+    are cancelled. A run nobody drives is ended at once, even if its code is gone."""
+    terminate_run(db, workflow_id, reason)
 
 
 @click.command()

@@ -1,0 +1,116 @@
+"""rk.terminate: a run ends ``cancelled`` without running more of its code, driven or not."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import replaykit as rk
+from replaykit.cli import main as cli
+
+from conftest import PYTHON
+from helpers import read_journal
+
+CHILD = str(Path(__file__).with_name("terminate_child.py"))
+
+
+def _engine_process(db: str, marker: Path, env: dict[str, str]) -> subprocess.Popen[str]:
+    proc = subprocess.Popen([PYTHON, CHILD, db, str(marker)], env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+    return proc
+
+
+def _result_error(db: str, workflow_id: str) -> BaseException:
+    with rk.Client(db) as client, pytest.raises(rk.WorkflowCancelled) as caught:
+        client.handle(workflow_id).result(timeout=10)
+    return caught.value
+
+
+@pytest.mark.parametrize("how", ["terminate", "cancel"])
+def test_a_run_another_process_drives_ends_without_its_code_running(any_db: str, tmp_path: Path, how: str,
+                                                                   child_env: dict[str, str]) -> None:
+    marker = tmp_path / "marker"
+    proc = _engine_process(any_db, marker, child_env)
+    try:
+        if how == "terminate":
+            rk.terminate(any_db, "guarded", "by the test")
+        else:  # the contrast: a cancellation runs the workflow's except block and its compensation
+            rk.cancel(any_db, "guarded", "by the test")
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0
+    if how == "terminate":
+        assert out == "WorkflowTerminated workflow 'guarded' was terminated: by the test\n"
+        assert read_journal(str(marker)) == ["waiting"]
+        assert isinstance(_result_error(any_db, "guarded"), rk.WorkflowTerminated)
+    else:
+        assert out == "WorkflowCancelled workflow 'guarded' was cancelled: by the test\n"
+        assert read_journal(str(marker)) == ["waiting", "compensated"]
+    with rk.Client(any_db) as client:
+        assert client.handle("guarded").status() is rk.Status.CANCELLED
+        with pytest.raises(rk.IllegalTransitionError, match="already cancelled; nothing to terminate"):
+            client.terminate("guarded")
+
+
+def test_a_run_left_by_a_killed_process_is_ended_at_once_without_its_code(db: str, tmp_path: Path,
+                                                                         child_env: dict[str, str]) -> None:
+    marker = tmp_path / "marker"
+    proc = _engine_process(db, marker, child_env)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    rk.terminate(db, "guarded", "its code is gone")  # this process has never imported the workflow
+    error = _result_error(db, "guarded")
+    assert isinstance(error, rk.WorkflowTerminated) and isinstance(error.__cause__, rk.Terminated)
+    assert error.reason == "its code is gone"
+    with rk.SqliteStore(db) as store:
+        history = list(store.events("guarded"))  # read back through the hash chain and the run's seal
+        assert [e.kind for e in history] == ["start", "activity", "result"]
+        assert store.info("guarded").status is rk.Status.CANCELLED
+    assert read_journal(str(marker)) == ["waiting"]
+    with rk.Engine(db) as engine:
+        assert engine.recover() == []  # nothing left to drive, and nothing locked behind
+
+
+@rk.workflow(name="terminate.child")
+def child(ctx: rk.Context):
+    yield rk.wait_signal("never")
+
+
+@rk.workflow(name="terminate.parent")
+def parent(ctx: rk.Context):
+    return (yield rk.child_workflow(child, workflow_id="terminate-kid"))
+
+
+def test_terminating_a_run_nobody_drives_cancels_its_unfinished_children(db: str) -> None:
+    with rk.Engine(db, workflows=[parent, child]) as engine:
+        engine.start(parent, workflow_id="terminate-parent")
+        deadline = time.monotonic() + 10
+        while engine.store.info("terminate-kid") is None:
+            assert time.monotonic() < deadline, "the child never started"
+            time.sleep(0.01)
+    rk.terminate(db, "terminate-parent")
+    with rk.Engine(db, workflows=[parent, child]) as engine:
+        kids = {h.workflow_id: h for h in engine.recover()}
+        assert set(kids) == {"terminate-kid"}
+        with pytest.raises(rk.WorkflowCancelled, match="parent terminated") as caught:
+            kids["terminate-kid"].result(timeout=10)
+        assert not isinstance(caught.value, rk.WorkflowTerminated)
+        with pytest.raises(rk.WorkflowTerminated):
+            engine.handle("terminate-parent").result(timeout=1)
+
+
+def test_the_cli_terminates_and_refuses_what_cannot_be(db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with rk.Engine(db, workflows=[child]) as engine:
+        engine.start(child, workflow_id="kid")
+    assert cli(["terminate", db, "kid", "--reason", "from the shell"]) == 0
+    assert cli(["terminate", db, "kid"]) == 1
+    assert "workflow 'kid' is already cancelled; nothing to terminate" in capsys.readouterr().err
+    assert cli(["terminate", db, "nobody"]) == 1
+    assert "no workflow with id 'nobody'" in capsys.readouterr().err
+    with rk.Engine(db) as engine, pytest.raises(rk.WorkflowTerminated, match="from the shell"):
+        engine.handle("kid").result(timeout=1)
