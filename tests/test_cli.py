@@ -52,6 +52,14 @@ def parent(ctx: rk.Context, x: int) -> rk.Flow[int]:
     return (yield rk.child_workflow(doubling, x, workflow_id="child-of-p"))
 
 
+@rk.workflow(name="cli.generations")
+def generations(ctx: rk.Context, n: int) -> rk.Flow[int]:
+    got: int = yield double(n)
+    if n < 2:
+        yield rk.continue_as_new(n + 1)
+    return got
+
+
 def cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     out = capsys.readouterr()
@@ -276,3 +284,26 @@ def test_json_output_is_json_even_for_nan_and_paths_that_cannot_be_written_are_o
                  ["export", db, "nan", "-o", str(tmp_path / "no" / "x.json")]):
         code, out, err = cli(capsys, *argv)
         assert code == 1 and err.startswith("replaykit: ") and "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_history_all_shows_every_generation_oldest_first(any_db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with rk.Engine(any_db) as engine:
+        assert engine.start(generations, 0, workflow_id="gens").result(timeout=10) == 4
+    code, out, err = cli(capsys, "history", any_db, "gens", "--all", "--json")
+    assert code == 0, err
+    found = json.loads(out)
+    assert [(g["generation"], g["status"]) for g in found] == [(1, "continued"), (2, "continued"),
+                                                                      (3, "completed")]
+    assert [[(e["kind"], e["value"]) for e in g["events"]][1:] for g in found] == [
+        [("activity", 0), ("result", {"args": [1], "kwargs": {}})],
+        [("activity", 2), ("result", {"args": [2], "kwargs": {}})],
+        [("activity", 4), ("result", 4)]]
+    code, out, err = cli(capsys, "history", any_db, "gens")  # the newest alone, as before
+    assert code == 0 and len(out.splitlines()) == 4  # the header, its start, its activity, its result
+    assert "continued" in out.splitlines()[1] and out.splitlines()[-1].split()[-1] == "4"
+    code, out, err = cli(capsys, "history", any_db, "gens", "--all")
+    assert code == 0, err
+    assert [line.split(":")[0] for line in out.splitlines() if line.startswith("generation")] == [
+        "generation 1", "generation 2", "generation 3"]
+    assert "generation 1: continued, from " in out
+

@@ -202,6 +202,26 @@ def test_restart_starts_the_next_generation(store: Store, status: Status) -> Non
     assert len(store.list()) == 1
 
 
+def test_every_generation_is_kept_and_read_back(store: Store) -> None:
+    store.create("a", "w", start(), history=[step(1)])
+    store.continue_as_new("a", Event(2, 0, RESULT, "", 3.0, CONTINUED, "json", "null"), start(at=4.0))
+    store.record("a", result(1, at=5.0, outcome="error"), status=Status.FAILED)
+    store.restart("a", start(at=7.0), history=[step(1, at=7.5)])
+    assert [(g.number, g.status, g.created_at, g.updated_at) for g in store.generations("a")] == [
+        (1, Status.CONTINUED, 1.0, 3.0), (2, Status.FAILED, 4.0, 5.0), (3, Status.RUNNING, 7.0, 7.0)]
+    assert list(store.generation_events("a", 1)) == [
+        start(), step(1), Event(2, 0, RESULT, "", 3.0, CONTINUED, "json", "null")]
+    assert list(store.generation_events("a", 2)) == [start(at=4.0), result(1, at=5.0, outcome="error")]
+    assert list(store.generation_events("a", 3)) == list(store.events("a")) == [start(at=7.0), step(1, at=7.5)]
+    for missing in (0, 4):
+        with pytest.raises(WorkflowNotFoundError, match=f"no generation {missing}"):
+            store.generation_events("a", missing)
+    with pytest.raises(WorkflowNotFoundError):
+        store.generations("nope")
+    store.create("b", "w", start(), history=[step(1)])
+    assert [g.number for g in store.generations("b")] == [1]
+
+
 @pytest.mark.parametrize("status", [Status.RUNNING, Status.PAUSED, Status.PENDING, Status.COMPLETED])
 def test_restart_refuses_a_run_that_did_not_fail(store: Store, status: Status) -> None:
     store.create("a", "w", start(), Status.PENDING if status is Status.PENDING else Status.RUNNING,

@@ -12,6 +12,7 @@ import click
 from .. import views
 from ..errors import WorkflowNotFoundError
 from ..handle import ended_with
+from ..history import Event
 from . import output
 from .common import STATUSES, db_argument, duration, import_modules, json_option, modules_option, opened
 
@@ -109,11 +110,29 @@ def describe(db: str, workflow_id: str, modules: tuple[str, ...], as_json: bool)
 @click.command()
 @db_argument
 @click.argument("workflow_id")
+@click.option("--all", "every", is_flag=True,
+              help="Every generation (continued as new, or restarted), oldest first; not only the newest.")
 @json_option
-def history(db: str, workflow_id: str, as_json: bool) -> None:
-    """Print a run's recorded events (its newest generation), checked."""
+def history(db: str, workflow_id: str, every: bool, as_json: bool) -> None:
+    """Print a run's recorded events (its newest generation, or --all), checked."""
     with opened(db) as store:
-        events = list(store.events(workflow_id))
+        if not every:
+            _print_events(list(store.events(workflow_id)), as_json)
+            return
+        generations = [(g, list(store.generation_events(workflow_id, g.number)))
+                       for g in store.generations(workflow_id)]
+    if as_json:
+        output.emit_json([{"generation": g.number, "status": g.status.value, "created_at": views.when(g.created_at),
+                           "updated_at": views.when(g.updated_at), "events": [views.event_json(e) for e in events]}
+                          for g, events in generations])
+        return
+    for g, events in generations:
+        click.echo(f"generation {g.number}: {g.status.value}, from {views.when(g.created_at)} "
+                   f"to {views.when(g.updated_at)}")
+        _print_events(events, False)
+
+
+def _print_events(events: list[Event], as_json: bool) -> None:
     if as_json:
         output.emit_json([views.event_json(e) for e in events])
         return

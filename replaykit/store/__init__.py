@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..lazy import loader
-from .base import Signal, Store
+from .base import Generation, Signal, Store
 from .open import open_store
 from .sqlite import Durability, SqliteStore
 
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from .memory import MemoryStore
     from .postgres import PostgresStore
 
-__all__ = ["Durability", "MemoryStore", "PostgresStore", "Signal", "SqliteStore", "Store", "open_store"]
+__all__ = ["Durability", "Generation", "MemoryStore", "PostgresStore", "Signal", "SqliteStore", "Store", "open_store"]
 
 
 # PostgresStore on first use (importing replaykit must not import psycopg); MemoryStore too (a run

@@ -42,6 +42,16 @@ class Opening:
     signal_waits: bool  # an unconsumed signal of the name asked about waits in its inbox
 
 
+@attrs.frozen
+class Generation:
+    """One run of a workflow id: its first, or one a continue-as-new or a restart began."""
+
+    number: int  # 1 for the first
+    status: Status
+    created_at: float
+    updated_at: float
+
+
 _LATEST = 2.0**37  # seconds since the epoch (year 6325): a run's times beyond are damage
 
 
@@ -57,6 +67,15 @@ def info_from_row(row: Sequence[Any], where: str) -> WorkflowInfo:
     except (ValueError, TypeError, RecursionError) as exc:  # an unknown status, bad JSON, a time that is none
         raise CorruptStoreError(f"{where}: the row of run {row[0]!r} is damaged ({exc}). Nothing was changed; "
                                 "restore the store from a backup.") from exc
+
+
+def generation_from_row(row: Sequence[Any], workflow_id: str, where: str) -> Generation:
+    """A run's ``(generation, status, created_at, updated_at)``; damage is a :class:`CorruptStoreError`."""
+    info = info_from_row((workflow_id, "", row[1], row[2], row[3], None, None, None), where)
+    if type(row[0]) is not int or row[0] < 1:
+        raise CorruptStoreError(f"{where}: a row of run {workflow_id!r} is damaged (generation {row[0]!r}). "
+                                "Nothing was changed; restore the store from a backup.")
+    return Generation(row[0], info.status, info.created_at, info.updated_at)
 
 
 def status_of(value: Any, workflow_id: str, where: str) -> Status:
@@ -108,6 +127,16 @@ class Store(abc.ABC):
         No read outlives its call: an iterator that is abandoned half-way holds nothing
         open in the store (no statement, no snapshot). Raises ``WorkflowNotFoundError`` at once.
         """
+
+    def generations(self, workflow_id: str) -> builtins.list[Generation]:
+        """Every run of the id, oldest first: the last is the newest (what :meth:`events` reads), the
+        others ended ``continued`` or were restarted. Raises ``WorkflowNotFoundError``."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no older generations")
+
+    def generation_events(self, workflow_id: str, number: int) -> Iterator[Event]:
+        """The history of the id's ``number``-th run (see :meth:`generations`), read and checked as
+        :meth:`events` reads the newest. Raises ``WorkflowNotFoundError`` if there is no such run."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no older generations")
 
     def delete(self, workflow_ids: Sequence[str], *, ended_before: float | None = None) -> builtins.list[str]:
         """Delete the runs of ``workflow_ids`` whose newest run has ended (before ``ended_before``, if

@@ -14,7 +14,7 @@ from ..errors import IllegalTransitionError, WorkflowLockedError, WorkflowNotFou
 from ..history import CONTINUED, Event, Status, WorkflowInfo
 from ..keys import Keyring
 from ..payloads import Codec
-from .base import RESTARTABLE, UNSET, Secrets, Signal, Store
+from .base import RESTARTABLE, UNSET, Generation, Secrets, Signal, Store
 from .locks import ThreadLocks
 from .memory_work import MemoryWork
 from .work import Placement
@@ -32,6 +32,7 @@ class MemoryStore(MemoryWork, Store):
         self._mutex = threading.Lock()
         self._runs: dict[str, WorkflowInfo] = {}
         self._events: dict[str, list[Event]] = {}
+        self._older: dict[str, list[tuple[Generation, list[Event]]]] = {}  # generations before the newest
         self._signals: dict[str, list[Signal]] = {}
         self._consumed: set[int] = set()
         self._ids = itertools.count(1)
@@ -68,6 +69,7 @@ class MemoryStore(MemoryWork, Store):
                        and (ended_before is None or self._runs[w].updated_at < ended_before)]
             for workflow_id in deleted:
                 del self._runs[workflow_id], self._events[workflow_id]
+                self._older.pop(workflow_id, None)
                 self._consumed.difference_update(s.id for s in self._signals.pop(workflow_id, []))
                 self._work.pop(workflow_id, None)
             self._version += bool(deleted)
@@ -134,6 +136,8 @@ class MemoryStore(MemoryWork, Store):
         with self._mutex:
             info = self._need(workflow_id)
             assert result.outcome == CONTINUED
+            self._events[workflow_id].append(result)
+            self._retire(workflow_id, attrs.evolve(info, status=Status.CONTINUED, updated_at=result.at))
             self._runs[workflow_id] = WorkflowInfo(workflow_id, info.name, Status.RUNNING, start.at, start.at,
                                                    info.custom_status, info.queue)
             self._events[workflow_id] = [start]
@@ -146,6 +150,7 @@ class MemoryStore(MemoryWork, Store):
                 raise IllegalTransitionError(
                     f"workflow {workflow_id!r} is {info.status.value}; only a failed, cancelled or timed-out run "
                     "can be restarted")
+            self._retire(workflow_id, info)
             self._runs[workflow_id] = WorkflowInfo(workflow_id, info.name, Status.RUNNING, start.at, start.at,
                                                    queue=info.queue)
             self._events[workflow_id] = [start, *history]
@@ -154,6 +159,27 @@ class MemoryStore(MemoryWork, Store):
                 work.problem = work.problem_version = None
             self._wake(workflow_id, start.at)
             self._version += 1
+
+    def _retire(self, workflow_id: str, ended: WorkflowInfo) -> None:
+        """Keep the newest generation, which ended as ``ended`` says, among the older ones."""
+        older = self._older.setdefault(workflow_id, [])
+        number = len(older) + 1
+        older.append((Generation(number, ended.status, ended.created_at, ended.updated_at), self._events[workflow_id]))
+
+    def generations(self, workflow_id: str) -> builtins.list[Generation]:
+        with self._mutex:
+            info = self._need(workflow_id)
+            older = [generation for generation, _ in self._older.get(workflow_id, [])]
+            return [*older, Generation(len(older) + 1, info.status, info.created_at, info.updated_at)]
+
+    def generation_events(self, workflow_id: str, number: int) -> Iterator[Event]:
+        with self._mutex:
+            self._need(workflow_id)
+            older = self._older.get(workflow_id, [])
+            if not 1 <= number <= len(older) + 1:
+                raise WorkflowNotFoundError(f"workflow {workflow_id!r} has no generation {number} in this MemoryStore")
+            history = older[number - 1][1] if number <= len(older) else self._events[workflow_id]
+        return self._pages(history)
 
     def set_custom_status(self, workflow_id: str, value: Any) -> None:
         with self._mutex:

@@ -38,7 +38,18 @@ from ..history import Event, Status, WorkflowInfo
 from ..keys import SECRET_ENV, Keyring
 from ..payloads import Codec
 from . import chain
-from .base import RESTARTABLE, UNSET, Opening, Secrets, Signal, Store, info_from_row, status_of
+from .base import (
+    RESTARTABLE,
+    UNSET,
+    Generation,
+    Opening,
+    Secrets,
+    Signal,
+    Store,
+    generation_from_row,
+    info_from_row,
+    status_of,
+)
 from .held import HeldRuns
 from .postgres_conn import (
     OWNER_SQL,
@@ -188,6 +199,20 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
 
     def events(self, workflow_id: str) -> Iterator[Event]:
         return self.pages(self._run(workflow_id))
+
+    def generations(self, workflow_id: str) -> builtins.list[Generation]:
+        rows = self._read("SELECT generation, status, created_at, updated_at FROM replaykit_runs "
+                          "WHERE workflow_id = %s ORDER BY generation", (workflow_id,))
+        if not rows:
+            raise self._not_found(workflow_id)
+        return [generation_from_row(row, workflow_id, self.url) for row in rows]
+
+    def generation_events(self, workflow_id: str, number: int) -> Iterator[Event]:
+        row = self._read_one("SELECT id FROM replaykit_runs WHERE workflow_id = %s AND generation = %s",
+                             (workflow_id, number))
+        if row is None:
+            raise WorkflowNotFoundError(f"workflow {workflow_id!r} has no generation {number} in {self.url}")
+        return self.pages(row[0])
 
     def opening(self, workflow_id: str, signal: str | None = None) -> Opening:
         """The three reads in one round trip (a pipeline); the history's later pages as :meth:`events`."""

@@ -28,7 +28,7 @@ from ..history import Event, Status, WorkflowInfo
 from ..keys import Keyring
 from ..payloads import Codec
 from . import chain
-from .base import RESTARTABLE, UNSET, Secrets, Signal, Store, info_from_row, status_of
+from .base import RESTARTABLE, UNSET, Generation, Secrets, Signal, Store, generation_from_row, info_from_row, status_of
 from .held import HeldRuns
 from .locks import FileLocks, stores_open
 from .sqlite_access import read_only_error, read_only_query
@@ -322,6 +322,19 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
 
     def events(self, workflow_id: str) -> Iterator[Event]:
         return self._pages(self._run(workflow_id), workflow_id)
+
+    def generations(self, workflow_id: str) -> builtins.list[Generation]:
+        rows = self._read("SELECT generation, status, created_at, updated_at FROM runs WHERE workflow_id = ? "
+                          "ORDER BY generation", (workflow_id,))
+        if not rows:
+            raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {self.path}")
+        return [generation_from_row(row, workflow_id, self.path) for row in rows]
+
+    def generation_events(self, workflow_id: str, number: int) -> Iterator[Event]:
+        row = self._read_one("SELECT id FROM runs WHERE workflow_id = ? AND generation = ?", (workflow_id, number))
+        if row is None:
+            raise WorkflowNotFoundError(f"workflow {workflow_id!r} has no generation {number} in {self.path}")
+        return self._pages(row[0], workflow_id)
 
     def record(self, workflow_id: str, event: Event, *, status: Status | None = None,
                consume_signal: int | None = None, custom_status: Any = UNSET) -> None:
