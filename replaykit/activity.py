@@ -41,7 +41,7 @@ class Execution:
     """One execution of an activity: what it runs for, and how the engine reaches it."""
 
     __slots__ = ("workflow_id", "step", "attempt", "activity", "cancelled", "clock", "last_heartbeat", "details",
-                 "generation")
+                 "generation", "started")
 
     def __init__(self, workflow_id: str, step: int, attempt: int, activity: str, clock: Any = None,
                  generation: int = 1) -> None:
@@ -54,6 +54,7 @@ class Execution:
         self.clock = clock  # the engine's: heartbeats are timed on the clock that times them out
         self.last_heartbeat = 0.0  # set when started, for activities with a heartbeat timeout
         self.details: Any = None
+        self.started = 0.0  # when the engine started it (on its clock), if it runs off the driver thread
 
 
 @attrs.frozen

@@ -41,14 +41,18 @@ class Driver(EngineState):
     def _post(self, job: Callable[[], None]) -> None:
         self._inbox.put(job)
 
-    def _tell(self, kind: str, workflow_id: str, workflow: str, **details: Any) -> None:
-        """Tell the lifecycle subscribers (``engine.on``) about ``kind`` once it is committed."""
+    def _tell(self, kind: str, workflow_id: str, workflow: str, at: float | None = None, **details: Any) -> None:
+        """Tell the lifecycle subscribers (``engine.on``) about ``kind`` once it is committed (``at``:
+        when it happened, if it is recorded; else now)."""
         hooks = self._hooks
         if hooks is not None and hooks.wants(kind):
             from .hooks import HookEvent
 
-            self._later(functools.partial(hooks.emit, HookEvent(kind, workflow_id, workflow, self._clock.now(),
-                                                                **details)))
+            run = self._runs.get(workflow_id)
+            if run is not None:
+                details["run_started_at"] = run.started_at
+            when = self._clock.now() if at is None else at
+            self._later(functools.partial(hooks.emit, HookEvent(kind, workflow_id, workflow, when, **details)))
 
     def _loop(self) -> None:
         try:

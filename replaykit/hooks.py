@@ -17,6 +17,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
+from typing import Protocol
 
 import attrs
 
@@ -34,9 +35,12 @@ class HookEvent:
     """What happened (``kind``, one of :data:`EVENTS`), to which run, when (the engine's clock).
 
     ``step``, ``command`` (e.g. ``"activity charge"``) and ``attempt`` name the step of a ``step_*``
-    event; ``error`` is the exception of a failed or retried step, or of a run that failed, was
-    cancelled or timed out. ``took``: seconds from a step's yield to its answer (its retries
-    included), or from the start of a run's generation to its end (workflow time)."""
+    event, and ``started`` is when that attempt began (an activity's; a timer's or a signal's:
+    when it was yielded). ``error`` is the exception of a failed or retried step, or of a run that
+    failed, was cancelled or timed out. ``took``: seconds from a step's yield to its answer (its
+    retries included), or from the start of a run's generation to its end (workflow time).
+    ``run_started_at``: when the run's current generation began (its start event's time, the same
+    in every process that drives it); ``None`` for ``run_created``."""
 
     kind: str
     workflow_id: str
@@ -47,9 +51,17 @@ class HookEvent:
     attempt: int | None = None
     error: BaseException | None = None
     took: float | None = None
+    started: float | None = None
+    run_started_at: float | None = None
 
 
 Callback = Callable[[HookEvent], object]
+
+
+class Told(Protocol):
+    """What tells lifecycle events: an ``rk.Engine`` or an ``rk.Worker``."""
+
+    def on(self, event: str, callback: Callback) -> Callable[[], None]: ...
 
 
 class Hooks:

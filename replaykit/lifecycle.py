@@ -57,7 +57,8 @@ class Lifecycle(EngineState):
     if TYPE_CHECKING:
         def _post(self, job: Callable[[], None]) -> None: ...
         def _later(self, action: Callable[[], None], lost: Callable[[StoreError], None] | None = None) -> None: ...
-        def _tell(self, kind: str, workflow_id: str, workflow: str, **details: Any) -> None: ...
+        def _tell(self, kind: str, workflow_id: str, workflow: str, at: float | None = None,
+                  **details: Any) -> None: ...
         def _unlock(self, workflow_id: str) -> None: ...
         def _start_leaf(self, run: _Run, leaf: Leaf, more_to_start: bool) -> Answer | None: ...
         def _record_answer(self, run: _Run, leaf: Leaf, answer: Answer) -> tuple[float, Any]: ...
@@ -284,6 +285,7 @@ class Lifecycle(EngineState):
                 if self._closed:  # close() or Ctrl-C: no new step starts; a rerun resumes from here
                     return
                 self.store.confirm()  # the step before is recorded before this one starts
+                began = self._clock.now() if self._hooks is not None else None
                 answer = self._start_leaf(run, leaf, bool(todo))
                 if answer is not None:
                     break
@@ -298,7 +300,7 @@ class Lifecycle(EngineState):
             at, value = self._record_answer(run, leaf, answer)
             step = run.machine.resolve(leaf.step, answer[0], value, at)
             if self._hooks is not None:
-                self._tell_step(run, leaf, answer[0], value)
+                self._tell_step(run, leaf, answer[0], value, began)
 
     def _maybe_evict(self, run: _Run) -> None:
         """A run parked: with a cache limit, consider evicting it at the end of the driver's turn
@@ -328,19 +330,21 @@ class Lifecycle(EngineState):
         if evicted is not None:
             self._open(evicted[0], workflow_id, None, evicted[1], 0.0, woken=True)
 
-    def _settle(self, run: _Run, leaf: Leaf, answer: Answer) -> None:
-        """Record an outcome that arrived later (activity, timer, signal, child) and go on."""
+    def _settle(self, run: _Run, leaf: Leaf, answer: Answer, began: float | None = None) -> None:
+        """Record an outcome that arrived later (activity, timer, signal, child) and go on (``began``:
+        when the activity attempt that answered started)."""
         try:
             at, value = self._record_answer(run, leaf, answer)
             step = run.machine.resolve(leaf.step, answer[0], value, at)
             if self._hooks is not None:
-                self._tell_step(run, leaf, answer[0], value)
+                self._tell_step(run, leaf, answer[0], value, began)
             self._advance(run, step)
         except BaseException as exc:
             self._abort(run, exc)
 
-    def _tell_step(self, run: _Run, leaf: Leaf, outcome: str, value: Any) -> None:
-        """A step answered: completed, or failed (retried if the workflow waits on the same step again)."""
+    def _tell_step(self, run: _Run, leaf: Leaf, outcome: str, value: Any, began: float | None) -> None:
+        """A step answered: completed, or failed (retried if the workflow waits on the same step again);
+        ``began``: when this attempt started, if the engine knows (else the step's first yield)."""
         command = leaf.command
         if command.kind == TIMER and getattr(command, "name", "") == "retry":
             return  # the wait between attempts: told with the attempt that failed
@@ -351,7 +355,7 @@ class Lifecycle(EngineState):
         self._tell(kind, run.workflow_id, run.workflow.name, step=leaf.step,
                    command=f"{command.kind} {getattr(command, 'name', '')}".rstrip(), attempt=leaf.attempt,
                    error=value if isinstance(value, BaseException) else None,
-                   took=self._clock.now() - leaf.scheduled)
+                   took=self._clock.now() - leaf.scheduled, started=leaf.scheduled if began is None else began)
 
     def _after_step(self, run: _Run) -> None:
         """Bookkeeping after the workflow moved: patch markers, cancelled leaves, custom status."""
@@ -414,8 +418,8 @@ class Lifecycle(EngineState):
         event = Event(run.next_seq, 0, RESULT, "", self._clock.now(), outcome, *encoded)
         self.store.record(run.workflow_id, event, status=status, consume_signal=consume_signal,
                           **self._unsaved_status(run))
-        self._tell(f"run_{status.value}", run.workflow_id, run.workflow.name, error=error,
-                   took=self._clock.now() - run.started_at)
+        self._tell(f"run_{status.value}", run.workflow_id, run.workflow.name, event.at, error=error,
+                   took=event.at - run.started_at)
         self._release(run)
         self._later(run.handle._finish, run.handle._fail)
         if run.parent is not None:
@@ -426,11 +430,12 @@ class Lifecycle(EngineState):
         payload = start_payload(self.store.codec, run.workflow, step.args, step.kwargs, continued=True,
                                 parent=run.parent,
                                 generation=run.generation + 1)
-        result = Event(run.next_seq, 0, RESULT, "", self._clock.now(), CONTINUED,
+        now = self._clock.now()  # the end of this generation is the start of the next
+        result = Event(run.next_seq, 0, RESULT, "", now, CONTINUED,
                        *self.store.codec.encode({"args": list(step.args), "kwargs": step.kwargs}, "continue_as_new"))
-        new_start = Event(0, 0, START, run.workflow.name, self._clock.now(), OK, *payload)
+        new_start = Event(0, 0, START, run.workflow.name, now, OK, *payload)
         self.store.continue_as_new(run.workflow_id, result, new_start)
-        self._tell("run_continued", run.workflow_id, run.workflow.name, took=self._clock.now() - run.started_at)
+        self._tell("run_continued", run.workflow_id, run.workflow.name, now, took=now - run.started_at)
         run.machine.discard()
         del self._runs[run.workflow_id]
         self._replay(run.workflow, run.workflow_id, new_start, new_start.value(self.store.codec, run.workflow_id),

@@ -9,16 +9,9 @@ Counted once per real occurrence, never on replay, like the hooks they are built
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
-from .hooks import HookEvent
-
-
-class _Told(Protocol):
-    """What tells lifecycle events: an ``rk.Engine`` or an ``rk.Worker``."""
-
-    def on(self, event: str, callback: Callable[[HookEvent], object]) -> Callable[[], None]: ...
+from .hooks import HookEvent, Told
 
 _ENDS = {"run_completed": "completed", "run_failed": "failed", "run_cancelled": "cancelled",
          "run_timed_out": "timed_out", "run_continued": "continued"}
@@ -35,7 +28,7 @@ class Metrics:
     ``replaykit_step_duration_seconds{workflow,kind}`` (from the yield to the answer, in workflow time).
     """
 
-    def __init__(self, engine: _Told, registry: Any = None) -> None:
+    def __init__(self, engine: Told, registry: Any = None) -> None:
         try:
             from prometheus_client import CollectorRegistry, Counter, Histogram
         except ImportError as exc:
