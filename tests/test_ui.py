@@ -121,6 +121,55 @@ def test_the_api_reads_and_writes_runs(db: str, runs: rk.Engine, child_env: dict
         server.stop()
 
 
+def test_the_api_starts_queries_and_terminates_runs_with_the_code_it_loaded(db: str, runs: rk.Engine,
+                                                                          child_env: dict[str, str]) -> None:
+    from ui_app import picking
+
+    server = Server(db, child_env, "--token", "s3cret", "-m", "ui_app")
+    try:
+        body = {"workflow": "ui.picking", "workflow_id": "pick-1", "args": [["a", "b"]]}
+        assert server.call("POST", "/api/runs", body)[0] == 401
+        status, run = server.call("POST", "/api/runs", body, "s3cret")
+        assert status == 201 and (run["workflow_id"], run["name"], run["queue"]) == ("pick-1", "ui.picking",
+                                                                                       "default")
+        assert server.call("POST", "/api/runs", body, "s3cret")[0] == 201  # the same run again
+        assert server.call("POST", "/api/runs", {**body, "args": [["c"]]}, "s3cret")[0] == 409
+        status, problem = server.call("POST", "/api/runs", {**body, "workflow": "ui.nothing"}, "s3cret")
+        assert status == 404 and "no workflow named 'ui.nothing' is registered" in problem["detail"]
+        assert server.call("POST", "/api/runs", {**body, "workflow_id": "pick-2"}, "s3cret")[0] == 201
+        with rk.Worker(db, workflows=[picking], heartbeat=0.1, poll_interval=0.02):
+            deadline = time.monotonic() + 20
+            while len(list(runs.store.events("pick-1"))) < 2 or len(list(runs.store.events("pick-2"))) < 2:
+                assert time.monotonic() < deadline, "the worker did not take the runs"
+                time.sleep(0.02)
+            assert server.call("POST", "/api/runs/pick-1/query", {"name": "picked", "args": ["got "]}) == (
+                200, '"got b"')  # a JSON string; a read: no token
+            status, problem = server.call("POST", "/api/runs/pick-1/query", {"name": "nope"})
+            assert status == 404 and "has no query 'nope'; it answers: picked" in problem["detail"]
+            assert server.call("POST", "/api/runs/nobody/query", {"name": "picked"})[0] == 404
+            assert server.call("POST", "/api/runs/pick-2/terminate", {"reason": "enough"})[0] == 401
+            assert server.call("POST", "/api/runs/pick-2/terminate", {"reason": "enough"}, "s3cret")[0] == 204
+            with pytest.raises(rk.WorkflowTerminated, match="enough"):
+                runs.handle("pick-2").result(timeout=20)
+            assert server.call("POST", "/api/runs/pick-2/terminate", {}, "s3cret")[0] == 409
+            server.call("POST", "/api/runs/pick-1/signal", {"name": "done"}, "s3cret")
+            assert runs.handle("pick-1").result(timeout=20) == "b"
+        status, text = server.call("GET", "/metrics")
+        assert status == 200
+        samples = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line and not line.startswith("#")}
+        assert samples['replaykit_store_runs{status="failed",workflow="ui.charging"}'] == 1
+        assert samples['replaykit_store_runs{status="running",workflow="ui.waiting"}'] == 1
+        assert samples['replaykit_store_runs{status="completed",workflow="ui.picking"}'] == 1
+        assert samples['replaykit_store_runs{status="cancelled",workflow="ui.picking"}'] == 1
+        assert samples['replaykit_store_run_duration_seconds_count{status="completed",workflow="ui.picking"}'] == 1
+        assert samples['replaykit_store_run_duration_seconds_bucket{le="+Inf",status="failed",'
+                       'workflow="ui.charging"}'] == 1
+        assert samples['replaykit_store_workers{stopping="false"}'] == 0  # the worker unregistered
+    finally:
+        server.stop()
+
+
 def test_the_api_keeps_to_its_openapi_document(db: str, runs: rk.Engine, child_env: dict[str, str]) -> None:
     import schemathesis
     from hypothesis import HealthCheck, given, settings
@@ -143,7 +192,7 @@ def test_the_api_keeps_to_its_openapi_document(db: str, runs: rk.Engine, child_e
             except Exception as exc:  # collected: every operation is tried, then all failures shown
                 failures.append(f"{operation.label}: {exc}")
         assert not failures, "\n\n".join(failures)
-        assert len(set(called)) == 8 and len(called) > 8 * 10, called  # every operation, many cases each
+        assert len(set(called)) == 11 and len(called) > 11 * 10, called  # every operation, many cases each
         assert server.proc.poll() is None  # nothing brought it down
     finally:
         server.stop()

@@ -152,13 +152,17 @@ def _loopback(host: str) -> bool:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
 @click.option("--token", envvar="REPLAYKIT_UI_TOKEN", default=None,
-              help="What writes (signal, cancel, pause, resume) must present as 'Authorization: Bearer TOKEN'; "
+              help="What writes (start, signal, cancel, terminate, pause, resume) must present as "
+                   "'Authorization: Bearer TOKEN'; "
                    "required when --host is not this machine (also REPLAYKIT_UI_TOKEN).")
 @click.option("--refresh", type=click.IntRange(min=1), default=5, show_default=True,
               help="Seconds between reloads of the pages.")
-def ui(db: str, host: str, port: int, token: str | None, refresh: int) -> None:
-    """Serve the store's runs: a run list, run timelines, and a JSON API (/openapi.json).
+@modules_option
+def ui(db: str, host: str, port: int, token: str | None, refresh: int, modules: tuple[str, ...]) -> None:
+    """Serve the store's runs: a run list, run timelines, a JSON API (/openapi.json) and the store's
+    Prometheus metrics (/metrics).
 
+    Starting runs and answering queries over the API needs the workflows' code: -m MODULE.
     Needs the ui extra: pip install "replaykit[ui]". Until Ctrl-C or SIGTERM."""
     try:
         import uvicorn
@@ -169,6 +173,7 @@ def ui(db: str, host: str, port: int, token: str | None, refresh: int) -> None:
     if token is None and not _loopback(host):
         raise UsageError(f"listening on {host} lets other machines in: give a --token (or REPLAYKIT_UI_TOKEN) "
                          "for writes to need, or listen on 127.0.0.1")
+    import_modules(modules)
     with open_store(db, create=False):  # a mistyped path is said here, not in the server's log
         pass
     click.echo(f"replaykit ui: http://{host}:{port}/ (API: /api/runs, /openapi.json); Ctrl-C stops it", err=True)

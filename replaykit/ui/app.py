@@ -1,23 +1,37 @@
-"""The ``replaykit ui`` application: the run list and run pages, and a JSON HTTP API with its OpenAPI
-document at ``/openapi.json``. Reads need nothing; writes (signal, cancel, pause, resume) need
+"""The ``replaykit ui`` application: the run list and run pages, a JSON HTTP API with its OpenAPI
+document at ``/openapi.json``, and the store's Prometheus metrics at ``/metrics``. Reads (queries
+too) need nothing; writes (start, signal, cancel, terminate, pause, resume) need
 ``Authorization: Bearer <token>`` when the app is given a token (``replaykit ui`` requires one when
-it listens beyond localhost).
+it listens beyond localhost). Starting runs and answering queries needs the workflows' code: the
+modules ``replaykit ui -m`` imports.
 """
 
 import hmac
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from .. import control, timeline, views
-from ..errors import IllegalTransitionError, ReplayKitError, StoreError, WorkflowNotFoundError
+from ..client import Client
+from ..errors import (
+    IllegalTransitionError,
+    ReplayKitError,
+    StoreError,
+    UnknownWorkflowError,
+    WorkflowConflictError,
+    WorkflowNotFoundError,
+)
 from ..handle import ended_with
+from ..metrics import StoreMetrics
 from ..store import Store, open_store
+from ..terminating import terminate as terminate_run
 from ..timeline_html import render
+from ..workflow import lookup
 from . import pages
 
 StatusName = Literal["pending", "running", "paused", "completed", "failed", "cancelled", "timed_out", "continued"]
@@ -76,6 +90,25 @@ class CancelBody(BaseModel):
     reason: str = "cancelled"
 
 
+class TerminateBody(BaseModel):
+    reason: str = "terminated"
+
+
+class StartBody(BaseModel):
+    workflow: str = Field(min_length=1, description="The workflow's registered name")
+    workflow_id: str = Field(min_length=1)
+    args: list[Any] = Field(default_factory=list, description="JSON arguments")
+    queue: str = Field(default="default", min_length=1)
+    priority: int = 0
+    key: str | None = None
+    delay: float | None = Field(default=None, ge=0, le=10**9, description="Seconds before it may start")
+
+
+class QueryBody(BaseModel):
+    name: str = Field(min_length=1)
+    args: list[Any] = Field(default_factory=list, description="JSON arguments")
+
+
 class Problem(BaseModel):
     detail: str
 
@@ -84,6 +117,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": Problem, "description
 _WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     **_ERRORS, 401: {"model": Problem, "description": "A token is needed"},
     409: {"model": Problem, "description": "Not in a status that allows it"}}
+_NO_CODE: dict[int | str, dict[str, Any]] = {
+    404: {"model": Problem, "description": "No such run, or its workflow (or query) is not in the code replaykit ui "
+                                           "-m loaded"}}
 
 
 def _store(request: Request) -> Store:
@@ -133,6 +169,14 @@ def create_app(db: str | Store, *, token: str | None = None, refresh: int = 5) -
     @app.exception_handler(StoreError)
     async def unavailable(request: Request, exc: StoreError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=503)
+
+    @app.exception_handler(UnknownWorkflowError)
+    async def unknown(request: Request, exc: UnknownWorkflowError) -> JSONResponse:
+        return JSONResponse({"detail": f"{exc} (replaykit ui -m MODULE loads a workflow's code)"}, status_code=404)
+
+    @app.exception_handler(WorkflowConflictError)
+    async def taken(request: Request, exc: WorkflowConflictError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
 
     @app.exception_handler(ReplayKitError)
     async def damaged(request: Request, exc: ReplayKitError) -> JSONResponse:  # a damaged store, say
@@ -185,6 +229,39 @@ def create_app(db: str | Store, *, token: str | None = None, refresh: int = 5) -
               summary="Cancel a run at its current yield")
     def cancel(workflow_id: str, body: CancelBody, s: StoreDep, _: Writer) -> None:
         control.cancel(s, workflow_id, body.reason)
+
+    @app.post("/api/runs/{workflow_id:path}/terminate", status_code=204, responses=_WRITE_ERRORS,
+              summary="End a run now, without running more of its code")
+    def terminate(workflow_id: str, body: TerminateBody, s: StoreDep, _: Writer) -> None:
+        terminate_run(s, workflow_id, body.reason)
+
+    @app.post("/api/runs", status_code=201, response_model=Run, responses={**_WRITE_ERRORS, **_NO_CODE},
+              summary="Start a run, queued for workers (the same id, workflow and arguments: the same run)")
+    def start(body: StartBody, s: StoreDep, _: Writer) -> Any:
+        try:
+            wf = lookup(body.workflow)
+        except UnknownWorkflowError:
+            raise HTTPException(404, f"no workflow named {body.workflow!r} is registered: start replaykit ui with "
+                                     "-m MODULE, the module that defines it") from None
+        Client(s).start(wf, *body.args, workflow_id=body.workflow_id, queue=body.queue,
+                        priority=body.priority, key=body.key, start_delay=body.delay)
+        return views.info_json(info_of(s, body.workflow_id))
+
+    @app.post("/api/runs/{workflow_id:path}/query", responses={**_ERRORS, **_NO_CODE},
+              summary="Answer a run's query from a replay of its history (nothing runs or changes)")
+    def query(workflow_id: str, body: QueryBody, s: StoreDep) -> Any:
+        info_of(s, workflow_id)
+        try:
+            answer = control.query(s, workflow_id, body.name, *body.args)
+        except UnknownWorkflowError:
+            raise
+        except LookupError as exc:  # no such query
+            raise HTTPException(404, str(exc.args[0])) from None
+        return views.finite(json.loads(json.dumps(answer, default=repr)))
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics(s: StoreDep) -> Response:
+        return Response(StoreMetrics(s).text(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.post("/api/runs/{workflow_id:path}/pause", status_code=204, responses=_WRITE_ERRORS,
               summary="Pause a run at its next yield")

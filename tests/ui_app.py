@@ -1,0 +1,23 @@
+"""Workflows the ``replaykit ui -m ui_app`` server of tests/test_ui.py loads (and the test's worker drives)."""
+
+from __future__ import annotations
+
+import replaykit as rk
+
+
+@rk.activity
+def pick(items: list[str]) -> str:
+    return items[-1]
+
+
+@rk.workflow(name="ui.picking")
+def picking(ctx: rk.Context, items: list[str]) -> rk.Flow[str]:
+    picked = "nothing yet"
+
+    @ctx.query("picked")
+    def what(prefix: str) -> str:
+        return prefix + picked
+
+    picked = yield pick(items)
+    yield rk.wait_signal("done")
+    return picked
