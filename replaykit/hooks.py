@@ -64,6 +64,22 @@ class Told(Protocol):
     def on(self, event: str, callback: Callback) -> Callable[[], None]: ...
 
 
+def subscribe(told: Told, subscriber: object) -> Callable[[], None]:
+    """Subscribe each method of ``subscriber`` named after an event (``def run_failed(self, event)``);
+    returns a function that unsubscribes them all. An object with none is a ``TypeError``."""
+    methods = {kind: getattr(subscriber, kind) for kind in EVENTS if callable(getattr(subscriber, kind, None))}
+    if not methods:
+        raise TypeError(f"{type(subscriber).__name__} has no method named after a lifecycle event: define one or "
+                        f"more of {', '.join(EVENTS)} (each takes the rk.HookEvent)")
+    offs = [told.on(kind, method) for kind, method in methods.items()]
+
+    def off() -> None:
+        for unsubscribe in offs:
+            unsubscribe()
+
+    return off
+
+
 class Hooks:
     """An engine's subscribers and the thread that calls them."""
 

@@ -322,6 +322,14 @@ class Engine(Controls, Lifecycle, Driver, Effects):
             self._hooks = Hooks()
         return self._hooks.on(event, callback)
 
+    def subscribe(self, subscriber: object) -> Callable[[], None]:
+        """Subscribe each method of ``subscriber`` named after a lifecycle event (``run_completed``,
+        ``step_failed``...: each takes the ``rk.HookEvent``), as :meth:`on` does; returns a function
+        that unsubscribes them all."""
+        from .hooks import subscribe
+
+        return subscribe(self, subscriber)
+
     def handle(self, workflow_id: str) -> WorkflowHandle:
         """A handle on an existing run, whoever drives it (``result()`` polls the store)."""
         return WorkflowHandle(workflow_id, self.store, self._poll)

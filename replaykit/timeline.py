@@ -72,6 +72,7 @@ class Timeline:
     note: str | None = None  # why the history could not be replayed, if it could not
     error: dict[str, str] | None = None  # how the run failed, if it did
     result: str | None = None
+    children: tuple[str, ...] = ()  # ids the code gave its children, seen by the replay
 
 
 def build(store: Store, workflow_id: str, *, replay: bool = False, depth: int = 2) -> Timeline:
@@ -100,7 +101,8 @@ def build(store: Store, workflow_id: str, *, replay: bool = False, depth: int = 
     return Timeline(info, tuple(lanes), tuple(marks), events[0].at if events else info.created_at,
                     max(last, info.updated_at), exact=replay and note is None, waiting_at=where, note=note,
                     error=error_record(ended.encoding, ended.payload) if ended and ended.outcome == ERROR else None,
-                    result=_preview(ended) if ended and ended.outcome != ERROR else None)
+                    result=_preview(ended) if ended and ended.outcome != ERROR else None,
+                    children=tuple(children.values()))
 
 
 def _lane(store: Store, workflow_id: str, step: int, events: list[Event], start: float, depth: int,
@@ -157,18 +159,16 @@ def _replayed(store: Store, info: WorkflowInfo,
         issued: dict[int, float] = {}
         children: dict[int, str] = {}
         step = machine.start()
-        for e in events[1:]:
+        for e in [*events[1:], None]:  # None: what it waits on after the last event
             for leaf in machine.outstanding.values():
                 issued.setdefault(leaf.step, leaf.scheduled)
                 if isinstance(getattr(leaf.command, "workflow_id", None), str):
                     children[leaf.step] = leaf.command.workflow_id  # type: ignore[attr-defined]
-            if e.kind == RESULT or isinstance(step, Returned):
+            if e is None or e.kind == RESULT or isinstance(step, Returned):
                 break
             step = machine.replay(e)
         waits: Waits = {leaf.step: (leaf.command.kind, getattr(leaf.command, "name", ""), leaf.scheduled)
                  for leaf in machine.outstanding.values()}
-        for leaf in machine.outstanding.values():
-            issued.setdefault(leaf.step, leaf.scheduled)
         where = None if info.status.is_terminal else machine.where()
         machine.discard()
         return issued, waits, children, where, None

@@ -99,7 +99,11 @@ def described(store: Store, info: WorkflowInfo, replay: bool) -> dict[str, Any]:
         "events": events,
         "last_event": None if last is None else event_json(last),
     })
-    described.update(waits(store, info) if replay else {"waiting_at": None, "waiting_on": None, "note": None})
+    found: dict[str, Any] = (waits(store, info) if replay else
+                             {"waiting_at": None, "waiting_on": None, "note": None, "children": ()})
+    named = found.pop("children")
+    described.update(found)
+    described["children"] = children(store, info.workflow_id, named)
     if info.status.is_terminal and last is not None and last.kind == RESULT:
         described.update(outcome_json(last))
     return described
@@ -112,7 +116,20 @@ def waits(store: Store, info: WorkflowInfo) -> dict[str, Any]:
     drawn = timeline.build(store, info.workflow_id, replay=True, depth=0)
     waiting = [{"step": lane.step, "kind": lane.kind, "name": lane.name or None, "since": when(lane.start)}
                for lane in drawn.lanes if lane.end is None]
-    return {"waiting_at": drawn.waiting_at, "waiting_on": None if drawn.note else waiting, "note": drawn.note}
+    return {"waiting_at": drawn.waiting_at, "waiting_on": None if drawn.note else waiting, "note": drawn.note,
+            "children": drawn.children}
+
+
+def children(store: Store, workflow_id: str, named: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The runs whose start names ``workflow_id`` as their parent, among those with a child's default id
+    (``<id>/<step>``, ``<id>#<generation>/<step>``) and ``named`` (ids the code gave, seen by a replay):
+    ``[{"workflow_id", "status"}]``."""
+    from .retention import parent_of
+
+    runs = {i.workflow_id: i for i in store.list()
+            if i.workflow_id.startswith((f"{workflow_id}/", f"{workflow_id}#")) or i.workflow_id in named}
+    return [{"workflow_id": child_id, "status": runs[child_id].status.value} for child_id in sorted(runs)
+            if parent_of(store, child_id) == workflow_id]
 
 
 def listed(store: Store, *, statuses: Sequence[str] = (), workflows: Sequence[str] = (), prefix: str = "",

@@ -147,6 +147,14 @@ class Worker(Client):
 
         return off
 
+    def subscribe(self, subscriber: object) -> Callable[[], None]:
+        """Subscribe each method of ``subscriber`` named after a lifecycle event (``run_completed``,
+        ``step_failed``...: each takes the ``rk.HookEvent``), as :meth:`on` does; returns a function
+        that unsubscribes them all."""
+        from .hooks import subscribe
+
+        return subscribe(self, subscriber)
+
     def _may_start(self, workflow_id: str) -> None:
         if self.stopping:
             raise WorkerStoppingError(

@@ -52,6 +52,11 @@ def parent(ctx: rk.Context, x: int) -> rk.Flow[int]:
     return (yield rk.child_workflow(doubling, x, workflow_id="child-of-p"))
 
 
+@rk.workflow(name="cli.family")
+def family(ctx: rk.Context, x: int) -> rk.Flow[int]:
+    return (yield rk.child_workflow(doubling, x))  # the default id: family's id + "/1"
+
+
 @rk.workflow(name="cli.generations")
 def generations(ctx: rk.Context, n: int) -> rk.Flow[int]:
     got: int = yield double(n)
@@ -140,6 +145,21 @@ def test_describe_says_how_a_run_ended_and_where_it_came_from(any_db: str, capsy
     code, out, _ = cli(capsys, "describe", any_db, "r")  # for people: the error and its traceback, as lines
     assert code == 0 and "status:        failed" in out and "ValueError: order 7 is not allowed" in out
     assert "Traceback (most recent call last):" in out.splitlines() and "\\n" not in out
+
+
+def test_describe_lists_a_runs_children(any_db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with rk.Engine(any_db) as engine:
+        assert engine.start(parent, 21, workflow_id="p").result(timeout=20) == 42
+        assert engine.start(family, 2, workflow_id="f").result(timeout=20) == 4
+        assert engine.start(doubling, 5, workflow_id="f/9").result(timeout=20) == 10  # not f's child
+    code, out, _ = cli(capsys, "describe", any_db, "f", "--json")
+    assert code == 0 and json.loads(out)["children"] == [{"workflow_id": "f/1", "status": "completed"}]
+    code, out, _ = cli(capsys, "describe", any_db, "p", "--json")
+    assert json.loads(out)["children"] == []  # an id of its own: only a replay with the code knows it
+    code, out, _ = cli(capsys, "describe", any_db, "p", "--json", "-m", __name__)
+    assert json.loads(out)["children"] == [{"workflow_id": "child-of-p", "status": "completed"}]
+    code, out, _ = cli(capsys, "describe", any_db, "f")
+    assert "children:      f/1 (completed)" in out
 
 
 def test_describe_names_the_process_driving_a_run(db: str, capsys: pytest.CaptureFixture[str]) -> None:

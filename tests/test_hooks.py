@@ -215,3 +215,37 @@ def test_a_delayed_start_is_told_started_once_even_to_a_late_subscriber(db: str)
         engine.on("*", seen)  # after the start was recorded, before it is due
         assert handle.result(timeout=20) == "rested"
     assert seen.kinds("late") == ["run_started", "run_suspended", "step_completed", "run_completed"]
+
+
+class Watcher:
+    """A subscriber object: its methods named after events are subscribed."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str | None]] = []
+
+    def step_retried(self, event: rk.HookEvent) -> None:
+        self.seen.append((event.kind, event.command))
+
+    def run_failed(self, event: rk.HookEvent) -> None:
+        self.seen.append((event.kind, type(event.error).__name__))
+
+    def helper(self, event: rk.HookEvent) -> None:  # not an event's name: never called
+        self.seen.append(("helper", None))
+
+
+def test_a_subscriber_object_gets_the_events_its_methods_name(db: str) -> None:
+    watcher = Watcher()
+    with rk.Engine(db) as engine:
+        off = engine.subscribe(watcher)
+        with pytest.raises(rk.WorkflowFailed):
+            engine.start(failing, workflow_id="fails-1").result(timeout=10)
+        tries.pop("sub", None)
+        handle = engine.start(journey, "sub", workflow_id="sub")
+        engine.signal("sub", "go", "!")
+        assert handle.result(timeout=10) == "sub!"
+        off()
+        with pytest.raises(rk.WorkflowFailed):
+            engine.start(failing, workflow_id="fails-2").result(timeout=10)
+        with pytest.raises(TypeError, match="has no method named after a lifecycle event"):
+            engine.subscribe(object())
+    assert watcher.seen == [("run_failed", "ValueError"), ("step_retried", "activity flaky")]

@@ -87,6 +87,7 @@ def describe(db: str, workflow_id: str, modules: tuple[str, ...], as_json: bool)
             ("custom status", None if d["custom_status"] is None else output.compact(d["custom_status"], 200)),
             ("queue", d["queue"]), ("problem", d["problem"]),
             ("parent", None if d["parent"] is None else f"{d['parent']['workflow_id']} (step {d['parent']['step']})"),
+            ("children", ", ".join(f"{c['workflow_id']} ({c['status']})" for c in d["children"]) or None),
             ("timeout", None if d["timeout"] is None else f"{d['timeout']}s"), ("start at", d["start_at"]),
             ("driven by", d["driven_by"]), ("events", d["events"]),
             ("last event", None if last is None else

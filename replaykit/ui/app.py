@@ -53,6 +53,7 @@ class Described(Run):
     args: Any = None
     kwargs: Any = None
     parent: dict[str, Any] | None = None
+    children: list[dict[str, str]] = Field(default_factory=list)
     timeout: float | None = None
     start_at: str | None = None
     driven_by: str | None = None
