@@ -151,3 +151,17 @@ def test_scale_out_client_and_two_workers(tmp_path: Path, child_env: dict[str, s
     assert "results: ['receipt-o-0-by-" in done.stdout
     assert "workers stopped: [0, 0]" in done.stdout  # both stopped gracefully on SIGTERM
     assert (tmp_path / "scale_out.db").exists() == (store == "sqlite")
+
+
+def test_observe(tmp_path: Path, child_env: dict[str, str]) -> None:
+    done = run("observe.py", env=child_env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines.count("[hook] order-1: activity reserve attempt 1 failed: the stock service timed out") == 1
+    assert "result: workflow 'order-2' was terminated: never paid" in lines
+    assert "[hook] order-2 ended: never paid" in lines
+    assert '[metric] replaykit_runs_ended_total{status="cancelled",workflow="fulfil"} 1.0' in lines
+    assert sorted(line for line in lines if line.startswith("[span]")) == sorted(
+        ["[span] activity reserve order-1 child of its run"] * 2 + ["[span] workflow fulfil order-1 root"]
+        + ["[span] activity reserve order-2 child of its run"] * 2 + ["[span] workflow fulfil order-2 root"])
+    assert lines[-1] == "prune would delete: ['order-1', 'order-2']"
