@@ -135,8 +135,5 @@ def children(store: Store, workflow_id: str, named: Sequence[str] = ()) -> list[
 def listed(store: Store, *, statuses: Sequence[str] = (), workflows: Sequence[str] = (), prefix: str = "",
            since: float | None = None, until: float | None = None, limit: int | None = None) -> list[WorkflowInfo]:
     """The newest generation of each run, newest first, filtered by status, workflow name, id prefix
-    and creation time (``since`` included, ``until`` not), at most ``limit``."""
-    return [info for info in reversed(store.list())
-            if (not statuses or info.status.value in statuses) and (not workflows or info.name in workflows)
-            and info.workflow_id.startswith(prefix) and (since is None or info.created_at >= since)
-            and (until is None or info.created_at < until)][:limit]
+    and creation time (``since`` included, ``until`` not), at most ``limit`` (see :meth:`Store.find`)."""
+    return store.find(statuses=statuses, workflows=workflows, prefix=prefix, since=since, until=until, limit=limit)

@@ -41,6 +41,8 @@ def test_a_damaged_run_row_is_a_corrupt_store(any_db: str, column: str, value: s
             store.list()
         with pytest.raises(rk.CorruptStoreError, match="run 'a' is damaged"):
             store.info("a")
+        with pytest.raises(rk.CorruptStoreError, match="run 'a' is damaged"):  # filtered in the query: not hidden
+            store.find(statuses=["completed"], workflows=[adder.name], prefix="a")
 
 
 def test_a_damaged_worker_row_is_a_corrupt_store(any_db: str) -> None:

@@ -308,6 +308,46 @@ def test_list_shows_the_newest_run_of_each_id(store: Store) -> None:
     assert store.list(Status.CONTINUED) == [] and store.list(Status.FAILED) == []
 
 
+def _population(store: Store) -> None:
+    """Runs of three workflows, in every status, some with several generations, ids sharing prefixes."""
+    endings = [Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.TIMED_OUT]
+    for n in range(24):
+        workflow_id, name, at = f"{'ab'[n % 2]}{'xy'[n // 2 % 2]}-{n}", f"w{n % 3}", float(10 + n)
+        store.create(workflow_id, name, start(name, at), Status.PENDING if n % 7 == 0 else Status.RUNNING)
+        if n % 5 == 1:
+            store.continue_as_new(workflow_id, Event(1, 0, RESULT, "", at + 0.5, CONTINUED, "json", "null"),
+                                  start(name, at + 30))  # its newest generation was created later
+        if n % 4 == 2:
+            store.record(workflow_id, result(1, at + 31), status=endings[n % len(endings)])
+        elif n % 6 == 3:
+            store.set_status(workflow_id, Status.PAUSED, at + 31)
+
+
+def test_find_filters_in_the_store_as_the_definition_does(store: Store) -> None:
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    _population(store)
+
+    @settings(max_examples=60, deadline=None, database=None)
+    @given(statuses=st.lists(st.sampled_from(list(Status)), max_size=3),
+           workflows=st.lists(st.sampled_from(["w0", "w1", "w2", "w9"]), max_size=2),
+           prefix=st.sampled_from(["", "a", "ax", "by-", "ax-1", "z"]),
+           since=st.none() | st.floats(5, 70), until=st.none() | st.floats(5, 70),
+           limit=st.none() | st.integers(0, 30))
+    def same(statuses: list[Status], workflows: list[str], prefix: str, since: float | None,
+             until: float | None, limit: int | None) -> None:
+        found = store.find(statuses=statuses, workflows=workflows, prefix=prefix, since=since, until=until,
+                           limit=limit)
+        expected = Store.find(store, statuses=statuses, workflows=workflows, prefix=prefix, since=since,
+                              until=until, limit=limit)  # the definition: a filter of list() in Python
+        assert [(i.workflow_id, i.status, i.created_at) for i in found] == [
+            (i.workflow_id, i.status, i.created_at) for i in expected]
+
+    same()
+    assert [i.workflow_id for i in store.find(prefix="ax", limit=3)] == ["ax-20", "ax-16", "ax-12"]
+
+
 def test_paused_gives_the_paused_ids_of_every_generation_kind(store: Store) -> None:
     # What an engine's poll reads (by index) instead of listing runs: the same ids as list(PAUSED).
     for workflow_id in ("a", "b", "c", "d"):

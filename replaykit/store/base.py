@@ -78,6 +78,34 @@ def generation_from_row(row: Sequence[Any], workflow_id: str, where: str) -> Gen
     return Generation(row[0], info.status, info.created_at, info.updated_at)
 
 
+def find_filters(statuses: Sequence[Status | str], workflows: Sequence[str], prefix: str, since: float | None,
+                 until: float | None, mark: str) -> tuple[list[str], list[Any]]:
+    """The conditions of :meth:`Store.find` as SQL (``mark``: the driver's placeholder) and their
+    parameters. A row whose status is none of replaykit's passes the status filter: it is read, and
+    refused as damaged, rather than hidden."""
+    where: list[str] = []
+    params: list[Any] = []
+    if statuses:
+        wanted = sorted({Status(s).value for s in statuses})
+        every = [s.value for s in Status]
+        where.append(f"(status IN ({', '.join([mark] * len(wanted))}) OR status NOT IN "
+                     f"({', '.join([mark] * len(every))}))")
+        params += [*wanted, *every]
+    if workflows:
+        where.append(f"name IN ({', '.join([mark] * len(workflows))})")
+        params += list(workflows)
+    if prefix:
+        where.append(f"substr(workflow_id, 1, {mark}) = {mark}")
+        params += [len(prefix), prefix]
+    if since is not None:
+        where.append(f"created_at >= {mark}")
+        params.append(since)
+    if until is not None:
+        where.append(f"created_at < {mark}")
+        params.append(until)
+    return where, params
+
+
 def status_of(value: Any, workflow_id: str, where: str) -> Status:
     """A run row's status; an unknown one is a :class:`CorruptStoreError` naming ``where``."""
     try:
@@ -217,6 +245,19 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def list(self, status: Status | None = None) -> list[WorkflowInfo]:
         """The newest run of every id, optionally only those with ``status``."""
+
+    def find(self, *, statuses: Sequence[Status | str] = (), workflows: Sequence[str] = (), prefix: str = "",
+             since: float | None = None, until: float | None = None,
+             limit: int | None = None) -> builtins.list[WorkflowInfo]:
+        """The newest run of every id, newest first, with one of ``statuses`` (any if none), of one of
+        ``workflows`` (by name), whose id starts with ``prefix``, created at ``since`` or later and
+        before ``until``; at most ``limit``. Stores filter in their queries; this one in Python."""
+        wanted = {Status(s) for s in statuses}
+        found = [info for info in reversed(self.list())
+                 if (not wanted or info.status in wanted) and (not workflows or info.name in workflows)
+                 and info.workflow_id.startswith(prefix) and (since is None or info.created_at >= since)
+                 and (until is None or info.created_at < until)]
+        return found[:limit]
 
     def paused(self) -> set[str]:
         """The ids whose run is paused (cheap: engines poll it, so stores find them by index)."""

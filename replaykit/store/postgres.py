@@ -46,6 +46,7 @@ from .base import (
     Secrets,
     Signal,
     Store,
+    find_filters,
     generation_from_row,
     info_from_row,
     status_of,
@@ -464,6 +465,14 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
         where = _NEWEST + (" AND status = %s" if status else "")
         rows = self._read(f"SELECT {_RUN_COLUMNS} FROM replaykit_runs r WHERE {where} ORDER BY id",
                           (status.value,) if status else ())
+        return [info_from_row(row, self.url) for row in rows]
+
+    def find(self, *, statuses: Sequence[Status | str] = (), workflows: Sequence[str] = (), prefix: str = "",
+             since: float | None = None, until: float | None = None,
+             limit: int | None = None) -> builtins.list[WorkflowInfo]:
+        where, params = find_filters(statuses, workflows, prefix, since, until, "%s")
+        rows = self._read(f"SELECT {_RUN_COLUMNS} FROM replaykit_runs r WHERE {' AND '.join([_NEWEST, *where])} "
+                          "ORDER BY id DESC LIMIT %s", (*params, limit))
         return [info_from_row(row, self.url) for row in rows]
 
     def try_lock(self, workflow_id: str) -> bool:

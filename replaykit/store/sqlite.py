@@ -28,7 +28,18 @@ from ..history import Event, Status, WorkflowInfo
 from ..keys import Keyring
 from ..payloads import Codec
 from . import chain
-from .base import RESTARTABLE, UNSET, Generation, Secrets, Signal, Store, generation_from_row, info_from_row, status_of
+from .base import (
+    RESTARTABLE,
+    UNSET,
+    Generation,
+    Secrets,
+    Signal,
+    Store,
+    find_filters,
+    generation_from_row,
+    info_from_row,
+    status_of,
+)
 from .held import HeldRuns
 from .locks import FileLocks, stores_open
 from .sqlite_access import read_only_error, read_only_query
@@ -433,6 +444,16 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         rows = self._read(f"SELECT {_RUN_COLUMNS} FROM (SELECT *, row_number() OVER (PARTITION BY workflow_id "
                           f"ORDER BY generation DESC) AS newest FROM runs) AS runs WHERE {where} ORDER BY id",
                           (status.value,) if status else ())
+        return [info_from_row(row, self.path) for row in rows]
+
+    def find(self, *, statuses: Sequence[Status | str] = (), workflows: Sequence[str] = (), prefix: str = "",
+             since: float | None = None, until: float | None = None,
+             limit: int | None = None) -> builtins.list[WorkflowInfo]:
+        where, params = find_filters(statuses, workflows, prefix, since, until, "?")
+        rows = self._read(f"SELECT {_RUN_COLUMNS} FROM (SELECT *, row_number() OVER (PARTITION BY workflow_id "
+                          f"ORDER BY generation DESC) AS newest FROM runs) AS runs "
+                          f"WHERE {' AND '.join(['newest = 1', *where])} ORDER BY id DESC LIMIT ?",
+                          (*params, -1 if limit is None else limit))
         return [info_from_row(row, self.path) for row in rows]
 
     def try_lock(self, workflow_id: str) -> bool:
