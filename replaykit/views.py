@@ -126,8 +126,9 @@ def children(store: Store, workflow_id: str, named: Sequence[str] = ()) -> list[
     ``[{"workflow_id", "status"}]``."""
     from .retention import parent_of
 
-    runs = {i.workflow_id: i for i in store.list()
-            if i.workflow_id.startswith((f"{workflow_id}/", f"{workflow_id}#")) or i.workflow_id in named}
+    found = [*store.find(prefix=f"{workflow_id}/"), *store.find(prefix=f"{workflow_id}#"),
+             *(info for info in map(store.info, named) if info is not None)]
+    runs = {info.workflow_id: info for info in found}
     return [{"workflow_id": child_id, "status": runs[child_id].status.value} for child_id in sorted(runs)
             if parent_of(store, child_id) == workflow_id]
 
