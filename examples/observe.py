@@ -41,35 +41,41 @@ def fulfil(ctx: rk.Context, order_id: str) -> rk.Flow[str]:
 
 
 class Log:
-    """A subscriber: each method named after a lifecycle event is called once per occurrence."""
+    """A subscriber: each method named after a lifecycle event is called once per occurrence, on the
+    hooks' own thread (so it keeps lines, printed once the engine has closed, not amid the main thread's)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
 
     def step_retried(self, event: rk.HookEvent) -> None:
-        print(f"[hook] {event.workflow_id}: {event.command} attempt {event.attempt} failed: {event.error}")
+        self.lines.append(f"[hook] {event.workflow_id}: {event.command} attempt {event.attempt} failed: {event.error}")
 
     def run_completed(self, event: rk.HookEvent) -> None:
-        print(f"[hook] {event.workflow_id} completed in {event.took:.3f}s")
+        self.lines.append(f"[hook] {event.workflow_id} completed in {event.took:.3f}s")
 
     def run_cancelled(self, event: rk.HookEvent) -> None:
-        print(f"[hook] {event.workflow_id} ended: {event.error}")
+        self.lines.append(f"[hook] {event.workflow_id} ended: {event.error}")
 
 
 def main(db: str) -> None:
     spans = InMemorySpanExporter()  # in production: an OTLP exporter, say
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(spans))
+    log = Log()
     with rk.Engine(db) as engine:
-        engine.subscribe(Log())
+        engine.subscribe(log)
         metrics = Metrics(engine)
         Tracing(engine, provider)
         print("result:", engine.start(fulfil, "order-1", workflow_id="order-1").result(timeout=10))
         stuck = engine.start(fulfil, "order-2", workflow_id="order-2")
-        while len(list(engine.store.events("order-2"))) < 2:  # its first step is recorded: it waits to be paid
-            time.sleep(0.01)
+        while not any(e.kind == "activity" and e.outcome == "ok" for e in engine.store.events("order-2")):
+            time.sleep(0.01)  # until it has reserved (after a retry) and waits to be paid
         rk.terminate(engine.store, "order-2", "never paid")
         try:
             stuck.result(timeout=10)
         except rk.WorkflowTerminated as exc:
             print("result:", exc)
+    print("\n".join(log.lines))  # the engine has closed: every hook has been told
     for line in metrics.text().decode().splitlines():
         if line.startswith(("replaykit_runs_ended_total", "replaykit_steps_total")):
             print("[metric]", line)

@@ -54,7 +54,7 @@ class Execution:
         self.clock = clock  # the engine's: heartbeats are timed on the clock that times them out
         self.last_heartbeat = 0.0  # set when started, for activities with a heartbeat timeout
         self.details: Any = None
-        self.started = 0.0  # when the engine started it (on its clock), if it runs off the driver thread
+        self.started = 0.0  # when it began to run (on the engine's clock); 0.0 until then
 
 
 @attrs.frozen

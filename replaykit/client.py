@@ -35,7 +35,7 @@ from .store import Store
 from .store.base import Secrets
 from .store.open import store_for
 from .store.work import Placement, WorkerRecord
-from .workflow import Workflow, as_workflow, register
+from .workflow import Workflow, as_workflow, check_arguments, register
 
 if TYPE_CHECKING:
     from .workflow import Takes0, Takes1, Takes2, Takes3, Takes4, Takes5, Takes6
@@ -114,6 +114,7 @@ class Client:
         now = time.time()
         begin = start_at.timestamp() if start_at is not None else (
             now + seconds(start_delay) if start_delay is not None else None)
+        check_arguments(wf, args, kwargs)
         payload = start_payload(self.store.codec, wf, args, kwargs, timeout=timeout, start_at=begin)
         start = Event(0, 0, START, wf.name, now, OK, *payload)
         placement = Placement(queue, priority, key, ready_at=begin)
@@ -137,11 +138,11 @@ class Client:
         """Raise :class:`Cancelled` at the run's current yield, wherever it is driven."""
         control.cancel(self.store, workflow_id, reason)
 
-    def terminate(self, workflow_id: str, reason: str = "terminated") -> None:
-        """End the run now, without running more of its code (see :func:`replaykit.terminate`)."""
+    def terminate(self, workflow_id: str, reason: str = "terminated", *, wait: float = 30.0) -> None:
+        """End the run now, without running more of its steps (see :func:`replaykit.terminate`)."""
         from .terminating import terminate
 
-        terminate(self.store, workflow_id, reason)
+        terminate(self.store, workflow_id, reason, wait=wait)
 
     def pause(self, workflow_id: str) -> None:
         """Stop the run at its next yield, durably, until :meth:`resume`."""

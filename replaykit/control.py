@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .errors import Cancelled, CorruptStoreError, IllegalTransitionError, WorkflowNotFoundError
+from .errors import Cancelled, CorruptStoreError, IllegalTransitionError, UnknownQueryError, WorkflowNotFoundError
 from .history import ERROR, PATCH, RESULT, Event, Status
 from .interpreter import replay_history
 from .starting import started_by
@@ -149,7 +149,7 @@ def query(db: Db, workflow_id: str, name: str, *args: Any, workflows: dict[str, 
         handler = queries.get(name)
         if handler is None:
             known = ", ".join(sorted(queries)) or "none"
-            raise LookupError(f"workflow {workflow_id!r} ({wf.name}) has no query {name!r}; it answers: {known}")
+            raise UnknownQueryError(f"workflow {workflow_id!r} ({wf.name}) has no query {name!r}; it answers: {known}")
         return handler(*args, **kwargs)
     finally:
         machine.discard()

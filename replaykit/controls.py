@@ -66,7 +66,8 @@ class Controls(EngineState):
         self._step_safely(run, run.machine.cancel(at, error))
 
     def _terminate(self, run: _Run, error: Terminated, request_id: int) -> None:
-        """End the run as it stands: none of its code runs (its generator is dropped unresumed)."""
+        """End the run as it stands: it takes no further step. Its generator is closed as when an engine
+        drops a run (``finally`` blocks run with ``ctx.is_replaying`` true; nothing they yield runs)."""
         self._finish(run, ERROR, self.store.codec.encode_error(error), Status.CANCELLED, error,
                      consume_signal=request_id)
         run.machine.discard()

@@ -50,7 +50,7 @@ class Driver(EngineState):
 
             run = self._runs.get(workflow_id)
             if run is not None:
-                details["run_started_at"] = run.started_at
+                details["generation"], details["run_started_at"] = run.generation, run.started_at
             when = self._clock.now() if at is None else at
             self._later(functools.partial(hooks.emit, HookEvent(kind, workflow_id, workflow, when, **details)))
 

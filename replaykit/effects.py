@@ -188,7 +188,7 @@ class Effects(EngineState):
             return self._answer(run, leaf, self._executor.run_inline(call, execution))
         now = self._clock.now()
         run.executions[leaf.step] = execution
-        execution.last_heartbeat = execution.started = now
+        execution.last_heartbeat = now
         self._in_flight += 1
         self._later(functools.partial(self._submit, call, execution,
                                       functools.partial(self._post_activity_done, run, leaf, execution)),
@@ -220,7 +220,7 @@ class Effects(EngineState):
         if run.executions.get(leaf.step) is execution:
             del run.executions[leaf.step]
         if self._still_waiting(run, leaf) and not execution.cancelled:
-            self._settle(run, leaf, self._answer(run, leaf, outcome), execution.started)
+            self._settle(run, leaf, self._answer(run, leaf, outcome), execution.started or None)
 
     def _activity_overdue(self, run: _Run, leaf: Leaf, execution: Execution, kind: str,
                           seconds: float) -> None:
@@ -235,7 +235,8 @@ class Effects(EngineState):
                 return
         execution.cancelled = True  # cooperative: rk.heartbeat() raises Cancelled in the activity
         error = ActivityTimeoutError(kind, execution.activity, seconds)
-        self._settle(run, leaf, (ERROR, self.store.codec.encode_error(error), error, None), execution.started)
+        self._settle(run, leaf, (ERROR, self.store.codec.encode_error(error), error, None),
+                     execution.started or None)  # never begun (queued past its deadline): the step's yield
 
     def _answer(self, run: _Run, leaf: Leaf, outcome: Outcome) -> Answer:
         """Encode an activity or side effect outcome for recording."""

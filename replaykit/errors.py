@@ -69,6 +69,10 @@ class UnknownWorkflowError(ReplayKitError, LookupError):
     """A stored history names a workflow that this process has not registered."""
 
 
+class UnknownQueryError(ReplayKitError, LookupError):
+    """``rk.query`` named a query the run's workflow does not answer (the message lists those it does)."""
+
+
 class WorkflowConflictError(ReplayKitError):
     """A workflow id is already taken by a run of another workflow or with other arguments."""
 

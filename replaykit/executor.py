@@ -19,6 +19,8 @@ Done = Callable[[Outcome], None]
 
 
 def _call(fn: Callable[..., Any], call: ActivityCall, info: Execution) -> Outcome:
+    if info.clock is not None:
+        info.started = info.clock.now()  # when it began, not when it was queued (hooks and spans tell it)
     token = _current.set(info)
     try:
         if call.kwargs:
@@ -31,6 +33,8 @@ def _call(fn: Callable[..., Any], call: ActivityCall, info: Execution) -> Outcom
 
 
 async def _acall(fn: Callable[..., Any], call: ActivityCall, info: Execution) -> Outcome:
+    if info.clock is not None:
+        info.started = info.clock.now()
     _current.set(info)  # each task runs in its own context copy
     try:
         coro: Coroutine[Any, Any, Any] = fn(*call.args, **dict(call.kwargs))

@@ -39,8 +39,9 @@ class HookEvent:
     when it was yielded). ``error`` is the exception of a failed or retried step, or of a run that
     failed, was cancelled or timed out. ``took``: seconds from a step's yield to its answer (its
     retries included), or from the start of a run's generation to its end (workflow time).
-    ``run_started_at``: when the run's current generation began (its start event's time, the same
-    in every process that drives it); ``None`` for ``run_created``."""
+    ``generation`` (1, then one more per continue-as-new or restart) and ``run_started_at`` (its start
+    event's time) say which run of the id it is, the same in every process that drives it; ``None``
+    for ``run_created``."""
 
     kind: str
     workflow_id: str
@@ -52,6 +53,7 @@ class HookEvent:
     error: BaseException | None = None
     took: float | None = None
     started: float | None = None
+    generation: int | None = None
     run_started_at: float | None = None
 
 

@@ -43,7 +43,7 @@ from .store import Store
 from .store.base import Secrets
 from .store.open import store_for
 from .timers import TimerQueue
-from .workflow import Workflow, as_workflow, lookup, register
+from .workflow import Workflow, as_workflow, check_arguments, lookup, register
 
 if TYPE_CHECKING:
     from .hooks import HookEvent, Hooks
@@ -216,6 +216,7 @@ class Engine(Controls, Lifecycle, Driver, Effects):
             begin = start_at.timestamp()
         elif start_delay is not None:
             begin = self._clock.now() + seconds(start_delay)
+        check_arguments(wf, args, kwargs)
         payload = start_payload(self.store.codec, wf, args, kwargs, timeout=timeout, start_at=begin)
         handle = self._new_handle(workflow_id)
         deadline = monotonic() + lock_timeout
@@ -245,8 +246,7 @@ class Engine(Controls, Lifecycle, Driver, Effects):
         (the busy wait cost milliseconds at the 99th percentile). A signal sent after this returns
         finds the run, and comes after the run's first step started (its first step is in the same
         commit). Without group commit, the caller records the start instead (``start``): there is no
-        batch to join, and the run's first step comes after the signals sent right after ``start()``,
-        as ``assert_survives_crashes`` and the test environment's replays expect."""
+        batch to join."""
         answer: list[Any] = []  # [created] once committed, or [the error]
         done = threading.Event()
 
@@ -347,12 +347,14 @@ class Engine(Controls, Lifecycle, Driver, Effects):
         control.cancel(self.store, workflow_id, reason, at=self._clock.now())
         self._drive(workflow_id)
 
-    def terminate(self, workflow_id: str, reason: str = "terminated") -> None:
-        """End the run now, without running more of its code (see :func:`replaykit.terminate`)."""
-        from .terminating import terminate
+    def terminate(self, workflow_id: str, reason: str = "terminated", *, wait: float = 30.0) -> None:
+        """End the run now, without running more of its steps (see :func:`replaykit.terminate`)."""
+        from .terminating import request, wait_ended
 
-        terminate(self.store, workflow_id, reason, at=self._clock.now())
-        self._post(lambda: self._take_controls(workflow_id))
+        at = self._clock.now()
+        if not request(self.store, workflow_id, reason, at):
+            self._post(lambda: self._take_controls(workflow_id))  # if this engine holds it: now, not at a poll
+            wait_ended(self.store, workflow_id, reason, at, wait)
 
     def pause(self, workflow_id: str) -> None:
         """Stop the run at its next yield, durably, until :meth:`resume`."""

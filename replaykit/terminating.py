@@ -1,10 +1,10 @@
-"""``rk.terminate``: end a run now, without running any more of its code.
+"""``rk.terminate``: end a run now, without running more of its steps.
 
     rk.terminate("orders.db", "order-o-42", "bad input; refunded by hand")
 
-Where :func:`replaykit.cancel` raises ``Cancelled`` at the run's yield (so its ``except`` and
-``finally`` blocks and compensations run), terminate records the end itself. It is the way to end
-a run whose code is gone or cannot replay its history any more.
+Where :func:`replaykit.cancel` raises ``Cancelled`` at the run's yield (so its ``except`` blocks and
+compensations run as steps), terminate records the end itself. It is the way to end a run whose
+code is gone or cannot replay its history any more.
 """
 
 from __future__ import annotations
@@ -12,38 +12,75 @@ from __future__ import annotations
 import time
 
 from .control import TERMINATE_REQUEST, Db, cancel, end_cancelled, need, opened
-from .errors import IllegalTransitionError, Terminated
+from .errors import IllegalTransitionError, ResultTimeoutError, Terminated
+from .history import Status
 from .retention import parent_of
 from .store import Store
 
+_POLL = 0.05  # seconds between looks at a run another process was asked to end
 
-def terminate(db: Db, workflow_id: str, reason: str = "terminated", *, at: float | None = None) -> None:
-    """End a run now, ``cancelled``, without running any more of its code: no ``except`` or
-    ``finally`` block, no compensation. Its ``result()`` raises :class:`WorkflowTerminated`; its
-    unfinished children are cancelled; activities still running are told (``rk.is_cancelled()``)
-    and their results ignored.
 
-    A run that no live process drives is ended here, at once: it needs neither an engine nor the
-    workflow's code. One that an engine or a worker drives is ended by it, at its next poll.
-    A run that has ended raises :class:`IllegalTransitionError`.
+def terminate(db: Db, workflow_id: str, reason: str = "terminated", *, at: float | None = None,
+              wait: float = 30.0) -> None:
+    """End a run now, ``cancelled``, without running more of its steps: no activity, no compensation,
+    nothing its code would yield is recorded. Its ``result()`` raises :class:`WorkflowTerminated`;
+    its unfinished children are cancelled; activities still running are told
+    (``rk.is_cancelled()``) and their results ignored.
+
+    Returns once the run has ended. A run that no process holds is ended here, under its lock: it
+    needs neither an engine nor the workflow's code. One that a process holds is asked to end it at
+    its next poll; if that process lets the run go without ending it (its code could not replay the
+    history, say), it is ended here. :class:`ResultTimeoutError` after ``wait`` seconds if the process
+    holding it has done neither (the request stays, for it to apply);
+    :class:`IllegalTransitionError` if the run has ended.
     """
     now = time.time() if at is None else at
     with opened(db) as store:
+        if not request(store, workflow_id, reason, now):
+            wait_ended(store, workflow_id, reason, now, wait)
+
+
+def request(store: Store, workflow_id: str, reason: str, at: float) -> bool:
+    """End the run if nobody holds it (``True``), else leave a request in its inbox (``False``)."""
+    _refuse_ended(store, workflow_id)
+    if _end_if_free(store, workflow_id, reason, at):
+        return True
+    try:
+        store.send_signal(workflow_id, TERMINATE_REQUEST, *store.codec.encode(reason, "terminate reason"), at)
+    except IllegalTransitionError:  # it ended since we looked
         _refuse_ended(store, workflow_id)
-        if not store.try_lock(workflow_id):  # driven by a live process: it ends the run
-            try:
-                store.send_signal(workflow_id, TERMINATE_REQUEST, *store.codec.encode(reason, "terminate reason"),
-                                  now)
-            except IllegalTransitionError:  # it ended since we looked
-                _refuse_ended(store, workflow_id)
-                raise
+        raise
+    return False
+
+
+def wait_ended(store: Store, workflow_id: str, reason: str, at: float, wait: float) -> None:
+    """Until the run has ended: by the process that held it, or here once nobody holds it."""
+    deadline = time.monotonic() + wait
+    while not need(store, workflow_id).is_terminal:
+        if _end_if_free(store, workflow_id, reason, at):
             return
-        try:  # nobody drives it, and nobody can until it has ended
-            _refuse_ended(store, workflow_id)
-            end_cancelled(store, workflow_id, Terminated(reason), now)
-        finally:
-            store.unlock(workflow_id)
-        _cancel_children(store, workflow_id, now)
+        if time.monotonic() >= deadline:
+            raise ResultTimeoutError(
+                f"workflow {workflow_id!r} is held by {store.lock_owner(workflow_id) or 'another process'}, which "
+                f"has not ended it after {wait:g}s; the request to terminate it stays in its inbox, applied when "
+                "that process next polls it (or call terminate again once it lets the run go)")
+        time.sleep(_POLL)
+
+
+def _end_if_free(store: Store, workflow_id: str, reason: str, at: float) -> bool:
+    """End the run under its lock, its children first, if nobody holds it and it has not ended."""
+    if not store.try_lock(workflow_id):
+        return False
+    try:
+        if need(store, workflow_id).is_terminal:
+            return True  # ended meanwhile, by whoever held it
+        _cancel_children(store, workflow_id, at)
+        while (waiting := store.next_signal(workflow_id, TERMINATE_REQUEST)) is not None:
+            store.consume_signal(waiting.id)  # requests of earlier calls (or this one): answered here
+        end_cancelled(store, workflow_id, Terminated(reason), at)
+        return True
+    finally:
+        store.unlock(workflow_id)
 
 
 def _refuse_ended(store: Store, workflow_id: str) -> None:
@@ -53,9 +90,10 @@ def _refuse_ended(store: Store, workflow_id: str) -> None:
 
 
 def _cancel_children(store: Store, workflow_id: str, at: float) -> None:
-    """The parent-close policy, as an engine applies it when a parent it drives ends."""
-    for info in store.list():
-        if not info.status.is_terminal and parent_of(store, info.workflow_id) == workflow_id:
+    """The parent-close policy, as an engine applies it when a parent it drives ends: every unfinished
+    run whose start names this one as its parent (each unfinished run's start is read)."""
+    for info in store.find(statuses=[Status.RUNNING, Status.PENDING, Status.PAUSED]):
+        if parent_of(store, info.workflow_id) == workflow_id:
             try:
                 cancel(store, info.workflow_id, "parent terminated", at=at)
             except IllegalTransitionError:  # it ended meanwhile

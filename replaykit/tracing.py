@@ -11,9 +11,12 @@ records, so every process that drives a run agrees on it, across crashes and han
 
 - a trace per workflow id (its id: from a hash of the workflow id);
 - a span per run (generation), ``workflow <name>``, from its start event's time to its end, made by
-  the process that ends it (its id: from the workflow id and that start time);
+  the process that ends it (its id: from the workflow id, the generation and that start time);
 - a span per activity attempt that answered, ``activity <name>``, the run's span as its parent,
   made by the process that ran it. An attempt cut short by a crash has no span; its re-run has.
+
+A run that ends without a process driving it (``rk.terminate`` of a run nobody holds, ``rk.cancel``
+of a pending one) has no run span: the spans of its attempts name a parent that is never exported.
 """
 
 from __future__ import annotations
@@ -44,9 +47,9 @@ def trace_id(workflow_id: str) -> int:
     return _hashed(b"trace", workflow_id, 16)
 
 
-def run_span_id(workflow_id: str, run_started_at: float) -> int:
-    """The span of the run (generation) of ``workflow_id`` that began at ``run_started_at``."""
-    return _hashed(b"run", f"{workflow_id}\0{run_started_at!r}", 8)
+def run_span_id(workflow_id: str, generation: int, run_started_at: float) -> int:
+    """The span of ``workflow_id``'s run ``generation``, which began at ``run_started_at``."""
+    return _hashed(b"run", f"{workflow_id}\0{generation}\0{run_started_at!r}", 8)
 
 
 def _hashed(kind: bytes, text: str, size: int) -> int:
@@ -100,10 +103,10 @@ class Tracing:
             off()
 
     def _step(self, e: HookEvent) -> None:
-        if not (e.command or "").startswith("activity ") or e.run_started_at is None:
+        if not (e.command or "").startswith("activity ") or e.run_started_at is None or e.generation is None:
             return
         parent = trace.NonRecordingSpan(trace.SpanContext(
-            trace_id(e.workflow_id), run_span_id(e.workflow_id, e.run_started_at), is_remote=True,
+            trace_id(e.workflow_id), run_span_id(e.workflow_id, e.generation, e.run_started_at), is_remote=True,
             trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED)))
         span = self._steps.start_span(
             e.command or "activity", context=trace.set_span_in_context(parent, Context()),
@@ -115,10 +118,10 @@ class Tracing:
         span.end(end_time=_ns(e.at))
 
     def _ended(self, e: HookEvent) -> None:
-        if e.run_started_at is None:
+        if e.run_started_at is None or e.generation is None:
             return
         status = _ENDS[e.kind]
-        self._ids.choose((trace_id(e.workflow_id), run_span_id(e.workflow_id, e.run_started_at)))
+        self._ids.choose((trace_id(e.workflow_id), run_span_id(e.workflow_id, e.generation, e.run_started_at)))
         try:
             span = self._runs.start_span(f"workflow {e.workflow}", context=Context(),
                                          start_time=_ns(e.run_started_at),
@@ -131,7 +134,8 @@ class Tracing:
 
 
 def _run_attributes(e: HookEvent) -> dict[str, Any]:
-    return {"replaykit.workflow_id": e.workflow_id, "replaykit.workflow": e.workflow}
+    return {"replaykit.workflow_id": e.workflow_id, "replaykit.workflow": e.workflow,
+            "replaykit.generation": e.generation or 1}
 
 
 def _failed(span: Any, error: BaseException, at: float) -> None:

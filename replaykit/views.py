@@ -7,6 +7,7 @@ and its size (:func:`value_of`).
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -38,6 +39,20 @@ def finite(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: finite(v) for k, v in value.items()}
     return value
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as JSON can carry it, for showing (a query's answer): keys as strings, tuples and sets
+    as lists, floats JSON cannot carry as strings (see :func:`finite`), anything else as its ``repr``."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float):
+        return finite(value)
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else json.dumps(jsonable(k)): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in value]
+    return repr(value)
 
 
 def value_of(encoding: str, payload: str | bytes) -> Any:

@@ -64,6 +64,22 @@ class Workflow(Generic[P, R]):
         return f"<workflow {self.name}>"
 
 
+_signatures: dict[Any, inspect.Signature] = {}
+
+
+def check_arguments(wf: Workflow[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Refuse a start whose arguments the workflow cannot take (a ``TypeError`` naming what it takes),
+    before anything is recorded: otherwise the run would be recorded and fail on its first step."""
+    signature = _signatures.get(wf.fn)
+    if signature is None:
+        signature = _signatures[wf.fn] = inspect.signature(wf.fn)
+    try:
+        signature.bind(None, *args, **kwargs)  # None stands for ctx
+    except TypeError as exc:
+        raise TypeError(f"workflow {wf.name!r} cannot be started with these arguments ({exc}): it takes "
+                        f"{signature}") from None
+
+
 def _check(fn: Any) -> None:
     if inspect.isgeneratorfunction(fn) or inspect.iscoroutinefunction(fn):
         return

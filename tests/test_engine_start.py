@@ -79,10 +79,9 @@ def test_start_from_code_the_driver_runs_does_not_wait_on_itself(db: str) -> Non
 
 
 def test_signals_sent_right_after_start_in_the_test_environment_replay_the_same_after_a_crash() -> None:
-    # Without group commit (the test environment's inline activities) the caller records the start
-    # and the run's first step comes after the signals sent right after start(), whether the run is new
-    # or resumed: the two histories match. (Recorded by the driver instead, the new run's first step
-    # raced those signals and the resumed one did not: every crash point failed.)
+    # The crash harness holds the driver until the start and the signals sent right after it are in
+    # the store, so the run finds them all when it opens, new or resumed: the two histories match.
+    # (Without the hold, the run's first step raced those signals: one run in about fifteen failed.)
     from replaykit.testing import strategies as rks
     from replaykit.testing.crashes import assert_survives_crashes
 
@@ -140,3 +139,22 @@ def test_child_workflows_finish_in_power_mode(any_db: str) -> None:
     with open_store(any_db, durability="power") as store, rk.Engine(store, activity_threads=4) as engine:
         handles = [engine.start(parent_of_one, i, workflow_id=f"parent{i}") for i in range(4)]
         assert [h.result(timeout=30) for h in handles] == [i + 1 for i in range(4)]
+
+
+def test_a_start_with_arguments_the_workflow_cannot_take_records_nothing(db: str) -> None:
+    @rk.workflow(name="start.takes_two")
+    def takes_two(ctx: rk.Context, a: int, b: int = 2) -> rk.Flow[int]:
+        return a + b
+        yield
+
+    with rk.Engine(db) as engine:
+        with pytest.raises(TypeError, match=r"'start.takes_two' cannot be started with these arguments \(too many "
+                                            r"positional arguments\): it takes \(ctx: .*, a: .*int.*, b: .*= 2\)"):
+            engine.start(takes_two, 1, 2, 3, workflow_id="t")  # type: ignore[call-overload]
+        with pytest.raises(TypeError, match="unexpected keyword argument 'c'"):
+            engine.start(takes_two, 1, c=3, workflow_id="t")  # type: ignore[call-overload]
+        assert engine.store.info("t") is None
+        assert engine.start(takes_two, 1, workflow_id="t").result(timeout=10) == 3
+    with rk.Client(db) as client, pytest.raises(TypeError, match="cannot be started"):
+        client.start(takes_two, workflow_id="queued")
+

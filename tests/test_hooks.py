@@ -249,3 +249,27 @@ def test_a_subscriber_object_gets_the_events_its_methods_name(db: str) -> None:
         with pytest.raises(TypeError, match="has no method named after a lifecycle event"):
             engine.subscribe(object())
     assert watcher.seen == [("run_failed", "ValueError"), ("step_retried", "activity flaky")]
+
+
+@rk.activity
+def timed(seconds: float) -> list[float]:
+    began = time.time()
+    time.sleep(seconds)
+    return [began, time.time()]
+
+
+@rk.workflow(name="hooks.three_at_once")
+def three_at_once(ctx: rk.Context) -> rk.Flow[list[list[float]]]:
+    return (yield rk.all(timed(0.05), timed(0.05), timed(0.05)))
+
+
+def test_an_attempt_starts_when_it_began_to_run_not_when_it_was_queued(db: str) -> None:
+    told: list[rk.HookEvent] = []
+    with rk.Engine(db, activity_threads=1) as engine:  # one thread: the second waits for the first to end
+        engine.on("step_completed", told.append)
+        ran = engine.start(three_at_once, workflow_id="queued").result(timeout=10)
+    started = {e.step: e.started for e in told}
+    assert len(started) == 3 and all(s is not None for s in started.values())
+    spans = sorted((started[step], began, ended) for step, (began, ended) in zip(sorted(started), ran, strict=True))
+    for (told_start, began, _), (_, _, ended_before) in zip(spans[1:], spans[:-1], strict=True):
+        assert ended_before <= told_start <= began  # it began after the one before it ended, as told

@@ -114,3 +114,40 @@ def test_the_cli_terminates_and_refuses_what_cannot_be(db: str, capsys: pytest.C
     assert "no workflow with id 'nobody'" in capsys.readouterr().err
     with rk.Engine(db) as engine, pytest.raises(rk.WorkflowTerminated, match="from the shell"):
         engine.handle("kid").result(timeout=1)
+
+
+HOLDER = """
+import sys, time
+from replaykit.store import open_store
+with open_store(sys.argv[1], create=False) as store:
+    assert store.try_lock("guarded")
+    print("locked", flush=True)
+    sys.stdin.readline()  # until the test has asked for the run's end
+    time.sleep(0.3)
+    store.unlock("guarded")  # lets it go without ending it, as a process whose code cannot replay it does
+"""
+
+
+def test_a_run_let_go_without_being_ended_is_ended_by_the_call(any_db: str, tmp_path: Path,
+                                                               child_env: dict[str, str]) -> None:
+    proc = _engine_process(any_db, tmp_path / "marker", child_env)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=10)
+    holder = subprocess.Popen([PYTHON, "-c", HOLDER, any_db], env=child_env, stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        with rk.Client(any_db) as client:
+            with pytest.raises(rk.ResultTimeoutError, match="has not ended it after 0.1s"):
+                client.terminate("guarded", "held", wait=0.1)  # the holder did neither: the request stays
+            assert holder.stdin is not None
+            holder.stdin.write("go\n")
+            holder.stdin.flush()
+            client.terminate("guarded", "let go")  # returns once it ended: here, after the holder let it go
+            assert client.handle("guarded").status() is rk.Status.CANCELLED
+            with pytest.raises(rk.WorkflowTerminated, match="let go"):
+                client.handle("guarded").result(timeout=1)
+            assert client.store.next_signal("guarded", "__replaykit_terminate__") is None  # both answered
+    finally:
+        holder.kill()
+        holder.wait(timeout=10)

@@ -75,7 +75,7 @@ def test_a_run_span_parents_one_span_per_activity_attempt(db: str, exported: Any
     assert sorted(spans) == ["activity flaky", "workflow tracing.twice"]
     (run,) = spans["workflow tracing.twice"]
     assert run.parent is None and run.status.status_code is StatusCode.UNSET
-    assert (run.context.trace_id, run.context.span_id) == (trace_id("traced"), run_span_id("traced", started_at))
+    assert (run.context.trace_id, run.context.span_id) == (trace_id("traced"), run_span_id("traced", 1, started_at))
     assert run.start_time == int(started_at * 1e9) and run.attributes["replaykit.status"] == "completed"
     attempts = spans["activity flaky"]
     assert [(a.attributes["replaykit.step"], a.attributes["replaykit.attempt"], a.attributes["replaykit.outcome"])
@@ -115,6 +115,31 @@ def test_a_failed_run_and_each_generation_get_their_own_span(db: str, exported: 
             children.setdefault(a.parent.span_id if a.parent else None, []).append(a)
     assert {k: len(v) for k, v in children.items()} == {first.context.span_id: 2, second.context.span_id: 2}
     assert "untraced" not in {s.attributes["replaykit.workflow_id"] for s in exporter.get_finished_spans()}
+
+
+@rk.workflow(name="tracing.looping")
+def looping(ctx: rk.Context, n: int) -> rk.Flow[int]:
+    yield flaky(n)
+    if n < 3:
+        yield rk.continue_as_new(n + 1)
+    return n
+
+
+def test_generations_under_a_clock_that_stands_still_have_spans_of_their_own(exported: Any) -> None:
+    from replaykit.testing import TestEnv
+
+    provider, exporter = exported
+    failures["left"] = 0
+    with TestEnv(workflows=[looping]) as env:  # a fake clock: the generations begin at the same time
+        Tracing(env.engine, provider)
+        assert env.engine.start(looping, 1, workflow_id="loop").result(timeout=5) == 3
+        env.engine.close()
+    spans = _by_name(exporter.get_finished_spans())
+    runs = spans["workflow tracing.looping"]
+    assert sorted(r.attributes["replaykit.generation"] for r in runs) == [1, 2, 3]
+    assert len({r.context.span_id for r in runs}) == 3
+    assert sorted(a.parent.span_id for a in spans["activity flaky"] if a.parent) == sorted(
+        r.context.span_id for r in runs)  # each generation's attempt under its own run
 
 
 def test_a_worker_is_traced_too(tmp_path: Path, exported: Any) -> None:
@@ -159,7 +184,7 @@ def test_spans_are_parented_across_a_crash_and_never_repeated(db: str, tmp_path:
     runs = [s for s in after if s["name"] == "workflow tracing.steps"]
     assert len(runs) == 1 and runs[0]["start"] == int(started_at * 1e9)
     run = runs[0]
-    assert (run["trace_id"], run["span_id"]) == (trace_id("traced"), run_span_id("traced", started_at))
+    assert (run["trace_id"], run["span_id"]) == (trace_id("traced"), run_span_id("traced", 1, started_at))
     attempts = [s for s in before + after if s["name"] == "activity work"]
     # steps 1-2 from the first process, 3-5 from the second (the replayed ones told nothing; the attempt
     # the kill cut short has no span, its re-run has one)

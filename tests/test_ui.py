@@ -136,6 +136,9 @@ def test_the_api_starts_queries_and_terminates_runs_with_the_code_it_loaded(db: 
         assert server.call("POST", "/api/runs", {**body, "args": [["c"]]}, "s3cret")[0] == 409
         status, problem = server.call("POST", "/api/runs", {**body, "workflow": "ui.nothing"}, "s3cret")
         assert status == 404 and "no workflow named 'ui.nothing' is registered" in problem["detail"]
+        status, problem = server.call("POST", "/api/runs", {**body, "args": [["a"], 2]}, "s3cret")
+        assert status == 400 and "cannot be started with these arguments" in problem["detail"]
+        assert server.call("POST", "/api/runs", {**body, "priority": 2**70}, "s3cret")[0] == 422
         assert server.call("POST", "/api/runs", {**body, "workflow_id": "pick-2"}, "s3cret")[0] == 201
         with rk.Worker(db, workflows=[picking], heartbeat=0.1, poll_interval=0.02):
             deadline = time.monotonic() + 20
@@ -145,13 +148,17 @@ def test_the_api_starts_queries_and_terminates_runs_with_the_code_it_loaded(db: 
             assert server.call("POST", "/api/runs/pick-1/query", {"name": "picked", "args": ["got "]}) == (
                 200, '"got b"')  # a JSON string; a read: no token
             status, problem = server.call("POST", "/api/runs/pick-1/query", {"name": "nope"})
-            assert status == 404 and "has no query 'nope'; it answers: picked" in problem["detail"]
+            assert status == 404 and "has no query 'nope'; it answers: odd, picked" in problem["detail"]
             assert server.call("POST", "/api/runs/nobody/query", {"name": "picked"})[0] == 404
+            status, problem = server.call("POST", "/api/runs/pick-1/query", {"name": "picked", "args": [1, 2]})
+            assert status == 400 and problem["detail"].startswith("the query handler 'picked' raised TypeError")
+            assert server.call("POST", "/api/runs/pick-1/query", {"name": "odd"}) == (
+                200, {"[1, 2]": [3], "[3, 4]": "NaN"})
             assert server.call("POST", "/api/runs/pick-2/terminate", {"reason": "enough"})[0] == 401
             assert server.call("POST", "/api/runs/pick-2/terminate", {"reason": "enough"}, "s3cret")[0] == 204
             with pytest.raises(rk.WorkflowTerminated, match="enough"):
                 runs.handle("pick-2").result(timeout=20)
-            assert server.call("POST", "/api/runs/pick-2/terminate", {}, "s3cret")[0] == 409
+            assert server.call("POST", "/api/runs/pick-2/terminate", None, "s3cret")[0] == 409  # no body needed
             server.call("POST", "/api/runs/pick-1/signal", {"name": "done"}, "s3cret")
             assert runs.handle("pick-1").result(timeout=20) == "b"
         status, text = server.call("GET", "/metrics")

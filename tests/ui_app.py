@@ -18,6 +18,10 @@ def picking(ctx: rk.Context, items: list[str]) -> rk.Flow[str]:
     def what(prefix: str) -> str:
         return prefix + picked
 
+    @ctx.query("odd")
+    def odd() -> dict[tuple[int, int], object]:
+        return {(1, 2): {3}, (3, 4): float("nan")}  # what JSON cannot carry as it is
+
     picked = yield pick(items)
     yield rk.wait_signal("done")
     return picked

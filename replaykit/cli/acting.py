@@ -13,7 +13,8 @@ from typing import Any
 
 import click
 
-from .. import control
+from .. import control, views
+from ..errors import UnknownQueryError
 from ..restarting import fork as fork_run
 from ..restarting import restart as restart_run
 from ..retention import ENDED
@@ -58,12 +59,15 @@ def cancel(db: str, workflow_id: str, reason: str) -> None:
 @db_argument
 @click.argument("workflow_id")
 @click.option("--reason", default="terminated", help="Recorded as the message of the rk.Terminated error.")
-def terminate(db: str, workflow_id: str, reason: str) -> None:
-    """End a run now, cancelled, without running more of its code.
+@click.option("--wait", type=click.FloatRange(min=0), default=30.0, show_default=True, metavar="SECONDS",
+              help="How long a process that holds the run may take to end it.")
+def terminate(db: str, workflow_id: str, reason: str, wait: float) -> None:
+    """End a run now, cancelled, without running more of its steps.
 
-    No except or finally block or compensation runs (see cancel for that); its unfinished children
-    are cancelled. A run nobody drives is ended at once, even if its code is gone."""
-    terminate_run(db, workflow_id, reason)
+    No activity or compensation runs (see cancel for those); its unfinished children are cancelled.
+    A run nobody holds is ended at once, even if its code is gone; one a process holds is ended by
+    that process at its next poll. Returns once the run has ended."""
+    terminate_run(db, workflow_id, reason, wait=wait)
 
 
 @click.command()
@@ -246,6 +250,6 @@ def query(db: str, workflow_id: str, name: str, args: list[Any], modules: tuple[
     import_modules(modules)
     try:
         answer = control.query(db, workflow_id, name, *args)
-    except LookupError as exc:  # no such query
-        raise UsageError(str(exc.args[0])) from None
-    click.echo(json.dumps(answer, ensure_ascii=False, default=repr))
+    except UnknownQueryError as exc:
+        raise UsageError(str(exc)) from None
+    click.echo(json.dumps(views.jsonable(answer), ensure_ascii=False))

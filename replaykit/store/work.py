@@ -38,6 +38,11 @@ def _name(value: object) -> None:
         raise ValueError(f"a queue is named by a non-empty string; got {value!r}")
 
 
+def _priority(value: object) -> None:
+    if type(value) is not int or not -(2**31) <= value < 2**31:
+        raise ValueError(f"a priority is an integer from -2**31 to 2**31 - 1 (higher first); got {value!r}")
+
+
 @attrs.frozen
 class Queue:
     """A named queue and its limits, as workers declare it (``rk.Worker(..., queues=[rk.Queue(...)])``).
@@ -66,7 +71,7 @@ class Placement:
     """Where a queued run waits: set when the run is created."""
 
     queue: str = attrs.field(validator=lambda _, __, v: _name(v))
-    priority: int = 0  # higher first
+    priority: int = attrs.field(default=0, validator=lambda _, __, v: _priority(v))  # higher first
     key: str | None = None  # partition key (Queue.per_key)
     parent: str | None = None  # woken when this run ends
     ready_at: float | None = None  # None: at once

@@ -10,6 +10,7 @@ the same history, having run only the activities not yet recorded.
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -59,14 +60,25 @@ def _comparable(e: Event) -> Any:
 
 def _run(env: TestEnv, workflow: Any, args: tuple[Any, ...], kwargs: dict[str, Any], workflow_id: str,
          signals: Mapping[str, Any]) -> Outcome:
-    handle = env.start(workflow, *args, workflow_id=workflow_id, **kwargs)
-    recorded = {e.name for e in env.history(workflow_id) if e.kind == "signal"}
-    for name, payload in signals.items():
-        if name not in recorded:  # the inbox of a real store would still hold it
-            try:
-                env.signal(workflow_id, name, payload)
-            except IllegalTransitionError:  # it ended already (failed before its first wait): nothing to send
-                break
+    # The driver is held until the start and the signals are in the store: the run then finds them
+    # all when it opens, new or resumed, instead of racing the caller that sends them.
+    gate = threading.Event()
+
+    def hold() -> None:
+        gate.wait(timeout=30)
+
+    env.engine._post(hold)
+    try:
+        handle = env.start(workflow, *args, workflow_id=workflow_id, **kwargs)
+        recorded = {e.name for e in env.history(workflow_id) if e.kind == "signal"}
+        for name, payload in signals.items():
+            if name not in recorded:  # the inbox of a real store would still hold it
+                try:
+                    env.signal(workflow_id, name, payload)
+                except IllegalTransitionError:  # it ended already (failed before its first wait): nothing to send
+                    break
+    finally:
+        gate.set()
     try:
         return Outcome("ok", handle.result(timeout=60))
     except WorkflowFailed as exc:

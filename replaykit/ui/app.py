@@ -7,7 +7,6 @@ modules ``replaykit ui -m`` imports.
 """
 
 import hmac
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
@@ -21,7 +20,9 @@ from ..client import Client
 from ..errors import (
     IllegalTransitionError,
     ReplayKitError,
+    ResultTimeoutError,
     StoreError,
+    UnknownQueryError,
     UnknownWorkflowError,
     WorkflowConflictError,
     WorkflowNotFoundError,
@@ -100,7 +101,7 @@ class StartBody(BaseModel):
     workflow_id: str = Field(min_length=1)
     args: list[Any] = Field(default_factory=list, description="JSON arguments")
     queue: str = Field(default="default", min_length=1)
-    priority: int = 0
+    priority: int = Field(default=0, ge=-(2**31), le=2**31 - 1)
     key: str | None = None
     delay: float | None = Field(default=None, ge=0, le=10**9, description="Seconds before it may start")
 
@@ -118,6 +119,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {404: {"model": Problem, "description
 _WRITE_ERRORS: dict[int | str, dict[str, Any]] = {
     **_ERRORS, 401: {"model": Problem, "description": "A token is needed"},
     409: {"model": Problem, "description": "Not in a status that allows it"}}
+_HANDLER: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "The query handler raised on these arguments"}}
+_BAD_ARGUMENTS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "The workflow cannot take these arguments"}}
 _NO_CODE: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "No such run, or its workflow (or query) is not in the code replaykit ui "
                                            "-m loaded"}}
@@ -179,6 +184,10 @@ def create_app(db: str | Store, *, token: str | None = None, refresh: int = 5) -
     async def taken(request: Request, exc: WorkflowConflictError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=409)
 
+    @app.exception_handler(ResultTimeoutError)
+    async def too_long(request: Request, exc: ResultTimeoutError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=504)
+
     @app.exception_handler(ReplayKitError)
     async def damaged(request: Request, exc: ReplayKitError) -> JSONResponse:  # a damaged store, say
         return JSONResponse({"detail": str(exc)}, status_code=500)
@@ -228,15 +237,16 @@ def create_app(db: str | Store, *, token: str | None = None, refresh: int = 5) -
 
     @app.post("/api/runs/{workflow_id:path}/cancel", status_code=204, responses=_WRITE_ERRORS,
               summary="Cancel a run at its current yield")
-    def cancel(workflow_id: str, body: CancelBody, s: StoreDep, _: Writer) -> None:
-        control.cancel(s, workflow_id, body.reason)
+    def cancel(workflow_id: str, s: StoreDep, _: Writer, body: CancelBody | None = None) -> None:
+        control.cancel(s, workflow_id, (body or CancelBody()).reason)
 
     @app.post("/api/runs/{workflow_id:path}/terminate", status_code=204, responses=_WRITE_ERRORS,
               summary="End a run now, without running more of its code")
-    def terminate(workflow_id: str, body: TerminateBody, s: StoreDep, _: Writer) -> None:
-        terminate_run(s, workflow_id, body.reason)
+    def terminate(workflow_id: str, s: StoreDep, _: Writer, body: TerminateBody | None = None) -> None:
+        terminate_run(s, workflow_id, (body or TerminateBody()).reason)
 
-    @app.post("/api/runs", status_code=201, response_model=Run, responses={**_WRITE_ERRORS, **_NO_CODE},
+    @app.post("/api/runs", status_code=201, response_model=Run,
+              responses={**_WRITE_ERRORS, **_NO_CODE, **_BAD_ARGUMENTS},
               summary="Start a run, queued for workers (the same id, workflow and arguments: the same run)")
     def start(body: StartBody, s: StoreDep, _: Writer) -> Any:
         try:
@@ -244,21 +254,26 @@ def create_app(db: str | Store, *, token: str | None = None, refresh: int = 5) -
         except UnknownWorkflowError:
             raise HTTPException(404, f"no workflow named {body.workflow!r} is registered: start replaykit ui with "
                                      "-m MODULE, the module that defines it") from None
-        Client(s).start(wf, *body.args, workflow_id=body.workflow_id, queue=body.queue,
-                        priority=body.priority, key=body.key, start_delay=body.delay)
+        try:
+            Client(s).start(wf, *body.args, workflow_id=body.workflow_id, queue=body.queue,
+                            priority=body.priority, key=body.key, start_delay=body.delay)
+        except TypeError as exc:  # arguments it cannot take
+            raise HTTPException(400, str(exc)) from None
         return views.info_json(info_of(s, body.workflow_id))
 
-    @app.post("/api/runs/{workflow_id:path}/query", responses={**_ERRORS, **_NO_CODE},
+    @app.post("/api/runs/{workflow_id:path}/query", responses={**_ERRORS, **_NO_CODE, **_HANDLER},
               summary="Answer a run's query from a replay of its history (nothing runs or changes)")
     def query(workflow_id: str, body: QueryBody, s: StoreDep) -> Any:
         info_of(s, workflow_id)
         try:
             answer = control.query(s, workflow_id, body.name, *body.args)
-        except UnknownWorkflowError:
+        except UnknownQueryError as exc:
+            raise HTTPException(404, str(exc)) from None
+        except ReplayKitError:
             raise
-        except LookupError as exc:  # no such query
-            raise HTTPException(404, str(exc.args[0])) from None
-        return views.finite(json.loads(json.dumps(answer, default=repr)))
+        except Exception as exc:  # the handler refused these arguments, or failed on them
+            raise HTTPException(400, f"the query handler {body.name!r} raised {type(exc).__name__}: {exc}") from None
+        return views.jsonable(answer)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics(s: StoreDep) -> Response:
