@@ -438,8 +438,9 @@ class Lifecycle(EngineState):
         self._tell("run_continued", run.workflow_id, run.workflow.name, now, took=now - run.started_at)
         run.machine.discard()
         del self._runs[run.workflow_id]
-        self._replay(run.workflow, run.workflow_id, new_start, new_start.value(self.store.codec, run.workflow_id),
-                     iter(()), run.handle)
+        # The next generation opens in the driver's next turn, still locked: opened from here, a chain of
+        # generations whose steps all answer at once would nest a call per generation and overflow the stack.
+        self._post(functools.partial(self._opened, run.workflow, run.workflow_id, None, run.handle, new_start))
 
     def _release(self, run: _Run) -> None:
         for execution in run.executions.values():

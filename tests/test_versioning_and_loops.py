@@ -148,6 +148,25 @@ def test_continue_as_new_keeps_the_id_and_starts_a_fresh_history(any_db: str) ->
     assert rk.run(monitor, 0, 10, workflow_id="mon", db=any_db) == "stopped after 25 checks"  # rerun: recorded result
 
 
+@rk.activity
+def tick(n: int) -> int:
+    return n
+
+
+@rk.workflow(name="loops.many_generations")
+def many_generations(ctx: rk.Context, n: int, last: int) -> rk.Flow[int]:
+    yield tick(n)  # answered at once (inline): the next generation follows in the same driver turn
+    if n < last:
+        yield rk.continue_as_new(n + 1, last)
+    return n
+
+
+def test_thousands_of_generations_do_not_overflow_the_stack() -> None:
+    with rk.Engine(rk.MemoryStore(), activity_threads=0) as engine:  # inline activities, as rk.run runs them
+        assert engine.start(many_generations, 1, 3000, workflow_id="many").result(timeout=120) == 3000
+        assert len(engine.store.generations("many")) == 3000
+
+
 def test_continue_as_new_survives_a_crash_anywhere_in_its_last_run() -> None:
     from replaykit.testing.crashes import assert_survives_crashes
 
