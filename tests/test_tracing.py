@@ -98,6 +98,11 @@ def test_a_failed_run_and_each_generation_get_their_own_span(db: str, exported: 
         with pytest.raises(rk.WorkflowFailed):
             engine.start(twice, -5, workflow_id="fails").result(timeout=10)
         assert engine.start(twice, 10, workflow_id="continues").result(timeout=10) == 41
+        deadline = time.monotonic() + 10  # the hooks tell on their own thread: wait for the last span
+        while not any(s.attributes and s.attributes.get("replaykit.status") == "completed"
+                      for s in exporter.get_finished_spans()):
+            assert time.monotonic() < deadline, "the run's span was never made"
+            time.sleep(0.01)
         tracing.close()
         assert engine.start(twice, 1, workflow_id="untraced").result(timeout=10) == 3
     spans = _by_name(exporter.get_finished_spans())
