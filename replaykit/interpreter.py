@@ -54,21 +54,36 @@ class Backoff(Command):
     __repr__ = describe
 
 
-class Leaf(NamedTuple):
+# Leaf and Waiting are plain slotted classes, not NamedTuples: one of each is built for every step,
+# live or replayed, and a NamedTuple's __new__ costs a second Python call. Both are compared by identity.
+class Leaf:
     """A command to carry out now, for ``step``."""
 
-    step: int
-    command: Command
-    deadline: float | None
-    attempt: int
-    scheduled: float  # workflow time the step was first yielded
-    node: _Node | None = None  # its place in an rk.all/rk.any group; None: a lone command, the root of its yield
+    __slots__ = ("step", "command", "deadline", "attempt", "scheduled", "node")
+
+    def __init__(self, step: int, command: Command, deadline: float | None, attempt: int, scheduled: float,
+                 node: _Node | None = None) -> None:
+        self.step = step
+        self.command = command
+        self.deadline = deadline
+        self.attempt = attempt
+        self.scheduled = scheduled  # workflow time the step was first yielded
+        self.node = node  # its place in an rk.all/rk.any group; None: a lone command, the root of its yield
+
+    def __repr__(self) -> str:
+        return f"Leaf(step={self.step}, {self.command.describe()}, attempt={self.attempt})"
 
 
-class Waiting(NamedTuple):
+class Waiting:
     """The workflow waits; ``started`` are leaves to start now (often one, sometimes none)."""
 
-    started: tuple[Leaf, ...]
+    __slots__ = ("started",)
+
+    def __init__(self, started: tuple[Leaf, ...]) -> None:
+        self.started = started
+
+    def __repr__(self) -> str:
+        return f"Waiting({self.started!r})"
 
 
 class Returned(NamedTuple):
