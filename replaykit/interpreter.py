@@ -189,19 +189,22 @@ class Machine:
 
     def resolve(self, step: int, outcome: str, value: Any, at: float) -> Step:
         """Feed the outcome of leaf ``step`` (``value`` is the exception for ``error``), at time ``at``."""
+        return self._settle(self.outstanding.pop(step), outcome, value, at)
+
+    def _settle(self, leaf: Leaf, outcome: str, value: Any, at: float) -> Step:
+        """Feed the outcome of ``leaf``, already taken out of ``outstanding``."""
         self.ctx._time = at
-        leaf = self.outstanding.pop(step)
         node = leaf.node
         if leaf.command.kind == ACTIVITY:
             if outcome != ERROR:
                 return self._advance(self._gen.send, value) if node is None else self._complete(node, True, value)
             wait = self._retry_wait(leaf, value, at)
             if wait is not None:
-                backoff = Leaf(step, Backoff(wait, leaf.command), at + wait, leaf.attempt, leaf.scheduled, node)
+                backoff = Leaf(leaf.step, Backoff(wait, leaf.command), at + wait, leaf.attempt, leaf.scheduled, node)
                 self._register(backoff)
                 return Waiting((backoff,))
         if isinstance(leaf.command, Backoff):
-            retry = Leaf(step, leaf.command.call, None, leaf.attempt + 1, leaf.scheduled, node)
+            retry = Leaf(leaf.step, leaf.command.call, None, leaf.attempt + 1, leaf.scheduled, node)
             self._register(retry)
             return Waiting((retry,))
         ok, result = (False, value) if outcome == ERROR else (True, None if outcome == TIMEOUT else value)
@@ -221,13 +224,13 @@ class Machine:
         _, step, kind, name, at, outcome, encoding, payload = event
         if kind == CANCEL:
             return self.cancel(at, self._codec.decode_error(encoding, payload, self._named(event)))
-        leaf = self.outstanding.get(step)
+        leaf = self.outstanding.pop(step, None)  # a mismatch or an unreadable value ends the replay anyway
         if leaf is None or kind != leaf.command.kind or name != leaf.command.name:
             self._refuse(event, leaf)
         if outcome == ERROR:
-            return self.resolve(step, ERROR, self._codec.decode_error(encoding, payload, self._named(event)), at)
+            return self._settle(leaf, ERROR, self._codec.decode_error(encoding, payload, self._named(event)), at)
         value = None if outcome == TIMEOUT else self._codec.decode(encoding, payload, self._named(event))
-        return self.resolve(step, outcome, value, at)
+        return self._settle(leaf, outcome, value, at)
 
     def _named(self, event: Event) -> Callable[[], str]:
         return lambda: f"{event.describe()} of step {event.step} (event {event.seq}) of {self.ctx.workflow_id!r}"
@@ -398,10 +401,10 @@ class Machine:
                 return Waiting(tuple(started))
             if isinstance(command, ContinueAsNew):
                 return Continued(command.args, dict(command.kwargs))
-            self.seq += 1  # a lone command: the common case, kept lean
+            seq = self.seq = self.seq + 1  # a lone command: the common case, kept lean
             now = self.ctx._time
-            leaf = Leaf(self.seq, command, None if command.kind == ACTIVITY else command.deadline(now), 1, now)
-            self.outstanding[self.seq] = leaf
+            deadline = None if command.kind == ACTIVITY else command.deadline(now)
+            leaf = self.outstanding[seq] = Leaf(seq, command, deadline, 1, now)
             return Waiting((leaf,))
 
     def _check_step(self, made: list[guard.Made], command: Any) -> None:
@@ -459,7 +462,7 @@ def replay_history(workflow: Workflow[Any], workflow_id: str, start: Event, even
     ctx.is_replaying = quiet or feed.peek() is not None
     step = machine.start()
     while (event := feed.pop()) is not None:
-        if isinstance(step, (Returned, Raised, Continued)):
+        if not isinstance(step, Waiting):  # it ended: an event after the end refuses itself
             machine.check(event)
         ctx.is_replaying = quiet or feed.peek() is not None
         step = machine.replay(event)
