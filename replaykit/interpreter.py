@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, NoReturn
 import attrs
 
 from . import determinism, guard, payloads
-from .commands import ACTIVITY, TIMER, ActivityCall, Command, ContinueAsNew, Group, per_thread
+from .commands import ACTIVITY, CONTINUE_AS_NEW, GROUP, TIMER, ActivityCall, Command, Group, per_thread
 from .context import Context
 from .errors import ActivityTimeoutError, NonDeterminismError
 from .history import CANCEL, ERROR, PATCH, TIMEOUT, Event
@@ -392,18 +392,21 @@ class Machine:
             if self._cancel_pending is not None and self.ctx._shield_depth == 0:
                 resume, arg, self._cancel_pending = self._gen.throw, self._cancel_pending, None
                 continue
-            if isinstance(command, Group):
+            # Told apart by kind, read once: an isinstance() that fails reads the command's __class__,
+            # which for an ActivityCall goes through its __getattr__ (the misuse message), every step.
+            kind = command.kind
+            if kind == GROUP:
                 if not command.commands:  # rk.all() of nothing
                     resume, arg = self._gen.send, []
                     continue
                 started: list[Leaf] = []
                 self._build_node(command, None, 0, started)
                 return Waiting(tuple(started))
-            if isinstance(command, ContinueAsNew):
+            if kind == CONTINUE_AS_NEW:
                 return Continued(command.args, dict(command.kwargs))
             seq = self.seq = self.seq + 1  # a lone command: the common case, kept lean
             now = self.ctx._time
-            deadline = None if command.kind == ACTIVITY else command.deadline(now)
+            deadline = None if kind == ACTIVITY else command.deadline(now)
             leaf = self.outstanding[seq] = Leaf(seq, command, deadline, 1, now)
             return Waiting((leaf,))
 
