@@ -102,10 +102,17 @@ def test_marker_and_option(pytester: pytest.Pytester) -> None:
 @pytest.mark.timeout(600)
 def test_plugin_works_in_a_fresh_project_that_only_installs_replaykit(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    # No pip of its own (ensurepip took ~3 s): this interpreter's pip installs into it (pip --python).
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = str(venv / "bin" / "python")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    pip = [sys.executable, "-m", "pip", "--python", python, "install", "-q"]
+    # The wheel `pip install <checkout>` builds, built once: both installs below take it (each built it again).
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheels), str(ROOT)],
+                   check=True, env=env, timeout=500)
+    [wheel] = wheels.glob("replaykit-*.whl")
     project = tmp_path / "project"
     project.mkdir()
     (project / "test_user.py").write_text(USER_TESTS)
@@ -116,13 +123,13 @@ def test_plugin_works_in_a_fresh_project_that_only_installs_replaykit(tmp_path: 
                               capture_output=True, text=True, timeout=300)
 
     # A production install (no fake clock): the plugin loads, plain tests run, rk_env says what to install.
-    subprocess.run([python, "-m", "pip", "install", "-q", str(ROOT), "pytest"], check=True, env=env, timeout=500)
+    subprocess.run([*pip, str(wheel), "pytest"], check=True, env=env, timeout=500)
     plain = pytest_in_project("test_plain.py")
     assert plain.returncode == 0 and "1 passed" in plain.stdout, plain.stdout + plain.stderr
     missing = pytest_in_project("test_user.py")
     assert missing.returncode == 1 and 'pip install "replaykit[testing]"' in missing.stdout, missing.stdout
     # With the testing extra, the fixture and the marker work.
-    subprocess.run([python, "-m", "pip", "install", "-q", f"{ROOT}[testing]"], check=True, env=env, timeout=500)
+    subprocess.run([*pip, f"{wheel}[testing]"], check=True, env=env, timeout=500)
     done = pytest_in_project()
     assert done.returncode == 0, done.stdout + done.stderr
     assert "4 passed" in done.stdout
