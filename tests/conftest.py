@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 
 from replaykit.store import MemoryStore, Store, open_store
@@ -87,6 +88,36 @@ def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 pytest_plugins = ["pytester"]
+
+# The suite runs on 4 pytest-xdist workers (addopts in pyproject.toml): on two cores, since most tests
+# wait on processes they started, on fsync or on a timer, not on the CPU. Every worker is its own
+# process, with its own PostgreSQL server (pg_server), browser, temporary directories and environment.
+# The longest tests are handed out first, so that none is left running alone at the end; the order
+# of the others is kept.
+LONGEST = (
+    "tests/test_chaos_workers.py::",
+    "tests/test_pytest_plugin.py::test_plugin_works_in_a_fresh_project",
+    "tests/test_corruption_campaign.py::test_forty",
+    "tests/test_examples.py::test_the_benchmark_script_runs",
+    "tests/test_corruption_campaign.py::test_the_campaign_script",
+    "tests/test_properties.py::test_crash_anywhere",
+)
+
+
+# Hypothesis's deadline (200 ms an example unless a test sets one) and its too_slow health check time
+# the machine, not the property: with the cores shared by the workers (or by other work) an example
+# that takes 0.2 ms alone can take 250 ms, and the test fails as "unreliable timings". Tests that set
+# either keep their own.
+hypothesis.settings.register_profile(
+    "replaykit-suite", deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow])
+hypothesis.settings.load_profile("replaykit-suite")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        return next((i for i, prefix in enumerate(LONGEST) if item.nodeid.startswith(prefix)), len(LONGEST))
+
+    items.sort(key=rank)
 
 
 class Backend:

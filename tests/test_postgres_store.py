@@ -222,7 +222,7 @@ def test_a_change_while_the_listener_is_lost_is_not_missed(pg_url: str) -> None:
 def test_without_a_server_the_postgres_tests_fail_in_ci_and_skip_elsewhere(
         child_env: dict[str, str], ci: str, outcome: str) -> None:
     env = {**child_env, "PG_BINDIR": "/nonexistent", "CI": ci}
-    done = subprocess.run([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA",
+    done = subprocess.run([PYTHON, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rA", "-n", "0",
                            f"{__file__}::test_durability_is_synchronous_commit[crash-off]"],
                           env=env, capture_output=True, text=True, timeout=120)
     assert outcome in done.stdout, done.stdout
