@@ -123,12 +123,18 @@ def test_rerun_right_after_sigkill_continues_at_once(any_db: str, tmp_path: Path
 
 def test_second_process_fails_fast_while_the_first_drives(any_db: str, tmp_path: Path,
                                                           child_env: dict[str, str]) -> None:
-    journal = str(tmp_path / "journal")
-    first = subprocess.Popen([PYTHON, CHILD, any_db, journal, "none", "0.4"], env=child_env,  # 4 s in all
+    journal, release = str(tmp_path / "journal"), tmp_path / "release"
+    # The first holds its first step until the second has tried. (It slept 0.4 s a step, 4 s in all,
+    # and the second had to try within them: slower, and a race on a loaded machine.)
+    first = subprocess.Popen([PYTHON, CHILD, any_db, journal, "none", f"hold:{release}"], env=child_env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    while not read_journal(journal):
-        time.sleep(0.01)
-    second = run_child(child_env, any_db, journal, "none")
+    try:
+        while not read_journal(journal):
+            assert first.poll() is None, first.communicate()
+            time.sleep(0.01)
+        second = run_child(child_env, any_db, journal, "none")
+    finally:
+        release.touch()
     assert second.returncode == 3, second.stdout + second.stderr
     assert "is being driven by another live process or engine (" in second.stdout
     assert f"pid {first.pid} on" in second.stdout  # PostgreSQL adds its backend's pid: the holder's comes first
