@@ -126,3 +126,25 @@ def test_a_store_created_while_it_is_being_recognised_is_not_taken_for_a_foreign
         conn.close()
     with rk.SqliteStore(path) as store:  # and the store the other opener made is a store
         assert store.list() == []
+
+
+def test_creating_a_store_runs_no_sqlite_utils_plugin(tmp_path: Path) -> None:
+    import sqlite_utils
+    from sqlite_utils.plugins import pm
+
+    touched: list[object] = []
+
+    class Plugin:
+        @sqlite_utils.hookimpl
+        def prepare_connection(self, conn: object) -> None:  # an installed plugin's hook, on any Database(conn)
+            touched.append(conn)
+
+    plugin = Plugin()
+    pm.register(plugin)
+    try:
+        with rk.SqliteStore(str(tmp_path / "new.db")):
+            pass
+        sqlite_utils.Database(memory=True)  # the plugin is live: it runs where plugins are asked for
+    finally:
+        pm.unregister(plugin)
+    assert len(touched) == 1  # only the control's, never on replaykit's connection
