@@ -346,6 +346,9 @@ def test_find_filters_in_the_store_as_the_definition_does(store: Store) -> None:
 
     same()
     assert [i.workflow_id for i in store.find(prefix="ax", limit=3)] == ["ax-20", "ax-16", "ax-12"]
+    assert len(store.find(limit=2**70)) == len(store.list()) == 24  # more than SQL can count: no limit
+    with pytest.raises(ValueError, match="a limit counts runs: 0 or more, not -1"):
+        store.find(limit=-1)
 
 
 def test_paused_gives_the_paused_ids_of_every_generation_kind(store: Store) -> None:

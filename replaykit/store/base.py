@@ -106,6 +106,13 @@ def find_filters(statuses: Sequence[Status | str], workflows: Sequence[str], pre
     return where, params
 
 
+def sql_limit(limit: int | None) -> int | None:
+    """``limit`` for a query's ``LIMIT``: ``None`` for none (also for more rows than a 64-bit count)."""
+    if limit is not None and limit < 0:
+        raise ValueError(f"a limit counts runs: 0 or more, not {limit}")
+    return None if limit is None or limit >= 2**63 else limit
+
+
 def status_of(value: Any, workflow_id: str, where: str) -> Status:
     """A run row's status; an unknown one is a :class:`CorruptStoreError` naming ``where``."""
     try:
@@ -252,6 +259,8 @@ class Store(abc.ABC):
         """The newest run of every id, newest first, with one of ``statuses`` (any if none), of one of
         ``workflows`` (by name), whose id starts with ``prefix``, created at ``since`` or later and
         before ``until``; at most ``limit``. Stores filter in their queries; this one in Python."""
+        if limit is not None and limit < 0:
+            raise ValueError(f"a limit counts runs: 0 or more, not {limit}")
         wanted = {Status(s) for s in statuses}
         found = [info for info in reversed(self.list())
                  if (not wanted or info.status in wanted) and (not workflows or info.name in workflows)

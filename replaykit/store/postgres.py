@@ -49,6 +49,7 @@ from .base import (
     find_filters,
     generation_from_row,
     info_from_row,
+    sql_limit,
     status_of,
 )
 from .held import HeldRuns
@@ -472,7 +473,7 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
              limit: int | None = None) -> builtins.list[WorkflowInfo]:
         where, params = find_filters(statuses, workflows, prefix, since, until, "%s")
         rows = self._read(f"SELECT {_RUN_COLUMNS} FROM replaykit_runs r WHERE {' AND '.join([_NEWEST, *where])} "
-                          "ORDER BY id DESC LIMIT %s", (*params, limit))
+                          "ORDER BY id DESC LIMIT %s", (*params, sql_limit(limit)))
         return [info_from_row(row, self.url) for row in rows]
 
     def try_lock(self, workflow_id: str) -> bool:

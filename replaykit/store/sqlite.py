@@ -38,6 +38,7 @@ from .base import (
     find_filters,
     generation_from_row,
     info_from_row,
+    sql_limit,
     status_of,
 )
 from .held import HeldRuns
@@ -453,7 +454,7 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         rows = self._read(f"SELECT {_RUN_COLUMNS} FROM (SELECT *, row_number() OVER (PARTITION BY workflow_id "
                           f"ORDER BY generation DESC) AS newest FROM runs) AS runs "
                           f"WHERE {' AND '.join(['newest = 1', *where])} ORDER BY id DESC LIMIT ?",
-                          (*params, -1 if limit is None else limit))
+                          (*params, -1 if (bound := sql_limit(limit)) is None else bound))
         return [info_from_row(row, self.path) for row in rows]
 
     def try_lock(self, workflow_id: str) -> bool:

@@ -128,6 +128,19 @@ _NO_CODE: dict[int | str, dict[str, Any]] = {
                                            "-m loaded"}}
 
 
+# What each replaykit error answers, as {"detail": its message}; the most specific class counts. A
+# ReplayKitError not named otherwise is a damaged store, say.
+_STATUS_OF: dict[type[ReplayKitError], int] = {
+    WorkflowNotFoundError: 404, UnknownWorkflowError: 404, IllegalTransitionError: 409, WorkflowConflictError: 409,
+    StoreError: 503, ResultTimeoutError: 504, ReplayKitError: 500}
+
+
+async def _problem(request: Request, exc: Exception) -> JSONResponse:
+    status = next(_STATUS_OF[c] for c in type(exc).__mro__ if c in _STATUS_OF)
+    hint = " (replaykit ui -m MODULE loads a workflow's code)" if isinstance(exc, UnknownWorkflowError) else ""
+    return JSONResponse({"detail": f"{exc}{hint}"}, status_code=status)
+
+
 def _store(request: Request) -> Store:
     store: Store = request.app.state.store
     return store
@@ -159,38 +172,13 @@ def create_app(db: str | Store, *, token: str | None = None, refresh: int = 5) -
                 app.state.store.close()
 
     app = FastAPI(title="replaykit", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="The runs of one replaykit store: list, describe, history, result, and signal, "
-                              "cancel, pause, resume them.")
+                  description="The runs of one replaykit store: list, describe, history, result, query, and "
+                              "start, signal, cancel, terminate, pause, resume them.")
     app.state.token = token
     where = db if isinstance(db, str) else repr(db)
 
-    @app.exception_handler(WorkflowNotFoundError)
-    async def not_found(request: Request, exc: WorkflowNotFoundError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404)
-
-    @app.exception_handler(IllegalTransitionError)
-    async def conflict(request: Request, exc: IllegalTransitionError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=409)
-
-    @app.exception_handler(StoreError)
-    async def unavailable(request: Request, exc: StoreError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=503)
-
-    @app.exception_handler(UnknownWorkflowError)
-    async def unknown(request: Request, exc: UnknownWorkflowError) -> JSONResponse:
-        return JSONResponse({"detail": f"{exc} (replaykit ui -m MODULE loads a workflow's code)"}, status_code=404)
-
-    @app.exception_handler(WorkflowConflictError)
-    async def taken(request: Request, exc: WorkflowConflictError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=409)
-
-    @app.exception_handler(ResultTimeoutError)
-    async def too_long(request: Request, exc: ResultTimeoutError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=504)
-
-    @app.exception_handler(ReplayKitError)
-    async def damaged(request: Request, exc: ReplayKitError) -> JSONResponse:  # a damaged store, say
-        return JSONResponse({"detail": str(exc)}, status_code=500)
+    for error in _STATUS_OF:
+        app.add_exception_handler(error, _problem)
 
     def info_of(s: Store, workflow_id: str) -> Any:
         info = s.info(workflow_id)
