@@ -90,6 +90,13 @@ def cancel(db: Db, workflow_id: str, reason: str = "cancelled", *, at: float | N
                                          "nothing to cancel") from None
 
 
+def drop_requests(store: Store, workflow_id: str, *names: str) -> None:
+    """Consume the run's waiting control messages of ``names``: answered, or meant for a run that ended."""
+    for name in names:
+        while (waiting := store.next_signal(workflow_id, name)) is not None:
+            store.consume_signal(waiting.id)
+
+
 def end_cancelled(store: Store, workflow_id: str, error: Cancelled, at: float) -> None:
     """Record ``error`` as the result of a run nobody drives (it ends ``cancelled``)."""
     last = store.last_event(workflow_id)

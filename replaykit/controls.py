@@ -70,6 +70,7 @@ class Controls(EngineState):
         drops a run (``finally`` blocks run with ``ctx.is_replaying`` true; nothing they yield runs)."""
         self._finish(run, ERROR, self.store.codec.encode_error(error), Status.CANCELLED, error,
                      consume_signal=request_id)
+        control.drop_requests(self.store, run.workflow_id, control.TERMINATE_REQUEST)  # other calls' too
         run.machine.discard()
 
     def _run_timed_out(self, run: _Run) -> None:

@@ -106,9 +106,10 @@ class Driver(EngineState):
                 run.machine.discard()
                 self.store.unlock(run.workflow_id)
             self._runs.clear()
-            for workflow_id in list(self._releasing):
-                self.store.unlock(workflow_id)
+            for workflow_id in [*self._releasing, *self._continuing]:  # a next generation never opened
+                self.store.unlock(workflow_id)  # is left for a rerun, or another engine, to resume
             self._releasing.clear()
+            self._continuing.clear()
             if self._retention is not None:
                 self._retention.join()
             if self._hooks is not None:

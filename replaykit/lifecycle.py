@@ -34,6 +34,7 @@ from .interpreter import Continued, Feed, Leaf, Raised, Returned, Step, Waiting,
 from .replaycheck import check_history
 from .runstate import EngineState, _Run
 from .starting import check_same_run, start_payload, started_by
+from .workflow import check_arguments
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -427,6 +428,11 @@ class Lifecycle(EngineState):
 
     def _continue_as_new(self, run: _Run, step: Continued) -> None:
         self._after_step(run)
+        try:
+            check_arguments(run.workflow, step.args, step.kwargs)
+        except TypeError as exc:  # a bug of the code: the run fails with it, nothing of a next generation is recorded
+            self._finish(run, ERROR, self.store.codec.encode_error(exc), Status.FAILED, exc)
+            return
         payload = start_payload(self.store.codec, run.workflow, step.args, step.kwargs, continued=True,
                                 parent=run.parent,
                                 generation=run.generation + 1)
@@ -440,7 +446,12 @@ class Lifecycle(EngineState):
         del self._runs[run.workflow_id]
         # The next generation opens in the driver's next turn, still locked: opened from here, a chain of
         # generations whose steps all answer at once would nest a call per generation and overflow the stack.
-        self._post(functools.partial(self._opened, run.workflow, run.workflow_id, None, run.handle, new_start))
+        self._continuing.add(run.workflow_id)
+        self._post(functools.partial(self._next_generation, run.workflow, run.workflow_id, run.handle, new_start))
+
+    def _next_generation(self, wf: Workflow[Any], workflow_id: str, handle: WorkflowHandle, start: Event) -> None:
+        self._continuing.discard(workflow_id)
+        self._opened(wf, workflow_id, None, handle, start)
 
     def _release(self, run: _Run) -> None:
         for execution in run.executions.values():

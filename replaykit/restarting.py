@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from .control import Db, opened
+from .control import CANCEL_REQUEST, TERMINATE_REQUEST, Db, drop_requests, opened
 from .errors import IllegalTransitionError, WorkflowNotFoundError
 from .history import CANCEL, OK, RESULT, START, Event, Status, WorkflowInfo
 from .payloads import Codec
@@ -91,6 +91,7 @@ def restart_run(store: Store, workflow_id: str, *, from_step: int | None = None,
     start = _new_start(store.codec, history[0], prefix, now,
                        {"restart": {"from_step": from_step}, "generation": generation})
     _checked(store, workflow_id, start, prefix, workflows)
+    drop_requests(store, workflow_id, CANCEL_REQUEST, TERMINATE_REQUEST)  # meant for the run that ended
     store.restart(workflow_id, start, prefix)
 
 

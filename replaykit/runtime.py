@@ -146,6 +146,7 @@ class Engine(Controls, Lifecycle, Driver, Effects):
         self._parked: set[str] = set()  # runs that parked this turn: candidates for eviction
         self._paused_here: set[str] = set()  # runs seen paused (run.paused): those a poll checks for a resume
         self._releasing: set[str] = set()  # runs given up, still locked until the commit (see _unlock)
+        self._continuing: set[str] = set()  # runs whose next generation opens next turn (see _continue_as_new)
         self._closed = False
         self._hooks: Hooks | None = None  # made by the first engine.on()
         self._retention: Retention | None = None
@@ -352,9 +353,21 @@ class Engine(Controls, Lifecycle, Driver, Effects):
         from .terminating import request, wait_ended
 
         at = self._clock.now()
-        if not request(self.store, workflow_id, reason, at):
+        on_driver = threading.current_thread() is self._thread  # an inline activity's call: never wait here
+        if request(self.store, workflow_id, reason, at):
+            self._post(lambda: self._ended_elsewhere(workflow_id))
+        elif on_driver:
+            self._take_controls(workflow_id)  # held here: ended now; held elsewhere: by its holder's next poll
+        else:
             self._post(lambda: self._take_controls(workflow_id))  # if this engine holds it: now, not at a poll
             wait_ended(self.store, workflow_id, reason, at, wait)
+            self._post(lambda: self._ended_elsewhere(workflow_id))
+
+    def _ended_elsewhere(self, workflow_id: str) -> None:
+        """A run this engine evicted was ended without it: its handle learns it now, not at its timer."""
+        evicted = self._evicted.pop(workflow_id, None)
+        if evicted is not None:
+            evicted[1]._finish()
 
     def pause(self, workflow_id: str) -> None:
         """Stop the run at its next yield, durably, until :meth:`resume`."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from .control import TERMINATE_REQUEST, Db, cancel, end_cancelled, need, opened
+from .control import TERMINATE_REQUEST, Db, cancel, drop_requests, end_cancelled, need, opened
 from .errors import IllegalTransitionError, ResultTimeoutError, Terminated
 from .history import Status
 from .retention import parent_of
@@ -75,8 +75,7 @@ def _end_if_free(store: Store, workflow_id: str, reason: str, at: float) -> bool
         if need(store, workflow_id).is_terminal:
             return True  # ended meanwhile, by whoever held it
         _cancel_children(store, workflow_id, at)
-        while (waiting := store.next_signal(workflow_id, TERMINATE_REQUEST)) is not None:
-            store.consume_signal(waiting.id)  # requests of earlier calls (or this one): answered here
+        drop_requests(store, workflow_id, TERMINATE_REQUEST)  # earlier calls' (or this one's): answered here
         end_cancelled(store, workflow_id, Terminated(reason), at)
         return True
     finally:

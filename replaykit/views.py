@@ -42,14 +42,18 @@ def finite(value: Any) -> Any:
 
 
 def jsonable(value: Any) -> Any:
-    """``value`` as JSON can carry it, for showing (a query's answer): keys as strings, tuples and sets
-    as lists, floats JSON cannot carry as strings (see :func:`finite`), anything else as its ``repr``."""
+    """``value`` as JSON can carry it, for showing (a query's answer): keys as strings (a dict whose keys
+    would collide as strings: a list of ``[key, value]`` pairs), tuples and sets as lists, floats JSON
+    cannot carry as strings (see :func:`finite`), anything else as its ``repr``."""
     if value is None or isinstance(value, (str, bool, int)):
         return value
     if isinstance(value, float):
         return finite(value)
     if isinstance(value, dict):
-        return {k if isinstance(k, str) else json.dumps(jsonable(k)): jsonable(v) for k, v in value.items()}
+        shown = {k if isinstance(k, str) else json.dumps(jsonable(k)): jsonable(v) for k, v in value.items()}
+        if len(shown) < len(value):  # keys that only differ as text (1 and "1"): pairs, so none is lost
+            return [[jsonable(k), jsonable(v)] for k, v in value.items()]
+        return shown
     if isinstance(value, (list, tuple, set, frozenset)):
         return [jsonable(v) for v in value]
     return repr(value)

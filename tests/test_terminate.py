@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -151,3 +152,68 @@ def test_a_run_let_go_without_being_ended_is_ended_by_the_call(any_db: str, tmp_
     finally:
         holder.kill()
         holder.wait(timeout=10)
+
+
+def test_a_restarted_run_is_not_ended_by_requests_meant_for_the_run_before() -> None:
+    with rk.Engine(rk.MemoryStore(), workflows=[waiting]) as engine:
+        engine.start(waiting, workflow_id="twice")
+        gate = threading.Event()
+        engine._post(lambda: None if gate.wait(timeout=10) else None)  # both requests land before one applies
+        callers = [threading.Thread(target=engine.terminate, args=("twice", "both")) for _ in range(2)]
+        for caller in callers:
+            caller.start()
+        time.sleep(0.5)  # both callers have sent their request (the driver, held, applies neither yet)
+        gate.set()
+        for caller in callers:
+            caller.join(timeout=20)
+        assert engine.store.next_signal("twice", "__replaykit_terminate__") is None  # every request answered
+        again = engine.restart("twice")
+        engine.signal("twice", "go", "at last")
+        assert again.result(timeout=10) == "at last"
+
+
+@rk.workflow(name="terminate.waiting")
+def waiting(ctx: rk.Context) -> rk.Flow[str]:
+    answer: str = yield rk.wait_signal("go")
+    return answer
+
+
+def test_terminate_from_an_activity_on_the_engines_own_thread_does_not_hold_it_up() -> None:
+    engines: list[rk.Engine] = []
+
+    @rk.activity
+    def end_the_other() -> str:
+        try:
+            engines[0].terminate("victim", "from an activity", wait=5)
+        except rk.ResultTimeoutError as exc:  # it waited on the thread that had to end the run
+            return f"timed out: {exc}"
+        return "ended"
+
+    @rk.workflow(name="terminate.killer")
+    def killer(ctx: rk.Context) -> rk.Flow[str]:
+        return (yield end_the_other())
+
+    with rk.Engine(rk.MemoryStore(), activity_threads=0) as engine:  # activities inline, on the driver
+        engines.append(engine)
+        victim = engine.start(waiting, workflow_id="victim")
+        assert engine.start(killer, workflow_id="killer").result(timeout=20) == "ended"
+        with pytest.raises(rk.WorkflowTerminated, match="from an activity"):
+            victim.result(timeout=10)
+
+
+@rk.workflow(name="terminate.sleeper")
+def sleeper(ctx: rk.Context) -> rk.Flow[str]:
+    yield rk.sleep(3600)
+    return "woke"
+
+
+def test_the_handle_of_a_run_the_engine_evicted_learns_of_its_termination() -> None:
+    with rk.Engine(rk.MemoryStore(), max_cached_runs=0) as engine:
+        handle = engine.start(sleeper, workflow_id="evicted")
+        deadline = time.monotonic() + 10
+        while "evicted" not in engine._evicted:  # parked on its timer and evicted (unlocked, not in memory)
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        engine.terminate("evicted", "not an hour more")  # ended here, under its lock
+        with pytest.raises(rk.WorkflowTerminated, match="not an hour more"):
+            handle.result(timeout=10)  # not when its hour-long timer would have woken it

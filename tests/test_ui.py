@@ -148,12 +148,16 @@ def test_the_api_starts_queries_and_terminates_runs_with_the_code_it_loaded(db: 
             assert server.call("POST", "/api/runs/pick-1/query", {"name": "picked", "args": ["got "]}) == (
                 200, '"got b"')  # a JSON string; a read: no token
             status, problem = server.call("POST", "/api/runs/pick-1/query", {"name": "nope"})
-            assert status == 404 and "has no query 'nope'; it answers: odd, picked" in problem["detail"]
+            assert status == 404 and "has no query 'nope'; it answers: alike, odd, picked, refuses" in problem["detail"]
             assert server.call("POST", "/api/runs/nobody/query", {"name": "picked"})[0] == 404
             status, problem = server.call("POST", "/api/runs/pick-1/query", {"name": "picked", "args": [1, 2]})
             assert status == 400 and problem["detail"].startswith("the query handler 'picked' raised TypeError")
             assert server.call("POST", "/api/runs/pick-1/query", {"name": "odd"}) == (
                 200, {"[1, 2]": [3], "[3, 4]": "NaN"})
+            assert server.call("POST", "/api/runs/pick-1/query", {"name": "alike"}) == (
+                200, [[1, "number"], ["1", "text"]])  # pairs: neither key is lost
+            status, problem = server.call("POST", "/api/runs/pick-1/query", {"name": "refuses"})
+            assert status == 400 and "raised IllegalTransitionError: not in this state" in problem["detail"]
             assert server.call("POST", "/api/runs/pick-2/terminate", {"reason": "enough"})[0] == 401
             assert server.call("POST", "/api/runs/pick-2/terminate", {"reason": "enough"}, "s3cret")[0] == 204
             with pytest.raises(rk.WorkflowTerminated, match="enough"):

@@ -167,6 +167,45 @@ def test_thousands_of_generations_do_not_overflow_the_stack() -> None:
         assert len(engine.store.generations("many")) == 3000
 
 
+closing: list[rk.Engine] = []
+
+
+@rk.workflow(name="loops.closes_its_engine")
+def closes_its_engine(ctx: rk.Context, n: int) -> rk.Flow[int]:
+    if n == 0 and not ctx.is_replaying:
+        closing[0].close()  # from the driver: the engine stops once this turn ends, the next generation unopened
+    if n < 1:
+        yield rk.continue_as_new(n + 1)
+    yield rk.sleep(0)
+    return n
+
+
+def test_an_engine_closed_before_the_next_generation_opens_leaves_it_to_the_next_engine() -> None:
+    store = rk.MemoryStore()
+    first = rk.Engine(store)
+    closing.append(first)
+    first.start(closes_its_engine, 0, workflow_id="gap")
+    first._thread.join(10)
+    assert not first._thread.is_alive() and store.lock_owner("gap") is None  # its lock was given up
+    with rk.Engine(store, workflows=[closes_its_engine]) as second:
+        (resumed,) = second.recover()
+        assert resumed.result(timeout=10) == 1
+
+
+@rk.workflow(name="loops.continues_wrongly")
+def continues_wrongly(ctx: rk.Context, n: int) -> rk.Flow[int]:
+    yield tick(n)
+    yield rk.continue_as_new(n, "one too many")
+    return n
+
+
+def test_continuing_with_arguments_the_workflow_cannot_take_fails_the_run() -> None:
+    with rk.Engine(rk.MemoryStore()) as engine:
+        with pytest.raises(rk.WorkflowFailed, match="cannot be started with these arguments"):
+            engine.start(continues_wrongly, 1, workflow_id="wrong").result(timeout=10)
+        assert [g.status for g in engine.store.generations("wrong")] == [rk.Status.FAILED]  # nothing recorded beyond
+
+
 def test_continue_as_new_survives_a_crash_anywhere_in_its_last_run() -> None:
     from replaykit.testing.crashes import assert_survives_crashes
 

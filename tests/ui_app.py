@@ -22,6 +22,14 @@ def picking(ctx: rk.Context, items: list[str]) -> rk.Flow[str]:
     def odd() -> dict[tuple[int, int], object]:
         return {(1, 2): {3}, (3, 4): float("nan")}  # what JSON cannot carry as it is
 
+    @ctx.query("alike")
+    def alike() -> dict[object, str]:
+        return {1: "number", "1": "text"}  # keys that read alike as JSON text
+
+    @ctx.query("refuses")
+    def refuses() -> None:
+        raise rk.IllegalTransitionError("not in this state")  # a replaykit error, raised by the handler
+
     picked = yield pick(items)
     yield rk.wait_signal("done")
     return picked

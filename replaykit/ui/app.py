@@ -19,6 +19,7 @@ from .. import control, timeline, views
 from ..client import Client
 from ..errors import (
     IllegalTransitionError,
+    NonDeterminismError,
     ReplayKitError,
     ResultTimeoutError,
     StoreError,
@@ -257,8 +258,8 @@ def create_app(db: str | Store, *, token: str | None = None, refresh: int = 5) -
             answer = control.query(s, workflow_id, body.name, *body.args)
         except UnknownQueryError as exc:
             raise HTTPException(404, str(exc)) from None
-        except ReplayKitError:
-            raise
+        except (StoreError, NonDeterminismError, UnknownWorkflowError):
+            raise  # the store, or a replay the code cannot make: not the handler's doing
         except Exception as exc:  # the handler refused these arguments, or failed on them
             raise HTTPException(400, f"the query handler {body.name!r} raised {type(exc).__name__}: {exc}") from None
         return views.jsonable(answer)
