@@ -155,18 +155,22 @@ def test_a_run_let_go_without_being_ended_is_ended_by_the_call(any_db: str, tmp_
 
 
 def test_a_restarted_run_is_not_ended_by_requests_meant_for_the_run_before() -> None:
+    from replaykit.terminating import request
+
     with rk.Engine(rk.MemoryStore(), workflows=[waiting]) as engine:
-        engine.start(waiting, workflow_id="twice")
+        handle = engine.start(waiting, workflow_id="twice")
+        deadline = time.monotonic() + 10
+        while engine.store.lock_owner("twice") is None:  # the engine has opened it: it waits for "go"
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         gate = threading.Event()
-        engine._post(lambda: None if gate.wait(timeout=10) else None)  # both requests land before one applies
-        callers = [threading.Thread(target=engine.terminate, args=("twice", "both")) for _ in range(2)]
-        for caller in callers:
-            caller.start()
-        time.sleep(0.5)  # both callers have sent their request (the driver, held, applies neither yet)
+        engine._post(lambda: None if gate.wait(timeout=10) else None)  # the driver applies neither yet
+        assert not request(engine.store, "twice", "first call", time.time())  # held by the engine: requests
+        assert not request(engine.store, "twice", "second call", time.time())
         gate.set()
-        for caller in callers:
-            caller.join(timeout=20)
-        assert engine.store.next_signal("twice", "__replaykit_terminate__") is None  # every request answered
+        with pytest.raises(rk.WorkflowTerminated, match="first call"):
+            handle.result(timeout=10)
+        assert engine.store.next_signal("twice", "__replaykit_terminate__") is None  # both answered
         again = engine.restart("twice")
         engine.signal("twice", "go", "at last")
         assert again.result(timeout=10) == "at last"
