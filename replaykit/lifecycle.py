@@ -451,6 +451,11 @@ class Lifecycle(EngineState):
 
     def _next_generation(self, wf: Workflow[Any], workflow_id: str, handle: WorkflowHandle, start: Event) -> None:
         self._continuing.discard(workflow_id)
+        info = self.store.info(workflow_id)
+        if info is not None and info.status is Status.PAUSED:  # paused during the step that continued it
+            self._unlock(workflow_id)
+            handle._follow()  # a resume drives it (here or anywhere); its handle waits for that
+            return
         self._opened(wf, workflow_id, None, handle, start)
 
     def _release(self, run: _Run) -> None:

@@ -189,6 +189,14 @@ def test_continue_as_new_starts_the_next_run(store: Store) -> None:
     assert list(store.events("a")) == [start(at=4.0), step(1, at=5.0)]
 
 
+def test_a_run_paused_as_it_continues_as_new_stays_paused(store: Store) -> None:
+    store.create("a", "w", start(), history=[step(1)])
+    store.set_status("a", Status.PAUSED, 2.5)  # the pause came during the step that continues it
+    store.continue_as_new("a", Event(2, 0, RESULT, "", 3.0, CONTINUED, "json", "null"), start(at=4.0))
+    assert [g.status for g in store.generations("a")] == [Status.CONTINUED, Status.PAUSED]
+    assert store.paused() == {"a"}
+
+
 @pytest.mark.parametrize("status", sorted(RESTARTABLE))
 def test_restart_starts_the_next_generation(store: Store, status: Status) -> None:
     store.create("a", "w", start(), history=[step(1)])

@@ -192,6 +192,40 @@ def test_an_engine_closed_before_the_next_generation_opens_leaves_it_to_the_next
         assert resumed.result(timeout=10) == 1
 
 
+@rk.activity
+def pauses_itself() -> None:
+    info = rk.activity_info()
+    rk.pause(pausing_store[0], info.workflow_id)  # a pause that arrives during the run's last step
+
+
+pausing_store: list[rk.Store] = []
+
+
+@rk.workflow(name="loops.paused_while_continuing")
+def paused_while_continuing(ctx: rk.Context, n: int) -> rk.Flow[int]:
+    if n == 0:
+        yield pauses_itself()
+        yield rk.continue_as_new(n + 1)
+    yield rk.sleep(0)
+    return n
+
+
+def test_a_pause_during_the_step_before_continue_as_new_holds_the_next_generation() -> None:
+    store = rk.MemoryStore()
+    pausing_store.append(store)
+    with rk.Engine(store) as engine:
+        handle = engine.start(paused_while_continuing, 0, workflow_id="held")
+        deadline = time.monotonic() + 10
+        while len(store.generations("held")) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(0.2)  # time enough to run the next generation, were it not paused
+        assert [g.status for g in store.generations("held")] == [rk.Status.CONTINUED, rk.Status.PAUSED]
+        assert [e.kind for e in store.events("held")] == ["start"]
+        engine.resume("held")
+        assert handle.result(timeout=10) == 1
+
+
 @rk.workflow(name="loops.continues_wrongly")
 def continues_wrongly(ctx: rk.Context, n: int) -> rk.Flow[int]:
     yield tick(n)

@@ -138,7 +138,8 @@ class MemoryStore(MemoryWork, Store):
             assert result.outcome == CONTINUED
             self._events[workflow_id].append(result)
             self._retire(workflow_id, attrs.evolve(info, status=Status.CONTINUED, updated_at=result.at))
-            self._runs[workflow_id] = WorkflowInfo(workflow_id, info.name, Status.RUNNING, start.at, start.at,
+            status = Status.PAUSED if info.status is Status.PAUSED else Status.RUNNING  # a pause stays
+            self._runs[workflow_id] = WorkflowInfo(workflow_id, info.name, status, start.at, start.at,
                                                    info.custom_status, info.queue)
             self._events[workflow_id] = [start]
             self._version += 1

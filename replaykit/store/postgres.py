@@ -384,10 +384,13 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
                 self._unowned(conn, workflow_id, run)
             digest = self._insert(conn, workflow_id, run, result)
             head = self.seal(conn, workflow_id, run, Status.CONTINUED, (result.seq, digest))
-            conn.execute("UPDATE replaykit_runs SET status = %s, updated_at = %s, head = %s WHERE id = %s",
-                         (Status.CONTINUED.value, result.at, head, run))
+            was = conn.execute("UPDATE replaykit_runs r SET status = %s, updated_at = %s, head = %s FROM "
+                               "(SELECT status FROM replaykit_runs WHERE id = %s) AS old WHERE r.id = %s "
+                               "RETURNING old.status", (Status.CONTINUED.value, result.at, head, run, run)
+                               ).fetchall()[0][0]
+            paused = was == Status.PAUSED.value  # a pause came during the step that continued it: it stays
             new = conn.execute(_NEW_GENERATION.format("custom_status, owner"),  # the same owner goes on
-                               (Status.RUNNING.value, start.at, start.at, run))
+                               (Status.PAUSED.value if paused else Status.RUNNING.value, start.at, start.at, run))
             new_run, _, generation = new.fetchall()[0]
             self._insert(conn, workflow_id, new_run, start, seed=chain.seed(workflow_id, generation))
         self.forget_head(workflow_id)

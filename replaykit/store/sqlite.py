@@ -375,12 +375,13 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
     def continue_as_new(self, workflow_id: str, result: Event, start: Event) -> None:
         run = self._run(workflow_id)
         with self._transaction() as conn:
+            (was,) = conn.execute("SELECT status FROM runs WHERE id = ?", (run,)).fetchone()
             self._insert(conn, run, result)
             self._set_status(conn, run, Status.CONTINUED, result.at)
             cur = conn.execute(
                 "INSERT INTO runs (workflow_id, generation, name, status, created_at, updated_at, custom_status) "
                 "SELECT workflow_id, generation + 1, name, ?, ?, ?, custom_status FROM runs WHERE id = ?",
-                (Status.RUNNING.value, start.at, start.at, run),
+                (_next_status(was), start.at, start.at, run),
             )
             assert cur.lastrowid is not None
             self._insert(conn, cur.lastrowid, start)
@@ -494,4 +495,8 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r}, durability={self.durability.value!r})"
 
+
+def _next_status(was: str) -> str:
+    """A continued run's next generation: paused if a pause came during the step that continued it."""
+    return Status.PAUSED.value if was == Status.PAUSED.value else Status.RUNNING.value
 
