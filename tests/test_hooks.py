@@ -195,7 +195,7 @@ def test_a_worker_tells_the_runs_it_drives(any_db: str) -> None:
 
 @rk.workflow(name="hooks.napping")
 def napping(ctx: rk.Context) -> rk.Flow[str]:
-    yield rk.sleep(0.05)
+    yield rk.sleep(0.5)  # long enough to be still due when the engine starts it, even on a loaded machine
     return "rested"
 
 
