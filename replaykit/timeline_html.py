@@ -13,7 +13,7 @@ import re
 from typing import Any
 
 from .timeline import Lane, Timeline
-from .views import finite
+from .views import jsonable
 
 
 def timeline_data(t: Timeline, origin: float | None = None) -> dict[str, Any]:
@@ -21,7 +21,7 @@ def timeline_data(t: Timeline, origin: float | None = None) -> dict[str, Any]:
     origin = t.start if origin is None else origin
     return {
         "id": t.info.workflow_id, "workflow": t.info.name, "status": t.info.status.value,
-        "created": t.info.created_at, "updated": t.info.updated_at, "custom_status": finite(t.info.custom_status),
+        "created": t.info.created_at, "updated": t.info.updated_at, "custom_status": jsonable(t.info.custom_status),
         "start": t.start - origin, "end": t.end - origin, "exact": t.exact, "waiting_at": t.waiting_at,
         "note": t.note, "error": t.error, "result": t.result,
         "marks": [{"kind": m.kind, "name": m.name, "at": m.at - origin, "outcome": m.outcome} for m in t.marks],

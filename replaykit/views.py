@@ -30,25 +30,16 @@ def opaque(pickled: bytes) -> str:
     return f"<pickle{'' if name is None else ' ' + name}, {len(pickled)} bytes>"
 
 
-def finite(value: Any) -> Any:
-    """``value`` with every float that JSON cannot carry (NaN, infinities) as a string: ``"NaN"``..."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, list):
-        return [finite(v) for v in value]
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    return value
-
-
 def jsonable(value: Any) -> Any:
     """``value`` as JSON can carry it, for showing (a query's answer): keys as strings (a dict whose keys
     would collide as strings: a list of ``[key, value]`` pairs), tuples and sets as lists, floats JSON
-    cannot carry as strings (see :func:`finite`), anything else as its ``repr``."""
+    cannot carry as strings (``"NaN"``, ``"Infinity"``), anything else as its ``repr``. A value decoded
+    from JSON comes back the same but for those floats."""
     if value is None or isinstance(value, (str, bool, int)):
         return value
     if isinstance(value, float):
-        return finite(value)
+        return value if math.isfinite(value) else "NaN" if math.isnan(value) else (
+            "Infinity" if value > 0 else "-Infinity")
     if isinstance(value, dict):
         shown = {k if isinstance(k, str) else json.dumps(jsonable(k)): jsonable(v) for k, v in value.items()}
         if len(shown) < len(value):  # keys that only differ as text (1 and "1"): pairs, so none is lost
@@ -70,14 +61,14 @@ def value_of(encoding: str, payload: str | bytes) -> Any:
         return {"unreadable": payload}
     if encoding == TYPED and isinstance(value, dict) and "v" in value:  # {"t": its type, "v": its data}
         value = value["v"]
-    return finite(value)
+    return jsonable(value)
 
 
 def info_json(info: WorkflowInfo) -> dict[str, Any]:
     """One run as ``list --json`` and ``describe --json`` print it."""
     return {"workflow_id": info.workflow_id, "name": info.name, "status": info.status.value,
             "created_at": when(info.created_at), "updated_at": when(info.updated_at),
-            "custom_status": finite(info.custom_status), "queue": info.queue, "problem": info.problem}
+            "custom_status": jsonable(info.custom_status), "queue": info.queue, "problem": info.problem}
 
 
 def event_json(e: Event) -> dict[str, Any]:
