@@ -440,10 +440,14 @@ class Lifecycle(EngineState):
         result = Event(run.next_seq, 0, RESULT, "", now, CONTINUED,
                        *self.store.codec.encode({"args": list(step.args), "kwargs": step.kwargs}, "continue_as_new"))
         new_start = Event(0, 0, START, run.workflow.name, now, OK, *payload)
-        self.store.continue_as_new(run.workflow_id, result, new_start)
+        status = self.store.continue_as_new(run.workflow_id, result, new_start)
         self._tell("run_continued", run.workflow_id, run.workflow.name, now, took=now - run.started_at)
         run.machine.discard()
         del self._runs[run.workflow_id]
+        if status is Status.PAUSED:  # paused during the step that continued it: a resume drives it, anywhere
+            self._unlock(run.workflow_id)
+            run.handle._follow()
+            return
         # The next generation opens in the driver's next turn, still locked: opened from here, a chain of
         # generations whose steps all answer at once would nest a call per generation and overflow the stack.
         self._continuing.add(run.workflow_id)
@@ -451,11 +455,6 @@ class Lifecycle(EngineState):
 
     def _next_generation(self, wf: Workflow[Any], workflow_id: str, handle: WorkflowHandle, start: Event) -> None:
         self._continuing.discard(workflow_id)
-        info = self.store.info(workflow_id)
-        if info is not None and info.status is Status.PAUSED:  # paused during the step that continued it
-            self._unlock(workflow_id)
-            handle._follow()  # a resume drives it (here or anywhere); its handle waits for that
-            return
         self._opened(wf, workflow_id, None, handle, start)
 
     def _release(self, run: _Run) -> None:

@@ -203,9 +203,10 @@ class Store(abc.ABC):
         """Wait for what this thread :meth:`send`-ed; raise the error that refused it, if one did."""
 
     @abc.abstractmethod
-    def continue_as_new(self, workflow_id: str, result: Event, start: Event) -> None:
-        """End the newest run with ``result`` (status ``continued``) and start the next with ``start``:
-        ``running``, or ``paused`` if the run it continues was (a pause that came during its last step)."""
+    def continue_as_new(self, workflow_id: str, result: Event, start: Event) -> Status:
+        """End the newest run with ``result`` (status ``continued``) and start the next with ``start``;
+        returns its status: ``running``, or ``paused`` if the run it continues was (a pause that came
+        during its last step)."""
 
     @abc.abstractmethod
     def restart(self, workflow_id: str, start: Event, history: Sequence[Event] = ()) -> None:

@@ -132,7 +132,7 @@ class MemoryStore(MemoryWork, Store):
                 self._consumed.add(consume_signal)
             self._version += 1
 
-    def continue_as_new(self, workflow_id: str, result: Event, start: Event) -> None:
+    def continue_as_new(self, workflow_id: str, result: Event, start: Event) -> Status:
         with self._mutex:
             info = self._need(workflow_id)
             assert result.outcome == CONTINUED
@@ -143,6 +143,7 @@ class MemoryStore(MemoryWork, Store):
                                                    info.custom_status, info.queue)
             self._events[workflow_id] = [start]
             self._version += 1
+            return status
 
     def restart(self, workflow_id: str, start: Event, history: Sequence[Event] = ()) -> None:
         with self._mutex:

@@ -377,7 +377,7 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
     def confirm(self) -> None:
         self._writes.confirm()
 
-    def continue_as_new(self, workflow_id: str, result: Event, start: Event) -> None:
+    def continue_as_new(self, workflow_id: str, result: Event, start: Event) -> Status:
         with self._writes.write(serialize=workflow_id) as conn:
             run = self._run(workflow_id)
             if workflow_id not in self._tokens:
@@ -388,13 +388,15 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
                                "(SELECT status FROM replaykit_runs WHERE id = %s) AS old WHERE r.id = %s "
                                "RETURNING old.status", (Status.CONTINUED.value, result.at, head, run, run)
                                ).fetchall()[0][0]
-            paused = was == Status.PAUSED.value  # a pause came during the step that continued it: it stays
+            # a pause that came during the step that continued it stays
+            status = Status.PAUSED if was == Status.PAUSED.value else Status.RUNNING
             new = conn.execute(_NEW_GENERATION.format("custom_status, owner"),  # the same owner goes on
-                               (Status.PAUSED.value if paused else Status.RUNNING.value, start.at, start.at, run))
+                               (status.value, start.at, start.at, run))
             new_run, _, generation = new.fetchall()[0]
             self._insert(conn, workflow_id, new_run, start, seed=chain.seed(workflow_id, generation))
         self.forget_head(workflow_id)
         self._forget_run(workflow_id)
+        return status
 
     def set_custom_status(self, workflow_id: str, value: Any) -> None:
         with self._writes.write(serialize=workflow_id) as conn:

@@ -372,7 +372,7 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         if held is not None:
             self._heads[run] = (event.seq, digest)
 
-    def continue_as_new(self, workflow_id: str, result: Event, start: Event) -> None:
+    def continue_as_new(self, workflow_id: str, result: Event, start: Event) -> Status:
         run = self._run(workflow_id)
         with self._transaction() as conn:
             (was,) = conn.execute("SELECT status FROM runs WHERE id = ?", (run,)).fetchone()
@@ -381,11 +381,12 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
             cur = conn.execute(
                 "INSERT INTO runs (workflow_id, generation, name, status, created_at, updated_at, custom_status) "
                 "SELECT workflow_id, generation + 1, name, ?, ?, ?, custom_status FROM runs WHERE id = ?",
-                (_next_status(was), start.at, start.at, run),
+                (_next_status(was).value, start.at, start.at, run),
             )
             assert cur.lastrowid is not None
             self._insert(conn, cur.lastrowid, start)
         self._forget(workflow_id)
+        return _next_status(was)
 
     def set_custom_status(self, workflow_id: str, value: Any) -> None:
         run = self._run(workflow_id)
@@ -496,7 +497,7 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         return f"SqliteStore({self.path!r}, durability={self.durability.value!r})"
 
 
-def _next_status(was: str) -> str:
+def _next_status(was: str) -> Status:
     """A continued run's next generation: paused if a pause came during the step that continued it."""
-    return Status.PAUSED.value if was == Status.PAUSED.value else Status.RUNNING.value
+    return Status.PAUSED if was == Status.PAUSED.value else Status.RUNNING
 
