@@ -16,6 +16,7 @@ import pytest
 import replaykit as rk
 
 from conftest import PYTHON
+from helpers import wait_until
 
 CHILD = str(Path(__file__).with_name("hooks_child.py"))
 tries: dict[str, int] = {}
@@ -244,10 +245,7 @@ def test_a_subscriber_object_gets_the_events_its_methods_name(db: str) -> None:
         handle = engine.start(journey, "sub", workflow_id="sub")
         engine.signal("sub", "go", "!")
         assert handle.result(timeout=10) == "sub!"
-        deadline = time.monotonic() + 10  # told on the hooks' own thread: wait for both before unsubscribing
-        while len(watcher.seen) < 2:
-            assert time.monotonic() < deadline, watcher.seen
-            time.sleep(0.01)
+        wait_until(lambda: len(watcher.seen) >= 2, "both are told (on the hooks' own thread), before unsubscribing")
         off()
         with pytest.raises(rk.WorkflowFailed):
             engine.start(failing, workflow_id="fails-2").result(timeout=10)

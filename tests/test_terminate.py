@@ -14,7 +14,7 @@ import replaykit as rk
 from replaykit.cli import main as cli
 
 from conftest import PYTHON
-from helpers import read_journal
+from helpers import read_journal, wait_until
 
 CHILD = str(Path(__file__).with_name("terminate_child.py"))
 
@@ -90,10 +90,7 @@ def parent(ctx: rk.Context):
 def test_terminating_a_run_nobody_drives_cancels_its_unfinished_children(db: str) -> None:
     with rk.Engine(db, workflows=[parent, child]) as engine:
         engine.start(parent, workflow_id="terminate-parent")
-        deadline = time.monotonic() + 10
-        while engine.store.info("terminate-kid") is None:
-            assert time.monotonic() < deadline, "the child never started"
-            time.sleep(0.01)
+        wait_until(lambda: engine.store.info("terminate-kid") is not None, "the child has started")
     rk.terminate(db, "terminate-parent")
     with rk.Engine(db, workflows=[parent, child]) as engine:
         kids = {h.workflow_id: h for h in engine.recover()}
@@ -159,10 +156,7 @@ def test_a_restarted_run_is_not_ended_by_requests_meant_for_the_run_before() -> 
 
     with rk.Engine(rk.MemoryStore(), workflows=[waiting]) as engine:
         handle = engine.start(waiting, workflow_id="twice")
-        deadline = time.monotonic() + 10
-        while engine.store.lock_owner("twice") is None:  # the engine has opened it: it waits for "go"
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_until(lambda: engine.store.lock_owner("twice") is not None, "the engine holds it, waiting for go")
         gate = threading.Event()
         engine._post(lambda: None if gate.wait(timeout=10) else None)  # the driver applies neither yet
         assert not request(engine.store, "twice", "first call", time.time())  # held by the engine: requests
@@ -214,10 +208,7 @@ def sleeper(ctx: rk.Context) -> rk.Flow[str]:
 def test_the_handle_of_a_run_the_engine_evicted_learns_of_its_termination() -> None:
     with rk.Engine(rk.MemoryStore(), max_cached_runs=0) as engine:
         handle = engine.start(sleeper, workflow_id="evicted")
-        deadline = time.monotonic() + 10
-        while "evicted" not in engine._evicted:  # parked on its timer and evicted (unlocked, not in memory)
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_until(lambda: "evicted" in engine._evicted, "it is parked on its timer and evicted")
         engine.terminate("evicted", "not an hour more")  # ended here, under its lock
         with pytest.raises(rk.WorkflowTerminated, match="not an hour more"):
             handle.result(timeout=10)  # not when its hour-long timer would have woken it

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import replaykit as rk
 from replaykit.tracing import Tracing, run_span_id, trace_id
 
 from conftest import PYTHON
+from helpers import wait_until
 
 CHILD = str(Path(__file__).with_name("tracing_child.py"))
 
@@ -98,11 +98,9 @@ def test_a_failed_run_and_each_generation_get_their_own_span(db: str, exported: 
         with pytest.raises(rk.WorkflowFailed):
             engine.start(twice, -5, workflow_id="fails").result(timeout=10)
         assert engine.start(twice, 10, workflow_id="continues").result(timeout=10) == 41
-        deadline = time.monotonic() + 10  # the hooks tell on their own thread: wait for the last span
-        while not any(s.attributes and s.attributes.get("replaykit.status") == "completed"
-                      for s in exporter.get_finished_spans()):
-            assert time.monotonic() < deadline, "the run's span was never made"
-            time.sleep(0.01)
+        wait_until(lambda: any(s.attributes and s.attributes.get("replaykit.status") == "completed"
+                               for s in exporter.get_finished_spans()),
+                   "the last run's span is made (the hooks tell on their own thread)")
         tracing.close()
         assert engine.start(twice, 1, workflow_id="untraced").result(timeout=10) == 3
     spans = _by_name(exporter.get_finished_spans())
@@ -173,10 +171,7 @@ def test_spans_are_parented_across_a_crash_and_never_repeated(db: str, tmp_path:
     first = subprocess.Popen([PYTHON, CHILD, db, str(first_spans), "2"], env=child_env, stdout=subprocess.PIPE,
                              text=True)
     assert first.stdout is not None and first.stdout.readline() == "hanging\n"  # steps 1 and 2 are recorded
-    deadline = time.monotonic() + 20
-    while len(_spans(first_spans)) < 2:  # their spans are made after the commit, on the hooks' thread
-        assert time.monotonic() < deadline, "the first process exported no span for its two steps"
-        time.sleep(0.01)
+    wait_until(lambda: len(_spans(first_spans)) >= 2, "the first process exported its two steps' spans", 20)
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=10)
     second = subprocess.run([PYTHON, CHILD, db, str(second_spans), "-1"], env=child_env, capture_output=True,

@@ -215,10 +215,7 @@ def test_a_pause_during_the_step_before_continue_as_new_holds_the_next_generatio
     pausing_store.append(store)
     with rk.Engine(store) as engine:
         handle = engine.start(paused_while_continuing, 0, workflow_id="held")
-        deadline = time.monotonic() + 10
-        while len(store.generations("held")) < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
+        wait_for(lambda: len(store.generations("held")) >= 2)
         time.sleep(0.2)  # time enough to run the next generation, were it not paused
         assert [g.status for g in store.generations("held")] == [rk.Status.CONTINUED, rk.Status.PAUSED]
         assert [e.kind for e in store.events("held")] == ["start"]
