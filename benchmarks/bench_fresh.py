@@ -1,6 +1,6 @@
 """What a user feels in a fresh process, beside the floor measured in the same run.
 
-    python benchmarks/bench_fresh.py [--repeat 9] [--steps 10000]
+    python benchmarks/bench_fresh.py [--repeat 9] [--steps 10000] [--instructions]
 
 Three whole-process figures, each a median of ``--repeat`` runs with replaykit and its floor
 alternated, so that the machine's load falls on both alike:
@@ -14,12 +14,19 @@ alternated, so that the machine's load falls on both alike:
 
 Each time is the wall clock from the interpreter's start to its exit. Also printed: which
 heavy modules ``import replaykit`` loads (none should be loaded that only some users need).
+
+``--instructions`` counts instead the CPU instructions each whole process runs (valgrind's
+callgrind, one run each: the count does not depend on the machine's load), with two more rows:
+``import attrs`` alone, the share of the one-step script no change to replaykit removes while it
+is built on attrs, and the interpreter's start (``python -c pass``).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -114,6 +121,13 @@ def _wall(argv: list[str], env: dict[str, str]) -> float:
     return time.perf_counter() - start
 
 
+def _instructions(argv: list[str], env: dict[str, str]) -> float:
+    """CPU instructions the whole process runs, from the interpreter's start to its exit."""
+    done = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, check=True)
+    return float(re.findall(r"Collected : (\d+)", done.stderr)[-1])
+
+
 def _paired(repeat: int, ours: Callable[[int], float], floor: Callable[[int], float]) -> tuple[float, float]:
     ours(-1), floor(-1)  # compile and cache the .pyc files first: a user's second run onwards
     mine, base = [], []
@@ -131,18 +145,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=9)
     parser.add_argument("--steps", type=int, default=10_000)
+    parser.add_argument("--instructions", action="store_true",
+                        help="count each process's CPU instructions (valgrind) instead of timing it")
     args = parser.parse_args()
     py = sys.executable
     env = dict(os.environ, REPLAYKIT_SECRET=os.environ.get("REPLAYKIT_SECRET", "a-benchmark-secret-long-enough"))
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # as users run: the first run writes the .pyc files, the others read them
-    print(f"{args.repeat} runs each, medians; load average before: {os.getloadavg()[0]:.2f}\n")
-    _row("import replaykit", *_paired(args.repeat, lambda i: _wall([py, "-c", "import replaykit"], env),
-                                       lambda i: _wall([py, "-c", "import sqlite3"], env)), "import sqlite3")
+    if args.instructions:
+        if shutil.which("valgrind") is None:
+            sys.exit("--instructions needs valgrind (apt-get install valgrind)")
+        env["PYTHONHASHSEED"] = "0"  # the same string hashes, so the same count, run after run
+
+        def row(what: str, ours: Callable[[int], list[str]], floor: Callable[[int], list[str]], name: str) -> None:
+            _instructions(ours(-1), env), _instructions(floor(-1), env)  # compile and cache the .pyc files first
+            mine, base = _instructions(ours(0), env), _instructions(floor(0), env)
+            print(f"{what:44} {mine / 1e6:8.1f} M    {name:34} {base / 1e6:7.1f} M    {mine / base:5.2f}x")
+        print("CPU instructions of each whole process (valgrind callgrind)\n")
+    else:
+        def row(what: str, ours: Callable[[int], list[str]], floor: Callable[[int], list[str]], name: str) -> None:
+            _row(what, *_paired(args.repeat, lambda i: _wall(ours(i), env), lambda i: _wall(floor(i), env)), name)
+        print(f"{args.repeat} runs each, medians; load average before: {os.getloadavg()[0]:.2f}\n")
+    row("import replaykit", lambda i: [py, "-c", "import replaykit"], lambda i: [py, "-c", "import sqlite3"],
+        "import sqlite3")
     with tempfile.TemporaryDirectory() as tmp:
         ours, raw = os.path.join(tmp, "ours.db"), os.path.join(tmp, "raw.db")
-        _row("one-step workflow script, whole process",
-             *_paired(args.repeat, lambda i: _wall([py, "-c", ONE_STEP, ours, f"w{i}"], env),
-                      lambda i: _wall([py, "-c", RAW_ONE_STEP, raw, f"w{i}"], env)), "raw-SQLite one-step script")
+        row("one-step workflow script, whole process", lambda i: [py, "-c", ONE_STEP, ours, f"w{i}"],
+            lambda i: [py, "-c", RAW_ONE_STEP, raw, f"w{i}"], "raw-SQLite one-step script")
 
         def killed(i: int) -> str:
             db = os.path.join(tmp, f"long{i}.db")
@@ -151,11 +179,14 @@ def main() -> None:
             assert done.returncode == -signal.SIGKILL, done
             return db
 
-        dbs = {i: killed(i) for i in range(-1, args.repeat)}
-        _row(f"resume {args.steps:,} steps after SIGKILL",
-             *_paired(args.repeat, lambda i: _wall([py, "-c", LONG, dbs[i], str(args.steps)], env),
-                      lambda i: _wall([py, "-c", FLOOR_RESUME, dbs[-1], str(args.steps)], env)),
-             "read + json + send, whole process")
+        dbs = {i: killed(i) for i in range(-1, 1 if args.instructions else args.repeat)}
+        row(f"resume {args.steps:,} steps after SIGKILL", lambda i: [py, "-c", LONG, dbs[i], str(args.steps)],
+            lambda i: [py, "-c", FLOOR_RESUME, dbs[-1], str(args.steps)], "read + json + send, whole process")
+        if args.instructions:
+            row("import attrs alone", lambda i: [py, "-c", "import attrs"],
+                lambda i: [py, "-c", RAW_ONE_STEP, raw, f"a{i}"], "raw-SQLite one-step script")
+            row("python -c pass", lambda i: [py, "-c", "pass"], lambda i: [py, "-c", RAW_ONE_STEP, raw, f"p{i}"],
+                "raw-SQLite one-step script")
         print()
         for what, code in (("import replaykit", "import replaykit"),
                            ("the one-step script on an existing store", ONE_STEP)):
