@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import crash_child
 import replaykit as rk
 from replaykit.store import open_store
 
@@ -46,6 +47,7 @@ def assert_history_intact(db: str) -> None:
 def test_sigkill_at_every_point_then_rerun_completes(any_db: str, tmp_path: Path, child_env: dict[str, str],
                                                      kill_at: str) -> None:
     journal = str(tmp_path / "journal")
+    open_store(any_db).close()  # the children open an existing store: creating one is not what this tests
     killed = run_child(child_env, any_db, journal, kill_at)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     before = done_counts(journal)
@@ -66,12 +68,16 @@ def test_sigkill_at_every_point_then_rerun_completes(any_db: str, tmp_path: Path
             assert after[i] == 1
     assert_history_intact(any_db)
 
-    again = run_child(child_env, any_db, journal, "none")  # a third run only reads the recorded result
-    assert again.stdout.strip() == str(EXPECTED) and done_counts(journal) == after
+    # A third run only reads the recorded result: run here, in this process (which never ran the
+    # workflow, so it holds nothing of it), with the same steps writing to the same journal.
+    crash_child.journal_path, crash_child.kill_at, crash_child.hold = journal, "none", ""
+    assert rk.run(crash_child.ten_steps, workflow_id="ten", db=any_db) == EXPECTED
+    assert done_counts(journal) == after
 
 
 def test_sigkill_from_outside_at_random_moments(any_db: str, tmp_path: Path, child_env: dict[str, str]) -> None:
     journal = str(tmp_path / "journal")
+    open_store(any_db).close()  # the children open an existing store
     rng = random.Random(1234)
     for _ in range(6):
         child = subprocess.Popen([PYTHON, CHILD, any_db, journal, "none", "0.02"], env=child_env,
@@ -110,6 +116,7 @@ def test_two_copies_started_together_do_not_both_drive(any_db: str, tmp_path: Pa
 def test_rerun_right_after_sigkill_continues_at_once(any_db: str, tmp_path: Path,
                                                      child_env: dict[str, str]) -> None:
     journal = str(tmp_path / "journal")
+    open_store(any_db).close()  # the children open an existing store
     child = subprocess.Popen([PYTHON, CHILD, any_db, journal, "none", "0.1"], env=child_env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     while len(read_journal(journal)) < 3:
@@ -124,6 +131,7 @@ def test_rerun_right_after_sigkill_continues_at_once(any_db: str, tmp_path: Path
 def test_second_process_fails_fast_while_the_first_drives(any_db: str, tmp_path: Path,
                                                           child_env: dict[str, str]) -> None:
     journal, release = str(tmp_path / "journal"), tmp_path / "release"
+    open_store(any_db).close()  # the children open an existing store
     # The first holds its first step until the second has tried. (It slept 0.4 s a step, 4 s in all,
     # and the second had to try within them: slower, and a race on a loaded machine.)
     first = subprocess.Popen([PYTHON, CHILD, any_db, journal, "none", f"hold:{release}"], env=child_env,
@@ -147,6 +155,7 @@ def test_second_process_fails_fast_while_the_first_drives(any_db: str, tmp_path:
 def test_sigkill_during_a_fan_out(any_db: str, tmp_path: Path, child_env: dict[str, str]) -> None:
     journal = str(tmp_path / "journal")
     script = str(ROOT / "tests" / "fanout_child.py")
+    open_store(any_db).close()  # the children open an existing store
     rng = random.Random(99)
     for _ in range(4):
         child = subprocess.Popen([PYTHON, script, any_db, journal], env=child_env,
