@@ -6,6 +6,9 @@ an activity run again, a raw exception or a hang."""
 
 from __future__ import annotations
 
+import fcntl
+import os
+import pickle
 import subprocess
 import sys
 from collections import Counter
@@ -31,9 +34,23 @@ def _failures(trials: list[campaign.Trial]) -> str:
 
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory: pytest.TempPathFactory) -> dict[str, campaign.Pristine]:
-    """The undamaged stores, recorded once for this module: every trial damages a copy of its shape's
-    store (``run_trial`` copies it first) and never writes to them."""
-    return campaign.prepare(tmp_path_factory.mktemp("campaign") / "pristine")
+    """The undamaged stores, recorded once for the session: every trial damages a copy of its shape's
+    store (``run_trial`` copies it first) and never writes to them. The pytest-xdist workers that run
+    tests of this module share them: the first records them and reads their baselines (under a lock in
+    the session's temporary directory, which every worker shares), the others load what it kept."""
+    session = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        session = session.parent  # a worker's is <session's>/popen-gw<n>: one directory of the session up
+    shared = session / "corruption-campaign"
+    shared.mkdir(exist_ok=True)
+    with open(shared / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        kept = shared / "pristine.pickle"
+        if kept.exists():
+            return pickle.loads(kept.read_bytes())  # type: ignore[no-any-return]
+        found = campaign.prepare(shared / "pristine")
+        kept.write_bytes(pickle.dumps(found))
+        return found
 
 
 def test_forty_damaged_stores_are_refused_or_read_right(tmp_path: Path, pristine: dict[str, campaign.Pristine]) -> None:
