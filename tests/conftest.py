@@ -45,6 +45,10 @@ def child_env() -> dict[str, str]:
 
 PYTHON = sys.executable
 
+# For pytest processes the tests start in a directory of their own (pytester), where pyproject.toml's
+# addopts do not apply: the third-party plugins that no test needs, left out as addopts leaves them out.
+UNNEEDED_PLUGINS = ("-p", "no:schemathesis", "-p", "no:anyio")
+
 
 def _unavailable(reason: str, who: str = "The PostgreSQL tests need it; on Debian: apt-get install postgresql") -> None:
     """Tests that need a system package cannot run here: a failure in CI (which must install it), a skip elsewhere."""

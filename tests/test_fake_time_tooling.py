@@ -7,6 +7,8 @@ import textwrap
 
 import pytest
 
+from conftest import UNNEEDED_PLUGINS
+
 USER_TESTS = textwrap.dedent("""
     import time
     from datetime import datetime, timedelta, timezone
@@ -36,8 +38,8 @@ DURATION = re.compile(r"^(-?\d+(?:\.\d+)?)s (setup|call|teardown) +(\S+)", re.MU
 
 def test_pytest_durations_are_real_for_tests_that_use_the_test_environment(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_user=USER_TESTS)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--durations=0", "--durations-min=0",
-                                           timeout=120)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *UNNEEDED_PLUGINS, "--durations=0",
+                                           "--durations-min=0", timeout=120)
     result.assert_outcomes(passed=2)
     durations = [(float(seconds), phase, test) for seconds, phase, test in DURATION.findall(result.stdout.str())]
     listed = {(phase, test.split("::")[-1]) for _, phase, test in durations}

@@ -14,7 +14,7 @@ import pytest
 import replaykit as rk
 from replaykit.testing import TestEnv
 
-from conftest import ROOT
+from conftest import ROOT, UNNEEDED_PLUGINS
 
 
 @rk.workflow
@@ -89,12 +89,13 @@ PLAIN_TESTS = textwrap.dedent("""
 
 def test_marker_and_option(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_user=USER_TESTS)
-    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("-q", "-p", "no:cacheprovider", *UNNEEDED_PLUGINS)
     result.assert_outcomes(passed=3)
-    strict = pytester.runpytest_subprocess("-q", "--replaykit-strict", "-k", "not marked", "-p", "no:cacheprovider")
+    strict = pytester.runpytest_subprocess("-q", "--replaykit-strict", "-k", "not marked", "-p", "no:cacheprovider",
+                                           *UNNEEDED_PLUGINS)
     assert "strict replay" in strict.stdout.str()
     strict.assert_outcomes(passed=1, failed=1)  # test_flaky_not_strict now fails: the option turned strict on
-    helped = pytester.runpytest_subprocess("--help")
+    helped = pytester.runpytest_subprocess("--help", *UNNEEDED_PLUGINS)
     assert "--replaykit-strict" in helped.stdout.str()
 
 
