@@ -15,7 +15,8 @@ import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
@@ -44,7 +45,7 @@ from .base import (
 from .held import HeldRuns
 from .locks import FileLocks, stores_open
 from .sqlite_access import read_only_error, read_only_query
-from .sqlite_errors import cannot_open, refused, translated, undecodable
+from .sqlite_errors import cannot_open, refused, translated, translated_error, undecodable
 from .sqlite_history import ChainedHistory, delete_ended
 from .sqlite_schema import ensure_schema
 from .sqlite_work import SqliteWork, ended, place, restarted, wake
@@ -137,13 +138,14 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
                 conn.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[self.durability]}")
         return conn
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         conn = self._conn()
         if getattr(self._local, "batching", False):  # part of the open batch: committed with it
-            with self._in_batch(conn):
-                yield conn
-            return
+            return _InBatch(self, conn)
+        return self._own_transaction(conn)
+
+    @contextmanager
+    def _own_transaction(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         with translated(self.path):
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -187,29 +189,28 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
                 self._forget_all()  # what the batch wrote may be rolled back: read runs and heads afresh
                 raise
 
-    @contextmanager
-    def _in_batch(self, conn: sqlite3.Connection) -> Iterator[None]:
-        """One write of the open batch. Once SQLite has rolled the batch back, the rest of it is
-        refused until :meth:`commit`: a batch's later writes must never be committed without its first."""
+    def _begin_write(self, conn: sqlite3.Connection) -> None:
+        """Before a write of the open batch (see :class:`_InBatch`): begin the batch if it is not open;
+        refuse the write once SQLite has rolled the batch back."""
         lost: StoreError | None = getattr(self._local, "lost", None)
         if lost is not None:
             raise type(lost)(f"{lost} (an earlier write of this batch; SQLite rolled the batch back)")
         if getattr(self._local, "open", False) and not conn.in_transaction:
             raise self._rolled_back_meanwhile()
-        began = False
-        try:
+        if not conn.in_transaction:
             with translated(self.path):
-                if not conn.in_transaction:
-                    conn.execute("BEGIN IMMEDIATE")
-                    self._local.open = True
-                began = True
-                yield
-        except StoreError as exc:
-            if began and not conn.in_transaction:
-                self._local.lost = exc
-                self._local.open = False  # known lost: said by this error, not found out later
-                self._forget_all()  # the runs and heads written in the batch were rolled back with it
-            raise
+                conn.execute("BEGIN IMMEDIATE")
+            self._local.open = True
+
+    def _write_failed(self, conn: sqlite3.Connection, exc: BaseException) -> BaseException:
+        """A write of the open batch raised ``exc``: the error to raise (SQLite's said as replaykit's);
+        if SQLite rolled the batch back with it, the batch is lost."""
+        error = translated_error(self.path, exc)
+        if isinstance(error, StoreError) and not conn.in_transaction:
+            self._local.lost = error
+            self._local.open = False  # known lost: said by this error, not found out later
+            self._forget_all()  # the runs and heads written in the batch were rolled back with it
+        return error
 
     def _rolled_back_meanwhile(self) -> StoreError:
         """The batch this thread began is gone without a commit: SQLite rolled it back on an error of
@@ -355,7 +356,7 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         head = self._heads.get(run) if held is not None else None
         if status is None and consume_signal is None and custom_status is UNSET:  # hot path: one INSERT
             conn = self._conn()
-            with self._in_batch(conn) if getattr(self._local, "batching", False) else translated(self.path):
+            with _InBatch(self, conn) if getattr(self._local, "batching", False) else translated(self.path):
                 digest = self._insert(conn, run, event, head)
         else:
             with self._transaction() as conn:
@@ -495,6 +496,27 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r}, durability={self.durability.value!r})"
+
+
+class _InBatch:
+    """One write of the open batch: committed with it. Once SQLite has rolled the batch back, the rest
+    of it is refused until :meth:`SqliteStore.commit`: a batch's later writes must never be committed
+    without its first. A class, not a ``@contextmanager``: a step's every write goes through it."""
+
+    __slots__ = ("store", "conn")
+
+    def __init__(self, store: SqliteStore, conn: sqlite3.Connection) -> None:
+        self.store, self.conn = store, conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.store._begin_write(self.conn)
+        return self.conn
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc is not None:
+            error = self.store._write_failed(self.conn, exc)
+            if error is not exc:
+                raise error from exc
 
 
 def _next_status(was: str) -> Status:

@@ -9,8 +9,7 @@ from __future__ import annotations
 import os
 import resource
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
+from types import TracebackType
 
 from ..errors import (
     CorruptStoreError,
@@ -89,18 +88,32 @@ def translate(path: str, exc: sqlite3.Error) -> Exception:
     return exc
 
 
-@contextmanager
-def translated(path: str) -> Iterator[None]:
-    """Raise what SQLite raises in the block as the replaykit error that fits."""
-    try:
-        yield
-    except sqlite3.Error as exc:
-        error = translate(path, exc)
-        if error is exc:
-            raise
-        raise error from exc
-    except UnicodeDecodeError as exc:  # SQLite's message quotes a damaged schema: Python cannot decode it
-        raise undecodable(path, exc) from exc
+class translated:  # noqa: N801 - used as a function: ``with translated(path):``
+    """Raise what SQLite raises in the block as the replaykit error that fits. A class, not a
+    ``@contextmanager``: it wraps every statement of a step, and a generator costs 1.5 µs more a use."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if exc is not None:
+            error = translated_error(self.path, exc)
+            if error is not exc:
+                raise error from exc
+
+
+def translated_error(path: str, exc: BaseException) -> BaseException:
+    """What :class:`translated` raises instead of ``exc`` (``exc`` itself when nothing fits)."""
+    if isinstance(exc, sqlite3.Error):
+        return translate(path, exc)
+    if isinstance(exc, UnicodeDecodeError):  # SQLite's message quotes a damaged schema: Python cannot decode it
+        return undecodable(path, exc)
+    return exc
 
 
 def undecodable(path: str, exc: UnicodeDecodeError) -> CorruptStoreError:
