@@ -94,6 +94,9 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         self._held: HeldRuns[tuple[int, bytes]] = HeldRuns()
         # run row id -> (seq, checksum) of the last event this store wrote for it, kept like _held
         self._heads: dict[int, tuple[int, bytes]] = {}
+        # run row ids of runs this store created without a work row, kept like _heads: only create() places a
+        # run in the work queue, so their end has no work row to clear
+        self._unplaced: set[int] = set()
         self._locks = FileLocks(self.path)  # counts this store as a user of the file; no descriptor yet
         self._opened = False  # until then, SQLite's errors are judged by refused()
         try:
@@ -229,11 +232,13 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         held = self._held.forget(workflow_id)
         if held is not None:
             self._heads.pop(held[0], None)
+            self._unplaced.discard(held[0])
 
     def _forget_all(self) -> None:
         """A batch was lost: a run or event it wrote may be gone (and its row id taken by another process)."""
         self._held.forget_all()
         self._heads.clear()
+        self._unplaced.clear()
 
     def _hold(self, workflow_id: str, run: int, generation: Any, mark: int | None = None) -> None:
         """Cache the newest run of ``workflow_id`` if this process holds the id's lock (then nobody
@@ -293,6 +298,8 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         self._hold(workflow_id, run, 1)
         if self._held.get(workflow_id) is not None:
             self._heads[run] = head
+            if placement is None:
+                self._unplaced.add(run)
         return True
 
     def _newest(self, conn: sqlite3.Connection, workflow_id: str) -> tuple[int, Status]:
@@ -364,7 +371,7 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
                 if status is not None:
                     known = (held[1], status, (event.seq, digest)) if held is not None else None
                     self._set_status(conn, run, status, event.at, known)
-                    if status.is_terminal:
+                    if status.is_terminal and run not in self._unplaced:
                         ended(conn, workflow_id, event.at)
                 if consume_signal is not None:
                     conn.execute("UPDATE signals SET consumed = 1 WHERE id = ?", (consume_signal,))
