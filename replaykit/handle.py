@@ -88,10 +88,6 @@ class WorkflowHandle(Generic[R]):
 
     def _wait_result(self, timeout: float | None) -> R:
         deadline = None if timeout is None else monotonic() + timeout
-        if self._wakeup is None:
-            self._wakeup = threading.Event()
-        if self._ended:
-            self._wakeup.set()
         while True:
             if self._error is not None:
                 raise self._error
@@ -105,6 +101,9 @@ class WorkflowHandle(Generic[R]):
                 raise ResultTimeoutError(
                     f"workflow {self.workflow_id!r} has not finished after {timeout}s; it goes on running"
                 )
+            if self._wakeup is None:  # made only to wait: a run that ended needs none
+                self._wakeup = threading.Event()
+                continue  # _finish sets its flag, then wakes the event if there is one: look at the flags again
             wait = self._poll if deadline is None else min(self._poll, max(0.0, deadline - monotonic()))
             self._wakeup.wait(wait)
             self._wakeup.clear()  # the flags above say what woke us; a set event must not spin the loop

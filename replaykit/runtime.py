@@ -249,11 +249,13 @@ class Engine(Controls, Lifecycle, Driver, Effects):
         commit). Without group commit, the caller records the start instead (``start``): there is no
         batch to join."""
         answer: list[Any] = []  # [created] once committed, or [the error]
-        done = threading.Event()
+        done = threading.Lock()  # held until the answer is in: a latch, lighter than an Event (no Condition)
+        done.acquire()
 
         def settle(result: Any) -> None:
-            answer.append(result)
-            done.set()
+            if not answer:  # said once: a bug's error (job, below) may come before the commit's answer
+                answer.append(result)
+                done.release()
 
         def create() -> bool:
             try:
@@ -287,7 +289,7 @@ class Engine(Controls, Lifecycle, Driver, Effects):
                     log.exception("replaykit: opening a run started here failed")
 
         self._post(job)
-        while not done.wait(0.5):  # the driver may stop (close(), a lost store) before it takes the job
+        while not done.acquire(timeout=0.5):  # the driver may stop (close(), a lost store) before it takes the job
             if not self._thread.is_alive():
                 raise EngineClosedError(f"{self!r} closed before it recorded the start of {workflow_id!r}; nothing "
                                         "was started. Start it with an open engine.")
