@@ -34,7 +34,7 @@ class _LockFile:
     def __init__(self, path: str) -> None:
         self.path = path  # the directory of the shards
         self.fds: dict[int, int] = {}  # shard -> descriptor: all of them, opened with the first lock
-        self.held: set[str] = set()
+        self.held: dict[str, int] = {}  # key -> its offset (hashed once, when it is locked)
         self.users = 0  # FileLocks objects not yet closed
         self.mutex = threading.Lock()
 
@@ -116,7 +116,7 @@ class FileLocks:
                 if exc.errno in (errno.EACCES, errno.EAGAIN):
                     return False
                 raise
-            f.held.add(key)
+            f.held[key] = offset
             self._mine.add(key)
             return True
 
@@ -130,9 +130,9 @@ class FileLocks:
     def _release(self, key: str) -> None:  # under the file's mutex
         f = self._file
         if key in self._mine and key in f.held:  # only what was taken through here
-            offset = _offset(key)
+            offset = f.held[key]
             fcntl.lockf(f.fds[offset % SHARDS], fcntl.LOCK_UN, 1, offset)
-            f.held.discard(key)
+            del f.held[key]
         self._mine.discard(key)
 
     def holds(self, key: str) -> bool:
