@@ -64,20 +64,34 @@ class Workflow(Generic[P, R]):
         return f"<workflow {self.name}>"
 
 
-_signatures: dict[Any, inspect.Signature] = {}
+# a workflow function's signature, and how many arguments it takes after ctx if each is a plain positional
+# parameter without a default (None if not: then only Signature.bind can tell)
+_signatures: dict[Any, tuple[inspect.Signature, int | None]] = {}
 
 
 def check_arguments(wf: Workflow[Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     """Refuse a start whose arguments the workflow cannot take (a ``TypeError`` naming what it takes),
     before anything is recorded: otherwise the run would be recorded and fail on its first step."""
-    signature = _signatures.get(wf.fn)
-    if signature is None:
-        signature = _signatures[wf.fn] = inspect.signature(wf.fn)
+    known = _signatures.get(wf.fn)
+    if known is None:
+        signature = inspect.signature(wf.fn)
+        known = _signatures[wf.fn] = (signature, _plain_arity(signature))
+    signature, arity = known
+    if not kwargs and len(args) == arity:  # what bind would accept, without its 5 µs
+        return
     try:
         signature.bind(None, *args, **kwargs)  # None stands for ctx
     except TypeError as exc:
         raise TypeError(f"workflow {wf.name!r} cannot be started with these arguments ({exc}): it takes "
                         f"{signature}") from None
+
+
+def _plain_arity(signature: inspect.Signature) -> int | None:
+    """The number of arguments after ctx, if ctx and each of them is a positional parameter without a default."""
+    params = list(signature.parameters.values())
+    if params and all(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty for p in params):
+        return len(params) - 1
+    return None
 
 
 def _check(fn: Any) -> None:
