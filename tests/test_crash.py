@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-import crash_child
 import replaykit as rk
 from replaykit.store import open_store
 
+import crash_child
 from conftest import PYTHON, ROOT
 from helpers import read_journal
 
