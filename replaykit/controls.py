@@ -25,7 +25,6 @@ class Controls(EngineState):
     if TYPE_CHECKING:
         def _advance(self, run: _Run, step: Step) -> None: ...
         def _abort(self, run: _Run, error: BaseException) -> None: ...
-        def _wake(self, workflow_id: str) -> None: ...
         def _tell(self, kind: str, workflow_id: str, workflow: str, at: float | None = None,
                   **details: Any) -> None: ...
         def _finish(self, run: _Run, outcome: str, encoded: tuple[str, str | bytes], status: Status | None = None,
@@ -35,8 +34,6 @@ class Controls(EngineState):
         """Apply what other processes (or this one) asked of a run: terminate, pause, resume, cancel."""
         run = self._runs.get(workflow_id)
         if run is None:
-            if workflow_id in self._evicted:  # replayed to take them now, not when its timer is due
-                self._wake(workflow_id)
             return
         request = self.store.next_signal(workflow_id, control.TERMINATE_REQUEST)
         if request is not None:

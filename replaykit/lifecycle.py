@@ -113,10 +113,7 @@ class Lifecycle(EngineState):
                     "exits, and a rerun resumes from the last recorded step.")
             handle._fail(error)
             return
-        evicted = self._evicted.pop(workflow_id, None)  # a run this engine evicted, taken up again
-        if evicted is not None and evicted[1] is not handle:
-            evicted[1]._follow()  # another handle drives it now: the first one follows it to its end
-        self._opened(wf, workflow_id, call, handle, woken=woken or evicted is not None)
+        self._opened(wf, workflow_id, call, handle, woken=woken)
 
     def _opened(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
                 handle: WorkflowHandle, created: Event | None = None, *, woken: bool = False) -> None:
@@ -233,13 +230,8 @@ class Lifecycle(EngineState):
         if self._hooks is not None:  # a history of its start alone: it begins (unless it began here before)
             fresh = counted.count == 0 and not woken
             self._tell("run_started" if fresh else "run_resumed", workflow_id, wf.name)
-        if run.deadline is not None and run.deadline <= self._clock.now() and isinstance(step, Waiting):
-            # It ran out of time while nobody drove it: it times out now, before any of its timers that came
-            # due meanwhile (later than its deadline, or it would not be waiting on them) can move it on.
-            self._run_timed_out(run)
-        else:
-            self._advance(run, step)
-        if (counted.count or woken) and self._runs.get(workflow_id) is run:
+        self._advance(run, step)
+        if counted.count and self._runs.get(workflow_id) is run:
             # Requests that came while nobody drove it (a fresh run's come through the store poll).
             self._take_controls(workflow_id)
 
@@ -328,8 +320,6 @@ class Lifecycle(EngineState):
             if not waits or run.executions or run.paused or any(leaf.command.kind != TIMER for leaf in waits):
                 continue
             run.machine.discard()  # its timers stay in the heap, by id: the first due wakes it
-            if run.deadline is not None:  # and so does its run timeout (its own timer went with the run)
-                self._timers.push(run.deadline, functools.partial(self._wake, workflow_id))
             del self._runs[workflow_id]
             self._unlock(workflow_id)
             self._evicted[workflow_id] = (run.workflow, run.handle)

@@ -393,10 +393,16 @@ class Engine(Controls, Lifecycle, Driver, Effects):
             handle._finish()
             return handle
         wf = lookup(info.name, self._workflows)
-        # A run this engine does not hold in memory is opened (one it evicted: its first handle follows).
         self._post(lambda: self._take_controls(workflow_id) if workflow_id in self._runs
-                   else self._open(wf, workflow_id, None, handle, 0.0))
+                   else self._reopen(wf, workflow_id, handle))
         return handle
+
+    def _reopen(self, wf: Workflow[Any], workflow_id: str, handle: WorkflowHandle) -> None:
+        """Drive a run this engine does not hold in memory; if it evicted it, its first handle follows."""
+        evicted = self._evicted.pop(workflow_id, None)
+        if evicted is not None:
+            evicted[1]._follow()
+        self._open(wf, workflow_id, None, handle, 0.0)
 
     def restart(self, workflow_id: str, *, from_step: int | None = None) -> WorkflowHandle:
         """Start a failed, cancelled or timed-out run again (see :func:`replaykit.restart`) and drive it."""
