@@ -90,12 +90,12 @@ class Engine(Controls, Lifecycle, Driver, Effects):
     more, as at-least-once allows. Inline activities (``activity_threads=0``, as
     in :func:`replaykit.run`) always commit every step.
 
-    ``max_cached_runs`` (1,000) bounds how many runs stay in memory: beyond it, a run
-    that waits only on timers is evicted (its generator is closed, quietly: ``finally``
+    ``max_cached_runs`` bounds how many runs stay in memory: beyond it, a run that
+    waits only on timers is evicted (its generator is closed, quietly: ``finally``
     blocks run with the logger silenced and any command they yield ignored) and
-    replayed from its history when its timer is due. ``None``: keep all. Each run kept
-    holds a lock, and every lock an engine holds slows the others it takes (see
-    docs/benchmarks.md, section 15).
+    replayed from its history when its timer is due. ``None`` (the default): keep all.
+    Each run kept holds a lock, and every lock an engine holds slows the others it
+    takes; eviction has known defects (docs/durability.md, "Memory").
 
     ``retention`` (a timedelta or seconds; ``None``: keep every history) deletes the
     histories of runs that ended longer ago than that, from the engine's start and then
@@ -117,7 +117,7 @@ class Engine(Controls, Lifecycle, Driver, Effects):
         strict_replay: bool = False,
         history_warning: int = 10_000,
         group_commit: bool = True,
-        max_cached_runs: int | None = 1000,
+        max_cached_runs: int | None = None,
         secret: Secrets = None,
         pickle: str = "signed",
         retention: timedelta | float | None = None,

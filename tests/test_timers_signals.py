@@ -12,7 +12,7 @@ import replaykit as rk
 from replaykit.store import open_store
 
 from conftest import PYTHON
-from helpers import wait_until, waits_for_approval
+from helpers import waits_for_approval
 
 
 @rk.workflow
@@ -135,18 +135,3 @@ def test_runs_parked_on_timers_are_evicted_and_replayed_when_due() -> None:
         engine._post(lambda: None)
         assert [h.result(timeout=10) for h in handles] == [1_000_000.0 + 3600 + i for i in range(10)]
         assert not engine._evicted and not engine._runs
-
-
-def test_an_engine_keeps_a_thousand_runs_in_memory_unless_told_otherwise() -> None:
-    """The default bound (issue 12): each run kept holds a lock, and thousands held slow every other
-    lock the engine takes; beyond 1,000, runs parked on timers are evicted and replayed when due."""
-    from replaykit.clock import FakeClock
-
-    clock = FakeClock(1_000_000.0)
-    with rk.Engine(rk.MemoryStore(), clock=clock) as engine:
-        handles = [engine.start(nap, 3600.0 + i, workflow_id=f"n{i}") for i in range(1_010)]
-        wait_until(lambda: len(engine._evicted) == 10, "the runs beyond 1,000 are evicted")
-        assert len(engine._runs) == 1_000
-        clock.waiting(+1)
-        engine._post(lambda: None)
-        assert [h.result(timeout=30) for h in handles[-20:]] == [1_000_000.0 + 3600 + i for i in range(990, 1_010)]
