@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 from datetime import timedelta
 from typing import Any
@@ -331,10 +332,17 @@ def sleeper(ctx: rk.Context):
 def test_a_resume_from_a_shell_alone_wakes_a_paused_run_among_parked_ones(
         any_db: str, child_env: dict[str, str]) -> None:
     # The resume is a status change, with no signal: the engine's poll must still find the run.
+    paused = threading.Event()
+
+    @rk.activity(name="note-once-paused")
+    def note_once_paused(text: str) -> str:
+        paused.wait(30)  # the run cannot end before the pause is in the store, however slow the shell is
+        return note(text)
+
     @rk.workflow(name="pause-resume-alone")
     def stepping(ctx: rk.Context):
         for i in range(50):
-            yield note(f"alone {i}")
+            yield (note(f"alone {i}") if i < 2 else note_once_paused(f"alone {i}"))
             yield rk.sleep(0.02)
         return "done"
 
@@ -350,6 +358,7 @@ def test_a_resume_from_a_shell_alone_wakes_a_paused_run_among_parked_ones(
         while "alone 1" not in log:
             time.sleep(0.01)
         cli("pause", any_db, "alone")
+        paused.set()
         time.sleep(0.3)
         stopped_at = len(log)
         time.sleep(0.3)
