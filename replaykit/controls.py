@@ -59,15 +59,11 @@ class Controls(EngineState):
             self._deliver_cancel(run, Cancelled(reason), request.id)
 
     def _deliver_cancel(self, run: _Run, error: Cancelled, request_id: int | None) -> None:
-        self._step_safely(run, self._cancel_step(run, error, request_id))
-
-    def _cancel_step(self, run: _Run, error: Cancelled, request_id: int | None) -> Step:
-        """Record ``error`` delivered at the run's current yield; the step its machine takes on it."""
         at = self._clock.now()
         event = Event(run.next_seq, 0, CANCEL, type(error).__name__, at, ERROR, *self.store.codec.encode_error(error))
         self.store.record(run.workflow_id, event, consume_signal=request_id)
         run.next_seq += 1
-        return run.machine.cancel(at, error)
+        self._step_safely(run, run.machine.cancel(at, error))
 
     def _terminate(self, run: _Run, error: Terminated, request_id: int) -> None:
         """End the run as it stands: it takes no further step. Its generator is closed as when an engine
@@ -79,7 +75,7 @@ class Controls(EngineState):
 
     def _run_timed_out(self, run: _Run) -> None:
         if self._runs.get(run.workflow_id) is run:
-            self._deliver_cancel(run, timed_out(run.workflow_id), None)
+            self._deliver_cancel(run, TimedOut(f"workflow {run.workflow_id!r} ran past its timeout"), None)
 
     def _cancel_child(self, child_id: str) -> None:
         self._children.pop(child_id, None)
@@ -93,7 +89,3 @@ class Controls(EngineState):
             self._advance(run, step)
         except BaseException as exc:
             self._abort(run, exc)
-
-
-def timed_out(workflow_id: str) -> TimedOut:
-    return TimedOut(f"workflow {workflow_id!r} ran past its timeout")

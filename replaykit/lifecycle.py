@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import threading
 from collections import deque
 from collections.abc import Iterator
@@ -20,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from .clock import monotonic
 from .commands import TIMER
-from .controls import timed_out
 from .effects import NULL
 from .errors import (
     Cancelled,
@@ -68,7 +66,6 @@ class Lifecycle(EngineState):
         def _child_ended(self, child_id: str) -> None: ...
         def _take_controls(self, workflow_id: str) -> None: ...
         def _run_timed_out(self, run: _Run) -> None: ...
-        def _cancel_step(self, run: _Run, error: Cancelled, request_id: int | None) -> Step: ...
         def _cancel_child(self, child_id: str) -> None: ...
 
     # -- opening a run: create, lock, replay ------------------------------------------
@@ -226,18 +223,10 @@ class Lifecycle(EngineState):
         # is saved with the next event.
         if "timeout" in recorded and not counted.timed_out:
             run.deadline = start.at + recorded["timeout"]
-        if isinstance(step, Waiting):  # leaves replay left outstanding are started again
-            step = Waiting(tuple(machine.outstanding.values()))
-            if run.deadline is not None and run.deadline <= min(self._clock.now(), _first_due(step)):
-                # It ran past its timeout while nobody drove it, before anything it waits on came due: the
-                # timeout comes first (a timer overdue since then, started now, would move it on first).
-                step = self._cancel_step(run, timed_out(workflow_id), None)
-                if machine.ctx._shield_depth:  # deferred to the shield's end: what the run waits on goes on
-                    step = Waiting(tuple(machine.outstanding.values()))
-                run.deadline = None  # delivered: no timer for it
-        if run.deadline is not None:
             self._timers.push(run.deadline, functools.partial(self._run_timed_out, run),
                               lambda: self._runs.get(workflow_id) is run)
+        if isinstance(step, Waiting):  # leaves replay left outstanding are started again
+            step = Waiting(tuple(machine.outstanding.values()))
         if self._hooks is not None:  # a history of its start alone: it begins (unless it began here before)
             fresh = counted.count == 0 and not woken
             self._tell("run_started" if fresh else "run_resumed", workflow_id, wf.name)
@@ -490,8 +479,3 @@ def _ending_status(error: BaseException) -> Status:
     if isinstance(error, Cancelled):
         return Status.CANCELLED
     return Status.FAILED
-
-
-def _first_due(step: Waiting) -> float:
-    """When the first of the leaves a run waits on comes due (infinity: none has a deadline)."""
-    return min((leaf.deadline for leaf in step.started if leaf.deadline is not None), default=math.inf)
