@@ -277,8 +277,8 @@ def sleeps_long(ctx: rk.Context, seconds: float) -> Any:
 
 @_KNOWN
 def test_an_evicted_run_times_out_at_its_deadline_not_when_its_timer_wakes_it(tmp_path: Path) -> None:
-    """Before: its timeout's timer went with the run when it was evicted, so it ran on until its sleep
-    (15 s here) came due."""
+    """Today its timeout's timer goes with the run when it is evicted, so it runs on until its sleep
+    (15 s here) comes due."""
     with rk.Engine(str(tmp_path / "s.db"), max_cached_runs=0) as engine:
         handle = engine.start(sleeps_long, 15.0, workflow_id="t1", timeout=0.5)
         _evicted(engine, "t1")
@@ -288,6 +288,7 @@ def test_an_evicted_run_times_out_at_its_deadline_not_when_its_timer_wakes_it(tm
 
 @_KNOWN
 def test_a_run_whose_timeout_passed_while_no_process_drove_it_times_out_when_taken_up(tmp_path: Path) -> None:
+    """Today the replay starts its overdue sleep, which moves it on, and it completes past its timeout."""
     db = str(tmp_path / "s.db")
     with rk.Engine(db, max_cached_runs=0) as first:
         first.start(sleeps_long, 0.8, workflow_id="t2", timeout=0.4)
@@ -315,7 +316,7 @@ def parent_of_napper(ctx: rk.Context) -> Any:
 
 @_KNOWN
 def test_cancelling_a_parent_cancels_its_evicted_child_at_once(tmp_path: Path) -> None:
-    """Before: the child, evicted while it slept, stayed running and ran its next step when its timer came due."""
+    """Today the child, evicted while it sleeps, stays running and runs its next step when its timer comes due."""
     with rk.Engine(str(tmp_path / "s.db"), max_cached_runs=0) as engine:
         parent = engine.start(parent_of_napper, workflow_id="parent")
         _evicted(engine, "napper")
@@ -329,7 +330,7 @@ def test_cancelling_a_parent_cancels_its_evicted_child_at_once(tmp_path: Path) -
 
 @_KNOWN
 def test_starting_an_evicted_run_again_drives_it_and_its_first_handle_follows(tmp_path: Path) -> None:
-    """Before: the second start drove the run, and the first handle waited for ever."""
+    """Today the second start drives the run, and the first handle waits for ever."""
     with rk.Engine(str(tmp_path / "s.db"), max_cached_runs=0) as engine:
         first = engine.start(sleeps_long, 0.5, workflow_id="again")
         _evicted(engine, "again")
