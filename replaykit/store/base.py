@@ -113,6 +113,12 @@ def sql_limit(limit: int | None) -> int | None:
     return None if limit is None or limit >= 2**63 else limit
 
 
+def continued_status(was: Status | str) -> Status:
+    """The status of a continued run's next generation, from the status of the run it continues:
+    ``paused`` if a pause came during the step that continued it, else ``running``."""
+    return Status.PAUSED if was in (Status.PAUSED, Status.PAUSED.value) else Status.RUNNING
+
+
 def status_of(value: Any, workflow_id: str, where: str) -> Status:
     """A run row's status; an unknown one is a :class:`CorruptStoreError` naming ``where``."""
     try:
@@ -261,8 +267,7 @@ class Store(abc.ABC):
         """The newest run of every id, newest first, with one of ``statuses`` (any if none), of one of
         ``workflows`` (by name), whose id starts with ``prefix``, created at ``since`` or later and
         before ``until``; at most ``limit``. Stores filter in their queries; this one in Python."""
-        if limit is not None and limit < 0:
-            raise ValueError(f"a limit counts runs: 0 or more, not {limit}")
+        limit = sql_limit(limit)
         wanted = {Status(s) for s in statuses}
         found = [info for info in reversed(self.list())
                  if (not wanted or info.status in wanted) and (not workflows or info.name in workflows)

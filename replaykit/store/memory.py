@@ -14,7 +14,7 @@ from ..errors import IllegalTransitionError, WorkflowLockedError, WorkflowNotFou
 from ..history import CONTINUED, Event, Status, WorkflowInfo
 from ..keys import Keyring
 from ..payloads import Codec
-from .base import RESTARTABLE, UNSET, Generation, Secrets, Signal, Store
+from .base import RESTARTABLE, UNSET, Generation, Secrets, Signal, Store, continued_status
 from .locks import ThreadLocks
 from .memory_work import MemoryWork
 from .work import Placement
@@ -138,7 +138,7 @@ class MemoryStore(MemoryWork, Store):
             assert result.outcome == CONTINUED
             self._events[workflow_id].append(result)
             self._retire(workflow_id, attrs.evolve(info, status=Status.CONTINUED, updated_at=result.at))
-            status = Status.PAUSED if info.status is Status.PAUSED else Status.RUNNING  # a pause stays
+            status = continued_status(info.status)
             self._runs[workflow_id] = WorkflowInfo(workflow_id, info.name, status, start.at, start.at,
                                                    info.custom_status, info.queue)
             self._events[workflow_id] = [start]

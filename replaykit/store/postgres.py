@@ -46,6 +46,7 @@ from .base import (
     Secrets,
     Signal,
     Store,
+    continued_status,
     find_filters,
     generation_from_row,
     info_from_row,
@@ -388,8 +389,7 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
                                "(SELECT status FROM replaykit_runs WHERE id = %s) AS old WHERE r.id = %s "
                                "RETURNING old.status", (Status.CONTINUED.value, result.at, head, run, run)
                                ).fetchall()[0][0]
-            # a pause that came during the step that continued it stays
-            status = Status.PAUSED if was == Status.PAUSED.value else Status.RUNNING
+            status = continued_status(was)
             new = conn.execute(_NEW_GENERATION.format("custom_status, owner"),  # the same owner goes on
                                (status.value, start.at, start.at, run))
             new_run, _, generation = new.fetchall()[0]

@@ -36,6 +36,7 @@ from .base import (
     Secrets,
     Signal,
     Store,
+    continued_status,
     find_filters,
     generation_from_row,
     info_from_row,
@@ -384,17 +385,18 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         run = self._run(workflow_id)
         with self._transaction() as conn:
             (was,) = conn.execute("SELECT status FROM runs WHERE id = ?", (run,)).fetchone()
+            status = continued_status(was)
             self._insert(conn, run, result)
             self._set_status(conn, run, Status.CONTINUED, result.at)
             cur = conn.execute(
                 "INSERT INTO runs (workflow_id, generation, name, status, created_at, updated_at, custom_status) "
                 "SELECT workflow_id, generation + 1, name, ?, ?, ?, custom_status FROM runs WHERE id = ?",
-                (_next_status(was).value, start.at, start.at, run),
+                (status.value, start.at, start.at, run),
             )
             assert cur.lastrowid is not None
             self._insert(conn, cur.lastrowid, start)
         self._forget(workflow_id)
-        return _next_status(was)
+        return status
 
     def set_custom_status(self, workflow_id: str, value: Any) -> None:
         run = self._run(workflow_id)
@@ -524,9 +526,3 @@ class _InBatch:
             error = self.store._write_failed(self.conn, exc)
             if error is not exc:
                 raise error from exc
-
-
-def _next_status(was: str) -> Status:
-    """A continued run's next generation: paused if a pause came during the step that continued it."""
-    return Status.PAUSED if was == Status.PAUSED.value else Status.RUNNING
-
