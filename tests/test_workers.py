@@ -508,3 +508,44 @@ def test_worker_settings_are_checked_before_it_registers(shared: str, client: rk
     with rk.Worker(shared, workflows=[quick], queues="solo") as w:  # one queue named by a string
         assert [r.queues for r in client.workers()] == [("solo",)]
         assert w.start(quick, 1, workflow_id="solo-1", queue="solo").result(timeout=20) == 2
+
+
+_gate = threading.Event()
+_ran: list[str] = []
+
+
+@rk.activity(name="gated-once")
+def gated_once(label: str) -> str:
+    _ran.append(label)
+    _gate.wait(10)
+    return label
+
+
+@rk.workflow(name="engine-only")
+def engine_only(ctx: rk.Context) -> Any:
+    return (yield gated_once(ctx.workflow_id))
+
+
+def test_a_work_row_planted_for_an_engines_run_never_makes_a_worker_run_it_again(tmp_path: Path) -> None:
+    """A run an engine started has no work row, so its end clears none. A row written for it by someone
+    else while it runs stays ready after its end: no worker may take the ended run up again."""
+    import sqlite3
+
+    db = str(tmp_path / "s.db")
+    _gate.clear()
+    _ran.clear()
+    with rk.Engine(db) as engine:
+        handle = engine.start(engine_only, workflow_id="mine")
+        deadline = time.monotonic() + 10
+        while not _ran:
+            assert time.monotonic() < deadline, "the activity never started"
+            time.sleep(0.01)
+        with sqlite3.connect(db) as raw:  # the planted row, ready since the epoch
+            raw.execute("INSERT INTO work (workflow_id, name, queue, ready_at) VALUES ('mine', 'engine-only', "
+                        "'default', 0)")
+        _gate.set()
+        assert handle.result(timeout=10) == "mine"
+    with rk.Worker(db, workflows=[engine_only]) as worker:
+        time.sleep(1.0)  # many claim rounds
+        assert worker.store.info("mine").status is rk.Status.COMPLETED
+    assert _ran == ["mine"]
