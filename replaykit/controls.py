@@ -19,6 +19,22 @@ if TYPE_CHECKING:
     from .runstate import _Run
 
 
+class _RunTimeout:
+    """A run's timeout in the engine's heap. Like a workflow timer it names the run by id, so that an
+    evicted run does not stay alive in the heap: when it is due, an evicted run is woken to take it."""
+
+    __slots__ = ("engine", "workflow_id", "deadline")
+
+    def __init__(self, engine: Controls, workflow_id: str, deadline: float) -> None:
+        self.engine, self.workflow_id, self.deadline = engine, workflow_id, deadline
+
+    def __call__(self) -> None:
+        self.engine._timeout_due(self.workflow_id, self.deadline)
+
+    def alive(self) -> bool:
+        return self.engine._timeout_alive(self.workflow_id, self.deadline)
+
+
 class Controls(EngineState):
     """Applying pause, resume and cancellation requests, and run timeouts."""
 
@@ -29,11 +45,14 @@ class Controls(EngineState):
                   **details: Any) -> None: ...
         def _finish(self, run: _Run, outcome: str, encoded: tuple[str, str | bytes], status: Status | None = None,
                     error: BaseException | None = None, consume_signal: int | None = None) -> None: ...
+        def _wake(self, workflow_id: str) -> None: ...
 
     def _take_controls(self, workflow_id: str) -> None:
         """Apply what other processes (or this one) asked of a run: terminate, pause, resume, cancel."""
         run = self._runs.get(workflow_id)
         if run is None:
+            if workflow_id in self._evicted:
+                self._wake(workflow_id)  # replayed, then its controls are taken (_replay)
             return
         request = self.store.next_signal(workflow_id, control.TERMINATE_REQUEST)
         if request is not None:
@@ -58,12 +77,21 @@ class Controls(EngineState):
             reason = self.store.codec.decode(request.encoding, request.payload, "cancel reason")
             self._deliver_cancel(run, Cancelled(reason), request.id)
 
+    def _has_request(self, workflow_id: str) -> bool:
+        """Has anyone asked to terminate or cancel the run (a reason to wake it if evicted)?"""
+        return any(self.store.next_signal(workflow_id, kind) is not None
+                   for kind in (control.TERMINATE_REQUEST, control.CANCEL_REQUEST))
+
     def _deliver_cancel(self, run: _Run, error: Cancelled, request_id: int | None) -> None:
+        self._step_safely(run, self._record_cancel(run, error, request_id))
+
+    def _record_cancel(self, run: _Run, error: Cancelled, request_id: int | None) -> Step:
+        """Record a cancellation (or the run's timeout) and throw it at the current yield: the run's next step."""
         at = self._clock.now()
         event = Event(run.next_seq, 0, CANCEL, type(error).__name__, at, ERROR, *self.store.codec.encode_error(error))
         self.store.record(run.workflow_id, event, consume_signal=request_id)
         run.next_seq += 1
-        self._step_safely(run, run.machine.cancel(at, error))
+        return run.machine.cancel(at, error)
 
     def _terminate(self, run: _Run, error: Terminated, request_id: int) -> None:
         """End the run as it stands: it takes no further step. Its generator is closed as when an engine
@@ -73,9 +101,53 @@ class Controls(EngineState):
         control.drop_requests(self.store, run.workflow_id, control.TERMINATE_REQUEST)  # other calls' too
         run.machine.discard()
 
-    def _run_timed_out(self, run: _Run) -> None:
-        if self._runs.get(run.workflow_id) is run:
-            self._deliver_cancel(run, TimedOut(f"workflow {run.workflow_id!r} ran past its timeout"), None)
+    # -- the run's timeout -----------------------------------------------------------------
+
+    def _watch_deadline(self, run: _Run) -> None:
+        """Put the run's timeout in the heap, once per deadline: a run evicted and woken again keeps
+        the entry it had (overdue, it fires at the driver's next look at its timers)."""
+        deadline = run.deadline
+        if deadline is not None and self._timeouts.get(run.workflow_id) != deadline:
+            self._timeouts[run.workflow_id] = deadline
+            entry = _RunTimeout(self, run.workflow_id, deadline)
+            self._timers.push(deadline, entry, entry.alive)
+
+    def _timeout_alive(self, workflow_id: str, deadline: float) -> bool:
+        if self._timeouts.get(workflow_id) != deadline:
+            return False  # delivered, or replaced by a later generation's
+        run = self._runs.get(workflow_id)
+        if (run is not None and run.deadline == deadline) or workflow_id in self._evicted:
+            return True
+        del self._timeouts[workflow_id]  # the run ended or went elsewhere: its entry leaves the heap now
+        return False
+
+    def _timeout_due(self, workflow_id: str, deadline: float) -> None:
+        if workflow_id in self._evicted:
+            self._wake(workflow_id)  # replayed past its deadline: it times out at its current yield
+            return
+        run = self._runs.get(workflow_id)
+        if run is not None and run.deadline == deadline:
+            self._step_safely(run, self._past_deadline(run))
+
+    def _past_deadline(self, run: _Run) -> Step | None:
+        """The run's deadline came before what it waits on answered: what it gets at its current yield
+        is the first of a terminate or cancel asked before the deadline, and its timeout. ``None``: it
+        was terminated. Told once: its deadline is cleared."""
+        deadline = run.deadline
+        assert deadline is not None
+        for kind in (control.TERMINATE_REQUEST, control.CANCEL_REQUEST):
+            request = self.store.next_signal(run.workflow_id, kind)
+            if request is not None and request.sent_at < deadline:
+                what = "terminate reason" if kind == control.TERMINATE_REQUEST else "cancel reason"
+                reason = self.store.codec.decode(request.encoding, request.payload, what)
+                if kind == control.TERMINATE_REQUEST:
+                    self._terminate(run, Terminated(reason), request.id)
+                    return None
+                return self._record_cancel(run, Cancelled(reason), request.id)  # the deadline still holds
+        run.deadline = None
+        if self._timeouts.get(run.workflow_id) == deadline:
+            del self._timeouts[run.workflow_id]
+        return self._record_cancel(run, TimedOut(f"workflow {run.workflow_id!r} ran past its timeout"), None)
 
     def _cancel_child(self, child_id: str) -> None:
         self._children.pop(child_id, None)
@@ -84,7 +156,9 @@ class Controls(EngineState):
             control.cancel(self.store, child_id, "parent cancelled or closed", at=self._clock.now())
             self._take_controls(child_id)
 
-    def _step_safely(self, run: _Run, step: Step) -> None:
+    def _step_safely(self, run: _Run, step: Step | None) -> None:
+        if step is None:
+            return
         try:
             self._advance(run, step)
         except BaseException as exc:

@@ -33,6 +33,8 @@ class Driver(EngineState):
 
     if TYPE_CHECKING:
         def _take_controls(self, workflow_id: str) -> None: ...
+        def _has_request(self, workflow_id: str) -> bool: ...
+        def _wake(self, workflow_id: str) -> None: ...
         def _deliver_signals(self, workflow_id: str) -> None: ...
         def _child_ended(self, child_id: str) -> None: ...
         def _evict_parked(self) -> None: ...
@@ -82,7 +84,7 @@ class Driver(EngineState):
             if self._closed:
                 break
             self._fire_due_timers()
-            if (self._runs or self._children) and self.store.changed():
+            if (self._runs or self._children or self._evicted) and self.store.changed():
                 self._guarded(self._poll_store)
             if self._skipping is not None and self._idle():
                 self._skip_time(self._skipping)
@@ -171,7 +173,7 @@ class Driver(EngineState):
             wait = 0.0 if self._idle() and self._skipping.can_skip(deadline) else None
         elif deadline is not None:
             wait = max(0.0, deadline - self._clock.now())
-        if self._runs or self._children:
+        if self._runs or self._children or self._evicted:
             wait = self._poll if wait is None else min(wait, self._poll)
         return wait
 
@@ -187,13 +189,16 @@ class Driver(EngineState):
 
     def _poll_store(self) -> None:
         """Something was committed elsewhere: act on the runs it concerns (two indexed queries; the
-        runs parked meanwhile are not visited, however many there are)."""
+        runs parked meanwhile are not visited, however many there are). An evicted run is woken if it
+        was paused, or asked to terminate or cancel (it waits only on timers: a signal can wait)."""
         with_mail = self.store.inbox()  # ids with unconsumed signals, cancellation requests among them
         paused = self.store.paused()
         for workflow_id in with_mail | paused | self._paused_here:
             run = self._runs.get(workflow_id)
             if run is None:
                 self._paused_here.discard(workflow_id)
+                if workflow_id in self._evicted and (workflow_id in paused or self._has_request(workflow_id)):
+                    self._wake(workflow_id)
                 continue
             if run.paused != (workflow_id in paused) or workflow_id in with_mail:
                 self._take_controls(workflow_id)

@@ -105,6 +105,30 @@ class Effects(EngineState):
             return self._start_child(run, leaf)
         return self._start_timer(run, leaf)
 
+    def _answered_at(self, run: _Run, leaf: Leaf) -> float | None:
+        """When ``leaf``'s answer came, if it is known before the leaf starts (a due timer, a signal in
+        the inbox, an ended child, a side effect at its yield); ``None`` if only running it would tell.
+        A child that exists and runs counts as answered long ago: it is found again, so that what
+        cancels its parent cancels it too."""
+        kind = leaf.command.kind
+        if kind == SIGNAL:
+            wait: WaitSignal = leaf.command  # type: ignore[assignment]
+            signal = self.store.next_signal(run.workflow_id, wait.signal)
+            return signal.sent_at if signal is not None else leaf.deadline
+        if kind == SIDE_EFFECT:
+            return leaf.scheduled
+        if kind == ACTIVITY:
+            limit = leaf.command.activity.schedule_to_close  # type: ignore[attr-defined]
+            return None if limit is None else leaf.scheduled + limit
+        if kind == CHILD:
+            command: ChildWorkflow = leaf.command  # type: ignore[assignment]
+            child_id = command.workflow_id or _default_child_id(run, leaf.step)
+            info = self.store.info(child_id)
+            if info is None:
+                return None
+            last = ended_with(self.store, child_id) if info.status.is_terminal else None
+            return last.at if last is not None else float("-inf")
+        return leaf.deadline  # a timer
     # -- timers -------------------------------------------------------------------
 
     def _start_timer(self, run: _Run, leaf: Leaf) -> Answer | None:
@@ -181,6 +205,10 @@ class Effects(EngineState):
     def _start_activity(self, run: _Run, leaf: Leaf, more_to_start: bool) -> Answer | None:
         call: ActivityCall = leaf.command  # type: ignore[assignment]
         activity = call.activity
+        limit = activity.schedule_to_close
+        if limit is not None and leaf.scheduled + limit <= self._clock.now():  # no attempt could end in time
+            error = ActivityTimeoutError("schedule_to_close", activity.name, limit)
+            return ERROR, self.store.codec.encode_error(error), error, None
         execution = Execution(run.workflow_id, leaf.step, leaf.attempt, activity.name, self._clock, run.generation)
         executor = self._executor
         if executor.serial or (executor.inline and not self._in_flight and not more_to_start

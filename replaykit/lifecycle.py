@@ -65,7 +65,9 @@ class Lifecycle(EngineState):
         def _record_answer(self, run: _Run, leaf: Leaf, answer: Answer) -> tuple[float, Any]: ...
         def _child_ended(self, child_id: str) -> None: ...
         def _take_controls(self, workflow_id: str) -> None: ...
-        def _run_timed_out(self, run: _Run) -> None: ...
+        def _watch_deadline(self, run: _Run) -> None: ...
+        def _past_deadline(self, run: _Run) -> Step | None: ...
+        def _answered_at(self, run: _Run, leaf: Leaf) -> float | None: ...
         def _cancel_child(self, child_id: str) -> None: ...
 
     # -- opening a run: create, lock, replay ------------------------------------------
@@ -174,8 +176,8 @@ class Lifecycle(EngineState):
             self._unlock(workflow_id)
             handle._finish()
             return
-        if info.status is Status.PAUSED:
-            if call is None:  # not a rerun (paused right after its start, or while evicted): wait for the resume
+        if info.status is Status.PAUSED and not woken:  # a woken one is replayed, and kept here paused
+            if call is None:  # not a rerun (paused right after its start): wait for the resume
                 self._unlock(workflow_id)
                 handle._follow()
                 return
@@ -218,20 +220,22 @@ class Lifecycle(EngineState):
                 raise explained from None
             raise
         run = self._runs[workflow_id] = _Run(workflow_id, wf, machine, handle, counted.count + 1, recorded)
+        evicted = self._evicted.pop(workflow_id, None)  # evicted, then started or resumed again: driven now
+        if evicted is not None and evicted[1] is not handle:
+            evicted[1]._follow()  # the first handle watches the store for its end
         run.started_at = start.at
         # run.custom_status stays None: whatever the code set (before its first yield, or during the replay)
         # is saved with the next event.
         if "timeout" in recorded and not counted.timed_out:
             run.deadline = start.at + recorded["timeout"]
-            self._timers.push(run.deadline, functools.partial(self._run_timed_out, run),
-                              lambda: self._runs.get(workflow_id) is run)
+            self._watch_deadline(run)
         if isinstance(step, Waiting):  # leaves replay left outstanding are started again
             step = Waiting(tuple(machine.outstanding.values()))
         if self._hooks is not None:  # a history of its start alone: it begins (unless it began here before)
             fresh = counted.count == 0 and not woken
             self._tell("run_started" if fresh else "run_resumed", workflow_id, wf.name)
         self._advance(run, step)
-        if counted.count and self._runs.get(workflow_id) is run:
+        if (counted.count or woken) and self._runs.get(workflow_id) is run:
             # Requests that came while nobody drove it (a fresh run's come through the store poll).
             self._take_controls(workflow_id)
 
@@ -276,6 +280,7 @@ class Lifecycle(EngineState):
                 self._check_strict(run)
             todo.extend(step.started)
             waiting = run.machine.outstanding
+            answer = None
             while todo:  # start leaves until one answers at once (or none does)
                 leaf = todo.popleft()
                 if waiting.get(leaf.step) is not leaf:
@@ -286,6 +291,9 @@ class Lifecycle(EngineState):
                 if self._closed:  # close() or Ctrl-C: no new step starts; a rerun resumes from here
                     return
                 self.store.confirm()  # the step before is recorded before this one starts
+                if run.deadline is not None and self._too_late(run, run.deadline, leaf):
+                    todo.appendleft(leaf)  # not started: the deadline is delivered first (a shielded leaf then starts)
+                    break
                 began = self._clock.now() if self._hooks is not None else None
                 answer = self._start_leaf(run, leaf, bool(todo))
                 if answer is not None:
@@ -298,10 +306,25 @@ class Lifecycle(EngineState):
                     self._tell("run_suspended", run.workflow_id, run.workflow.name)
                 self._maybe_evict(run)
                 return
+            if answer is None:  # past its deadline, before this leaf's answer came
+                past = self._past_deadline(run)
+                if past is None:  # terminated
+                    return
+                step = past
+                continue
             at, value = self._record_answer(run, leaf, answer)
             step = run.machine.resolve(leaf.step, answer[0], value, at)
             if self._hooks is not None:
                 self._tell_step(run, leaf, answer[0], value, began)
+
+    def _too_late(self, run: _Run, deadline: float, leaf: Leaf) -> bool:
+        """Has the run's deadline passed before ``leaf``'s answer came? Then the leaf does not start. A
+        run taken up after its deadline (it crashed, or was evicted) still gets what came before it: a
+        timer due earlier, a signal sent earlier, a child that ended earlier."""
+        if deadline > self._clock.now():
+            return False
+        answered = self._answered_at(run, leaf)
+        return answered is None or answered >= deadline
 
     def _maybe_evict(self, run: _Run) -> None:
         """A run parked: with a cache limit, consider evicting it at the end of the driver's turn
@@ -325,8 +348,8 @@ class Lifecycle(EngineState):
             self._evicted[workflow_id] = (run.workflow, run.handle)
 
     def _wake(self, workflow_id: str) -> None:
-        """An evicted run's timer is due: replay it from its history and go on (a paused one stays
-        parked in the store; its handle waits for what a resume brings)."""
+        """An evicted run's timer or timeout is due, or a control reached it: replay it from its history
+        and go on (a paused one is kept here, paused, until a resume)."""
         evicted = self._evicted.pop(workflow_id, None)
         if evicted is not None:
             self._open(evicted[0], workflow_id, None, evicted[1], 0.0, woken=True)

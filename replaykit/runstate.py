@@ -70,6 +70,7 @@ class EngineState:
     _timers: TimerQueue
     _max_cached: int | None
     _evicted: dict[str, tuple[Workflow[Any], WorkflowHandle]]
+    _timeouts: dict[str, float]  # run id -> the deadline of its timeout's entry in _timers (one per deadline)
     _parked: set[str]  # runs that parked this turn: candidates for eviction
     _paused_here: set[str]  # runs seen paused (run.paused): those a poll checks for a resume
     _releasing: set[str]  # runs given up, still locked until the commit

@@ -145,6 +145,7 @@ class Engine(Controls, Lifecycle, Driver, Effects):
         self._timers = TimerQueue()
         self._max_cached = max_cached_runs
         self._evicted: dict[str, tuple[Workflow[Any], WorkflowHandle]] = {}
+        self._timeouts: dict[str, float] = {}
         self._parked: set[str] = set()  # runs that parked this turn: candidates for eviction
         self._paused_here: set[str] = set()  # runs seen paused (run.paused): those a poll checks for a resume
         self._releasing: set[str] = set()  # runs given up, still locked until the commit (see _unlock)
@@ -393,15 +394,19 @@ class Engine(Controls, Lifecycle, Driver, Effects):
             handle._finish()
             return handle
         wf = lookup(info.name, self._workflows)
-        self._post(lambda: self._take_controls(workflow_id) if workflow_id in self._runs
-                   else self._reopen(wf, workflow_id, handle))
+        self._post(lambda: self._control_or_reopen(wf, workflow_id, handle))
         return handle
 
+    def _control_or_reopen(self, wf: Workflow[Any], workflow_id: str, handle: WorkflowHandle) -> None:
+        if workflow_id in self._runs:  # driven here under its first handle: this one follows the store
+            handle._follow()
+            self._take_controls(workflow_id)
+        else:
+            self._reopen(wf, workflow_id, handle)
+
     def _reopen(self, wf: Workflow[Any], workflow_id: str, handle: WorkflowHandle) -> None:
-        """Drive a run this engine does not hold in memory; if it evicted it, its first handle follows."""
-        evicted = self._evicted.pop(workflow_id, None)
-        if evicted is not None:
-            evicted[1]._follow()
+        """Drive a run this engine does not hold in memory (if it evicted it, its first handle follows
+        once it is replayed: see ``_replay``)."""
         self._open(wf, workflow_id, None, handle, 0.0)
 
     def restart(self, workflow_id: str, *, from_step: int | None = None) -> WorkflowHandle:

@@ -262,11 +262,7 @@ def test_the_locks_of_many_runs_are_spread_over_sixteen_files(tmp_path: Path, ch
     assert sorted(p.name for p in (tmp_path / "store.db-locks.d").iterdir()) == [f"{i:x}" for i in range(16)]
 
 
-# Known defects of eviction (max_cached_runs), older than the tests below and not fixed yet: each test
-# says what should happen and fails today (strict: it fails the suite once the defect is fixed, so the
-# marker comes off with the fix). A first fix was reverted after a review found it broke runs that catch
-# their timeout, runs inside ctx.shield(), and refused repeated starts (see CHANGELOG and the issue notes).
-_KNOWN = pytest.mark.xfail(strict=True, reason="known eviction defect, not fixed yet")
+# Eviction's defects, fixed: each test below failed before (an xfail marker pinned it).
 
 
 @rk.workflow(name="sleeps_long")
@@ -275,10 +271,9 @@ def sleeps_long(ctx: rk.Context, seconds: float) -> Any:
     return "woke"
 
 
-@_KNOWN
 def test_an_evicted_run_times_out_at_its_deadline_not_when_its_timer_wakes_it(tmp_path: Path) -> None:
-    """Today its timeout's timer goes with the run when it is evicted, so it runs on until its sleep
-    (15 s here) comes due."""
+    """Its timeout's entry names it by id and wakes it (before: the run ran on until its sleep, 15 s
+    here, came due)."""
     with rk.Engine(str(tmp_path / "s.db"), max_cached_runs=0) as engine:
         handle = engine.start(sleeps_long, 15.0, workflow_id="t1", timeout=0.5)
         _evicted(engine, "t1")
@@ -286,9 +281,9 @@ def test_an_evicted_run_times_out_at_its_deadline_not_when_its_timer_wakes_it(tm
             handle.result(timeout=5)
 
 
-@_KNOWN
 def test_a_run_whose_timeout_passed_while_no_process_drove_it_times_out_when_taken_up(tmp_path: Path) -> None:
-    """Today the replay starts its overdue sleep, which moves it on, and it completes past its timeout."""
+    """Its sleep came due after its deadline: the sleep does not move it on (before: the replay started
+    the overdue sleep first, and the run completed past its timeout)."""
     db = str(tmp_path / "s.db")
     with rk.Engine(db, max_cached_runs=0) as first:
         first.start(sleeps_long, 0.8, workflow_id="t2", timeout=0.4)
@@ -314,9 +309,8 @@ def parent_of_napper(ctx: rk.Context) -> Any:
     return (yield rk.child_workflow(naps_then_charges, workflow_id="napper"))
 
 
-@_KNOWN
 def test_cancelling_a_parent_cancels_its_evicted_child_at_once(tmp_path: Path) -> None:
-    """Today the child, evicted while it sleeps, stays running and runs its next step when its timer comes due."""
+    """The cancel wakes the child (before: it stayed running and ran its next step when its timer came due)."""
     with rk.Engine(str(tmp_path / "s.db"), max_cached_runs=0) as engine:
         parent = engine.start(parent_of_napper, workflow_id="parent")
         _evicted(engine, "napper")
@@ -328,9 +322,8 @@ def test_cancelling_a_parent_cancels_its_evicted_child_at_once(tmp_path: Path) -
         assert [e.name for e in engine.store.events("napper") if e.kind == "activity"] == []
 
 
-@_KNOWN
 def test_starting_an_evicted_run_again_drives_it_and_its_first_handle_follows(tmp_path: Path) -> None:
-    """Today the second start drives the run, and the first handle waits for ever."""
+    """The run is taken out of the evicted ones once it is replayed (before: the first handle waited for ever)."""
     with rk.Engine(str(tmp_path / "s.db"), max_cached_runs=0) as engine:
         first = engine.start(sleeps_long, 0.5, workflow_id="again")
         _evicted(engine, "again")

@@ -1,0 +1,318 @@
+"""A run's timeout against runs nobody drove for a while (their engine closed or crashed, or evicted
+them): what came before the deadline is delivered first, then the timeout, once; nothing starts after it.
+
+The tests that take ``any_db`` run on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from typing import Any
+
+import pytest
+
+import replaykit as rk
+from replaykit.history import CANCEL
+
+from conftest import PYTHON
+from helpers import journal, read_journal, wait_until
+
+TIMEOUT = 0.6  # each run's timeout; a test waits past it before another engine takes the run up
+
+
+def _parked(engine: rk.Engine, workflow_id: str) -> None:
+    wait_until(lambda: workflow_id in engine._runs and not engine._runs[workflow_id].executions
+               and engine._runs[workflow_id].machine.outstanding, f"{workflow_id} waits")
+
+
+def _taken_up(db: str, workflow_id: str, after: float) -> tuple[str, Any]:
+    """Let ``after`` seconds pass, then let a fresh engine take the run up: (status, result or error)."""
+    time.sleep(after)
+    with rk.Engine(db) as engine:
+        [handle] = [h for h in engine.recover() if h.workflow_id == workflow_id]
+        try:
+            result: Any = handle.result(timeout=15)
+        except (rk.WorkflowFailed, rk.WorkflowCancelled) as ended:
+            result = ended
+        return handle.status().value, result
+
+
+def _timeouts(db: str, workflow_id: str) -> int:
+    with rk.Engine(db) as engine:
+        return sum(1 for e in engine.store.events(workflow_id) if e.kind == CANCEL and e.name == "TimedOut")
+
+
+@rk.workflow(name="dl_sleeps_then_sleeps")
+def sleeps_then_sleeps(ctx: rk.Context, first: float) -> Any:
+    yield rk.sleep(first)
+    yield rk.sleep(30)
+    return "slept"
+
+
+def test_a_timer_due_before_the_deadline_fires_and_the_next_sleep_times_out(any_db: str) -> None:
+    with rk.Engine(any_db) as engine:
+        engine.start(sleeps_then_sleeps, 0.2, workflow_id="t", timeout=TIMEOUT)
+        _parked(engine, "t")
+    status, error = _taken_up(any_db, "t", 1.0)
+    assert status == "timed_out" and isinstance(error, rk.WorkflowTimedOut)
+    with rk.Engine(any_db) as engine:
+        kinds = [e.kind for e in engine.store.events("t")]
+    assert kinds == ["start", "timer", "cancel", "result"]  # the first timer, then the timeout
+
+
+@rk.workflow(name="dl_waits_for_go")
+def waits_for_go(ctx: rk.Context) -> Any:
+    return (yield rk.wait_signal("go"))
+
+
+def test_a_signal_sent_before_the_deadline_is_taken_after_it(any_db: str) -> None:
+    with rk.Engine(any_db) as engine:
+        engine.start(waits_for_go, workflow_id="s", timeout=TIMEOUT)
+        _parked(engine, "s")
+    rk.send_signal(any_db, "s", "go", "went")  # nobody drives the run: it waits in the inbox
+    assert _taken_up(any_db, "s", 1.0) == ("completed", "went")
+
+
+def test_a_signal_sent_after_the_deadline_is_not_taken(any_db: str) -> None:
+    with rk.Engine(any_db) as engine:
+        engine.start(waits_for_go, workflow_id="s", timeout=TIMEOUT)
+        _parked(engine, "s")
+    time.sleep(1.0)
+    rk.send_signal(any_db, "s", "go", "too late")
+    status, error = _taken_up(any_db, "s", 0.0)
+    assert status == "timed_out" and isinstance(error, rk.WorkflowTimedOut)
+
+
+@rk.workflow(name="dl_short_child")
+def short_child(ctx: rk.Context) -> Any:
+    yield rk.sleep(0.1)
+    return "child done"
+
+
+@rk.workflow(name="dl_parent")
+def parent(ctx: rk.Context) -> Any:
+    return (yield rk.child_workflow(short_child, workflow_id="dl-child"))
+
+
+def test_a_child_that_ended_before_the_deadline_answers_its_parent_after_it(any_db: str) -> None:
+    with rk.Engine(any_db) as engine:
+        engine.start(parent, workflow_id="p", timeout=TIMEOUT)
+        wait_until(lambda: "dl-child" in engine._runs, "the child runs")
+    with rk.Engine(any_db) as engine:  # drives the child alone: the parent is left past its deadline
+        assert engine.start(short_child, workflow_id="dl-child").result(timeout=10) == "child done"
+    assert _taken_up(any_db, "p", 1.0) == ("completed", "child done")
+
+
+@rk.workflow(name="dl_parent_of_sleeper")
+def parent_of_sleeper(ctx: rk.Context) -> Any:
+    return (yield rk.child_workflow(sleeps_then_sleeps, 5.0, workflow_id="dl-sleeper"))
+
+
+def test_a_parent_past_its_deadline_cancels_the_child_it_started(any_db: str) -> None:
+    with rk.Engine(any_db) as engine:
+        engine.start(parent_of_sleeper, workflow_id="p", timeout=TIMEOUT)
+        wait_until(lambda: "dl-sleeper" in engine._runs, "the child runs")
+    status, _ = _taken_up(any_db, "p", 1.0)
+    assert status == "timed_out"
+    with rk.Engine(any_db) as engine:
+        wait_until(lambda: engine.handle("dl-sleeper").status() is rk.Status.CANCELLED, "the child is cancelled")
+
+
+@rk.activity(schedule_to_close=0.2)
+def slow_write(path: str) -> str:
+    journal(path, "began")
+    time.sleep(1.5)
+    return "written"
+
+
+@rk.workflow(name="dl_writes")
+def writes(ctx: rk.Context, path: str) -> Any:
+    try:
+        return (yield slow_write(path))
+    except rk.ActivityTimeoutError as exc:
+        return exc.kind
+
+
+def test_an_activity_whose_schedule_to_close_passed_first_fails_with_it_and_is_not_run_again(
+        any_db: str, tmp_path: Any) -> None:
+    path = str(tmp_path / "journal")
+    with rk.Engine(any_db) as engine:
+        engine.start(writes, path, workflow_id="w", timeout=TIMEOUT)
+        wait_until(lambda: read_journal(path) == ["began"], "the activity began")
+    assert _taken_up(any_db, "w", 1.0) == ("completed", "schedule_to_close")
+    assert read_journal(path) == ["began"]  # its time was up: no second attempt
+
+
+def test_a_cancel_asked_before_the_deadline_wins_over_the_timeout(any_db: str) -> None:
+    with rk.Engine(any_db) as engine:
+        engine.start(sleeps_then_sleeps, 30.0, workflow_id="c", timeout=TIMEOUT)
+        _parked(engine, "c")
+    rk.cancel(any_db, "c", "asked first")
+    status, error = _taken_up(any_db, "c", 1.0)
+    assert status == "cancelled" and "asked first" in str(error)
+
+
+def test_a_cancel_asked_after_the_deadline_comes_after_the_timeout(any_db: str) -> None:
+    with rk.Engine(any_db) as engine:
+        engine.start(sleeps_then_sleeps, 30.0, workflow_id="c", timeout=TIMEOUT)
+        _parked(engine, "c")
+    time.sleep(1.0)
+    rk.cancel(any_db, "c", "asked late")
+    status, error = _taken_up(any_db, "c", 0.0)
+    assert status == "timed_out" and isinstance(error, rk.WorkflowTimedOut)
+
+
+@rk.activity
+def undo(path: str) -> str:
+    journal(path, "undone")
+    return "undone"
+
+
+@rk.workflow(name="dl_compensates")
+def compensates(ctx: rk.Context, path: str) -> Any:
+    try:
+        yield rk.sleep(30)
+    except rk.TimedOut:
+        yield undo(path)
+        yield rk.sleep(0.05)
+        return "compensated"
+    return "slept"
+
+
+@pytest.mark.parametrize("left", ["closed", "evicted"])
+def test_a_run_that_catches_its_timeout_compensates_once(any_db: str, tmp_path: Any, left: str) -> None:
+    path = str(tmp_path / "journal")
+    if left == "closed":
+        with rk.Engine(any_db) as engine:
+            engine.start(compensates, path, workflow_id="k", timeout=TIMEOUT)
+            _parked(engine, "k")
+        assert _taken_up(any_db, "k", 1.0) == ("completed", "compensated")
+    else:
+        with rk.Engine(any_db, max_cached_runs=0) as engine:
+            handle = engine.start(compensates, path, workflow_id="k", timeout=TIMEOUT)
+            wait_until(lambda: "k" in engine._evicted, "the run is evicted")
+            assert handle.result(timeout=10) == "compensated"
+    assert read_journal(path) == ["undone"]
+    assert _timeouts(any_db, "k") == 1
+
+
+@rk.workflow(name="dl_shielded")
+def shielded(ctx: rk.Context, then_sleep: bool) -> Any:
+    with ctx.shield():
+        yield rk.sleep(0.9)
+    if then_sleep:
+        yield rk.sleep(0.05)
+    return "done"
+
+
+@pytest.mark.parametrize("then_sleep", [True, False], ids=["yields-after-the-shield", "returns-after-it"])
+def test_a_shielded_wait_past_the_deadline_finishes_then_the_timeout_ends_the_run(any_db: str,
+                                                                                  then_sleep: bool) -> None:
+    with rk.Engine(any_db) as engine:
+        engine.start(shielded, then_sleep, workflow_id="h", timeout=0.3)
+        _parked(engine, "h")
+    status, error = _taken_up(any_db, "h", 1.2)  # past both the deadline and the shielded sleep
+    assert status == "timed_out" and isinstance(error, rk.WorkflowTimedOut)
+    with rk.Engine(any_db) as engine:
+        assert [e.kind for e in engine.store.events("h")][:3] == ["start", "cancel", "timer"]
+
+
+def test_a_timeout_held_by_a_shield_ends_a_run_that_returns_right_after_it_in_memory(any_db: str) -> None:
+    """Not about runs left alone: the cancel a shield held back used to be lost at a return."""
+    with rk.Engine(any_db) as engine:
+        handle = engine.start(shielded, False, workflow_id="m", timeout=0.3)
+        with pytest.raises(rk.WorkflowTimedOut):
+            handle.result(timeout=10)
+
+
+@rk.workflow(name="dl_naps")
+def naps(ctx: rk.Context, seconds: float) -> Any:
+    yield rk.sleep(seconds)
+    return "woke"
+
+
+def test_an_evicted_runs_timeout_has_one_entry_in_the_heap_however_often_it_is_woken(tmp_path: Any) -> None:
+    @rk.workflow(name="dl_many_naps")
+    def many_naps(ctx: rk.Context) -> Any:
+        for _ in range(20):
+            yield rk.sleep(0.02)
+        yield rk.sleep(30)
+        return "rested"
+
+    with rk.Engine(str(tmp_path / "s.db"), max_cached_runs=0) as engine:
+        engine.start(many_naps, workflow_id="n", timeout=60)
+        wait_until(lambda: len(list(engine.store.events("n"))) == 21 and "n" in engine._evicted, "it slept 20 times")
+        later = time.time() + 40
+        entries = [entry for deadline, _, entry, _ in list(engine._timers._heap) if deadline > later]
+    assert len(entries) == 1  # its timeout; before, one more per wake-up, each holding a whole run
+
+
+def test_a_refused_second_start_of_an_evicted_run_leaves_it_to_its_timer(tmp_path: Any) -> None:
+    with rk.Engine(str(tmp_path / "s.db"), max_cached_runs=0) as engine:
+        first = engine.start(naps, 0.5, workflow_id="r")
+        wait_until(lambda: "r" in engine._evicted, "the run is evicted")
+        refused = engine.start(naps, 9.0, workflow_id="r")  # not the same arguments
+        with pytest.raises(rk.ReplayKitError, match="9.0"):
+            refused.result(timeout=10)
+        assert first.result(timeout=10) == "woke"
+
+
+@rk.activity
+def double(x: int) -> int:
+    return 2 * x
+
+
+@rk.workflow(name="dl_naps_then_doubles")
+def naps_then_doubles(ctx: rk.Context, seconds: float) -> Any:
+    yield rk.sleep(seconds)
+    return (yield double(21))
+
+
+def test_an_evicted_run_paused_and_resumed_from_a_shell_is_driven_to_its_end(
+        tmp_path: Any, child_env: dict[str, str]) -> None:
+    db = str(tmp_path / "s.db")
+    told: list[str] = []
+
+    def cli(*args: str) -> None:
+        done = subprocess.run([PYTHON, "-m", "replaykit", *args, db, "r"], env=child_env, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+
+    with rk.Engine(db, max_cached_runs=0, poll_interval=0.02) as engine:
+        engine.on("run_paused", lambda event: told.append(event.workflow_id))
+        handle = engine.start(naps_then_doubles, 1.5, workflow_id="r")
+        wait_until(lambda: "r" in engine._evicted, "the run is evicted")
+        cli("pause")
+        wait_until(lambda: told == ["r"], "the pause is told")  # the poll woke it: held here, paused
+        wait_until(lambda: [e.kind for e in engine.store.events("r")] == ["start", "timer"], "its sleep ends")
+        time.sleep(0.2)
+        assert handle.status() is rk.Status.PAUSED  # its next step waits for the resume
+        cli("resume")
+        assert handle.result(timeout=10) == 42
+
+
+def test_a_cancel_from_another_process_reaches_an_evicted_run_before_its_timer(
+        tmp_path: Any, child_env: dict[str, str]) -> None:
+    db = str(tmp_path / "s.db")
+    with rk.Engine(db, max_cached_runs=0, poll_interval=0.02) as engine:
+        handle = engine.start(naps, 30.0, workflow_id="x")
+        wait_until(lambda: "x" in engine._evicted, "the run is evicted")
+        subprocess.run([PYTHON, "-c", "import replaykit as rk, sys; rk.cancel(sys.argv[1], 'x', 'from afar')", db],
+                       env=child_env, check=True, timeout=60)
+        with pytest.raises(rk.WorkflowCancelled, match="from afar"):
+            handle.result(timeout=10)
+
+
+def test_resume_returns_a_handle_that_sees_the_end_of_a_run_paused_in_memory(any_db: str) -> None:
+    """Not about deadlines: the handle ``engine.resume`` returned for a run held here never ended."""
+    with rk.Engine(any_db, poll_interval=0.02) as engine:
+        first = engine.start(naps_then_doubles, 1.0, workflow_id="z")
+        _parked(engine, "z")
+        engine.pause("z")
+        wait_until(lambda: engine._runs["z"].paused, "the run is paused")
+        wait_until(lambda: [e.kind for e in engine.store.events("z")] == ["start", "timer"], "its sleep ends")
+        time.sleep(0.2)
+        assert first.status() is rk.Status.PAUSED  # its next step waits for the resume
+        resumed = engine.resume("z")
+        assert resumed.result(timeout=10) == 42 and first.result(timeout=10) == 42
+
