@@ -31,7 +31,7 @@ from .commands import A1, A2, A3, A4, A5, A6, R
 from .controls import Controls
 from .driver import Driver
 from .effects import Effects
-from .errors import EngineClosedError, StoreError, UnknownWorkflowError
+from .errors import EngineClosedError, StoreError, Terminated, UnknownWorkflowError
 from .executor import Executor
 from .handle import WorkflowHandle
 from .history import Status
@@ -360,18 +360,20 @@ class Engine(Controls, Lifecycle, Driver, Effects):
         at = self._clock.now()
         on_driver = threading.current_thread() is self._thread  # an inline activity's call: never wait here
         if request(self.store, workflow_id, reason, at):
-            self._post(lambda: self._ended_elsewhere(workflow_id))
+            self._post(lambda: self._ended_elsewhere(workflow_id, reason, at))
         elif on_driver:
             self._take_controls(workflow_id)  # held here: ended now; held elsewhere: by its holder's next poll
         else:
             self._post(lambda: self._take_controls(workflow_id))  # if this engine holds it: now, not at a poll
             wait_ended(self.store, workflow_id, reason, at, wait)
-            self._post(lambda: self._ended_elsewhere(workflow_id))
+            self._post(lambda: self._ended_elsewhere(workflow_id, reason, at))
 
-    def _ended_elsewhere(self, workflow_id: str) -> None:
-        """A run this engine evicted was ended without it: its handle learns it now, not at its timer."""
+    def _ended_elsewhere(self, workflow_id: str, reason: str, at: float) -> None:
+        """A run this engine evicted was terminated without it (under its lock, by this call): its
+        handle and the hooks learn it now, not at its timer."""
         evicted = self._evicted.pop(workflow_id, None)
         if evicted is not None:
+            self._tell("run_cancelled", workflow_id, evicted[0].name, at, error=Terminated(reason))
             evicted[1]._finish()
 
     def pause(self, workflow_id: str) -> None:

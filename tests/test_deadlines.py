@@ -316,3 +316,15 @@ def test_resume_returns_a_handle_that_sees_the_end_of_a_run_paused_in_memory(any
         resumed = engine.resume("z")
         assert resumed.result(timeout=10) == 42 and first.result(timeout=10) == 42
 
+
+
+def test_terminating_an_evicted_run_tells_hooks_it_was_cancelled(tmp_path: Any) -> None:
+    told: list[tuple[str, str]] = []
+    with rk.Engine(str(tmp_path / "s.db"), max_cached_runs=0) as engine:
+        engine.on("run_cancelled", lambda event: told.append((event.workflow_id, str(event.error))))
+        handle = engine.start(naps, 30.0, workflow_id="e")
+        wait_until(lambda: "e" in engine._evicted, "the run is evicted")
+        engine.terminate("e", "enough")
+        with pytest.raises(rk.WorkflowTerminated):
+            handle.result(timeout=10)
+        wait_until(lambda: told == [("e", "enough")], "the hook is told")  # before: never
