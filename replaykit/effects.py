@@ -107,16 +107,17 @@ class Effects(EngineState):
 
     def _answered_at(self, run: _Run, leaf: Leaf) -> float | None:
         """When ``leaf``'s answer came, if it is known before the leaf starts (a due timer, a signal in
-        the inbox, an ended child, a side effect at its yield); ``None`` if only running it would tell.
-        A child that exists and runs counts as answered long ago: it is found again, so that what
-        cancels its parent cancels it too."""
+        the inbox, the wait's own timeout, an ended child); ``None`` if only running it would tell (a
+        side effect runs now). A child that exists and runs counts as answered long ago: it is found
+        again, so that what cancels its parent cancels it too."""
         kind = leaf.command.kind
         if kind == SIGNAL:
             wait: WaitSignal = leaf.command  # type: ignore[assignment]
             signal = self.store.next_signal(run.workflow_id, wait.signal)
-            return signal.sent_at if signal is not None else leaf.deadline
+            times = [t for t in (None if signal is None else signal.sent_at, leaf.deadline) if t is not None]
+            return min(times) if times else None
         if kind == SIDE_EFFECT:
-            return leaf.scheduled
+            return None
         if kind == ACTIVITY:
             limit = leaf.command.activity.schedule_to_close  # type: ignore[attr-defined]
             return None if limit is None else leaf.scheduled + limit
@@ -171,11 +172,12 @@ class Effects(EngineState):
     def _start_signal_wait(self, run: _Run, leaf: Leaf) -> Answer | None:
         wait: WaitSignal = leaf.command  # type: ignore[assignment]
         signal = self.store.next_signal(run.workflow_id, wait.signal)
-        if signal is not None:
+        timed_out = leaf.deadline if leaf.deadline is not None and leaf.deadline <= self._clock.now() else None
+        if signal is not None and (timed_out is None or signal.sent_at < timed_out):  # not one sent after it timed out
             value = self.store.codec.decode(signal.encoding, signal.payload,
                                             _signal_named(run.workflow_id, signal.name))
             return OK, (signal.encoding, signal.payload), value, signal.id
-        if leaf.deadline is not None and leaf.deadline <= self._clock.now():
+        if timed_out is not None:
             return TIMEOUT, NULL, None, None
         if leaf.deadline is not None:
             self._push_timer(run, leaf)

@@ -378,9 +378,6 @@ class Machine:
                     command = resume(arg)
             except StopIteration as stop:
                 self._check_end(made, stop.value, None)
-                pending = self._cancel_pending
-                if isinstance(pending, Exception):  # held back by a shield it returned right after: it ends the run
-                    return Raised(pending)
                 return Returned(stop.value)
             except Exception as exc:
                 self._check_end(made, None, exc, raised_here=exc is not arg)

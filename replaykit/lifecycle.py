@@ -226,8 +226,8 @@ class Lifecycle(EngineState):
         run.started_at = start.at
         # run.custom_status stays None: whatever the code set (before its first yield, or during the replay)
         # is saved with the next event.
-        if "timeout" in recorded and not counted.timed_out:
-            run.deadline = start.at + recorded["timeout"]
+        if "timeout" in recorded and not counted.timed_out:  # counted from when it began (a delayed start's time)
+            run.deadline = max(start.at, recorded.get("start_at", 0)) + recorded["timeout"]
             self._watch_deadline(run)
         if isinstance(step, Waiting):  # leaves replay left outstanding are started again
             step = Waiting(tuple(machine.outstanding.values()))
@@ -280,7 +280,7 @@ class Lifecycle(EngineState):
                 self._check_strict(run)
             todo.extend(step.started)
             waiting = run.machine.outstanding
-            answer = None
+            late: list[Leaf] = []  # past the run's deadline, with no answer from before it: not started
             while todo:  # start leaves until one answers at once (or none does)
                 leaf = todo.popleft()
                 if waiting.get(leaf.step) is not leaf:
@@ -292,13 +292,24 @@ class Lifecycle(EngineState):
                     return
                 self.store.confirm()  # the step before is recorded before this one starts
                 if run.deadline is not None and self._too_late(run, run.deadline, leaf):
-                    todo.appendleft(leaf)  # not started: the deadline is delivered first (a shielded leaf then starts)
-                    break
+                    late.append(leaf)  # a sibling may still have an answer from before the deadline
+                    continue
                 began = self._clock.now() if self._hooks is not None else None
                 answer = self._start_leaf(run, leaf, bool(todo))
                 if answer is not None:
+                    todo.extendleft(reversed(late))  # looked at again after this answer
                     break
-            else:  # the run waits on something outside the driver
+            else:
+                if run.deadline is not None and run.deadline <= self._clock.now():
+                    # Nothing came before the deadline: the timeout comes next, at this yield, instead of
+                    # parking (a leaf held back by a shield starts after it).
+                    past = self._past_deadline(run)
+                    if past is None:  # terminated
+                        return
+                    todo.extend(late)
+                    step = past
+                    continue
+                # the run waits on something outside the driver
                 self.store.confirm()  # its last step is recorded before it parks (and is perhaps handed back)
                 if run.status_unsaved:  # no event to carry it: save it on its own
                     self.store.set_custom_status(run.workflow_id, self._unsaved_status(run)["custom_status"])
@@ -306,12 +317,6 @@ class Lifecycle(EngineState):
                     self._tell("run_suspended", run.workflow_id, run.workflow.name)
                 self._maybe_evict(run)
                 return
-            if answer is None:  # past its deadline, before this leaf's answer came
-                past = self._past_deadline(run)
-                if past is None:  # terminated
-                    return
-                step = past
-                continue
             at, value = self._record_answer(run, leaf, answer)
             step = run.machine.resolve(leaf.step, answer[0], value, at)
             if self._hooks is not None:
@@ -456,10 +461,10 @@ class Lifecycle(EngineState):
         except TypeError as exc:  # a bug of the code: the run fails with it, nothing of a next generation is recorded
             self._finish(run, ERROR, self.store.codec.encode_error(exc), Status.FAILED, exc)
             return
-        payload = start_payload(self.store.codec, run.workflow, step.args, step.kwargs, continued=True,
-                                parent=run.parent,
-                                generation=run.generation + 1)
         now = self._clock.now()  # the end of this generation is the start of the next
+        left = None if run.deadline is None else max(0.0, run.deadline - now)  # the run's deadline stays
+        payload = start_payload(self.store.codec, run.workflow, step.args, step.kwargs, continued=True,
+                                parent=run.parent, generation=run.generation + 1, timeout=left)
         result = Event(run.next_seq, 0, RESULT, "", now, CONTINUED,
                        *self.store.codec.encode({"args": list(step.args), "kwargs": step.kwargs}, "continue_as_new"))
         new_start = Event(0, 0, START, run.workflow.name, now, OK, *payload)

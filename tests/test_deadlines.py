@@ -205,24 +205,23 @@ def shielded(ctx: rk.Context, then_sleep: bool) -> Any:
     return "done"
 
 
-@pytest.mark.parametrize("then_sleep", [True, False], ids=["yields-after-the-shield", "returns-after-it"])
-def test_a_shielded_wait_past_the_deadline_finishes_then_the_timeout_ends_the_run(any_db: str,
-                                                                                  then_sleep: bool) -> None:
+def test_a_shielded_wait_past_the_deadline_finishes_then_the_timeout_ends_the_run(any_db: str) -> None:
     with rk.Engine(any_db) as engine:
-        engine.start(shielded, then_sleep, workflow_id="h", timeout=0.3)
+        engine.start(shielded, True, workflow_id="h", timeout=0.3)
         _parked(engine, "h")
     status, error = _taken_up(any_db, "h", 1.2)  # past both the deadline and the shielded sleep
     assert status == "timed_out" and isinstance(error, rk.WorkflowTimedOut)
     with rk.Engine(any_db) as engine:
-        assert [e.kind for e in engine.store.events("h")][:3] == ["start", "cancel", "timer"]
+        assert [e.kind for e in engine.store.events("h")] == ["start", "cancel", "timer", "result"]
 
 
-def test_a_timeout_held_by_a_shield_ends_a_run_that_returns_right_after_it_in_memory(any_db: str) -> None:
-    """Not about runs left alone: the cancel a shield held back used to be lost at a return."""
+def test_a_timeout_held_by_a_shield_is_not_raised_at_a_return_right_after_it(any_db: str) -> None:
+    """As in a live run: a cancellation is raised at a yield; what the workflow returns stands."""
     with rk.Engine(any_db) as engine:
-        handle = engine.start(shielded, False, workflow_id="m", timeout=0.3)
-        with pytest.raises(rk.WorkflowTimedOut):
-            handle.result(timeout=10)
+        engine.start(shielded, False, workflow_id="h", timeout=0.3)
+        _parked(engine, "h")
+    assert _taken_up(any_db, "h", 1.2) == ("completed", "done")
+    assert _timeouts(any_db, "h") == 1
 
 
 @rk.workflow(name="dl_naps")
@@ -328,3 +327,106 @@ def test_terminating_an_evicted_run_tells_hooks_it_was_cancelled(tmp_path: Any) 
         with pytest.raises(rk.WorkflowTerminated):
             handle.result(timeout=10)
         wait_until(lambda: told == [("e", "enough")], "the hook is told")  # before: never
+
+
+@rk.workflow(name="dl_signal_or_nap")
+def signal_or_nap(ctx: rk.Context) -> Any:
+    index, _ = yield rk.any(rk.wait_signal("never"), rk.sleep(0.2))
+    return f"branch {index}"
+
+
+def test_in_an_any_a_timer_due_before_the_deadline_wins_over_a_sibling_with_no_answer(any_db: str) -> None:
+    with rk.Engine(any_db) as engine:
+        engine.start(signal_or_nap, workflow_id="a", timeout=TIMEOUT)
+        _parked(engine, "a")
+    assert _taken_up(any_db, "a", 1.0) == ("completed", "branch 1")
+
+
+@rk.workflow(name="dl_waits_briefly")
+def waits_briefly(ctx: rk.Context) -> Any:
+    got = yield rk.wait_signal("go", timeout=0.2)
+    return "no signal" if got is None else f"got {got}"
+
+
+def test_a_signal_wait_that_timed_out_before_the_deadline_returns_none_though_a_later_signal_waits(
+        any_db: str) -> None:
+    with rk.Engine(any_db) as engine:
+        engine.start(waits_briefly, workflow_id="w", timeout=TIMEOUT)
+        _parked(engine, "w")
+    time.sleep(1.0)
+    rk.send_signal(any_db, "w", "go", "late")
+    assert _taken_up(any_db, "w", 0.0) == ("completed", "no signal")
+
+
+@rk.workflow(name="dl_chain")
+def chain(ctx: rk.Context, generation: int) -> Any:
+    if generation == 0:
+        yield rk.sleep(0.05)
+        yield rk.continue_as_new(1)
+    yield rk.sleep(5)
+    return "done"
+
+
+def test_a_run_that_continues_as_new_keeps_its_deadline(tmp_path: Any) -> None:
+    with rk.Engine(str(tmp_path / "s.db")) as engine:
+        handle = engine.start(chain, 0, workflow_id="c", timeout=TIMEOUT)
+        began = time.monotonic()
+        with pytest.raises(rk.WorkflowTimedOut):
+            handle.result(timeout=10)  # before: the next generation had no timeout, and slept its 5 s
+        assert time.monotonic() - began < 4
+
+
+def test_a_delayed_start_counts_its_timeout_from_when_it_starts() -> None:
+    from datetime import timedelta
+
+    from replaykit.testing import TestEnv
+
+    with TestEnv() as env:
+        handle = env.start(naps, 60.0, workflow_id="d", start_delay=timedelta(hours=2), timeout=timedelta(hours=1))
+        assert handle.result(timeout=20) == "woke"  # before: timed out at its first yield, from its creation
+
+
+def _effect(path: str) -> int:
+    journal(path, "side effect ran")
+    return 1
+
+
+@rk.workflow(name="dl_naps_then_effect")
+def naps_then_effect(ctx: rk.Context, path: str) -> Any:
+    yield rk.sleep(0.2)
+    yield rk.side_effect(lambda: _effect(path))
+    yield rk.sleep(30)
+    return "done"
+
+
+def test_a_side_effect_held_back_by_a_pause_does_not_run_past_the_deadline(tmp_path: Any) -> None:
+    db, path = str(tmp_path / "s.db"), str(tmp_path / "journal")
+    with rk.Engine(db, poll_interval=0.02) as engine:
+        engine.start(naps_then_effect, path, workflow_id="p", timeout=TIMEOUT)
+        _parked(engine, "p")
+        engine.pause("p")
+        wait_until(lambda: [e.kind for e in engine.store.events("p")] == ["start", "timer"], "its sleep ends")
+    time.sleep(1.0)
+    rk.resume(db, "p")
+    status, _ = _taken_up(db, "p", 0.0)
+    assert status == "timed_out" and read_journal(path) == []
+
+
+@rk.workflow(name="dl_worker_child")
+def worker_child(ctx: rk.Context) -> Any:
+    yield rk.sleep(8)
+    return "child done"
+
+
+@rk.workflow(name="dl_worker_parent")
+def worker_parent(ctx: rk.Context) -> Any:
+    return (yield rk.child_workflow(worker_child, workflow_id="dl-worker-child"))
+
+
+def test_a_parent_driven_by_workers_times_out_while_its_child_runs(tmp_path: Any) -> None:
+    db = str(tmp_path / "s.db")
+    with rk.Worker(db, workflows=[worker_parent, worker_child], heartbeat=0.1) as _, rk.Client(db) as client:
+        handle = client.start(worker_parent, workflow_id="p", timeout=TIMEOUT)
+        with pytest.raises(rk.WorkflowTimedOut):
+            handle.result(timeout=6)  # before: claimed and handed back in a loop until the child ended
+        wait_until(lambda: client.handle("dl-worker-child").status() is rk.Status.CANCELLED, "the child is cancelled")
