@@ -24,6 +24,7 @@ from .workflow import Workflow, lookup
 
 CANCEL_REQUEST = "__replaykit_cancel__"  # control messages in the run's signal inbox
 TERMINATE_REQUEST = "__replaykit_terminate__"  # see terminating.py
+REQUESTS = (TERMINATE_REQUEST, CANCEL_REQUEST)
 
 Db = str | os.PathLike[str] | Store
 

@@ -77,11 +77,6 @@ class Controls(EngineState):
             reason = self.store.codec.decode(request.encoding, request.payload, "cancel reason")
             self._deliver_cancel(run, Cancelled(reason), request.id)
 
-    def _has_request(self, workflow_id: str) -> bool:
-        """Has anyone asked to terminate or cancel the run (a reason to wake it if evicted)?"""
-        return any(self.store.next_signal(workflow_id, kind) is not None
-                   for kind in (control.TERMINATE_REQUEST, control.CANCEL_REQUEST))
-
     def _deliver_cancel(self, run: _Run, error: Cancelled, request_id: int | None) -> None:
         self._step_safely(run, self._record_cancel(run, error, request_id))
 
@@ -122,6 +117,8 @@ class Controls(EngineState):
         return False
 
     def _timeout_due(self, workflow_id: str, deadline: float) -> None:
+        if self._timeouts.get(workflow_id) == deadline:
+            del self._timeouts[workflow_id]  # fired: a replay past the deadline delivers it (Lifecycle._carry)
         if workflow_id in self._evicted:
             self._wake(workflow_id)  # replayed past its deadline: it times out at its current yield
             return
@@ -135,7 +132,7 @@ class Controls(EngineState):
         was terminated. Told once: its deadline is cleared."""
         deadline = run.deadline
         assert deadline is not None
-        for kind in (control.TERMINATE_REQUEST, control.CANCEL_REQUEST):
+        for kind in control.REQUESTS:
             request = self.store.next_signal(run.workflow_id, kind)
             if request is not None and request.sent_at < deadline:
                 what = "terminate reason" if kind == control.TERMINATE_REQUEST else "cancel reason"

@@ -16,12 +16,15 @@ import queue
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from . import control
 from .errors import StoreError
 from .runstate import EngineState
 
 if TYPE_CHECKING:
     from .clock import SkippingClock
+    from .handle import WorkflowHandle
     from .runstate import _Run
+    from .workflow import Workflow
 
 log = logging.getLogger("replaykit")
 
@@ -33,8 +36,8 @@ class Driver(EngineState):
 
     if TYPE_CHECKING:
         def _take_controls(self, workflow_id: str) -> None: ...
-        def _has_request(self, workflow_id: str) -> bool: ...
         def _wake(self, workflow_id: str) -> None: ...
+        def _keep_paused(self, wf: Workflow[Any], workflow_id: str, handle: WorkflowHandle) -> None: ...
         def _deliver_signals(self, workflow_id: str) -> None: ...
         def _child_ended(self, child_id: str) -> None: ...
         def _evict_parked(self) -> None: ...
@@ -107,7 +110,11 @@ class Driver(EngineState):
                     execution.cancelled = True
                 run.machine.discard()
                 self.store.unlock(run.workflow_id)
+                run.handle._follow()  # the run goes on elsewhere, later: result() watches the store
             self._runs.clear()
+            for evicted in self._evicted.values():
+                evicted.handle._follow()
+            self._evicted.clear()
             for workflow_id in [*self._releasing, *self._continuing]:  # a next generation never opened
                 self.store.unlock(workflow_id)  # is left for a rerun, or another engine, to resume
             self._releasing.clear()
@@ -193,12 +200,23 @@ class Driver(EngineState):
         was paused, or asked to terminate or cancel (it waits only on timers: a signal can wait)."""
         with_mail = self.store.inbox()  # ids with unconsumed signals, cancellation requests among them
         paused = self.store.paused()
+        asked: set[str] | None = None  # evicted runs' ids with mail: which of them hold a request
         for workflow_id in with_mail | paused | self._paused_here:
             run = self._runs.get(workflow_id)
             if run is None:
-                self._paused_here.discard(workflow_id)
-                if workflow_id in self._evicted and (workflow_id in paused or self._has_request(workflow_id)):
+                evicted = self._evicted.get(workflow_id)
+                if evicted is None:
+                    self._paused_here.discard(workflow_id)
+                elif workflow_id in paused:
+                    self._keep_paused(evicted.workflow, workflow_id, evicted.handle)  # told once; stays out
+                elif workflow_id in self._paused_here:  # resumed
+                    self._paused_here.discard(workflow_id)
                     self._wake(workflow_id)
+                else:
+                    if asked is None:
+                        asked = self.store.inbox_of(control.REQUESTS)
+                    if workflow_id in asked:
+                        self._wake(workflow_id)
                 continue
             if run.paused != (workflow_id in paused) or workflow_id in with_mail:
                 self._take_controls(workflow_id)

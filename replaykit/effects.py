@@ -147,7 +147,10 @@ class Effects(EngineState):
 
     def _timer_alive(self, workflow_id: str, leaf: Leaf) -> bool:
         run = self._runs.get(workflow_id)
-        return (run is not None and run.machine.outstanding.get(leaf.step) is leaf) or workflow_id in self._evicted
+        if run is not None:
+            return run.machine.outstanding.get(leaf.step) is leaf
+        evicted = self._evicted.get(workflow_id)
+        return evicted is not None and any(timer is leaf for timer in evicted.timers)
 
     def _timer_due(self, workflow_id: str, leaf: Leaf) -> None:
         if workflow_id in self._evicted:

@@ -32,7 +32,7 @@ from .errors import (
 from .history import CONTINUED, ERROR, OK, PATCH, RESULT, START, Event, Status
 from .interpreter import Continued, Feed, Leaf, Raised, Returned, Step, Waiting, replay_history
 from .replaycheck import check_history
-from .runstate import EngineState, _Run
+from .runstate import EngineState, _Evicted, _Run
 from .starting import check_same_run, start_payload, started_by
 from .workflow import check_arguments
 
@@ -176,7 +176,11 @@ class Lifecycle(EngineState):
             self._unlock(workflow_id)
             handle._finish()
             return
-        if info.status is Status.PAUSED and not woken:  # a woken one is replayed, and kept here paused
+        if info.status is Status.PAUSED:
+            if woken:  # evicted here, and paused since: its resume wakes it
+                self._unlock(workflow_id)
+                self._keep_paused(wf, workflow_id, handle)
+                return
             if call is None:  # not a rerun (paused right after its start): wait for the resume
                 self._unlock(workflow_id)
                 handle._follow()
@@ -221,8 +225,9 @@ class Lifecycle(EngineState):
             raise
         run = self._runs[workflow_id] = _Run(workflow_id, wf, machine, handle, counted.count + 1, recorded)
         evicted = self._evicted.pop(workflow_id, None)  # evicted, then started or resumed again: driven now
-        if evicted is not None and evicted[1] is not handle:
-            evicted[1]._follow()  # the first handle watches the store for its end
+        if evicted is not None:
+            self._paused_here.discard(workflow_id)  # (taken again below if it is paused)
+            evicted.handle._follow()  # if it is not this run's handle, it watches the store for its end
         run.started_at = start.at
         # run.custom_status stays None: whatever the code set (before its first yield, or during the replay)
         # is saved with the next event.
@@ -350,14 +355,25 @@ class Lifecycle(EngineState):
             run.machine.discard()  # its timers stay in the heap, by id: the first due wakes it
             del self._runs[workflow_id]
             self._unlock(workflow_id)
-            self._evicted[workflow_id] = (run.workflow, run.handle)
+            self._evicted[workflow_id] = _Evicted(run.workflow, run.handle, tuple(waits))
+            run.handle._follow()  # its end may come from elsewhere (a terminate): result() watches the store
 
     def _wake(self, workflow_id: str) -> None:
         """An evicted run's timer or timeout is due, or a control reached it: replay it from its history
         and go on (a paused one is kept here, paused, until a resume)."""
         evicted = self._evicted.pop(workflow_id, None)
         if evicted is not None:
-            self._open(evicted[0], workflow_id, None, evicted[1], 0.0, woken=True)
+            self._open(evicted.workflow, workflow_id, None, evicted.handle, 0.0, woken=True)
+
+    def _keep_paused(self, wf: Workflow[Any], workflow_id: str, handle: WorkflowHandle) -> None:
+        """A run this engine drives is paused while it is not in memory (evicted, or paused as it
+        continued as new): it stays out, and the store poll wakes it when it is resumed (or asked
+        to end). Held paused in memory instead, a fleet-wide pause would hold every run and lock."""
+        handle._follow()
+        self._evicted[workflow_id] = _Evicted(wf, handle)
+        if workflow_id not in self._paused_here:
+            self._paused_here.add(workflow_id)
+            self._tell("run_paused", workflow_id, wf.name)
 
     def _settle(self, run: _Run, leaf: Leaf, answer: Answer, began: float | None = None) -> None:
         """Record an outcome that arrived later (activity, timer, signal, child) and go on (``began``:
@@ -472,9 +488,9 @@ class Lifecycle(EngineState):
         self._tell("run_continued", run.workflow_id, run.workflow.name, now, took=now - run.started_at)
         run.machine.discard()
         del self._runs[run.workflow_id]
-        if status is Status.PAUSED:  # paused during the step that continued it: a resume drives it, anywhere
+        if status is Status.PAUSED:  # paused during the step that continued it: its resume wakes it here
             self._unlock(run.workflow_id)
-            run.handle._follow()
+            self._keep_paused(run.workflow, run.workflow_id, run.handle)
             return
         # The next generation opens in the driver's next turn, still locked: opened from here, a chain of
         # generations whose steps all answer at once would nest a call per generation and overflow the stack.

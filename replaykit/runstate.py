@@ -46,6 +46,17 @@ class _Run:
         self.deadline: float | None = None  # when the run's timeout cancels it, if it has one
 
 
+class _Evicted:
+    """A run this engine drives without holding it in memory (evicted, or given up paused): what
+    replays it and who waits for it. ``timers``: the leaves its timer entries fire for (others naming
+    it are stale: a sibling won an ``rk.any``, or a replay since pushed its own)."""
+
+    __slots__ = ("workflow", "handle", "timers")
+
+    def __init__(self, workflow: Workflow[Any], handle: WorkflowHandle, timers: tuple[Leaf, ...] = ()) -> None:
+        self.workflow, self.handle, self.timers = workflow, handle, timers
+
+
 class EngineState:
     """The engine's state, declared once for the parts it is made of (``Driver``, ``Lifecycle``,
     ``Controls``, ``Effects``); ``Engine.__init__`` sets every attribute. Only the driver thread
@@ -69,10 +80,10 @@ class EngineState:
     _children: dict[str, tuple[_Run, Leaf]]  # child id -> the parent leaf waiting on it
     _timers: TimerQueue
     _max_cached: int | None
-    _evicted: dict[str, tuple[Workflow[Any], WorkflowHandle]]
+    _evicted: dict[str, _Evicted]
     _timeouts: dict[str, float]  # run id -> the deadline of its timeout's entry in _timers (one per deadline)
     _parked: set[str]  # runs that parked this turn: candidates for eviction
-    _paused_here: set[str]  # runs seen paused (run.paused): those a poll checks for a resume
+    _paused_here: set[str]  # runs seen paused (in memory, or evicted): those a poll checks for a resume
     _releasing: set[str]  # runs given up, still locked until the commit
     _continuing: set[str]  # runs whose next generation opens at the driver's next turn (still locked)
     _closed: bool

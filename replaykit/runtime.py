@@ -37,7 +37,7 @@ from .handle import WorkflowHandle
 from .history import Status
 from .interpreter import Leaf
 from .lifecycle import Lifecycle, Payload
-from .runstate import _Run
+from .runstate import _Evicted, _Run
 from .starting import check_same_stored_run, seconds, start_payload
 from .store import Store
 from .store.base import Secrets
@@ -144,7 +144,7 @@ class Engine(Controls, Lifecycle, Driver, Effects):
         self._children: dict[str, tuple[_Run, Leaf]] = {}  # child id -> the parent leaf waiting on it
         self._timers = TimerQueue()
         self._max_cached = max_cached_runs
-        self._evicted: dict[str, tuple[Workflow[Any], WorkflowHandle]] = {}
+        self._evicted: dict[str, _Evicted] = {}
         self._timeouts: dict[str, float] = {}
         self._parked: set[str] = set()  # runs that parked this turn: candidates for eviction
         self._paused_here: set[str] = set()  # runs seen paused (run.paused): those a poll checks for a resume
@@ -373,8 +373,9 @@ class Engine(Controls, Lifecycle, Driver, Effects):
         handle and the hooks learn it now, not at its timer."""
         evicted = self._evicted.pop(workflow_id, None)
         if evicted is not None:
-            self._tell("run_cancelled", workflow_id, evicted[0].name, at, error=Terminated(reason))
-            evicted[1]._finish()
+            self._paused_here.discard(workflow_id)
+            self._tell("run_cancelled", workflow_id, evicted.workflow.name, at, error=Terminated(reason))
+            evicted.handle._finish()
 
     def pause(self, workflow_id: str) -> None:
         """Stop the run at its next yield, durably, until :meth:`resume`."""

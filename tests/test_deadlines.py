@@ -5,7 +5,6 @@ The tests that take ``any_db`` run on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 from typing import Any
 
@@ -14,7 +13,6 @@ import pytest
 import replaykit as rk
 from replaykit.history import CANCEL
 
-from conftest import PYTHON
 from helpers import journal, read_journal, wait_until
 
 TIMEOUT = 0.6  # each run's timeout; a test waits past it before another engine takes the run up
@@ -228,105 +226,6 @@ def test_a_timeout_held_by_a_shield_is_not_raised_at_a_return_right_after_it(any
 def naps(ctx: rk.Context, seconds: float) -> Any:
     yield rk.sleep(seconds)
     return "woke"
-
-
-def test_an_evicted_runs_timeout_has_one_entry_in_the_heap_however_often_it_is_woken(tmp_path: Any) -> None:
-    @rk.workflow(name="dl_many_naps")
-    def many_naps(ctx: rk.Context) -> Any:
-        for _ in range(20):
-            yield rk.sleep(0.02)
-        yield rk.sleep(30)
-        return "rested"
-
-    with rk.Engine(str(tmp_path / "s.db"), max_cached_runs=0) as engine:
-        engine.start(many_naps, workflow_id="n", timeout=60)
-        wait_until(lambda: len(list(engine.store.events("n"))) == 21 and "n" in engine._evicted, "it slept 20 times")
-        later = time.time() + 40
-        entries = [entry for deadline, _, entry, _ in list(engine._timers._heap) if deadline > later]
-    assert len(entries) == 1  # its timeout; before, one more per wake-up, each holding a whole run
-
-
-def test_a_refused_second_start_of_an_evicted_run_leaves_it_to_its_timer(tmp_path: Any) -> None:
-    with rk.Engine(str(tmp_path / "s.db"), max_cached_runs=0) as engine:
-        first = engine.start(naps, 0.5, workflow_id="r")
-        wait_until(lambda: "r" in engine._evicted, "the run is evicted")
-        refused = engine.start(naps, 9.0, workflow_id="r")  # not the same arguments
-        with pytest.raises(rk.ReplayKitError, match="9.0"):
-            refused.result(timeout=10)
-        assert first.result(timeout=10) == "woke"
-
-
-@rk.activity
-def double(x: int) -> int:
-    return 2 * x
-
-
-@rk.workflow(name="dl_naps_then_doubles")
-def naps_then_doubles(ctx: rk.Context, seconds: float) -> Any:
-    yield rk.sleep(seconds)
-    return (yield double(21))
-
-
-def test_an_evicted_run_paused_and_resumed_from_a_shell_is_driven_to_its_end(
-        tmp_path: Any, child_env: dict[str, str]) -> None:
-    db = str(tmp_path / "s.db")
-    told: list[str] = []
-
-    def cli(*args: str) -> None:
-        done = subprocess.run([PYTHON, "-m", "replaykit", *args, db, "r"], env=child_env, capture_output=True,
-                              text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
-
-    with rk.Engine(db, max_cached_runs=0, poll_interval=0.02) as engine:
-        engine.on("run_paused", lambda event: told.append(event.workflow_id))
-        handle = engine.start(naps_then_doubles, 1.5, workflow_id="r")
-        wait_until(lambda: "r" in engine._evicted, "the run is evicted")
-        cli("pause")
-        wait_until(lambda: told == ["r"], "the pause is told")  # the poll woke it: held here, paused
-        wait_until(lambda: [e.kind for e in engine.store.events("r")] == ["start", "timer"], "its sleep ends")
-        time.sleep(0.2)
-        assert handle.status() is rk.Status.PAUSED  # its next step waits for the resume
-        cli("resume")
-        assert handle.result(timeout=10) == 42
-
-
-def test_a_cancel_from_another_process_reaches_an_evicted_run_before_its_timer(
-        tmp_path: Any, child_env: dict[str, str]) -> None:
-    db = str(tmp_path / "s.db")
-    with rk.Engine(db, max_cached_runs=0, poll_interval=0.02) as engine:
-        handle = engine.start(naps, 30.0, workflow_id="x")
-        wait_until(lambda: "x" in engine._evicted, "the run is evicted")
-        subprocess.run([PYTHON, "-c", "import replaykit as rk, sys; rk.cancel(sys.argv[1], 'x', 'from afar')", db],
-                       env=child_env, check=True, timeout=60)
-        with pytest.raises(rk.WorkflowCancelled, match="from afar"):
-            handle.result(timeout=10)
-
-
-def test_resume_returns_a_handle_that_sees_the_end_of_a_run_paused_in_memory(any_db: str) -> None:
-    """Not about deadlines: the handle ``engine.resume`` returned for a run held here never ended."""
-    with rk.Engine(any_db, poll_interval=0.02) as engine:
-        first = engine.start(naps_then_doubles, 1.0, workflow_id="z")
-        _parked(engine, "z")
-        engine.pause("z")
-        wait_until(lambda: engine._runs["z"].paused, "the run is paused")
-        wait_until(lambda: [e.kind for e in engine.store.events("z")] == ["start", "timer"], "its sleep ends")
-        time.sleep(0.2)
-        assert first.status() is rk.Status.PAUSED  # its next step waits for the resume
-        resumed = engine.resume("z")
-        assert resumed.result(timeout=10) == 42 and first.result(timeout=10) == 42
-
-
-
-def test_terminating_an_evicted_run_tells_hooks_it_was_cancelled(tmp_path: Any) -> None:
-    told: list[tuple[str, str]] = []
-    with rk.Engine(str(tmp_path / "s.db"), max_cached_runs=0) as engine:
-        engine.on("run_cancelled", lambda event: told.append((event.workflow_id, str(event.error))))
-        handle = engine.start(naps, 30.0, workflow_id="e")
-        wait_until(lambda: "e" in engine._evicted, "the run is evicted")
-        engine.terminate("e", "enough")
-        with pytest.raises(rk.WorkflowTerminated):
-            handle.result(timeout=10)
-        wait_until(lambda: told == [("e", "enough")], "the hook is told")  # before: never
 
 
 @rk.workflow(name="dl_signal_or_nap")

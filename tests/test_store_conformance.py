@@ -285,6 +285,20 @@ def test_signals_in_order_by_name_consumed_once(store: Store) -> None:
     assert store.next_signal("a", "x") is None and store.inbox() == set()
 
 
+def test_inbox_of_names_the_runs_with_unconsumed_signals_of_those_names(store: Store) -> None:
+    for workflow_id in "abc":
+        store.create(workflow_id, "w", start())
+    store.send_signal("a", "x", "json", "1", 1.0)
+    store.send_signal("b", "y", "json", "2", 1.1)
+    store.send_signal("c", "x", "json", "3", 1.2)
+    assert store.inbox_of(("x",)) == {"a", "c"} and store.inbox_of(("y", "z")) == {"b"}
+    assert store.inbox_of(("x", "y")) == {"a", "b", "c"} and store.inbox_of(("z",)) == set()
+    taken = store.next_signal("c", "x")
+    assert taken is not None
+    store.consume_signal(taken.id)
+    assert store.inbox_of(("x",)) == {"a"}
+
+
 def test_signals_are_refused_for_ended_and_unknown_runs(store: Store) -> None:
     store.create("a", "w", start())
     store.record("a", result(1), status=Status.COMPLETED)

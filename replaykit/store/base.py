@@ -253,6 +253,12 @@ class Store(abc.ABC):
     def inbox(self) -> set[str]:
         """The workflow ids with signals not yet consumed (cheap: engines poll it)."""
 
+    def inbox_of(self, names: Sequence[str]) -> set[str]:
+        """The workflow ids with unconsumed signals of one of these names (control requests): one
+        query in the stores here; this fallback asks each id of the inbox."""
+        return {workflow_id for workflow_id in self.inbox()
+                if any(self.next_signal(workflow_id, name) is not None for name in names)}
+
     @abc.abstractmethod
     def consume_signal(self, signal_id: int) -> None:
         """Mark a signal taken without recording an event (control requests)."""

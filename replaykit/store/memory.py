@@ -226,6 +226,11 @@ class MemoryStore(MemoryWork, Store):
             return {workflow_id for workflow_id, signals in self._signals.items()
                     if any(s.id not in self._consumed for s in signals)}
 
+    def inbox_of(self, names: Sequence[str]) -> set[str]:
+        with self._mutex:
+            return {workflow_id for workflow_id, signals in self._signals.items()
+                    if any(s.id not in self._consumed and s.name in names for s in signals)}
+
     def consume_signal(self, signal_id: int) -> None:
         with self._mutex:
             self._consumed.add(signal_id)

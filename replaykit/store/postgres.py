@@ -459,6 +459,10 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
     def inbox(self) -> set[str]:
         return {row[0] for row in self._read("SELECT DISTINCT workflow_id FROM replaykit_signals WHERE NOT consumed")}
 
+    def inbox_of(self, names: Sequence[str]) -> set[str]:
+        return {row[0] for row in self._read(
+            "SELECT DISTINCT workflow_id FROM replaykit_signals WHERE NOT consumed AND name = ANY(%s)", (list(names),))}
+
     def consume_signal(self, signal_id: int) -> None:
         with self._writes.write() as conn:
             conn.execute("UPDATE replaykit_signals SET consumed = true WHERE id = %s", (signal_id,))

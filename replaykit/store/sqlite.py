@@ -442,6 +442,11 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
     def inbox(self) -> set[str]:
         return {row[0] for row in self._read("SELECT DISTINCT workflow_id FROM signals WHERE consumed = 0")}
 
+    def inbox_of(self, names: Sequence[str]) -> set[str]:
+        marks = ", ".join("?" * len(names))
+        return {row[0] for row in self._read(
+            f"SELECT DISTINCT workflow_id FROM signals WHERE consumed = 0 AND name IN ({marks})", tuple(names))}
+
     def consume_signal(self, signal_id: int) -> None:
         with self._transaction() as conn:
             conn.execute("UPDATE signals SET consumed = 1 WHERE id = ?", (signal_id,))

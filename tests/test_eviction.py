@@ -1,0 +1,261 @@
+"""Runs an engine drives without holding them in memory (evicted beyond ``max_cached_runs``, or
+paused while out): what wakes them, and that every handle on them ends.
+
+The tests that take ``any_db`` run on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from typing import Any
+
+import pytest
+
+import replaykit as rk
+
+from conftest import PYTHON
+from helpers import wait_until
+
+
+@rk.workflow(name="ev_naps")
+def naps(ctx: rk.Context, seconds: float) -> Any:
+    yield rk.sleep(seconds)
+    return "woke"
+
+
+def _parked(engine: rk.Engine, workflow_id: str) -> None:
+    wait_until(lambda: workflow_id in engine._runs and not engine._runs[workflow_id].executions
+               and engine._runs[workflow_id].machine.outstanding, f"{workflow_id} waits")
+
+
+def _evicted(engine: rk.Engine, workflow_id: str) -> None:
+    wait_until(lambda: workflow_id in engine._evicted, f"{workflow_id} is evicted")
+
+
+def test_an_evicted_runs_timeout_has_one_entry_in_the_heap_however_often_it_is_woken(tmp_path: Any) -> None:
+    @rk.workflow(name="ev_many_naps")
+    def many_naps(ctx: rk.Context) -> Any:
+        for _ in range(20):
+            yield rk.sleep(0.02)
+        yield rk.sleep(30)
+        return "rested"
+
+    with rk.Engine(str(tmp_path / "s.db"), max_cached_runs=0) as engine:
+        engine.start(many_naps, workflow_id="n", timeout=60)
+        wait_until(lambda: len(list(engine.store.events("n"))) == 21 and "n" in engine._evicted, "it slept 20 times")
+        later = time.time() + 40
+        entries = [entry for deadline, _, entry, _ in list(engine._timers._heap) if deadline > later]
+    assert len(entries) == 1  # its timeout; before, one more per wake-up, each holding a whole run
+
+
+def test_a_refused_second_start_of_an_evicted_run_leaves_it_to_its_timer(tmp_path: Any) -> None:
+    with rk.Engine(str(tmp_path / "s.db"), max_cached_runs=0) as engine:
+        first = engine.start(naps, 0.5, workflow_id="r")
+        wait_until(lambda: "r" in engine._evicted, "the run is evicted")
+        refused = engine.start(naps, 9.0, workflow_id="r")  # not the same arguments
+        with pytest.raises(rk.ReplayKitError, match="9.0"):
+            refused.result(timeout=10)
+        assert first.result(timeout=10) == "woke"
+
+
+@rk.activity
+def double(x: int) -> int:
+    return 2 * x
+
+
+@rk.workflow(name="ev_naps_then_doubles")
+def naps_then_doubles(ctx: rk.Context, seconds: float) -> Any:
+    yield rk.sleep(seconds)
+    return (yield double(21))
+
+
+def test_an_evicted_run_paused_and_resumed_from_a_shell_is_driven_to_its_end(
+        tmp_path: Any, child_env: dict[str, str]) -> None:
+    db = str(tmp_path / "s.db")
+    told: list[str] = []
+
+    def cli(*args: str) -> None:
+        done = subprocess.run([PYTHON, "-m", "replaykit", *args, db, "r"], env=child_env, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+
+    with rk.Engine(db, max_cached_runs=0, poll_interval=0.02) as engine:
+        engine.on("run_paused", lambda event: told.append(event.workflow_id))
+        handle = engine.start(naps_then_doubles, 1.5, workflow_id="r")
+        wait_until(lambda: "r" in engine._evicted, "the run is evicted")
+        cli("pause")
+        wait_until(lambda: told == ["r"], "the pause is told")  # by the poll, without replaying the run
+        assert "r" not in engine._runs and "r" in engine._evicted  # paused, it stays out of memory
+        time.sleep(1.8)  # its timer comes due while it is paused: it stays paused, and told once
+        assert handle.status() is rk.Status.PAUSED and told == ["r"] and "r" not in engine._runs
+        cli("resume")
+        assert handle.result(timeout=10) == 42
+
+
+def test_a_cancel_from_another_process_reaches_an_evicted_run_before_its_timer(
+        tmp_path: Any, child_env: dict[str, str]) -> None:
+    db = str(tmp_path / "s.db")
+    with rk.Engine(db, max_cached_runs=0, poll_interval=0.02) as engine:
+        handle = engine.start(naps, 30.0, workflow_id="x")
+        wait_until(lambda: "x" in engine._evicted, "the run is evicted")
+        subprocess.run([PYTHON, "-c", "import replaykit as rk, sys; rk.cancel(sys.argv[1], 'x', 'from afar')", db],
+                       env=child_env, check=True, timeout=60)
+        with pytest.raises(rk.WorkflowCancelled, match="from afar"):
+            handle.result(timeout=10)
+
+
+def test_resume_returns_a_handle_that_sees_the_end_of_a_run_paused_in_memory(any_db: str) -> None:
+    """Not about deadlines: the handle ``engine.resume`` returned for a run held here never ended."""
+    with rk.Engine(any_db, poll_interval=0.02) as engine:
+        first = engine.start(naps_then_doubles, 1.0, workflow_id="z")
+        _parked(engine, "z")
+        engine.pause("z")
+        wait_until(lambda: engine._runs["z"].paused, "the run is paused")
+        wait_until(lambda: [e.kind for e in engine.store.events("z")] == ["start", "timer"], "its sleep ends")
+        time.sleep(0.2)
+        assert first.status() is rk.Status.PAUSED  # its next step waits for the resume
+        resumed = engine.resume("z")
+        assert resumed.result(timeout=10) == 42 and first.result(timeout=10) == 42
+
+
+
+def test_terminating_an_evicted_run_tells_hooks_it_was_cancelled(tmp_path: Any) -> None:
+    told: list[tuple[str, str]] = []
+    with rk.Engine(str(tmp_path / "s.db"), max_cached_runs=0) as engine:
+        engine.on("run_cancelled", lambda event: told.append((event.workflow_id, str(event.error))))
+        handle = engine.start(naps, 30.0, workflow_id="e")
+        wait_until(lambda: "e" in engine._evicted, "the run is evicted")
+        engine.terminate("e", "enough")
+        with pytest.raises(rk.WorkflowTerminated):
+            handle.result(timeout=10)
+        wait_until(lambda: told == [("e", "enough")], "the hook is told")  # before: never
+
+
+
+
+def test_a_terminate_from_another_process_ends_the_first_handle_of_an_evicted_run(
+        any_db: str, child_env: dict[str, str]) -> None:
+    """The lock is free, so the other process ends the run itself: no request is left for the poll."""
+    with rk.Engine(any_db, max_cached_runs=0, poll_interval=0.02) as engine:
+        handle = engine.start(naps, 30.0, workflow_id="x")
+        _evicted(engine, "x")
+        subprocess.run([PYTHON, "-c", "import replaykit as rk, sys; rk.terminate(sys.argv[1], 'x', 'afar')", any_db],
+                       env=child_env, check=True, timeout=60)
+        with pytest.raises(rk.WorkflowTerminated):
+            handle.result(timeout=5)  # before: waited until its 30 s sleep came due
+
+
+@rk.workflow(name="ev_approval_then_rest")
+def approval_then_rest(ctx: rk.Context) -> Any:
+    index, _ = yield rk.any(rk.wait_signal("go"), rk.sleep(1.0))  # the signal wins: the sleep is cancelled
+    yield rk.sleep(60)
+    return index
+
+
+def test_a_cancelled_timer_does_not_wake_an_evicted_run(tmp_path: Any) -> None:
+    woken: list[str] = []
+    with rk.Engine(str(tmp_path / "s.db"), max_cached_runs=0) as engine:
+        engine.on("run_resumed", lambda event: woken.append(event.workflow_id))
+        engine.start(naps, 0.9, workflow_id="head")  # an earlier entry: the cancelled one is not on top
+        engine.start(approval_then_rest, workflow_id="x")
+        time.sleep(0.3)
+        engine.signal("x", "go", 1)
+        wait_until(lambda: "x" in engine._evicted and len(list(engine.store.events("x"))) == 2, "x rests, evicted")
+        time.sleep(1.5)  # past the cancelled sleep's time
+    assert woken.count("x") == 0  # before: replayed for nothing when the cancelled sleep's entry came due
+
+
+@rk.workflow(name="ev_rounds")
+def rounds(ctx: rk.Context, left: int) -> Any:
+    yield rk.sleep(0.8)
+    if left == 0:
+        return "done"
+    yield rk.continue_as_new(left - 1)
+
+
+@pytest.mark.parametrize("cap", [None, 0], ids=["in-memory", "evicted"])
+def test_a_run_paused_as_it_continues_as_new_is_driven_after_a_resume_from_a_shell(
+        tmp_path: Any, child_env: dict[str, str], cap: int | None) -> None:
+    db = str(tmp_path / "s.db")
+
+    def cli(*args: str) -> None:
+        subprocess.run([PYTHON, "-m", "replaykit", *args, db, "x"], env=child_env, check=True, timeout=60,
+                       capture_output=True)
+
+    with rk.Engine(db, max_cached_runs=cap, poll_interval=0.02) as engine:
+        handle = engine.start(rounds, 1, workflow_id="x")
+        if cap == 0:
+            _evicted(engine, "x")
+        else:
+            _parked(engine, "x")
+        first_start = engine.store.info("x").created_at  # type: ignore[union-attr]
+        cli("pause")
+        if cap is None:  # its sleep ends while it is paused: the step continues it as new, paused
+            wait_until(lambda: engine.store.info("x").created_at != first_start,  # type: ignore[union-attr]
+                       "the paused step continues it as new")
+        else:  # evicted, it stays out while paused: its resume wakes it
+            time.sleep(1.0)
+        time.sleep(0.2)
+        cli("resume")
+        assert handle.result(timeout=10) == "done"  # before: running, unlocked, and nobody drove it
+
+
+def test_pausing_evicted_runs_keeps_them_out_of_memory(tmp_path: Any, child_env: dict[str, str]) -> None:
+    db = str(tmp_path / "s.db")
+    paused: list[str] = []
+    with rk.Engine(db, max_cached_runs=0, poll_interval=0.02) as engine:
+        engine.on("run_paused", lambda event: paused.append(event.workflow_id))
+        handles = [engine.start(naps, 1.5, workflow_id=f"r{i}") for i in range(30)]
+        wait_until(lambda: len(engine._evicted) == 30, "all are evicted")
+        subprocess.run([PYTHON, "-c", "import replaykit as rk, sys\n"
+                        "for i in range(30): rk.pause(sys.argv[1], f'r{i}')", db],
+                       env=child_env, check=True, timeout=60)
+        wait_until(lambda: sorted(paused) == sorted(f"r{i}" for i in range(30)), "every pause is told, once")
+        held = sum(1 for i in range(30) if engine.store.lock_owner(f"r{i}") is not None)
+        assert (len(engine._runs), held) == (0, 0)  # before this change's first form: 30 replayed and locked
+        time.sleep(1.7)  # their timers come due while they are paused
+        assert len(engine._runs) == 0 and len(paused) == 30
+        subprocess.run([PYTHON, "-c", "import replaykit as rk, sys\n"
+                        "for i in range(30): rk.resume(sys.argv[1], f'r{i}')", db],
+                       env=child_env, check=True, timeout=60)
+        assert [h.result(timeout=20) for h in handles] == ["woke"] * 30
+
+
+def test_an_ordinary_signal_to_evicted_runs_costs_no_query_per_run(tmp_path: Any, child_env: dict[str, str]) -> None:
+    db = str(tmp_path / "s.db")
+    with rk.Engine(db, max_cached_runs=0, poll_interval=0.02) as engine:
+        for i in range(50):
+            engine.start(naps, 600.0, workflow_id=f"r{i}")
+        wait_until(lambda: len(engine._evicted) == 50, "all are evicted")
+        for i in range(50):
+            engine.signal(f"r{i}", "stray", i)  # nobody waits for it
+        time.sleep(0.3)
+        asked = [0]
+        next_signal = engine.store.next_signal
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            asked[0] += 1
+            return next_signal(*args, **kwargs)
+
+        engine.store.next_signal = counted  # type: ignore[method-assign]
+        subprocess.run([PYTHON, "-c", "import replaykit as rk, sys, time\n"
+                        "for i in range(10): rk.send_signal(sys.argv[1], 'r0', 'stray', i); time.sleep(0.05)", db],
+                       env=child_env, check=True, timeout=60)  # a change at about every poll
+        engine.store.next_signal = next_signal  # type: ignore[method-assign]
+        assert len(engine._evicted) == 50
+    assert asked[0] == 0  # before: two reads per evicted run with mail, at every poll
+
+
+@pytest.mark.parametrize("cap", [None, 0], ids=["in-memory", "evicted"])
+def test_a_handle_of_a_closed_engine_sees_the_end_another_engine_records(tmp_path: Any, cap: int | None) -> None:
+    db = str(tmp_path / "s.db")
+    with rk.Engine(db, max_cached_runs=cap) as first:
+        handle = first.start(naps, 1.0, workflow_id="x")
+        if cap == 0:
+            _evicted(first, "x")
+        else:
+            _parked(first, "x")
+    with rk.Engine(db) as second:
+        second.recover()
+        assert second.handle("x").result(timeout=10) == "woke"
+    assert handle.result(timeout=5) == "woke"  # before: waited for ever for the engine that closed
