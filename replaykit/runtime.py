@@ -93,9 +93,10 @@ class Engine(Controls, Lifecycle, Driver, Effects):
     ``max_cached_runs`` bounds how many runs stay in memory: beyond it, a run that
     waits only on timers is evicted (its generator is closed, quietly: ``finally``
     blocks run with the logger silenced and any command they yield ignored) and
-    replayed from its history when its timer is due. ``None`` (the default): keep all.
-    Each run kept holds a lock, and every lock an engine holds slows the others it
-    takes; eviction has known defects (docs/durability.md, "Memory").
+    replayed from its history when its timer or its timeout is due, or a cancel,
+    terminate or resume reaches it (docs/durability.md, "Memory"). ``None`` (the
+    default): keep all. Each run kept holds a lock, and every lock an engine holds
+    slows the others it takes.
 
     ``retention`` (a timedelta or seconds; ``None``: keep every history) deletes the
     histories of runs that ended longer ago than that, from the engine's start and then
