@@ -16,6 +16,7 @@ from .interpreter import Step, Waiting
 from .runstate import EngineState
 
 if TYPE_CHECKING:
+    from .interpreter import Leaf
     from .runstate import _Run
 
 
@@ -46,6 +47,7 @@ class Controls(EngineState):
         def _finish(self, run: _Run, outcome: str, encoded: tuple[str, str | bytes], status: Status | None = None,
                     error: BaseException | None = None, consume_signal: int | None = None) -> None: ...
         def _wake(self, workflow_id: str) -> None: ...
+        def _answered_at(self, run: _Run, leaf: Leaf) -> float | None: ...
 
     def _take_controls(self, workflow_id: str) -> None:
         """Apply what other processes (or this one) asked of a run: terminate, pause, resume, cancel."""
@@ -125,6 +127,15 @@ class Controls(EngineState):
         run = self._runs.get(workflow_id)
         if run is not None and run.deadline == deadline:
             self._step_safely(run, self._past_deadline(run))
+
+    def _too_late(self, run: _Run, deadline: float, leaf: Leaf) -> bool:
+        """Has the run's deadline passed before ``leaf``'s answer came? Then the leaf does not start. A
+        run taken up after its deadline (it crashed, or was evicted) still gets what came before it: a
+        timer due earlier, a signal sent earlier, a child that ended earlier."""
+        if deadline > self._clock.now():
+            return False
+        answered = self._answered_at(run, leaf)
+        return answered is None or answered >= deadline
 
     def _past_deadline(self, run: _Run) -> Step | None:
         """The run's deadline came before what it waits on answered: what it gets at its current yield

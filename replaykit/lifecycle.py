@@ -4,8 +4,8 @@ Mixed into :class:`~replaykit.runtime.Engine`; everything here runs on its drive
 thread. Opening locks the run and replays its history into a machine; advancing
 starts the leaves it waits on (``effects.py``) until one must wait outside the
 driver; a run ends by recording its result, by continuing as new, or by being
-given up (aborted, evicted while it only waits on timers, or released). Strict
-replay checking happens here, after every step.
+given up (aborted, evicted while it only waits on timers: ``eviction.py``, or
+released). Strict replay checking happens here, after every step.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from .errors import (
 from .history import CONTINUED, ERROR, OK, PATCH, RESULT, START, Event, Status
 from .interpreter import Continued, Feed, Leaf, Raised, Returned, Step, Waiting, replay_history
 from .replaycheck import check_history
-from .runstate import EngineState, _Evicted, _Run
+from .runstate import EngineState, _Run
 from .starting import check_same_run, start_payload, started_by
 from .workflow import check_arguments
 
@@ -67,8 +67,10 @@ class Lifecycle(EngineState):
         def _take_controls(self, workflow_id: str) -> None: ...
         def _watch_deadline(self, run: _Run) -> None: ...
         def _past_deadline(self, run: _Run) -> Step | None: ...
-        def _answered_at(self, run: _Run, leaf: Leaf) -> float | None: ...
         def _cancel_child(self, child_id: str) -> None: ...
+        def _too_late(self, run: _Run, deadline: float, leaf: Leaf) -> bool: ...
+        def _maybe_evict(self, run: _Run) -> None: ...
+        def _keep_paused(self, wf: Workflow[Any], workflow_id: str, handle: WorkflowHandle) -> None: ...
 
     # -- opening a run: create, lock, replay ------------------------------------------
 
@@ -326,54 +328,6 @@ class Lifecycle(EngineState):
             step = run.machine.resolve(leaf.step, answer[0], value, at)
             if self._hooks is not None:
                 self._tell_step(run, leaf, answer[0], value, began)
-
-    def _too_late(self, run: _Run, deadline: float, leaf: Leaf) -> bool:
-        """Has the run's deadline passed before ``leaf``'s answer came? Then the leaf does not start. A
-        run taken up after its deadline (it crashed, or was evicted) still gets what came before it: a
-        timer due earlier, a signal sent earlier, a child that ended earlier."""
-        if deadline > self._clock.now():
-            return False
-        answered = self._answered_at(run, leaf)
-        return answered is None or answered >= deadline
-
-    def _maybe_evict(self, run: _Run) -> None:
-        """A run parked: with a cache limit, consider evicting it at the end of the driver's turn
-        (not now: controls that opened it, a cancel or a pause, are applied first)."""
-        if self._max_cached is not None and len(self._runs) > self._max_cached:
-            self._parked.add(run.workflow_id)
-
-    def _evict_parked(self) -> None:
-        """Over the cache limit, drop runs that only wait on timers; each is replayed when one is due."""
-        parked, self._parked = self._parked, set()
-        for workflow_id in parked:
-            run = self._runs.get(workflow_id)
-            if run is None or self._max_cached is None or len(self._runs) <= self._max_cached:
-                continue
-            waits = run.machine.outstanding.values()
-            if not waits or run.executions or run.paused or any(leaf.command.kind != TIMER for leaf in waits):
-                continue
-            run.machine.discard()  # its timers stay in the heap, by id: the first due wakes it
-            del self._runs[workflow_id]
-            self._unlock(workflow_id)
-            self._evicted[workflow_id] = _Evicted(run.workflow, run.handle, tuple(waits))
-            run.handle._follow()  # its end may come from elsewhere (a terminate): result() watches the store
-
-    def _wake(self, workflow_id: str) -> None:
-        """An evicted run's timer or timeout is due, or a control reached it: replay it from its history
-        and go on (a paused one is kept here, paused, until a resume)."""
-        evicted = self._evicted.pop(workflow_id, None)
-        if evicted is not None:
-            self._open(evicted.workflow, workflow_id, None, evicted.handle, 0.0, woken=True)
-
-    def _keep_paused(self, wf: Workflow[Any], workflow_id: str, handle: WorkflowHandle) -> None:
-        """A run this engine drives is paused while it is not in memory (evicted, or paused as it
-        continued as new): it stays out, and the store poll wakes it when it is resumed (or asked
-        to end). Held paused in memory instead, a fleet-wide pause would hold every run and lock."""
-        handle._follow()
-        self._evicted[workflow_id] = _Evicted(wf, handle)
-        if workflow_id not in self._paused_here:
-            self._paused_here.add(workflow_id)
-            self._tell("run_paused", workflow_id, wf.name)
 
     def _settle(self, run: _Run, leaf: Leaf, answer: Answer, began: float | None = None) -> None:
         """Record an outcome that arrived later (activity, timer, signal, child) and go on (``began``:

@@ -32,6 +32,7 @@ from .controls import Controls
 from .driver import Driver
 from .effects import Effects
 from .errors import EngineClosedError, StoreError, Terminated, UnknownWorkflowError
+from .eviction import Eviction
 from .executor import Executor
 from .handle import WorkflowHandle
 from .history import Status
@@ -53,7 +54,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("replaykit")
 
 
-class Engine(Controls, Lifecycle, Driver, Effects):
+class Engine(Controls, Lifecycle, Eviction, Driver, Effects):
     """Runs many workflows in one process against one store.
 
     >>> import replaykit as rk

@@ -138,6 +138,10 @@ class WorkerEngine(Engine):
         run.machine.discard()
         self._release(run)
 
+    def _keep_paused(self, wf: Workflow[Any], workflow_id: str, handle: WorkflowHandle) -> None:
+        """Paused as it continued as new: handed back, its resume makes it ready in the queue again."""
+        handle._follow()
+
     def _finish(self, run: _Run, outcome: str, encoded: tuple[str, str | bytes], status: Status | None = None,
                 error: BaseException | None = None, consume_signal: int | None = None) -> None:
         self._ending.add(run.workflow_id)  # its result, once recorded, also hands it back (store: ended)

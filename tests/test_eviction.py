@@ -14,7 +14,7 @@ import pytest
 import replaykit as rk
 
 from conftest import PYTHON
-from helpers import wait_until
+from helpers import journal, read_journal, wait_until
 
 
 @rk.workflow(name="ev_naps")
@@ -259,3 +259,34 @@ def test_a_handle_of_a_closed_engine_sees_the_end_another_engine_records(tmp_pat
         second.recover()
         assert second.handle("x").result(timeout=10) == "woke"
     assert handle.result(timeout=5) == "woke"  # before: waited for ever for the engine that closed
+
+
+@rk.activity
+def slow_round(path: str) -> str:
+    journal(path, "began")
+    time.sleep(0.6)
+    return "round"
+
+
+@rk.workflow(name="ev_worker_rounds")
+def worker_rounds(ctx: rk.Context, path: str, left: int) -> Any:
+    yield slow_round(path)
+    if left == 0:
+        return "done"
+    yield rk.continue_as_new(path, left - 1)
+
+
+def test_a_worker_run_paused_as_it_continues_as_new_goes_on_after_its_resume(tmp_path: Any) -> None:
+    """Workers keep no paused run aside: the queue brings it back when it is resumed."""
+    db, path = str(tmp_path / "s.db"), str(tmp_path / "journal")
+    with rk.Worker(db, workflows=[worker_rounds], heartbeat=0.1) as _, rk.Client(db) as client:
+        handle = client.start(worker_rounds, path, 1, workflow_id="w")
+        wait_until(lambda: read_journal(path) == ["began"], "its first round runs")
+        first_start = client.store.info("w").created_at  # type: ignore[union-attr]
+        client.pause("w")
+        wait_until(lambda: client.store.info("w").created_at != first_start,  # type: ignore[union-attr]
+                   "the paused step continues it as new")
+        time.sleep(0.3)
+        assert handle.status() is rk.Status.PAUSED and read_journal(path) == ["began"]
+        client.resume("w")
+        assert handle.result(timeout=20) == "done" and read_journal(path) == ["began", "began"]
