@@ -22,9 +22,7 @@ from .runstate import EngineState
 
 if TYPE_CHECKING:
     from .clock import SkippingClock
-    from .handle import WorkflowHandle
     from .runstate import _Run
-    from .workflow import Workflow
 
 log = logging.getLogger("replaykit")
 
@@ -37,7 +35,6 @@ class Driver(EngineState):
     if TYPE_CHECKING:
         def _take_controls(self, workflow_id: str) -> None: ...
         def _wake(self, workflow_id: str) -> None: ...
-        def _keep_paused(self, wf: Workflow[Any], workflow_id: str, handle: WorkflowHandle) -> None: ...
         def _deliver_signals(self, workflow_id: str) -> None: ...
         def _child_ended(self, child_id: str) -> None: ...
         def _evict_parked(self) -> None: ...
@@ -208,7 +205,8 @@ class Driver(EngineState):
                 if evicted is None:
                     self._paused_here.discard(workflow_id)
                 elif workflow_id in paused:
-                    self._keep_paused(evicted.workflow, workflow_id, evicted.handle)  # told once; stays out
+                    if workflow_id not in self._paused_here:  # locked and read first: still ours? (then kept out)
+                        self._wake(workflow_id)
                 elif workflow_id in self._paused_here:  # resumed
                     self._paused_here.discard(workflow_id)
                     self._wake(workflow_id)

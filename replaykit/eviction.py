@@ -49,7 +49,7 @@ class Eviction(EngineState):
             run.machine.discard()  # its timers stay in the heap, by id: the first due wakes it
             del self._runs[workflow_id]
             self._unlock(workflow_id)
-            self._evicted[workflow_id] = _Evicted(run.workflow, run.handle, tuple(waits))
+            self._evicted[workflow_id] = _Evicted(run.workflow, run.handle, tuple(waits), run.started_at)
             run.handle._follow()  # its end may come from elsewhere (a terminate): result() watches the store
 
     def _wake(self, workflow_id: str) -> None:

@@ -228,6 +228,7 @@ class Lifecycle(EngineState):
         run = self._runs[workflow_id] = _Run(workflow_id, wf, machine, handle, counted.count + 1, recorded)
         evicted = self._evicted.pop(workflow_id, None)  # evicted, then started or resumed again: driven now
         if evicted is not None:
+            woken = True  # driven here before: not a fresh start, and what came meanwhile is taken below
             self._paused_here.discard(workflow_id)  # (taken again below if it is paused)
             evicted.handle._follow()  # if it is not this run's handle, it watches the store for its end
         run.started_at = start.at
@@ -432,7 +433,7 @@ class Lifecycle(EngineState):
             self._finish(run, ERROR, self.store.codec.encode_error(exc), Status.FAILED, exc)
             return
         now = self._clock.now()  # the end of this generation is the start of the next
-        left = None if run.deadline is None else max(0.0, run.deadline - now)  # the run's deadline stays
+        left = None if run.deadline is None else run.deadline - now  # the run's deadline stays (past: < 0)
         payload = start_payload(self.store.codec, run.workflow, step.args, step.kwargs, continued=True,
                                 parent=run.parent, generation=run.generation + 1, timeout=left)
         result = Event(run.next_seq, 0, RESULT, "", now, CONTINUED,

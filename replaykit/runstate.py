@@ -51,10 +51,12 @@ class _Evicted:
     replays it and who waits for it. ``timers``: the leaves its timer entries fire for (others naming
     it are stale: a sibling won an ``rk.any``, or a replay since pushed its own)."""
 
-    __slots__ = ("workflow", "handle", "timers")
+    __slots__ = ("workflow", "handle", "timers", "started_at")
 
-    def __init__(self, workflow: Workflow[Any], handle: WorkflowHandle, timers: tuple[Leaf, ...] = ()) -> None:
+    def __init__(self, workflow: Workflow[Any], handle: WorkflowHandle, timers: tuple[Leaf, ...] = (),
+                 started_at: float | None = None) -> None:
         self.workflow, self.handle, self.timers = workflow, handle, timers
+        self.started_at = started_at  # its generation's start: a restart elsewhere makes the entry stale
 
 
 class EngineState:

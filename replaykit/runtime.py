@@ -361,19 +361,21 @@ class Engine(Controls, Lifecycle, Eviction, Driver, Effects):
 
         at = self._clock.now()
         on_driver = threading.current_thread() is self._thread  # an inline activity's call: never wait here
+        evicted = self._evicted.get(workflow_id)  # read here (one atomic get): the poll may wake it meanwhile
         if request(self.store, workflow_id, reason, at):
-            self._post(lambda: self._ended_elsewhere(workflow_id, reason, at))
+            self._post(lambda: self._ended_elsewhere(workflow_id, reason, at, evicted))
         elif on_driver:
             self._take_controls(workflow_id)  # held here: ended now; held elsewhere: by its holder's next poll
         else:
             self._post(lambda: self._take_controls(workflow_id))  # if this engine holds it: now, not at a poll
             wait_ended(self.store, workflow_id, reason, at, wait)
-            self._post(lambda: self._ended_elsewhere(workflow_id, reason, at))
+            self._post(lambda: self._ended_elsewhere(workflow_id, reason, at, evicted))
 
-    def _ended_elsewhere(self, workflow_id: str, reason: str, at: float) -> None:
-        """A run this engine evicted was terminated without it (under its lock, by this call): its
-        handle and the hooks learn it now, not at its timer."""
-        evicted = self._evicted.pop(workflow_id, None)
+    def _ended_elsewhere(self, workflow_id: str, reason: str, at: float, seen: _Evicted | None) -> None:
+        """A run this engine evicted (``seen`` by the caller) was terminated without it (under its lock,
+        by this call): its handle and the hooks learn it now, not at its timer; once, if the store poll
+        woke it meanwhile and found it ended."""
+        evicted = self._evicted.pop(workflow_id, None) or seen
         if evicted is not None:
             self._paused_here.discard(workflow_id)
             self._tell("run_cancelled", workflow_id, evicted.workflow.name, at, error=Terminated(reason))
@@ -442,7 +444,10 @@ class Engine(Controls, Lifecycle, Eviction, Driver, Effects):
         """
         handles, unknown = [], []
         for info in self.store.list(Status.RUNNING) + self.store.list(Status.PENDING):
-            if info.workflow_id in self._runs or info.workflow_id in self._evicted or info.queue is not None:
+            evicted = self._evicted.get(info.workflow_id)
+            if evicted is not None and evicted.started_at not in (None, info.created_at):
+                evicted = None  # evicted here, then ended and restarted elsewhere: a run nobody drives
+            if info.workflow_id in self._runs or evicted is not None or info.queue is not None:
                 continue  # driven here (an evicted run is replayed when its timer is due), or by workers
             try:
                 wf = lookup(info.name, self._workflows)

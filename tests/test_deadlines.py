@@ -329,3 +329,21 @@ def test_a_parent_driven_by_workers_times_out_while_its_child_runs(tmp_path: Any
         with pytest.raises(rk.WorkflowTimedOut):
             handle.result(timeout=6)  # before: claimed and handed back in a loop until the child ended
         wait_until(lambda: client.handle("dl-worker-child").status() is rk.Status.CANCELLED, "the child is cancelled")
+
+
+@rk.workflow(name="dl_two_generations")
+def two_generations(ctx: rk.Context, generation: int) -> Any:
+    if generation == 1:
+        yield rk.sleep(0.2)
+        yield rk.continue_as_new(2)
+    return (yield rk.wait_signal("go"))
+
+
+def test_a_run_taken_up_late_that_continues_as_new_keeps_its_passed_deadline(any_db: str) -> None:
+    with rk.Engine(any_db) as engine:
+        engine.start(two_generations, 1, workflow_id="x", timeout=TIMEOUT)
+        _parked(engine, "x")
+    time.sleep(1.0)
+    rk.send_signal(any_db, "x", "go", "sent after the deadline")
+    status, error = _taken_up(any_db, "x", 0.0)  # the first sleep came before it, then the next generation
+    assert status == "timed_out" and isinstance(error, rk.WorkflowTimedOut)  # before: its deadline moved to now

@@ -290,3 +290,111 @@ def test_a_worker_run_paused_as_it_continues_as_new_goes_on_after_its_resume(tmp
         assert handle.status() is rk.Status.PAUSED and read_journal(path) == ["began"]
         client.resume("w")
         assert handle.result(timeout=20) == "done" and read_journal(path) == ["began", "began"]
+
+
+def test_an_engine_that_gave_a_run_up_is_not_told_its_pause(any_db: str, child_env: dict[str, str]) -> None:
+    told_a: list[str] = []
+    told_b: list[str] = []
+
+    def cli(verb: str) -> None:
+        subprocess.run([PYTHON, "-m", "replaykit", verb, any_db, "x"], env=child_env, check=True, timeout=60,
+                       capture_output=True)
+
+    with rk.Engine(any_db, max_cached_runs=0, poll_interval=0.02) as a, rk.Engine(any_db, poll_interval=0.02) as b:
+        a.on("*", lambda event: told_a.append(event.kind))
+        b.on("*", lambda event: told_b.append(event.kind))
+        first = a.start(naps, 1.5, workflow_id="x")
+        _evicted(a, "x")
+        [taken] = b.recover()  # B takes the run over; A's handle follows it there
+        wait_until(lambda: "x" in b._runs, "B drives x")
+        cli("pause")
+        time.sleep(0.5)
+        cli("resume")
+        assert taken.result(timeout=10) == "woke" and first.result(timeout=10) == "woke"
+        time.sleep(0.3)
+    assert told_b.count("run_paused") == 1
+    assert "run_paused" not in told_a  # before: A's stale entry told it, and never its resume
+
+
+@rk.workflow(name="ev_naps_twice")
+def naps_twice(ctx: rk.Context, seconds: float) -> Any:
+    yield rk.sleep(0.05)
+    yield rk.sleep(seconds)
+    return "woke"
+
+
+def test_terminating_a_paused_evicted_run_tells_it_once_though_the_poll_wakes_it_meanwhile(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import replaykit.terminating as terminating
+
+    real = terminating.request
+
+    def request_then_a_thread_switch(*args: Any) -> bool:
+        ended = real(*args)
+        time.sleep(0.4)  # the caller is preempted after the commit: the driver polls meanwhile
+        return ended
+
+    monkeypatch.setattr(terminating, "request", request_then_a_thread_switch)
+    told: list[str] = []
+    with rk.Engine(str(tmp_path / "s.db"), max_cached_runs=0, poll_interval=0.02) as engine:
+        engine.on("*", lambda event: told.append(event.kind))
+        handle = engine.start(naps_twice, 60.0, workflow_id="x")
+        wait_until(lambda: "x" in engine._evicted and len(list(engine.store.events("x"))) == 2, "x rests, evicted")
+        rk.pause(engine.store, "x")
+        wait_until(lambda: "x" in engine._paused_here, "kept paused, out of memory")
+        engine.terminate("x", "by hand")
+        with pytest.raises(rk.WorkflowTerminated):
+            handle.result(timeout=10)
+        time.sleep(0.4)
+    assert told.count("run_paused") == 1 and told.count("run_cancelled") == 1  # before: never told cancelled
+
+
+@rk.workflow(name="ev_naps_or_not")
+def naps_or_not(ctx: rk.Context, seconds: float) -> Any:
+    try:
+        yield rk.sleep(seconds)
+    except rk.Cancelled:
+        return "cancelled"
+    return "woke"
+
+
+@pytest.mark.parametrize("how", ["cancel", "pause_then_resume", "start_again"])
+def test_an_evicted_run_reopened_by_a_control_or_a_start_is_told_started_once(tmp_path: Any, how: str) -> None:
+    told: list[str] = []
+    with rk.Engine(str(tmp_path / "s.db"), max_cached_runs=0, poll_interval=0.02) as engine:
+        engine.on("*", lambda event: told.append(event.kind))
+        handle = engine.start(naps_or_not, 2.0, workflow_id="x")
+        _evicted(engine, "x")
+        if how == "cancel":
+            engine.cancel("x")
+        elif how == "pause_then_resume":
+            engine.pause("x")
+            wait_until(lambda: "x" in engine._paused_here, "kept paused out of memory")
+            engine.resume("x")
+        else:
+            engine.start(naps_or_not, 2.0, workflow_id="x")
+        handle.result(timeout=10)
+        time.sleep(0.4)
+    assert told.count("run_started") == 1  # before: twice (a history of its start alone read as a fresh run)
+    if how == "pause_then_resume":
+        assert told[told.index("run_paused") + 1] == "run_resumed"
+
+
+@rk.workflow(name="ev_chores")
+def chores(ctx: rk.Context, seconds: float) -> Any:
+    yield rk.side_effect(lambda: 1)
+    yield rk.sleep(seconds)
+    return "done"
+
+
+def test_recover_takes_up_a_run_restarted_after_it_was_terminated_elsewhere(
+        any_db: str, child_env: dict[str, str]) -> None:
+    with rk.Engine(any_db, max_cached_runs=0, poll_interval=0.02) as engine:
+        first = engine.start(chores, 30.0, workflow_id="x")
+        _evicted(engine, "x")
+        subprocess.run([PYTHON, "-m", "replaykit", "terminate", any_db, "x"], env=child_env, check=True, timeout=60,
+                       capture_output=True)
+        with pytest.raises(rk.WorkflowTerminated):
+            first.result(timeout=5)
+        rk.restart(any_db, "x", workflows=[chores])  # "an engine that recovers it drives it"
+        assert [h.workflow_id for h in engine.recover()] == ["x"]  # before: skipped, as if still evicted here
