@@ -303,12 +303,13 @@ def test_an_engine_that_gave_a_run_up_is_not_told_its_pause(any_db: str, child_e
     with rk.Engine(any_db, max_cached_runs=0, poll_interval=0.02) as a, rk.Engine(any_db, poll_interval=0.02) as b:
         a.on("*", lambda event: told_a.append(event.kind))
         b.on("*", lambda event: told_b.append(event.kind))
-        first = a.start(naps, 1.5, workflow_id="x")
+        first = a.start(naps, 4.0, workflow_id="x")
         _evicted(a, "x")
         [taken] = b.recover()  # B takes the run over; A's handle follows it there
         wait_until(lambda: "x" in b._runs, "B drives x")
         cli("pause")
-        time.sleep(0.5)
+        wait_until(lambda: "run_paused" in told_b, "B is told the pause")
+        time.sleep(0.3)  # A's poll sees it too
         cli("resume")
         assert taken.result(timeout=10) == "woke" and first.result(timeout=10) == "woke"
         time.sleep(0.3)
