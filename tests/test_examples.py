@@ -119,7 +119,7 @@ def test_the_engine_benchmark_runs(child_env: dict[str, str]) -> None:
     done = subprocess.run([PYTHON, str(ROOT / "benchmarks" / "bench_engine.py"), "--repeat", "1", "--n", "50",
                            "--parked", "100"], env=child_env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    # nothing parked beside; then 1,000 kept in memory (the default), all kept and all evicted, each with its ratio
+    # nothing parked beside; then 1,000 kept in memory, all kept (the default) and all evicted, each with its ratio
     assert done.stdout.count("workflows/s") == 4 and done.stdout.count("x\n") == 3, done.stdout
 
 
