@@ -4,6 +4,7 @@ its own OpenAPI document (schemathesis), and looked at in headless Chromium as a
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import time
@@ -38,28 +39,21 @@ def waiting(ctx: rk.Context) -> rk.Flow[str]:
     return answer
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 class Server:
+    """``replaykit ui DB --port 0``: the system chooses the port and the server prints it, so no other process
+    can take the port between choosing and listening (a port found free, closed and handed over can be)."""
+
     def __init__(self, db: str, env: dict[str, str], *extra: str) -> None:
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen([PYTHON, "-m", "replaykit", "ui", db, "--port", str(self.port), *extra],
+        self.proc = subprocess.Popen([PYTHON, "-m", "replaykit", "ui", db, "--port", "0", *extra],
                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return
-            except OSError:
-                assert self.proc.poll() is None, self.proc.communicate()
-                assert time.monotonic() < deadline, "the ui server did not start"
-                time.sleep(0.05)
+        assert self.proc.stderr is not None
+        said = ""
+        while not (found := re.search(r"http://127\.0\.0\.1:(\d+)/", said)):
+            line = self.proc.stderr.readline()
+            assert line, (said, self.proc.communicate())
+            said += line
+        self.port = int(found.group(1))
+        self.base = f"http://127.0.0.1:{self.port}"
 
     def call(self, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
         headers = {"content-type": "application/json"}
@@ -237,6 +231,17 @@ def test_listening_beyond_localhost_needs_a_token(db: str, runs: rk.Engine, chil
     out = subprocess.run([PYTHON, "-m", "replaykit", "ui", str(Path(db).with_name("missing.db"))],
                          env=child_env, capture_output=True, text=True, timeout=30)
     assert out.returncode == 1 and "missing.db" in out.stderr
+
+
+def test_a_port_in_use_is_refused_with_what_to_do(db: str, child_env: dict[str, str]) -> None:
+    with rk.Engine(db):
+        pass
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        out = subprocess.run([PYTHON, "-m", "replaykit", "ui", db, "--port", str(port)],
+                             env=child_env, capture_output=True, text=True, timeout=30)
+    assert out.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in out.stderr
+    assert "--port 0" not in out.stderr and "0 lets the system choose" in out.stderr
 
 
 def test_what_the_store_holds_is_text_on_the_run_list(db: str, child_env: dict[str, str], browser: Any) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import sys
 from typing import Any
 
@@ -150,7 +151,8 @@ def _loopback(host: str) -> bool:
 @click.command()
 @db_argument
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True,
+              help="Port to listen on; 0 lets the system choose a free one (the address is printed).")
 @click.option("--token", envvar="REPLAYKIT_UI_TOKEN", default=None,
               help="What writes (start, signal, cancel, terminate, pause, resume) must present as "
                    "'Authorization: Bearer TOKEN'; "
@@ -176,5 +178,20 @@ def ui(db: str, host: str, port: int, token: str | None, refresh: int, modules: 
     import_modules(modules)
     with open_store(db, create=False):  # a mistyped path is said here, not in the server's log
         pass
-    click.echo(f"replaykit ui: http://{host}:{port}/ (API: /api/runs, /openapi.json); Ctrl-C stops it", err=True)
-    uvicorn.run(create_app(db, token=token, refresh=refresh), host=host, port=port, log_level="warning")
+    listening = _listen(host, port)
+    port = listening.getsockname()[1]  # the one the system chose for --port 0
+    where = f"[{host}]" if ":" in host else host
+    click.echo(f"replaykit ui: http://{where}:{port}/ (API: /api/runs, /openapi.json); Ctrl-C stops it", err=True)
+    server = uvicorn.Server(uvicorn.Config(create_app(db, token=token, refresh=refresh), log_level="warning"))
+    server.run(sockets=[listening])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port``, bound before the address is printed: what is printed is what
+    answers, also for ``--port 0``."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): give another --port "
+                         "(0 lets the system choose one) or --host") from None
