@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from .clock import monotonic
-from .commands import TIMER
+from .commands import ACTIVITY, SIDE_EFFECT, TIMER
 from .effects import NULL
 from .errors import (
     Cancelled,
@@ -50,7 +50,7 @@ log = logging.getLogger("replaykit")
 
 Payload = tuple[str, str | bytes]
 _NOTHING: dict[str, Any] = {}
-
+_RUN_HERE = (ACTIVITY, SIDE_EFFECT)  # leaves whose start may run the user's code on the driver
 
 class Lifecycle(EngineState):
     """Opening, advancing and ending the runs of the engine."""
@@ -271,6 +271,7 @@ class Lifecycle(EngineState):
 
     def _carry(self, run: _Run, step: Step) -> None:
         todo: deque[Leaf] = deque()
+        ran_late: dict[int, Answer] = {}  # step -> the answer of a leaf run here that ended past the deadline
         while True:
             if isinstance(step, Returned):
                 encoded = self.store.codec.encode(step.value, f"return value of workflow {run.workflow_id!r}")
@@ -303,7 +304,14 @@ class Lifecycle(EngineState):
                     late.append(leaf)  # a sibling may still have an answer from before the deadline
                     continue
                 began = self._clock.now() if self._hooks is not None else None
-                answer = self._start_leaf(run, leaf, bool(todo))
+                answer = ran_late.pop(leaf.step, None) or self._start_leaf(run, leaf, bool(todo))
+                if (answer is not None and run.deadline is not None and leaf.command.kind in _RUN_HERE
+                        and self._too_late(run, run.deadline, leaf)):
+                    # It ran here (a side effect, an inline activity) and ended after the deadline: the
+                    # timeout comes first, as for an activity on a thread. A shield keeps the answer.
+                    ran_late[leaf.step] = answer
+                    late.append(leaf)
+                    continue
                 if answer is not None:
                     todo.extendleft(reversed(late))  # looked at again after this answer
                     break

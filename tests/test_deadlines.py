@@ -5,6 +5,7 @@ The tests that take ``any_db`` run on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -347,3 +348,64 @@ def test_a_run_taken_up_late_that_continues_as_new_keeps_its_passed_deadline(any
     rk.send_signal(any_db, "x", "go", "sent after the deadline")
     status, error = _taken_up(any_db, "x", 0.0)  # the first sleep came before it, then the next generation
     assert status == "timed_out" and isinstance(error, rk.WorkflowTimedOut)  # before: its deadline moved to now
+
+
+
+ENDED = threading.Event()  # set when a slow step below has ended (its answer came after the deadline)
+
+
+def _slowly(seconds: float) -> str:
+    time.sleep(seconds)
+    ENDED.set()
+    return "done"
+
+
+@rk.activity
+def slow(seconds: float) -> str:
+    return _slowly(seconds)
+
+
+@rk.workflow(name="dl_slow_step")
+def slow_step(ctx: rk.Context, seconds: float) -> Any:
+    return (yield slow(seconds))
+
+
+@rk.workflow(name="dl_slow_side_effect")
+def slow_side_effect(ctx: rk.Context, seconds: float) -> Any:
+    return (yield rk.side_effect(lambda: _slowly(seconds)))
+
+
+@pytest.mark.parametrize("threads", [0, 4], ids=["inline", "on a thread"])
+@pytest.mark.parametrize("workflow", [slow_step, slow_side_effect], ids=["activity", "side effect"])
+def test_a_step_that_ends_after_the_deadline_does_not_complete_the_run(db: str, workflow: Any, threads: int) -> None:
+    """Inline (``activity_threads=0``, and every side effect) or on a thread, the deadline comes first and
+    the late answer is not recorded. Before, a step run inline past the deadline completed its run."""
+    ENDED.clear()
+    with rk.Engine(db, activity_threads=threads) as engine:
+        handle = engine.start(workflow, 1.0, workflow_id="s", timeout=0.3)
+        with pytest.raises(rk.WorkflowTimedOut):
+            handle.result(timeout=20)
+        assert ENDED.wait(20)
+    with rk.Engine(db) as engine:
+        assert [e.kind for e in engine.store.events("s")] == ["start", "cancel", "result"]
+
+
+@rk.workflow(name="dl_shielded_slow_step")
+def shielded_slow_step(ctx: rk.Context, seconds: float) -> Any:
+    with ctx.shield():
+        done = yield rk.side_effect(lambda: _slowly(seconds))
+    yield rk.sleep(0.05)
+    return done
+
+
+@pytest.mark.parametrize("threads", [0, 4], ids=["inline", "on a thread"])
+def test_a_shielded_step_that_ends_after_the_deadline_keeps_its_answer(db: str, threads: int) -> None:
+    """The timeout is recorded when the deadline is seen; the shield keeps the step's answer, which is
+    recorded after it (the step runs once), and the timeout is raised at the next yield."""
+    ENDED.clear()
+    with rk.Engine(db, activity_threads=threads) as engine:
+        handle = engine.start(shielded_slow_step, 0.6, workflow_id="s", timeout=0.2)
+        with pytest.raises(rk.WorkflowTimedOut):
+            handle.result(timeout=20)
+    with rk.Engine(db) as engine:
+        assert [e.kind for e in engine.store.events("s")] == ["start", "cancel", "side_effect", "result"]
