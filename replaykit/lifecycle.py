@@ -52,6 +52,14 @@ Payload = tuple[str, str | bytes]
 _NOTHING: dict[str, Any] = {}
 _RUN_HERE = (ACTIVITY, SIDE_EFFECT)  # leaves whose start may run the user's code on the driver
 
+
+def _deadline(start: Event, recorded: dict[str, Any]) -> float | None:
+    """When a run's timeout passes (``recorded``: its start event's value): counted from when it began
+    (a delayed start: its start time)."""
+    timeout = recorded.get("timeout")
+    return None if timeout is None else max(start.at, recorded.get("start_at", 0)) + timeout
+
+
 class Lifecycle(EngineState):
     """Opening, advancing and ending the runs of the engine."""
 
@@ -178,19 +186,23 @@ class Lifecycle(EngineState):
             self._unlock(workflow_id)
             handle._finish()
             return
-        if info.status is Status.PAUSED:
-            if woken:  # evicted here, and paused since: its resume wakes it
-                self._unlock(workflow_id)
+        paused = info.status is Status.PAUSED
+        if paused:
+            deadline = _deadline(start, recorded)
+            if woken and (deadline is None or deadline > self._clock.now()):
+                self._unlock(workflow_id)  # evicted here, and paused since: its resume wakes it
                 self._keep_paused(wf, workflow_id, handle)
                 return
-            if call is None:  # not a rerun (paused right after its start): wait for the resume
+            if not woken and call is None:  # not a rerun (paused right after its start): wait for the resume
                 self._unlock(workflow_id)
                 handle._follow()
                 return
-            raise WorkflowPausedError(
-                f"workflow {workflow_id!r} is paused; resume it (engine.resume, rk.resume or "
-                "`replaykit resume`) to let it go on"
-            )
+            if not woken:
+                raise WorkflowPausedError(
+                    f"workflow {workflow_id!r} is paused; resume it (engine.resume, rk.resume or "
+                    "`replaykit resume`) to let it go on"
+                )
+            # Woken past its deadline: held paused in memory, it times out now, as a run paused here does.
         if info.status is Status.PENDING:
             begin = recorded["start_at"]
             if begin > self._clock.now():
@@ -198,7 +210,7 @@ class Lifecycle(EngineState):
                 self._start_when_due(wf, workflow_id, handle, begin)
                 return
             self.store.set_status(workflow_id, Status.RUNNING, self._clock.now())
-        self._replay(wf, workflow_id, start, recorded, events, handle, woken=woken)
+        self._replay(wf, workflow_id, start, recorded, events, handle, woken=woken, paused=paused)
 
     def _start_when_due(self, wf: Workflow[Any], workflow_id: str, handle: WorkflowHandle, begin: float) -> None:
         """A run created here to start later: open it when it is due (whoever holds the lock then starts
@@ -211,9 +223,9 @@ class Lifecycle(EngineState):
         return self.store.opening(workflow_id)
 
     def _replay(self, wf: Workflow[Any], workflow_id: str, start: Event, recorded: dict[str, Any],
-                events: Iterator[Event], handle: WorkflowHandle, *, woken: bool = False) -> None:
+                events: Iterator[Event], handle: WorkflowHandle, *, woken: bool = False, paused: bool = False) -> None:
         """Rebuild the run's machine from its history: one pass, then carry on live (``woken``: this
-        engine drove it before it was evicted)."""
+        engine drove it before it was evicted; ``paused``: it is, so what it starts waits for its resume)."""
         counted = Feed(events)
         try:
             machine, step = replay_history(wf, workflow_id, start, counted, codec=self.store.codec, watch=self._watch,
@@ -231,11 +243,14 @@ class Lifecycle(EngineState):
             woken = True  # driven here before: not a fresh start, and what came meanwhile is taken below
             self._paused_here.discard(workflow_id)  # (taken again below if it is paused)
             evicted.handle._follow()  # if it is not this run's handle, it watches the store for its end
+        if paused:
+            run.paused = True
+            self._paused_here.add(workflow_id)
         run.started_at = start.at
         # run.custom_status stays None: whatever the code set (before its first yield, or during the replay)
         # is saved with the next event.
-        if "timeout" in recorded and not counted.timed_out:  # counted from when it began (a delayed start's time)
-            run.deadline = max(start.at, recorded.get("start_at", 0)) + recorded["timeout"]
+        if not counted.timed_out:
+            run.deadline = _deadline(start, recorded)
             self._watch_deadline(run)
         if isinstance(step, Waiting):  # leaves replay left outstanding are started again
             step = Waiting(tuple(machine.outstanding.values()))

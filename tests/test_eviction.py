@@ -399,3 +399,16 @@ def test_recover_takes_up_a_run_restarted_after_it_was_terminated_elsewhere(
             first.result(timeout=5)
         rk.restart(any_db, "x", workflows=[chores])  # "an engine that recovers it drives it"
         assert [h.workflow_id for h in engine.recover()] == ["x"]  # before: skipped, as if still evicted here
+
+
+@pytest.mark.parametrize("cached", [None, 0], ids=["held in memory", "evicted"])
+def test_a_paused_run_times_out_at_its_deadline_held_in_memory_or_evicted(tmp_path: Any, cached: int | None) -> None:
+    """Before, an evicted run paused past its deadline timed out only once resumed."""
+    with rk.Engine(str(tmp_path / "s.db"), max_cached_runs=cached, poll_interval=0.02) as engine:
+        handle = engine.start(naps, 30.0, workflow_id="p", timeout=2.0)
+        wait_until(lambda: "p" in (engine._evicted if cached == 0 else engine._runs), "the run waits")
+        engine.pause("p")
+        assert handle.status() is rk.Status.PAUSED  # before its deadline
+        with pytest.raises(rk.WorkflowTimedOut):
+            handle.result(timeout=20)
+        assert "p" not in engine._runs and "p" not in engine._evicted
