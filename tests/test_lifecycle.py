@@ -19,6 +19,7 @@ from replaykit.testing import TestEnv, export_history, replay
 from replaykit.testing.crashes import assert_survives_crashes
 
 from conftest import PYTHON
+from helpers import wait_until
 
 log: list[str] = []
 
@@ -29,12 +30,17 @@ def note(text: str) -> str:
     return text
 
 
+long_job_began, long_job_stopped = threading.Event(), threading.Event()
+
+
 @rk.activity
 def long_job() -> str:
+    long_job_began.set()
     for _ in range(200):
         time.sleep(0.05)
         if rk.is_cancelled():
             log.append("long job stopped")
+            long_job_stopped.set()
             return "stopped"
     return "finished"
 
@@ -42,6 +48,8 @@ def long_job() -> str:
 @pytest.fixture(autouse=True)
 def _clear() -> None:
     log.clear()
+    long_job_began.clear()
+    long_job_stopped.clear()
 
 
 @rk.workflow(name="cancellable")
@@ -102,12 +110,12 @@ def test_cancel_from_another_process_tells_running_activities(any_db: str, child
 
     with rk.Engine(any_db, poll_interval=0.02) as engine:
         handle = engine.start(flow, workflow_id="lj")
-        time.sleep(0.2)
+        assert long_job_began.wait(timeout=10)  # cancelled before it began, it would never run
         subprocess.run([PYTHON, "-c", "import replaykit as rk, sys; rk.cancel(sys.argv[1], 'lj')", any_db],
                        env=child_env, check=True, timeout=60)
         assert handle.result(timeout=10) == "cancelled cleanly"
         assert handle.status() is rk.Status.COMPLETED  # it caught Cancelled and returned
-    time.sleep(0.2)
+    assert long_job_stopped.wait(timeout=10)  # the activity's thread saw the cancellation and appended
     assert log == ["long job stopped"]
 
 
@@ -191,9 +199,9 @@ def test_queries_answer_from_replayed_state_and_custom_status_is_visible(any_db:
                                                                           child_env: dict[str, str]) -> None:
     with rk.Engine(any_db, poll_interval=0.02) as engine:
         handle = engine.start(progressing, 4, workflow_id="q")
-        while len(log) < 2:
-            time.sleep(0.01)
-        time.sleep(0.1)
+        # The custom status is saved when the run parks on its signal: then the queries see item 1 done.
+        wait_until(lambda: engine.store.info("q").custom_status == {"done": 2},  # type: ignore[union-attr]
+                   "the run waits for its signal", timeout=30)
         assert engine.query("q", "progress") == "2/4 items"
         assert engine.query("q", "progress", unit="rows") == "2/4 rows"
         assert engine.store.info("q").custom_status == {"done": 2}  # type: ignore[union-attr]

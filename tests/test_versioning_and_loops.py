@@ -263,15 +263,23 @@ def test_delayed_start_is_durable_across_restarts(any_db: str) -> None:
         return ctx.now().timestamp()
         yield  # pragma: no cover
 
-    with rk.Engine(any_db) as engine:
+    from replaykit.testing.timeskip import FakeClock
+
+    # Fake clocks: time moves only when the test says so, or while somebody waits for a result. The
+    # first engine cannot reach the due time however long it takes to close (on a real clock, a slow
+    # close let it start the run itself), and the second one is shown the run pending before it is due.
+    created = time.time()
+    with rk.Engine(any_db, clock=FakeClock(created)) as engine:
         handle = engine.start(delayed, workflow_id="d", start_delay=0.5)
         assert handle.status() is rk.Status.PENDING
-        due = time.time() + 0.5
-    time.sleep(0.1)
-    with rk.Engine(any_db, workflows=[delayed]) as engine:
+    restarted = FakeClock(created + 0.1)  # a restart before the start is due
+    with rk.Engine(any_db, workflows=[delayed], clock=restarted) as engine:
         [handle] = engine.recover()
-        started_at = handle.result(timeout=10)
-    assert due - 0.1 <= started_at and handle.status() is rk.Status.COMPLETED
+        assert handle.status() is rk.Status.PENDING and restarted.now() == created + 0.1  # not started early
+        started_at = handle.result(timeout=10)  # waiting lets the clock skip to the next due time
+    # Exactly when due (the store keeps times to the microsecond), and not later: the clock skipped there.
+    assert started_at == pytest.approx(created + 0.5, abs=1e-5) == restarted.now()
+    assert handle.status() is rk.Status.COMPLETED
 
 
 @rk.workflow(name="report")
