@@ -66,9 +66,9 @@ class Processes:
         self.shared, self.env = shared, env
         self.procs: list[subprocess.Popen[str]] = []
 
-    def start(self, *args: str) -> subprocess.Popen[str]:
+    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         proc = subprocess.Popen([PYTHON, str(ROOT / "tests" / "worker_app.py"), self.shared, *args],
-                                env=self.env, stdout=subprocess.PIPE, text=True)
+                                env={**self.env, **(env or {})}, stdout=subprocess.PIPE, text=True)
         self.procs.append(proc)
         assert proc.stdout is not None and proc.stdout.readline().startswith("ready")
         return proc
@@ -274,9 +274,9 @@ def test_stop_after_the_grace_period_hands_the_run_to_the_next_worker(shared: st
 
 
 def test_a_killed_worker_loses_its_run_to_another(client: rk.Client, processes: Processes, ledger: Path) -> None:
-    doomed = processes.start("default")
-    handle = client.start(quick, 9, 2.0, workflow_id="k")
-    wait_for(lambda: [w.runs for w in client.workers()] == [("k",)])  # its activity runs there
+    doomed = processes.start("default", env={"RK_HANG": "quick"})  # its activity runs until it is killed
+    handle = client.start(quick, 9, workflow_id="k")
+    wait_for(lambda: [w.runs for w in client.workers()] == [("k",)])  # it holds the run
     survivor = processes.start("default")
     doomed.send_signal(signal.SIGKILL)
     doomed.wait(timeout=10)
@@ -351,13 +351,27 @@ def test_an_engine_recovering_runs_leaves_queued_runs_to_workers(shared: str, cl
             queued.result(timeout=20)
 
 
-def test_a_delayed_start_is_taken_when_due(shared: str, client: rk.Client) -> None:
-    handle = client.start(quick, 3, workflow_id="later", start_delay=0.5)
+def test_a_delayed_start_is_taken_when_due(shared: str, client: rk.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    rounds: list[tuple[float, list[tuple[str, str]]]] = []  # each claim of the worker: its time, what it got
+    claim = type(client.store).claim
+
+    def recorded(store: Any, worker_id: str, queue: str, workflows: Any, capacity: int, now: float,
+                 version: str) -> list[tuple[str, str]]:
+        got = claim(store, worker_id, queue, workflows, capacity, now, version)
+        rounds.append((now, got))
+        return got
+
+    monkeypatch.setattr(type(client.store), "claim", recorded)
+    handle = client.start(quick, 3, workflow_id="later", start_delay=2.0)
     assert handle.status() is rk.Status.PENDING
-    with worker(shared) as w:
-        time.sleep(0.2)
-        assert not w.holds("later") and handle.status() is rk.Status.PENDING
+    due = client.store.next_ready(["default"])  # when it is due, as the store holds it
+    assert due is not None
+    with worker(shared):
+        wait_for(lambda: rounds)  # a claim round, before the start is due
+        early = [got for now, got in rounds if now < due]
+        assert early and not any(got for got in early)  # it looked, and took nothing
         assert handle.result(timeout=20) == 4
+    assert [now >= due for now, got in rounds if got] == [True]  # taken once, when due
 
 
 def test_an_engine_starting_a_queued_run_follows_it_without_driving_it(shared: str,

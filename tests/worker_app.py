@@ -2,7 +2,8 @@
 
     python tests/worker_app.py DB QUEUE[,QUEUE...] [--concurrency N] [--limit Q=N] [--version V]
 
-Every activity appends ``name arg pid start end`` to the ledger named by ``RK_LEDGER``.
+Every activity appends ``name arg pid start end`` to the ledger named by ``RK_LEDGER``; one named by
+``RK_HANG`` blocks for ever instead (in a worker that a test kills while it runs).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import faulthandler
 import os
 import signal
 import sys
+import threading
 import time
 from typing import Any
 
@@ -28,6 +30,8 @@ def _ledger(line: str) -> None:
 @rk.activity
 def work(name: str, n: int, seconds: float = 0.0) -> int:
     start = time.time()
+    if os.environ.get("RK_HANG") == name:  # a worker a test kills: its activity named here never ends
+        threading.Event().wait()
     if seconds:
         time.sleep(seconds)
     _ledger(f"{name} {n} {os.getpid()} {start:.6f} {time.time():.6f}")
