@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -32,6 +33,19 @@ def wait_until(condition: Callable[[], object], what: str, timeout: float = 10.0
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting until {what}"
         time.sleep(0.01)
+
+
+def timers_fired(engine: rk.Engine) -> None:
+    """Wait until the engine's driver has fired the timers due on its clock (a fake clock the test just
+    moved) and taken up what they left it to do: a callback due now fires after them (ties fire in the
+    order they were set), and each job posted after that runs after the jobs queued before it."""
+    fired = threading.Event()
+    engine._call_at(engine._clock.now(), fired.set)
+    assert fired.wait(timeout=20), "the engine's driver did not fire its due timers"
+    for _ in range(2):
+        done = threading.Event()
+        engine._post(done.set)
+        assert done.wait(timeout=20), "the engine's driver did not take its jobs"
 
 
 def read_journal(path: str) -> list[str]:

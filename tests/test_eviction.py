@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 import replaykit as rk
+from replaykit.testing.timeskip import FakeClock
 
 from conftest import PYTHON
-from helpers import journal, read_journal, wait_until
+from helpers import journal, read_journal, timers_fired, wait_until
 
 
 @rk.workflow(name="ev_naps")
@@ -79,14 +80,16 @@ def test_an_evicted_run_paused_and_resumed_from_a_shell_is_driven_to_its_end(
                               text=True, timeout=60)
         assert done.returncode == 0, done.stderr
 
-    with rk.Engine(db, max_cached_runs=0, poll_interval=0.02) as engine:
+    clock = FakeClock(time.time())  # its timer comes due when the test says: after the pause is told
+    with rk.Engine(db, max_cached_runs=0, poll_interval=0.02, clock=clock) as engine:
         engine.on("run_paused", lambda event: told.append(event.workflow_id))
         handle = engine.start(naps_then_doubles, 1.5, workflow_id="r")
         wait_until(lambda: "r" in engine._evicted, "the run is evicted")
         cli("pause")
-        wait_until(lambda: told == ["r"], "the pause is told")  # by the poll, without replaying the run
+        wait_until(lambda: told == ["r"], "the pause is told", timeout=20)  # by the poll, without replaying it
         assert "r" not in engine._runs and "r" in engine._evicted  # paused, it stays out of memory
-        time.sleep(1.8)  # its timer comes due while it is paused: it stays paused, and told once
+        clock.advance_to(clock.now() + 1.5)  # its timer comes due while it is paused: it stays paused, told once
+        timers_fired(engine)
         assert handle.status() is rk.Status.PAUSED and told == ["r"] and "r" not in engine._runs
         cli("resume")
         assert handle.result(timeout=10) == 42
@@ -203,17 +206,20 @@ def test_a_run_paused_as_it_continues_as_new_is_driven_after_a_resume_from_a_she
 def test_pausing_evicted_runs_keeps_them_out_of_memory(tmp_path: Any, child_env: dict[str, str]) -> None:
     db = str(tmp_path / "s.db")
     paused: list[str] = []
-    with rk.Engine(db, max_cached_runs=0, poll_interval=0.02) as engine:
+    clock = FakeClock(time.time())  # their timers come due when the test says: after the pauses are told
+    with rk.Engine(db, max_cached_runs=0, poll_interval=0.02, clock=clock) as engine:
         engine.on("run_paused", lambda event: paused.append(event.workflow_id))
         handles = [engine.start(naps, 1.5, workflow_id=f"r{i}") for i in range(30)]
-        wait_until(lambda: len(engine._evicted) == 30, "all are evicted")
+        wait_until(lambda: len(engine._evicted) == 30, "all are evicted", timeout=20)
         subprocess.run([PYTHON, "-c", "import replaykit as rk, sys\n"
                         "for i in range(30): rk.pause(sys.argv[1], f'r{i}')", db],
                        env=child_env, check=True, timeout=60)
-        wait_until(lambda: sorted(paused) == sorted(f"r{i}" for i in range(30)), "every pause is told, once")
+        wait_until(lambda: sorted(paused) == sorted(f"r{i}" for i in range(30)), "every pause is told, once",
+                   timeout=20)
         held = sum(1 for i in range(30) if engine.store.lock_owner(f"r{i}") is not None)
         assert (len(engine._runs), held) == (0, 0)  # before this change's first form: 30 replayed and locked
-        time.sleep(1.7)  # their timers come due while they are paused
+        clock.advance_to(clock.now() + 1.5)  # their timers come due while they are paused
+        timers_fired(engine)
         assert len(engine._runs) == 0 and len(paused) == 30
         subprocess.run([PYTHON, "-c", "import replaykit as rk, sys\n"
                         "for i in range(30): rk.resume(sys.argv[1], f'r{i}')", db],

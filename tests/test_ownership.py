@@ -21,9 +21,10 @@ from typing import Any
 import pytest
 
 import replaykit as rk
+from replaykit.testing.timeskip import FakeClock
 
 from conftest import PYTHON, ROOT
-from helpers import read_journal
+from helpers import read_journal, timers_fired
 
 CHILD = str(ROOT / "tests" / "engine_child.py")
 
@@ -153,22 +154,34 @@ def _evicted(engine: rk.Engine, workflow_id: str) -> None:
 
 
 def test_a_cancel_reaches_an_evicted_run(tmp_path: Path) -> None:
-    with rk.Engine(str(tmp_path / "s.db"), max_cached_runs=0) as engine:
+    began = time.time()
+    clock = FakeClock(began)  # its timer never comes due: only the cancel can end it
+    with rk.Engine(str(tmp_path / "s.db"), max_cached_runs=0, clock=clock) as engine:
         handle = engine.start(naps_then_works, workflow_id="c1")
         _evicted(engine, "c1")
         engine.cancel("c1", "stop it")
         with pytest.raises(rk.WorkflowCancelled, match="stop it"):
+            engine.handle("c1").result(timeout=10)  # a handle that lets no time pass while it waits
+        with pytest.raises(rk.WorkflowCancelled, match="stop it"):
             handle.result(timeout=10)
-        assert handle.status() is rk.Status.CANCELLED
+        assert handle.status() is rk.Status.CANCELLED and clock.now() == began
 
 
 def test_a_pause_while_evicted_leaves_the_run_paused_and_resume_finishes_it(tmp_path: Path) -> None:
-    with rk.Engine(str(tmp_path / "s.db"), max_cached_runs=0) as engine:
+    import threading
+
+    clock = FakeClock(time.time())  # its timer comes due when the test says: after the pause is told
+    paused = threading.Event()
+    with rk.Engine(str(tmp_path / "s.db"), max_cached_runs=0, clock=clock) as engine:
+        engine.on("run_paused", lambda event: paused.set())
         handle = engine.start(naps_then_works, workflow_id="p1")
         _evicted(engine, "p1")
         engine.pause("p1")
+        assert paused.wait(timeout=20)
+        clock.advance_to(clock.now() + 0.5)
+        timers_fired(engine)
         with pytest.raises(rk.ResultTimeoutError):
-            handle.result(timeout=1.0)  # past the timer: still paused, the handle still waiting
+            handle.result(timeout=0.5)  # past the timer: still paused, the handle still waiting
         assert handle.status() is rk.Status.PAUSED
         resumed = engine.resume("p1")
         assert resumed.result(timeout=10) == 42
@@ -300,7 +313,7 @@ def charge(label: str) -> str:
 
 @rk.workflow(name="naps_then_charges")
 def naps_then_charges(ctx: rk.Context) -> Any:
-    yield rk.sleep(1.0)
+    yield rk.sleep(3600)  # ended by its parent's cancel long before
     return (yield charge(ctx.workflow_id))
 
 
@@ -318,7 +331,7 @@ def test_cancelling_a_parent_cancels_its_evicted_child_at_once(tmp_path: Path) -
         with pytest.raises(rk.WorkflowCancelled):
             parent.result(timeout=10)
         with pytest.raises(rk.WorkflowCancelled):
-            engine.handle("napper").result(timeout=0.8)  # before its timer: the cancel itself ended it
+            engine.handle("napper").result(timeout=10)  # before its timer: the cancel itself ended it
         assert [e.name for e in engine.store.events("napper") if e.kind == "activity"] == []
 
 
