@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -115,6 +116,19 @@ def test_a_killed_engine_leaves_its_runs_to_the_next_one(db: str, child_env: dic
     assert log == []  # the activity ran in the killed process, and was not run again here
 
 
+step_2_began, step_2_may_end = threading.Event(), threading.Event()
+
+
+@rk.activity
+def gated_note(text: str) -> str:
+    """``note``; but step 2 waits until the test lets it end (it is the step under way when the run pauses)."""
+    if text == "step 2":
+        step_2_began.set()
+        assert step_2_may_end.wait(timeout=30)
+    log.append(text)
+    return text
+
+
 @rk.workflow(name="stores.steps")
 def steps(ctx: rk.Context, total: int):
     done: list[int] = []
@@ -125,23 +139,28 @@ def steps(ctx: rk.Context, total: int):
 
     for i in range(total):
         yield rk.sleep(0.05)
-        yield note(f"step {i}")
+        yield gated_note(f"step {i}")
         done.append(i)
         ctx.set_status({"done": len(done)})
     return "done"
 
 
 def test_pause_resume_query_and_custom_status(db: str) -> None:
+    step_2_began.clear()
+    step_2_may_end.clear()
+    paused = threading.Event()
     with rk.Engine(db, poll_interval=0.02) as engine:
+        engine.on("run_paused", lambda event: paused.set())
         handle = engine.start(steps, 6, workflow_id="p")
-        wait_for(lambda: len(log) >= 2)
+        assert step_2_began.wait(timeout=20)
         rk.pause(db, "p")
         assert handle.status() is rk.Status.PAUSED
-        time.sleep(0.3)
-        paused_at = len(log)
-        assert paused_at <= 3  # at most the step under way when it paused
-        assert rk.query(db, "p", "progress", workflows={"stores.steps": steps}) == f"{paused_at}/6"
-        assert engine.store.info("p").custom_status == {"done": paused_at}  # type: ignore[union-attr]
+        assert paused.wait(timeout=20)  # the engine holds the pause, with step 2 under way
+        step_2_may_end.set()
+        # The step under way ends, and the run stops at its next yield (its custom status saved there).
+        wait_for(lambda: engine.store.info("p").custom_status == {"done": 3}, timeout=30)  # type: ignore[union-attr]
+        assert log == ["step 0", "step 1", "step 2"]
+        assert rk.query(db, "p", "progress", workflows={"stores.steps": steps}) == "3/6"
         rk.resume(db, "p")
         assert handle.result(timeout=20) == "done"
     assert log == [f"step {i}" for i in range(6)]

@@ -14,6 +14,7 @@ import replaykit as rk
 from replaykit import cli
 from replaykit.handle import ended_with
 from replaykit.testing import replay_all
+from replaykit.testing.timeskip import FakeClock
 
 from helpers import journal, read_journal
 
@@ -117,7 +118,8 @@ def test_a_run_renamed_to_another_workflow_runs_nothing(tmp_path: Path) -> None:
     """The run row's workflow name is an index, not covered by the chain: a pending ``transfer`` renamed
     ``close_account`` must not be driven by ``close_account`` with its authenticated arguments."""
     db, ledger = tmp_path / "bank.db", str(tmp_path / "ledger")
-    with rk.Engine(db, workflows=[transfer, close_account], secret=SECRET) as engine:
+    # A fake clock: the first engine cannot reach the due time and start the run, however long it takes to close.
+    with rk.Engine(db, workflows=[transfer, close_account], secret=SECRET, clock=FakeClock(time.time())) as engine:
         engine.start(transfer, ledger, "acct-7", 5000, workflow_id="dep", start_delay=0.3)
     _sql(db, ("UPDATE runs SET name = 'close_account' WHERE workflow_id = 'dep'", ()))
     time.sleep(0.4)

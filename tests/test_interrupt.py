@@ -18,7 +18,7 @@ import replaykit as rk
 from replaykit.store import open_store
 
 from conftest import PYTHON, ROOT
-from helpers import journal, read_journal
+from helpers import journal, read_journal, wait_until
 
 CHILD = str(ROOT / "tests" / "engine_child.py")
 STEPS = 40
@@ -64,9 +64,15 @@ def test_ctrl_c_stops_rk_run_at_the_next_step_and_a_rerun_finishes_the_rest(
     assert len(runs) == STEPS and set(runs.values()) == {1}, "a completed step ran again"
 
 
+step_3_began, closing = threading.Event(), threading.Event()
+
+
 @rk.activity
 def slow_step(ledger: str, i: int) -> int:
     time.sleep(0.02)
+    if i == 3:  # the step under way when close() is called: it ends only once the engine is closing
+        step_3_began.set()
+        assert closing.wait(timeout=30)
     journal(ledger, f"step {i} pid {os.getpid()}")
     return i
 
@@ -80,17 +86,21 @@ def slow_steps(ctx: rk.Context, ledger: str, count: int):
 
 def test_close_from_another_thread_stops_at_the_next_step_boundary(tmp_path: Path, any_db: str) -> None:
     ledger = str(tmp_path / "ledger")
+    step_3_began.clear()
+    closing.clear()
     engine = rk.Engine(any_db, activity_threads=0)
     engine.start(slow_steps, ledger, STEPS, workflow_id="s")
-    wait_for_lines(ledger, 3)
+    assert step_3_began.wait(timeout=30)
     closer = threading.Thread(target=engine.close)
     closer.start()
+    wait_until(lambda: engine._closed, "close() began", timeout=30)
+    closing.set()
     closer.join(timeout=30)
     assert not closer.is_alive()
 
     executed = len(read_journal(ledger))
     assert recorded_steps(any_db, "s") == executed
-    assert executed < STEPS / 2, "close() let the run go on"
+    assert executed == 4, "close() let the run go on"  # steps 0-3: the one under way finished, no other began
 
     with rk.Engine(any_db, activity_threads=0) as engine:
         assert engine.start(slow_steps, ledger, STEPS, workflow_id="s").result(timeout=30) == STEPS
