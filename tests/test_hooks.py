@@ -22,8 +22,9 @@ CHILD = str(Path(__file__).with_name("hooks_child.py"))
 tries: dict[str, int] = {}
 
 
-# The waits are long enough to be still due when the engine starts them, on a loaded machine too:
-# a wait that came due first would be answered at once, and the run would not be told suspended.
+# test_a_run_is_told_step_by_step runs these on a fake clock, which moves only while the engine is idle:
+# a wait that came due before the engine parked the run would be answered at once (as on a real clock
+# under load), and the run would not be told suspended.
 @rk.activity(retry=rk.RetryPolicy(max_attempts=3, backoff=rk.Fixed(0.1)))
 def flaky(key: str) -> str:
     tries[key] = tries.get(key, 0) + 1
@@ -78,8 +79,12 @@ class Recorder:
 
 
 def test_a_run_is_told_step_by_step(any_db: str) -> None:
+    from replaykit.testing.timeskip import FakeClock
+
     seen = Recorder()
-    with rk.Engine(any_db) as engine:
+    clock = FakeClock(time.time())
+    with rk.Engine(any_db, clock=clock) as engine:
+        clock.waiting(+1)  # time skips, as in a test environment, only when the engine is idle: its runs parked
         engine.on("*", seen)
         handle = engine.start(journey, any_db, workflow_id="j")  # a key of its own: its first try fails
         seen.wait_for("j", "run_suspended", count=3)  # the retry's wait, the sleep, and now the signal

@@ -208,7 +208,7 @@ def test_a_person_finds_the_failed_run_and_its_traceback(db: str, runs: rk.Engin
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    server = Server(db, child_env)
+    server = Server(db, child_env, "--refresh", "3600")  # no reload while the test holds the page's elements
     web = browser
     try:
         web.get(server.base + "/?status=failed")
@@ -249,7 +249,7 @@ def test_what_the_store_holds_is_text_on_the_run_list(db: str, child_env: dict[s
     with rk.Engine(db) as engine:
         with pytest.raises(rk.WorkflowFailed):
             engine.start(charging, 1, workflow_id="id" + evil).result(timeout=20)
-    server = Server(db, child_env)
+    server = Server(db, child_env, "--refresh", "3600")  # no reload while the test reads the page
     try:
         browser.get(server.base + "/")
         assert browser.title.startswith("replaykit: ") and "pwned" not in browser.title
