@@ -77,7 +77,6 @@ class Lifecycle(EngineState):
         def _past_deadline(self, run: _Run) -> Step | None: ...
         def _cancel_child(self, child_id: str) -> None: ...
         def _too_late(self, run: _Run, deadline: float, leaf: Leaf) -> bool: ...
-        def _answered_at(self, run: _Run, leaf: Leaf) -> float | None: ...
         def _maybe_evict(self, run: _Run) -> None: ...
         def _keep_paused(self, wf: Workflow[Any], workflow_id: str, handle: WorkflowHandle) -> None: ...
 
@@ -263,22 +262,6 @@ class Lifecycle(EngineState):
             # Requests that came while nobody drove it (a fresh run's come through the store poll).
             self._take_controls(workflow_id)
 
-    def _came_first(self, run: _Run, leaves: tuple[Leaf, ...]) -> tuple[Leaf, ...]:
-        """``leaves`` to start, those answered already (a due timer, a signal in the inbox, an ended
-        child) earliest first, in the places they hold in the group: in an ``rk.any`` what came first
-        wins, also when nobody drove the run meanwhile; the others keep the group's order."""
-        if len(leaves) < 2:
-            return leaves
-        now = self._clock.now()
-        answered = [(at, index) for index, leaf in enumerate(leaves)
-                    if (at := self._answered_at(run, leaf)) is not None and at <= now]
-        if len(answered) < 2:
-            return leaves
-        ordered = list(leaves)
-        for (_, place), (_, index) in zip(answered, sorted(answered), strict=True):
-            ordered[place] = leaves[index]
-        return tuple(ordered)
-
     # -- carrying runs forward ----------------------------------------------------------
 
     def _advance(self, run: _Run, step: Step) -> None:
@@ -319,7 +302,7 @@ class Lifecycle(EngineState):
             self._after_step(run)
             if self._strict:
                 self._check_strict(run)
-            todo.extend(self._came_first(run, step.started))
+            todo.extend(step.started)
             waiting = run.machine.outstanding
             late: list[Leaf] = []  # past the run's deadline, with no answer from before it: not started
             while todo:  # start leaves until one answers at once (or none does)

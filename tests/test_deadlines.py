@@ -429,24 +429,3 @@ def test_a_shielded_step_that_ends_after_the_deadline_keeps_its_answer(db: str, 
             handle.result(timeout=20)
     with rk.Engine(db) as engine:
         assert [e.kind for e in engine.store.events("s")] == ["start", "cancel", "side_effect", "result"]
-
-
-@rk.workflow(name="dl_nap_or_signal")
-def nap_or_signal(ctx: rk.Context, seconds: float) -> Any:
-    index, _ = yield rk.any(rk.sleep(seconds), rk.wait_signal("go"))
-    return f"branch {index}"
-
-
-def test_in_an_any_taken_up_late_the_earliest_answer_wins_not_the_first_in_the_group(any_db: str) -> None:
-    """The signal came before the timer was due, while nobody drove the run: it wins, as it would have
-    live. Before, the timer won, being first in the group."""
-    with rk.Engine(any_db) as engine:
-        engine.start(nap_or_signal, 1.5, workflow_id="e")
-        _parked(engine, "e")
-        due = engine.store.info("e").created_at + 1.5
-    rk.send_signal(any_db, "e", "go", "early")
-    with rk.Engine(any_db) as engine:
-        signal = engine.store.next_signal("e", "go")
-    assert signal is not None and signal.sent_at < due
-    status, result = _taken_up(any_db, "e", max(0.0, due + 0.3 - time.time()))
-    assert (status, result) == ("completed", "branch 1")

@@ -194,20 +194,3 @@ def test_commands_of_a_group_compare_by_value() -> None:
 
 def _unused(*_: Any) -> None:
     pass
-
-
-@rk.workflow(name="par_timer_or_early_signal")
-def timer_or_early_signal(ctx: rk.Context) -> Any:
-    yield rk.wait_signal("first")
-    index, value = yield rk.any(rk.sleep(0), rk.wait_signal("go"))
-    return [index, value]
-
-
-def test_in_an_any_a_signal_sent_before_a_timer_was_due_wins_though_the_timer_is_first(db: str) -> None:
-    """Both are answered when the group is yielded: what came first wins, not the group's first.
-    Before, the timer won (a run taken up late chose the same way: tests/test_deadlines.py)."""
-    with rk.Engine(db) as engine:
-        handle = engine.start(timer_or_early_signal, workflow_id="g")
-        engine.signal("g", "go", "early")
-        engine.signal("g", "first")
-        assert handle.result(timeout=20) == [1, "early"]
