@@ -77,6 +77,7 @@ class Lifecycle(EngineState):
         def _past_deadline(self, run: _Run) -> Step | None: ...
         def _cancel_child(self, child_id: str) -> None: ...
         def _too_late(self, run: _Run, deadline: float, leaf: Leaf) -> bool: ...
+        def _answered_at(self, run: _Run, leaf: Leaf) -> float | None: ...
         def _maybe_evict(self, run: _Run) -> None: ...
         def _keep_paused(self, wf: Workflow[Any], workflow_id: str, handle: WorkflowHandle) -> None: ...
 
@@ -94,7 +95,7 @@ class Lifecycle(EngineState):
         return start if created else None
 
     def _open(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
-              handle: WorkflowHandle, lock_deadline: float, *, woken: bool = False) -> None:
+              handle: WorkflowHandle, lock_deadline: float, *, woken: bool = False, timing_out: bool = False) -> None:
         """Lock a run that exists in the store, and replay it (``call``: the arguments a rerun passed;
         ``None`` for a run that is followed wherever it goes: a resume, a wake-up, a recovery, or a
         run this engine's ``start`` just created)."""
@@ -105,7 +106,8 @@ class Lifecycle(EngineState):
             return
         if not locked:
             if monotonic() < lock_deadline:
-                retry = lambda: self._open(wf, workflow_id, call, handle, lock_deadline, woken=woken)  # noqa: E731
+                retry = lambda: self._open(wf, workflow_id, call, handle, lock_deadline, woken=woken,  # noqa: E731
+                                           timing_out=timing_out)
                 threading.Timer(self._poll, self._post, (retry,)).start()
                 return
             if call is None and workflow_id not in self._runs:
@@ -125,17 +127,18 @@ class Lifecycle(EngineState):
                     "exits, and a rerun resumes from the last recorded step.")
             handle._fail(error)
             return
-        self._opened(wf, workflow_id, call, handle, woken=woken)
+        self._opened(wf, workflow_id, call, handle, woken=woken, timing_out=timing_out)
 
     def _opened(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
-                handle: WorkflowHandle, created: Event | None = None, *, woken: bool = False) -> None:
+                handle: WorkflowHandle, created: Event | None = None, *, woken: bool = False,
+                timing_out: bool = False) -> None:
         """Open a run this engine has locked (``created``: its start, which this engine just recorded
         under the lock, so that the history is that event alone and need not be read back)."""
         try:
             if created is not None:
                 self._replay(wf, workflow_id, created, created.value(self.store.codec, workflow_id), iter(()), handle)
             else:
-                self._open_locked(wf, workflow_id, call, handle, woken=woken)
+                self._open_locked(wf, workflow_id, call, handle, woken=woken, timing_out=timing_out)
         except BaseException as exc:
             run = self._runs.get(workflow_id)
             if run is not None:  # it got as far as running: stop it as any run is stopped
@@ -173,7 +176,7 @@ class Lifecycle(EngineState):
             self.store.lock_owner(workflow_id) is None and self.store.try_lock(workflow_id))
 
     def _open_locked(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
-                     handle: WorkflowHandle, *, woken: bool = False) -> None:
+                     handle: WorkflowHandle, *, woken: bool = False, timing_out: bool = False) -> None:
         opening = self._read_opening(workflow_id)
         info = opening.info
         if info is None:
@@ -188,8 +191,7 @@ class Lifecycle(EngineState):
             return
         paused = info.status is Status.PAUSED
         if paused:
-            deadline = _deadline(start, recorded)
-            if woken and (deadline is None or deadline > self._clock.now()):
+            if woken and not timing_out:
                 self._unlock(workflow_id)  # evicted here, and paused since: its resume wakes it
                 self._keep_paused(wf, workflow_id, handle)
                 return
@@ -202,7 +204,7 @@ class Lifecycle(EngineState):
                     f"workflow {workflow_id!r} is paused; resume it (engine.resume, rk.resume or "
                     "`replaykit resume`) to let it go on"
                 )
-            # Woken past its deadline: held paused in memory, it times out now, as a run paused here does.
+            # Woken by its run timeout: held paused in memory, it times out now, as a run paused here does.
         if info.status is Status.PENDING:
             begin = recorded["start_at"]
             if begin > self._clock.now():
@@ -254,13 +256,20 @@ class Lifecycle(EngineState):
             self._watch_deadline(run)
         if isinstance(step, Waiting):  # leaves replay left outstanding are started again
             step = Waiting(tuple(machine.outstanding.values()))
-        if self._hooks is not None:  # a history of its start alone: it begins (unless it began here before)
+        # A history of its start alone begins (unless it began here before); one held paused is not resumed.
+        if self._hooks is not None and not paused:
             fresh = counted.count == 0 and not woken
             self._tell("run_started" if fresh else "run_resumed", workflow_id, wf.name)
         self._advance(run, step)
         if (counted.count or woken) and self._runs.get(workflow_id) is run:
             # Requests that came while nobody drove it (a fresh run's come through the store poll).
             self._take_controls(workflow_id)
+
+    def _known_by(self, run: _Run, leaf: Leaf, began: float | None) -> bool:
+        """Was ``leaf``'s answer known when it began (an activity whose ``schedule_to_close`` had
+        passed fails unrun), rather than made by running it?"""
+        at = self._answered_at(run, leaf)
+        return at is not None and began is not None and at <= began
 
     # -- carrying runs forward ----------------------------------------------------------
 
@@ -286,7 +295,8 @@ class Lifecycle(EngineState):
 
     def _carry(self, run: _Run, step: Step) -> None:
         todo: deque[Leaf] = deque()
-        ran_late: dict[int, Answer] = {}  # step -> the answer of a leaf run here that ended past the deadline
+        ran_late: dict[int, tuple[float | None, Answer]] = {}  # step -> (began, answer) of a leaf run here
+        answer: Answer | None
         while True:
             if isinstance(step, Returned):
                 encoded = self.store.codec.encode(step.value, f"return value of workflow {run.workflow_id!r}")
@@ -309,24 +319,33 @@ class Lifecycle(EngineState):
                 leaf = todo.popleft()
                 if waiting.get(leaf.step) is not leaf:
                     continue  # cancelled meanwhile (a sibling won an rk.any)
-                if run.paused:
-                    run.parked += (leaf,)
-                    continue
-                if self._closed:  # close() or Ctrl-C: no new step starts; a rerun resumes from here
-                    return
-                self.store.confirm()  # the step before is recorded before this one starts
-                if run.deadline is not None and self._too_late(run, run.deadline, leaf):
-                    late.append(leaf)  # a sibling may still have an answer from before the deadline
-                    continue
-                began = self._clock.now() if self._hooks is not None else None
-                answer = ran_late.pop(leaf.step, None) or self._start_leaf(run, leaf, bool(todo))
-                if (answer is not None and run.deadline is not None and leaf.command.kind in _RUN_HERE
-                        and self._too_late(run, run.deadline, leaf)):
-                    # It ran here (a side effect, an inline activity) and ended after the deadline: the
-                    # timeout comes first, as for an activity on a thread. A shield keeps the answer.
-                    ran_late[leaf.step] = answer
+                kept = ran_late.get(leaf.step)  # it ran here past the deadline: its answer comes after the timeout
+                if kept is not None and run.deadline is not None:
                     late.append(leaf)
                     continue
+                if kept is not None:  # the timeout is in, and a shield still waits on it
+                    del ran_late[leaf.step]
+                    self.store.confirm()
+                    began, answer = kept
+                else:
+                    if run.paused:
+                        run.parked += (leaf,)
+                        continue
+                    if self._closed:  # close() or Ctrl-C: no new step starts; a rerun resumes from here
+                        return
+                    self.store.confirm()  # the step before is recorded before this one starts
+                    if run.deadline is not None and self._too_late(run, run.deadline, leaf):
+                        late.append(leaf)  # a sibling may still have an answer from before the deadline
+                        continue
+                    began = self._clock.now() if self._hooks is not None or run.deadline is not None else None
+                    answer = self._start_leaf(run, leaf, bool(todo))
+                    if (answer is not None and run.deadline is not None and leaf.command.kind in _RUN_HERE
+                            and run.deadline <= self._clock.now() and not self._known_by(run, leaf, began)):
+                        # It ran here (a side effect, an inline activity) and ended after the deadline: the
+                        # timeout comes first, as for an activity on a thread. A shield keeps the answer.
+                        ran_late[leaf.step] = (began, answer)
+                        late.append(leaf)
+                        continue
                 if answer is not None:
                     todo.extendleft(reversed(late))  # looked at again after this answer
                     break

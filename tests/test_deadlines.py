@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 
 import replaykit as rk
+from replaykit.executor import Executor
 from replaykit.history import CANCEL
 from replaykit.store import open_store
+from replaykit.testing.timeskip import FakeClock
 
 from helpers import journal, read_journal, wait_until
 
@@ -429,3 +431,79 @@ def test_a_shielded_step_that_ends_after_the_deadline_keeps_its_answer(db: str, 
             handle.result(timeout=20)
     with rk.Engine(db) as engine:
         assert [e.kind for e in engine.store.events("s")] == ["start", "cancel", "side_effect", "result"]
+
+
+CLOCK: list[FakeClock] = []  # the running test's engine clock, moved by the activities below
+CLOSING: list[rk.Engine] = []
+RUNS: list[str] = []
+
+
+def _five_seconds_pass() -> str:
+    RUNS.append("ran")
+    CLOCK[0].advance_to(CLOCK[0].now() + 5.0)  # the step takes 5 s of the run's clock: its 1 s timeout passes
+    return "done"
+
+
+@rk.activity(name="dl_slow_with_schedule_to_close", schedule_to_close=0.5)
+def slow_with_schedule_to_close() -> str:
+    return _five_seconds_pass()
+
+
+@rk.activity(name="dl_slow_on_the_clock")
+def slow_on_the_clock() -> str:
+    return _five_seconds_pass()
+
+
+@rk.activity(name="dl_slow_closing")
+def slow_closing() -> str:
+    CLOSING[0].close()  # close() (or Ctrl-C) while the inline step runs: it finishes and is recorded
+    return _five_seconds_pass()
+
+
+@rk.workflow(name="dl_one_slow_step")
+def one_slow_step(ctx: rk.Context, which: str) -> Any:
+    return (yield (slow_with_schedule_to_close() if which == "schedule_to_close" else slow_on_the_clock()))
+
+
+@rk.workflow(name="dl_shielded_slow")
+def shielded_slow(ctx: rk.Context, closing: bool) -> Any:
+    with ctx.shield():
+        done = yield (slow_closing() if closing else slow_on_the_clock())
+    return done
+
+
+@pytest.mark.parametrize("which", ["plain", "schedule_to_close"])
+def test_an_activity_run_serially_past_the_deadline_does_not_complete_the_run(db: str, which: str) -> None:
+    """The serial executor (TestEnv(concurrent_activities=False)) runs activities with timeouts inline too;
+    a ``schedule_to_close`` still ahead when it began is no answer known before the deadline."""
+    CLOCK[:] = [FakeClock(time.time())]
+    with rk.Engine(db, clock=CLOCK[0], executor=Executor(0, serial=True)) as engine:
+        handle = engine.start(one_slow_step, which, workflow_id="s", timeout=1.0)
+        with pytest.raises(rk.WorkflowTimedOut):
+            handle.result(timeout=20)
+
+
+def test_a_shielded_step_past_the_deadline_is_recorded_though_the_engine_closes_meanwhile(db: str) -> None:
+    RUNS.clear()
+    CLOCK[:] = [FakeClock(time.time())]
+    engine = rk.Engine(db, clock=CLOCK[0], activity_threads=0)
+    CLOSING[:] = [engine]
+    engine.start(shielded_slow, True, workflow_id="c", timeout=1.0)
+    engine._thread.join(20)
+    engine.close()
+    with rk.Engine(db, workflows=[shielded_slow], activity_threads=0) as again:
+        for handle in again.recover():
+            handle.result(timeout=20)
+        kinds = [e.kind for e in again.store.events("c")]
+    assert RUNS == ["ran"] and kinds[:3] == ["start", "cancel", "activity"]  # before: lost, and run again
+
+
+def test_a_kept_late_answer_tells_hooks_when_its_attempt_began(db: str) -> None:
+    told: list[Any] = []
+    began = time.time()
+    CLOCK[:] = [FakeClock(began)]
+    with rk.Engine(db, clock=CLOCK[0], activity_threads=0) as engine:
+        engine.on("step_completed", told.append)
+        assert engine.start(shielded_slow, False, workflow_id="h", timeout=1.0).result(timeout=20) == "done"
+    [event] = told
+    assert event.started == began  # it began then and ran 5 s

@@ -418,3 +418,50 @@ def test_a_paused_run_times_out_at_its_deadline_held_in_memory_or_evicted(tmp_pa
         with pytest.raises(rk.WorkflowTimedOut):
             handle.result(timeout=20)
         assert "p" not in engine._runs and "p" not in engine._evicted
+
+
+@rk.workflow(name="ev_catches_its_timeout")
+def catches_its_timeout(ctx: rk.Context) -> Any:
+    try:
+        yield rk.sleep(30)
+    except rk.TimedOut:
+        pass
+    yield rk.sleep(30)
+    return "done"
+
+
+def test_a_run_that_caught_its_timeout_stays_out_of_memory_when_paused_while_evicted(tmp_path: Any) -> None:
+    """Nothing is left to time out: the pause keeps it out, and hooks hear run_paused alone."""
+    told: list[str] = []
+    clock = FakeClock(time.time())
+    with rk.Engine(str(tmp_path / "s.db"), max_cached_runs=0, poll_interval=0.02, clock=clock) as engine:
+        engine.on("*", lambda e: told.append(e.kind) if e.kind.startswith("run_") else None)
+        engine.start(catches_its_timeout, workflow_id="p", timeout=1.0)
+        wait_until(lambda: "p" in engine._evicted, "evicted on its first sleep")
+        clock.advance_to(clock.now() + 1.5)  # its timeout: woken, caught, asleep again, evicted again
+        timers_fired(engine)
+        wait_until(lambda: [e.kind for e in engine.store.events("p")] == ["start", "cancel"], "the timeout")
+        wait_until(lambda: "p" in engine._evicted, "evicted on its second sleep")
+        told.clear()
+        engine.pause("p")
+        wait_until(lambda: told == ["run_paused"], "the pause is told")
+        timers_fired(engine)
+        assert told == ["run_paused"] and "p" not in engine._runs  # before: taken back in, told run_resumed
+
+
+@pytest.mark.parametrize("cached", [None, 0], ids=["held in memory", "evicted"])
+def test_a_paused_run_timing_out_tells_hooks_the_same_held_in_memory_or_evicted(tmp_path: Any,
+                                                                                 cached: int | None) -> None:
+    told: list[str] = []
+    clock = FakeClock(time.time())
+    with rk.Engine(str(tmp_path / "s.db"), max_cached_runs=cached, poll_interval=0.02, clock=clock) as engine:
+        engine.on("*", lambda e: told.append(e.kind) if e.kind.startswith("run_") else None)
+        handle = engine.start(naps, 30.0, workflow_id="p", timeout=2.0)
+        wait_until(lambda: "p" in (engine._evicted if cached == 0 else engine._runs), "the run waits")
+        engine.pause("p")
+        wait_until(lambda: "run_paused" in told, "the pause is told")
+        clock.advance_to(clock.now() + 2.5)
+        timers_fired(engine)
+        with pytest.raises(rk.WorkflowTimedOut):
+            handle.result(timeout=20)
+        assert told == ["run_created", "run_started", "run_suspended", "run_paused", "run_timed_out"]
