@@ -46,7 +46,7 @@ class Controls(EngineState):
                   **details: Any) -> None: ...
         def _finish(self, run: _Run, outcome: str, encoded: tuple[str, str | bytes], status: Status | None = None,
                     error: BaseException | None = None, consume_signal: int | None = None) -> None: ...
-        def _wake(self, workflow_id: str, *, timing_out: bool = False) -> None: ...
+        def _wake(self, workflow_id: str) -> None: ...
         def _answered_at(self, run: _Run, leaf: Leaf) -> float | None: ...
 
     def _take_controls(self, workflow_id: str) -> None:
@@ -122,7 +122,7 @@ class Controls(EngineState):
         if self._timeouts.get(workflow_id) == deadline:
             del self._timeouts[workflow_id]  # fired: a replay past the deadline delivers it (Lifecycle._carry)
         if workflow_id in self._evicted:
-            self._wake(workflow_id, timing_out=True)  # replayed past its deadline: it times out at its current yield
+            self._wake(workflow_id)  # replayed past its deadline: it times out at its current yield
             return
         run = self._runs.get(workflow_id)
         if run is not None and run.deadline == deadline:

@@ -25,7 +25,7 @@ class Eviction(EngineState):
 
     if TYPE_CHECKING:
         def _open(self, wf: Workflow[Any], workflow_id: str, call: Any, handle: WorkflowHandle,
-                  lock_deadline: float, *, woken: bool = False, timing_out: bool = False) -> None: ...
+                  lock_deadline: float, *, woken: bool = False) -> None: ...
         def _unlock(self, workflow_id: str) -> None: ...
         def _tell(self, kind: str, workflow_id: str, workflow: str, at: float | None = None,
                   **details: Any) -> None: ...
@@ -52,13 +52,12 @@ class Eviction(EngineState):
             self._evicted[workflow_id] = _Evicted(run.workflow, run.handle, tuple(waits), run.started_at)
             run.handle._follow()  # its end may come from elsewhere (a terminate): result() watches the store
 
-    def _wake(self, workflow_id: str, *, timing_out: bool = False) -> None:
+    def _wake(self, workflow_id: str) -> None:
         """An evicted run's timer or timeout is due, or a control reached it: replay it from its history
-        and go on (if it was paused meanwhile, it stays out, ``_keep_paused``, unless ``timing_out``:
-        its run timeout is due, which a paused run gets too)."""
+        and go on (if it was paused meanwhile, it stays out: ``_keep_paused``)."""
         evicted = self._evicted.pop(workflow_id, None)
         if evicted is not None:
-            self._open(evicted.workflow, workflow_id, None, evicted.handle, 0.0, woken=True, timing_out=timing_out)
+            self._open(evicted.workflow, workflow_id, None, evicted.handle, 0.0, woken=True)
 
     def _keep_paused(self, wf: Workflow[Any], workflow_id: str, handle: WorkflowHandle) -> None:
         """A run this engine drives is paused while it is not in memory (evicted, or paused as it

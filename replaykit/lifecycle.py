@@ -53,13 +53,6 @@ _NOTHING: dict[str, Any] = {}
 _RUN_HERE = (ACTIVITY, SIDE_EFFECT)  # leaves whose start may run the user's code on the driver
 
 
-def _deadline(start: Event, recorded: dict[str, Any]) -> float | None:
-    """When a run's timeout passes (``recorded``: its start event's value): counted from when it began
-    (a delayed start: its start time)."""
-    timeout = recorded.get("timeout")
-    return None if timeout is None else max(start.at, recorded.get("start_at", 0)) + timeout
-
-
 class Lifecycle(EngineState):
     """Opening, advancing and ending the runs of the engine."""
 
@@ -95,7 +88,7 @@ class Lifecycle(EngineState):
         return start if created else None
 
     def _open(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
-              handle: WorkflowHandle, lock_deadline: float, *, woken: bool = False, timing_out: bool = False) -> None:
+              handle: WorkflowHandle, lock_deadline: float, *, woken: bool = False) -> None:
         """Lock a run that exists in the store, and replay it (``call``: the arguments a rerun passed;
         ``None`` for a run that is followed wherever it goes: a resume, a wake-up, a recovery, or a
         run this engine's ``start`` just created)."""
@@ -106,8 +99,7 @@ class Lifecycle(EngineState):
             return
         if not locked:
             if monotonic() < lock_deadline:
-                retry = lambda: self._open(wf, workflow_id, call, handle, lock_deadline, woken=woken,  # noqa: E731
-                                           timing_out=timing_out)
+                retry = lambda: self._open(wf, workflow_id, call, handle, lock_deadline, woken=woken)  # noqa: E731
                 threading.Timer(self._poll, self._post, (retry,)).start()
                 return
             if call is None and workflow_id not in self._runs:
@@ -127,18 +119,17 @@ class Lifecycle(EngineState):
                     "exits, and a rerun resumes from the last recorded step.")
             handle._fail(error)
             return
-        self._opened(wf, workflow_id, call, handle, woken=woken, timing_out=timing_out)
+        self._opened(wf, workflow_id, call, handle, woken=woken)
 
     def _opened(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
-                handle: WorkflowHandle, created: Event | None = None, *, woken: bool = False,
-                timing_out: bool = False) -> None:
+                handle: WorkflowHandle, created: Event | None = None, *, woken: bool = False) -> None:
         """Open a run this engine has locked (``created``: its start, which this engine just recorded
         under the lock, so that the history is that event alone and need not be read back)."""
         try:
             if created is not None:
                 self._replay(wf, workflow_id, created, created.value(self.store.codec, workflow_id), iter(()), handle)
             else:
-                self._open_locked(wf, workflow_id, call, handle, woken=woken, timing_out=timing_out)
+                self._open_locked(wf, workflow_id, call, handle, woken=woken)
         except BaseException as exc:
             run = self._runs.get(workflow_id)
             if run is not None:  # it got as far as running: stop it as any run is stopped
@@ -176,7 +167,7 @@ class Lifecycle(EngineState):
             self.store.lock_owner(workflow_id) is None and self.store.try_lock(workflow_id))
 
     def _open_locked(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
-                     handle: WorkflowHandle, *, woken: bool = False, timing_out: bool = False) -> None:
+                     handle: WorkflowHandle, *, woken: bool = False) -> None:
         opening = self._read_opening(workflow_id)
         info = opening.info
         if info is None:
@@ -189,22 +180,19 @@ class Lifecycle(EngineState):
             self._unlock(workflow_id)
             handle._finish()
             return
-        paused = info.status is Status.PAUSED
-        if paused:
-            if woken and not timing_out:
-                self._unlock(workflow_id)  # evicted here, and paused since: its resume wakes it
+        if info.status is Status.PAUSED:
+            if woken:  # evicted here, and paused since: its resume wakes it
+                self._unlock(workflow_id)
                 self._keep_paused(wf, workflow_id, handle)
                 return
-            if not woken and call is None:  # not a rerun (paused right after its start): wait for the resume
+            if call is None:  # not a rerun (paused right after its start): wait for the resume
                 self._unlock(workflow_id)
                 handle._follow()
                 return
-            if not woken:
-                raise WorkflowPausedError(
-                    f"workflow {workflow_id!r} is paused; resume it (engine.resume, rk.resume or "
-                    "`replaykit resume`) to let it go on"
-                )
-            # Woken by its run timeout: held paused in memory, it times out now, as a run paused here does.
+            raise WorkflowPausedError(
+                f"workflow {workflow_id!r} is paused; resume it (engine.resume, rk.resume or "
+                "`replaykit resume`) to let it go on"
+            )
         if info.status is Status.PENDING:
             begin = recorded["start_at"]
             if begin > self._clock.now():
@@ -212,7 +200,7 @@ class Lifecycle(EngineState):
                 self._start_when_due(wf, workflow_id, handle, begin)
                 return
             self.store.set_status(workflow_id, Status.RUNNING, self._clock.now())
-        self._replay(wf, workflow_id, start, recorded, events, handle, woken=woken, paused=paused)
+        self._replay(wf, workflow_id, start, recorded, events, handle, woken=woken)
 
     def _start_when_due(self, wf: Workflow[Any], workflow_id: str, handle: WorkflowHandle, begin: float) -> None:
         """A run created here to start later: open it when it is due (whoever holds the lock then starts
@@ -225,9 +213,9 @@ class Lifecycle(EngineState):
         return self.store.opening(workflow_id)
 
     def _replay(self, wf: Workflow[Any], workflow_id: str, start: Event, recorded: dict[str, Any],
-                events: Iterator[Event], handle: WorkflowHandle, *, woken: bool = False, paused: bool = False) -> None:
+                events: Iterator[Event], handle: WorkflowHandle, *, woken: bool = False) -> None:
         """Rebuild the run's machine from its history: one pass, then carry on live (``woken``: this
-        engine drove it before it was evicted; ``paused``: it is, so what it starts waits for its resume)."""
+        engine drove it before it was evicted)."""
         counted = Feed(events)
         try:
             machine, step = replay_history(wf, workflow_id, start, counted, codec=self.store.codec, watch=self._watch,
@@ -245,19 +233,15 @@ class Lifecycle(EngineState):
             woken = True  # driven here before: not a fresh start, and what came meanwhile is taken below
             self._paused_here.discard(workflow_id)  # (taken again below if it is paused)
             evicted.handle._follow()  # if it is not this run's handle, it watches the store for its end
-        if paused:
-            run.paused = True
-            self._paused_here.add(workflow_id)
         run.started_at = start.at
         # run.custom_status stays None: whatever the code set (before its first yield, or during the replay)
         # is saved with the next event.
-        if not counted.timed_out:
-            run.deadline = _deadline(start, recorded)
+        if "timeout" in recorded and not counted.timed_out:  # counted from when it began (a delayed start's time)
+            run.deadline = max(start.at, recorded.get("start_at", 0)) + recorded["timeout"]
             self._watch_deadline(run)
         if isinstance(step, Waiting):  # leaves replay left outstanding are started again
             step = Waiting(tuple(machine.outstanding.values()))
-        # A history of its start alone begins (unless it began here before); one held paused is not resumed.
-        if self._hooks is not None and not paused:
+        if self._hooks is not None:  # a history of its start alone: it begins (unless it began here before)
             fresh = counted.count == 0 and not woken
             self._tell("run_started" if fresh else "run_resumed", workflow_id, wf.name)
         self._advance(run, step)
@@ -270,6 +254,15 @@ class Lifecycle(EngineState):
         passed fails unrun), rather than made by running it?"""
         at = self._answered_at(run, leaf)
         return at is not None and began is not None and at <= began
+
+    @staticmethod
+    def _due_before(run: _Run, deadline: float) -> Leaf | None:
+        """The earliest timer the run started that came due before ``deadline`` unanswered (a step
+        that ran here held the driver meanwhile): it answers before the run's timeout does."""
+        due = [leaf for leaf in run.machine.outstanding.values()
+               if leaf.command.kind == TIMER and leaf.deadline is not None and leaf.deadline < deadline
+               and leaf not in run.parked]
+        return min(due, key=lambda leaf: (leaf.deadline, leaf.step), default=None)
 
     # -- carrying runs forward ----------------------------------------------------------
 
@@ -350,7 +343,12 @@ class Lifecycle(EngineState):
                     todo.extendleft(reversed(late))  # looked at again after this answer
                     break
             else:
-                if run.deadline is not None and run.deadline <= self._clock.now():
+                overdue = run.deadline is not None and run.deadline <= self._clock.now()
+                timer = self._due_before(run, run.deadline) if overdue and run.deadline is not None else None
+                if timer is not None:  # it came due before the deadline while a step ran here: it answers first
+                    leaf, answer, began = timer, (OK, NULL, None, None), None
+                    todo.extendleft(reversed(late))
+                elif overdue:
                     # Nothing came before the deadline: the timeout comes next, at this yield, instead of
                     # parking (a leaf held back by a shield starts after it).
                     past = self._past_deadline(run)
@@ -359,14 +357,14 @@ class Lifecycle(EngineState):
                     todo.extend(late)
                     step = past
                     continue
-                # the run waits on something outside the driver
-                self.store.confirm()  # its last step is recorded before it parks (and is perhaps handed back)
-                if run.status_unsaved:  # no event to carry it: save it on its own
-                    self.store.set_custom_status(run.workflow_id, self._unsaved_status(run)["custom_status"])
-                if not run.executions and self._hooks is not None:  # no activity runs: only time or news moves it
-                    self._tell("run_suspended", run.workflow_id, run.workflow.name)
-                self._maybe_evict(run)
-                return
+                else:  # the run waits on something outside the driver
+                    self.store.confirm()  # its last step is recorded before it parks (and is perhaps handed back)
+                    if run.status_unsaved:  # no event to carry it: save it on its own
+                        self.store.set_custom_status(run.workflow_id, self._unsaved_status(run)["custom_status"])
+                    if not run.executions and self._hooks is not None:  # only time or news moves it
+                        self._tell("run_suspended", run.workflow_id, run.workflow.name)
+                    self._maybe_evict(run)
+                    return
             at, value = self._record_answer(run, leaf, answer)
             step = run.machine.resolve(leaf.step, answer[0], value, at)
             if self._hooks is not None:

@@ -73,9 +73,9 @@ class WorkerEngine(Engine):
         return super()._lock(workflow_id)
 
     def _open_locked(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
-                     handle: WorkflowHandle, *, woken: bool = False, timing_out: bool = False) -> None:
+                     handle: WorkflowHandle, *, woken: bool = False) -> None:
         try:
-            super()._open_locked(wf, workflow_id, call, handle, woken=woken, timing_out=timing_out)
+            super()._open_locked(wf, workflow_id, call, handle, woken=woken)
         except BaseException as exc:
             self._note_problem(workflow_id, exc)
             raise

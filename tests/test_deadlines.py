@@ -507,3 +507,22 @@ def test_a_kept_late_answer_tells_hooks_when_its_attempt_began(db: str) -> None:
         assert engine.start(shielded_slow, False, workflow_id="h", timeout=1.0).result(timeout=20) == "done"
     [event] = told
     assert event.started == began  # it began then and ran 5 s
+
+
+@rk.workflow(name="dl_timer_or_slow_step")
+def timer_or_slow_step(ctx: rk.Context, timer_first: bool) -> Any:
+    timer, slow_step = rk.sleep(0.5), rk.side_effect(_five_seconds_pass)
+    index, _ = yield (rk.any(timer, slow_step) if timer_first else rk.any(slow_step, timer))
+    return "the timer" if (index == 0) == timer_first else "the slow step"
+
+
+@pytest.mark.parametrize("timer_first", [True, False], ids=["timer first", "slow step first"])
+def test_a_timer_due_before_the_deadline_wins_over_a_step_that_ran_here_past_it(db: str, timer_first: bool) -> None:
+    """The driver ran the side effect for 5 s (of the run's clock); the timer came due at 0.5 s, before
+    the 1 s deadline. Before: the timeout came first (timer first), or the late step won (step first)."""
+    RUNS.clear()
+    CLOCK[:] = [FakeClock(time.time())]
+    with rk.Engine(db, clock=CLOCK[0]) as engine:
+        handle = engine.start(timer_or_slow_step, timer_first, workflow_id="t", timeout=1.0)
+        assert handle.result(timeout=20) == "the timer"
+        assert [e.kind for e in engine.store.events("t")] == ["start", "timer", "result"]
