@@ -343,21 +343,19 @@ class Lifecycle(EngineState):
                     todo.extendleft(reversed(late))  # looked at again after this answer
                     break
             else:
-                overdue = run.deadline is not None and run.deadline <= self._clock.now()
-                timer = self._due_before(run, run.deadline) if overdue and run.deadline is not None else None
-                if timer is not None:  # it came due before the deadline while a step ran here: it answers first
-                    leaf, answer, began = timer, (OK, NULL, None, None), None
-                    todo.extendleft(reversed(late))
-                elif overdue:
-                    # Nothing came before the deadline: the timeout comes next, at this yield, instead of
-                    # parking (a leaf held back by a shield starts after it).
-                    past = self._past_deadline(run)
-                    if past is None:  # terminated
-                        return
-                    todo.extend(late)
-                    step = past
-                    continue
-                else:  # the run waits on something outside the driver
+                deadline, timer = run.deadline, None
+                if deadline is not None and deadline <= self._clock.now():
+                    timer = self._due_before(run, deadline)
+                    if timer is None:
+                        # Nothing came before the deadline: the timeout comes next, at this yield, instead of
+                        # parking (a leaf held back by a shield starts after it).
+                        past = self._past_deadline(run)
+                        if past is None:  # terminated
+                            return
+                        todo.extend(late)
+                        step = past
+                        continue
+                if timer is None:  # the run waits on something outside the driver
                     self.store.confirm()  # its last step is recorded before it parks (and is perhaps handed back)
                     if run.status_unsaved:  # no event to carry it: save it on its own
                         self.store.set_custom_status(run.workflow_id, self._unsaved_status(run)["custom_status"])
@@ -365,6 +363,9 @@ class Lifecycle(EngineState):
                         self._tell("run_suspended", run.workflow_id, run.workflow.name)
                     self._maybe_evict(run)
                     return
+                # A timer it started came due before the deadline while a step ran here: it answers first.
+                leaf, answer, began = timer, (OK, NULL, None, None), None
+                todo.extendleft(reversed(late))
             at, value = self._record_answer(run, leaf, answer)
             step = run.machine.resolve(leaf.step, answer[0], value, at)
             if self._hooks is not None:

@@ -407,19 +407,6 @@ def test_recover_takes_up_a_run_restarted_after_it_was_terminated_elsewhere(
         assert [h.workflow_id for h in engine.recover()] == ["x"]  # before: skipped, as if still evicted here
 
 
-@pytest.mark.parametrize("cached", [None], ids=["held in memory"])  # evicted: it times out when resumed
-def test_a_paused_run_times_out_at_its_deadline_held_in_memory(tmp_path: Any, cached: int | None) -> None:
-    """(docs/durability.md: an evicted or a worker's paused run times out only once resumed.)"""
-    with rk.Engine(str(tmp_path / "s.db"), max_cached_runs=cached, poll_interval=0.02) as engine:
-        handle = engine.start(naps, 30.0, workflow_id="p", timeout=2.0)
-        wait_until(lambda: "p" in (engine._evicted if cached == 0 else engine._runs), "the run waits")
-        engine.pause("p")
-        assert handle.status() is rk.Status.PAUSED  # before its deadline
-        with pytest.raises(rk.WorkflowTimedOut):
-            handle.result(timeout=20)
-        assert "p" not in engine._runs and "p" not in engine._evicted
-
-
 @rk.workflow(name="ev_catches_its_timeout")
 def catches_its_timeout(ctx: rk.Context) -> Any:
     try:
@@ -448,14 +435,13 @@ def test_a_run_that_caught_its_timeout_stays_out_of_memory_when_paused_while_evi
         assert told[told.index("run_paused"):] == ["run_paused"] and "p" not in engine._runs
 
 
-@pytest.mark.parametrize("cached", [None], ids=["held in memory"])
-def test_a_paused_run_timing_out_tells_its_hooks(tmp_path: Any, cached: int | None) -> None:
+def test_a_paused_run_held_in_memory_times_out_at_its_deadline(tmp_path: Any) -> None:
     told: list[str] = []
     clock = FakeClock(time.time())
-    with rk.Engine(str(tmp_path / "s.db"), max_cached_runs=cached, poll_interval=0.02, clock=clock) as engine:
+    with rk.Engine(str(tmp_path / "s.db"), poll_interval=0.02, clock=clock) as engine:
         engine.on("*", lambda e: told.append(e.kind) if e.kind.startswith("run_") else None)
         handle = engine.start(naps, 30.0, workflow_id="p", timeout=2.0)
-        wait_until(lambda: "p" in (engine._evicted if cached == 0 else engine._runs), "the run waits")
+        wait_until(lambda: "p" in engine._runs, "the run waits")
         engine.pause("p")
         wait_until(lambda: "run_paused" in told, "the pause is told")
         clock.advance_to(clock.now() + 2.5)
@@ -464,3 +450,23 @@ def test_a_paused_run_timing_out_tells_its_hooks(tmp_path: Any, cached: int | No
             handle.result(timeout=20)
         wait_until(lambda: "run_timed_out" in told, "the end is told")
         assert told == ["run_created", "run_started", "run_suspended", "run_paused", "run_timed_out"]
+        assert "p" not in engine._runs
+
+
+def test_a_paused_evicted_run_times_out_when_it_is_resumed(tmp_path: Any) -> None:
+    """The documented limit (docs/durability.md, "Memory"): out of memory, its deadline passes
+    unseen while it is paused; its resume delivers the timeout."""
+    clock = FakeClock(time.time())
+    with rk.Engine(str(tmp_path / "s.db"), max_cached_runs=0, poll_interval=0.02, clock=clock) as engine:
+        paused: list[str] = []
+        engine.on("run_paused", lambda e: paused.append(e.workflow_id))
+        handle = engine.start(naps, 30.0, workflow_id="p", timeout=2.0)
+        wait_until(lambda: "p" in engine._evicted, "the run is evicted")
+        engine.pause("p")
+        wait_until(lambda: paused == ["p"], "the pause is told")
+        clock.advance_to(clock.now() + 2.5)
+        timers_fired(engine)
+        assert handle.status() is rk.Status.PAUSED and "p" not in engine._runs
+        engine.resume("p")
+        with pytest.raises(rk.WorkflowTimedOut):
+            handle.result(timeout=20)
