@@ -112,6 +112,7 @@ class Driver(EngineState):
             for evicted in self._evicted.values():
                 evicted.handle._follow()
             self._evicted.clear()
+            self.store.let_go(self._keeper)  # the runs it kept evicted are anyone's now
             for workflow_id in [*self._releasing, *self._continuing]:  # a next generation never opened
                 self.store.unlock(workflow_id)  # is left for a rerun, or another engine, to resume
             self._releasing.clear()

@@ -4,15 +4,23 @@ while they wait only on timers, or given up paused; and what wakes them.
 Mixed into :class:`~replaykit.runtime.Engine`; everything here runs on its driver thread. An
 evicted run keeps nothing alive but its entries in the timer heap (by id): its first timer due,
 its run timeout, a control reaching it (``Controls._take_controls``, the store poll) or a second
-start replays it from its history. A paused one stays out until its resume wakes it.
+start replays it from its history. A paused one stays out until its resume wakes it. Either is
+marked as this engine's before its lock is given up (``store/keepers.py``): nobody else takes it.
 """
 
 from __future__ import annotations
 
+import logging
+from time import monotonic
 from typing import TYPE_CHECKING, Any
 
+from . import control
 from .commands import TIMER
+from .errors import StoreError, Terminated
 from .runstate import EngineState, _Evicted
+
+log = logging.getLogger("replaykit")
+_TAKE_BACK_WAIT = 5.0  # seconds an evicted run's lock is tried again before it is taken to be driven elsewhere
 
 if TYPE_CHECKING:
     from .handle import WorkflowHandle
@@ -46,24 +54,56 @@ class Eviction(EngineState):
             waits = run.machine.outstanding.values()
             if not waits or run.executions or run.paused or any(leaf.command.kind != TIMER for leaf in waits):
                 continue
+            if not self._set_aside(workflow_id):
+                continue
             run.machine.discard()  # its timers stay in the heap, by id: the first due wakes it
             del self._runs[workflow_id]
             self._unlock(workflow_id)
             self._evicted[workflow_id] = _Evicted(run.workflow, run.handle, tuple(waits), run.started_at)
             run.handle._follow()  # its end may come from elsewhere (a terminate): result() watches the store
 
+    def _set_aside(self, workflow_id: str) -> bool:
+        """Mark a run this engine is about to unlock as still its own (store/keepers.py): other engines
+        and processes refuse it while this engine lives. ``False`` if the store could not say so."""
+        try:
+            self.store.keep(workflow_id, self._keeper)
+        except StoreError as exc:
+            log.warning("replaykit keeps workflow %r in memory: the store could not mark it as this engine's "
+                        "(%s)", workflow_id, exc)
+            return False
+        return True
+
     def _wake(self, workflow_id: str) -> None:
         """An evicted run's timer or timeout is due, or a control reached it: replay it from its history
-        and go on (if it was paused meanwhile, it stays out: ``_keep_paused``)."""
+        and go on (if it was paused meanwhile, it stays out: ``_keep_paused``). Another process may hold
+        its lock for a moment, to read that this engine keeps it: the lock is tried again meanwhile."""
         evicted = self._evicted.pop(workflow_id, None)
         if evicted is not None:
-            self._open(evicted.workflow, workflow_id, None, evicted.handle, 0.0, woken=True)
+            self._open(evicted.workflow, workflow_id, None, evicted.handle, monotonic() + _TAKE_BACK_WAIT,
+                       woken=True)
+
+    def _ended_if_asked(self, wf: Workflow[Any], workflow_id: str, handle: WorkflowHandle) -> bool:
+        """A paused run this engine keeps, woken and locked: if it was asked to terminate (it is not
+        replayed for that), end it here, as ``rk.terminate`` ends a run nobody keeps."""
+        from .terminating import end_locked
+
+        request = self.store.next_signal(workflow_id, control.TERMINATE_REQUEST)
+        if request is None:
+            return False
+        reason = self.store.codec.decode(request.encoding, request.payload, "terminate reason")
+        end_locked(self.store, workflow_id, reason, self._clock.now())
+        self._unlock(workflow_id)
+        self._paused_here.discard(workflow_id)
+        self._tell("run_cancelled", workflow_id, wf.name, error=Terminated(reason))
+        handle._finish()
+        return True
 
     def _keep_paused(self, wf: Workflow[Any], workflow_id: str, handle: WorkflowHandle) -> None:
         """A run this engine drives is paused while it is not in memory (evicted, or paused as it
         continued as new): it stays out, and the store poll wakes it when it is resumed (or asked
         to end). Held paused in memory instead, a fleet-wide pause would hold every run and lock."""
         handle._follow()
+        self._set_aside(workflow_id)
         self._evicted[workflow_id] = _Evicted(wf, handle)
         if workflow_id not in self._paused_here:
             self._paused_here.add(workflow_id)

@@ -73,6 +73,7 @@ class Lifecycle(EngineState):
         def _answered_at(self, run: _Run, leaf: Leaf) -> float | None: ...
         def _maybe_evict(self, run: _Run) -> None: ...
         def _keep_paused(self, wf: Workflow[Any], workflow_id: str, handle: WorkflowHandle) -> None: ...
+        def _ended_if_asked(self, wf: Workflow[Any], workflow_id: str, handle: WorkflowHandle) -> bool: ...
 
     # -- opening a run: create, lock, replay ------------------------------------------
 
@@ -163,8 +164,8 @@ class Lifecycle(EngineState):
         if workflow_id in self._releasing:  # still ours: its release waits for the commit
             self._releasing.discard(workflow_id)
             return True
-        return self.store.try_lock(workflow_id) or (
-            self.store.lock_owner(workflow_id) is None and self.store.try_lock(workflow_id))
+        return self.store.try_lock(workflow_id, self._keeper) or (
+            self.store.lock_owner(workflow_id) is None and self.store.try_lock(workflow_id, self._keeper))
 
     def _open_locked(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
                      handle: WorkflowHandle, *, woken: bool = False) -> None:
@@ -181,9 +182,10 @@ class Lifecycle(EngineState):
             handle._finish()
             return
         if info.status is Status.PAUSED:
-            if woken:  # evicted here, and paused since: its resume wakes it
-                self._unlock(workflow_id)
+            if woken and not self._ended_if_asked(wf, workflow_id, handle):
+                # evicted here, and paused since: its resume wakes it
                 self._keep_paused(wf, workflow_id, handle)
+                self._unlock(workflow_id)
                 return
             if call is None:  # not a rerun (paused right after its start): wait for the resume
                 self._unlock(workflow_id)
@@ -485,8 +487,8 @@ class Lifecycle(EngineState):
         run.machine.discard()
         del self._runs[run.workflow_id]
         if status is Status.PAUSED:  # paused during the step that continued it: its resume wakes it here
-            self._unlock(run.workflow_id)
             self._keep_paused(run.workflow, run.workflow_id, run.handle)
+            self._unlock(run.workflow_id)
             return
         # The next generation opens in the driver's next turn, still locked: opened from here, a chain of
         # generations whose steps all answer at once would nest a call per generation and overflow the stack.

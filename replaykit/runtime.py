@@ -42,6 +42,7 @@ from .runstate import _Evicted, _Run
 from .starting import check_same_stored_run, seconds, start_payload
 from .store import Store
 from .store.base import Secrets
+from .store.keepers import new_keeper
 from .store.open import store_for
 from .timers import TimerQueue
 from .workflow import Workflow, as_workflow, check_arguments, lookup, register
@@ -147,6 +148,7 @@ class Engine(Controls, Lifecycle, Eviction, Driver, Effects):
         self._timers = TimerQueue()
         self._max_cached = max_cached_runs
         self._evicted: dict[str, _Evicted] = {}
+        self._keeper = new_keeper()
         self._timeouts: dict[str, float] = {}
         self._parked: set[str] = set()  # runs that parked this turn: candidates for eviction
         self._paused_here: set[str] = set()  # runs seen paused (run.paused): those a poll checks for a resume
@@ -362,13 +364,13 @@ class Engine(Controls, Lifecycle, Eviction, Driver, Effects):
         at = self._clock.now()
         on_driver = threading.current_thread() is self._thread  # an inline activity's call: never wait here
         evicted = self._evicted.get(workflow_id)  # read here (one atomic get): the poll may wake it meanwhile
-        if request(self.store, workflow_id, reason, at):
+        if request(self.store, workflow_id, reason, at, self._keeper):
             self._post(lambda: self._ended_elsewhere(workflow_id, reason, at, evicted))
         elif on_driver:
             self._take_controls(workflow_id)  # held here: ended now; held elsewhere: by its holder's next poll
         else:
             self._post(lambda: self._take_controls(workflow_id))  # if this engine holds it: now, not at a poll
-            wait_ended(self.store, workflow_id, reason, at, wait)
+            wait_ended(self.store, workflow_id, reason, at, wait, self._keeper)
             self._post(lambda: self._ended_elsewhere(workflow_id, reason, at, evicted))
 
     def _ended_elsewhere(self, workflow_id: str, reason: str, at: float, seen: _Evicted | None) -> None:

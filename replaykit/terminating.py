@@ -40,10 +40,11 @@ def terminate(db: Db, workflow_id: str, reason: str = "terminated", *, at: float
             wait_ended(store, workflow_id, reason, now, wait)
 
 
-def request(store: Store, workflow_id: str, reason: str, at: float) -> bool:
-    """End the run if nobody holds it (``True``), else leave a request in its inbox (``False``)."""
+def request(store: Store, workflow_id: str, reason: str, at: float, keeper: str | None = None) -> bool:
+    """End the run if nobody holds it (``True``), else leave a request in its inbox (``False``).
+    ``keeper``: the calling engine's, which ends a run it keeps out of memory itself."""
     _refuse_ended(store, workflow_id)
-    if _end_if_free(store, workflow_id, reason, at):
+    if _end_if_free(store, workflow_id, reason, at, keeper):
         return True
     try:
         store.send_signal(workflow_id, TERMINATE_REQUEST, *store.codec.encode(reason, "terminate reason"), at)
@@ -53,11 +54,12 @@ def request(store: Store, workflow_id: str, reason: str, at: float) -> bool:
     return False
 
 
-def wait_ended(store: Store, workflow_id: str, reason: str, at: float, wait: float) -> None:
+def wait_ended(store: Store, workflow_id: str, reason: str, at: float, wait: float,
+               keeper: str | None = None) -> None:
     """Until the run has ended: by the process that held it, or here once nobody holds it."""
     deadline = time.monotonic() + wait
     while not need(store, workflow_id).is_terminal:
-        if _end_if_free(store, workflow_id, reason, at):
+        if _end_if_free(store, workflow_id, reason, at, keeper):
             return
         if time.monotonic() >= deadline:
             raise ResultTimeoutError(
@@ -67,19 +69,24 @@ def wait_ended(store: Store, workflow_id: str, reason: str, at: float, wait: flo
         time.sleep(_POLL)
 
 
-def _end_if_free(store: Store, workflow_id: str, reason: str, at: float) -> bool:
+def _end_if_free(store: Store, workflow_id: str, reason: str, at: float, keeper: str | None = None) -> bool:
     """End the run under its lock, its children first, if nobody holds it and it has not ended."""
-    if not store.try_lock(workflow_id):
+    if not store.try_lock(workflow_id, keeper):
         return False
     try:
-        if need(store, workflow_id).is_terminal:
-            return True  # ended meanwhile, by whoever held it
-        _cancel_children(store, workflow_id, at)
-        drop_requests(store, workflow_id, TERMINATE_REQUEST)  # earlier calls' (or this one's): answered here
-        end_cancelled(store, workflow_id, Terminated(reason), at)
-        return True
+        return end_locked(store, workflow_id, reason, at)
     finally:
         store.unlock(workflow_id)
+
+
+def end_locked(store: Store, workflow_id: str, reason: str, at: float) -> bool:
+    """End a run the caller has locked, its children first; ``True`` once it has ended (here or before)."""
+    if need(store, workflow_id).is_terminal:
+        return True  # ended meanwhile, by whoever held it
+    _cancel_children(store, workflow_id, at)
+    drop_requests(store, workflow_id, TERMINATE_REQUEST)  # earlier calls' (or this one's): answered here
+    end_cancelled(store, workflow_id, Terminated(reason), at)
+    return True
 
 
 def _refuse_ended(store: Store, workflow_id: str) -> None:

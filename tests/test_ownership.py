@@ -257,8 +257,11 @@ import collections, os, sys
 from replaykit.store import SqliteStore
 store = SqliteStore(sys.argv[1])
 assert all(store.try_lock(f"run-{i}") for i in range(1600))
-per_file = collections.Counter(line.split()[5] for line in open("/proc/locks")
-                               if line.split()[1] == "POSIX" and line.split()[4] == str(os.getpid()))
+folder = sys.argv[1] + "-locks.d"  # only its files: reading the store takes SQLite's own locks too
+shards = {str(os.stat(os.path.join(folder, name)).st_ino) for name in os.listdir(folder)}
+per_file = collections.Counter(inode for line in open("/proc/locks") for inode in [line.split()[5].split(":")[-1]]
+                               if line.split()[1] == "POSIX" and line.split()[4] == str(os.getpid())
+                               and inode in shards)
 print(len(per_file), max(per_file.values()))
 """
 

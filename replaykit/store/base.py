@@ -286,12 +286,23 @@ class Store(abc.ABC):
         return {info.workflow_id for info in self.list(Status.PAUSED)}
 
     @abc.abstractmethod
-    def try_lock(self, workflow_id: str) -> bool:
-        """Take the exclusive right to drive the run; ``False`` if someone alive holds it."""
+    def try_lock(self, workflow_id: str, keeper: str | None = None) -> bool:
+        """Take the exclusive right to drive the run; ``False`` if someone alive holds it, or a live
+        engine other than ``keeper`` keeps it out of memory (:meth:`keep`). ``keeper`` takes back a
+        run it keeps, and its mark is cleared."""
 
     @abc.abstractmethod
     def unlock(self, workflow_id: str) -> None:
         """Give the right back."""
+
+    @abc.abstractmethod
+    def keep(self, workflow_id: str, keeper: str) -> None:
+        """Mark the run, locked here, as kept by ``keeper`` (an engine about to give its lock up while
+        it still drives it: ``store/keepers.py``). Recorded with the open batch, before the unlock."""
+
+    @abc.abstractmethod
+    def let_go(self, keeper: str) -> None:
+        """``keeper``'s engine stops: every run it kept is free. Closing the store does the same."""
 
     @abc.abstractmethod
     def lock_owner(self, workflow_id: str) -> str | None:

@@ -15,6 +15,7 @@ from ..history import CONTINUED, Event, Status, WorkflowInfo
 from ..keys import Keyring
 from ..payloads import Codec
 from .base import RESTARTABLE, UNSET, Generation, Secrets, Signal, Store, continued_status
+from .keepers import Keepers
 from .locks import ThreadLocks
 from .memory_work import MemoryWork
 from .work import Placement
@@ -37,6 +38,8 @@ class MemoryStore(MemoryWork, Store):
         self._consumed: set[int] = set()
         self._ids = itertools.count(1)
         self._locks = ThreadLocks()
+        self._keepers = Keepers(self._locks.try_acquire, self._locks.release)
+        self._kept: dict[str, str] = {}  # workflow id -> the keeper that keeps it (store/keepers.py)
         self._version = 0
         self._seen = threading.local()  # per thread: the version changed() saw last
         self._work = {}
@@ -240,14 +243,38 @@ class MemoryStore(MemoryWork, Store):
         with self._mutex:
             return [self._reported(i) for i in self._runs.values() if status is None or i.status is status]
 
-    def try_lock(self, workflow_id: str) -> bool:
-        return self._locks.try_acquire(workflow_id)
+    def try_lock(self, workflow_id: str, keeper: str | None = None) -> bool:
+        if not self._locks.try_acquire(workflow_id):
+            return False
+        with self._mutex:
+            mark, info = self._kept.get(workflow_id), self._runs.get(workflow_id)
+        if mark is not None and info is not None and self._keepers.refuses(mark, info.status.value, keeper):
+            self._locks.release(workflow_id)
+            return False
+        if mark is not None and mark == keeper:
+            with self._mutex:
+                self._kept.pop(workflow_id, None)
+        return True
+
+    def keep(self, workflow_id: str, keeper: str) -> None:
+        self._keepers.hold(keeper)
+        with self._mutex:
+            self._need(workflow_id)
+            self._kept[workflow_id] = keeper
+
+    def let_go(self, keeper: str) -> None:
+        self._keepers.let_go(keeper)
 
     def unlock(self, workflow_id: str) -> None:
         self._locks.release(workflow_id)
 
     def lock_owner(self, workflow_id: str) -> str | None:
-        return "this process" if self._locks.holder(workflow_id) is not None else None
+        if self._locks.holder(workflow_id) is not None:
+            return "this process"
+        with self._mutex:
+            mark = self._kept.get(workflow_id)
+        return None if mark is None or not self._keepers.refuses(mark, Status.RUNNING.value, None) else (
+            "this process, an engine that keeps it out of memory")
 
     def changed(self) -> bool:
         version = self._version

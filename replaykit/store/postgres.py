@@ -54,6 +54,7 @@ from .base import (
     status_of,
 )
 from .held import HeldRuns
+from .keepers import Keepers, keeper_key
 from .postgres_conn import (
     OWNER_SQL,
     AdvisoryLocks,
@@ -117,6 +118,7 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
         opener = lambda: connect(url, self.url, sync)  # noqa: E731
         self._pool = Pool(opener)
         self._locks = AdvisoryLocks(opener, self.url)
+        self._keepers = Keepers(lambda key: self._locks.try_acquire(key, None), self._locks.release)
         self._listener = Listener(opener)
         self._writes = Writes(self._pool, self.url, self.durability)
         self._held: HeldRuns[int] = HeldRuns()  # workflow id -> row id of its newest run, while held here
@@ -485,16 +487,18 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
                           "ORDER BY id DESC LIMIT %s", (*params, sql_limit(limit)))
         return [info_from_row(row, self.url) for row in rows]
 
-    def try_lock(self, workflow_id: str) -> bool:
-        """Take the run's lock and stamp its row with a fresh fencing token (see ``_insert``)."""
+    def try_lock(self, workflow_id: str, keeper: str | None = None) -> bool:
+        """Take the run's lock and stamp its row with a fresh fencing token (see ``_insert``); the stamp
+        reads the row's keeper mark too (store/keepers.py)."""
         self._writes.confirm()
         self._forget_run(workflow_id)
         self.forget_head(workflow_id)  # whatever was written meanwhile: the history is read again first
         token = secrets.randbits(63)
-        if not self._locks.try_acquire(workflow_id, token, self._held.runs):  # the stamp gives the run's row id
+        marks: dict[str, tuple[str, str]] = {}
+        if not self._locks.try_acquire(workflow_id, token, self._held.runs, marks):  # the stamp gives the row id
             return False
         self._tokens[workflow_id] = token
-        return True
+        return not self._refused(marks, keeper)
 
     def try_lock_many(self, workflow_ids: builtins.list[str]) -> builtins.list[str]:
         """:meth:`try_lock` for several runs at once (a worker's claim): the ids it got."""
@@ -503,10 +507,27 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
             self._forget_run(workflow_id)
             self.forget_head(workflow_id)
         tokens = {workflow_id: secrets.randbits(63) for workflow_id in workflow_ids}
-        got = self._locks.try_acquire_many(tokens, self._held.runs)
+        marks: dict[str, tuple[str, str]] = {}
+        got = self._locks.try_acquire_many(tokens, self._held.runs, marks)
         for workflow_id in got:
             self._tokens[workflow_id] = tokens[workflow_id]
-        return got
+        refused = self._refused(marks, None)
+        return [workflow_id for workflow_id in got if workflow_id not in refused]
+
+    def _refused(self, marks: dict[str, tuple[str, str]], keeper: str | None) -> set[str]:
+        """Of the runs just locked with these marks, give back (and name) those a live engine other than
+        ``keeper`` keeps; clear the mark of those ``keeper`` takes back."""
+        refused = {workflow_id for workflow_id, (mark, status) in marks.items()
+                   if self._keepers.refuses(mark, status, keeper)}
+        for workflow_id in refused:  # nothing was written under the lock: given back as it was taken
+            self._forget_run(workflow_id)
+            self._tokens.pop(workflow_id, None)
+            self._locks.release(workflow_id)
+        back = [self._held.runs[workflow_id] for workflow_id, (mark, _) in marks.items() if mark == keeper]
+        if back:
+            with self._writes.write() as conn:
+                conn.execute("UPDATE replaykit_runs SET keeper = NULL WHERE id = ANY(%s)", (back,))
+        return refused
 
     def unlock(self, workflow_id: str) -> None:
         self._writes.confirm()  # a lock is given back only after what was written under it
@@ -515,9 +536,21 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
         self._tokens.pop(workflow_id, None)
         self._locks.release(workflow_id)
 
+    def keep(self, workflow_id: str, keeper: str) -> None:
+        self._keepers.hold(keeper)
+        with self._writes.write() as conn:
+            conn.execute("UPDATE replaykit_runs SET keeper = %s WHERE id = %s", (keeper, self._run(workflow_id)))
+
+    def let_go(self, keeper: str) -> None:
+        self._keepers.let_go(keeper)
+
     def lock_owner(self, workflow_id: str) -> str | None:
         row = self._read_one(OWNER_SQL, owner_params(workflow_id))
-        return None if row is None else describe_owner(row)
+        if row is not None:
+            return describe_owner(row)
+        mark = self._read_one(_NEWEST_RUN.format("keeper"), (workflow_id,))
+        row = None if mark is None or mark[0] is None else self._read_one(OWNER_SQL, owner_params(keeper_key(mark[0])))
+        return None if row is None else describe_owner(row) + ", an engine that keeps it out of memory"
 
     def batch(self) -> None:
         """Group this thread's writes until :meth:`commit` (``postgres_writes.py`` says how)."""

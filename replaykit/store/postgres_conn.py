@@ -133,12 +133,14 @@ class AdvisoryLocks:
         self._mutex = threading.Lock()
         self._closed = False
 
-    def try_acquire(self, key: str, token: int | None, stamped: dict[str, int] | None = None) -> bool:
+    def try_acquire(self, key: str, token: int | None, stamped: dict[str, int] | None = None,
+                    marks: dict[str, tuple[str, str]] | None = None) -> bool:
         """Take the workflow's lock, then stamp its newest run with ``token`` (on the lock
         connection: a stamp is made only while the lock is held, so stamps follow the order of
         the owners). The stamp waits for the writes in flight under the previous token.
         ``None``: a lock of something else than a run (a worker's liveness), nothing to stamp.
-        ``stamped`` gets the stamped run's row id (none if the workflow has no run yet)."""
+        ``stamped`` gets the stamped run's row id (none if the workflow has no run yet), ``marks`` its
+        keeper's mark and status if it has a mark (store/keepers.py)."""
         with self._mutex:
             if self._closed:
                 raise StoreError(f"{self._where}: the store is closed; open it again to lock workflows")
@@ -162,10 +164,13 @@ class AdvisoryLocks:
                 raise translate(self._where, exc) from exc
             if rows and stamped is not None:
                 stamped[key] = rows[0][0]
+            if rows and rows[0][1] is not None and marks is not None:
+                marks[key] = (rows[0][1], rows[0][2])
             self._held.add(key)
             return True
 
-    def try_acquire_many(self, tokens: dict[str, int], stamped: dict[str, int] | None = None) -> list[str]:
+    def try_acquire_many(self, tokens: dict[str, int], stamped: dict[str, int] | None = None,
+                         marks: dict[str, tuple[str, str]] | None = None) -> list[str]:
         """:meth:`try_acquire` for several runs (key -> token): two round trips for all. The keys it got."""
         with self._mutex:
             if self._closed:
@@ -184,7 +189,9 @@ class AdvisoryLocks:
                 if got:
                     rows = conn.execute(_STAMP_MANY, (got, [tokens[key] for key in got])).fetchall()
                     if stamped is not None:
-                        stamped.update(rows)
+                        stamped.update((key, run) for key, run, _, _ in rows)
+                    if marks is not None:
+                        marks.update((key, (mark, status)) for key, _, mark, status in rows if mark is not None)
             except psycopg.Error as exc:  # session locks outlive a failed statement: give them back
                 if alive(conn) and got:
                     try:
@@ -270,13 +277,14 @@ class AdvisoryLocks:
 
 # FOR UPDATE: waits for the writes that checked the previous token (FOR KEY SHARE) to commit.
 _STAMP = ("UPDATE replaykit_runs SET owner = %s WHERE id = (SELECT id FROM replaykit_runs WHERE workflow_id = %s "
-          "ORDER BY generation DESC LIMIT 1 FOR UPDATE) RETURNING id")
+          "ORDER BY generation DESC LIMIT 1 FOR UPDATE) RETURNING id, keeper, status")
 
 
 _STAMP_MANY = (
     "UPDATE replaykit_runs SET owner = t.token FROM unnest(%s::text[], %s::bigint[]) AS t(wid, token) "
     "WHERE replaykit_runs.id = (SELECT id FROM replaykit_runs n WHERE n.workflow_id = t.wid "
-    "ORDER BY generation DESC LIMIT 1 FOR UPDATE) RETURNING t.wid, replaykit_runs.id")
+    "ORDER BY generation DESC LIMIT 1 FOR UPDATE) RETURNING t.wid, replaykit_runs.id, replaykit_runs.keeper, "
+    "replaykit_runs.status")
 
 
 OWNER_SQL = """

@@ -21,7 +21,7 @@ from ..history import Event, Status
 from . import chain
 from .chain import Chain
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 NAMESPACE = 0x524B4954  # "RKIT": the first key of replaykit's two-key advisory locks
 _MIGRATION_LOCK = (NAMESPACE, 0)
 
@@ -135,6 +135,8 @@ _MIGRATIONS: dict[int, list[str | Callable[[psycopg.Connection[TupleRow], Callab
             stopping boolean NOT NULL DEFAULT false, backend integer)""",
     ],
     4: [_add_checksums],
+    # The engine that keeps a run it evicted (store/keepers.py): NULL, or its keeper's name.
+    5: ["ALTER TABLE replaykit_runs ADD COLUMN keeper text"],
 }
 
 

@@ -44,6 +44,7 @@ from .base import (
     status_of,
 )
 from .held import HeldRuns
+from .keepers import Keepers, keeper_key
 from .locks import FileLocks, stores_open
 from .sqlite_access import read_only_error, read_only_query
 from .sqlite_errors import cannot_open, refused, translated, translated_error, undecodable
@@ -66,6 +67,7 @@ _RUN_COLUMNS = ("workflow_id, name, status, created_at, updated_at, custom_statu
                 "(SELECT 'code version ' || problem_version || ': ' || problem FROM work w "
                 "WHERE w.workflow_id = runs.workflow_id)")
 _NEWEST_RUN = "SELECT {} FROM runs WHERE workflow_id = ? ORDER BY generation DESC LIMIT 1"
+_MARK = _NEWEST_RUN.format("id, status, keeper")  # store/keepers.py
 
 
 class SqliteStore(ChainedHistory, SqliteWork, Store):
@@ -99,6 +101,7 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         # run in the work queue, so their end has no work row to clear
         self._unplaced: set[int] = set()
         self._locks = FileLocks(self.path)  # counts this store as a user of the file; no descriptor yet
+        self._keepers = Keepers(self._locks.try_acquire, self._locks.release)
         self._opened = False  # until then, SQLite's errors are judged by refused()
         try:
             # how SQLite reads a store this process may not write (None: it may)
@@ -474,25 +477,53 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
                           (*params, -1 if (bound := sql_limit(limit)) is None else bound))
         return [info_from_row(row, self.path) for row in rows]
 
-    def try_lock(self, workflow_id: str) -> bool:
+    def try_lock(self, workflow_id: str, keeper: str | None = None) -> bool:
         self._forget(workflow_id)
         if self.read_only:  # no lock can be taken (it is a write); a run that ended needs none to be read
             info = self.info(workflow_id)
             if info is not None and info.status.is_terminal:
                 return True
             raise read_only_error(self.path, f"driving workflow {workflow_id!r} needs to record its steps")
-        return self._locks.try_acquire(workflow_id)
+        if not self._locks.try_acquire(workflow_id):
+            return False
+        try:  # read under the lock: a mark is written before its run's lock is given up
+            row = self._read_one(_MARK, (workflow_id,))
+            if row is not None and row[2] is not None:
+                if self._keepers.refuses(row[2], row[1], keeper):
+                    self._locks.release(workflow_id)
+                    return False
+                if row[2] == keeper:  # taken back by its keeper: nobody's mark while it is locked
+                    with self._transaction() as conn:
+                        conn.execute("UPDATE runs SET keeper = NULL WHERE id = ?", (row[0],))
+        except BaseException:
+            self._locks.release(workflow_id)
+            raise
+        return True
 
     def unlock(self, workflow_id: str) -> None:
         self._forget(workflow_id)
         if not self.read_only:
             self._locks.release(workflow_id)
 
+    def keep(self, workflow_id: str, keeper: str) -> None:
+        self._keepers.hold(keeper)
+        with self._transaction() as conn:
+            conn.execute("UPDATE runs SET keeper = ? WHERE id = ?", (keeper, self._run(workflow_id)))
+
+    def let_go(self, keeper: str) -> None:
+        self._keepers.let_go(keeper)
+
     def lock_owner(self, workflow_id: str) -> str | None:
         if self.read_only:
             return None
         pid = self._locks.holder(workflow_id)
-        return None if pid is None else f"pid {pid} on {os.uname().nodename}"
+        kept = ""
+        if pid is None:
+            row = self._read_one(_MARK, (workflow_id,))
+            if row is None or row[2] is None:
+                return None
+            pid, kept = self._locks.holder(keeper_key(row[2])), ", an engine that keeps it out of memory"
+        return None if pid is None else f"pid {pid} on {os.uname().nodename}{kept}"
 
     def changed(self) -> bool:
         version: int = self._read("PRAGMA data_version")[0][0]

@@ -17,7 +17,7 @@ from .chain import Chain
 from .sqlite_access import read_only_error
 from .sqlite_errors import translated
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 APPLICATION_ID = 0x524B4954  # "RKIT" in the SQLite header: marks a replaykit store
 
 # sqlite-utils cannot declare WITHOUT ROWID tables; the history table is one
@@ -96,6 +96,8 @@ _MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection, Callable[[], Cha
             heartbeat_at REAL NOT NULL, stopping INTEGER NOT NULL DEFAULT 0)""",
     ],
     3: [_add_checksums],
+    # The engine that keeps a run it evicted (store/keepers.py): NULL, or its keeper's name.
+    4: ["ALTER TABLE runs ADD COLUMN keeper TEXT"],
 }
 
 
@@ -109,6 +111,8 @@ def ensure_schema(conn: sqlite3.Connection, path: str, create: bool, chain_of_ke
     version = _version(conn, path)
     if version == SCHEMA_VERSION:  # a plain read: opening a store takes no write lock
         return
+    if not writable and version is not None and version >= KEEPERS - 1:
+        return  # schema 4 added only what writers use: a reader reads schema 3 as it stands
     if version is None and not create:
         raise StoreNotFoundError(
             f"no replaykit store at {path}: the file is empty, so it holds no replaykit store yet. "
@@ -142,6 +146,7 @@ def ensure_schema(conn: sqlite3.Connection, path: str, create: bool, chain_of_ke
 
 
 CHECKSUMS = 3  # the version that checksums histories (store/chain.py)
+KEEPERS = 4  # the version that marks runs kept out of memory by a live engine (store/keepers.py)
 _HAS_ROWS = "SELECT EXISTS (SELECT 1 FROM events) OR EXISTS (SELECT 1 FROM signals)"
 
 
