@@ -164,8 +164,8 @@ class Lifecycle(EngineState):
         if workflow_id in self._releasing:  # still ours: its release waits for the commit
             self._releasing.discard(workflow_id)
             return True
-        return self.store.try_lock(workflow_id, self._keeper) or (
-            self.store.lock_owner(workflow_id) is None and self.store.try_lock(workflow_id, self._keeper))
+        return self.store.try_lock(workflow_id, keeper=self._keeper) or (
+            self.store.lock_owner(workflow_id) is None and self.store.try_lock(workflow_id, keeper=self._keeper))
 
     def _open_locked(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
                      handle: WorkflowHandle, *, woken: bool = False) -> None:

@@ -96,9 +96,10 @@ class Engine(Controls, Lifecycle, Eviction, Driver, Effects):
     waits only on timers is evicted (its generator is closed, quietly: ``finally``
     blocks run with the logger silenced and any command they yield ignored) and
     replayed from its history when its timer or its timeout is due, or a cancel,
-    terminate or resume reaches it (docs/durability.md, "Memory"). ``None`` (the
-    default): keep all. Each run kept holds a lock, and every lock an engine holds
-    slows the others it takes.
+    terminate or resume reaches it (docs/durability.md, "Memory"). An evicted run stays
+    this engine's: other engines and processes leave it while this one lives. The
+    default, 1000, is what Temporal's Python workers cache; ``None`` keeps all. Each
+    run kept holds a lock, and every lock an engine holds slows the others it takes.
 
     ``retention`` (a timedelta or seconds; ``None``: keep every history) deletes the
     histories of runs that ended longer ago than that, from the engine's start and then
@@ -120,7 +121,7 @@ class Engine(Controls, Lifecycle, Eviction, Driver, Effects):
         strict_replay: bool = False,
         history_warning: int = 10_000,
         group_commit: bool = True,
-        max_cached_runs: int | None = None,
+        max_cached_runs: int | None = 1000,
         secret: Secrets = None,
         pickle: str = "signed",
         retention: timedelta | float | None = None,

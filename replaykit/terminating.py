@@ -71,7 +71,7 @@ def wait_ended(store: Store, workflow_id: str, reason: str, at: float, wait: flo
 
 def _end_if_free(store: Store, workflow_id: str, reason: str, at: float, keeper: str | None = None) -> bool:
     """End the run under its lock, its children first, if nobody holds it and it has not ended."""
-    if not store.try_lock(workflow_id, keeper):
+    if not store.try_lock(workflow_id, keeper=keeper):
         return False
     try:
         return end_locked(store, workflow_id, reason, at)

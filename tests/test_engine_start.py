@@ -116,7 +116,7 @@ def test_a_lock_that_fails_with_an_os_error_is_raised_by_start_not_waited_on(db:
 
     store = rk.SqliteStore(db)
 
-    def no_locks(workflow_id: str) -> bool:
+    def no_locks(workflow_id: str, keeper: str | None = None) -> bool:
         raise OSError(errno.ENOLCK, "No locks available")
 
     monkeypatch.setattr(store, "try_lock", no_locks)

@@ -477,3 +477,19 @@ def test_a_paused_evicted_run_times_out_when_it_is_resumed(tmp_path: Any) -> Non
         engine.resume("p")
         with pytest.raises(rk.WorkflowTimedOut):
             handle.result(timeout=20)
+
+
+def test_an_engine_keeps_a_thousand_runs_in_memory_by_default_and_keeps_the_rest_its_own(tmp_path: Any) -> None:
+    db = str(tmp_path / "s.db")
+    with rk.Engine(db) as engine, rk.Engine(db) as other:
+        for i in range(1005):
+            engine.start(naps, 3600.0, workflow_id=f"r{i:04}")
+        wait_until(lambda: len(engine._evicted) == 5 and len(engine._runs) == 1000, "five runs beyond 1,000 evicted")
+        [kept] = list(engine._evicted)[:1]
+        assert engine.store.lock_owner(kept) == (f"pid {os.getpid()} on {os.uname().nodename}, an engine that keeps "
+                                                 "it out of memory")
+        with pytest.raises(rk.WorkflowLockedError, match="keeps it out of memory"):
+            other.start(naps, 3600.0, workflow_id=kept).result(timeout=10)
+    with rk.Engine(db, max_cached_runs=None) as engine:  # the first engine closed: its runs are anyone's
+        assert len(engine.recover()) == 1005
+        wait_until(lambda: len(engine._runs) == 1005 and not engine._evicted, "all 1,005 kept in memory")

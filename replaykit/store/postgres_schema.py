@@ -135,8 +135,9 @@ _MIGRATIONS: dict[int, list[str | Callable[[psycopg.Connection[TupleRow], Callab
             stopping boolean NOT NULL DEFAULT false, backend integer)""",
     ],
     4: [_add_checksums],
-    # The engine that keeps a run it evicted (store/keepers.py): NULL, or its keeper's name.
-    5: ["ALTER TABLE replaykit_runs ADD COLUMN keeper text"],
+    # The engine that keeps a run it evicted (store/keepers.py): NULL, or its keeper's name. (A column
+    # already there is kept: a store whose version was set back loses nothing by it.)
+    5: ["ALTER TABLE replaykit_runs ADD COLUMN IF NOT EXISTS keeper text"],
 }
 
 

@@ -70,6 +70,13 @@ def _add_checksums(conn: sqlite3.Connection, chain_of_keys: Callable[[], Chain])
     checksum_all(conn, chain_of_keys)
 
 
+def _add_keepers(conn: sqlite3.Connection, chain_of_keys: Callable[[], Chain]) -> None:
+    """Version 4: the engine that keeps a run it evicted (store/keepers.py): NULL, or its keeper's name.
+    (A column already there is kept: a store whose version was set back loses nothing by it.)"""
+    if not any(row[1] == "keeper" for row in conn.execute("PRAGMA table_info(runs)").fetchall()):
+        conn.execute("ALTER TABLE runs ADD COLUMN keeper TEXT")
+
+
 # Version n's statements take a store at version n - 1 to version n (version 1 is created whole).
 _MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection, Callable[[], Chain]], None]]] = {
     # The work queue (store/work.py): a row per queued run, the queues' limits, the worker registry.
@@ -96,8 +103,7 @@ _MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection, Callable[[], Cha
             heartbeat_at REAL NOT NULL, stopping INTEGER NOT NULL DEFAULT 0)""",
     ],
     3: [_add_checksums],
-    # The engine that keeps a run it evicted (store/keepers.py): NULL, or its keeper's name.
-    4: ["ALTER TABLE runs ADD COLUMN keeper TEXT"],
+    4: [_add_keepers],
 }
 
 
