@@ -199,6 +199,7 @@ class Driver(EngineState):
         with_mail = self.store.inbox()  # ids with unconsumed signals, cancellation requests among them
         paused = self.store.paused()
         asked: set[str] | None = None  # evicted runs' ids with mail: which of them hold a request
+        ending: set[str] | None = None  # paused ones' ids with mail: which of them are asked to terminate
         for workflow_id in with_mail | paused | self._paused_here:
             run = self._runs.get(workflow_id)
             if run is None:
@@ -206,8 +207,10 @@ class Driver(EngineState):
                 if evicted is None:
                     self._paused_here.discard(workflow_id)
                 elif workflow_id in paused:
-                    if workflow_id not in self._paused_here:  # locked and read first: still ours? (then kept out)
-                        self._wake(workflow_id)
+                    if workflow_id in with_mail and ending is None:
+                        ending = self.store.inbox_of([control.TERMINATE_REQUEST])
+                    if workflow_id not in self._paused_here or workflow_id in (ending or ()):
+                        self._wake(workflow_id)  # locked and read first: still ours? (kept out, or ended)
                 elif workflow_id in self._paused_here:  # resumed
                     self._paused_here.discard(workflow_id)
                     self._wake(workflow_id)

@@ -10,8 +10,9 @@ marked as this engine's before its lock is given up (``store/keepers.py``): nobo
 
 from __future__ import annotations
 
+import functools
 import logging
-from time import monotonic
+import threading
 from typing import TYPE_CHECKING, Any
 
 from . import control
@@ -20,7 +21,6 @@ from .errors import StoreError, Terminated
 from .runstate import EngineState, _Evicted
 
 log = logging.getLogger("replaykit")
-_TAKE_BACK_WAIT = 5.0  # seconds an evicted run's lock is tried again before it is taken to be driven elsewhere
 
 if TYPE_CHECKING:
     from .handle import WorkflowHandle
@@ -32,8 +32,10 @@ class Eviction(EngineState):
     """Evicting parked runs, waking them, keeping paused ones out."""
 
     if TYPE_CHECKING:
-        def _open(self, wf: Workflow[Any], workflow_id: str, call: Any, handle: WorkflowHandle,
-                  lock_deadline: float, *, woken: bool = False) -> None: ...
+        def _opened(self, wf: Workflow[Any], workflow_id: str, call: Any, handle: WorkflowHandle,
+                    created: Any = None, *, woken: bool = False) -> None: ...
+        def _lock(self, workflow_id: str) -> bool: ...
+        def _post(self, job: Any) -> None: ...
         def _unlock(self, workflow_id: str) -> None: ...
         def _tell(self, kind: str, workflow_id: str, workflow: str, at: float | None = None,
                   **details: Any) -> None: ...
@@ -54,7 +56,7 @@ class Eviction(EngineState):
             waits = run.machine.outstanding.values()
             if not waits or run.executions or run.paused or any(leaf.command.kind != TIMER for leaf in waits):
                 continue
-            if not self._set_aside(workflow_id):
+            if not self._set_aside(workflow_id, "it stays in memory"):
                 continue
             run.machine.discard()  # its timers stay in the heap, by id: the first due wakes it
             del self._runs[workflow_id]
@@ -62,25 +64,35 @@ class Eviction(EngineState):
             self._evicted[workflow_id] = _Evicted(run.workflow, run.handle, tuple(waits), run.started_at)
             run.handle._follow()  # its end may come from elsewhere (a terminate): result() watches the store
 
-    def _set_aside(self, workflow_id: str) -> bool:
+    def _set_aside(self, workflow_id: str, otherwise: str) -> bool:
         """Mark a run this engine is about to unlock as still its own (store/keepers.py): other engines
-        and processes refuse it while this engine lives. ``False`` if the store could not say so."""
+        and processes refuse it while this engine lives. ``False`` (and ``otherwise`` logged: what
+        follows) if the store could not record the mark."""
         try:
             self.store.keep(workflow_id, self._keeper)
         except StoreError as exc:
-            log.warning("replaykit keeps workflow %r in memory: the store could not mark it as this engine's "
-                        "(%s)", workflow_id, exc)
+            log.warning("replaykit could not mark workflow %r as this engine's (%s); %s", workflow_id, exc, otherwise)
             return False
         return True
 
     def _wake(self, workflow_id: str) -> None:
         """An evicted run's timer or timeout is due, or a control reached it: replay it from its history
         and go on (if it was paused meanwhile, it stays out: ``_keep_paused``). Another process may hold
-        its lock for a moment, to read that this engine keeps it: the lock is tried again meanwhile."""
+        its lock for a moment, to read that this engine keeps it: the run waits, evicted, and its lock
+        is tried again at every poll interval until it is this engine's (or has ended elsewhere)."""
         evicted = self._evicted.pop(workflow_id, None)
-        if evicted is not None:
-            self._open(evicted.workflow, workflow_id, None, evicted.handle, monotonic() + _TAKE_BACK_WAIT,
-                       woken=True)
+        if evicted is None or workflow_id in self._runs:
+            return
+        try:
+            locked = self._lock(workflow_id)
+        except StoreError as exc:
+            evicted.handle._fail(exc)
+            return
+        if not locked:
+            self._evicted[workflow_id] = evicted
+            threading.Timer(self._poll, self._post, (functools.partial(self._wake, workflow_id),)).start()
+            return
+        self._opened(evicted.workflow, workflow_id, None, evicted.handle, woken=True)
 
     def _ended_if_asked(self, wf: Workflow[Any], workflow_id: str, handle: WorkflowHandle) -> bool:
         """A paused run this engine keeps, woken and locked: if it was asked to terminate (it is not
@@ -103,7 +115,7 @@ class Eviction(EngineState):
         continued as new): it stays out, and the store poll wakes it when it is resumed (or asked
         to end). Held paused in memory instead, a fleet-wide pause would hold every run and lock."""
         handle._follow()
-        self._set_aside(workflow_id)
+        self._set_aside(workflow_id, "another process may take it up when it is resumed")
         self._evicted[workflow_id] = _Evicted(wf, handle)
         if workflow_id not in self._paused_here:
             self._paused_here.add(workflow_id)

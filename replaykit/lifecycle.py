@@ -163,6 +163,7 @@ class Lifecycle(EngineState):
         """Take the run's lock; if the holder vanished between our try and our asking who it is, try again."""
         if workflow_id in self._releasing:  # still ours: its release waits for the commit
             self._releasing.discard(workflow_id)
+            self.store.keep(workflow_id, None)  # if it was set aside (evicted, paused) this turn: driven here now
             return True
         return self.store.try_lock(workflow_id, keeper=self._keeper) or (
             self.store.lock_owner(workflow_id) is None and self.store.try_lock(workflow_id, keeper=self._keeper))

@@ -153,11 +153,9 @@ def test_terminate_from_another_process_is_applied_by_the_engine_that_keeps_the_
     _terminated_elsewhere_told_once(any_db, child_env, paused=False)
 
 
-def test_DEFECT_terminate_from_another_process_of_a_paused_kept_run(any_db: str, child_env: dict[str, str]) -> None:
-    """DEFECT (fails at b3049f0): the same for a run kept paused out of memory. Once its engine has been told
-    the pause (x in _paused_here), Driver._poll_store (driver.py:208-210) never wakes it again while it stays
-    paused, so Eviction._ended_if_asked never runs: rk.terminate elsewhere is refused by try_lock, leaves its
-    request, and raises ResultTimeoutError after `wait`; the run stays paused while the engine lives."""
+def test_terminate_from_another_process_of_a_paused_kept_run(any_db: str, child_env: dict[str, str]) -> None:
+    """The same for a run kept paused out of memory: the engine's poll wakes it for the request (it did
+    not at b3049f0, once the engine had been told the pause) and ends it without replaying it."""
     _terminated_elsewhere_told_once(any_db, child_env, paused=True)
 
 
@@ -267,15 +265,12 @@ sys.stdin.readline()
 """
 
 
-def test_DEFECT_a_kept_run_whose_take_back_outlasts_the_wait_is_nobodys(tmp_path: Any,
-                                                                       child_env: dict[str, str]) -> None:
-    """DEFECT (fails at b3049f0): another process holds an evicted run's lock when its timer wakes it (a prober
-    stalled inside try_lock, between taking the lock and giving it back: here, the raw lock). After
-    eviction._TAKE_BACK_WAIT, Lifecycle._open (lifecycle.py:102-111) gives up and only follows the run, which
-    Eviction._wake (eviction.py:81) already took out of _evicted; its mark still names this live engine, so
-    every other try_lock refuses it too. Nobody drives it again until the engine closes."""
-    from replaykit.eviction import _TAKE_BACK_WAIT
-
+def test_a_kept_run_whose_lock_is_held_elsewhere_when_it_wakes_is_taken_back_once_it_is_free(
+        tmp_path: Any, child_env: dict[str, str]) -> None:
+    """Another process holds an evicted run's lock when its timer wakes it (a prober stalled inside try_lock,
+    between taking the lock and giving it back: here, the raw lock). The engine tries the lock again at its
+    poll interval for as long as it is held, and the run stays its own meanwhile. At b3049f0 it gave up after
+    5 s and only followed the run, whose mark still named it: nobody drove it until the engine closed."""
     db = str(tmp_path / "s.db")
     clock = FakeClock(time.time())
     with rk.Engine(db, max_cached_runs=0, poll_interval=0.02, clock=clock) as engine:
@@ -287,10 +282,10 @@ def test_DEFECT_a_kept_run_whose_take_back_outlasts_the_wait_is_nobodys(tmp_path
             assert holder.stdout is not None and holder.stdout.readline() == "held\n"
             clock.advance_to(clock.now() + 61)
             timers_fired(engine)  # woken: its lock is tried again and again
-            time.sleep(_TAKE_BACK_WAIT + 1)  # the holder outlasts the retries (a setup wait, not an assertion)
+            time.sleep(6)  # the holder outlasts b3049f0's 5 s of retries (a setup wait, not an assertion)
         finally:
             holder.kill()
             holder.wait(timeout=30)
         with rk.Engine(db, poll_interval=0.02) as other:
             assert other.recover() and not _driven_after_a_turn(other, "x")  # refused: still this engine's
-        assert handle.result(timeout=15) == "woke"  # fails: ResultTimeoutError, the run is stuck while it lives
+        assert handle.result(timeout=15) == "woke"  # at b3049f0: ResultTimeoutError, stuck while the engine lived

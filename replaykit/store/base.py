@@ -296,9 +296,10 @@ class Store(abc.ABC):
         """Give the right back."""
 
     @abc.abstractmethod
-    def keep(self, workflow_id: str, keeper: str) -> None:
+    def keep(self, workflow_id: str, keeper: str | None) -> None:
         """Mark the run, locked here, as kept by ``keeper`` (an engine about to give its lock up while
-        it still drives it: ``store/keepers.py``). Recorded with the open batch, before the unlock."""
+        it still drives it: ``store/keepers.py``); ``None`` clears the mark. Recorded with the open
+        batch, before the unlock."""
 
     @abc.abstractmethod
     def let_go(self, keeper: str) -> None:

@@ -33,17 +33,19 @@ def keeper_key(keeper: str) -> str:
 class Keepers:
     """The liveness locks a store holds for its engines' keepers, and the check of another's mark.
 
-    ``take`` and ``give`` take and give back a lock of the store's kind (by key, not blocking)."""
+    ``take`` and ``give`` take and give back a lock of the store's kind (by key, not blocking); ``holds``
+    says if the store still holds one (a PostgreSQL session that ended lost its locks)."""
 
-    def __init__(self, take: Callable[[str], bool], give: Callable[[str], None]) -> None:
-        self._take, self._give = take, give
+    def __init__(self, take: Callable[[str], bool], give: Callable[[str], None], holds: Callable[[str], bool]) -> None:
+        self._take, self._give, self._holds = take, give, holds
         self._alive: set[str] = set()  # keepers whose liveness lock this store holds
         self._mutex = threading.Lock()
 
     def hold(self, keeper: str) -> None:
-        """Take ``keeper``'s liveness lock (once: it is held until :meth:`let_go` or the store closes)."""
+        """Take ``keeper``'s liveness lock (once: it is held until :meth:`let_go` or the store closes; taken
+        again if the store lost it, so that the runs marked before are kept again from then on)."""
         with self._mutex:
-            if keeper in self._alive:
+            if keeper in self._alive and self._holds(keeper_key(keeper)):
                 return
             if not self._take(keeper_key(keeper)):
                 raise StoreError(f"the keeper {keeper!r} is held by another store: a keeper name is one engine's")

@@ -38,7 +38,8 @@ class MemoryStore(MemoryWork, Store):
         self._consumed: set[int] = set()
         self._ids = itertools.count(1)
         self._locks = ThreadLocks()
-        self._keepers = Keepers(self._locks.try_acquire, self._locks.release)
+        self._keepers = Keepers(self._locks.try_acquire, self._locks.release,
+                                lambda key: self._locks.holder(key) is not None)
         self._kept: dict[str, str] = {}  # workflow id -> the keeper that keeps it (store/keepers.py)
         self._version = 0
         self._seen = threading.local()  # per thread: the version changed() saw last
@@ -75,6 +76,7 @@ class MemoryStore(MemoryWork, Store):
                 self._older.pop(workflow_id, None)
                 self._consumed.difference_update(s.id for s in self._signals.pop(workflow_id, []))
                 self._work.pop(workflow_id, None)
+                self._kept.pop(workflow_id, None)
             self._version += bool(deleted)
             return deleted
 
@@ -166,7 +168,9 @@ class MemoryStore(MemoryWork, Store):
             self._version += 1
 
     def _retire(self, workflow_id: str, ended: WorkflowInfo) -> None:
-        """Keep the newest generation, which ended as ``ended`` says, among the older ones."""
+        """Keep the newest generation, which ended as ``ended`` says, among the older ones (a keeper's
+        mark stays with it: the next generation has none)."""
+        self._kept.pop(workflow_id, None)
         older = self._older.setdefault(workflow_id, [])
         number = len(older) + 1
         older.append((Generation(number, ended.status, ended.created_at, ended.updated_at), self._events[workflow_id]))
@@ -256,11 +260,15 @@ class MemoryStore(MemoryWork, Store):
                 self._kept.pop(workflow_id, None)
         return True
 
-    def keep(self, workflow_id: str, keeper: str) -> None:
-        self._keepers.hold(keeper)
+    def keep(self, workflow_id: str, keeper: str | None) -> None:
+        if keeper is not None:
+            self._keepers.hold(keeper)
         with self._mutex:
             self._need(workflow_id)
-            self._kept[workflow_id] = keeper
+            if keeper is None:
+                self._kept.pop(workflow_id, None)
+            else:
+                self._kept[workflow_id] = keeper
 
     def let_go(self, keeper: str) -> None:
         self._keepers.let_go(keeper)
@@ -272,8 +280,8 @@ class MemoryStore(MemoryWork, Store):
         if self._locks.holder(workflow_id) is not None:
             return "this process"
         with self._mutex:
-            mark = self._kept.get(workflow_id)
-        return None if mark is None or not self._keepers.refuses(mark, Status.RUNNING.value, None) else (
+            mark, info = self._kept.get(workflow_id), self._runs.get(workflow_id)
+        return None if mark is None or info is None or not self._keepers.refuses(mark, info.status.value, None) else (
             "this process, an engine that keeps it out of memory")
 
     def changed(self) -> bool:

@@ -118,7 +118,8 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
         opener = lambda: connect(url, self.url, sync)  # noqa: E731
         self._pool = Pool(opener)
         self._locks = AdvisoryLocks(opener, self.url)
-        self._keepers = Keepers(lambda key: self._locks.try_acquire(key, None), self._locks.release)
+        self._keepers = Keepers(lambda key: self._locks.try_acquire(key, None), self._locks.release,
+                                self._locks.holds)
         self._listener = Listener(opener)
         self._writes = Writes(self._pool, self.url, self.durability)
         self._held: HeldRuns[int] = HeldRuns()  # workflow id -> row id of its newest run, while held here
@@ -536,8 +537,9 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
         self._tokens.pop(workflow_id, None)
         self._locks.release(workflow_id)
 
-    def keep(self, workflow_id: str, keeper: str) -> None:
-        self._keepers.hold(keeper)
+    def keep(self, workflow_id: str, keeper: str | None) -> None:
+        if keeper is not None:
+            self._keepers.hold(keeper)
         with self._writes.write() as conn:
             conn.execute("UPDATE replaykit_runs SET keeper = %s WHERE id = %s", (keeper, self._run(workflow_id)))
 

@@ -101,7 +101,7 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         # run in the work queue, so their end has no work row to clear
         self._unplaced: set[int] = set()
         self._locks = FileLocks(self.path)  # counts this store as a user of the file; no descriptor yet
-        self._keepers = Keepers(self._locks.try_acquire, self._locks.release)
+        self._keepers = Keepers(self._locks.try_acquire, self._locks.release, self._locks.holds)
         self._opened = False  # until then, SQLite's errors are judged by refused()
         try:
             # how SQLite reads a store this process may not write (None: it may)
@@ -505,8 +505,9 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         if not self.read_only:
             self._locks.release(workflow_id)
 
-    def keep(self, workflow_id: str, keeper: str) -> None:
-        self._keepers.hold(keeper)
+    def keep(self, workflow_id: str, keeper: str | None) -> None:
+        if keeper is not None:
+            self._keepers.hold(keeper)
         with self._transaction() as conn:
             conn.execute("UPDATE runs SET keeper = ? WHERE id = ?", (keeper, self._run(workflow_id)))
 
