@@ -290,3 +290,31 @@ def test_a_kept_run_whose_lock_is_held_elsewhere_when_it_wakes_is_taken_back_onc
             other.recover()  # finds x only if the engine has not finished it yet
             assert not _driven_after_a_turn(other, "x")  # refused: still this engine's
         assert handle.result(timeout=15) == "woke"  # at b3049f0: ResultTimeoutError, stuck while the engine lived
+
+
+def test_a_refused_probe_of_a_kept_run_writes_nothing_on_postgres(pg_url: str) -> None:
+    """Another store's try_lock of a run a live keeper marked reads the mark and lets go, without stamping its
+    fencing token on the row (a recover() loop elsewhere would otherwise rewrite every kept row each rescan);
+    once the keeper has gone, the run is taken and stamped."""
+    import psycopg
+
+    from replaykit.history import OK, START, Event
+    from replaykit.store import PostgresStore
+
+    def row() -> tuple[Any, ...]:
+        with psycopg.connect(pg_url) as conn:
+            return tuple(conn.execute("SELECT owner, xmin::text, keeper FROM replaykit_runs").fetchall()[0])
+
+    with PostgresStore(pg_url, secret="s" * 32) as keeper, PostgresStore(pg_url, secret="s" * 32) as prober:
+        keeper.create("x", "w", Event(0, 0, START, "w", 0.0, OK, "json", "{}"))
+        assert keeper.try_lock("x", keeper="k1")
+        keeper.keep("x", "k1")
+        keeper.unlock("x")
+        kept = row()
+        assert kept[2] == "k1"
+        assert not prober.try_lock("x") and not prober.try_lock("x", keeper="k2")
+        assert row() == kept  # before: each refused probe stamped its own token (a new row version)
+        keeper.let_go("k1")
+        assert prober.try_lock("x")
+        assert row()[0] != kept[0]  # stamped with the prober's token: its writes pass the fence
+        prober.unlock("x")

@@ -496,10 +496,20 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
         self.forget_head(workflow_id)  # whatever was written meanwhile: the history is read again first
         token = secrets.randbits(63)
         marks: dict[str, tuple[str, str]] = {}
-        if not self._locks.try_acquire(workflow_id, token, self._held.runs, marks):  # the stamp gives the row id
+        if not self._locks.try_acquire(workflow_id, token, self._held.runs, marks, keeper):  # the row id, its mark
             return False
         self._tokens[workflow_id] = token
-        return not self._refused(marks, keeper)
+        if self._refused(marks, keeper):
+            return False
+        if workflow_id in marks and marks[workflow_id][0] != keeper:  # another keeper's, gone: not stamped yet
+            try:
+                self._locks.stamp(workflow_id, token)
+            except BaseException:
+                self._forget_run(workflow_id)
+                self._tokens.pop(workflow_id, None)
+                self._locks.release(workflow_id)
+                raise
+        return True
 
     def try_lock_many(self, workflow_ids: builtins.list[str]) -> builtins.list[str]:
         """:meth:`try_lock` for several runs at once (a worker's claim): the ids it got."""

@@ -134,13 +134,15 @@ class AdvisoryLocks:
         self._closed = False
 
     def try_acquire(self, key: str, token: int | None, stamped: dict[str, int] | None = None,
-                    marks: dict[str, tuple[str, str]] | None = None) -> bool:
+                    marks: dict[str, tuple[str, str]] | None = None, keeper: str | None = None) -> bool:
         """Take the workflow's lock, then stamp its newest run with ``token`` (on the lock
         connection: a stamp is made only while the lock is held, so stamps follow the order of
         the owners). The stamp waits for the writes in flight under the previous token.
         ``None``: a lock of something else than a run (a worker's liveness), nothing to stamp.
         ``stamped`` gets the stamped run's row id (none if the workflow has no run yet), ``marks`` its
-        keeper's mark and status if it has a mark (store/keepers.py)."""
+        keeper's mark and status if it has a mark (store/keepers.py). A run marked by another keeper
+        than ``keeper`` is not stamped (nothing is written for a run its keeper may keep): the
+        caller stamps it (:meth:`stamp`) if that keeper is gone."""
         with self._mutex:
             if self._closed:
                 raise StoreError(f"{self._where}: the store is closed; open it again to lock workflows")
@@ -155,7 +157,7 @@ class AdvisoryLocks:
                 self._held.add(key)
                 return True
             try:
-                rows = self._conn.execute(_STAMP, (token, key)).fetchall()
+                rows = self._conn.execute(_STAMP_UNLESS_KEPT, (key, token, keeper)).fetchall()
             except psycopg.Error as exc:  # a session lock outlives a failed statement: give it back
                 if self._conn is not None and alive(self._conn):
                     self._locked("SELECT pg_advisory_unlock(%s)", key)
@@ -168,6 +170,19 @@ class AdvisoryLocks:
                 marks[key] = (rows[0][1], rows[0][2])
             self._held.add(key)
             return True
+
+    def stamp(self, key: str, token: int) -> None:
+        """Stamp the newest run of a workflow whose lock is held here (one that ``try_acquire`` found
+        marked by a keeper that has since gone)."""
+        with self._mutex:
+            if key not in self._held or self._conn is None:
+                raise StoreError(f"{self._where}: workflow {key!r} is not locked here; its run cannot be stamped")
+            try:
+                self._conn.execute(_STAMP, (token, key))
+            except psycopg.Error as exc:
+                if not alive(self._conn):
+                    self._lost()
+                raise translate(self._where, exc) from exc
 
     def try_acquire_many(self, tokens: dict[str, int], stamped: dict[str, int] | None = None,
                          marks: dict[str, tuple[str, str]] | None = None) -> list[str]:
@@ -277,7 +292,15 @@ class AdvisoryLocks:
 
 # FOR UPDATE: waits for the writes that checked the previous token (FOR KEY SHARE) to commit.
 _STAMP = ("UPDATE replaykit_runs SET owner = %s WHERE id = (SELECT id FROM replaykit_runs WHERE workflow_id = %s "
-          "ORDER BY generation DESC LIMIT 1 FOR UPDATE) RETURNING id, keeper, status")
+          "ORDER BY generation DESC LIMIT 1 FOR UPDATE)")
+# The same, unless another keeper marked the run (its mark changes only under the run's lock, held here):
+# the newest run's id, mark and status either way.
+_STAMP_UNLESS_KEPT = (
+    "WITH n AS (SELECT id, keeper, status FROM replaykit_runs WHERE workflow_id = %s "
+    "ORDER BY generation DESC LIMIT 1), "
+    "s AS (UPDATE replaykit_runs SET owner = %s WHERE id = (SELECT r.id FROM replaykit_runs r JOIN n ON r.id = n.id "
+    "WHERE n.keeper IS NULL OR n.keeper = %s FOR UPDATE OF r) RETURNING id) "
+    "SELECT n.id, n.keeper, n.status FROM n")
 
 
 _STAMP_MANY = (
