@@ -113,6 +113,8 @@ class Driver(EngineState):
                 evicted.handle._follow()
             self._evicted.clear()
             self.store.let_go(self._keeper)  # the runs it kept evicted are anyone's now
+            self._marked.clear()
+            self._retrying.clear()
             for workflow_id in [*self._releasing, *self._continuing]:  # a next generation never opened
                 self.store.unlock(workflow_id)  # is left for a rerun, or another engine, to resume
             self._releasing.clear()
@@ -225,7 +227,7 @@ class Driver(EngineState):
             if workflow_id in with_mail:
                 self._deliver_signals(workflow_id)
         for child_id in list(self._children):
-            if child_id not in self._runs:
+            if child_id not in self._runs and child_id not in self._evicted:  # an evicted one ends here, woken
                 self._child_ended(child_id)
 
     # -- time skipping (with a SkippingClock: see replaykit/testing/timeskip.py) ------

@@ -73,26 +73,49 @@ class Eviction(EngineState):
         except StoreError as exc:
             log.warning("replaykit could not mark workflow %r as this engine's (%s); %s", workflow_id, exc, otherwise)
             return False
+        self._marked.add(workflow_id)
         return True
 
     def _wake(self, workflow_id: str) -> None:
         """An evicted run's timer or timeout is due, or a control reached it: replay it from its history
-        and go on (if it was paused meanwhile, it stays out: ``_keep_paused``). Another process may hold
-        its lock for a moment, to read that this engine keeps it: the run waits, evicted, and its lock
-        is tried again at every poll interval until it is this engine's (or has ended elsewhere)."""
-        evicted = self._evicted.pop(workflow_id, None)
-        if evicted is None or workflow_id in self._runs:
-            return
+        and go on (if it was paused meanwhile, it stays out: ``_keep_paused``). If its lock is busy (another
+        process holds it for a moment, to read that this engine keeps it) or the store fails, the run
+        waits, evicted, and is tried again after a poll interval, until it is this engine's again, has
+        ended elsewhere, or another live engine keeps it (if this engine lost its keeper lock)."""
+        evicted = self._evicted.get(workflow_id)
+        if evicted is None or workflow_id in self._runs or workflow_id in self._retrying:
+            return  # a retry is already on its way
         try:
             locked = self._lock(workflow_id)
         except StoreError as exc:
-            evicted.handle._fail(exc)
-            return
-        if not locked:
-            self._evicted[workflow_id] = evicted
-            threading.Timer(self._poll, self._post, (functools.partial(self._wake, workflow_id),)).start()
-            return
-        self._opened(evicted.workflow, workflow_id, None, evicted.handle, woken=True)
+            log.warning("replaykit could not take back workflow %r, which it keeps (%s); it tries again",
+                        workflow_id, exc)
+            locked = False
+        if locked:
+            del self._evicted[workflow_id]
+            self._opened(evicted.workflow, workflow_id, None, evicted.handle, woken=True)
+        elif self._kept_elsewhere(workflow_id):
+            del self._evicted[workflow_id]  # its handle watches the store (see _evict_parked, _keep_paused)
+            self._marked.discard(workflow_id)
+            self._paused_here.discard(workflow_id)
+        else:
+            self._retrying.add(workflow_id)
+            retry = threading.Timer(self._poll, self._post, (functools.partial(self._retry_wake, workflow_id),))
+            retry.daemon = True  # a retry posted after the engine closed is dropped anyway
+            retry.start()
+
+    def _retry_wake(self, workflow_id: str) -> None:
+        self._retrying.discard(workflow_id)
+        self._wake(workflow_id)
+
+    def _kept_elsewhere(self, workflow_id: str) -> bool:
+        """Does another live engine keep the run (one that took it up after this engine lost its keeper
+        lock)? Then it is that engine's, and this one stops trying to take it back."""
+        try:
+            keeper = self.store.keeper_of(workflow_id)
+        except StoreError:
+            return False
+        return keeper is not None and keeper != self._keeper
 
     def _ended_if_asked(self, wf: Workflow[Any], workflow_id: str, handle: WorkflowHandle) -> bool:
         """A paused run this engine keeps, woken and locked: if it was asked to terminate (it is not

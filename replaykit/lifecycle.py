@@ -162,11 +162,16 @@ class Lifecycle(EngineState):
     def _lock(self, workflow_id: str) -> bool:
         """Take the run's lock; if the holder vanished between our try and our asking who it is, try again."""
         if workflow_id in self._releasing:  # still ours: its release waits for the commit
+            if workflow_id in self._marked:  # set aside (evicted, paused) this turn: driven here again
+                self.store.keep(workflow_id, None)  # (if this raises, its release after the commit stands)
+                self._marked.discard(workflow_id)
             self._releasing.discard(workflow_id)
-            self.store.keep(workflow_id, None)  # if it was set aside (evicted, paused) this turn: driven here now
             return True
-        return self.store.try_lock(workflow_id, keeper=self._keeper) or (
+        locked = self.store.try_lock(workflow_id, keeper=self._keeper) or (
             self.store.lock_owner(workflow_id) is None and self.store.try_lock(workflow_id, keeper=self._keeper))
+        if locked:
+            self._marked.discard(workflow_id)  # try_lock cleared this engine's mark
+        return locked
 
     def _open_locked(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
                      handle: WorkflowHandle, *, woken: bool = False) -> None:

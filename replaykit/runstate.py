@@ -83,6 +83,8 @@ class EngineState:
     _timers: TimerQueue
     _max_cached: int | None
     _keeper: str  # the name under which this engine keeps runs it evicted (store/keepers.py)
+    _marked: set[str]
+    _retrying: set[str]
     _evicted: dict[str, _Evicted]
     _timeouts: dict[str, float]  # run id -> the deadline of its timeout's entry in _timers (one per deadline)
     _parked: set[str]  # runs that parked this turn: candidates for eviction

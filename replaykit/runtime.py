@@ -150,6 +150,8 @@ class Engine(Controls, Lifecycle, Eviction, Driver, Effects):
         self._max_cached = max_cached_runs
         self._evicted: dict[str, _Evicted] = {}
         self._keeper = new_keeper()
+        self._marked: set[str] = set()  # runs this engine marked as kept and has not taken back
+        self._retrying: set[str] = set()  # evicted runs whose wake waits for their lock (Eviction._wake)
         self._timeouts: dict[str, float] = {}
         self._parked: set[str] = set()  # runs that parked this turn: candidates for eviction
         self._paused_here: set[str] = set()  # runs seen paused (run.paused): those a poll checks for a resume

@@ -302,6 +302,11 @@ class Store(abc.ABC):
         batch, before the unlock."""
 
     @abc.abstractmethod
+    def keeper_of(self, workflow_id: str) -> str | None:
+        """The keeper whose mark the run carries, if that keeper is alive (its engine has not closed
+        or died) and the run has not ended; else ``None``."""
+
+    @abc.abstractmethod
     def let_go(self, keeper: str) -> None:
         """``keeper``'s engine stops: every run it kept is free. Closing the store does the same."""
 

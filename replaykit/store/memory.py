@@ -270,6 +270,12 @@ class MemoryStore(MemoryWork, Store):
             else:
                 self._kept[workflow_id] = keeper
 
+    def keeper_of(self, workflow_id: str) -> str | None:
+        with self._mutex:
+            mark, info = self._kept.get(workflow_id), self._runs.get(workflow_id)
+        return mark if mark is not None and info is not None and self._keepers.refuses(
+            mark, info.status.value, None) else None
+
     def let_go(self, keeper: str) -> None:
         self._keepers.let_go(keeper)
 

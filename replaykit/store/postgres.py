@@ -553,6 +553,10 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
         with self._writes.write() as conn:
             conn.execute("UPDATE replaykit_runs SET keeper = %s WHERE id = %s", (keeper, self._run(workflow_id)))
 
+    def keeper_of(self, workflow_id: str) -> str | None:
+        row = self._read_one(_NEWEST_RUN.format("keeper, status"), (workflow_id,))
+        return None if row is None or not self._keepers.refuses(row[0], row[1], None) else str(row[0])
+
     def let_go(self, keeper: str) -> None:
         self._keepers.let_go(keeper)
 

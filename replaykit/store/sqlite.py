@@ -511,6 +511,10 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         with self._transaction() as conn:
             conn.execute("UPDATE runs SET keeper = ? WHERE id = ?", (keeper, self._run(workflow_id)))
 
+    def keeper_of(self, workflow_id: str) -> str | None:
+        row = None if self.read_only else self._read_one(_MARK, (workflow_id,))
+        return None if row is None or not self._keepers.refuses(row[2], row[1], None) else str(row[2])
+
     def let_go(self, keeper: str) -> None:
         self._keepers.let_go(keeper)
 
