@@ -194,7 +194,9 @@ def test_locks_die_with_their_connection(pg_url: str) -> None:
 
 
 def _listeners(pg_url: str) -> list[int]:
-    return [int(r[0]) for r in _sql(pg_url, "SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN%'")]  # type: ignore[call-overload]
+    # this test's database only: the server is shared by the suite's parallel workers
+    return [int(r[0]) for r in _sql(pg_url, "SELECT pid FROM pg_stat_activity WHERE query LIKE 'LISTEN%' "  # type: ignore[call-overload]
+                                            "AND datname = current_database()")]
 
 
 def test_a_change_while_the_listener_is_lost_is_not_missed(pg_url: str) -> None:
