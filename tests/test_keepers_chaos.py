@@ -65,7 +65,8 @@ def flow(ctx: rk.Context, path: str, plan: list[list[Any]]) -> Any:
 
 
 # One engine process: starts the runs it was given that the store does not hold yet (a restarted
-# process starts those its killed predecessor had not), then recovers in a loop until killed.
+# process starts those its killed predecessor had not), a pause of KC_GAP seconds after each, then
+# recovers in a loop until killed.
 _ENGINE = """
 import json, os, random, sys, time
 import replaykit as rk
@@ -78,14 +79,16 @@ engine = rk.Engine(db, max_cached_runs=cache, poll_interval=0.05)
 pid = os.getpid()
 engine.on("*", lambda event: journal(path + ".events", f"{event.kind} {event.workflow_id} {pid}"))
 print("up", pid, flush=True)
+gap = [float(g) for g in os.environ.get("KC_GAP", "0.5,3.0").split(",")]
 for wid, plan in runs:
     try:
-        if engine.store.info(wid) is None:
-            engine.start(kc.flow, path, plan, workflow_id=wid)
-            print("started", wid, flush=True)
+        if engine.store.info(wid) is not None:
+            continue
+        engine.start(kc.flow, path, plan, workflow_id=wid)
+        print("started", wid, flush=True)
     except Exception as exc:
         print("start failed", wid, repr(exc), flush=True)
-    time.sleep(rnd.uniform(0.3, 2.5))
+    time.sleep(rnd.uniform(*gap))
 if mode == "forever":
     engine.run_forever(rescan=0.2)
 while True:
@@ -250,7 +253,7 @@ class Outcome:
     wall: float = 0.0
 
 
-def campaign(db: str, env: dict[str, str], work: Path, seed: int, *, slots: int = 3, runs_per_slot: int = 5,
+def campaign(db: str, env: dict[str, str], work: Path, seed: int, *, slots: int = 3, runs_per_slot: int = 6,
              chaos: float = 20.0, finish_within: float = 90.0) -> Outcome:
     rnd = random.Random(seed)
     out = Outcome(seed)
