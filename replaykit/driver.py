@@ -112,7 +112,10 @@ class Driver(EngineState):
             for evicted in self._evicted.values():
                 evicted.handle._follow()
             self._evicted.clear()
-            self.store.let_go(self._keeper)  # the runs it kept evicted are anyone's now
+            try:
+                self.store.let_go(self._keeper)  # the runs it kept evicted are anyone's now
+            except StoreError as exc:  # the store's own close (or this process's end) lets it go
+                log.warning("replaykit could not let go of the runs this engine kept: %s", exc)
             self._marked.clear()
             self._retrying.clear()
             for workflow_id in [*self._releasing, *self._continuing]:  # a next generation never opened

@@ -287,3 +287,22 @@ def test_a_run_now_kept_by_another_live_engine_is_not_probed_for_ever(tmp_path: 
             a._post(lambda: seen.append("x" in a._evicted or bool(_retry_timers(a))))  # read on A's driver
             _turn(a)
             assert seen == [False], f"A still probes x ({tries[0]} tries so far), which B keeps"
+
+
+def test_an_engine_whose_store_cannot_let_its_keeper_go_still_closes(tmp_path: Any, caplog: Any) -> None:
+    """Engine close lets its keeper go; if the store fails at that (a lost PostgreSQL session answers
+    late), close goes on, says so, and closes the store, whose close gives the lock back anyway."""
+    engine = rk.Engine(str(tmp_path / "s.db"))
+    handle = engine.start(naps, [0.0], workflow_id="x")
+    assert handle.result(timeout=10) == "woke"
+
+    def failing(keeper: str) -> None:
+        raise rk.StoreError("transient: connection reset")
+
+    engine.store.let_go = failing  # type: ignore[method-assign]
+    closed: list[bool] = []
+    close = engine.store.close
+    engine.store.close = lambda: (closed.append(True), close())[1]  # type: ignore[method-assign]
+    engine.close()  # before: raised the StoreError, and the store stayed open
+    assert closed == [True]
+    assert "could not let go of the runs this engine kept" in caplog.text
