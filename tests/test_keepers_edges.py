@@ -13,14 +13,7 @@ from replaykit.testing.timeskip import FakeClock
 
 from conftest import PYTHON
 from helpers import timers_fired, wait_until
-
-
-@rk.workflow(name="kr_naps")
-def naps(ctx: rk.Context, seconds: list[float]) -> Any:
-    for s in seconds:
-        yield rk.sleep(s)
-    return "woke"
-
+from test_keepers import naps
 
 _HOLDER = """
 import sys
@@ -43,6 +36,19 @@ def _turn(engine: rk.Engine) -> None:
     done = threading.Event()
     engine._post(done.set)
     assert done.wait(20)
+
+
+def _count_tries(engine: rk.Engine) -> list[int]:
+    """Count the engine's tries of a run's lock from now on: ``[n]``."""
+    tries = [0]
+    try_lock = engine.store.try_lock
+
+    def counted(workflow_id: str, keeper: str | None = None) -> bool:
+        tries[0] += 1
+        return try_lock(workflow_id, keeper)
+
+    engine.store.try_lock = counted  # type: ignore[method-assign]
+    return tries
 
 
 def _retry_timers(engine: rk.Engine) -> list[threading.Timer]:
@@ -185,14 +191,7 @@ def test_a_kept_run_is_woken_once_per_wake_not_once_per_retry_chain(tmp_path: An
         engine.on("run_resumed", lambda event: told.append(event.workflow_id))
         engine.start(two_then_long, workflow_id="x")
         wait_until(lambda: "x" in engine._evicted, "x is evicted")
-        tries = [0]
-        try_lock = engine.store.try_lock
-
-        def counted(workflow_id: str, keeper: str | None = None) -> bool:
-            tries[0] += 1
-            return try_lock(workflow_id, keeper)
-
-        engine.store.try_lock = counted  # type: ignore[method-assign]
+        tries = _count_tries(engine)
         holder = _hold(db, child_env)
         try:
             clock.advance_to(clock.now() + 11)
@@ -272,14 +271,7 @@ def test_a_run_now_kept_by_another_live_engine_is_not_probed_for_ever(tmp_path: 
         with rk.Engine(db, max_cached_runs=0, poll_interval=0.02, clock=clock_b) as b:
             b.recover()
             wait_until(lambda: "x" in b._evicted, "x is taken up and evicted by B")
-            tries = [0]
-            try_lock = a.store.try_lock
-
-            def counted(workflow_id: str, keeper: str | None = None) -> bool:
-                tries[0] += 1
-                return try_lock(workflow_id, keeper)
-
-            a.store.try_lock = counted  # type: ignore[method-assign]
+            tries = _count_tries(a)
             clock_a.advance_to(clock_a.now() + 61)
             timers_fired(a)
             wait_until(lambda: tries[0] >= 1, "A tries to wake x")
