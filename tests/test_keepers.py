@@ -318,3 +318,28 @@ def test_a_refused_probe_of_a_kept_run_writes_nothing_on_postgres(pg_url: str) -
         assert prober.try_lock("x")
         assert row()[0] != kept[0]  # stamped with the prober's token: its writes pass the fence
         prober.unlock("x")
+
+
+@pytest.mark.parametrize("column, value", [("keeper", b"\x00\xff"), ("status", "bogus")])
+def test_a_tampered_keeper_mark_is_refused_as_a_damaged_store(tmp_path: Any, column: str, value: Any) -> None:
+    """A run row whose keeper mark is not text, or whose status is unknown, once it carries a mark: taking
+    the run, asking who keeps it and rk.run say the store is damaged (CorruptStoreError), nothing changed."""
+    db = str(tmp_path / "s.db")
+    with rk.Engine(db, max_cached_runs=0) as engine:
+        engine.start(naps, [3600.0], workflow_id="x")
+        wait_until(lambda: "x" in engine._evicted, "x is evicted")
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE runs SET keeper = 'k' WHERE workflow_id = 'x'")
+        conn.execute(f"UPDATE runs SET {column} = ? WHERE workflow_id = 'x'", (value,))
+    def row() -> list[Any]:
+        with sqlite3.connect(db) as conn:
+            return conn.execute("SELECT r.*, (SELECT count(*) FROM events e WHERE e.run = r.id) FROM runs r").fetchall()
+
+    before = row()
+    with rk.SqliteStore(db) as store:
+        for call in (lambda: store.try_lock("x"), lambda: store.lock_owner("x"), lambda: store.keeper_of("x")):
+            with pytest.raises(rk.CorruptStoreError, match="'x' is damaged"):
+                call()
+    with pytest.raises(rk.CorruptStoreError, match="'x' is damaged"):
+        rk.run(naps, [3600.0], db=db, workflow_id="x")
+    assert row() == before

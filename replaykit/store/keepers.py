@@ -16,8 +16,9 @@ import os
 import threading
 from collections.abc import Callable
 
-from ..errors import StoreError
+from ..errors import CorruptStoreError, StoreError
 from ..history import Status
+from .base import status_of
 
 
 def new_keeper() -> str:
@@ -28,6 +29,15 @@ def new_keeper() -> str:
 def keeper_key(keeper: str) -> str:
     """The key of a keeper's liveness lock, apart from every workflow id's."""
     return "\0keeper " + keeper
+
+
+def read_mark(mark: object, status: object, workflow_id: str, where: str) -> tuple[str | None, Status]:
+    """A run row's keeper mark and status as read from the store: text (or none) and a known status,
+    else the row is damaged (:class:`CorruptStoreError`); nothing is taken on a mark no engine wrote."""
+    if mark is not None and not isinstance(mark, str):
+        raise CorruptStoreError(f"{where}: the row of run {workflow_id!r} is damaged (keeper {mark!r}). Nothing "
+                                "was changed; restore the store from a backup.")
+    return mark, status_of(status, workflow_id, where)
 
 
 class Keepers:
@@ -58,10 +68,10 @@ class Keepers:
                 self._alive.discard(keeper)
                 self._give(keeper_key(keeper))
 
-    def refuses(self, mark: str | None, status: str, keeper: str | None) -> bool:
+    def refuses(self, mark: str | None, status: Status, keeper: str | None) -> bool:
         """Does a run marked ``mark`` (its row's keeper) with ``status`` stay with a live keeper other
         than ``keeper``? A run that ended, or whose keeper died or let go, is anyone's."""
-        if mark is None or mark == keeper or Status(status).is_terminal:
+        if mark is None or mark == keeper or status.is_terminal:
             return False
         with self._mutex:
             if mark in self._alive:  # another engine of this store keeps it

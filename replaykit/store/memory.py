@@ -252,7 +252,7 @@ class MemoryStore(MemoryWork, Store):
             return False
         with self._mutex:
             mark, info = self._kept.get(workflow_id), self._runs.get(workflow_id)
-        if mark is not None and info is not None and self._keepers.refuses(mark, info.status.value, keeper):
+        if mark is not None and info is not None and self._keepers.refuses(mark, info.status, keeper):
             self._locks.release(workflow_id)
             return False
         if mark is not None and mark == keeper:
@@ -274,7 +274,7 @@ class MemoryStore(MemoryWork, Store):
         with self._mutex:
             mark, info = self._kept.get(workflow_id), self._runs.get(workflow_id)
         return mark if mark is not None and info is not None and self._keepers.refuses(
-            mark, info.status.value, None) else None
+            mark, info.status, None) else None
 
     def let_go(self, keeper: str) -> None:
         self._keepers.let_go(keeper)
@@ -287,7 +287,7 @@ class MemoryStore(MemoryWork, Store):
             return "this process"
         with self._mutex:
             mark, info = self._kept.get(workflow_id), self._runs.get(workflow_id)
-        return None if mark is None or info is None or not self._keepers.refuses(mark, info.status.value, None) else (
+        return None if mark is None or info is None or not self._keepers.refuses(mark, info.status, None) else (
             "this process, an engine that keeps it out of memory")
 
     def changed(self) -> bool:

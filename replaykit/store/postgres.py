@@ -54,7 +54,7 @@ from .base import (
     status_of,
 )
 from .held import HeldRuns
-from .keepers import Keepers, keeper_key
+from .keepers import Keepers, keeper_key, read_mark
 from .postgres_conn import (
     OWNER_SQL,
     AdvisoryLocks,
@@ -529,7 +529,7 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
         """Of the runs just locked with these marks, give back (and name) those a live engine other than
         ``keeper`` keeps; clear the mark of those ``keeper`` takes back."""
         refused = {workflow_id for workflow_id, (mark, status) in marks.items()
-                   if self._keepers.refuses(mark, status, keeper)}
+                   if self._keepers.refuses(*read_mark(mark, status, workflow_id, self.url), keeper)}
         for workflow_id in refused:  # nothing was written under the lock: given back as it was taken
             self._forget_run(workflow_id)
             self._tokens.pop(workflow_id, None)
@@ -555,7 +555,10 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
 
     def keeper_of(self, workflow_id: str) -> str | None:
         row = self._read_one(_NEWEST_RUN.format("keeper, status"), (workflow_id,))
-        return None if row is None or not self._keepers.refuses(row[0], row[1], None) else str(row[0])
+        if row is None:
+            return None
+        mark, status = read_mark(row[0], row[1], workflow_id, self.url)
+        return mark if self._keepers.refuses(mark, status, None) else None
 
     def let_go(self, keeper: str) -> None:
         self._keepers.let_go(keeper)

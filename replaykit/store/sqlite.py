@@ -44,7 +44,7 @@ from .base import (
     status_of,
 )
 from .held import HeldRuns
-from .keepers import Keepers, keeper_key
+from .keepers import Keepers, keeper_key, read_mark
 from .locks import FileLocks, stores_open
 from .sqlite_access import read_only_error, read_only_query
 from .sqlite_errors import cannot_open, refused, translated, translated_error, undecodable
@@ -487,14 +487,14 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         if not self._locks.try_acquire(workflow_id):
             return False
         try:  # read under the lock: a mark is written before its run's lock is given up
-            row = self._read_one(_MARK, (workflow_id,))
-            if row is not None and row[2] is not None:
-                if self._keepers.refuses(row[2], row[1], keeper):
+            run, mark, status = self._mark(workflow_id)
+            if mark is not None:
+                if self._keepers.refuses(mark, status, keeper):
                     self._locks.release(workflow_id)
                     return False
-                if row[2] == keeper:  # taken back by its keeper: nobody's mark while it is locked
+                if mark == keeper:  # taken back by its keeper: nobody's mark while it is locked
                     with self._transaction() as conn:
-                        conn.execute("UPDATE runs SET keeper = NULL WHERE id = ?", (row[0],))
+                        conn.execute("UPDATE runs SET keeper = NULL WHERE id = ?", (run,))
         except BaseException:
             self._locks.release(workflow_id)
             raise
@@ -512,8 +512,17 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
             conn.execute("UPDATE runs SET keeper = ? WHERE id = ?", (keeper, self._run(workflow_id)))
 
     def keeper_of(self, workflow_id: str) -> str | None:
-        row = None if self.read_only else self._read_one(_MARK, (workflow_id,))
-        return None if row is None or not self._keepers.refuses(row[2], row[1], None) else str(row[2])
+        if self.read_only:
+            return None
+        _, mark, status = self._mark(workflow_id)
+        return mark if self._keepers.refuses(mark, status, None) else None
+
+    def _mark(self, workflow_id: str) -> tuple[int | None, str | None, Status]:
+        """The newest run's row id, keeper mark and status (no run: no mark), checked (store/keepers.py)."""
+        row = self._read_one(_MARK, (workflow_id,))
+        if row is None:
+            return None, None, Status.RUNNING
+        return (row[0], *read_mark(row[2], row[1], workflow_id, self.path))
 
     def let_go(self, keeper: str) -> None:
         self._keepers.let_go(keeper)
@@ -524,10 +533,10 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         pid = self._locks.holder(workflow_id)
         kept = ""
         if pid is None:
-            row = self._read_one(_MARK, (workflow_id,))
-            if row is None or row[2] is None:
+            _, mark, _ = self._mark(workflow_id)
+            if mark is None:
                 return None
-            pid, kept = self._locks.holder(keeper_key(row[2])), ", an engine that keeps it out of memory"
+            pid, kept = self._locks.holder(keeper_key(mark)), ", an engine that keeps it out of memory"
         return None if pid is None else f"pid {pid} on {os.uname().nodename}{kept}"
 
     def changed(self) -> bool:
