@@ -343,3 +343,21 @@ def test_a_tampered_keeper_mark_is_refused_as_a_damaged_store(tmp_path: Any, col
     with pytest.raises(rk.CorruptStoreError, match="'x' is damaged"):
         rk.run(naps, [3600.0], db=db, workflow_id="x")
     assert row() == before
+
+
+def test_a_keeper_taking_its_run_back_clears_its_mark(any_db: str) -> None:
+    """The keeper's own try_lock takes the run back and clears its mark (on PostgreSQL in the stamp itself);
+    given up again without a mark, the run is anyone's though the keeper lives."""
+    from replaykit.history import OK, START, Event
+    from replaykit.store import open_store
+
+    with open_store(any_db, secret="s" * 32) as keeper, open_store(any_db, secret="s" * 32) as other:
+        keeper.create("x", "w", Event(0, 0, START, "w", 0.0, OK, "json", "{}"))
+        assert keeper.try_lock("x", keeper="k1")
+        keeper.keep("x", "k1")
+        keeper.unlock("x")
+        assert other.keeper_of("x") == "k1" and not other.try_lock("x")
+        assert keeper.try_lock("x", keeper="k1")
+        keeper.unlock("x")
+        assert other.keeper_of("x") is None and other.try_lock("x")
+        other.unlock("x")

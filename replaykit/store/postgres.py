@@ -501,7 +501,7 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
         self._tokens[workflow_id] = token
         if self._refused(marks, keeper):
             return False
-        if workflow_id in marks and marks[workflow_id][0] != keeper:  # another keeper's, gone: not stamped yet
+        if workflow_id in marks:  # another keeper's, gone: not stamped yet
             try:
                 self._locks.stamp(workflow_id, token)
             except BaseException:
@@ -526,18 +526,14 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
         return [workflow_id for workflow_id in got if workflow_id not in refused]
 
     def _refused(self, marks: dict[str, tuple[str, str]], keeper: str | None) -> set[str]:
-        """Of the runs just locked with these marks, give back (and name) those a live engine other than
-        ``keeper`` keeps; clear the mark of those ``keeper`` takes back."""
+        """Of the runs just locked with these marks (of keepers other than ``keeper``), give back (and
+        name) those a live engine keeps."""
         refused = {workflow_id for workflow_id, (mark, status) in marks.items()
                    if self._keepers.refuses(*read_mark(mark, status, workflow_id, self.url), keeper)}
         for workflow_id in refused:  # nothing was written under the lock: given back as it was taken
             self._forget_run(workflow_id)
             self._tokens.pop(workflow_id, None)
             self._locks.release(workflow_id)
-        back = [self._held.runs[workflow_id] for workflow_id, (mark, _) in marks.items() if mark == keeper]
-        if back:
-            with self._writes.write() as conn:
-                conn.execute("UPDATE replaykit_runs SET keeper = NULL WHERE id = ANY(%s)", (back,))
         return refused
 
     def unlock(self, workflow_id: str) -> None:

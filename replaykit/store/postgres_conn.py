@@ -139,10 +139,10 @@ class AdvisoryLocks:
         connection: a stamp is made only while the lock is held, so stamps follow the order of
         the owners). The stamp waits for the writes in flight under the previous token.
         ``None``: a lock of something else than a run (a worker's liveness), nothing to stamp.
-        ``stamped`` gets the stamped run's row id (none if the workflow has no run yet), ``marks`` its
-        keeper's mark and status if it has a mark (store/keepers.py). A run marked by another keeper
-        than ``keeper`` is not stamped (nothing is written for a run its keeper may keep): the
-        caller stamps it (:meth:`stamp`) if that keeper is gone."""
+        ``stamped`` gets the stamped run's row id (none if the workflow has no run yet). A run marked by
+        ``keeper`` has its mark cleared with the stamp (store/keepers.py); one marked by another keeper
+        is not stamped (nothing is written for a run its keeper may keep): ``marks`` gets that mark and
+        the run's status, and the caller stamps it (:meth:`stamp`) if that keeper is gone."""
         with self._mutex:
             if self._closed:
                 raise StoreError(f"{self._where}: the store is closed; open it again to lock workflows")
@@ -166,7 +166,7 @@ class AdvisoryLocks:
                 raise translate(self._where, exc) from exc
             if rows and stamped is not None:
                 stamped[key] = rows[0][0]
-            if rows and rows[0][1] is not None and marks is not None:
+            if rows and rows[0][1] is not None and rows[0][1] != keeper and marks is not None:
                 marks[key] = (rows[0][1], rows[0][2])
             self._held.add(key)
             return True
@@ -293,12 +293,13 @@ class AdvisoryLocks:
 # FOR UPDATE: waits for the writes that checked the previous token (FOR KEY SHARE) to commit.
 _STAMP = ("UPDATE replaykit_runs SET owner = %s WHERE id = (SELECT id FROM replaykit_runs WHERE workflow_id = %s "
           "ORDER BY generation DESC LIMIT 1 FOR UPDATE)")
-# The same, unless another keeper marked the run (its mark changes only under the run's lock, held here):
-# the newest run's id, mark and status either way.
+# The same, unless another keeper marked the run (its mark changes only under the run's lock, held here),
+# clearing the taker's own mark: the newest run's id, mark (as it was) and status either way.
 _STAMP_UNLESS_KEPT = (
     "WITH n AS (SELECT id, keeper, status FROM replaykit_runs WHERE workflow_id = %s "
     "ORDER BY generation DESC LIMIT 1), "
-    "s AS (UPDATE replaykit_runs SET owner = %s WHERE id = (SELECT r.id FROM replaykit_runs r JOIN n ON r.id = n.id "
+    "s AS (UPDATE replaykit_runs SET owner = %s, keeper = NULL WHERE id = (SELECT r.id FROM replaykit_runs r "
+    "JOIN n ON r.id = n.id "
     "WHERE n.keeper IS NULL OR n.keeper = %s FOR UPDATE OF r) RETURNING id) "
     "SELECT n.id, n.keeper, n.status FROM n")
 
