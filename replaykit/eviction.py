@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import control
 from .commands import TIMER
-from .errors import StoreError, Terminated
+from .errors import StoreError
 from .runstate import EngineState, _Evicted
 
 log = logging.getLogger("replaykit")
@@ -37,6 +37,7 @@ class Eviction(EngineState):
         def _lock(self, workflow_id: str) -> bool: ...
         def _post(self, job: Any) -> None: ...
         def _unlock(self, workflow_id: str) -> None: ...
+        def _ended_elsewhere(self, workflow_id: str, reason: str, at: float, seen: _Evicted | None) -> None: ...
         def _tell(self, kind: str, workflow_id: str, workflow: str, at: float | None = None,
                   **details: Any) -> None: ...
 
@@ -125,12 +126,10 @@ class Eviction(EngineState):
         request = self.store.next_signal(workflow_id, control.TERMINATE_REQUEST)
         if request is None:
             return False
-        reason = self.store.codec.decode(request.encoding, request.payload, "terminate reason")
-        end_locked(self.store, workflow_id, reason, self._clock.now())
+        reason, at = self.store.codec.decode(request.encoding, request.payload, "terminate reason"), self._clock.now()
+        end_locked(self.store, workflow_id, reason, at)
         self._unlock(workflow_id)
-        self._paused_here.discard(workflow_id)
-        self._tell("run_cancelled", workflow_id, wf.name, error=Terminated(reason))
-        handle._finish()
+        self._ended_elsewhere(workflow_id, reason, at, _Evicted(wf, handle))  # told as engine.terminate tells it
         return True
 
     def _keep_paused(self, wf: Workflow[Any], workflow_id: str, handle: WorkflowHandle) -> None:

@@ -377,10 +377,11 @@ class Engine(Controls, Lifecycle, Eviction, Driver, Effects):
             self._post(lambda: self._ended_elsewhere(workflow_id, reason, at, evicted))
 
     def _ended_elsewhere(self, workflow_id: str, reason: str, at: float, seen: _Evicted | None) -> None:
-        """A run this engine evicted (``seen`` by the caller) was terminated without it (under its lock,
-        by this call): its handle and the hooks learn it now, not at its timer; once, if the store poll
-        woke it meanwhile and found it ended."""
+        """A run this engine evicted (``seen`` by the caller) was terminated without being replayed (under
+        its lock, by this call or by ``Eviction._ended_if_asked``): its handle and the hooks learn it now,
+        not at its timer; once, if the store poll woke it meanwhile and found it ended."""
         evicted = self._evicted.pop(workflow_id, None) or seen
+        self._marked.discard(workflow_id)  # its mark, if any, went with its lock's last taker
         if evicted is not None:
             self._paused_here.discard(workflow_id)
             self._tell("run_cancelled", workflow_id, evicted.workflow.name, at, error=Terminated(reason))
