@@ -35,6 +35,13 @@ def wait_until(condition: Callable[[], object], what: str, timeout: float = 10.0
         time.sleep(0.01)
 
 
+def driver_turn(engine: rk.Engine) -> None:
+    """Wait until the engine's driver has taken every job posted before this call (it takes them in order)."""
+    done = threading.Event()
+    engine._post(done.set)
+    assert done.wait(timeout=20), "the engine's driver did not take its jobs"
+
+
 def timers_fired(engine: rk.Engine) -> None:
     """Wait until the engine's driver has fired the timers due on its clock (a fake clock the test just
     moved) and taken up what they left it to do: a callback due now fires after them (ties fire in the
@@ -43,9 +50,7 @@ def timers_fired(engine: rk.Engine) -> None:
     engine._call_at(engine._clock.now(), fired.set)
     assert fired.wait(timeout=20), "the engine's driver did not fire its due timers"
     for _ in range(2):
-        done = threading.Event()
-        engine._post(done.set)
-        assert done.wait(timeout=20), "the engine's driver did not take its jobs"
+        driver_turn(engine)
 
 
 def read_journal(path: str) -> list[str]:

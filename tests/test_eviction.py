@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import threading
 import time
 from typing import Any
 
@@ -17,7 +16,7 @@ import replaykit as rk
 from replaykit.testing.timeskip import FakeClock
 
 from conftest import PYTHON
-from helpers import journal, read_journal, timers_fired, wait_until
+from helpers import driver_turn, journal, read_journal, timers_fired, wait_until
 
 
 @rk.workflow(name="ev_naps")
@@ -316,9 +315,7 @@ def test_another_engine_leaves_an_evicted_run_to_the_engine_that_keeps_it(any_db
         first = a.start(naps, 4.0, workflow_id="x")
         _evicted(a, "x")
         [follower] = b.recover()  # B tries the run's lock, is refused, and follows it
-        turn = threading.Event()
-        b._post(turn.set)  # after B's try (its driver takes posted work in order)
-        assert turn.wait(10)
+        driver_turn(b)  # after B's try
         assert "x" not in b._runs  # before: B took the run over, and A's hooks never heard of it again
         assert "keeps it out of memory" in (b.store.lock_owner("x") or "")
         cli("pause")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import random
 import sqlite3
 import subprocess
-import threading
 import time
 from typing import Any
 
@@ -17,7 +16,7 @@ import replaykit as rk
 from replaykit.testing.timeskip import FakeClock
 
 from conftest import PYTHON
-from helpers import journal, read_journal, timers_fired, wait_until
+from helpers import driver_turn, journal, read_journal, timers_fired, wait_until
 
 
 @rk.activity
@@ -68,9 +67,7 @@ def _keeper(db: str, path: str, env: dict[str, str], seconds: float = 3600.0) ->
 
 
 def _driven_after_a_turn(engine: rk.Engine, workflow_id: str) -> bool:
-    turn = threading.Event()
-    engine._post(turn.set)  # after what recover() posted: the driver takes posted work in order
-    assert turn.wait(10)
+    driver_turn(engine)  # after what recover() posted
     return workflow_id in engine._runs
 
 

@@ -12,17 +12,8 @@ import replaykit as rk
 from replaykit.testing.timeskip import FakeClock
 
 from conftest import PYTHON
-from helpers import timers_fired, wait_until
-from test_keepers import naps
-
-_HOLDER = """
-import sys
-from replaykit.store.locks import FileLocks
-locks = FileLocks(sys.argv[1])
-assert locks.try_acquire("x")
-print("held", flush=True)
-sys.stdin.readline()
-"""
+from helpers import driver_turn, timers_fired, wait_until
+from test_keepers import _HOLDER, naps
 
 
 def _hold(db: str, env: dict[str, str]) -> subprocess.Popen[str]:
@@ -30,12 +21,6 @@ def _hold(db: str, env: dict[str, str]) -> subprocess.Popen[str]:
                               stdout=subprocess.PIPE)
     assert holder.stdout is not None and holder.stdout.readline() == "held\n"
     return holder
-
-
-def _turn(engine: rk.Engine) -> None:
-    done = threading.Event()
-    engine._post(done.set)
-    assert done.wait(20)
 
 
 def _count_tries(engine: rk.Engine) -> list[int]:
@@ -115,13 +100,13 @@ def test_a_store_error_while_waking_a_kept_run_does_not_strand_it(any_db: str) -
         assert failed == ["x"]
         with rk.Engine(any_db, poll_interval=0.02, clock=clock) as other:
             others = other.recover()
-            _turn(other)
+            driver_turn(other)
             clock.advance_to(clock.now() + 61)
             timers_fired(engine)
             timers_fired(other)
             seen: list[bool] = []
             engine._post(lambda: seen.append("x" in engine._runs or "x" in engine._evicted))  # read on its driver
-            _turn(engine)
+            driver_turn(engine)
             status = engine.store.info("x").status  # type: ignore[union-attr]
             assert seen == [True] or "x" in other._runs or status is rk.Status.COMPLETED, (
                 f"x ({status.value}) is driven by nobody (other.recover() gave {[h.workflow_id for h in others]})")
@@ -206,7 +191,7 @@ def test_a_kept_run_is_woken_once_per_wake_not_once_per_retry_chain(tmp_path: An
         wait_until(lambda: len(list(engine.store.events("x"))) >= 3 and "x" in engine._evicted,
                    "x is taken back, sleeps its hour, evicted again")
         wait_until(lambda: not _retry_timers(engine), "every retry chain has fired")
-        _turn(engine)
+        driver_turn(engine)
     assert told == ["x"], told
 
 
@@ -277,7 +262,7 @@ def test_a_run_now_kept_by_another_live_engine_is_not_probed_for_ever(tmp_path: 
             wait_until(lambda: tries[0] >= 1, "A tries to wake x")
             seen: list[bool] = []
             a._post(lambda: seen.append("x" in a._evicted or bool(_retry_timers(a))))  # read on A's driver
-            _turn(a)
+            driver_turn(a)
             assert seen == [False], f"A still probes x ({tries[0]} tries so far), which B keeps"
 
 
