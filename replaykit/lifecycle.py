@@ -150,7 +150,7 @@ class Lifecycle(EngineState):
         try:
             if lock and workflow_id not in self._runs:
                 try:
-                    locked = self._lock(workflow_id)
+                    locked = self._lock(workflow_id, new=True)
                 except StoreError:
                     pass
             return locked, self._create(wf, workflow_id, payload, pending, placement)
@@ -159,19 +159,23 @@ class Lifecycle(EngineState):
                 self._unlock(workflow_id)
             raise
 
-    def _lock(self, workflow_id: str) -> bool:
-        """Take the run's lock; if the holder vanished between our try and our asking who it is, try again."""
+    def _lock(self, workflow_id: str, *, new: bool = False) -> bool:
+        """Take the run's lock; if the holder vanished between our try and our asking who it is, try again
+        (``new``: to create the run under it, given back if it existed: ``Store.try_lock_new``)."""
         if workflow_id in self._releasing:  # still ours: its release waits for the commit
             if workflow_id in self._marked:  # set aside (evicted, paused) this turn: driven here again
                 self.store.keep(workflow_id, None)  # (if this raises, its release after the commit stands)
                 self._marked.discard(workflow_id)
             self._releasing.discard(workflow_id)
             return True
-        locked = self.store.try_lock(workflow_id, keeper=self._keeper) or (
-            self.store.lock_owner(workflow_id) is None and self.store.try_lock(workflow_id, keeper=self._keeper))
+        locked = self._take(workflow_id, new) or (
+            self.store.lock_owner(workflow_id) is None and self._take(workflow_id, new))
         if locked:
             self._marked.discard(workflow_id)  # try_lock cleared this engine's mark
         return locked
+
+    def _take(self, workflow_id: str, new: bool) -> bool:
+        return self.store.try_lock_new(workflow_id) if new else self.store.try_lock(workflow_id, keeper=self._keeper)
 
     def _open_locked(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
                      handle: WorkflowHandle, *, woken: bool = False) -> None:

@@ -66,11 +66,11 @@ class WorkerEngine(Engine):
         self._fresh.add(workflow_id)
         self._open(wf, workflow_id, None, self._new_handle(workflow_id), 0.0)
 
-    def _lock(self, workflow_id: str) -> bool:
+    def _lock(self, workflow_id: str, *, new: bool = False) -> bool:
         if workflow_id in self._claimed:
             self._claimed.discard(workflow_id)
             return True
-        return super()._lock(workflow_id)
+        return super()._lock(workflow_id, new=new)
 
     def _open_locked(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
                      handle: WorkflowHandle, *, woken: bool = False) -> None:

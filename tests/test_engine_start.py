@@ -116,10 +116,10 @@ def test_a_lock_that_fails_with_an_os_error_is_raised_by_start_not_waited_on(db:
 
     store = rk.SqliteStore(db)
 
-    def no_locks(workflow_id: str, keeper: str | None = None) -> bool:
+    def no_locks(key: str) -> bool:
         raise OSError(errno.ENOLCK, "No locks available")
 
-    monkeypatch.setattr(store, "try_lock", no_locks)
+    monkeypatch.setattr(store._locks, "try_acquire", no_locks)  # where fcntl raises it
     with rk.Engine(store, activity_threads=2) as engine, pytest.raises(OSError, match="No locks available"):
         engine.start(one, 1, workflow_id="nfs")
     store.close()

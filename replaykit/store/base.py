@@ -291,6 +291,12 @@ class Store(abc.ABC):
         engine other than ``keeper`` keeps it out of memory (:meth:`keep`). ``keeper`` takes back a
         run it keeps, and its mark is cleared."""
 
+    def try_lock_new(self, workflow_id: str) -> bool:
+        """:meth:`try_lock` for a run the caller is about to create under the lock, and whose lock it
+        gives back untouched if the run existed: no keeper can have marked it, so a store may skip
+        reading the mark (an engine's start takes this lock for every new run)."""
+        return self.try_lock(workflow_id)
+
     @abc.abstractmethod
     def unlock(self, workflow_id: str) -> None:
         """Give the right back."""

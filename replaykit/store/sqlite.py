@@ -478,14 +478,10 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         return [info_from_row(row, self.path) for row in rows]
 
     def try_lock(self, workflow_id: str, keeper: str | None = None) -> bool:
-        self._forget(workflow_id)
-        if self.read_only:  # no lock can be taken (it is a write); a run that ended needs none to be read
-            info = self.info(workflow_id)
-            if info is not None and info.status.is_terminal:
-                return True
-            raise read_only_error(self.path, f"driving workflow {workflow_id!r} needs to record its steps")
-        if not self._locks.try_acquire(workflow_id):
+        if not self.try_lock_new(workflow_id):
             return False
+        if self.read_only:
+            return True
         try:  # read under the lock: a mark is written before its run's lock is given up
             run, mark, status = self._mark(workflow_id)
             if mark is not None:
@@ -499,6 +495,15 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
             self._locks.release(workflow_id)
             raise
         return True
+
+    def try_lock_new(self, workflow_id: str) -> bool:
+        self._forget(workflow_id)
+        if self.read_only:  # no lock can be taken (it is a write); a run that ended needs none to be read
+            info = self.info(workflow_id)
+            if info is not None and info.status.is_terminal:
+                return True
+            raise read_only_error(self.path, f"driving workflow {workflow_id!r} needs to record its steps")
+        return self._locks.try_acquire(workflow_id)
 
     def unlock(self, workflow_id: str) -> None:
         self._forget(workflow_id)
