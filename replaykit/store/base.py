@@ -81,7 +81,7 @@ def generation_from_row(row: Sequence[Any], workflow_id: str, where: str) -> Gen
 def find_filters(statuses: Sequence[Status | str], workflows: Sequence[str], prefix: str, since: float | None,
                  until: float | None, mark: str) -> tuple[list[str], list[Any]]:
     """The conditions of :meth:`Store.find` as SQL (``mark``: the driver's placeholder) and their
-    parameters. A row whose status is none of replaykit's passes the status filter: it is read, and
+    parameters. A row whose status is none of replaykit's (or none at all) passes the status filter: it is read, and
     refused as damaged, rather than hidden."""
     where: list[str] = []
     params: list[Any] = []
@@ -89,7 +89,7 @@ def find_filters(statuses: Sequence[Status | str], workflows: Sequence[str], pre
         wanted = sorted({Status(s).value for s in statuses})
         every = [s.value for s in Status]
         where.append(f"(status IN ({', '.join([mark] * len(wanted))}) OR status NOT IN "
-                     f"({', '.join([mark] * len(every))}))")
+                     f"({', '.join([mark] * len(every))}) OR status IS NULL)")
         params += [*wanted, *every]
     if workflows:
         where.append(f"name IN ({', '.join([mark] * len(workflows))})")

@@ -180,10 +180,11 @@ def migration_required(where: str, version: int, checksums: int) -> MigrationReq
         "schema: if it did, someone changed it; restore it from a backup. Nothing was changed.")
 
 
-def set_back(version: int) -> CorruptStoreError:
-    """A store whose schema number says ``version`` (before checksums) while its tables have them."""
+def set_back(version: int, what: str = "the checksums") -> CorruptStoreError:
+    """A store whose schema number says ``version`` while its tables already have ``what`` a later
+    schema added (replaykit moves the number forward only, with the tables, in one transaction)."""
     return CorruptStoreError(
-        f"the store says it is of schema {version}, but its tables already have the checksums of a later one: "
+        f"the store says it is of schema {version}, but its tables already have {what} of a later one: "
         "its schema number was set back (not by replaykit). Restore it from a backup; nothing was changed.")
 
 
@@ -198,5 +199,5 @@ def _other_key(where: str) -> PayloadAuthenticationError:
     return PayloadAuthenticationError(
         f"the history of {where} does not check out under this process's secret from its first event: it was "
         "recorded with another secret (give every process of a store the same REPLAYKIT_SECRET, and keep old ones "
-        "in REPLAYKIT_OLD_SECRETS while rotating), or its first row is damaged. Nothing was replayed from it and "
-        "the store was not changed.")
+        "in REPLAYKIT_OLD_SECRETS while rotating), or its first event or its run's row (id, generation) is "
+        "damaged. Nothing was replayed from it and the store was not changed.")

@@ -23,6 +23,7 @@ from ..errors import (
 _READ_ONLY = {"25006", "42501"}  # read_only_sql_transaction (a standby), insufficient_privilege
 _FULL = {"53100", "53200", "53400"}  # disk_full, out_of_memory, configuration_limit_exceeded
 _CORRUPT = {"XX001", "XX002"}  # data_corrupted, index_corrupted
+_SCHEMA_GONE = {"42703", "42P01"}  # undefined_column, undefined_table: in a store of the right version
 _SECRETS = {"password", "sslpassword"}
 
 
@@ -57,6 +58,11 @@ def translate(where: str, exc: psycopg.Error) -> StoreError:
         return CorruptStoreError(
             f"{where}: PostgreSQL cannot read the store's data ({said}). Restore it from a backup; "
             "replaykit will not overwrite it."
+        )
+    if state in _SCHEMA_GONE:
+        return CorruptStoreError(
+            f"{where}: the store's schema is damaged: a replaykit table or column is missing or is not "
+            f"replaykit's ({said}). Nothing was changed; restore the store from a backup."
         )
     if isinstance(exc, psycopg.OperationalError) and (not state or state.startswith(("08", "57P"))):
         return StoreError(

@@ -29,7 +29,12 @@ from .work import Placement
 _CREATE = f"""
 WITH run AS (
     INSERT INTO replaykit_runs (workflow_id, generation, name, status, created_at, updated_at, owner, head)
-    VALUES (%(workflow_id)s, 1, %(name)s, %(status)s, %(at)s, %(at)s, %(owner)s, %(head)s)
+    SELECT %(workflow_id)s::text, 1, %(name)s::text, %(status)s::text, %(at)s::float8, %(at)s::float8,
+           %(owner)s::bigint, %(head)s::bytea
+    -- Only where the id has no row at all: a row whose generation was changed (not 1) is read, and
+    -- refused as damaged, not joined by a second first generation. Two creations racing: the
+    -- unique (workflow_id, generation) lets one in.
+    WHERE NOT EXISTS (SELECT 1 FROM replaykit_runs WHERE workflow_id = %(workflow_id)s::text)
     ON CONFLICT DO NOTHING
     RETURNING id),
 events AS (

@@ -164,10 +164,14 @@ def ensure_schema(conn: psycopg.Connection[TupleRow], where: str, create: bool,
         version = _version(conn, where) or 0  # another process may have done it meanwhile
         if 0 < version < CHECKSUMS and not migrate and conn.execute(_HAS_ROWS).fetchall()[0][0]:
             raise chain.migration_required(where, version, CHECKSUMS)
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            for statement in _MIGRATIONS[target]:
-                conn.execute(statement) if isinstance(statement, str) else statement(conn, chain_of_keys)
-            conn.execute("UPDATE replaykit_meta SET value = %s WHERE key = 'schema_version'", (str(target),))
+        try:
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[target]:
+                    conn.execute(statement) if isinstance(statement, str) else statement(conn, chain_of_keys)
+                conn.execute("UPDATE replaykit_meta SET value = %s WHERE key = 'schema_version'", (str(target),))
+        except (psycopg.errors.DuplicateTable, psycopg.errors.DuplicateColumn, psycopg.errors.DuplicateObject) as exc:
+            # What a migration adds is already there: the number was set back (rolled back with the rest).
+            raise chain.set_back(version, f"what it adds ({' '.join(str(exc).split())})") from exc
 
 
 def _version(conn: psycopg.Connection[TupleRow], where: str) -> int | None:
@@ -188,7 +192,11 @@ def _version(conn: psycopg.Connection[TupleRow], where: str) -> int | None:
                 "options=-csearch_path%3Dreplaykit to the URL, after CREATE SCHEMA replaykit). Nothing was changed."
             )
         return None
-    meta: dict[str, str] = dict(conn.execute("SELECT key, value FROM replaykit_meta").fetchall())
+    columns = {row[0] for row in conn.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+        "AND table_name = 'replaykit_meta'").fetchall()}
+    meta: dict[str, str] = (dict(conn.execute("SELECT key, value FROM replaykit_meta").fetchall())
+                            if {"key", "value"} <= columns else {})
     if meta.get("store") != "replaykit" or not str(meta.get("schema_version", "")).isdigit():
         raise NotAStoreError(
             f"{where}: the table replaykit_meta in schema {schema!r} was not written by replaykit. "

@@ -23,7 +23,7 @@ import psycopg
 from ..errors import StoreError
 from .postgres_conn import CHANNEL
 from .postgres_errors import translated
-from .work import Candidate, Queue, Usage, WorkerRecord, admit, worker_records
+from .work import Candidate, Queue, Usage, WorkerRecord, admit, queue_from_row, worker_records
 
 if TYPE_CHECKING:
     from .postgres_conn import AdvisoryLocks, Connection
@@ -117,7 +117,7 @@ class PostgresWork:
             with self._write() as conn:
                 row = conn.execute("SELECT concurrency, per_key, rate_starts, rate_seconds FROM replaykit_queues "
                                    "WHERE name = %s FOR UPDATE", (queue,)).fetchall()  # serialises limited claims
-                limits = _limits(queue, row[0] if row else None)
+                limits = queue_from_row(queue, row[0] if row else None, self.url)
                 found = [Candidate(*r) for r in conn.execute(
                     f"SELECT workflow_id, name, part_key, started_at IS NOT NULL {_CANDIDATES} "
                     f"ORDER BY priority DESC, ready_at LIMIT %s FOR UPDATE OF w SKIP LOCKED",
@@ -213,13 +213,6 @@ class PostgresWork:
                 except (StoreError, psycopg.Error):
                     pass  # no right to (another role's session): it stays listed as silent
         return dead
-
-
-def _limits(queue: str, row: tuple[Any, ...] | None) -> Queue:
-    if row is None:
-        return Queue(queue)
-    concurrency, per_key, starts, seconds = row
-    return Queue(queue, concurrency=concurrency, per_key=per_key, rate=None if starts is None else (starts, seconds))
 
 
 def _usage(conn: Connection, queue: Queue) -> Usage:

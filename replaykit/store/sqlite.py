@@ -67,6 +67,10 @@ _RUN_COLUMNS = ("workflow_id, name, status, created_at, updated_at, custom_statu
                 "(SELECT 'code version ' || problem_version || ': ' || problem FROM work w "
                 "WHERE w.workflow_id = runs.workflow_id)")
 _NEWEST_RUN = "SELECT {} FROM runs WHERE workflow_id = ? ORDER BY generation DESC LIMIT 1"
+# A run is created only where its id has no row at all: a row whose generation was changed (not 1)
+# must be read, and refused as damaged, not joined by a second first generation.
+_CREATE_RUN = ("INSERT INTO runs (workflow_id, generation, name, status, created_at, updated_at) "
+               "SELECT ?, 1, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM runs WHERE workflow_id = ?)")
 _MARK = _NEWEST_RUN.format("id, status, keeper")  # store/keepers.py
 
 
@@ -282,11 +286,7 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
                 return False
             raise read_only_error(self.path, f"starting workflow {workflow_id!r} needs to record it")
         with self._transaction() as conn:
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO runs (workflow_id, generation, name, status, created_at, updated_at) "
-                "VALUES (?, 1, ?, ?, ?, ?)",
-                (workflow_id, name, status.value, start.at, start.at),
-            )
+            cur = conn.execute(_CREATE_RUN, (workflow_id, name, status.value, start.at, start.at, workflow_id))
             if cur.rowcount == 0:
                 return False
             run = cur.lastrowid

@@ -7,6 +7,7 @@ gives SQLite's (extended) result code; 3.10 only the message, which is used then
 from __future__ import annotations
 
 import os
+import re
 import resource
 import sqlite3
 from types import TracebackType
@@ -29,7 +30,8 @@ _MESSAGES = {
     "unable to open database file": CANTOPEN, "file is not a database": NOTADB,
 }
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-_SCHEMA_GONE = ("no such column", "no such table", "no such index")  # a store of ours whose schema text is damaged
+# A store of ours whose schema is damaged: a table, column or index gone, or a table of other columns.
+_SCHEMA_GONE = re.compile(r"no such (column|table|index)|table \S+ has (no column named|\d+ columns but \d+ values)")
 
 
 def code(exc: sqlite3.Error) -> int:
@@ -76,7 +78,7 @@ def translate(path: str, exc: sqlite3.Error) -> Exception:
             f"{path}: a text value in the store is not valid UTF-8 ({exc}): the file is damaged, or was written "
             "by something else. Restore it from a backup; replaykit will not overwrite it, and used nothing of it."
         )
-    if isinstance(exc, sqlite3.OperationalError) and str(exc).startswith(_SCHEMA_GONE):
+    if isinstance(exc, sqlite3.OperationalError) and _SCHEMA_GONE.match(str(exc)):
         return CorruptStoreError(
             f"{path}: the store's schema is damaged: {exc}, though the file says it is a replaykit store of this "
             "version. Restore it from a backup; replaykit will not overwrite it.")

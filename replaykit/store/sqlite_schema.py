@@ -7,7 +7,8 @@ on the first statement, before anything is written.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from .. import payloads
 from ..errors import NotAStoreError, StoreNotFoundError, StoreTooNewError
@@ -139,15 +140,27 @@ def ensure_schema(conn: sqlite3.Connection, path: str, create: bool, chain_of_ke
             version = 1
         elif version < CHECKSUMS and not migrate and conn.execute(_HAS_ROWS).fetchall()[0][0]:
             raise chain.migration_required(path, version, CHECKSUMS)
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            for statement in _MIGRATIONS[target]:
-                conn.execute(statement) if isinstance(statement, str) else statement(conn, chain_of_keys)
-            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(target),))
-            conn.execute(f"PRAGMA user_version = {target}")
+        with _set_back_if_there(version), translated(path):
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[target]:
+                    conn.execute(statement) if isinstance(statement, str) else statement(conn, chain_of_keys)
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(target),))
+                conn.execute(f"PRAGMA user_version = {target}")
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
+        raise
+
+
+@contextmanager
+def _set_back_if_there(version: int) -> Iterator[None]:
+    """A migration that finds what it adds already there: the store's number was set back."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if "already exists" in str(exc) or "duplicate column" in str(exc):
+            raise chain.set_back(version, f"what it adds ({exc})") from exc
         raise
 
 
@@ -173,6 +186,8 @@ def _version(conn: sqlite3.Connection, path: str) -> int | None:
     another process's creation of the store, which would look like someone else's tables."""
     app_id, version, names = conn.execute(_HEADER_AND_TABLES).fetchall()[0]
     if app_id == APPLICATION_ID:
+        if version < 1:  # replaykit marks a store as its own and numbers it in one transaction
+            raise chain.set_back(version, "the tables")
         if version > SCHEMA_VERSION:
             raise StoreTooNewError(
                 f"{path} was written by a newer replaykit (store schema {version}; this "

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
-from ..errors import StoreError
-from .work import Candidate, Placement, Queue, Usage, WorkerRecord, admit, worker_records
+from ..errors import CorruptStoreError, StoreError
+from .work import Candidate, Placement, Queue, Usage, WorkerRecord, admit, queue_from_row, worker_records
 
 if TYPE_CHECKING:
     from .locks import FileLocks
@@ -72,14 +72,10 @@ def candidates(conn: sqlite3.Connection, queue: str, workflows: Sequence[str], n
     return [Candidate(row[0], row[1], row[2], bool(row[3])) for row in rows]
 
 
-def limits(conn: sqlite3.Connection, queue: str) -> Queue:
+def limits(conn: sqlite3.Connection, queue: str, where: str) -> Queue:
     row = conn.execute("SELECT concurrency, per_key, rate_starts, rate_seconds FROM queues WHERE name = ?",
                        (queue,)).fetchall()
-    if not row:
-        return Queue(queue)
-    concurrency, per_key, starts, seconds = row[0]
-    return Queue(queue, concurrency=concurrency, per_key=per_key,
-                 rate=None if starts is None else (starts, seconds))
+    return queue_from_row(queue, row[0] if row else None, where)
 
 
 def usage(conn: sqlite3.Connection, queue: Queue) -> Usage:
@@ -105,10 +101,13 @@ def release(conn: sqlite3.Connection, workflow_id: str, worker_id: str, wake_at:
         (wake_at, wake_at, wake_at, problem, version if problem else None, workflow_id, worker_id))
 
 
-def next_ready(conn: sqlite3.Connection, queues: Sequence[str]) -> float | None:
+def next_ready(conn: sqlite3.Connection, queues: Sequence[str], where: str) -> float | None:
     marks = ", ".join("?" * len(queues))
     value = conn.execute(f"SELECT min(ready_at) FROM work WHERE queue IN ({marks}) AND worker IS NULL "
                          "AND ready_at IS NOT NULL", tuple(queues)).fetchall()[0][0]
+    if value is not None and type(value) not in (int, float):  # text sorts after every number
+        raise CorruptStoreError(f"{where}: a work row of queue {', '.join(map(repr, queues))} is damaged (ready "
+                                f"at {value!r}, not a time). Nothing was claimed; restore the store from a backup.")
     return None if value is None else float(value)
 
 
@@ -185,7 +184,7 @@ class SqliteWork:
 
         try:
             with self._transaction() as conn:
-                limited = limits(conn, queue)
+                limited = limits(conn, queue, self.path)
                 found = candidates(conn, queue, workflows, now, version, capacity * 4 + 8)
                 admitted = admit(found, limited, usage(conn, limited) if limited.limited else None, capacity, take)
         except BaseException:
@@ -200,7 +199,7 @@ class SqliteWork:
             release(conn, workflow_id, worker_id, wake_at, problem, version)
 
     def next_ready(self, queues: Sequence[str]) -> float | None:
-        return next_ready(self._conn(), queues) if queues else None
+        return next_ready(self._conn(), queues, self.path) if queues else None
 
     def set_queue(self, queue: Queue) -> None:
         with self._transaction() as conn:

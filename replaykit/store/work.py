@@ -77,6 +77,21 @@ class Placement:
     ready_at: float | None = None  # None: at once
 
 
+def queue_from_row(queue: str, row: Sequence[Any] | None, where: str) -> Queue:
+    """The limits of ``queue`` from its row ``(concurrency, per_key, rate_starts, rate_seconds)`` (none
+    if no row); a row no worker could have written is a :class:`CorruptStoreError` naming it."""
+    if row is None:
+        return Queue(queue)
+    concurrency, per_key, starts, seconds = row
+    rate = None if starts is None else (starts, seconds)
+    try:
+        return Queue(queue, concurrency=concurrency, per_key=per_key, rate=rate)
+    except (ValueError, TypeError) as exc:
+        raise CorruptStoreError(f"{where}: the limits of queue {queue!r} are damaged ({exc}). Nothing of the queue "
+                                "was claimed; start a worker with the queue's limits (rk.Queue) to write them "
+                                "again.") from exc
+
+
 def worker_records(rows: Iterable[Sequence[Any]], held: dict[str, list[str]], where: str) -> list[WorkerRecord]:
     """The registry's rows ``(id, host, pid, queues, workflows, version, started_at, heartbeat_at,
     stopping)`` as records; a damaged row is a :class:`CorruptStoreError` naming ``where``."""

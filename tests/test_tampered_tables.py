@@ -1,7 +1,6 @@
-"""A hostile review of tampered and half-migrated stores (PostgreSQL first, SQLite where it differs):
-each test is a defect found by writing the tables directly, and states what the project's rule asks
-(a tampered store is refused with a replaykit error that says what and where, nothing is rewritten,
-nothing recorded is run again)."""
+"""Tampered and half-migrated stores (PostgreSQL first, SQLite where it differs), found by a hostile
+review that wrote the tables directly: each is refused with a replaykit error that says what and where,
+nothing is rewritten, and nothing recorded runs again."""
 
 from __future__ import annotations
 
@@ -180,3 +179,14 @@ def test_a_damaged_ready_time_does_not_kill_an_sqlite_worker(db: str) -> None:
     _sql(db, "UPDATE work SET ready_at = 'soon'")
     with open_store(db, create=False) as store, pytest.raises(rk.CorruptStoreError):
         store.next_ready(["q"])
+
+
+def test_a_run_without_a_status_is_not_hidden_by_a_status_filter(pg_url: str, tmp_path: Path) -> None:
+    """With NOT NULL dropped and a run's status set to NULL, ``find(statuses=...)`` (``replaykit list
+    --status``) left the damaged run out (``status NOT IN (...)`` is NULL for a NULL status) instead
+    of refusing it, as it refuses a status that is none of replaykit's."""
+    assert rk.run(flow, str(tmp_path / "ledger"), workflow_id="n", db=pg_url) == 3
+    _sql(pg_url, "ALTER TABLE replaykit_runs ALTER COLUMN status DROP NOT NULL",
+         "UPDATE replaykit_runs SET status = NULL")
+    with open_store(pg_url, create=False) as store, pytest.raises(rk.CorruptStoreError, match="'n'"):
+        store.find(statuses=[rk.Status.COMPLETED])
