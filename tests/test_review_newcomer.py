@@ -1,0 +1,115 @@
+"""A newcomer's review: documented behaviour that does not hold, and errors that are unclear.
+
+Each test fails on the code as reviewed and passes once the defect it names is fixed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+import replaykit as rk
+
+from conftest import ROOT
+
+
+@rk.activity
+def make_lock() -> object:
+    return threading.Lock()  # neither JSON nor picklable: cannot be recorded
+
+
+@rk.workflow(name="review.holds_lock")
+def holds_lock(ctx: rk.Context) -> rk.Flow[str]:
+    yield make_lock()
+    return "unreachable"
+
+
+def test_an_engine_handle_gets_the_serialization_error_of_an_activity_result(db: str) -> None:
+    # rk.run raises rk.SerializationError for this at once. An Engine with its (default) thread
+    # pool only logs "replaykit driver job failed" and the run stays `running`: result() never
+    # returns, so a caller without a timeout waits forever. concepts.md: SerializationError is
+    # a problem with the code, not recorded; "fix the cause and rerun".
+    with rk.Engine(db) as engine:
+        handle = engine.start(holds_lock, workflow_id="lock-1")
+        with pytest.raises(rk.SerializationError, match="make_lock"):
+            handle.result(timeout=5)
+
+
+@rk.workflow(name="review.side_effect")
+def draws_lock(ctx: rk.Context, broken: bool) -> rk.Flow[str]:
+    value = yield rk.side_effect(threading.Lock if broken else (lambda: 42))
+    return str(value)
+
+
+def test_an_unrecordable_side_effect_value_is_not_recorded(db: str) -> None:
+    # The error's own message says "Nothing was recorded", and concepts.md says a
+    # SerializationError is not recorded ("fix the cause and rerun"). Instead the side effect
+    # is recorded as an error and the run as `failed`, so the fixed code can never continue it.
+    with pytest.raises(rk.SerializationError, match="Nothing was recorded"):
+        rk.run(draws_lock, True, workflow_id="se-1", db=db)
+    with rk.SqliteStore(db) as store:
+        assert [e.kind for e in store.events("se-1")] == ["start"]
+        assert store.info("se-1").status is rk.Status.RUNNING
+
+
+def test_activity_fn_is_typed_with_the_activity_result(tmp_path: Path) -> None:
+    # typing.md: "`.fn` is the plain function"; Activity's docstring: "``.fn`` returns an ``R``".
+    # It is typed Callable[P, Any], so `charge.fn(...)` in a unit test is Any to mypy.
+    pytest.importorskip("mypy")
+    module = tmp_path / "user_fn.py"
+    module.write_text(textwrap.dedent("""
+        import replaykit as rk
+
+        @rk.activity
+        def charge(order_id: str, cents: int) -> str:
+            return f"receipt-{order_id}"
+
+        reveal_type(charge.fn("o-1", 5))
+    """))
+    out = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-pretty", "--cache-dir", str(tmp_path / "cache"), str(module)],
+        cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "MYPYPATH": str(ROOT)})
+    assert 'Revealed type is "builtins.str"' in out.stdout, out.stdout
+
+
+def test_rk_store_is_reachable_after_import_replaykit() -> None:
+    # docs/postgres.md: `store = rk.store.open_store(url)`. Type checkers accept `rk.store`, but at
+    # run time it exists only once something else has imported replaykit.store.
+    code = "import replaykit as rk; print(rk.store.open_store.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "open_store"
+
+
+def test_a_mistyped_durability_names_the_choices(db: str) -> None:
+    # `pickle="of"` says "pickle= must be one of 'signed', 'off'"; `durability="powr"` only says
+    # "'powr' is not a valid Durability", which names neither the parameter nor the choices.
+    with pytest.raises(ValueError, match=r"durability.*'crash'.*'power'"):
+        rk.run(holds_lock, workflow_id="d-1", db=db, durability="powr")
+
+
+def test_a_duration_given_as_text_says_what_a_duration_is() -> None:
+    # rk.sleep("1h") raises "could not convert string to float: '1h'" from inside attrs;
+    # rk.sleep(-1) says "a duration must be a non-negative timedelta or number of seconds".
+    with pytest.raises((TypeError, ValueError), match="timedelta"):
+        rk.sleep("1h")  # type: ignore[arg-type]
+
+
+def test_the_files_the_quickstart_leaves_in_a_checkout_are_ignored() -> None:
+    # After the README's first command, `git status` in the checkout shows `quickstart.db.key`
+    # (the store's HMAC secret, which security.md says must stay private) and
+    # `quickstart.db-locks.d/`: .gitignore lists `*.db-locks` (a file) but neither of these,
+    # so a `git add .` commits the key.
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    paths = ["examples/quickstart.db.key", "examples/quickstart.db-locks.d/0", "quickstart.db.key",
+             "quickstart.db-locks.d/0"]
+    out = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=ROOT, capture_output=True, text=True)
+    assert sorted(out.stdout.split()) == sorted(paths), out.stdout
