@@ -55,7 +55,8 @@ def test_an_unrecordable_side_effect_value_is_not_recorded(db: str) -> None:
         rk.run(draws_lock, True, workflow_id="se-1", db=db)
     with rk.SqliteStore(db) as store:
         assert [e.kind for e in store.events("se-1")] == ["start"]
-        assert store.info("se-1").status is rk.Status.RUNNING
+        info = store.info("se-1")
+        assert info is not None and info.status is rk.Status.RUNNING
 
 
 def test_activity_fn_is_typed_with_the_activity_result(tmp_path: Path) -> None:
@@ -113,3 +114,20 @@ def test_the_files_the_quickstart_leaves_in_a_checkout_are_ignored() -> None:
              "quickstart.db-locks.d/0"]
     out = subprocess.run(["git", "check-ignore", "--no-index", *paths], cwd=ROOT, capture_output=True, text=True)
     assert sorted(out.stdout.split()) == sorted(paths), out.stdout
+
+
+@rk.activity
+def charge(order_id: str, cents: int) -> str:
+    return f"receipt-{order_id}"
+
+
+def test_running_an_activity_as_a_workflow_says_it_is_an_activity(db: str) -> None:
+    # rk.run(charge, ...) says "<activity charge> is a plain function; a workflow must be a generator
+    # function": false (it is an @rk.activity, not a plain function) and no hint of what to do
+    # (yield it from a workflow). rk.child_workflow(charge, ...) says the same.
+    for attempt in (lambda: rk.run(charge, "o-1", 5, workflow_id="a-1", db=db),  # type: ignore[arg-type]
+                    lambda: rk.child_workflow(charge, "o-1", 5)):  # type: ignore[arg-type]
+        with pytest.raises(rk.NotAWorkflowError) as err:
+            attempt()
+        assert "plain function" not in str(err.value)
+        assert "@rk.activity" in str(err.value)
