@@ -71,6 +71,7 @@ from .run import run
 from .workflow import Flow, Workflow, workflow
 
 if TYPE_CHECKING:  # loaded on first use (see __getattr__); type checkers read them here
+    from . import store as store  # a subpackage: rk.store.open_store, rk.store.PostgresStore ...
     from .client import Client
     from .context import Context
     from .control import cancel, pause, query, resume, runs_without_patch, send_signal
@@ -90,6 +91,7 @@ if TYPE_CHECKING:  # loaded on first use (see __getattr__); type checkers read t
     from .worker import Worker
 
 _LAZY = {  # module: the names it gives, as in the block above (tests/test_api.py keeps them equal)
+    ".": "store",  # a subpackage
     ".client": "Client", ".context": "Context",
     ".control": "cancel pause query resume runs_without_patch send_signal",
     ".converters": "UnknownTypeError json_type", ".determinism": "NonDeterminismWarning",

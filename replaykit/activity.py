@@ -29,6 +29,7 @@ from typing import Any, Generic, ParamSpec, Protocol, overload
 
 import attrs
 
+from .clock import seconds
 from .commands import ActivityCall, R, noted
 from .converters import note_annotations
 from .errors import Cancelled
@@ -122,7 +123,7 @@ def is_cancelled() -> bool:
 def _optional_seconds(value: timedelta | float | None) -> float | None:
     if value is None:
         return None
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+    return seconds(value, "an activity's timeout")
 
 
 @attrs.frozen(repr=False)

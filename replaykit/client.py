@@ -27,10 +27,11 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, overload
 
 from . import control
+from .clock import seconds
 from .commands import A1, A2, A3, A4, A5, A6, R
 from .handle import WorkflowHandle
 from .history import OK, START, Event, Status, WorkflowInfo
-from .starting import check_same_stored_run, seconds, start_payload
+from .starting import check_same_stored_run, start_payload
 from .store import Store
 from .store.base import Secrets
 from .store.open import store_for
@@ -115,7 +116,8 @@ class Client:
         begin = start_at.timestamp() if start_at is not None else (
             now + seconds(start_delay) if start_delay is not None else None)
         check_arguments(wf, args, kwargs)
-        payload = start_payload(self.store.codec, wf, args, kwargs, timeout=timeout, start_at=begin)
+        payload = start_payload(self.store.codec, wf, args, kwargs, start_at=begin,
+                                timeout=None if timeout is None else seconds(timeout, "a run's timeout"))
         start = Event(0, 0, START, wf.name, now, OK, *payload)
         placement = Placement(queue, priority, key, ready_at=begin)
         status = Status.PENDING if begin is not None else Status.RUNNING

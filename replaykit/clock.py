@@ -4,7 +4,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, Protocol, runtime_checkable
+
+
+def seconds(value: timedelta | float, what: str = "a duration") -> float:
+    """A duration given as a ``timedelta`` or a number of seconds, in seconds. Text (``"1h"``),
+    ``True``, NaN and a negative duration are refused, naming ``what``."""
+    if isinstance(value, timedelta):
+        found = value.total_seconds()
+    elif isinstance(value, (str, bytes, bool)) or not hasattr(type(value), "__float__"):
+        raise TypeError(f"{what} is a datetime.timedelta or a number of seconds (timedelta(hours=1), or 3600), "
+                        f"not {type(value).__name__} {value!r}")
+    else:
+        found = float(value)
+    if found != found or found < 0:
+        raise ValueError(f"{what} must be a non-negative timedelta or number of seconds, got {value!r}")
+    return found
 
 
 def monotonic() -> float:

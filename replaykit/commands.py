@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, overload
 
 import attrs
 
+from .clock import seconds
 from .errors import InvalidCommandError
 
 if TYPE_CHECKING:
@@ -157,10 +158,7 @@ for _dunder in ("iter contains getitem int float index complex round neg pos abs
 
 
 def _seconds(value: timedelta | float) -> float:
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if seconds != seconds or seconds < 0:
-        raise ValueError(f"a duration must be a non-negative timedelta or number of seconds, got {value!r}")
-    return seconds
+    return seconds(value)
 
 
 @attrs.frozen(repr=False)

@@ -88,6 +88,7 @@ class Effects(EngineState):
                            pending: bool = False, placement: Placement | None = None,
                            lock: bool = True) -> tuple[bool, Event | None]: ...
         def _unlock(self, workflow_id: str) -> None: ...
+        def _abort(self, run: _Run, error: BaseException) -> None: ...
 
     def _start_leaf(self, run: _Run, leaf: Leaf, more_to_start: bool) -> Answer | None:
         kind = leaf.command.kind
@@ -98,9 +99,10 @@ class Effects(EngineState):
         if kind == SIDE_EFFECT:
             effect: SideEffect = leaf.command  # type: ignore[assignment]
             try:
-                return self._answer(run, leaf, (True, effect.fn()))
+                value = effect.fn()
             except Exception as exc:
                 return self._answer(run, leaf, (False, exc))
+            return self._answer(run, leaf, (True, value))  # a value it cannot record is the code's error: raised
         if kind == CHILD:
             return self._start_child(run, leaf)
         return self._start_timer(run, leaf)
@@ -253,7 +255,12 @@ class Effects(EngineState):
         if run.executions.get(leaf.step) is execution:
             del run.executions[leaf.step]
         if self._still_waiting(run, leaf) and not execution.cancelled:
-            self._settle(run, leaf, self._answer(run, leaf, outcome), execution.started or None)
+            try:
+                answer = self._answer(run, leaf, outcome)
+            except BaseException as exc:  # a result it cannot record (SerializationError): nothing is recorded
+                self._abort(run, exc)
+                return
+            self._settle(run, leaf, answer, execution.started or None)
 
     def _activity_overdue(self, run: _Run, leaf: Leaf, execution: Execution, kind: str,
                           seconds: float) -> None:

@@ -10,13 +10,17 @@ from typing import Any
 
 def loader(package: str, where: dict[str, str]) -> Callable[[str], Any]:
     """A module ``__getattr__`` for ``package``: ``where`` maps each lazy name to the module (relative
-    to ``package``) that defines it. The value is imported at the first access, then kept."""
+    to ``package``) that defines it, or to ``"."`` for a subpackage of that name. The value is
+    imported at the first access, then kept."""
 
     def __getattr__(name: str) -> Any:
         module = where.get(name)
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(module, package), name)
+        if module == ".":
+            value = importlib.import_module(f".{name}", package)
+        else:
+            value = getattr(importlib.import_module(module, package), name)
         setattr(sys.modules[package], name, value)  # the next access is a plain attribute
         return value
 

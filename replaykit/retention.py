@@ -21,10 +21,10 @@ from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
 
+from .clock import seconds
 from .control import Db, opened
 from .history import START, Status
 from .keys import signed_body
-from .starting import seconds
 from .store import Store
 from .views import value_of
 

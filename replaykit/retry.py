@@ -12,9 +12,11 @@ from datetime import timedelta
 
 import attrs
 
+from .clock import seconds
+
 
 def _seconds(value: timedelta | float) -> float:
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+    return seconds(value, "a retry's wait")
 
 
 @attrs.frozen

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, overload
 
 from . import control
-from .clock import Clock, SkippingClock, SystemClock, monotonic
+from .clock import Clock, SkippingClock, SystemClock, monotonic, seconds
 from .commands import A1, A2, A3, A4, A5, A6, R
 from .controls import Controls
 from .driver import Driver
@@ -39,7 +39,7 @@ from .history import Status
 from .interpreter import Leaf
 from .lifecycle import Lifecycle, Payload
 from .runstate import _Evicted, _Run
-from .starting import check_same_stored_run, seconds, start_payload
+from .starting import check_same_stored_run, start_payload
 from .store import Store
 from .store.base import Secrets
 from .store.keepers import new_keeper
@@ -228,7 +228,8 @@ class Engine(Controls, Lifecycle, Eviction, Driver, Effects):
         elif start_delay is not None:
             begin = self._clock.now() + seconds(start_delay)
         check_arguments(wf, args, kwargs)
-        payload = start_payload(self.store.codec, wf, args, kwargs, timeout=timeout, start_at=begin)
+        payload = start_payload(self.store.codec, wf, args, kwargs, start_at=begin,
+                                timeout=None if timeout is None else seconds(timeout, "a run's timeout"))
         handle = self._new_handle(workflow_id)
         deadline = monotonic() + lock_timeout
         if self._closed:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from .errors import CorruptStoreError, WorkflowConflictError
@@ -16,10 +15,11 @@ if TYPE_CHECKING:
 
 
 def start_payload(codec: Codec, wf: Workflow[Any], args: tuple[Any, ...], kwargs: dict[str, Any], *,
-                  timeout: timedelta | float | None = None, start_at: float | None = None,
+                  timeout: float | None = None, start_at: float | None = None,
                   parent: tuple[str, int] | None = None, continued: bool = False,
                   generation: int = 1) -> tuple[str, str | bytes]:
-    """The start event's payload: the arguments, the run's random seed and options."""
+    """The start event's payload: the arguments, the run's random seed and options (``timeout``: the
+    seconds left to the run, which a run that continues as new past its deadline carries below 0)."""
     start: dict[str, Any] = {"args": list(args), "kwargs": kwargs, "seed": random.getrandbits(63),
                              "rules": RULES_VERSION}
     if continued:
@@ -27,17 +27,12 @@ def start_payload(codec: Codec, wf: Workflow[Any], args: tuple[Any, ...], kwargs
     if generation > 1:
         start["generation"] = generation
     if timeout is not None:
-        start["timeout"] = seconds(timeout)
+        start["timeout"] = timeout
     if start_at is not None:
         start["start_at"] = start_at
     if parent is not None:
         start["parent"] = list(parent)
     return codec.encode(start, f"arguments of workflow {wf.name!r}")
-
-
-def seconds(value: timedelta | float) -> float:
-    """A duration given as a timedelta or a number of seconds, in seconds."""
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
 def check_same_run(workflow_id: str, name: str, recorded: dict[str, Any], wf: Workflow[Any],

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol
 
 import attrs
 
+from .activity import Activity
 from .commands import Command, R
 from .converters import note_annotations
 from .errors import NotAWorkflowError, UnknownWorkflowError
@@ -97,6 +98,12 @@ def _plain_arity(signature: inspect.Signature) -> int | None:
 def _check(fn: Any) -> None:
     if inspect.isgeneratorfunction(fn) or inspect.iscoroutinefunction(fn):
         return
+    if isinstance(fn, Activity):
+        call = f"{getattr(fn.fn, '__name__', fn.name)}(...)"
+        raise NotAWorkflowError(
+            f"{fn!r} is an @rk.activity, not a workflow: an activity runs inside a workflow, which yields its "
+            f"call (`result = yield {call}`, or `await {call}` in an `async def` workflow). Run a workflow that "
+            "calls it, or decorate a generator function with @rk.workflow")
     what = "a plain function" if callable(fn) else f"a {type(fn).__name__}"
     if inspect.isasyncgenfunction(fn):
         what = "an async generator function"

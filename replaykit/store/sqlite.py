@@ -60,6 +60,11 @@ class Durability(str, enum.Enum):
     CRASH = "crash"  # the process being killed (synchronous=NORMAL)
     POWER = "power"  # power loss / OS crash as well (synchronous=FULL, fsync per commit)
 
+    @classmethod
+    def _missing_(cls, value: object) -> Durability:
+        raise ValueError(f"durability= must be one of {', '.join(repr(d.value) for d in cls)} (what a committed "
+                         f"step survives: the process killed, or a power loss as well); got {value!r}")
+
 
 _SYNCHRONOUS = {Durability.CRASH: "NORMAL", Durability.POWER: "FULL"}
 _RUN_COLUMNS = ("workflow_id, name, status, created_at, updated_at, custom_status, "
