@@ -1,0 +1,89 @@
+"""Crash and concurrency review: defects found by a campaign of real processes, kills and outages.
+
+Each test fails on the code it was written against and passes once the defect is fixed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+import replaykit as rk
+
+from pgserver import PgServer
+
+
+# -- 1. a run whose hand-back failed during a database outage stays held by a live worker ----------
+
+_entered = threading.Event()
+_go = threading.Event()
+
+
+@rk.activity
+def _blocking(n: int) -> int:
+    _entered.set()
+    _go.wait(30)
+    return n
+
+
+@rk.workflow
+def _one_step(ctx: rk.Context, n: int) -> Any:
+    got = yield _blocking(n)
+    return got + 1
+
+
+@pytest.fixture
+def outage(pg_server: PgServer, pg_url: str) -> Iterator[tuple[str, Any]]:
+    """The test database's URL and a context: every session of the database ended, and new ones
+    refused until the context exits (as a server restart, seen from the clients)."""
+    name = pg_url.split("///", 1)[1].split("?", 1)[0]
+    admin = psycopg.connect(pg_server.url("postgres"), autocommit=True)
+
+    class Outage:
+        def __enter__(self) -> None:
+            admin.execute(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false")
+            admin.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+
+        def __exit__(self, *exc: object) -> None:
+            admin.execute(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true")
+
+    try:
+        yield pg_url, Outage()
+    finally:
+        admin.execute(f"ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true")
+        admin.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_run_whose_hand_back_failed_in_an_outage_is_not_held_for_ever(outage: tuple[str, Any]) -> None:
+    """An activity ends while the database is unreachable: the worker's commit fails, "every run of
+    this engine stops", and handing the run back fails too (``WorkerEngine._hand_back`` logs "it stays
+    marked as ours: the registry releases it when we stop or die"). But the worker neither stops nor
+    dies: once the database is back its heartbeat registers it again under the same id, so nobody
+    reaps it and the work row keeps ``worker = <this worker>`` for as long as the worker lives. The
+    run is never taken again (by this worker or another), and in a limited queue it keeps a slot.
+    Expected: the run is driven on and completes once the database is back (docs/scale-out.md: a
+    worker that lost its runs has them released; docs/postgres.md: workers reconnect)."""
+    url, cut = outage
+    _entered.clear()
+    _go.clear()
+    with rk.Worker(url, workflows=[_one_step], queues=["q"], heartbeat=0.2) as worker:
+        with rk.Client(url) as client:
+            client.start(_one_step, 1, workflow_id="a", queue="q")
+            assert _entered.wait(15)
+            with cut:
+                _go.set()  # the activity ends while nothing can be written
+                time.sleep(2.0)
+        with rk.Client(url) as client:  # the database is back
+            try:
+                result = client.handle("a").result(timeout=15)
+            except rk.ResultTimeoutError:
+                held = client.store._read("SELECT worker FROM replaykit_work WHERE workflow_id = 'a'")  # type: ignore[attr-defined]
+                pytest.fail(f"run 'a' never completed: its work row is still held by {held} "
+                            f"(worker {worker.worker_id} is alive and registered: {[w.worker_id for w in client.workers()]})")
+            assert result == 2
