@@ -87,3 +87,34 @@ def test_a_run_whose_hand_back_failed_in_an_outage_is_not_held_for_ever(outage: 
                 pytest.fail(f"run 'a' never completed: its work row is still held by {held} "
                             f"(worker {worker.worker_id} is alive and registered: {[w.worker_id for w in client.workers()]})")
             assert result == 2
+
+
+# -- 2. a worker spins while the database is unreachable ------------------------------------------
+
+
+@rk.workflow
+def _idle_flow(ctx: rk.Context) -> Any:
+    yield rk.sleep(0)
+    return 1
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_waits_between_attempts_while_the_database_is_unreachable(
+        outage: tuple[str, Any], caplog: pytest.LogCaptureFixture) -> None:
+    """While the database refuses connections, an idle worker's claiming loop retries with no pause:
+    ``Worker._serve`` catches the ``StoreError``, then ``_idle`` returns at once because
+    ``store.changed()`` answers True while the listening connection is lost (docs/postgres.md), so the
+    loop tries to connect, and logs a warning, about every 15 ms (60-150 a second on this machine).
+    A fleet of workers hammers the server as it comes back and floods its logs. Expected: the
+    worker waits about its poll interval (0.5 s) or heartbeat between attempts, as it does when idle."""
+    url, cut = outage
+    with rk.Worker(url, workflows=[_idle_flow], queues=["q"], heartbeat=0.5, poll_interval=0.5) as worker:
+        time.sleep(0.5)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="replaykit"):
+            with cut:
+                time.sleep(3.0)
+            attempts = [r for r in caplog.records if "cannot connect" in r.getMessage()
+                        and worker.worker_id in r.getMessage()]
+    # heartbeat 0.5 s and poll 0.5 s: about 6 attempts in 3 s, at most one more per wake-up
+    assert len(attempts) <= 20, f"{len(attempts)} connection attempts (each a warning) in 3 s of outage"
