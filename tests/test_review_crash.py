@@ -5,6 +5,7 @@ Each test fails on the code it was written against and passes once the defect is
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -118,3 +119,34 @@ def test_a_worker_waits_between_attempts_while_the_database_is_unreachable(
                         and worker.worker_id in r.getMessage()]
     # heartbeat 0.5 s and poll 0.5 s: about 6 attempts in 3 s, at most one more per wake-up
     assert len(attempts) <= 20, f"{len(attempts)} connection attempts (each a warning) in 3 s of outage"
+
+
+# -- 3. a client's first call after its sessions were ended (a server restart) fails ---------------
+
+
+@rk.workflow
+def _waits(ctx: rk.Context) -> Any:
+    got = yield rk.wait_signal("x")
+    return got
+
+
+@pytest.mark.timeout(60)
+def test_a_result_wait_outlives_a_server_restart_that_already_ended(pg_server: PgServer, pg_url: str) -> None:
+    """Minor. After the server restarts (here: every session of the client ended, the server up
+    again at once), the client's next call reuses a dead pooled connection and raises ``StoreError``
+    ("the connection to the database failed or was lost (terminating connection due to
+    administrator command)"), although the server is reachable; the call after works. So
+    ``handle.result(timeout=10)`` of a run that completes fails instead of waiting. Expected: a read
+    on a dead idle connection is retried once on a fresh one (the store's pool hands out connections
+    it has not checked)."""
+    name = pg_url.split("///", 1)[1].split("?", 1)[0]
+    with rk.Worker(pg_url, workflows=[_waits], queues=["q"], heartbeat=0.2), rk.Client(pg_url) as client:
+        handle = client.start(_waits, workflow_id="r", queue="q")
+        assert handle.status() == rk.Status.RUNNING
+        with psycopg.connect(pg_server.url("postgres"), autocommit=True) as admin:
+            admin.execute(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' "
+                          f"AND application_name LIKE 'replaykit pid {os.getpid()}%'")
+        time.sleep(0.5)
+        with rk.Client(pg_url) as other:
+            other.signal("r", "x", 7)
+        assert handle.result(timeout=10) == 7
