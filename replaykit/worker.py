@@ -113,6 +113,8 @@ class Worker(Client):
         self._held: dict[str, str] = {}  # run id -> its queue, from its claim until its lock is given back
         self._mutex = threading.Lock()
         self._wakeup = threading.Event()  # room freed, or stop asked
+        self._unreturned = threading.Event()  # a hand-back failed: released at the next heartbeat
+        self._started_at = time.time()
         self._stop_asked = threading.Event()
         self._stop_requested = False
         self.stopping = False
@@ -215,6 +217,11 @@ class Worker(Client):
     def queue_of(self, workflow_id: str) -> str:
         return self._held.get(workflow_id) or self._queues[0].name
 
+    def hand_back_failed(self) -> None:
+        """A run given back here is still marked as ours in the store (the store failed meanwhile):
+        the next heartbeat releases what is marked ours and not held (called by the engine's driver)."""
+        self._unreturned.set()
+
     def forget(self, workflow_id: str) -> None:
         """The run's lock was given back (called by the engine's driver)."""
         with self._mutex:
@@ -240,9 +247,13 @@ class Worker(Client):
         self.request_stop()
 
     def _register(self) -> None:
+        """Enter the registry; runs still marked as ours that we do not hold are released (a hand-back
+        that failed while the store was unreachable left them marked)."""
+        with self._mutex:
+            held = tuple(self._held)
         self.store.register_worker(WorkerRecord(
             self.worker_id, socket.gethostname(), os.getpid(), tuple(q.name for q in self._queues),
-            tuple(self._names), self.version, time.time(), time.time(), self.stopping))
+            tuple(self._names), self.version, self._started_at, time.time(), self.stopping, held))
 
     def _serve(self) -> None:
         next_beat = 0.0
@@ -254,19 +265,29 @@ class Worker(Client):
                 claimed, more = self._claim()
                 if more and len(self._held) < self._capacity:
                     continue  # a queue gave all that was asked: more may be ready
+                failed = False
             except StoreError as exc:
                 log.warning("replaykit worker %s: %s", self.worker_id, exc)
-                claimed = 0
+                claimed, failed = 0, True
             except Exception:  # a bug in replaykit: keep serving
                 log.exception("replaykit worker %s failed to claim work", self.worker_id)
-                claimed = 0
-            self._idle(next_beat, look_ahead=not claimed and len(self._held) < self._capacity)
+                claimed, failed = 0, True
+            self._idle(next_beat, look_ahead=not claimed and not failed and len(self._held) < self._capacity,
+                       news=not failed)
 
     def _beat(self) -> None:
-        if not self.store.heartbeat(self.worker_id, self.stopping):
-            log.warning("replaykit worker %s was declared dead (its runs released); registering again",
-                        self.worker_id)
-            self._register()
+        alive = self.store.heartbeat(self.worker_id, self.stopping)
+        if not alive:
+            log.warning("replaykit worker %s lost its place in the registry (its connection died, or it was "
+                        "declared dead); registering again, releasing the runs marked as its own it no longer "
+                        "holds", self.worker_id)
+        if not alive or self._unreturned.is_set():
+            self._unreturned.clear()
+            try:
+                self._register()
+            except BaseException:
+                self._unreturned.set()  # tried again at the next heartbeat
+                raise
         for dead in self.store.reap_workers(self._lease):
             # %r: a worker id read from the registry (anyone who writes the store wrote it) is logged escaped
             log.warning("replaykit worker %s found worker %r dead and released its runs", self.worker_id, dead)
@@ -299,11 +320,13 @@ class Worker(Client):
             more = more or len(claimed) == room
         return total, more
 
-    def _idle(self, next_beat: float, look_ahead: bool) -> None:
+    def _idle(self, next_beat: float, look_ahead: bool, news: bool = True) -> None:
         """Wait for work: until told (a store change, room freed), a run's ready time (asked of the
         store only after a claim with room found nothing), the next heartbeat, or the poll interval
         (with jitter: a fleet does not poll in step). A ready time already past is a run this worker
-        may not take now (a limit, another's lock, its code version): notifications and polls tell."""
+        may not take now (a limit, another's lock, its code version): notifications and polls tell.
+        After a failure (``news`` false: the store unreachable says "changed" at every look), only
+        room freed or the time ends the wait: a fleet does not hammer a server coming back."""
         until = min(next_beat, monotonic() + self._claim_poll * random.uniform(0.5, 1.0))
         ready = None
         if look_ahead:
@@ -322,7 +345,7 @@ class Worker(Client):
                 self._wakeup.clear()
                 if len(self._held) < self._capacity:
                     return
-            elif len(self._held) < self._capacity and self.store.changed():
+            elif news and len(self._held) < self._capacity and self.store.changed():
                 return
 
 

@@ -164,8 +164,9 @@ class WorkerEngine(Engine):
     def _hand_back(self, workflow_id: str, wake: float | None, problem: str | None) -> None:
         try:
             self.store.release(workflow_id, self._worker.worker_id, wake, problem, self._worker.version)
-        except StoreError as exc:  # it stays marked as ours: the registry releases it when we stop or die
+        except StoreError as exc:  # it stays marked as ours until the worker's next heartbeat releases it
             log.warning("replaykit worker %s could not hand back %r: %s", self._worker.worker_id, workflow_id, exc)
+            self._worker.hand_back_failed()
 
     def _unlock_now(self, workflow_id: str) -> None:
         if workflow_id in self._releasing:  # forgotten before the lock goes: a claim made after it counts

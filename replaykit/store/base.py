@@ -361,7 +361,9 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def register_worker(self, record: WorkerRecord) -> None:
         """Enter a worker in the registry and hold its liveness lock (the OS or the database drops
-        it when the process or its connection dies)."""
+        it when the process or its connection dies). Runs marked as the worker's that it does not
+        hold (``record.runs``) are released, ready at once: an earlier life of the id (a connection
+        lost in an outage, a process restarted) may have failed to hand them back."""
 
     @abc.abstractmethod
     def heartbeat(self, worker_id: str, stopping: bool = False) -> bool:

@@ -122,6 +122,10 @@ class MemoryWork:
             if record.worker_id in self._workers:
                 raise StoreError(f"worker id {record.worker_id!r} is in use; give each worker its own")
             self._workers[record.worker_id] = attrs.evolve(record, heartbeat_at=time.time())
+            for workflow_id, work in self._work.items():
+                if work.worker == record.worker_id and workflow_id not in record.runs:
+                    work.worker, work.ready_at = None, time.time()
+                    self._version += 1
 
     def heartbeat(self, worker_id: str, stopping: bool = False) -> bool:
         with self._mutex:

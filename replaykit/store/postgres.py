@@ -61,6 +61,7 @@ from .postgres_conn import (
     Connection,
     Listener,
     Pool,
+    alive,
     connect,
     describe_owner,
     int64_key,
@@ -138,9 +139,19 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
             raise
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        """Every row of a query, fetched at once: no statement (and no snapshot) outlives the call."""
-        with self._writes.conn() as conn, translated(self.url):
-            return conn.execute(sql, params).fetchall()
+        """Every row of a query, fetched at once: no statement (and no snapshot) outlives the call.
+        A read on a connection the server had ended (a restart while it sat in the pool) is made
+        once more on a fresh one: a read can be repeated, and the server may be back."""
+        used: Connection | None = None
+        with translated(self.url):
+            try:
+                with self._writes.conn() as used:
+                    return used.execute(sql, params).fetchall()
+            except psycopg.OperationalError:
+                if used is None or alive(used):
+                    raise
+            with self._writes.conn() as conn:
+                return conn.execute(sql, params).fetchall()
 
     def _read_one(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
         rows = self._read(sql, params)

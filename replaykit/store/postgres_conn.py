@@ -97,14 +97,21 @@ class Pool:
         return conn
 
     def give(self, conn: Connection) -> None:
-        """Take a connection back: kept if healthy and idle, closed otherwise."""
-        keep = alive(conn) and conn.pgconn.transaction_status == pq.TransactionStatus.IDLE
+        """Take a connection back: kept if healthy and idle, closed otherwise. One the server ended
+        closes the idle ones too: a restart ended them as well, and the next caller should not be lent one."""
+        healthy = alive(conn)
+        keep = healthy and conn.pgconn.transaction_status == pq.TransactionStatus.IDLE
+        stale: list[Connection] = []
         with self._mutex:
             if keep and not self._closed and len(self._idle) < _IDLE_KEPT:
                 self._idle.append(conn)
                 return
             self._all.discard(conn)
-        conn.close()
+            if not healthy:
+                stale, self._idle = self._idle, []
+                self._all.difference_update(stale)
+        for each in (conn, *stale):
+            each.close()
 
     @contextmanager
     def lent(self) -> Iterator[Connection]:

@@ -166,6 +166,8 @@ class PostgresWork:
                 "ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, backend = excluded.backend",
                 (r.worker_id, r.host, r.pid, json.dumps(r.queues), json.dumps(r.workflows), r.version, r.started_at,
                  r.stopping, self._locks.backend()))
+            conn.execute("UPDATE replaykit_work SET worker = NULL, ready_at = %s WHERE worker = %s "
+                         "AND NOT (workflow_id = ANY(%s))", (time.time(), r.worker_id, list(r.runs)))
 
     def heartbeat(self, worker_id: str, stopping: bool = False) -> bool:
         try:

@@ -211,6 +211,8 @@ class SqliteWork:
             raise StoreError(f"worker id {record.worker_id!r} is in use by a live process; give each worker its own")
         with self._transaction() as conn:
             register(conn, record)
+            conn.execute(f"UPDATE work SET worker = NULL, ready_at = ? WHERE worker = ? AND workflow_id NOT IN "
+                         f"({', '.join('?' * len(record.runs))})", (time.time(), record.worker_id, *record.runs))
 
     def heartbeat(self, worker_id: str, stopping: bool = False) -> bool:
         with self._transaction() as conn:

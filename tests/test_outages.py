@@ -1,7 +1,6 @@
-"""Crash and concurrency review: defects found by a campaign of real processes, kills and outages.
-
-Each test fails on the code it was written against and passes once the defect is fixed.
-"""
+"""A store that goes away and comes back (a PostgreSQL restart, sessions ended, a refused write): what
+a worker and a client do meanwhile and after. Found by a crash and outage campaign of real processes;
+each test failed before its fix."""
 
 from __future__ import annotations
 
@@ -17,7 +16,6 @@ import pytest
 import replaykit as rk
 
 from pgserver import PgServer
-
 
 # -- 1. a run whose hand-back failed during a database outage stays held by a live worker ----------
 
@@ -85,8 +83,9 @@ def test_a_run_whose_hand_back_failed_in_an_outage_is_not_held_for_ever(outage: 
                 result = client.handle("a").result(timeout=15)
             except rk.ResultTimeoutError:
                 held = client.store._read("SELECT worker FROM replaykit_work WHERE workflow_id = 'a'")  # type: ignore[attr-defined]
+                registered = [w.worker_id for w in client.workers()]
                 pytest.fail(f"run 'a' never completed: its work row is still held by {held} "
-                            f"(worker {worker.worker_id} is alive and registered: {[w.worker_id for w in client.workers()]})")
+                            f"(worker {worker.worker_id} is alive and registered: {registered})")
             assert result == 2
 
 
@@ -150,3 +149,31 @@ def test_a_result_wait_outlives_a_server_restart_that_already_ended(pg_server: P
         with rk.Client(pg_url) as other:
             other.signal("r", "x", 7)
         assert handle.result(timeout=10) == 7
+
+
+@rk.workflow
+def _naps(ctx: rk.Context) -> Any:
+    yield rk.sleep(0.3)
+    return "woke"
+
+
+@pytest.mark.timeout(60)
+def test_a_hand_back_that_failed_once_is_released_at_the_next_heartbeat(db: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store refuses one hand-back (a parked run given back to the queue) while the worker keeps its
+    registry place: the run stayed marked as the worker's, so nobody claimed it again until the worker
+    stopped. The next heartbeat now releases what is marked ours and not held."""
+    with rk.Worker(db, workflows=[_naps], queues=["q"], heartbeat=0.2, poll_interval=0.1) as worker:
+        real, failed = worker.store.release, []
+
+        def release_once(*args: Any) -> None:
+            if not failed:
+                failed.append(args)
+                raise rk.StoreError("refused once, as a store in trouble would")
+            real(*args)
+
+        monkeypatch.setattr(worker.store, "release", release_once)
+        with rk.Client(db) as client:
+            handle = client.start(_naps, workflow_id="n", queue="q")
+            assert handle.result(timeout=15) == "woke"
+    assert failed, "the hand-back was never refused: the test did not test anything"
