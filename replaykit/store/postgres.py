@@ -140,15 +140,16 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         """Every row of a query, fetched at once: no statement (and no snapshot) outlives the call.
-        A read on a connection the server had ended (a restart while it sat in the pool) is made
-        once more on a fresh one: a read can be repeated, and the server may be back."""
+        A read on a pooled connection the server had ended (a restart while it sat idle) is made
+        once more on a fresh one: a read can be repeated, and the server may be back. (Not in a
+        batch: its loss is the batch's, told at its commit, and nothing may be read past it.)"""
         used: Connection | None = None
         with translated(self.url):
             try:
                 with self._writes.conn() as used:
                     return used.execute(sql, params).fetchall()
             except psycopg.OperationalError:
-                if used is None or alive(used):
+                if used is None or alive(used) or self._writes.batched():
                     raise
             with self._writes.conn() as conn:
                 return conn.execute(sql, params).fetchall()

@@ -83,6 +83,10 @@ class Writes:
         with self._pool.lent() as conn:
             yield conn
 
+    def batched(self) -> bool:
+        """Are this thread's writes grouped in a batch (its reads made on the batch's connection)?"""
+        return getattr(self._local, "batch", None) is not None
+
     def _batch_conn(self, batch: _Batch) -> Connection:
         """The batch's connection; if it broke while the batch was open, the batch is lost (the
         server rolled it back), however that was noticed: a read may have been first to fail."""
