@@ -69,11 +69,22 @@ class RetryPolicy:
     last. ``jitter`` spreads each wait by up to that fraction, deterministically.
     """
 
-    max_attempts: int | None = 3
+    max_attempts: int | None = attrs.field(default=3)
     backoff: Backoff = attrs.field(factory=Exponential)
     non_retryable: tuple[type[BaseException], ...] = ()
     max_elapsed: float | None = attrs.field(default=None, converter=_optional_seconds)
-    jitter: float = 0.0
+    jitter: float = attrs.field(default=0.0)
+
+    @max_attempts.validator
+    def _attempts(self, _: attrs.Attribute[int | None], value: int | None) -> None:
+        if value is not None and (type(value) is not int or value < 1):
+            raise ValueError(f"RetryPolicy max_attempts counts the first attempt: a whole number of at least 1 "
+                             f"(1: no retry; None: no limit), not {value!r}")
+
+    @jitter.validator
+    def _jitter(self, _: attrs.Attribute[float], value: float) -> None:
+        if type(value) not in (int, float) or not 0 <= value <= 1:
+            raise ValueError(f"RetryPolicy jitter is a fraction of each wait, from 0 to 1; got {value!r}")
 
     def next_wait(self, error: BaseException, attempt: int, started: float, now: float, seed: int,
                   step: int) -> float | None:

@@ -114,3 +114,12 @@ def test_running_an_activity_as_a_workflow_says_it_is_an_activity(db: str) -> No
             attempt()
         assert "plain function" not in str(err.value)
         assert "@rk.activity" in str(err.value)
+
+
+@pytest.mark.parametrize("options", [{"max_attempts": 0}, {"max_attempts": -1}, {"max_attempts": 2.5},
+                                     {"jitter": 1.5}, {"jitter": -0.1}])
+def test_a_retry_policy_that_cannot_mean_anything_is_refused(options: dict[str, object]) -> None:
+    # RetryPolicy(max_attempts=0) was taken silently and behaved as 1 (no retry); a jitter above 1
+    # made some waits negative (then 0).
+    with pytest.raises(ValueError, match="RetryPolicy"):
+        rk.RetryPolicy(**options)  # type: ignore[arg-type]
