@@ -19,12 +19,13 @@ Run them inside ``ctx.shield()`` to keep a second cancellation from interrupting
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import Any
+from typing import Any, ParamSpec
 
 from .activity import Activity
 from .commands import Command
 from .retry import Exponential, RetryPolicy
 
+P = ParamSpec("P")
 DEFAULT_POLICY = RetryPolicy(max_attempts=None, backoff=Exponential(1, 60))
 
 
@@ -35,7 +36,7 @@ class Saga:
         self._retry = retry
         self._undo: list[tuple[Activity[Any], tuple[Any, ...], dict[str, Any]]] = []
 
-    def add(self, activity: Activity[Any], *args: Any, **kwargs: Any) -> None:
+    def add(self, activity: Activity[P, Any], *args: P.args, **kwargs: P.kwargs) -> None:
         """Register ``activity(*args, **kwargs)`` as the undo of the step that just succeeded."""
         if not isinstance(activity, Activity):
             raise TypeError(f"Saga.add takes an @rk.activity, got {activity!r}")

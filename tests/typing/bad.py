@@ -90,3 +90,10 @@ def scale_out(db: str) -> None:
 def lazily_loaded_names_are_still_checked() -> None:
     rk.Enginee(rk.MemoryStore())  # E a misspelt name of the public namespace (its names load on first use)
     rk.store.Postgress  # E a misspelt store  # noqa: B018
+
+
+@rk.workflow
+def compensated(ctx: rk.Context) -> rk.Flow[None]:
+    undo = rk.Saga()
+    yield charge_card("o-1", 5)
+    undo.add(charge_card, "o-1", "5")  # E a compensation is checked against its activity's parameters
