@@ -120,3 +120,51 @@ def test_a_queued_run_whose_activity_result_was_unrecordable_is_driven_on_once_t
                 assert result == 41
     finally:
         _fetch = _fetch_broken
+
+
+# -- 3. a failed hand-back whose heartbeat came before the run was forgotten stays marked for ever ---
+
+
+@rk.workflow(name="review.fixes.naps")
+def _naps(ctx: rk.Context) -> Any:
+    yield rk.sleep(0.3)
+    return "woke"
+
+
+@pytest.mark.timeout(60)
+def test_a_failed_hand_back_is_released_even_if_a_heartbeat_comes_before_the_run_is_forgotten(
+        db: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``WorkerEngine._hand_back`` fails and calls ``worker.hand_back_failed()`` (sets ``_unreturned``)
+    while the run is still in ``worker._held``: it leaves ``_held`` only at ``_unlock_now``, after the
+    batch's commit (``_later``), so later in the driver's turn. A heartbeat in between
+    (``Worker._beat``, on the claiming thread) clears ``_unreturned`` and registers with the run still
+    held, so it is not released; then the run is forgotten, and nothing registers again: the work
+    row keeps ``worker = <this worker>`` for as long as the worker lives (the defect
+    tests/test_outages.py::test_a_hand_back_that_failed_once... fixed, still there in this window).
+    The window is the rest of the driver's turn; here it is widened to 0.5 s (heartbeat 0.1 s) to
+    make the interleaving certain. Expected: the flag is cleared only once what it was set for is
+    released (e.g. checked against the runs still held, or kept until they are forgotten)."""
+    with rk.Worker(db, workflows=[_naps], queues=["q"], heartbeat=0.1, poll_interval=0.1) as worker:
+        real_release, real_failed, failed = worker.store.release, worker.hand_back_failed, []
+
+        def release_once(*args: Any) -> None:
+            if not failed:
+                failed.append(args)
+                raise rk.StoreError("refused once, as a store in trouble would")
+            real_release(*args)
+
+        def failed_then_rest_of_turn() -> None:
+            real_failed()
+            time.sleep(0.5)  # the rest of the driver's turn: heartbeats pass meanwhile
+
+        monkeypatch.setattr(worker.store, "release", release_once)
+        monkeypatch.setattr(worker, "hand_back_failed", failed_then_rest_of_turn)
+        with rk.Client(db) as client:
+            handle = client.start(_naps, workflow_id="n", queue="q")
+            try:
+                assert handle.result(timeout=10) == "woke"
+            except rk.ResultTimeoutError:
+                rows = client.store._read("SELECT worker, ready_at FROM work WHERE workflow_id = 'n'")  # type: ignore[attr-defined]
+                pytest.fail(f"run 'n' was never handed back: its work row is {rows} (worker {worker.worker_id}, "
+                            f"holding {sorted(worker._held)})")
+    assert failed, "the hand-back was never refused: the test did not test anything"
