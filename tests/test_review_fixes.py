@@ -168,3 +168,21 @@ def test_a_failed_hand_back_is_released_even_if_a_heartbeat_comes_before_the_run
                 pytest.fail(f"run 'n' was never handed back: its work row is {rows} (worker {worker.worker_id}, "
                             f"holding {sorted(worker._held)})")
     assert failed, "the hand-back was never refused: the test did not test anything"
+
+
+# -- 4. the test environment's sleep still reads durations its own way ------------------------------
+
+
+@pytest.mark.parametrize("duration", ["5", "1h", True])
+def test_the_test_environments_sleep_refuses_what_every_other_duration_refuses(duration: Any) -> None:
+    """Minor. The change made one duration reader (``clock.seconds``) for rk.sleep, wait_signal, activity
+    and run timeouts, retry waits and start delays, refusing text and ``True`` ("before: ``"5"`` taken
+    as 5 seconds"). ``TestEnv.sleep`` (replaykit/testing/env.py) kept its own copy, ``float(duration)``:
+    ``env.sleep("5")`` moves fake time 5 s, ``env.sleep(True)`` 1 s, ``env.sleep("1h")`` raises
+    "could not convert string to float". Expected: the same ``TypeError`` as ``rk.sleep("5")``."""
+    from replaykit.testing import TestEnv
+
+    with pytest.raises(TypeError, match="timedelta or a number of seconds"):
+        rk.sleep(duration)
+    with TestEnv() as env, pytest.raises(TypeError, match="timedelta or a number of seconds"):
+        env.sleep(duration)
