@@ -34,6 +34,7 @@ import zlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from .activity import Activity
 from .client import Client
 from .clock import monotonic
 from .errors import ReplayKitError, StoreError, WorkerStoppingError
@@ -113,7 +114,7 @@ class Worker(Client):
         self._held: dict[str, str] = {}  # run id -> its queue, from its claim until its lock is given back
         self._mutex = threading.Lock()
         self._wakeup = threading.Event()  # room freed, or stop asked
-        self._unreturned = threading.Event()  # a hand-back failed: released at the next heartbeat
+        self._unreturned: set[str] = set()  # runs whose hand-back failed: released at a heartbeat once forgotten
         self._started_at = time.time()
         self._stop_asked = threading.Event()
         self._stop_requested = False
@@ -217,10 +218,11 @@ class Worker(Client):
     def queue_of(self, workflow_id: str) -> str:
         return self._held.get(workflow_id) or self._queues[0].name
 
-    def hand_back_failed(self) -> None:
-        """A run given back here is still marked as ours in the store (the store failed meanwhile):
-        the next heartbeat releases what is marked ours and not held (called by the engine's driver)."""
-        self._unreturned.set()
+    def hand_back_failed(self, workflow_id: str) -> None:
+        """The run, being given back, is still marked as ours in the store (the store failed meanwhile):
+        the first heartbeat after it is forgotten releases it (called by the engine's driver)."""
+        with self._mutex:
+            self._unreturned.add(workflow_id)
 
     def forget(self, workflow_id: str) -> None:
         """The run's lock was given back (called by the engine's driver)."""
@@ -281,13 +283,12 @@ class Worker(Client):
             log.warning("replaykit worker %s lost its place in the registry (its connection died, or it was "
                         "declared dead); registering again, releasing the runs marked as its own it no longer "
                         "holds", self.worker_id)
-        if not alive or self._unreturned.is_set():
-            self._unreturned.clear()
-            try:
-                self._register()
-            except BaseException:
-                self._unreturned.set()  # tried again at the next heartbeat
-                raise
+        with self._mutex:
+            forgotten = {workflow_id for workflow_id in self._unreturned if workflow_id not in self._held}
+        if not alive or forgotten:
+            self._register()  # releases what is marked ours and not held
+            with self._mutex:
+                self._unreturned -= forgotten
         for dead in self.store.reap_workers(self._lease):
             # %r: a worker id read from the registry (anyone who writes the store wrote it) is logged escaped
             log.warning("replaykit worker %s found worker %r dead and released its runs", self.worker_id, dead)
@@ -350,21 +351,32 @@ class Worker(Client):
 
 
 def code_version(workflows: Iterable[Workflow[Any]]) -> str:
-    """A short digest of the workflows' names and code: workers running the same code agree on it."""
+    """A short digest of the workflows' names and code, and of the activities they name (a module
+    global used in their code): workers running the same code agree on it, and a fixed activity
+    makes a new version, which takes up the runs the old one could not drive."""
     digest = hashlib.blake2b(digest_size=6)
     for wf in sorted(workflows, key=lambda w: w.name):
         digest.update(wf.name.encode())
         code = getattr(wf.fn, "__code__", None)
         if code is not None:
-            _digest_code(digest, code)
+            names: set[str] = set()
+            _digest_code(digest, code, names)
+            scope = getattr(wf.fn, "__globals__", {})
+            for name in sorted(names):
+                named = scope.get(name)
+                activity_code = getattr(getattr(named, "fn", None), "__code__", None)
+                if isinstance(named, Activity) and activity_code is not None:
+                    digest.update(named.name.encode())
+                    _digest_code(digest, activity_code, set())
     return digest.hexdigest()
 
 
-def _digest_code(digest: Any, code: types.CodeType) -> None:
+def _digest_code(digest: Any, code: types.CodeType, names: set[str]) -> None:
     digest.update(code.co_code)
     digest.update(repr(code.co_names).encode())
+    names.update(code.co_names)
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            _digest_code(digest, const)
+            _digest_code(digest, const, names)
         else:
             digest.update(repr(const).encode())

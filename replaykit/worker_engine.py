@@ -166,7 +166,7 @@ class WorkerEngine(Engine):
             self.store.release(workflow_id, self._worker.worker_id, wake, problem, self._worker.version)
         except StoreError as exc:  # it stays marked as ours until the worker's next heartbeat releases it
             log.warning("replaykit worker %s could not hand back %r: %s", self._worker.worker_id, workflow_id, exc)
-            self._worker.hand_back_failed()
+            self._worker.hand_back_failed(workflow_id)
 
     def _unlock_now(self, workflow_id: str) -> None:
         if workflow_id in self._releasing:  # forgotten before the lock goes: a claim made after it counts

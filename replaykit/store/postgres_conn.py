@@ -34,6 +34,10 @@ _IDLE_KEPT = 4  # idle pooled connections kept open; more are closed when given 
 _SETTINGS = (
     "SET synchronous_commit = {}; "
     "SET client_encoding = 'UTF8'; "  # insert_event encodes its parameters itself
+    # Every transaction here is written for READ COMMITTED: a statement after a lock sees what the
+    # holder committed (the migration lock, a run's serialising lock). A server, role or URL that makes
+    # REPEATABLE READ the default would have it read a snapshot from before the lock.
+    "SET default_transaction_isolation = 'read committed'; "
     # Every read here is an index range scan, most of them ordered and limited (a page of history).
     # On a table without statistics yet (a new store) the planner prefers a bitmap scan of the run's
     # whole remaining history and a sort, for each page: 90 ms instead of 14 to read 10,000 steps.

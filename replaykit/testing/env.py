@@ -23,6 +23,7 @@ except ImportError as exc:  # an extra: production installs need no fake clock
     raise ImportError('replaykit.testing.TestEnv needs freezegun: pip install "replaykit[testing]"') from exc
 
 from ..activity import Activity, Execution
+from ..clock import seconds
 from ..commands import ActivityCall, utc
 from ..executor import Executor, Outcome
 from ..handle import WorkflowHandle
@@ -183,10 +184,8 @@ class TestEnv:
 
     def sleep(self, duration: timedelta | float) -> None:
         """Move fake time forward by ``duration``, running every timer that falls due on the way."""
-        seconds = duration.total_seconds() if isinstance(duration, timedelta) else float(duration)
-        if seconds < 0:
-            raise ValueError(f"cannot sleep a negative duration ({duration!r}); fake time never goes backwards")
-        reached = self.clock.begin_sleep(seconds)
+        reached = self.clock.begin_sleep(seconds(duration, "the test environment's sleep (fake time never goes "
+                                                 "backwards)"))
         self.engine._post(lambda: None)  # wake the driver
         if not reached.wait(timeout=60):
             raise TimeoutError("fake time could not advance: an activity has been running for 60 real seconds")
