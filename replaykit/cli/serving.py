@@ -66,7 +66,8 @@ def _rates(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) 
 @click.option("--heartbeat", type=float, default=0.5, show_default=True, help="Seconds between heartbeats.")
 @click.option("--worker-id", default=None, help="This worker's id in the registry (default: host-pid-random).")
 @click.option("--code-version", default=None,
-              help="This worker's code version (default: a digest of its workflows' code).")
+              help="This worker's code version (default: a digest of its workflows' code and the activities "
+                   "they name).")
 def worker(db: str, modules: tuple[str, ...], queues: tuple[str, ...], limit: list[tuple[str, int]],
            worker_limit: list[tuple[str, int]], per_key: list[tuple[str, int]],
            rate: list[tuple[str, tuple[int, float]]], **options: Any) -> None:
