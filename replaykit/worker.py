@@ -62,8 +62,8 @@ class Worker(Client):
     ``grace``: how long :meth:`stop` lets running activities finish. ``version``: the code
     version it reports (default: a digest of its workflows' code and the activities they name).
     ``poll_interval``: the longest an idle worker waits before looking for work without being
-    told. ``drivers``: driver threads sharing its runs (default: 4 on PostgreSQL, where each waits on round trips, 1 on
-    SQLite, whose writers take turns anyway).
+    told. ``drivers``: driver threads sharing its runs (default: 4 on PostgreSQL, where each
+    waits on round trips, 1 on SQLite, whose writers take turns anyway).
     """
 
     def __init__(
