@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import NonDeterminismError
-from .history import CANCEL, RESULT, Event
+from .errors import Cancelled, NonDeterminismError, Terminated
+from .history import CANCEL, ERROR, RESULT, Event
 from .interpreter import Feed, Machine, Returned, Step, Waiting, new_machine
-from .payloads import Codec
+from .payloads import Codec, error_record
 from .workflow import Workflow
 
 _CONTEXT_ROWS = 8
@@ -50,12 +50,27 @@ def _table(rows: list[tuple[int, str, str, bool]]) -> str:
     return "\n".join(lines)
 
 
+def _named(error: type[BaseException]) -> str:
+    return f"{error.__module__}.{error.__qualname__}"
+
+
+def _ended_without_code(result: Event, before: Sequence[Event]) -> bool:
+    """Was ``result`` recorded without running the code (so the code need not end there)? A run
+    terminated (``rk.terminate``), or a pending run cancelled before it started (its start alone
+    before the result). Read from the recorded error's type name, never unpickled."""
+    if result.outcome != ERROR:
+        return False
+    kind = error_record(result.encoding, result.payload, "result").get("type")
+    return kind == _named(Terminated) or (kind == _named(Cancelled) and not before)
+
+
 def check_history(workflow: Workflow[Any], workflow_id: str, events: Sequence[Event], codec: Codec) -> int:
     """Replay ``events`` (a start event first) through ``fn``; return how many events matched.
 
     Raises :class:`NonDeterminismError` whose ``diff`` shows recorded events and
     the commands the code waits on now, side by side, up to the first mismatch.
-    A history that ends with a result must also end the code there.
+    A history that ends with a result must also end the code there, unless the result was
+    recorded without running it (a terminate, a pending run cancelled).
     """
     rest = list(events[1:])
     result = rest.pop() if rest and rest[-1].kind == RESULT else None
@@ -76,7 +91,7 @@ def check_history(workflow: Workflow[Any], workflow_id: str, events: Sequence[Ev
                 step = machine.replay(event)
             else:
                 machine.check(event)  # an unconsumed marker: the code no longer asks for it
-        if result is not None and isinstance(step, Waiting):
+        if result is not None and isinstance(step, Waiting) and not _ended_without_code(result, rest):
             ended = "the workflow " + ("returned" if result.outcome == "ok" else "ended")
             now = _code_side(machine, step, result)
             rows.append((result.step, ended, now, False))

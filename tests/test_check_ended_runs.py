@@ -1,4 +1,5 @@
-"""Defects found by a crash campaign (engine close/kill vs control calls, cancellation, timers, workers, retention)."""
+"""``replaykit check`` (and ``replaykit.testing.replay_all``) on runs ended without their code: a terminate,
+a pending run cancelled. Found by a crash campaign; both tests failed before the fix."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ import pytest
 
 import replaykit as rk
 from replaykit.cli import main
+from replaykit.store import open_store
+
+from helpers import wait_until
 
 
 @rk.activity
@@ -22,7 +26,13 @@ def waits_for_go(ctx: rk.Context) -> rk.Flow[str]:
     return "went"
 
 
-def _check(db: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, list[dict]]:
+def _status(db: str, workflow_id: str) -> rk.Status | None:
+    with open_store(db, create=False) as store:
+        info = store.info(workflow_id)
+    return None if info is None else info.status
+
+
+def _check(db: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, list[dict[str, object]]]:
     capsys.readouterr()
     code = main(["check", db, "-m", __name__, "--json"])
     out = capsys.readouterr().out
@@ -34,14 +44,10 @@ def test_check_accepts_a_terminated_run(db: str, capsys: pytest.CaptureFixture[s
     then replays the history and reports the run as not deterministic ("history recorded: the workflow
     ended / code now yields: wait_signal('go')"), exit 1, though the code did not change."""
     with rk.Engine(db, workflows=[waits_for_go]) as engine:
-        handle = engine.start(waits_for_go, workflow_id="w")
-        for _ in range(200):
-            if len(list(engine.store.events("w"))) >= 2:
-                break
-            import time
-            time.sleep(0.01)
-    rk.terminate(db, "w", "not needed")   # nobody holds it: ended by the call itself
-    assert rk.Client(db).store.info("w").status is rk.Status.CANCELLED
+        engine.start(waits_for_go, workflow_id="w")
+        wait_until(lambda: len(list(engine.store.events("w"))) >= 2, "the activity recorded")
+    rk.terminate(db, "w", "not needed")  # nobody holds it: ended by the call itself
+    assert _status(db, "w") is rk.Status.CANCELLED
     code, runs = _check(db, capsys)
     assert [r["ok"] for r in runs] == [True], runs
     assert code == 0
@@ -54,7 +60,7 @@ def test_check_accepts_a_pending_run_cancelled_before_it_started(db: str, capsys
     with rk.Engine(db, workflows=[waits_for_go]) as engine:
         engine.start(waits_for_go, workflow_id="p", start_delay=600)
     rk.cancel(db, "p", "not wanted")
-    assert rk.Client(db).store.info("p").status is rk.Status.CANCELLED
+    assert _status(db, "p") is rk.Status.CANCELLED
     code, runs = _check(db, capsys)
     assert [r["ok"] for r in runs] == [True], runs
     assert code == 0
