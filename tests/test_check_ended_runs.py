@@ -14,12 +14,12 @@ from replaykit.store import open_store
 from helpers import wait_until
 
 
-@rk.activity
+@rk.activity(name="check_ended.note")
 def note(tag: str) -> str:
     return tag
 
 
-@rk.workflow
+@rk.workflow(name="check_ended.waits_for_go")  # a name of its own: `check -m` finds workflows by name
 def waits_for_go(ctx: rk.Context) -> rk.Flow[str]:
     yield note("before")
     yield rk.wait_signal("go")
