@@ -102,7 +102,8 @@ def restart(db: str, workflow_id: str, from_step: int | None, modules: tuple[str
     """Run a failed, cancelled or timed-out run again (same id and arguments)."""
     import_modules(modules)
     restart_run(db, workflow_id, from_step=from_step)
-    click.echo(f"restarted {workflow_id}: an engine that recovers (or rk.run with the same id) drives it")
+    click.echo(output.shown(f"restarted {workflow_id}: an engine that recovers (or rk.run with the same id) "
+                            "drives it"))
 
 
 @click.command()
@@ -115,7 +116,7 @@ def fork(db: str, workflow_id: str, new_id: str, step: int, modules: tuple[str, 
     """Copy a run into NEW_ID, reusing its recorded steps before --step."""
     import_modules(modules)
     fork_run(db, workflow_id, new_id, step=step)
-    click.echo(f"forked {workflow_id} into {new_id} from step {step}")
+    click.echo(output.shown(f"forked {workflow_id} into {new_id} from step {step}"))
 
 
 @click.command()
@@ -252,4 +253,4 @@ def query(db: str, workflow_id: str, name: str, args: list[Any], modules: tuple[
         answer = control.query(db, workflow_id, name, *args)
     except UnknownQueryError as exc:
         raise UsageError(str(exc)) from None
-    click.echo(json.dumps(views.jsonable(answer), ensure_ascii=False))
+    click.echo(output.json_text(views.jsonable(answer)))

@@ -1,7 +1,7 @@
 """How the command line prints: tables for people, one JSON document for scripts.
 
 Everything printed from a store goes through :func:`shown` (control characters escaped, so a value
-in the store cannot move the cursor or hide what is printed around it) or through ``json.dumps``;
+in the store cannot move the cursor or hide what is printed around it) or through :func:`json_text`;
 a pickled value is never unpickled to be shown (``replaykit/views.py``).
 """
 
@@ -21,8 +21,25 @@ def shown(text: str) -> str:
     return "".join(c if c.isprintable() or c == "\t" else c.encode("unicode_escape").decode() for c in text)
 
 
+def json_text(data: Any, indent: int | None = None) -> str:
+    """``data`` as JSON for a terminal: readable text kept, every character that is not printable (a
+    C1 control such as the CSI, DEL, a bidi override) written as a ``\\u`` escape, which JSON reads back."""
+    text = json.dumps(data, indent=indent, ensure_ascii=False)
+    if text.replace("\n", "").isprintable():  # newlines: only the indentation's (JSON escapes those in strings)
+        return text
+    return "".join(c if c.isprintable() or c == "\n" else _escaped(c) for c in text)
+
+
+def _escaped(c: str) -> str:
+    code = ord(c)
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # a surrogate pair, as JSON writes a character beyond the basic plane
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
 def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    click.echo(json_text(data, indent=2))
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

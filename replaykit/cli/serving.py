@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import sys
+import threading
 from typing import Any
 
 import click
@@ -111,6 +113,19 @@ def worker(db: str, modules: tuple[str, ...], queues: tuple[str, ...], limit: li
         signal.signal(signal.SIGTERM, early)
         store.close()
     click.echo(f"worker {w.worker_id} stopped")
+    _exit_past_abandoned_activities(w.worker_id)
+
+
+def _exit_past_abandoned_activities(worker_id: str) -> None:
+    """Activities still running when the worker stopped were abandoned (their runs run them again where
+    they go on): the process exits now instead of waiting for them, as Python would at its exit."""
+    running = [t for t in threading.enumerate() if t.name.startswith("replaykit-activity") and t.is_alive()]
+    if running:
+        click.echo(f"worker {worker_id}: exiting without waiting for {len(running)} abandoned "
+                   f"activit{'y' if len(running) == 1 else 'ies'}", err=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 @click.command()

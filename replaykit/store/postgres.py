@@ -67,7 +67,7 @@ from .postgres_conn import (
     int64_key,
     owner_params,
 )
-from .postgres_errors import redact, translated
+from .postgres_errors import translated
 from .postgres_history import PAGE, SELECT_END, SELECT_PAGE, PostgresHistory, seal_from
 from .postgres_libpq import event_sent, insert_event, send_event
 from .postgres_runs import create_run, end_run
@@ -75,6 +75,7 @@ from .postgres_schema import ensure_schema
 from .postgres_work import PostgresWork, ended, restarted, wake
 from .postgres_writes import Writes
 from .sqlite import Durability
+from .urls import redact
 from .work import Placement
 
 _SYNCHRONOUS_COMMIT = {Durability.CRASH: "off", Durability.POWER: "on"}

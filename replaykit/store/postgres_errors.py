@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import psycopg
 
@@ -24,20 +23,6 @@ _READ_ONLY = {"25006", "42501"}  # read_only_sql_transaction (a standby), insuff
 _FULL = {"53100", "53200", "53400"}  # disk_full, out_of_memory, configuration_limit_exceeded
 _CORRUPT = {"XX001", "XX002"}  # data_corrupted, index_corrupted
 _SCHEMA_GONE = {"42703", "42P01"}  # undefined_column, undefined_table: in a store of the right version
-_SECRETS = {"password", "sslpassword"}
-
-
-def redact(url: str) -> str:
-    """``url`` without its password (in the authority or the query), for messages and ``repr``."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        auth, host = netloc.rsplit("@", 1)
-        if ":" in auth:
-            netloc = f"{auth.split(':', 1)[0]}:***@{host}"
-    query = urlencode([(k, "***" if k in _SECRETS else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)],
-                      safe="/*")
-    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 
 def translate(where: str, exc: psycopg.Error) -> StoreError:

@@ -147,7 +147,8 @@ def _ended_as(history: History) -> Status:
         return Status.COMPLETED
     kind = payloads.error_record(last.encoding, last.payload)["type"].rsplit(".", 1)[-1]
     return {"TimedOut": Status.TIMED_OUT, "WorkflowTimedOut": Status.TIMED_OUT, "Cancelled": Status.CANCELLED,
-            "WorkflowCancelled": Status.CANCELLED}.get(kind, Status.FAILED)
+            "WorkflowCancelled": Status.CANCELLED, "Terminated": Status.CANCELLED,
+            "WorkflowTerminated": Status.CANCELLED}.get(kind, Status.FAILED)
 
 
 @attrs.frozen

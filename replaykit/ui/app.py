@@ -7,6 +7,7 @@ modules ``replaykit ui -m`` imports.
 """
 
 import hmac
+import ipaddress
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
@@ -18,6 +19,7 @@ from pydantic import BaseModel, Field
 from .. import control, timeline, views
 from ..client import Client
 from ..errors import (
+    CorruptStoreError,
     IllegalTransitionError,
     NonDeterminismError,
     ReplayKitError,
@@ -31,6 +33,7 @@ from ..errors import (
 from ..handle import ended_with
 from ..metrics import StoreMetrics
 from ..store import Store, open_store
+from ..store.urls import shown
 from ..terminating import terminate as terminate_run
 from ..timeline_html import render
 from ..workflow import lookup
@@ -133,13 +136,16 @@ _NO_CODE: dict[int | str, dict[str, Any]] = {
 # ReplayKitError not named otherwise is a damaged store, say.
 _STATUS_OF: dict[type[ReplayKitError], int] = {
     WorkflowNotFoundError: 404, UnknownWorkflowError: 404, IllegalTransitionError: 409, WorkflowConflictError: 409,
-    StoreError: 503, ResultTimeoutError: 504, ReplayKitError: 500}
+    CorruptStoreError: 500, StoreError: 503, ResultTimeoutError: 504, ReplayKitError: 500}
 
 
 async def _problem(request: Request, exc: Exception) -> JSONResponse:
     status = next(_STATUS_OF[c] for c in type(exc).__mro__ if c in _STATUS_OF)
     hint = " (replaykit ui -m MODULE loads a workflow's code)" if isinstance(exc, UnknownWorkflowError) else ""
     return JSONResponse({"detail": f"{exc}{hint}"}, status_code=status)
+
+
+_LISTED = 1000  # runs the list page shows, newest first (the API pages through all of them)
 
 
 def _store(request: Request) -> Store:
@@ -150,10 +156,40 @@ def _store(request: Request) -> Store:
 def _may_write(request: Request) -> None:
     token: str | None = request.app.state.token
     if token is None:
+        _not_cross_site(request)
         return
     given = request.headers.get("authorization", "")
     if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
         raise HTTPException(401, "writes need the header 'Authorization: Bearer <token>' (replaykit ui --token)")
+
+
+def _not_cross_site(request: Request) -> None:
+    """Without a token, refuse a write a browser makes for a page of another site (a form posted to
+    localhost, a fetch in no-cors mode): what it says of where the request comes from must be here.
+    Tools (curl, scripts, replaykit's client) send neither header."""
+    site = request.headers.get("sec-fetch-site")
+    origin = request.headers.get("origin")
+    own = f"{request.url.scheme}://{request.headers.get('host', '')}"
+    if (site is not None and site not in ("same-origin", "none")) or (origin is not None and origin != own):
+        raise HTTPException(403, f"a write asked by a web page of another site ({origin or site}) is refused: "
+                                 "without a token (replaykit ui --token) only this machine's tools may write")
+
+
+async def _addressed_to_this_machine(request: Request, call_next: Any) -> Response:
+    """Without a token, answer only requests addressed to this machine by name (``localhost``) or
+    loopback address: a page of another site that rebinds its own name to 127.0.0.1 (DNS rebinding)
+    sends its name, and gets nothing."""
+    host = request.url.hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        return JSONResponse({"detail": f"this replaykit ui has no token, so it answers only requests addressed to "
+                                       f"localhost, not to {host!r} (replaykit ui --token to serve others)"},
+                            status_code=403)
+    response: Response = await call_next(request)
+    return response
 
 
 StoreDep = Annotated[Store, Depends(_store)]
@@ -176,7 +212,9 @@ def create_app(db: str | Store, *, token: str | None = None, refresh: int = 5) -
                   description="The runs of one replaykit store: list, describe, history, result, query, and "
                               "start, signal, cancel, terminate, pause, resume them.")
     app.state.token = token
-    where = db if isinstance(db, str) else repr(db)
+    if token is None:
+        app.middleware("http")(_addressed_to_this_machine)
+    where = shown(db) if isinstance(db, str) else repr(db)
 
     for error in _STATUS_OF:
         app.add_exception_handler(error, _problem)
@@ -190,8 +228,9 @@ def create_app(db: str | Store, *, token: str | None = None, refresh: int = 5) -
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def run_list(s: StoreDep, status: str = "", workflow: str = "", prefix: str = "") -> str:
         runs = views.listed(s, statuses=[status] if status else (), workflows=[workflow] if workflow else (),
-                            prefix=prefix, limit=1000)
-        return pages.run_list(where, runs, status=status, workflow=workflow, prefix=prefix, refresh=refresh)
+                            prefix=prefix, limit=_LISTED + 1)
+        return pages.run_list(where, runs[:_LISTED], status=status, workflow=workflow, prefix=prefix,
+                              refresh=refresh, more=len(runs) > _LISTED)
 
     @app.get("/runs/{workflow_id:path}", response_class=HTMLResponse, include_in_schema=False)
     def run_page(workflow_id: str, s: StoreDep) -> str:

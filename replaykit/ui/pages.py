@@ -23,8 +23,9 @@ background: #57606a; } .completed { background: #1a7f37; } .failed, .timed_out {
 
 
 def run_list(db: str, runs: Sequence[WorkflowInfo], *, status: str = "", workflow: str = "", prefix: str = "",
-             refresh: int = 5) -> str:
-    """The run list, newest first, with its filter form; refreshed every ``refresh`` seconds."""
+             refresh: int = 5, more: bool = False) -> str:
+    """The run list, newest first, with its filter form; refreshed every ``refresh`` seconds. ``more``:
+    older runs match too, not shown."""
     options = "".join(f'<option value="{s.value}"{" selected" if s.value == status else ""}>{s.value}</option>'
                       for s in Status)
     rows = "".join(
@@ -40,7 +41,7 @@ def run_list(db: str, runs: Sequence[WorkflowInfo], *, status: str = "", workflo
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
 <meta http-equiv="refresh" content="{refresh}">
 <title>replaykit: {html.escape(db)}</title><style>{_STYLE}</style></head>
-<body><header><h1>{len(runs)} runs in {html.escape(db)}</h1>
+<body><header><h1>{f"the newest {len(runs)} runs" if more else f"{len(runs)} runs"} in {html.escape(db)}</h1>
 <form method="get" action="./">
 <select name="status"><option value="">any status</option>{options}</select>
 <input name="workflow" placeholder="workflow" value="{html.escape(workflow)}">

@@ -1,7 +1,6 @@
-"""Review of the operating surface (CLI, web UI, `replaykit worker`) as an operator on call uses it.
-
-Each test fails on the code as reviewed and passes once the defect it names is fixed.
-"""
+"""The operating surface (CLI, web UI, `replaykit worker`) as an operator on call uses it: a web page of
+another site, a password in a URL, a damaged store, stored text with control characters, a worker
+stopped with a long activity. Found by an operator's review; each test failed before its fix."""
 
 from __future__ import annotations
 
@@ -269,5 +268,24 @@ def test_ui_run_list_does_not_claim_a_false_count(db: str, child_env: dict[str, 
         heading = re.search(r"<h1>(.*?)</h1>", page)
         assert heading is not None
         assert not heading.group(1).startswith("1000 runs in"), heading.group(1)
+    finally:
+        server.stop()
+
+
+def test_ui_without_a_token_answers_only_requests_addressed_to_this_machine(db: str, child_env: dict[str, str]) -> None:
+    """DNS rebinding: a page of evil.example rebinds its name to 127.0.0.1; its requests are then
+    same-origin to the browser (Origin and Host both evil.example), so only the Host tells. Without a
+    token, the UI answered them (reads and writes)."""
+    _waiting_run(db)
+    server = Server(db, child_env)
+    try:
+        status, _ = server.call("GET", "/api/runs", headers={"Host": "evil.example:8765"})
+        assert status == 403, status
+        status, _ = server.call("POST", "/api/runs/victim/terminate", headers={
+            "Host": "evil.example:8765", "Origin": "http://evil.example:8765", "Sec-Fetch-Site": "same-origin"})
+        assert status == 403, status
+        assert _status(db, "victim") == "running"
+        status, _ = server.call("GET", "/api/runs", headers={"Host": "localhost"})
+        assert status == 200, status
     finally:
         server.stop()
