@@ -11,8 +11,6 @@ import sqlite3
 import subprocess
 import textwrap
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -21,6 +19,7 @@ import replaykit as rk
 from replaykit.cli import main
 
 from conftest import PYTHON
+from ui_server import UiServer
 
 
 @rk.activity
@@ -47,34 +46,6 @@ def rev_fails(ctx: rk.Context) -> rk.Flow[str]:
     raise ValueError("boom")
 
 
-class Server:
-    """``replaykit ui DB --port 0`` in a process of its own (as tests/test_ui.py starts it)."""
-
-    def __init__(self, db: str, env: dict[str, str], *extra: str) -> None:
-        self.proc = subprocess.Popen([PYTHON, "-m", "replaykit", "ui", db, "--port", "0", *extra],
-                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert self.proc.stderr is not None
-        said = ""
-        while not (found := re.search(r"http://127\.0\.0\.1:(\d+)/", said)):
-            line = self.proc.stderr.readline()
-            assert line, (said, self.proc.communicate())
-            said += line
-        self.base = f"http://127.0.0.1:{found.group(1)}"
-
-    def call(self, method: str, path: str, data: bytes | None = None,
-             headers: dict[str, str] | None = None) -> tuple[int, str]:
-        request = urllib.request.Request(self.base + path, data=data, headers=headers or {}, method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=20) as response:
-                return response.status, response.read().decode()
-        except urllib.error.HTTPError as error:
-            return error.code, error.read().decode()
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=20)
-
-
 def _waiting_run(db: str, workflow_id: str = "victim") -> None:
     """A run waiting on a signal, that no process holds (so a terminate ends it at once)."""
     with rk.Engine(db, poll_interval=0.02) as engine:
@@ -98,15 +69,15 @@ def test_ui_refuses_a_cross_site_write_made_by_a_browser(db: str, child_env: dic
     terminate>` submitted by a page of another site: the default `replaykit ui` (localhost, no token) must not act
     on it. (Reproduced in headless Chromium too: a page on http://localhost:8799 terminated and cancelled runs.)"""
     _waiting_run(db)
-    server = Server(db, child_env)
+    server = UiServer(db, child_env)
     try:
-        status, _ = server.call("POST", "/api/runs/victim/terminate", data=b"", headers={  # a form with no fields
+        status, _ = server.request("POST", "/api/runs/victim/terminate", data=b"", headers={  # a form with no fields
             "Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate",
             "Content-Type": "text/plain"})
         assert status in (401, 403), status
         assert _status(db, "victim") == "running"
         # A body-less fetch(url, {method: "POST", mode: "no-cors"}) from another origin
-        status, _ = server.call("POST", "/api/runs/victim/pause", headers={
+        status, _ = server.request("POST", "/api/runs/victim/pause", headers={
             "Origin": "http://evil.example", "Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "no-cors"})
         assert status in (401, 403), status
         assert _status(db, "victim") == "running"
@@ -121,9 +92,9 @@ def test_ui_run_list_does_not_show_the_database_password(pg_url: str, child_env:
 
     open_store(pg_url).close()  # a store (empty)
     url = pg_url + "&password=hunter2-very-secret"  # the test server trusts its socket: any password works
-    server = Server(url, child_env)
+    server = UiServer(url, child_env)
     try:
-        status, page = server.call("GET", "/")
+        status, page = server.request("GET", "/")
         assert status == 200
         assert "hunter2-very-secret" not in page, re.search(r"<title>.*?</title>", page)
     finally:
@@ -138,9 +109,9 @@ def test_ui_answers_500_for_a_damaged_store(db: str, child_env: dict[str, str]) 
     conn.execute("UPDATE runs SET status = 'weird' WHERE workflow_id = 'victim'")
     conn.commit()
     conn.close()
-    server = Server(db, child_env)
+    server = UiServer(db, child_env)
     try:
-        status, body = server.call("GET", "/api/runs")
+        status, body = server.request("GET", "/api/runs")
         assert "damaged" in json.loads(body)["detail"]
         assert status == 500, (status, body)
     finally:
@@ -261,9 +232,9 @@ def test_ui_run_list_does_not_claim_a_false_count(db: str, child_env: dict[str, 
             client.start(rev_echoes, "x", workflow_id=f"many-{i:04d}")
     finally:
         client.close()
-    server = Server(db, child_env)
+    server = UiServer(db, child_env)
     try:
-        status, page = server.call("GET", "/")
+        status, page = server.request("GET", "/")
         assert status == 200
         heading = re.search(r"<h1>(.*?)</h1>", page)
         assert heading is not None
@@ -277,15 +248,15 @@ def test_ui_without_a_token_answers_only_requests_addressed_to_this_machine(db: 
     same-origin to the browser (Origin and Host both evil.example), so only the Host tells. Without a
     token, the UI answered them (reads and writes)."""
     _waiting_run(db)
-    server = Server(db, child_env)
+    server = UiServer(db, child_env)
     try:
-        status, _ = server.call("GET", "/api/runs", headers={"Host": "evil.example:8765"})
+        status, _ = server.request("GET", "/api/runs", headers={"Host": "evil.example:8765"})
         assert status == 403, status
-        status, _ = server.call("POST", "/api/runs/victim/terminate", headers={
+        status, _ = server.request("POST", "/api/runs/victim/terminate", headers={
             "Host": "evil.example:8765", "Origin": "http://evil.example:8765", "Sec-Fetch-Site": "same-origin"})
         assert status == 403, status
         assert _status(db, "victim") == "running"
-        status, _ = server.call("GET", "/api/runs", headers={"Host": "localhost"})
+        status, _ = server.request("GET", "/api/runs", headers={"Host": "localhost"})
         assert status == 200, status
     finally:
         server.stop()

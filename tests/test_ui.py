@@ -4,12 +4,9 @@ its own OpenAPI document (schemathesis), and looked at in headless Chromium as a
 from __future__ import annotations
 
 import json
-import re
 import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +16,7 @@ import pytest
 import replaykit as rk
 
 from conftest import PYTHON
+from ui_server import UiServer
 
 pytest.importorskip("fastapi", reason='replaykit ui needs the ui extra: pip install -e ".[test]"')
 
@@ -39,39 +37,15 @@ def waiting(ctx: rk.Context) -> rk.Flow[str]:
     return answer
 
 
-class Server:
-    """``replaykit ui DB --port 0``: the system chooses the port and the server prints it, so no other process
-    can take the port between choosing and listening (a port found free, closed and handed over can be)."""
-
-    def __init__(self, db: str, env: dict[str, str], *extra: str) -> None:
-        self.proc = subprocess.Popen([PYTHON, "-m", "replaykit", "ui", db, "--port", "0", *extra],
-                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        assert self.proc.stderr is not None
-        said = ""
-        while not (found := re.search(r"http://127\.0\.0\.1:(\d+)/", said)):
-            line = self.proc.stderr.readline()
-            assert line, (said, self.proc.communicate())
-            said += line
-        self.port = int(found.group(1))
-        self.base = f"http://127.0.0.1:{self.port}"
+class Server(UiServer):
+    """The UI in a process of its own, called with JSON bodies (and a token, if given)."""
 
     def call(self, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
         headers = {"content-type": "application/json"}
         if token is not None:
             headers["authorization"] = f"Bearer {token}"
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.base + path, data=data, headers=headers, method=method)
-        try:
-            with urllib.request.urlopen(request, timeout=20) as response:
-                text = response.read().decode()
-                status = response.status
-        except urllib.error.HTTPError as error:
-            text, status = error.read().decode(), error.code
+        status, text = self.request(method, path, None if body is None else json.dumps(body).encode(), headers)
         return status, (json.loads(text) if text and text[0] in "[{" else text)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=20)
 
 
 @pytest.fixture
