@@ -26,6 +26,12 @@ not complete) and 4 (it has not ended). See ``docs/cli.md``.
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+import threading
+from typing import NoReturn
+
 import click
 
 from .. import __version__
@@ -49,6 +55,22 @@ for command in (reading.list_runs, reading.describe, reading.history, reading.re
                 reading.workers, acting.migrate, acting.delete, acting.prune, showing.show, reading.export,
                 acting.import_, acting.start, acting.query, serving.ui):
     cli.add_command(command)
+
+
+def run() -> NoReturn:
+    """The ``replaykit`` program: :func:`main`, then the process ends. Activities a stopped worker
+    abandoned (their runs run them again where they go on) may still be running: the process exits
+    without waiting for them, where Python would wait at its exit (a caller of :func:`main` does)."""
+    code = main()
+    running = [t for t in threading.enumerate() if t.name.startswith("replaykit-activity") and t.is_alive()]
+    if running:
+        click.echo(f"replaykit: exiting without waiting for {len(running)} abandoned "
+                   f"activit{'y' if len(running) == 1 else 'ies'}", err=True)
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:

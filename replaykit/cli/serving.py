@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import sys
-import threading
 from typing import Any
 
 import click
@@ -113,19 +111,6 @@ def worker(db: str, modules: tuple[str, ...], queues: tuple[str, ...], limit: li
         signal.signal(signal.SIGTERM, early)
         store.close()
     click.echo(f"worker {w.worker_id} stopped")
-    _exit_past_abandoned_activities(w.worker_id)
-
-
-def _exit_past_abandoned_activities(worker_id: str) -> None:
-    """Activities still running when the worker stopped were abandoned (their runs run them again where
-    they go on): the process exits now instead of waiting for them, as Python would at its exit."""
-    running = [t for t in threading.enumerate() if t.name.startswith("replaykit-activity") and t.is_alive()]
-    if running:
-        click.echo(f"worker {worker_id}: exiting without waiting for {len(running)} abandoned "
-                   f"activit{'y' if len(running) == 1 else 'ies'}", err=True)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
 
 
 @click.command()
@@ -198,7 +183,8 @@ def ui(db: str, host: str, port: int, token: str | None, refresh: int, modules: 
     port = listening.getsockname()[1]  # the one the system chose for --port 0
     where = f"[{host}]" if ":" in host else host
     click.echo(f"replaykit ui: http://{where}:{port}/ (API: /api/runs, /openapi.json); Ctrl-C stops it", err=True)
-    server = uvicorn.Server(uvicorn.Config(create_app(db, token=token, refresh=refresh), log_level="warning"))
+    app = create_app(db, token=token, refresh=refresh, local_only=_loopback(host))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     server.run(sockets=[listening])
 
 

@@ -176,17 +176,17 @@ def _not_cross_site(request: Request) -> None:
 
 
 async def _addressed_to_this_machine(request: Request, call_next: Any) -> Response:
-    """Without a token, answer only requests addressed to this machine by name (``localhost``) or
-    loopback address: a page of another site that rebinds its own name to 127.0.0.1 (DNS rebinding)
-    sends its name, and gets nothing."""
+    """Answer only requests addressed to this machine by name (``localhost``) or loopback address: a
+    page of another site that rebinds its own name to 127.0.0.1 (DNS rebinding) sends its name, and
+    gets nothing."""
     host = request.url.hostname or ""
     try:
         loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
     except ValueError:
         loopback = False
     if not loopback:
-        return JSONResponse({"detail": f"this replaykit ui has no token, so it answers only requests addressed to "
-                                       f"localhost, not to {host!r} (replaykit ui --token to serve others)"},
+        return JSONResponse({"detail": f"this replaykit ui answers only requests addressed to localhost, not to "
+                                       f"{host!r} (listen beyond localhost, with a token, to serve others)"},
                             status_code=403)
     response: Response = await call_next(request)
     return response
@@ -196,9 +196,12 @@ StoreDep = Annotated[Store, Depends(_store)]
 Writer = Annotated[None, Depends(_may_write)]
 
 
-def create_app(db: str | Store, *, token: str | None = None, refresh: int = 5) -> FastAPI:
+def create_app(db: str | Store, *, token: str | None = None, refresh: int = 5,
+               local_only: bool | None = None) -> FastAPI:
     """The application for ``db`` (an existing store: a path, a URL or a :class:`Store`); ``token``: what
-    writes must present; ``refresh``: seconds between reloads of the pages."""
+    writes must present; ``refresh``: seconds between reloads of the pages; ``local_only``: answer only
+    requests addressed to this machine (``localhost``, a loopback address), as a server listening there
+    should (default: when there is no token)."""
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.store = db if isinstance(db, Store) else open_store(db, create=False)
@@ -212,7 +215,7 @@ def create_app(db: str | Store, *, token: str | None = None, refresh: int = 5) -
                   description="The runs of one replaykit store: list, describe, history, result, query, and "
                               "start, signal, cancel, terminate, pause, resume them.")
     app.state.token = token
-    if token is None:
+    if token is None if local_only is None else local_only:
         app.middleware("http")(_addressed_to_this_machine)
     where = shown(db) if isinstance(db, str) else repr(db)
 
