@@ -31,7 +31,8 @@ if TYPE_CHECKING:
 class WorkflowHandle(Generic[R]):
     """Returned by ``Engine.start`` and ``Engine.handle``; ``result()`` is an ``R``."""
 
-    __slots__ = ("workflow_id", "_driven_here", "_store", "_poll", "_ended", "_wakeup", "_on_wait", "_error")
+    __slots__ = ("workflow_id", "_driven_here", "_store", "_poll", "_ended", "_wakeup", "_on_wait", "_error",
+                 "_end_told")
 
     def __init__(self, workflow_id: str, store: Store, poll_interval: float = 0.05, *,
                  driven_here: bool = False) -> None:
@@ -43,6 +44,7 @@ class WorkflowHandle(Generic[R]):
         self._wakeup: threading.Event | None = None  # made by the first result() call
         self._on_wait: Callable[[int], None] | None = None  # told +1/-1 around result() (time skipping)
         self._error: BaseException | None = None
+        self._end_told = False  # the engine's hooks were told a run it kept was terminated (told once)
 
     def _follow(self) -> None:
         """Another live process drives the run: ``result()`` waits for what the store records."""

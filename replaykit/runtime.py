@@ -383,7 +383,8 @@ class Engine(Controls, Lifecycle, Eviction, Driver, Effects):
         not at its timer; once, if the store poll woke it meanwhile and found it ended."""
         evicted = self._evicted.pop(workflow_id, None) or seen
         self._marked.discard(workflow_id)  # its mark, if any, went with its lock's last taker
-        if evicted is not None:
+        if evicted is not None and not evicted.handle._end_told:  # the poll's take-up may have told it
+            evicted.handle._end_told = True
             self._paused_here.discard(workflow_id)
             self._tell("run_cancelled", workflow_id, evicted.workflow.name, at, error=Terminated(reason))
             evicted.handle._finish()

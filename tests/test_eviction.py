@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
 from typing import Any
 
@@ -358,6 +359,37 @@ def test_terminating_a_paused_evicted_run_tells_it_once_though_the_poll_wakes_it
             handle.result(timeout=10)
         time.sleep(0.4)
     assert told.count("run_paused") == 1 and told.count("run_cancelled") == 1  # before: never told cancelled
+
+
+def test_terminating_a_paused_evicted_run_whose_lock_is_busy_tells_it_once(
+        tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run's lock is busy whenever engine.terminate looks (the poll is taking it up): the call leaves a
+    request, the poll's take-up ends the paused kept run and tells it (``_ended_if_asked``), then the
+    call, seeing it ended, told it again (a CI run on Python 3.13 caught the interleaving)."""
+    import replaykit.terminating as terminating
+
+    real, busy, caller = terminating._end_if_free, [], threading.current_thread()
+
+    def busy_for_the_caller(*args: Any) -> bool:
+        if threading.current_thread() is caller:
+            busy.append(args)
+            return False  # as if the driver held the run's lock each time the call looks
+        return real(*args)
+
+    monkeypatch.setattr(terminating, "_end_if_free", busy_for_the_caller)
+    told: list[str] = []
+    with rk.Engine(str(tmp_path / "s.db"), max_cached_runs=0, poll_interval=0.02) as engine:
+        engine.on("*", lambda event: told.append(event.kind))
+        handle = engine.start(naps_twice, 60.0, workflow_id="x")
+        wait_until(lambda: "x" in engine._evicted and len(list(engine.store.events("x"))) == 2, "x rests, evicted")
+        rk.pause(engine.store, "x")
+        wait_until(lambda: "x" in engine._paused_here, "kept paused, out of memory")
+        engine.terminate("x", "by hand")
+        with pytest.raises(rk.WorkflowTerminated):
+            handle.result(timeout=10)
+        driver_turn(engine)
+    assert busy, "the lock was never busy: the test did not test anything"
+    assert told.count("run_cancelled") == 1, told
 
 
 @rk.workflow(name="ev_naps_or_not")
