@@ -105,3 +105,18 @@ def adder(ctx: rk.Context, n: int):
 def waits_for_approval(ctx: rk.Context, timeout: float | None = None):
     answer = yield rk.wait_signal("approved", timeout=timeout)
     return {"answer": answer}
+
+
+SLOW_MODULE = """
+import time
+import replaykit as rk
+
+@rk.activity
+def crawl(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+@rk.workflow(name="slowmod.slow")
+def slow(ctx, seconds):
+    return (yield crawl(seconds))
+"""  # slowmod.py: a workflow whose one activity sleeps as long as it is asked, for worker processes

@@ -9,7 +9,6 @@ import re
 import signal
 import sqlite3
 import subprocess
-import textwrap
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import replaykit as rk
 from replaykit.cli import main
 
 from conftest import PYTHON
+from helpers import SLOW_MODULE
 from ui_server import UiServer
 
 
@@ -178,19 +178,7 @@ def test_restart_and_fork_print_the_run_id_escaped(db: str, capsys: pytest.Captu
 # 7. `replaykit worker` stopped by SIGTERM does not exit until the activities it abandoned return.
 
 def test_worker_exits_soon_after_sigterm_despite_a_long_activity(tmp_path: Path, child_env: dict[str, str]) -> None:
-    (tmp_path / "slowmod.py").write_text(textwrap.dedent("""
-        import time
-        import replaykit as rk
-
-        @rk.activity
-        def crawl(seconds: float) -> float:
-            time.sleep(seconds)
-            return seconds
-
-        @rk.workflow(name="review_ops.slow")
-        def slow(ctx, seconds):
-            return (yield crawl(seconds))
-    """))
+    (tmp_path / "slowmod.py").write_text(SLOW_MODULE)
     db = str(tmp_path / "store.db")
     env = dict(child_env, PYTHONPATH=f"{tmp_path}:{child_env['PYTHONPATH']}")
     subprocess.run([PYTHON, "-c", "import replaykit as rk, slowmod\n"

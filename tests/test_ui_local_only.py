@@ -20,6 +20,7 @@ import replaykit as rk
 from replaykit.cli.output import json_text
 
 from conftest import PYTHON
+from helpers import SLOW_MODULE
 
 # 1. A token turns the DNS-rebinding check off, also for the default listener on 127.0.0.1: any web page
 #    that points its own name at 127.0.0.1 reads every run (and the pages) of a localhost UI that has a
@@ -58,19 +59,7 @@ def test_a_token_ui_on_localhost_still_refuses_a_rebound_host(db: str, child_env
 
 def test_main_worker_returns_to_its_caller_past_an_abandoned_activity(tmp_path: Path,
                                                                       child_env: dict[str, str]) -> None:
-    (tmp_path / "slowmod.py").write_text(textwrap.dedent("""
-        import time
-        import replaykit as rk
-
-        @rk.activity
-        def crawl(seconds: float) -> float:
-            time.sleep(seconds)
-            return seconds
-
-        @rk.workflow(name="review_ui.slow")
-        def slow(ctx, seconds):
-            return (yield crawl(seconds))
-    """))
+    (tmp_path / "slowmod.py").write_text(SLOW_MODULE)
     (tmp_path / "caller.py").write_text(textwrap.dedent("""
         import os, signal, sys, threading
         import replaykit as rk, slowmod
