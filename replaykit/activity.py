@@ -25,7 +25,7 @@ import inspect
 import time
 from collections.abc import Callable, Coroutine
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, overload
+from typing import Any, Generic, ParamSpec, Protocol, overload
 
 import attrs
 
@@ -130,8 +130,8 @@ def _optional_seconds(value: timedelta | float | None) -> float | None:
 class Activity(Generic[P, R]):
     """A decorated activity: call it to get a command, or ``.fn`` to run the function.
 
-    ``.fn`` returns an ``R``, or for an ``async def`` a coroutine of one (typed so through
-    ``SyncActivity`` and ``AsyncActivity``, what ``@rk.activity`` gives type checkers).
+    ``.fn`` returns an ``R``, or for an ``async def`` a coroutine of one; type checkers see it as
+    returning ``Any`` (one class serves both, and a sync function returning ``Any`` must stay sync).
     """
 
     fn: Callable[P, Any]
@@ -151,40 +151,26 @@ class Activity(Generic[P, R]):
     def _has_timeouts(self) -> bool:
         return self.timeout is not None or self.schedule_to_close is not None or self.heartbeat_timeout is not None
 
-    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> ActivityCall[R]:
+    def __call__(self, /, *args: P.args, **kwargs: P.kwargs) -> ActivityCall[R]:  # `self=` is the function's
         return noted(ActivityCall(self, args, tuple(kwargs.items()) if kwargs else ()))
 
     def __repr__(self) -> str:
         return f"<activity {self.name}>"
 
 
-if TYPE_CHECKING:
-    class SyncActivity(Activity[P, R]):
-        """What type checkers see of an activity of a plain function: ``.fn`` returns an ``R``."""
-
-        fn: Callable[P, R]
-
-    class AsyncActivity(Activity[P, R]):
-        """What type checkers see of an ``async def`` activity: ``.fn`` returns a coroutine of an ``R``."""
-
-        fn: Callable[P, Coroutine[Any, Any, R]]
-else:  # one class at run time: the two differ only in what .fn is typed to return
-    SyncActivity = AsyncActivity = Activity
-
-
 class _Decorator(Protocol):
     """``@rk.activity(...)`` with options: a decorator for sync and ``async def`` functions."""
 
-    @overload  # first: a coroutine function is also a Callable[P, R] (R the coroutine)
-    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> AsyncActivity[P, R]: ...  # type: ignore[overload-overlap]
     @overload
-    def __call__(self, fn: Callable[P, R], /) -> SyncActivity[P, R]: ...
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Activity[P, R]: ...
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Activity[P, R]: ...
 
 
-@overload  # first: a coroutine function is also a Callable[P, R] (R the coroutine)
-def activity(fn: Callable[P, Coroutine[Any, Any, R]], /) -> AsyncActivity[P, R]: ...  # type: ignore[overload-overlap]
 @overload
-def activity(fn: Callable[P, R], /) -> SyncActivity[P, R]: ...
+def activity(fn: Callable[P, Coroutine[Any, Any, R]], /) -> Activity[P, R]: ...
+@overload
+def activity(fn: Callable[P, R], /) -> Activity[P, R]: ...
 @overload
 def activity(*, name: str | None = None, retry: RetryPolicy | None = None,
              timeout: timedelta | float | None = None, schedule_to_close: timedelta | float | None = None,

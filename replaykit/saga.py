@@ -36,7 +36,7 @@ class Saga:
         self._retry = retry
         self._undo: list[tuple[Activity[Any], tuple[Any, ...], dict[str, Any]]] = []
 
-    def add(self, activity: Activity[P, Any], *args: P.args, **kwargs: P.kwargs) -> None:
+    def add(self, activity: Activity[P, Any], /, *args: P.args, **kwargs: P.kwargs) -> None:
         """Register ``activity(*args, **kwargs)`` as the undo of the step that just succeeded."""
         if not isinstance(activity, Activity):
             raise TypeError(f"Saga.add takes an @rk.activity, got {activity!r}")
