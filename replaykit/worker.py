@@ -379,4 +379,14 @@ def _digest_code(digest: Any, code: types.CodeType, names: set[str]) -> None:
         if isinstance(const, types.CodeType):
             _digest_code(digest, const, names)
         else:
-            digest.update(repr(const).encode())
+            digest.update(_stable_repr(const).encode())
+
+
+def _stable_repr(const: object) -> str:
+    """A constant as the same text in every process: a set literal (a frozenset constant) lists its
+    members in an order that depends on the process's string hash seed."""
+    if isinstance(const, frozenset):
+        return f"frozenset({sorted(_stable_repr(c) for c in const)})"
+    if isinstance(const, tuple):
+        return f"({', '.join(_stable_repr(c) for c in const)},)"
+    return repr(const)

@@ -157,6 +157,9 @@ def worker_key(worker_id: str) -> str:
     return "\0worker " + worker_id
 
 
+_REAPING = 11.0  # a reap holds a dead worker's lock for at most SQLite's busy timeout (10 s) and a write
+
+
 class SqliteWork:
     """``SqliteStore``'s work-queue methods (the Store interface's second half)."""
 
@@ -206,8 +209,8 @@ class SqliteWork:
             set_queue(conn, queue)
 
     def register_worker(self, record: WorkerRecord) -> None:
-        if not self._locks.holds(worker_key(record.worker_id)) and \
-                not self._locks.try_acquire(worker_key(record.worker_id)):
+        key = worker_key(record.worker_id)
+        if not self._locks.holds(key) and not self._acquire_within(key, _REAPING):
             raise StoreError(f"worker id {record.worker_id!r} is in use by a live process; give each worker its own")
         with self._transaction() as conn:
             register(conn, record)
@@ -225,6 +228,16 @@ class SqliteWork:
 
     def workers(self) -> list[WorkerRecord]:
         return workers(self._conn(), self.path)
+
+    def _acquire_within(self, key: str, seconds: float) -> bool:
+        """Take a worker's liveness lock, waiting up to ``seconds``: a peer reaping the id's dead last
+        life holds it while its transaction waits for a busy store (up to the busy timeout)."""
+        deadline = time.monotonic() + seconds
+        while not self._locks.try_acquire(key):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     def reap_workers(self, lease: float) -> list[str]:
         """A worker whose OS lock is free is dead. A live process that stopped answering keeps its

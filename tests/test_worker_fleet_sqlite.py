@@ -1,4 +1,6 @@
-"""Review of worker mode on SQLite with real processes (fleet campaign): defects found."""
+"""Worker mode on SQLite with real processes: every process of one deploy agrees on its code version,
+and a worker restarted with its fixed id waits for a peer reaping its dead last life. Found by a fleet
+campaign (SIGKILLed workers restarted with fixed ids, a busy store); both tests failed before their fix."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -70,8 +73,8 @@ def test_worker_restarted_with_its_fixed_id_is_not_refused_while_a_peer_reaps_it
     by a live process" although no process of that id was alive. A peer's reap_workers takes the
     dead worker's liveness lock, then waits (up to the 10 s busy timeout) for the write lock to
     release its runs, holding the liveness lock all along: register_worker's try_acquire fails and
-    takes that for a live owner. Expected: the restart waits for the reap (or retries), or at
-    least is not told a live process uses its id."""
+    takes that for a live owner. Expected: the restart waits for the reap, and starts once the store
+    is free (here after 3 s)."""
     import sqlite3
     import threading
 
@@ -85,15 +88,18 @@ def test_worker_restarted_with_its_fixed_id_is_not_refused_while_a_peer_reaps_it
     assert "UP" in first.stdout, first.stdout + first.stderr
 
     peer = SqliteStore(db)  # another worker's store: its heartbeat reaps the dead pod-0
-    blocker = sqlite3.connect(db, isolation_level=None, timeout=30)
+    blocker = sqlite3.connect(db, isolation_level=None, timeout=30, check_same_thread=False)
     blocker.execute("BEGIN EXCLUSIVE")  # a long writer (a backup, an sqlite3 shell) for a few seconds
     reaped: list[list[str]] = []
     reaper = threading.Thread(target=lambda: reaped.append(peer.reap_workers(30.0)))
     reaper.start()
+    time.sleep(0.3)  # the reap holds pod-0's lock and waits for the store
+    done_writing = threading.Timer(3.0, lambda: blocker.execute("ROLLBACK"))
+    done_writing.start()
     try:
         restarted = _worker_with_fixed_id(tmp_path, db, "w.stop()\n")  # the operator restarts pod-0
     finally:
-        blocker.execute("ROLLBACK")
+        done_writing.join(30)
         reaper.join(30)
         blocker.close()
         peer.close()
