@@ -29,7 +29,7 @@ from typing import Any, Generic, ParamSpec, Protocol, overload
 
 import attrs
 
-from .clock import seconds
+from .clock import optional_seconds
 from .commands import ActivityCall, R, noted
 from .converters import note_annotations
 from .errors import Cancelled
@@ -120,12 +120,6 @@ def is_cancelled() -> bool:
     return _execution("is_cancelled()").cancelled
 
 
-def _optional_seconds(value: timedelta | float | None) -> float | None:
-    if value is None:
-        return None
-    return seconds(value, "an activity's timeout")
-
-
 @attrs.frozen(repr=False)
 class Activity(Generic[P, R]):
     """A decorated activity: call it to get a command, or ``.fn`` to run the function.
@@ -137,9 +131,9 @@ class Activity(Generic[P, R]):
     fn: Callable[P, Any]
     name: str
     retry: RetryPolicy | None = None
-    timeout: float | None = attrs.field(default=None, converter=_optional_seconds)
-    schedule_to_close: float | None = attrs.field(default=None, converter=_optional_seconds)
-    heartbeat_timeout: float | None = attrs.field(default=None, converter=_optional_seconds)
+    timeout: float | None = attrs.field(default=None, converter=optional_seconds)
+    schedule_to_close: float | None = attrs.field(default=None, converter=optional_seconds)
+    heartbeat_timeout: float | None = attrs.field(default=None, converter=optional_seconds)
     is_async: bool = attrs.field(init=False, eq=False)
     has_timeouts: bool = attrs.field(init=False, eq=False)
 

@@ -23,6 +23,11 @@ def seconds(value: timedelta | float, what: str = "a duration") -> float:
     return found
 
 
+def optional_seconds(value: timedelta | float | None) -> float | None:
+    """:func:`seconds`, or ``None`` for none (no timeout, no limit)."""
+    return None if value is None else seconds(value)
+
+
 def monotonic() -> float:
     """Seconds for measuring waits. Unlike ``time.monotonic``, freezegun does not fake it,
     so timeouts keep working in the test environment, where user code sees frozen time."""

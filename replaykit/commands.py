@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, overload
 
 import attrs
 
-from .clock import seconds
+from .clock import optional_seconds, seconds
 from .errors import InvalidCommandError
 
 if TYPE_CHECKING:
@@ -157,16 +157,12 @@ for _dunder in ("iter contains getitem int float index complex round neg pos abs
     setattr(ActivityCall, f"__{_dunder}__", ActivityCall._misused)
 
 
-def _seconds(value: timedelta | float) -> float:
-    return seconds(value)
-
-
 @attrs.frozen(repr=False)
 class Sleep(Command[None]):
     """A durable timer that fires ``seconds`` after the workflow's current time."""
 
     kind: ClassVar[str] = TIMER
-    seconds: float = attrs.field(converter=_seconds)
+    seconds: float = attrs.field(converter=seconds)
 
     def deadline(self, now: float) -> float:
         return now + self.seconds
@@ -201,17 +197,13 @@ class SleepUntil(Command[None]):
     __repr__ = describe
 
 
-def _optional_seconds(value: timedelta | float | None) -> float | None:
-    return None if value is None else _seconds(value)
-
-
 @attrs.frozen(repr=False)
 class WaitSignal(Command[Any]):
     """Wait for the next signal called ``signal``; ``None`` if ``timeout`` passes first."""
 
     kind: ClassVar[str] = SIGNAL
     signal: str
-    timeout: float | None = attrs.field(default=None, converter=_optional_seconds)
+    timeout: float | None = attrs.field(default=None, converter=optional_seconds)
 
     @property
     def name(self) -> str:

@@ -8,22 +8,17 @@ deterministic: drawn from the run's recorded seed, the step and the attempt.
 from __future__ import annotations
 
 import random
-from datetime import timedelta
 
 import attrs
 
-from .clock import seconds
-
-
-def _seconds(value: timedelta | float) -> float:
-    return seconds(value, "a retry's wait")
+from .clock import optional_seconds, seconds
 
 
 @attrs.frozen
 class Fixed:
     """The same wait before every retry."""
 
-    delay: float = attrs.field(converter=_seconds)
+    delay: float = attrs.field(converter=seconds)
 
     def wait(self, attempt: int) -> float:
         return self.delay
@@ -33,8 +28,8 @@ class Fixed:
 class Exponential:
     """``base``, then twice as long each retry, capped at ``max``."""
 
-    base: float = attrs.field(default=1.0, converter=_seconds)
-    max: float = attrs.field(default=300.0, converter=_seconds)
+    base: float = attrs.field(default=1.0, converter=seconds)
+    max: float = attrs.field(default=300.0, converter=seconds)
 
     def wait(self, attempt: int) -> float:
         return float(min(self.max, self.base * 2 ** (attempt - 1)))
@@ -44,18 +39,14 @@ class Exponential:
 class Linear:
     """``increment`` more each retry, capped at ``max``."""
 
-    increment: float = attrs.field(default=1.0, converter=_seconds)
-    max: float = attrs.field(default=300.0, converter=_seconds)
+    increment: float = attrs.field(default=1.0, converter=seconds)
+    max: float = attrs.field(default=300.0, converter=seconds)
 
     def wait(self, attempt: int) -> float:
         return float(min(self.max, self.increment * attempt))
 
 
 Backoff = Fixed | Exponential | Linear
-
-
-def _optional_seconds(value: timedelta | float | None) -> float | None:
-    return None if value is None else _seconds(value)
 
 
 @attrs.frozen
@@ -72,7 +63,7 @@ class RetryPolicy:
     max_attempts: int | None = attrs.field(default=3)
     backoff: Backoff = attrs.field(factory=Exponential)
     non_retryable: tuple[type[BaseException], ...] = ()
-    max_elapsed: float | None = attrs.field(default=None, converter=_optional_seconds)
+    max_elapsed: float | None = attrs.field(default=None, converter=optional_seconds)
     jitter: float = attrs.field(default=0.0)
 
     @max_attempts.validator
