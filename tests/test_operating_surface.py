@@ -248,3 +248,17 @@ def test_ui_without_a_token_answers_only_requests_addressed_to_this_machine(db: 
         assert status == 200, status
     finally:
         server.stop()
+
+
+def test_the_cli_names_a_postgres_store_without_its_password(pg_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`replaykit describe URL ID` of a missing run (and `migrate URL`) printed the URL as given, password
+    and all, where the store's own messages redact it."""
+    from replaykit.store import open_store
+
+    open_store(pg_url).close()  # a store (empty)
+    url = pg_url + "&password=hunter2-very-secret"  # the test server trusts its socket: any password works
+    assert main(["migrate", url]) == 0
+    assert main(["describe", url, "nobody"]) == 1
+    printed = capsys.readouterr()
+    assert "hunter2" not in printed.out + printed.err, printed
+    assert "nobody" in printed.err

@@ -20,6 +20,7 @@ from ..restarting import restart as restart_run
 from ..retention import ENDED
 from ..retention import prune as prune_runs
 from ..store import open_store
+from ..store.urls import without_password
 from ..terminating import terminate as terminate_run
 from . import output
 from .common import UsageError, db_argument, duration, import_modules, json_option, modules_option, opened
@@ -126,7 +127,7 @@ def migrate(db: str) -> None:
 
     This vouches for them as they stand, with the secret the store will use."""
     with open_store(db, create=False, migrate=True):
-        click.echo(f"{db}: its histories are checksummed (store schema is current)")
+        click.echo(f"{without_password(db)}: its histories are checksummed (store schema is current)")
 
 
 @click.command()

@@ -13,6 +13,7 @@ from .. import views
 from ..errors import WorkflowNotFoundError
 from ..handle import ended_with
 from ..history import Event
+from ..store.urls import without_password
 from . import output
 from .common import STATUSES, db_argument, duration, import_modules, json_option, modules_option, opened
 
@@ -75,7 +76,7 @@ def describe(db: str, workflow_id: str, modules: tuple[str, ...], as_json: bool)
     with opened(db) as store:
         info = store.info(workflow_id)
         if info is None:
-            raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {db}")
+            raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {without_password(db)}")
         d = views.described(store, info, replay=bool(modules))
     if as_json:
         output.emit_json(d)
@@ -157,7 +158,7 @@ def result(db: str, workflow_id: str, wait: float) -> None:
         while True:
             info = store.info(workflow_id)
             if info is None:
-                raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {db}")
+                raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {without_password(db)}")
             last = ended_with(store, workflow_id) if info.status.is_terminal else None
             if last is not None or time.monotonic() >= deadline:
                 break

@@ -20,6 +20,6 @@ def redact(url: str) -> str:
     return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
 
 
-def shown(db: str) -> str:
+def without_password(db: str) -> str:
     """A path as it is; a URL without its password."""
     return redact(db) if "://" in db else db

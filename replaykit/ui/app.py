@@ -33,7 +33,7 @@ from ..errors import (
 from ..handle import ended_with
 from ..metrics import StoreMetrics
 from ..store import Store, open_store
-from ..store.urls import shown
+from ..store.urls import without_password
 from ..terminating import terminate as terminate_run
 from ..timeline_html import render
 from ..workflow import lookup
@@ -217,7 +217,7 @@ def create_app(db: str | Store, *, token: str | None = None, refresh: int = 5,
     app.state.token = token
     if token is None if local_only is None else local_only:
         app.middleware("http")(_addressed_to_this_machine)
-    where = shown(db) if isinstance(db, str) else repr(db)
+    where = without_password(db) if isinstance(db, str) else repr(db)
 
     for error in _STATUS_OF:
         app.add_exception_handler(error, _problem)
