@@ -190,3 +190,42 @@ def test_a_run_without_a_status_is_not_hidden_by_a_status_filter(pg_url: str, tm
          "UPDATE replaykit_runs SET status = NULL")
     with open_store(pg_url, create=False) as store, pytest.raises(rk.CorruptStoreError, match="'n'"):
         store.find(statuses=[rk.Status.COMPLETED])
+
+
+_RACER = """
+import sys, time
+import replaykit as rk
+
+@rk.workflow(name="race.flow")
+def flow(ctx, n):
+    yield rk.sleep(60)
+    return n
+
+db, start_at = sys.argv[1], float(sys.argv[2])
+with rk.Client(db) as client:
+    while time.time() < start_at:
+        pass
+    client.start(flow, 7, workflow_id="raced", queue="q")
+print("started", flush=True)
+"""
+
+
+def test_processes_starting_one_id_at_once_create_one_run(any_db: str, tmp_path: Path,
+                                                          child_env: dict[str, str]) -> None:
+    """A run is created only where its id has no row (the refusal of a changed generation): six processes
+    starting the same id in the same instant all succeed (the same arguments: the same run), and one
+    run row of generation 1 exists, with one start event."""
+    import subprocess
+    import sys
+
+    (tmp_path / "racer.py").write_text(_RACER)
+    with rk.Client(any_db):
+        pass  # the store exists before the race
+    start_at = time.time() + 2.0
+    racers = [subprocess.Popen([sys.executable, str(tmp_path / "racer.py"), any_db, str(start_at)], env=child_env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    outs = [p.communicate(timeout=60) for p in racers]
+    assert all(p.returncode == 0 and "started" in out for p, (out, _) in zip(racers, outs, strict=True)), outs
+    assert _rows(any_db, f"SELECT workflow_id, generation FROM {_runs(any_db)}") == [("raced", 1)]
+    with open_store(any_db, create=False) as store:
+        assert [e.kind for e in store.events("raced")] == ["start"]
