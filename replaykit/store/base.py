@@ -81,8 +81,8 @@ def generation_from_row(row: Sequence[Any], workflow_id: str, where: str) -> Gen
 def find_filters(statuses: Sequence[Status | str], workflows: Sequence[str], prefix: str, since: float | None,
                  until: float | None, mark: str) -> tuple[list[str], list[Any]]:
     """The conditions of :meth:`Store.find` as SQL (``mark``: the driver's placeholder) and their
-    parameters. A row whose status is none of replaykit's (or none at all) passes the status filter: it is read, and
-    refused as damaged, rather than hidden."""
+    parameters. A row whose status is none of replaykit's (or none at all) passes the status filter:
+    it is read, and refused as damaged, rather than hidden."""
     where: list[str] = []
     params: list[Any] = []
     if statuses:
