@@ -4,17 +4,21 @@ unless this application wrote it (docs/security.md).
 A store's keys come from, in order: the ``secret=`` its opener was given (one secret, or a
 list whose first signs and all verify: key rotation), the ``REPLAYKIT_SECRET`` environment
 variable (with ``REPLAYKIT_OLD_SECRETS``, comma-separated, still accepted), or, for an
-SQLite store, the key file beside it (``orders.db.key``), made on first use with
-owner-only permissions. A PostgreSQL store has no file beside it: its clients and workers
+SQLite store, the key file beside it (``orders.db.key``), made owner-only by the first
+process that opens the store to write while it holds no runs, and refused unless it is
+this user's private regular file of the shape made. A PostgreSQL store has no file beside it: its clients and workers
 share a secret, or record no pickles.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import hmac
 import os
+import re
 import secrets
+import stat
 import threading
 from collections.abc import Sequence
 
@@ -72,19 +76,31 @@ class Keyring:
         return bool(self._keys) or self.key_file is not None
 
     def _loaded(self) -> list[hmac.HMAC]:
+        """The keys; from the key file if there is one (none while it is missing: it is never made here)."""
         if self._primed or self.key_file is None:
             return self._primed
         with self._mutex:
-            if not self._keys:
-                self._keys = (_read_or_make(self.key_file),)
-                self._primed = [_primed(self._keys[0])]
+            if not self._keys and os.path.lexists(self.key_file):
+                self._use(_read(self.key_file))
         return self._primed
 
-    def derived(self, purpose: bytes, *, make: bool) -> tuple[bytes, ...]:
+    def make_key_file(self) -> None:
+        """Make the key file if it is missing (another process making it at once: theirs is the key). Only for
+        a store that holds no history yet: one that does was recorded under a key a new one cannot check."""
+        if self.key_file is None or self._keys:
+            return
+        with self._mutex:
+            if not self._keys:
+                self._use(_read_or_make(self.key_file))
+
+    def _use(self, key: bytes) -> None:
+        self._keys = (key,)
+        self._primed = [_primed(key)]
+
+    def derived(self, purpose: bytes) -> tuple[bytes, ...]:
         """One key per key, for a use other than signing pickles (``purpose``: e.g. the hash chain), so
-        that no tag of one use serves the other. A missing key file is made only if ``make``."""
-        if not self._keys and self.key_file is not None and (make or os.path.exists(self.key_file)):
-            self._loaded()
+        that no tag of one use serves the other. None while a key file is missing."""
+        self._loaded()
         return tuple(hmac.new(key, b"replaykit key\x00" + purpose, hashlib.sha256).digest() for key in self._keys)
 
     def missing(self) -> str:
@@ -98,7 +114,7 @@ class Keyring:
         keys = self._loaded()
         if not keys:
             raise SerializationError(f"cannot record the {what}: it needs pickle, and pickled values are signed "
-                                     f"with a secret. {self._missing}")
+                                     f"with a secret; {self.missing()}")
         return _PREFIX + _tag(keys[0], data) + data
 
     def verify(self, blob: bytes, what: str) -> bytes:
@@ -109,14 +125,10 @@ class Keyring:
                 "(the store was written by someone else, or damaged). It was not unpickled: nothing ran. Restore "
                 "the store from a backup, or restart the run (rk.restart) to record it again.")
         tag, data = blob[len(_PREFIX):len(_PREFIX) + 32], blob[len(_PREFIX) + 32:]
-        try:
-            keys = self._loaded()
-        except OSError as exc:
-            raise PayloadAuthenticationError(f"the {what} is a signed pickled value, and this store's key "
-                                             f"cannot be read ({exc}); it was not unpickled.") from exc
+        keys = self._loaded()
         if not keys:
             raise PayloadAuthenticationError(f"the {what} is a signed pickled value, and this process has no key to "
-                                             f"check it with; it was not unpickled. {self._missing}")
+                                             f"check it with; it was not unpickled: {self.missing()}")
         for key in keys:
             if hmac.compare_digest(tag, _tag(key, data)):
                 return data
@@ -151,7 +163,7 @@ def _read_or_make(path: str) -> bytes:
         pass
     folder, name = os.path.split(path)
     temp = os.path.join(folder, f".{name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         os.write(fd, secrets.token_hex(32).encode() + b"\n")
         os.fsync(fd)
@@ -166,16 +178,44 @@ def _read_or_make(path: str) -> bytes:
     return _read(path)
 
 
+_KEY_SHAPE = re.compile(rb"[0-9a-fA-F]{64}")  # what _read_or_make writes (then a newline)
+
+
 def _read(path: str) -> bytes:
-    mode = os.stat(path).st_mode
-    if mode & 0o077:
+    """The key in the key file ``path`` (``FileNotFoundError`` if there is none). Refuses one this process's user
+    does not own alone: a symlink, anything but a regular file, another user's, or one others may read or write."""
+    try:  # not following a link, and not waiting on a pipe
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        what = "is a symbolic link" if exc.errno == errno.ELOOP else f"cannot be read ({exc.strerror})"
+        raise _refused(path, what) from exc
+    try:
+        found = os.fstat(fd)
+        if not stat.S_ISREG(found.st_mode):
+            raise _refused(path, "is not a regular file")
+        if found.st_uid != os.geteuid():
+            raise _refused(path, f"belongs to user id {found.st_uid}, not to this process's user ({os.geteuid()}): "
+                                 "whoever owns it can forge values this process would unpickle")
+        if found.st_mode & 0o077:
+            raise PayloadAuthenticationError(
+                f"the key file {path} may be read or written by other users (mode {oct(found.st_mode & 0o777)}): "
+                f"anyone who can read it can forge values this store would unpickle. Make it private (chmod 600 "
+                f"{path}) and check it was not changed.")
+        key = os.read(fd, 4096).strip()
+    finally:
+        os.close(fd)
+    if not _KEY_SHAPE.fullmatch(key):
         raise PayloadAuthenticationError(
-            f"the key file {path} may be read or written by other users (mode {oct(mode & 0o777)}): anyone who "
-            f"can read it can forge values this store would unpickle. Make it private (chmod 600 {path}) and "
-            "check it was not changed.")
-    with open(path, "rb") as f:
-        key = f.read().strip()
-    if len(key) < _MIN_SECRET:
-        raise PayloadAuthenticationError(f"the key file {path} holds no key (it is empty or damaged): "
-                                         "restore it from your backup of it")
+            f"the key file {path} is damaged: replaykit writes 64 hex digits in it, and it holds "
+            f"{'nothing' if not key else f'{len(key)} other bytes'}. Restore it from your backup of it; nothing was "
+            "read or recorded with it.")
     return key
+
+
+def _refused(path: str, what: str) -> PayloadAuthenticationError:
+    return PayloadAuthenticationError(
+        f"the key file {path} {what}. A store's key file is a private file of the user that runs its processes; "
+        "nothing was read or recorded with it. Put the store's own key file back (chmod 600, owned by that user), "
+        f"or give its secret instead ({SECRET_ENV} or secret=).")

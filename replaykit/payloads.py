@@ -33,6 +33,7 @@ _SCALARS = (str, int, float, bool, type(None))
 
 
 def _json_exact(value: Any, depth: int = 0) -> bool:
+    """Is ``value`` plain JSON data (at most 100 levels deep) that reads back as itself?"""
     kind = type(value)
     if kind in _SCALARS:
         return True
@@ -43,6 +44,9 @@ def _json_exact(value: Any, depth: int = 0) -> bool:
     if kind is dict:
         return all(type(k) is str and _json_exact(v, depth + 1) for k, v in value.items())
     return False
+
+
+is_json_exact = _json_exact
 
 
 Where = str | Callable[[], str] | None  # names a value in an error: text, or a function making it

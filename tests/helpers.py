@@ -79,7 +79,7 @@ def rechain(db: str | os.PathLike[str]) -> None:
     from replaykit.store import sqlite_schema
 
     with rk.SqliteStore(target) as store:
-        links = store.chain(make=True)
+        links = store.chain()
     conn = sqlite3.connect(target)
     try:
         with conn:

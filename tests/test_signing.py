@@ -192,10 +192,10 @@ def test_an_sqlite_store_without_a_secret_makes_an_owner_only_key_file_the_other
     with open_store(db) as store:
         assert [store.codec.decode("pickle", b) for b in blobs] == [complex(1, 2)] * 3  # one key for all
     key_file.chmod(0o644)
-    with open_store(db) as store, pytest.raises(rk.PayloadAuthenticationError, match="chmod 600"):
+    with pytest.raises(rk.PayloadAuthenticationError, match="chmod 600"), open_store(db) as store:
         store.codec.decode("pickle", blobs[0])  # a key others can read signs nothing and checks nothing
     key_file.chmod(0o600)
-    key_file.write_text("a-key-that-is-not-the-one-that-signed\n")
+    key_file.write_text("0123456789abcdef" * 4 + "\n")  # a key of the right shape: not the one that signed
     with open_store(db) as store, pytest.raises(rk.PayloadAuthenticationError, match=str(key_file)):
         store.codec.decode("pickle", blobs[0])
 

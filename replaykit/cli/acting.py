@@ -193,8 +193,12 @@ def import_(db: str, path: Path) -> None:
         history = History.from_json(json.loads(path.read_text(encoding="utf-8")))
     except json.JSONDecodeError as exc:
         raise UsageError(f"{path}: not JSON ({exc}); nothing was imported") from None
+    except RecursionError:
+        raise UsageError(f"{path}: not a history export (JSON nested too deep to read); nothing was imported") from None
     except (KeyError, TypeError, AttributeError) as exc:
         raise UsageError(f"{path}: a damaged history export (missing or wrong {exc}); nothing was imported") from None
+    except ValueError as exc:
+        raise UsageError(f"{path}: {exc}; nothing was imported") from None
     with opened(db) as store:
         status = import_history(store, history)
     click.echo(output.shown(f"imported {history.workflow_id} ({history.workflow}, {len(history.events)} events): "

@@ -19,6 +19,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import stat
 import struct
 import sys
 import threading
@@ -44,8 +45,13 @@ class _LockFile:
         if not self.fds:
             try:
                 os.makedirs(self.path, mode=0o755, exist_ok=True)
-                for shard in range(SHARDS):
-                    self.fds[shard] = os.open(os.path.join(self.path, f"{shard:x}"), os.O_RDWR | os.O_CREAT, 0o644)
+                _refuse_if_others_control(self.path)
+                for shard in range(SHARDS):  # O_NOFOLLOW: a link planted here is refused, never followed
+                    self.fds[shard] = os.open(os.path.join(self.path, f"{shard:x}"),
+                                              os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            except StoreError:
+                self.close_all()
+                raise
             except OSError as exc:
                 self.close_all()  # none holds a lock yet: closing them drops nothing
                 raise StoreError(
@@ -59,6 +65,26 @@ class _LockFile:
         for fd in self.fds.values():
             os.close(fd)
         self.fds.clear()
+
+
+def _refuse_if_others_control(folder: str) -> None:
+    """The lock directory must be this user's own: whoever else may change its files can take a lock from
+    under a running engine (two processes then drive one run) or, with a planted link, make it create
+    files elsewhere."""
+    found = os.lstat(folder)
+    if stat.S_ISLNK(found.st_mode) or not stat.S_ISDIR(found.st_mode):
+        problem = "is not a directory (a symbolic link, or a file)"
+    elif found.st_uid != os.geteuid():
+        problem = f"belongs to user id {found.st_uid}, not to this process's user ({os.geteuid()})"
+    elif found.st_mode & 0o022:
+        problem = f"may be written by other users (mode {oct(found.st_mode & 0o777)})"
+    else:
+        return
+    raise StoreError(
+        f"{folder[:-len('-locks.d')]}: its lock directory {folder} {problem}: whoever controls it can break the "
+        "locks that keep two processes from driving one run. Run every process of the store as the user that "
+        "owns it, and remove that directory (replaykit makes it again) or make it that user's (chmod 755). "
+        "Nothing was changed.")
 
 
 _files: dict[str, _LockFile] = {}

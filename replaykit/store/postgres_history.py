@@ -63,7 +63,7 @@ class PostgresHistory:
     def chain(self) -> chain.Chain:
         """The chain of this store's secret (and older ones), or of the public key without one."""
         if self._chain_of_keys is None:
-            self._chain_of_keys = chain.Chain(self.codec.keys.derived(_CHAIN_KEY, make=False) or (PUBLIC_KEY,))
+            self._chain_of_keys = chain.Chain(self.codec.keys.derived(_CHAIN_KEY) or (PUBLIC_KEY,))
         return self._chain_of_keys
 
     # -- writing ------------------------------------------------------------------------

@@ -77,6 +77,8 @@ _NEWEST_RUN = "SELECT {} FROM runs WHERE workflow_id = ? ORDER BY generation DES
 _CREATE_RUN = ("INSERT INTO runs (workflow_id, generation, name, status, created_at, updated_at) "
                "SELECT ?, 1, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM runs WHERE workflow_id = ?)")
 _MARK = _NEWEST_RUN.format("id, status, keeper")  # store/keepers.py
+# a store that holds none gets its key file made by its first writer; one that does keeps the key it was recorded with
+_HOLDS_HISTORY = "SELECT EXISTS (SELECT 1 FROM runs) OR EXISTS (SELECT 1 FROM signals)"
 
 
 class SqliteStore(ChainedHistory, SqliteWork, Store):
@@ -119,7 +121,7 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
             try:
                 conn = self._conn("rwc" if create else "rw")
                 # refuses foreign files before anything is written
-                ensure_schema(conn, self.path, create, lambda: self.chain(make=True), writable=not self.read_only,
+                ensure_schema(conn, self.path, create, self._chain_for_a_migration, writable=not self.read_only,
                               migrate=migrate)
             except sqlite3.DatabaseError as exc:
                 self.close()
@@ -129,10 +131,19 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
             if not self.read_only:
                 with translated(self.path):
                     conn.execute("PRAGMA journal_mode = WAL")  # persistent, stored in the file
+                    holds_history = conn.execute(_HOLDS_HISTORY).fetchall()[0][0]
+                if not holds_history:
+                    self.codec.keys.make_key_file()
             self._opened = True
         except BaseException:
             self.close()
             raise
+
+    def _chain_for_a_migration(self) -> chain.Chain:
+        """A migration checksums a store from before checksums (its owner vouched for it): with the key file
+        made if it has none yet."""
+        self.codec.keys.make_key_file()
+        return self.chain()
 
     # -- connections and schema ------------------------------------------------
 
@@ -435,7 +446,7 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
                 "INSERT INTO signals (workflow_id, name, encoding, payload, sent_at, consumed, digest) "
                 "VALUES (?, ?, ?, ?, ?, 0, ?)",
                 (workflow_id, name, encoding, payload, at,
-                 self.signal_digest(workflow_id, name, encoding, payload, at, make=True)),
+                 self.signal_digest(workflow_id, name, encoding, payload, at)),
             )
             wake(conn, workflow_id, at)
 

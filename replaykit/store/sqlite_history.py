@@ -11,7 +11,13 @@ import struct
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CorruptStoreError, PayloadAuthenticationError, WorkflowLockedError, WorkflowNotFoundError
+from ..errors import (
+    CorruptStoreError,
+    PayloadAuthenticationError,
+    StoreError,
+    WorkflowLockedError,
+    WorkflowNotFoundError,
+)
 from ..history import Event, Status
 from . import chain
 from .base import Signal, status_of
@@ -52,10 +58,11 @@ class ChainedHistory:
         def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]: ...
         def _run(self, workflow_id: str) -> int: ...
 
-    def chain(self, *, make: bool = False) -> chain.Chain:
-        """The chain of this store's keys; a store's key file is made only if ``make`` (a write)."""
+    def chain(self) -> chain.Chain:
+        """The chain of this store's keys (a missing key file is made only by the store's opener: see
+        ``SqliteStore``)."""
         if self._chain_of_keys is None:
-            keys = self.codec.keys.derived(_CHAIN_KEY, make=make)
+            keys = self.codec.keys.derived(_CHAIN_KEY)
             if not keys:
                 raise PayloadAuthenticationError(
                     f"{self.path}: its histories are chained with the store's key, and {self.codec.keys.missing()}. "
@@ -77,10 +84,13 @@ class ChainedHistory:
                     f"{self.path}: event {e.seq} of run #{run} cannot be recorded: event {e.seq - 1} before it "
                     "is missing or has no checksum. Nothing was recorded; restore the store from a backup.")
             prev = found[0][0]
-        digest = self.chain(make=True).link(prev, e)
+        digest = self.chain().link(prev, e)
         try:
             conn.execute(_INSERT_EVENT, (run, *e, digest))
         except sqlite3.IntegrityError as exc:
+            if "UNIQUE" not in str(exc) and "PRIMARY KEY" not in str(exc):  # not a row already there
+                raise StoreError(f"{self.path}: event {e.seq} cannot be recorded: the store refuses one of its "
+                                 f"fields ({exc}). Nothing was recorded.") from exc
             workflow_id = conn.execute("SELECT workflow_id FROM runs WHERE id = ?", (run,)).fetchall()
             if workflow_id and self._locks.holds(workflow_id[0][0]):  # nobody else may write it
                 raise WorkflowLockedError(
@@ -97,7 +107,7 @@ class ChainedHistory:
     def _seal(self, conn: sqlite3.Connection, run: int, known: Sealed | None = None) -> None:
         """The run ended: its row gets the seal of its status and last event (:meth:`chain.Chain.seal`),
         from ``known`` (seed, status, last event) if the caller has them, else as its rows stand."""
-        links = self.chain(make=True)
+        links = self.chain()
         conn.execute("UPDATE runs SET head = ? WHERE id = ?",
                      (links.seal(*known) if known else seal_of_run(conn, run, links), run))
 
@@ -106,7 +116,7 @@ class ChainedHistory:
         """Run ``run`` becomes ``status``; a status that ends it seals it too (see :meth:`_seal`)."""
         if status.is_terminal and known is not None:
             conn.execute("UPDATE runs SET status = ?, updated_at = ?, head = ? WHERE id = ?",
-                         (status.value, at, self.chain(make=True).seal(*known), run))
+                         (status.value, at, self.chain().seal(*known), run))
             return
         conn.execute("UPDATE runs SET status = ?, updated_at = ? WHERE id = ?", (status.value, at, run))
         if status.is_terminal:
@@ -187,11 +197,9 @@ class ChainedHistory:
 
     # -- signals ------------------------------------------------------------------------
 
-    def signal_digest(self, workflow_id: str, name: str, encoding: str, payload: str | bytes, at: float,
-                      *, make: bool = False) -> bytes:
+    def signal_digest(self, workflow_id: str, name: str, encoding: str, payload: str | bytes, at: float) -> bytes:
         """The checksum of a signal's row: its workflow, name, value and time."""
-        return self.chain(make=make).link(chain.SIGNAL_SEED,
-                                          chain.signal_fields(workflow_id, name, encoding, payload, at))
+        return self.chain().link(chain.SIGNAL_SEED, chain.signal_fields(workflow_id, name, encoding, payload, at))
 
     def checked_signal(self, workflow_id: str, row: tuple[Any, ...]) -> Signal:
         """A signal row ``(id, name, encoding, payload, sent_at, digest)`` once its checksum matches."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 from collections.abc import Iterable
 from typing import Any
@@ -53,7 +54,10 @@ class History:
             raise ValueError(f"not a replaykit history export (format is {data.get('format')!r})")
         if data.get("version", 0) > VERSION:
             raise ValueError(f"history export version {data['version']} is newer than this replaykit reads")
-        return cls(data["workflow_id"], data["workflow"], tuple(_event_from_json(e) for e in data["events"]))
+        workflow_id, workflow, events = data["workflow_id"], data["workflow"], data["events"]
+        if type(workflow_id) is not str or type(workflow) is not str or type(events) is not list:
+            raise ValueError("a damaged history export: its workflow_id and workflow are text, and its events a list")
+        return cls(workflow_id, workflow, tuple(_event_from_json(n, e) for n, e in enumerate(events)))
 
     def save(self, path: str | os.PathLike[str]) -> None:
         with open(path, "w") as f:
@@ -82,15 +86,35 @@ def _event_to_json(e: Event) -> dict[str, Any]:
     return out
 
 
-def _event_from_json(d: dict[str, Any]) -> Event:
+_INT64 = range(-2 ** 63, 2 ** 63)
+
+
+def _event_from_json(n: int, d: dict[str, Any]) -> Event:
+    """Event ``n`` of an export, every field checked: the file may come from anywhere."""
+    def wrong(field: str, what: str) -> ValueError:
+        return ValueError(f"a damaged history export: event {n} has {field} {d.get(field)!r}, not {what}")
+
+    if type(d) is not dict:
+        raise ValueError(f"a damaged history export: event {n} is not an object")
+    for field in ("seq", "step"):
+        if type(d[field]) is not int or d[field] not in _INT64:
+            raise wrong(field, "a whole number")
+    if type(d["at"]) not in (int, float) or not math.isfinite(d["at"]):
+        raise wrong("at", "a time in seconds")
+    for field in ("kind", "name", "outcome"):
+        if type(d[field]) is not str:
+            raise wrong(field, "text")
     payload: str | bytes
     if "pickle" in d:
-        encoding, payload = payloads.PICKLE, base64.b64decode(d["pickle"])
-    elif "typed" in d:
-        encoding, payload = converters.TYPED, payloads.to_json(d["typed"])
+        if type(d["pickle"]) is not str:
+            raise wrong("pickle", "base64 text")
+        encoding, payload = payloads.PICKLE, base64.b64decode(d["pickle"], validate=True)
     else:
-        encoding, payload = payloads.JSON, payloads.to_json(d["value"])
-    return Event(d["seq"], d["step"], d["kind"], d["name"], d["at"], d["outcome"], encoding, payload)
+        field = "typed" if "typed" in d else "value"
+        if not payloads.is_json_exact(d[field]):
+            raise wrong(field, "JSON data at most 100 levels deep")
+        encoding, payload = (converters.TYPED if field == "typed" else payloads.JSON), payloads.to_json(d[field])
+    return Event(d["seq"], d["step"], d["kind"], d["name"], float(d["at"]), d["outcome"], encoding, payload)
 
 
 def _open(db: str | os.PathLike[str] | Store) -> tuple[Store, bool]:
