@@ -78,7 +78,8 @@ class WorkflowHandle(Generic[R]):
         :class:`WorkflowCancelled` if it was cancelled (:class:`WorkflowTimedOut`
         if it ran past its timeout), the local error if this engine could not
         drive it (e.g. :class:`NonDeterminismError`), and
-        :class:`ResultTimeoutError` after ``timeout`` seconds.
+        :class:`ResultTimeoutError` after ``timeout`` seconds, and
+        :class:`WorkflowNotFoundError` if the store has no run of this id.
         """
         if self._on_wait is None:
             return self._wait_result(timeout)
@@ -112,7 +113,10 @@ class WorkflowHandle(Generic[R]):
 
     def _store_says_ended(self) -> bool:
         info = self._store.info(self.workflow_id)
-        return info is not None and info.status.is_terminal
+        if info is None:  # a handle of a start is driven here until its run is in the store: not asked then
+            raise WorkflowNotFoundError(f"no workflow with id {self.workflow_id!r}: there is no run to wait for "
+                                        "(check the id; a handle does not start a run)")
+        return info.status.is_terminal
 
     def _outcome(self, last: Event) -> R:
         ok, value = recorded_outcome(self._store.codec, self.workflow_id, last)

@@ -51,15 +51,9 @@ def prune(db: Db, older_than: timedelta | float, *, statuses: Iterable[Status | 
     with opened(db) as store:
         runs = store.list()
         unfinished = {info.workflow_id for info in runs if not info.status.is_terminal}
-        waited_on: set[str] = set()  # parents with a child that has not ended
-        for workflow_id in unfinished:
-            if stop is not None and stop.is_set():
-                return deleted
-            parent = parent_of(store, workflow_id)
-            if isinstance(parent, str):
-                waited_on.add(parent)
-            elif parent is UNKNOWN:
-                waited_on.update(_id_parents(workflow_id))  # cannot tell: keep the parents its id may name
+        waited_on = _waited_on(store, unfinished, stop)
+        if waited_on is None:
+            return deleted
         due = []
         for info in runs:
             if stop is not None and stop.is_set():
@@ -73,6 +67,36 @@ def prune(db: Db, older_than: timedelta | float, *, statuses: Iterable[Status | 
             ids = due[start:start + batch]
             deleted += ids if dry_run else store.delete(ids, ended_before=cutoff)
     return deleted
+
+
+def kept_for_family(store: Store, workflow_ids: Iterable[str]) -> dict[str, str]:
+    """Which of ``workflow_ids`` their families still need, each with why: a run whose parent has not
+    ended, or one with a child that has not (``replaykit delete`` keeps them, as a prune does)."""
+    unfinished = {info.workflow_id for info in store.list() if not info.status.is_terminal}
+    waited_on = _waited_on(store, unfinished, None) or set()
+    kept = {}
+    for workflow_id in workflow_ids:
+        parent = parent_of(store, workflow_id)
+        if workflow_id in waited_on:
+            kept[workflow_id] = "one of its children has not ended"
+        elif not _parent_ended(parent, unfinished):
+            kept[workflow_id] = (f"its parent {parent!r} has not ended" if isinstance(parent, str)
+                                 else "its start does not say whether its parent ended")
+    return kept
+
+
+def _waited_on(store: Store, unfinished: set[str], stop: threading.Event | None) -> set[str] | None:
+    """The parents of the ``unfinished`` runs (``None`` once ``stop`` is set)."""
+    waited_on: set[str] = set()
+    for workflow_id in unfinished:
+        if stop is not None and stop.is_set():
+            return None
+        parent = parent_of(store, workflow_id)
+        if isinstance(parent, str):
+            waited_on.add(parent)
+        elif parent is UNKNOWN:
+            waited_on.update(_id_parents(workflow_id))  # cannot tell: keep the parents its id may name
+    return waited_on
 
 
 class Retention:

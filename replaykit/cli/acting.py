@@ -17,7 +17,7 @@ from .. import control, views
 from ..errors import UnknownQueryError
 from ..restarting import fork as fork_run
 from ..restarting import restart as restart_run
-from ..retention import ENDED
+from ..retention import ENDED, kept_for_family
 from ..retention import prune as prune_runs
 from ..store import open_store
 from ..store.urls import without_password
@@ -135,9 +135,13 @@ def migrate(db: str) -> None:
 @click.argument("workflow_ids", nargs=-1, required=True, metavar="ID...")
 @json_option
 def delete(db: str, workflow_ids: tuple[str, ...], as_json: bool) -> None:
-    """Delete runs that ended: every generation, events, signals (exit 1 if one could not be)."""
+    """Delete runs that ended: every generation, events, signals (exit 1 if one could not be).
+
+    A run its family still needs is kept, as a prune keeps it: one whose parent has not ended (the parent
+    would run it again), or one with a child that has not."""
     with opened(db) as store:
-        deleted = store.delete(list(workflow_ids))
+        family = kept_for_family(store, workflow_ids)
+        deleted = store.delete([w for w in workflow_ids if w not in family])
     kept = [w for w in workflow_ids if w not in deleted]
     if as_json:
         output.emit_json({"deleted": deleted, "kept": kept})
@@ -145,8 +149,9 @@ def delete(db: str, workflow_ids: tuple[str, ...], as_json: bool) -> None:
         for workflow_id in deleted:
             click.echo(output.shown(f"deleted {workflow_id}"))
     if kept:
-        raise UsageError(f"not deleted: {', '.join(map(repr, kept))}: no such run, or it has not ended "
-                         "(only runs that completed, failed, were cancelled or timed out are deleted)")
+        why = "; ".join(f"{w!r}: {family.get(w, 'no such run, or it has not ended')}" for w in kept)
+        raise UsageError(f"not deleted: {why} (only runs that completed, failed, were cancelled or timed out "
+                         "are deleted, and a family is kept whole: see docs/retention.md)")
 
 
 def _older_than(ctx: click.Context, param: click.Parameter, value: str) -> float:
