@@ -130,12 +130,18 @@ class Activity(Generic[P, R]):
 
     fn: Callable[P, Any]
     name: str
-    retry: RetryPolicy | None = None
+    retry: RetryPolicy | None = attrs.field(default=None)
     timeout: float | None = attrs.field(default=None, converter=optional_seconds)
     schedule_to_close: float | None = attrs.field(default=None, converter=optional_seconds)
     heartbeat_timeout: float | None = attrs.field(default=None, converter=optional_seconds)
     is_async: bool = attrs.field(init=False, eq=False)
     has_timeouts: bool = attrs.field(init=False, eq=False)
+
+    @retry.validator
+    def _retry(self, _: attrs.Attribute[RetryPolicy | None], value: RetryPolicy | None) -> None:
+        if value is not None and not isinstance(value, RetryPolicy):
+            raise TypeError(f"activity {self.name!r}: retry= takes an rk.RetryPolicy "
+                            f"(retry=rk.RetryPolicy(max_attempts=3)), not {value!r}")
 
     @is_async.default
     def _is_async(self) -> bool:

@@ -83,7 +83,7 @@ def encode(value: Any, declared_only: bool) -> tuple[Any, Any]:
 def _typable(v: Any, declared_only: bool, depth: int) -> bool:
     """Could ``v`` be typed JSON, by the types it holds (exactness is checked when it is converted)?"""
     kind = type(v)
-    if kind in _PLAIN or kind in _LEAVES:
+    if kind in _PLAIN or _real_class(kind) in _LEAVES:
         return True
     if depth > 100:
         return False
@@ -186,9 +186,9 @@ def _encode(v: Any, path: str, declared_only: bool) -> tuple[Any, Any]:
         if same == {"'j'"}:
             return "j", data
         return (["dict*", next(iter(descriptors.values()))] if len(same) == 1 else ["dict", descriptors]), data
-    leaf = _LEAVES.get(kind)
+    leaf = _LEAVES.get(_real_class(kind))
     if leaf is not None:
-        if kind in (dt.datetime, dt.time) and v.tzinfo is not None and type(v.tzinfo) is not dt.timezone:
+        if leaf in ("datetime", "time") and v.tzinfo is not None and type(v.tzinfo) is not dt.timezone:
             raise Unconvertible(path, v)  # a zoneinfo zone would come back as a fixed offset
         return leaf, _to_json(v)
     if _kind(kind) is None or (declared_only and not _is_declared(kind)):
@@ -202,6 +202,12 @@ def _encode(v: Any, path: str, declared_only: bool) -> tuple[Any, Any]:
         raise Unconvertible(path, v)
     _known.setdefault(_name(kind), kind)
     return ["class", _name(kind)], data
+
+
+def _real_class(kind: type) -> type:
+    """``kind``, or the class freezegun's ``FakeDatetime`` or ``FakeDate`` stands in for (what ``datetime.now()``
+    and ``ctx.now()`` return in a ``TestEnv``): recorded as that class."""
+    return kind.__bases__[0] if kind.__module__ == "freezegun.api" and kind.__bases__ else kind
 
 
 def _container(kind: str, descriptors: list[Any]) -> Any:

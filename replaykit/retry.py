@@ -62,7 +62,7 @@ class RetryPolicy:
 
     max_attempts: int | None = attrs.field(default=3)
     backoff: Backoff = attrs.field(factory=Exponential)
-    non_retryable: tuple[type[BaseException], ...] = ()
+    non_retryable: tuple[type[BaseException], ...] = attrs.field(default=(), converter=tuple)
     max_elapsed: float | None = attrs.field(default=None, converter=optional_seconds)
     jitter: float = attrs.field(default=0.0)
 
@@ -71,6 +71,21 @@ class RetryPolicy:
         if value is not None and (type(value) is not int or value < 1):
             raise ValueError(f"RetryPolicy max_attempts counts the first attempt: a whole number of at least 1 "
                              f"(1: no retry; None: no limit), not {value!r}")
+
+    @backoff.validator
+    def _backoff(self, _: attrs.Attribute[Backoff], value: Backoff) -> None:
+        if not callable(getattr(value, "wait", None)):
+            raise TypeError(f"RetryPolicy backoff is how long to wait between attempts: rk.Fixed(seconds), "
+                            f"rk.Exponential(base, max) or rk.Linear(increment, max), not {value!r} "
+                            "(a fixed wait of 5 s: backoff=rk.Fixed(5))")
+
+    @non_retryable.validator
+    def _non_retryable(self, _: attrs.Attribute[tuple[type[BaseException], ...]],
+                       value: tuple[type[BaseException], ...]) -> None:
+        for kind in value:
+            if not (isinstance(kind, type) and issubclass(kind, BaseException)):
+                raise TypeError(f"RetryPolicy non_retryable takes exception classes (non_retryable=(PermissionError,)), "
+                                f"not {kind!r}: import the class and give it, not its name")
 
     @jitter.validator
     def _jitter(self, _: attrs.Attribute[float], value: float) -> None:

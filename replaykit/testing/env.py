@@ -132,7 +132,8 @@ class TestEnv:
 
     def __enter__(self) -> TestEnv:
         if self._freeze:
-            self._freezer = freezegun.freeze_time(self.now())
+            # real_asyncio: an async activity's event loop keeps real time, or its awaited timers never end
+            self._freezer = freezegun.freeze_time(self.now(), real_asyncio=True)
             frozen = self._freezer.start()
             _spare_tooling(self._freezer)
             self.clock.on_move.append(lambda t: frozen.move_to(utc(t)))
