@@ -124,13 +124,16 @@ def resume(db: Db, workflow_id: str, *, at: float | None = None) -> None:
         store.set_status(workflow_id, Status.RUNNING, time.time() if at is None else at)
 
 
-def runs_without_patch(db: Db, change_id: str) -> list[str]:
+def runs_without_patch(db: Db, change_id: str, *, workflow: Workflow[Any] | str | None = None) -> list[str]:
     """Unfinished runs whose history has no ``ctx.patched(change_id)`` marker: the runs that may
-    still take the old code path. Deprecate (then drop) a patch only once this list is empty."""
+    still take the old code path. Deprecate (then drop) a patch only once this list is empty.
+    ``workflow`` (the workflow the patch is in, or its name): only its runs, so that runs of other
+    workflows (a schedule's, which never ends) do not keep the list from emptying."""
+    name = workflow if workflow is None or isinstance(workflow, str) else workflow.name
     with opened(db) as store:
         found = []
         for info in store.list():
-            if info.status.is_terminal:
+            if info.status.is_terminal or (name is not None and info.name != name):
                 continue
             if not any(e.kind == PATCH and e.name == change_id for e in store.events(info.workflow_id)):
                 found.append(info.workflow_id)

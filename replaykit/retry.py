@@ -84,8 +84,8 @@ class RetryPolicy:
                        value: tuple[type[BaseException], ...]) -> None:
         for kind in value:
             if not (isinstance(kind, type) and issubclass(kind, BaseException)):
-                raise TypeError(f"RetryPolicy non_retryable takes exception classes (non_retryable=(PermissionError,)), "
-                                f"not {kind!r}: import the class and give it, not its name")
+                raise TypeError("RetryPolicy non_retryable takes exception classes (non_retryable=(PermissionError,"
+                                f")), not {kind!r}: import the class and give it, not its name")
 
     @jitter.validator
     def _jitter(self, _: attrs.Attribute[float], value: float) -> None:

