@@ -27,11 +27,11 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, overload
 
 from . import control
-from .clock import seconds
+from .clock import instant, seconds
 from .commands import A1, A2, A3, A4, A5, A6, R
 from .handle import WorkflowHandle
 from .history import OK, START, Event, Status, WorkflowInfo
-from .starting import check_same_stored_run, start_payload
+from .starting import check_same_stored_run, check_workflow_id, start_payload
 from .store import Store
 from .store.base import Secrets
 from .store.open import store_for
@@ -109,11 +109,12 @@ class Client:
         are claimed first. ``key``: the partition the queue's ``per_key`` limit counts. ``timeout``
         bounds the whole run; ``start_at`` / ``start_delay`` make it ``pending`` until then.
         """
+        check_workflow_id(workflow_id)
         self._may_start(workflow_id)
         wf = as_workflow(workflow)
         register(wf)
         now = time.time()
-        begin = start_at.timestamp() if start_at is not None else (
+        begin = instant(start_at, "start_at") if start_at is not None else (
             now + seconds(start_delay) if start_delay is not None else None)
         check_arguments(wf, args, kwargs)
         payload = start_payload(self.store.codec, wf, args, kwargs, start_at=begin,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -26,6 +26,17 @@ def seconds(value: timedelta | float, what: str = "a duration") -> float:
 def optional_seconds(value: timedelta | float | None) -> float | None:
     """:func:`seconds`, or ``None`` for none (no timeout, no limit)."""
     return None if value is None else seconds(value)
+
+
+def instant(when: datetime, what: str) -> float:
+    """Seconds since the epoch of a timezone-aware ``when``; a naive one (whose zone would be the
+    machine's, guessed) is refused, naming ``what``."""
+    if not isinstance(when, datetime):
+        raise TypeError(f"{what} is a timezone-aware datetime.datetime, not {type(when).__name__} {when!r}")
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ValueError(f"{what} needs a timezone-aware datetime (datetime(2030, 1, 2, 12, tzinfo=timezone.utc)), "
+                         f"not the naive {when!r}: replaykit keeps time in UTC and does not guess the zone")
+    return when.timestamp()
 
 
 def monotonic() -> float:

@@ -21,7 +21,7 @@ from .errors import (
     WorkflowTerminated,
     WorkflowTimedOut,
 )
-from .history import ERROR, RESULT, Event, Status
+from .history import ERROR, RESULT, Event, Status, WorkflowInfo
 from .payloads import Codec
 
 if TYPE_CHECKING:
@@ -66,10 +66,17 @@ class WorkflowHandle(Generic[R]):
 
     def status(self) -> Status:
         """The run's status as recorded in the store."""
+        return self._info().status
+
+    def custom_status(self) -> Any:
+        """What the workflow last gave ``ctx.set_status`` (``None`` if nothing), as recorded in the store."""
+        return self._info().custom_status
+
+    def _info(self) -> WorkflowInfo:
         info = self._store.info(self.workflow_id)
         if info is None:
             raise WorkflowNotFoundError(f"no workflow with id {self.workflow_id!r}")
-        return info.status
+        return info
 
     def result(self, timeout: float | None = None) -> R:
         """Wait for the run to end and return its result.

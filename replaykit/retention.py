@@ -40,7 +40,13 @@ def prune(db: Db, older_than: timedelta | float, *, statuses: Iterable[Status | 
     ``stop``: once set, no further batch is deleted.
 
     Raises ``ValueError`` for a status that has not ended (those runs are never deleted)."""
-    wanted = {Status(s) for s in statuses}
+    if isinstance(statuses, (str, Status)):  # one status
+        statuses = (statuses,)
+    try:
+        wanted = {Status(s) for s in statuses}
+    except ValueError as exc:
+        raise ValueError(f"statuses= takes statuses of runs that ended ({', '.join(s.value for s in ENDED)}): "
+                         f"{exc}") from None
     live = sorted(s.value for s in wanted if not s.is_terminal)
     if live:
         raise ValueError(f"prune deletes only runs that ended; {', '.join(live)} runs are never deleted")

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, overload
 
 from . import control
-from .clock import Clock, SkippingClock, SystemClock, monotonic, seconds
+from .clock import Clock, SkippingClock, SystemClock, instant, monotonic, seconds
 from .commands import A1, A2, A3, A4, A5, A6, R
 from .controls import Controls
 from .driver import Driver
@@ -39,7 +39,7 @@ from .history import Status
 from .interpreter import Leaf
 from .lifecycle import Lifecycle, Payload
 from .runstate import _Evicted, _Run
-from .starting import check_same_stored_run, start_payload
+from .starting import check_same_stored_run, check_workflow_id, start_payload
 from .store import Store
 from .store.base import Secrets
 from .store.keepers import new_keeper
@@ -220,11 +220,12 @@ class Engine(Controls, Lifecycle, Eviction, Driver, Effects):
         ``start_at`` / ``start_delay`` create the run now (status ``pending``)
         and start it later, durably.
         """
+        check_workflow_id(workflow_id)
         wf = as_workflow(workflow)
         self._workflows.setdefault(wf.name, wf)
         begin = None
         if start_at is not None:
-            begin = start_at.timestamp()
+            begin = instant(start_at, "start_at")
         elif start_delay is not None:
             begin = self._clock.now() + seconds(start_delay)
         check_arguments(wf, args, kwargs)

@@ -14,6 +14,12 @@ if TYPE_CHECKING:
     from .workflow import Workflow
 
 
+def check_workflow_id(workflow_id: str) -> None:
+    """A run's id is non-empty text."""
+    if type(workflow_id) is not str or not workflow_id:
+        raise TypeError(f"workflow_id names the run: non-empty text (workflow_id=\"order-42\"), not {workflow_id!r}")
+
+
 def start_payload(codec: Codec, wf: Workflow[Any], args: tuple[Any, ...], kwargs: dict[str, Any], *,
                   timeout: float | None = None, start_at: float | None = None,
                   parent: tuple[str, int] | None = None, continued: bool = False,

@@ -277,14 +277,24 @@ def invoice(ctx: rk.Context) -> rk.Flow[int]:
     return len(made.lines)
 
 
-def test_a_refused_value_inside_a_dataclass_names_the_part(tmp_path: Path) -> None:
-    # values.md: with pickle="off" a value that would not read back exactly is refused "with
-    # rk.SerializationError naming the part that is the problem (`['lines'][2] (Loose)`)". That holds for
-    # a dict; for a dataclass (the page's own example is one) the message says only "the value (Invoice)".
-    with rk.Engine(rk.SqliteStore(str(tmp_path / "off.db"), pickle="off")) as engine:
-        with pytest.raises(rk.SerializationError, match=r"lines.*\[2\].*Loose"):
-            engine.start(invoice, workflow_id="inv-1").result(timeout=10)
+@rk.activity
+def make_invoice_lines() -> dict[str, list[object]]:
+    return {"lines": [1, 2, Loose(3)]}
 
+
+@rk.workflow(name="review_docs.invoice_lines")
+def invoice_lines(ctx: rk.Context) -> rk.Flow[object]:
+    return (yield make_invoice_lines())
+
+
+def test_a_refused_value_names_the_part_as_values_md_says(tmp_path: Path) -> None:
+    # values.md: with pickle="off", a value that would not read back exactly is refused naming its place in
+    # plain containers (`['lines'][2] (Loose)`), or the class whose fields do not read back (`Invoice`).
+    with rk.Engine(rk.SqliteStore(str(tmp_path / "off.db"), pickle="off")) as engine:
+        with pytest.raises(rk.SerializationError, match=r"\['lines'\]\[2\] \(Loose\)"):
+            engine.start(invoice_lines, workflow_id="inv-0").result(timeout=10)
+        with pytest.raises(rk.SerializationError, match=r"the value \(Invoice\)"):
+            engine.start(invoice, workflow_id="inv-1").result(timeout=10)
 
 
 # --- testing.md: an async def activity that awaits asyncio.sleep never ends under TestEnv ----------
