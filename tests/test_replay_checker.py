@@ -199,6 +199,9 @@ def test_check_command_for_ci(tmp_path: Path, child_env: dict[str, str]) -> None
     bad = subprocess.run(check, cwd=tmp_path, env=child_env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "FAIL  f (flow)" in bad.stdout and "0 passed, 1 failed" in bad.stdout
     assert "myflows.py:11" in bad.stdout  # the changed yield
+    table = [line.strip() for line in bad.stdout.splitlines()]  # the side by side, a line each, not "\n" escapes
+    assert any(line.startswith("history recorded:") for line in table) and "\\n" not in bad.stdout, bad.stdout
+    assert any(line.startswith("code now yields:") for line in table), bad.stdout
 
 
 def test_engine_resume_error_has_the_diff_too(tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ import click
 from .. import __version__
 from ..errors import ReplayKitError
 from . import acting, reading, serving, showing
-from .output import shown
+from .output import shown_lines
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -84,6 +84,6 @@ def main(argv: list[str] | None = None) -> int:
         exc.show()
         return exc.exit_code
     except (ReplayKitError, ValueError, OSError) as exc:  # ValueError: an argument the API refused
-        click.echo(shown(f"replaykit: {exc}"), err=True)
+        click.echo(shown_lines(f"replaykit: {exc}"), err=True)
         return 1
     return code if isinstance(code, int) else 0

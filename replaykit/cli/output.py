@@ -21,6 +21,12 @@ def shown(text: str) -> str:
     return "".join(c if c.isprintable() or c == "\t" else c.encode("unicode_escape").decode() for c in text)
 
 
+def shown_lines(text: str, indent: str = "  ") -> str:
+    """:func:`shown`, keeping the lines of a message written on several (a non-determinism error's
+    side-by-side table): every line after the first is indented under it."""
+    return f"\n{indent}".join(shown(line) for line in text.split("\n"))
+
+
 def json_text(data: Any, indent: int | None = None) -> str:
     """``data`` as JSON for a terminal: readable text kept, every character that is not printable (a
     C1 control such as the CSI, DEL, a bidi override) written as a ``\\u`` escape, which JSON reads back."""

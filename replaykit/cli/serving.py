@@ -132,7 +132,7 @@ def check(db: str, modules: tuple[str, ...], as_json: bool) -> None:
             if r.ok:
                 click.echo(output.shown(f"ok    {r.workflow_id} ({r.workflow}, {r.steps} steps)"))
             else:
-                click.echo(output.shown(f"FAIL  {r.workflow_id} ({r.workflow}): {r.error}"))
+                click.echo(output.shown_lines(f"FAIL  {r.workflow_id} ({r.workflow}): {r.error}", "      "))
         click.echo(f"{len(reports) - failed} passed, {failed} failed")
     if failed:
         raise click.exceptions.Exit(1)
