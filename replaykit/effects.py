@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from . import payloads
 from .activity import Execution
 from .commands import ACTIVITY, CHILD, SIDE_EFFECT, SIGNAL, ActivityCall, ChildWorkflow, SideEffect, WaitSignal
-from .errors import ActivityTimeoutError, SerializationError, StoreError, WorkflowConflictError
-from .executor import Outcome
+from .errors import ActivityTimeoutError, SerializationError, StoreError, WorkflowConflictError, WorkflowLockedError
+from .executor import NotStarted, Outcome
 from .handle import ended_with, recorded_outcome
 from .history import ERROR, OK, TIMEOUT, Event
 from .interpreter import Leaf
@@ -254,6 +254,10 @@ class Effects(EngineState):
         self._in_flight -= 1
         if run.executions.get(leaf.step) is execution:
             del run.executions[leaf.step]
+        if not outcome[0] and isinstance(outcome[1], NotStarted):  # a worker that may have lost the run
+            if self._runs.get(run.workflow_id) is run:
+                self._abort(run, WorkflowLockedError(str(outcome[1])))
+            return
         if self._still_waiting(run, leaf) and not execution.cancelled:
             try:
                 answer = self._answer(run, leaf, outcome)

@@ -16,6 +16,16 @@ if TYPE_CHECKING:  # asyncio is imported by the first async activity, not by ``i
 
 Outcome = tuple[bool, Any]  # (True, value) or (False, exception)
 Done = Callable[[Outcome], None]
+Gate = Callable[[], Callable[[], bool]]  # at submit: a check, made on the activity's thread just before it starts
+
+
+class NotStarted(Exception):
+    """An activity its executor did not start: the gate said the run may no longer be this process's."""
+
+
+_NOT_STARTED: Outcome = (False, NotStarted(
+    "the activity was not started: this worker could not confirm, within its lease, that the run is still its "
+    "own (its process was stopped or cut off meanwhile); the run is left to the worker that holds it now"))
 
 
 def _call(fn: Callable[..., Any], call: ActivityCall, info: Execution) -> Outcome:
@@ -32,7 +42,13 @@ def _call(fn: Callable[..., Any], call: ActivityCall, info: Execution) -> Outcom
         _current.reset(token)
 
 
-async def _acall(fn: Callable[..., Any], call: ActivityCall, info: Execution) -> Outcome:
+async def _acall(fn: Callable[..., Any], call: ActivityCall, info: Execution,
+                 check: Callable[[], bool] | None = None) -> Outcome:
+    if check is not None:
+        import asyncio
+
+        if not await asyncio.to_thread(check):  # it may wait for a heartbeat: not on the loop
+            return _NOT_STARTED
     if info.clock is not None:
         info.started = info.clock.now()
     _current.set(info)  # each task runs in its own context copy
@@ -61,6 +77,8 @@ class Executor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._inline_loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: threading.Thread | None = None
+        # A worker's: whether an activity submitted may still start once a thread takes it up (see Worker)
+        self.gate: Gate | None = None
 
     def _function(self, call: ActivityCall) -> tuple[Callable[..., Any], bool]:
         fn = self._overrides.get(call.activity.name)
@@ -80,15 +98,16 @@ class Executor:
     def submit(self, call: ActivityCall, info: Execution, done: Done) -> None:
         """Run in the background; ``done(outcome)`` is called from another thread."""
         fn, is_async = self._function(call)
+        check = None if self.gate is None else self.gate()
         if is_async:
             import asyncio
 
-            future = asyncio.run_coroutine_threadsafe(_acall(fn, call, info), self._event_loop_thread())
+            future = asyncio.run_coroutine_threadsafe(_acall(fn, call, info, check), self._event_loop_thread())
             future.add_done_callback(lambda f: done(f.result()))
         else:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="replaykit-activity")
-            self._pool.submit(lambda: done(_call(fn, call, info)))
+            self._pool.submit(lambda: done(_call(fn, call, info) if check is None or check() else _NOT_STARTED))
 
     def _event_loop_inline(self) -> asyncio.AbstractEventLoop:
         if self._inline_loop is None:

@@ -105,6 +105,7 @@ class Worker(Client):
         for wf in served:
             register(wf)
         super().__init__(db, durability=durability, workflows=served, secret=secret, pickle=pickle)
+        self.store.end_idle_transactions_after(lease)  # a transaction of this process hung that long ends
         self._queues = [q if isinstance(q, Queue) else Queue(q) for q in queues]
         self._names = [wf.name for wf in served]
         self._capacity = concurrency
@@ -119,6 +120,10 @@ class Worker(Client):
         self._stop_asked = threading.Event()
         self._stop_requested = False
         self.stopping = False
+        # Whether this worker still holds its runs (see _may_start_activity): a life ends at a heartbeat that
+        # finds its place lost; _confirmed_at is when the last heartbeat that found it in place was sent.
+        self._place = threading.Condition()
+        self._life, self._beats, self._confirmed_at = 0, 0, monotonic()
         try:
             for queue in queues:
                 if isinstance(queue, Queue):  # given with its limits (a plain name leaves them as stored)
@@ -129,6 +134,8 @@ class Worker(Client):
             threads = -(-activity_threads // drivers) if activity_threads else 0  # shared out among them
             self._engines = [WorkerEngine(self.store, self, workflows=served, activity_threads=threads,
                                           warn_nondeterminism=warn_nondeterminism) for _ in range(drivers)]
+            for engine in self._engines:
+                engine._executor.gate = self._activity_gate
         except BaseException:
             if self._own_store:
                 self.store.close()
@@ -277,8 +284,37 @@ class Worker(Client):
             self._idle(next_beat, look_ahead=not claimed and not failed and len(self._held) < self._capacity,
                        news=not failed)
 
+    def _activity_gate(self) -> Callable[[], bool]:
+        """When an activity is submitted: the check its thread makes just before starting it."""
+        life = self._life
+        return lambda: self._may_start_activity(life)
+
+    def _may_start_activity(self, life: int) -> bool:
+        """May an activity submitted in ``life`` start now? Only while this worker's place is confirmed:
+        a worker silent for its lease (stopped, frozen) is cut off and its runs are driven elsewhere, so
+        an activity queued before that must not start once it wakes. Waits for the next heartbeat when
+        the last one is older than half the lease."""
+        with self._place:
+            while self._life == life:
+                if monotonic() - self._confirmed_at < self._lease / 2:
+                    return True
+                if not self._place.wait_for(functools.partial(self._beat_since, self._beats), timeout=self._lease):
+                    return False  # no heartbeat comes (the worker stops): the run is handed back instead
+            return False
+
+    def _beat_since(self, beats: int) -> bool:
+        return self._beats != beats
+
     def _beat(self) -> None:
+        sent = monotonic()
         alive = self.store.heartbeat(self.worker_id, self.stopping)
+        with self._place:
+            if alive:
+                self._confirmed_at = sent
+            else:
+                self._life += 1  # what it held may be driven elsewhere now
+            self._beats += 1
+            self._place.notify_all()
         if not alive:
             log.warning("replaykit worker %s lost its place in the registry (its connection died, or it was "
                         "declared dead); registering again, releasing the runs marked as its own it no longer "

@@ -398,6 +398,10 @@ class Store(abc.ABC):
     def commit(self) -> None:  # noqa: B027
         """Commit what :meth:`batch` grouped: once it returns, all of it is durable and seen by all."""
 
+    def end_idle_transactions_after(self, seconds: float) -> None:  # noqa: B027 - networked stores only
+        """Have the server end a session of this store that sits that long inside a transaction (its
+        process stopped or hung, holding locks others wait for). A worker sets its lease."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing to release
         """Release resources, and the workflow locks taken through this store. Do not use it afterwards."""
 

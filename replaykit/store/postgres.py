@@ -79,6 +79,9 @@ from .urls import redact
 from .work import Placement
 
 _SYNCHRONOUS_COMMIT = {Durability.CRASH: "off", Durability.POWER: "on"}
+# A session idle inside a transaction this long is ended by the server: its process stopped (SIGSTOP, a
+# frozen VM) with row locks that other processes' claims and writes wait for. A worker sets its lease.
+_IDLE_TRANSACTION_LIMIT = 60.0
 
 _NO_SECRET = (f"A PostgreSQL store's clients and workers share one: pass secret= to rk.Engine, rk.Client or "
               f"rk.Worker, or set {SECRET_ENV} in every process (docs/security.md); or record only JSON data.")
@@ -117,7 +120,8 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
         self.codec = Codec(Keyring.configured(secret, missing=_NO_SECRET), pickle)
         self.durability = Durability(durability)
         sync = _SYNCHRONOUS_COMMIT[self.durability]
-        opener = lambda: connect(url, self.url, sync)  # noqa: E731
+        self._idle_transaction_limit = _IDLE_TRANSACTION_LIMIT
+        opener = lambda: connect(url, self.url, sync, self._idle_transaction_limit)  # noqa: E731
         self._pool = Pool(opener)
         self._locks = AdvisoryLocks(opener, self.url)
         self._keepers = Keepers(lambda key: self._locks.try_acquire(key, None), self._locks.release,
@@ -601,6 +605,12 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
         version = self._listener.version()
         before, self._local.version = getattr(self._local, "version", None), version
         return version is None or before != version
+
+    def end_idle_transactions_after(self, seconds: float) -> None:
+        """The connections made from now on have the server end their session once it sits ``seconds``
+        idle inside a transaction (``idle_in_transaction_session_timeout``); the idle ones are closed."""
+        self._idle_transaction_limit = seconds
+        self._pool.drop_idle()
 
     def close(self) -> None:
         """Close every connection: the server gives back the workflow locks held through this store."""

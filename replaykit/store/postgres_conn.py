@@ -41,12 +41,15 @@ _SETTINGS = (
     # Every read here is an index range scan, most of them ordered and limited (a page of history).
     # On a table without statistics yet (a new store) the planner prefers a bitmap scan of the run's
     # whole remaining history and a sort, for each page: 90 ms instead of 14 to read 10,000 steps.
-    "SET enable_bitmapscan = off"
+    "SET enable_bitmapscan = off; "
+    "SET idle_in_transaction_session_timeout = {}"
 )
 
 
-def connect(url: str, where: str, synchronous_commit: str) -> Connection:
-    """An autocommit connection: a lone statement is its own transaction (one round trip)."""
+def connect(url: str, where: str, synchronous_commit: str, idle_transaction_limit: float = 0.0) -> Connection:
+    """An autocommit connection: a lone statement is its own transaction (one round trip).
+    ``idle_transaction_limit``: seconds after which the server ends the session if it sits idle inside a
+    transaction (its process stopped or hung, holding row locks others wait for); 0: never."""
     options = psycopg.conninfo.conninfo_to_dict(url)
     extra: dict[str, object] = {"fallback_application_name": f"replaykit pid {os.getpid()} on {socket.gethostname()}"}
     if "connect_timeout" not in options:
@@ -57,7 +60,7 @@ def connect(url: str, where: str, synchronous_commit: str) -> Connection:
     except psycopg.Error as exc:
         raise cannot_connect(where, exc) from exc
     try:
-        conn.execute(_SETTINGS.format(synchronous_commit).encode())
+        conn.execute(_SETTINGS.format(synchronous_commit, round(idle_transaction_limit * 1000)).encode())
     except psycopg.Error as exc:
         conn.close()
         raise translate(where, exc) from exc
@@ -116,6 +119,14 @@ class Pool:
                 self._all.difference_update(stale)
         for each in (conn, *stale):
             each.close()
+
+    def drop_idle(self) -> None:
+        """Close the idle connections (the next ones are made afresh, with the settings of then)."""
+        with self._mutex:
+            idle, self._idle = self._idle, []
+            self._all.difference_update(idle)
+        for conn in idle:
+            conn.close()
 
     @contextmanager
     def lent(self) -> Iterator[Connection]:

@@ -30,6 +30,11 @@ if TYPE_CHECKING:
     from .postgres_writes import Writes
 
 NOW = "extract(epoch from clock_timestamp())"  # the database's clock
+# How long a claim (or a reap) waits for a row another session locked. A healthy holder's transaction lasts
+# milliseconds; one held longer is a worker hung in its transaction (stopped, frozen): waiting for it would
+# stop this worker's heartbeats too. The claim gives up until its next round; the hung session is ended by
+# idle_in_transaction_session_timeout (a worker sets it to its lease: Store.end_idle_transactions_after).
+_LOCK_WAIT = "SET LOCAL lock_timeout = '250ms'"
 _NEWEST_STATUS = ("(SELECT status FROM replaykit_runs r WHERE r.workflow_id = w.workflow_id "
                   "ORDER BY generation DESC LIMIT 1) IN ('running', 'pending')")
 # A wake-up of a run that has ended (a child ending after its cancelled parent) changes nothing.
@@ -115,6 +120,7 @@ class PostgresWork:
 
         try:
             with self._write() as conn:
+                conn.execute(_LOCK_WAIT)
                 row = conn.execute("SELECT concurrency, per_key, rate_starts, rate_seconds FROM replaykit_queues "
                                    "WHERE name = %s FOR UPDATE", (queue,)).fetchall()  # serialises limited claims
                 limits = queue_from_row(queue, row[0] if row else None, self.url)
@@ -123,9 +129,11 @@ class PostgresWork:
                     f"ORDER BY priority DESC, ready_at LIMIT %s FOR UPDATE OF w SKIP LOCKED",
                     (queue, now, list(workflows), version, capacity * 4 + 8)).fetchall()]
                 admitted = admit(found, limits, _usage(conn, limits) if limits.limited else None, capacity, take)
-        except BaseException:
+        except BaseException as exc:
             for workflow_id in taken:
                 self.unlock(workflow_id)
+            if _lock_busy(exc):
+                return []  # a row held by a session stuck in its transaction: next round
             raise
         return [(c.workflow_id, c.name) for c in admitted]
 
@@ -163,7 +171,9 @@ class PostgresWork:
         with self._write() as conn:
             conn.execute(
                 f"INSERT INTO replaykit_workers VALUES (%s, %s, %s, %s, %s, %s, %s, {NOW}, %s, %s) "
-                "ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, backend = excluded.backend",
+                "ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid, queues = excluded.queues, "
+                "workflows = excluded.workflows, version = excluded.version, started_at = excluded.started_at, "
+                "heartbeat_at = excluded.heartbeat_at, stopping = excluded.stopping, backend = excluded.backend",
                 (r.worker_id, r.host, r.pid, json.dumps(r.queues), json.dumps(r.workflows), r.version, r.started_at,
                  r.stopping, self._locks.backend()))
             conn.execute("UPDATE replaykit_work SET worker = NULL, ready_at = %s WHERE worker = %s "
@@ -204,7 +214,12 @@ class PostgresWork:
             if self._locks.try_acquire(key, None):
                 try:
                     with self._write() as conn:
+                        conn.execute(_LOCK_WAIT)
                         _forget(conn, worker_id)
+                except StoreError as exc:
+                    if not _lock_busy(exc):
+                        raise
+                    continue  # its rows are held by its session, stuck in a transaction: at a later heartbeat
                 finally:
                     self._locks.release(key)
                 dead.append(worker_id)
@@ -215,6 +230,12 @@ class PostgresWork:
                 except (StoreError, psycopg.Error):
                     pass  # no right to (another role's session): it stays listed as silent
         return dead
+
+
+def _lock_busy(exc: BaseException) -> bool:
+    """Did a statement give up waiting for a row lock (``_LOCK_WAIT``)?"""
+    return isinstance(exc, psycopg.errors.LockNotAvailable) or isinstance(exc.__cause__,
+                                                                          psycopg.errors.LockNotAvailable)
 
 
 def _usage(conn: Connection, queue: Queue) -> Usage:
