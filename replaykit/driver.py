@@ -190,6 +190,8 @@ class Driver(EngineState):
     def _guarded(self, job: Callable[[], None]) -> None:
         try:
             job()
+        except StoreError as exc:  # the store unreachable or refusing: said once per job, no traceback
+            log.warning("replaykit driver job failed: %s", exc)
         except Exception:  # a bug in replaykit; keep serving the other runs
             log.exception("replaykit driver job failed")
 
