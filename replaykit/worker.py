@@ -200,6 +200,8 @@ class Worker(Client):
             self.stopping = True
         self._stop_asked.set()
         self._wakeup.set()
+        with self._place:
+            self._place.notify_all()  # activities waiting for a heartbeat: none comes now
         self._thread.join()
         try:
             self.store.heartbeat(self.worker_id, stopping=True)
@@ -298,12 +300,13 @@ class Worker(Client):
             while self._life == life:
                 if monotonic() - self._confirmed_at < self._lease / 2:
                     return True
-                if not self._place.wait_for(functools.partial(self._beat_since, self._beats), timeout=self._lease):
+                if self._stop_asked.is_set() or not self._place.wait_for(
+                        functools.partial(self._news_since, self._beats), timeout=self._lease):
                     return False  # no heartbeat comes (the worker stops): the run is handed back instead
             return False
 
-    def _beat_since(self, beats: int) -> bool:
-        return self._beats != beats
+    def _news_since(self, beats: int) -> bool:
+        return self._beats != beats or self._stop_asked.is_set()
 
     def _beat(self) -> None:
         sent = monotonic()
