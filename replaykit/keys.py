@@ -20,7 +20,7 @@ import re
 import secrets
 import stat
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .errors import PayloadAuthenticationError, SerializationError
 
@@ -43,8 +43,10 @@ def _as_key(secret: Secret, where: str) -> bytes:
 class Keyring:
     """Signs with the first key, accepts any. Keys that live in a file are read (or made) on first use."""
 
-    def __init__(self, keys: Sequence[bytes] = (), *, key_file: str | None = None, missing: str = "") -> None:
+    def __init__(self, keys: Sequence[bytes] = (), *, key_file: str | None = None, missing: str = "",
+                 may_make: Callable[[], bool] | None = None) -> None:
         self._keys = tuple(keys)
+        self._may_make = may_make  # asked before a write makes a missing key file: does the store hold no history?
         self._primed = [_primed(k) for k in self._keys]  # keyed once: a tag is then a copy, an update, a digest
         self.key_file = key_file
         self._missing = missing  # why there is no key, and what to do, when there is none
@@ -52,7 +54,7 @@ class Keyring:
 
     @classmethod
     def configured(cls, secret: Secret | Sequence[Secret] | None, *, key_file: str | None = None,
-                   missing: str = "") -> Keyring:
+                   missing: str = "", may_make: Callable[[], bool] | None = None) -> Keyring:
         """The keys from ``secret``, else from the environment, else from ``key_file`` (see module doc)."""
         if secret is not None:
             given = [secret] if isinstance(secret, (str, bytes)) else list(secret)
@@ -63,7 +65,7 @@ class Keyring:
         if env:
             old = [s for s in os.environ.get(OLD_SECRETS_ENV, "").split(",") if s]
             return cls([_as_key(env, SECRET_ENV), *(_as_key(s, OLD_SECRETS_ENV) for s in old)])
-        return cls(key_file=key_file, missing=missing)
+        return cls(key_file=key_file, missing=missing, may_make=may_make)
 
     @classmethod
     def ephemeral(cls) -> Keyring:
@@ -75,18 +77,27 @@ class Keyring:
         """Has it a key, or a key file to read one from (or make it in)?"""
         return bool(self._keys) or self.key_file is not None
 
-    def _loaded(self) -> list[hmac.HMAC]:
-        """The keys; from the key file if there is one (none while it is missing: it is never made here)."""
+    def _loaded(self, make: bool = False) -> list[hmac.HMAC]:
+        """The keys; from the key file if there is one. A missing one is made only for a write (``make``) to
+        a store that holds no history yet (``may_make``): one that does was recorded under a key a new one
+        cannot check, and a read never writes a file."""
         if self._primed or self.key_file is None:
             return self._primed
         with self._mutex:
-            if not self._keys and os.path.lexists(self.key_file):
-                self._use(_read(self.key_file))
+            if not self._keys:
+                if os.path.lexists(self.key_file):
+                    self._use(_read(self.key_file))
+                elif make and self._may_make is not None and self._may_make():
+                    self._use(_read_or_make(self.key_file))
         return self._primed
 
+    def load_to_write(self) -> None:
+        """Before a write that may record a store's first history: the key, made if it may be."""
+        self._loaded(make=True)
+
     def make_key_file(self) -> None:
-        """Make the key file if it is missing (another process making it at once: theirs is the key). Only for
-        a store that holds no history yet: one that does was recorded under a key a new one cannot check."""
+        """Make the key file if it is missing (another process making it at once: theirs is the key): for a
+        migration, whose owner vouches for the store's rows."""
         if self.key_file is None or self._keys:
             return
         with self._mutex:
@@ -111,7 +122,7 @@ class Keyring:
         return self._missing or f"give the store's secret ({SECRET_ENV} or secret=)"
 
     def sign(self, data: bytes, what: str) -> bytes:
-        keys = self._loaded()
+        keys = self._loaded(make=True)
         if not keys:
             raise SerializationError(f"cannot record the {what}: it needs pickle, and pickled values are signed "
                                      f"with a secret; {self.missing()}")
@@ -196,8 +207,11 @@ def _read(path: str) -> bytes:
         if not stat.S_ISREG(found.st_mode):
             raise _refused(path, "is not a regular file")
         if found.st_uid != os.geteuid():
-            raise _refused(path, f"belongs to user id {found.st_uid}, not to this process's user ({os.geteuid()}): "
-                                 "whoever owns it can forge values this process would unpickle")
+            raise PayloadAuthenticationError(
+                f"the key file {path} belongs to user id {found.st_uid}, not to this process's user ({os.geteuid()}): "
+                "whoever owns it can forge values this process would unpickle, so it is not used. Run this process "
+                f"as the user the store belongs to (sudo -u, or that service's account), or give the store's secret "
+                f"instead ({SECRET_ENV} or secret=). Nothing was read or recorded with it.")
         if found.st_mode & 0o077:
             raise PayloadAuthenticationError(
                 f"the key file {path} may be read or written by other users (mode {oct(found.st_mode & 0o777)}): "

@@ -82,7 +82,10 @@ def kept_for_family(store: Store, workflow_ids: Iterable[str]) -> dict[str, str]
     waited_on = _waited_on(store, unfinished, None) or set()
     kept = {}
     for workflow_id in workflow_ids:
-        parent = parent_of(store, workflow_id)
+        info = store.info(workflow_id)
+        if info is None or not info.status.is_terminal:
+            continue  # not deleted anyway: no such run, or it has not ended
+        parent = parent_of(store, workflow_id, quiet=False)
         if workflow_id in waited_on:
             kept[workflow_id] = "one of its children has not ended"
         elif not _parent_ended(parent, unfinished):
@@ -153,13 +156,17 @@ class _Unknown:
 UNKNOWN = _Unknown()
 
 
-def parent_of(store: Store, workflow_id: str) -> str | None | _Unknown:
+def parent_of(store: Store, workflow_id: str, *, quiet: bool = True) -> str | None | _Unknown:
     """The id of the run's parent, ``None`` if it has none, read from its start event without running
     anything from the store: a pickled start is read by an unpickler that builds no object but
-    plain data (every class and function in it stands in as an inert placeholder)."""
+    plain data (every class and function in it stands in as an inert placeholder). A start that
+    cannot be read (gone meanwhile, damaged, no key to check it) is ``UNKNOWN`` if ``quiet``, else
+    its error is raised (``replaykit delete`` says it)."""
     try:
         start = next(iter(store.events(workflow_id)), None)
     except Exception:  # gone meanwhile, or damaged: not for prune to judge
+        if not quiet:
+            raise
         return UNKNOWN
     if start is None or start.kind != START:
         return UNKNOWN

@@ -8,6 +8,7 @@ deterministic: drawn from the run's recorded seed, the step and the attempt.
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import attrs
 
@@ -49,6 +50,11 @@ class Linear:
 Backoff = Fixed | Exponential | Linear
 
 
+def _classes(value: Any) -> tuple[Any, ...]:
+    """``non_retryable`` as a tuple: one class (or one mistaken name) given alone is a tuple of one."""
+    return (value,) if isinstance(value, (type, str)) else tuple(value)
+
+
 @attrs.frozen
 class RetryPolicy:
     """When a failed activity is tried again.
@@ -62,7 +68,7 @@ class RetryPolicy:
 
     max_attempts: int | None = attrs.field(default=3)
     backoff: Backoff = attrs.field(factory=Exponential)
-    non_retryable: tuple[type[BaseException], ...] = attrs.field(default=(), converter=tuple)
+    non_retryable: tuple[type[BaseException], ...] = attrs.field(default=(), converter=_classes)
     max_elapsed: float | None = attrs.field(default=None, converter=optional_seconds)
     jitter: float = attrs.field(default=0.0)
 

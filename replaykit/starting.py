@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 def check_workflow_id(workflow_id: str) -> None:
     """A run's id is non-empty text."""
-    if type(workflow_id) is not str or not workflow_id:
+    if not isinstance(workflow_id, str) or not workflow_id:
         raise TypeError(f"workflow_id names the run: non-empty text (workflow_id=\"order-42\"), not {workflow_id!r}")
 
 

@@ -77,7 +77,7 @@ _NEWEST_RUN = "SELECT {} FROM runs WHERE workflow_id = ? ORDER BY generation DES
 _CREATE_RUN = ("INSERT INTO runs (workflow_id, generation, name, status, created_at, updated_at) "
                "SELECT ?, 1, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM runs WHERE workflow_id = ?)")
 _MARK = _NEWEST_RUN.format("id, status, keeper")  # store/keepers.py
-# a store that holds none gets its key file made by its first writer; one that does keeps the key it was recorded with
+# a store that holds none gets its key file made by its first run; one that does keeps the key it was recorded with
 _HOLDS_HISTORY = "SELECT EXISTS (SELECT 1 FROM runs) OR EXISTS (SELECT 1 FROM signals)"
 
 
@@ -98,7 +98,8 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
                  create: bool = True, secret: Secrets = None, pickle: str = "signed", read_only: bool = False,
                  migrate: bool = False) -> None:
         self.path = os.fspath(path)
-        self.codec = Codec(Keyring.configured(secret, key_file=self.path + ".key"), pickle)
+        self.codec = Codec(Keyring.configured(secret, key_file=self.path + ".key", may_make=self._holds_no_history),
+                           pickle)
         self.durability = Durability(durability)
         self._uri = "file:" + quote(os.path.abspath(self.path))  # what pathname2url does on POSIX
         self._local = threading.local()
@@ -131,13 +132,15 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
             if not self.read_only:
                 with translated(self.path):
                     conn.execute("PRAGMA journal_mode = WAL")  # persistent, stored in the file
-                    holds_history = conn.execute(_HOLDS_HISTORY).fetchall()[0][0]
-                if not holds_history:
-                    self.codec.keys.make_key_file()
             self._opened = True
         except BaseException:
             self.close()
             raise
+
+    def _holds_no_history(self) -> bool:
+        """May a write make the store's missing key file? Only while it holds no run (asked outside a
+        transaction: create() asks before its own)."""
+        return not self._read(_HOLDS_HISTORY)[0][0]
 
     def _chain_for_a_migration(self) -> chain.Chain:
         """A migration checksums a store from before checksums (its owner vouched for it): with the key file
@@ -301,6 +304,7 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
             if self._read_one(_NEWEST_RUN.format("id"), (workflow_id,)) is not None:
                 return False
             raise read_only_error(self.path, f"starting workflow {workflow_id!r} needs to record it")
+        self.codec.keys.load_to_write()  # a store's first run makes its key file
         with self._transaction() as conn:
             cur = conn.execute(_CREATE_RUN, (workflow_id, name, status.value, start.at, start.at, workflow_id))
             if cur.rowcount == 0:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import base64
 import json
-import math
 import os
+import reprlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -87,19 +87,31 @@ def _event_to_json(e: Event) -> dict[str, Any]:
 
 
 _INT64 = range(-2 ** 63, 2 ** 63)
+_LATEST = 1e15  # seconds since 1970: no event is recorded 30 million years from now
+# A recorded value nests at most 100 levels (payloads); a typed one's record of types adds two a level.
+_DEEPEST = 320
+
+
+def _nested_within(value: Any, levels: int) -> bool:
+    if type(value) is list:
+        return levels > 0 and all(_nested_within(v, levels - 1) for v in value)
+    if type(value) is dict:
+        return levels > 0 and all(_nested_within(v, levels - 1) for v in value.values())
+    return True
 
 
 def _event_from_json(n: int, d: dict[str, Any]) -> Event:
     """Event ``n`` of an export, every field checked: the file may come from anywhere."""
     def wrong(field: str, what: str) -> ValueError:
-        return ValueError(f"a damaged history export: event {n} has {field} {d.get(field)!r}, not {what}")
+        return ValueError(f"a damaged history export: event {n} has {field} {reprlib.repr(d.get(field))}, "
+                          f"not {what}")
 
     if type(d) is not dict:
         raise ValueError(f"a damaged history export: event {n} is not an object")
     for field in ("seq", "step"):
         if type(d[field]) is not int or d[field] not in _INT64:
             raise wrong(field, "a whole number")
-    if type(d["at"]) not in (int, float) or not math.isfinite(d["at"]):
+    if type(d["at"]) not in (int, float) or not abs(d["at"]) <= _LATEST:  # NaN compares false
         raise wrong("at", "a time in seconds")
     for field in ("kind", "name", "outcome"):
         if type(d[field]) is not str:
@@ -109,10 +121,10 @@ def _event_from_json(n: int, d: dict[str, Any]) -> Event:
         if type(d["pickle"]) is not str:
             raise wrong("pickle", "base64 text")
         encoding, payload = payloads.PICKLE, base64.b64decode(d["pickle"], validate=True)
-    else:
+    else:  # JSON read it, so it is JSON data: only how deep it nests is left to check
         field = "typed" if "typed" in d else "value"
-        if not payloads.is_json_exact(d[field]):
-            raise wrong(field, "JSON data at most 100 levels deep")
+        if not _nested_within(d[field], _DEEPEST):
+            raise wrong(field, f"JSON data at most {_DEEPEST} levels deep")
         encoding, payload = (converters.TYPED if field == "typed" else payloads.JSON), payloads.to_json(d[field])
     return Event(d["seq"], d["step"], d["kind"], d["name"], float(d["at"]), d["outcome"], encoding, payload)
 
