@@ -241,3 +241,29 @@ def test_an_event_the_store_refuses_is_not_blamed_on_another_driver(tmp_path: Pa
             store.create("nan", "w", start, rk.Status.RUNNING)
         assert not isinstance(refused.value, rk.WorkflowLockedError)
         assert store.info("nan") is None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs to hand files to other users")
+def test_a_lock_directory_is_used_if_it_is_the_store_owners_and_refused_if_a_third_users(tmp_path: Path) -> None:
+    """An operator under sudo uses the lock directory the service (the store file's owner) made; one that
+    neither this user nor the store's owner made (planted by a third user in a shared directory) is refused."""
+    from replaykit.store.locks import FileLocks
+
+    db = tmp_path / "orders.db"
+    db.touch()
+    folder = tmp_path / "orders.db-locks.d"
+    folder.mkdir()
+    os.chown(db, 1000, 1000)  # the service's store
+    os.chown(folder, 1000, 1000)
+    locks = FileLocks(str(db))
+    try:
+        assert locks.try_acquire("run-1")
+    finally:
+        locks.close()
+    os.chown(folder, 65534, 65534)  # somebody else's
+    locks = FileLocks(str(db))
+    try:
+        with pytest.raises(rk.StoreError, match="belongs to user id 65534"):
+            locks.try_acquire("run-1")
+    finally:
+        locks.close()

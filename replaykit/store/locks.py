@@ -68,14 +68,18 @@ class _LockFile:
 
 
 def _refuse_if_others_control(folder: str) -> None:
-    """The lock directory must be this user's own: whoever else may change its files can take a lock from
-    under a running engine (two processes then drive one run) or, with a planted link, make it create
-    files elsewhere."""
+    """The lock directory must be this user's own, or the store file's owner's: whoever else may change its
+    files can take a lock from under a running engine (two processes then drive one run)."""
     found = os.lstat(folder)
+    try:  # the store's own user may have made it (an operator under sudo then uses it too)
+        owners = {os.geteuid(), os.stat(folder[:-len("-locks.d")]).st_uid}
+    except OSError:
+        owners = {os.geteuid()}
     if stat.S_ISLNK(found.st_mode) or not stat.S_ISDIR(found.st_mode):
         problem = "is not a directory (a symbolic link, or a file)"
-    elif found.st_uid != os.geteuid():
-        problem = f"belongs to user id {found.st_uid}, not to this process's user ({os.geteuid()})"
+    elif found.st_uid not in owners:
+        problem = (f"belongs to user id {found.st_uid}, neither this process's user ({os.geteuid()}) nor the "
+                   "store file's")
     elif found.st_mode & 0o022:
         problem = f"may be written by other users (mode {oct(found.st_mode & 0o777)})"
     else:
