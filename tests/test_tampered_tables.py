@@ -176,8 +176,11 @@ def test_a_damaged_ready_time_does_not_kill_an_sqlite_worker(db: str) -> None:
     thread died ("Exception in thread replaykit-worker-...") and it served nothing more."""
     with rk.Client(db) as client:
         client.start(flow, "unused", workflow_id="q-1", queue="q")
-    _sql(db, "UPDATE work SET ready_at = 'soon'")
-    with open_store(db, create=False) as store, pytest.raises(rk.CorruptStoreError):
+        client.start(flow, "unused", workflow_id="q-2", queue="q")
+    _sql(db, "UPDATE work SET ready_at = 'soon' WHERE workflow_id = 'q-1'")
+    # among valid rows too: text sorts after every number, so the earliest time alone hid it, and no claim
+    # (ready_at <= now) ever took that run
+    with open_store(db, create=False) as store, pytest.raises(rk.CorruptStoreError, match="'soon'"):
         store.next_ready(["q"])
 
 

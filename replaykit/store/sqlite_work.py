@@ -103,11 +103,11 @@ def release(conn: sqlite3.Connection, workflow_id: str, worker_id: str, wake_at:
 
 def next_ready(conn: sqlite3.Connection, queues: Sequence[str], where: str) -> float | None:
     marks = ", ".join("?" * len(queues))
-    value = conn.execute(f"SELECT min(ready_at) FROM work WHERE queue IN ({marks}) AND worker IS NULL "
-                         "AND ready_at IS NOT NULL", tuple(queues)).fetchall()[0][0]
-    if value is not None and type(value) not in (int, float):  # text sorts after every number
+    value, last = conn.execute(f"SELECT min(ready_at), max(ready_at) FROM work WHERE queue IN ({marks}) AND "
+                               "worker IS NULL AND ready_at IS NOT NULL", tuple(queues)).fetchall()[0]
+    if last is not None and type(last) not in (int, float):  # text sorts after every number: max finds it
         raise CorruptStoreError(f"{where}: a work row of queue {', '.join(map(repr, queues))} is damaged (ready "
-                                f"at {value!r}, not a time). Nothing was claimed; restore the store from a backup.")
+                                f"at {last!r}, not a time). Nothing was claimed; restore the store from a backup.")
     return None if value is None else float(value)
 
 
