@@ -149,25 +149,7 @@ def test_a_worker_hung_inside_a_claim_of_a_limited_queue_is_cut_off_and_the_othe
     Worker._serve, the thread that also heartbeats and reaps. Now a claim waits 250 ms at most for that
     row and skips the round, and the server ends the hung session once it has sat idle in its transaction
     for the lease (idle_in_transaction_session_timeout)."""
-    flag = tmp_path / "hang"
-    script = tmp_path / "hangs_in_claim.py"
-    script.write_text(_HANGS_IN_CLAIM)
-    with rk.Client(pg_url) as client:
-        healthy = workers.start("-q", "lim", "--limit", "lim=1", "--heartbeat", "0.2", "--lease", "1")
-        healthy.send_signal(signal.SIGSTOP)  # for a moment: the other one claims first
-        hung = workers.spawn(str(script), pg_url, str(flag))
-        flag.touch()
-        client.start(quick, 1, 0.0, workflow_id="r1", queue="lim")
-        wait_for(lambda: not flag.exists())  # it hangs in its claim
-        healthy.send_signal(signal.SIGCONT)
-        time.sleep(0.5)
-        assert hung.poll() is None and healthy.poll() is None
-        try:
-            assert client.handle("r1").result(timeout=15) == 2
-        except rk.ResultTimeoutError:
-            ages = {w.pid: round(time.time() - w.heartbeat_at, 1) for w in client.workers()}
-            pytest.fail(f"r1 not driven 15 s after the worker pid {hung.pid} hung in its claim (lease 1 s); "
-                        f"seconds since each worker's heartbeat: {ages} (healthy: pid {healthy.pid})")
+    _beside_a_hung_worker(pg_url, workers, tmp_path, _HANGS_IN_CLAIM, "lim", "--limit", "lim=1")
 
 
 # A worker of tests/worker_app.py with durability "power" whose process stops (SIGSTOP) at one chosen moment:
@@ -206,21 +188,28 @@ def test_a_power_worker_hung_with_a_batch_open_is_cut_off_and_its_run_goes_on(
     Worker._serve. Before, the healthy worker stopped heartbeating and the run was never driven on (in about
     half of the runs: the hang point is not always the intended one). The hang in a claim above is the
     deterministic case of the same cause."""
+    _beside_a_hung_worker(pg_url, workers, tmp_path, _HANGS_IN_BATCH, "main", "--durability", "power")
+
+
+def _beside_a_hung_worker(pg_url: str, workers: Workers, tmp_path: Path, hanging: str, queue: str,
+                          *options: str) -> None:
+    """A healthy worker (``options``) and one that runs ``hanging`` and stops at its chosen point as it takes
+    a run of ``queue``: the healthy one cuts it off and drives the run."""
     flag = tmp_path / "hang"
-    script = tmp_path / "hangs_in_batch.py"
-    script.write_text(_HANGS_IN_BATCH)
+    script = tmp_path / "hangs.py"
+    script.write_text(hanging)
     with rk.Client(pg_url) as client:
-        healthy = workers.start("-q", "main", "--durability", "power", "--heartbeat", "0.2", "--lease", "1")
+        healthy = workers.start("-q", queue, *options, "--heartbeat", "0.2", "--lease", "1")
         healthy.send_signal(signal.SIGSTOP)  # for a moment: the other one claims first
         hung = workers.spawn(str(script), pg_url, str(flag))
         flag.touch()
-        client.start(quick, 1, 0.0, workflow_id="r1", queue="main")
-        wait_for(lambda: not flag.exists())  # it hangs as it commits
+        client.start(quick, 1, 0.0, workflow_id="r1", queue=queue)
+        wait_for(lambda: not flag.exists())  # it hangs where its script says
         healthy.send_signal(signal.SIGCONT)
         assert hung.poll() is None and healthy.poll() is None
         try:
             assert client.handle("r1").result(timeout=15) == 2
         except rk.ResultTimeoutError:
             ages = {w.pid: round(time.time() - w.heartbeat_at, 1) for w in client.workers()}
-            pytest.fail(f"r1 not driven on 15 s after the worker pid {hung.pid} hung with its batch open (lease "
-                        f"1 s); seconds since each worker's heartbeat: {ages} (healthy: pid {healthy.pid})")
+            pytest.fail(f"r1 not driven 15 s after the worker pid {hung.pid} hung (lease 1 s); seconds since "
+                        f"each worker's heartbeat: {ages} (healthy: pid {healthy.pid})")
