@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from . import payloads
 from .activity import Execution
 from .commands import ACTIVITY, CHILD, SIDE_EFFECT, SIGNAL, ActivityCall, ChildWorkflow, SideEffect, WaitSignal
-from .errors import ActivityTimeoutError, SerializationError, StoreError, WorkflowConflictError, WorkflowLockedError
+from .errors import ActivityTimeoutError, SerializationError, StoreError, WorkflowConflictError
 from .executor import NotStarted, Outcome
 from .handle import ended_with, recorded_outcome
 from .history import ERROR, OK, TIMEOUT, Event
@@ -256,7 +256,7 @@ class Effects(EngineState):
             del run.executions[leaf.step]
         if not outcome[0] and isinstance(outcome[1], NotStarted):  # a worker that may have lost the run
             if self._runs.get(run.workflow_id) is run:
-                self._abort(run, WorkflowLockedError(str(outcome[1])))
+                self._abort(run, outcome[1])
             return
         if self._still_waiting(run, leaf) and not execution.cancelled:
             try:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .control import CANCEL_REQUEST
 from .errors import ReplayKitError, StoreError, WorkflowLockedError
+from .executor import NotStarted
 from .history import Status
 from .runtime import Engine
 from .store.work import Placement
@@ -100,6 +101,11 @@ class WorkerEngine(Engine):
             return
         now = self._clock.now()
         if isinstance(error, WorkflowLockedError):  # another worker took it over: nothing to hand back
+            return
+        if isinstance(error, NotStarted):  # taken over meanwhile (then the hand-back changes nothing), or not
+            log.warning("replaykit worker %s: %s (workflow %r); it is handed back, ready at once",
+                        self._worker.worker_id, error, workflow_id)
+            self._wake_at[workflow_id] = now
             return
         if isinstance(error, StoreError):  # the store, not the code: any worker may try again soon
             self._wake_at[workflow_id] = now + _RETRY_AFTER_STORE_ERROR

@@ -1,0 +1,49 @@
+"""A worker's activity gate (an activity starts only once a heartbeat confirms the worker's place) on
+PostgreSQL: an activity it refuses leaves its run ready for a worker to take, never stranded.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+
+import replaykit as rk
+
+
+@rk.activity
+def fleet_gate_step(name: str, seconds: float = 0.0) -> str:
+    time.sleep(seconds)
+    return name
+
+
+@rk.workflow
+def fleet_gate_two(ctx: rk.Context, first: float):
+    a = yield fleet_gate_step("a", first)
+    b = yield fleet_gate_step("b")
+    return [a, b]
+
+
+def test_a_run_whose_activity_the_gate_refused_while_its_worker_kept_its_place_is_not_stranded(pg_url: str) -> None:
+    """The heartbeats of a worker are held up for longer than its lease (a slow server: here a lock on
+    the registry table, which the heartbeat's UPDATE waits for), while nobody cuts the worker off. The
+    activity submitted meanwhile waits at the gate, which gives up after the lease: the run is handed
+    back ready at once, and the worker (or another) takes it again. Before, it was handed back as one
+    another worker took over, with no ready time: no worker ever claimed it, and it stayed 'running'."""
+    worker = rk.Worker(pg_url, workflows=[fleet_gate_two], queues=["main"], heartbeat=0.2, lease=1.0)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    client = rk.Client(pg_url)
+    admin = psycopg.connect(pg_url)
+    try:
+        client.start(fleet_gate_two, 1.2, workflow_id="r1", queue="main")
+        time.sleep(0.1)  # activity "a" (1.2 s) runs
+        admin.execute("LOCK TABLE replaykit_workers IN EXCLUSIVE MODE")  # heartbeats wait; reads go on
+        time.sleep(3.0)  # "b" is submitted at ~1.3 s, waits at the gate for a heartbeat, given up at ~2.3 s
+        admin.rollback()
+        assert client.handle("r1").result(timeout=10) == ["a", "b"]
+    finally:
+        admin.close()
+        worker.stop()
+        client.close()
