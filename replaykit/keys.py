@@ -186,7 +186,16 @@ def _read_or_make(path: str) -> bytes:
         pass
     finally:
         os.unlink(temp)
+    _sync_folder(folder or ".")  # the name, before any history recorded under it: a power cut keeps both
     return _read(path)
+
+
+def _sync_folder(folder: str) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 _KEY_SHAPE = re.compile(rb"[0-9a-fA-F]{64}")  # what _read_or_make writes (then a newline)
