@@ -85,7 +85,7 @@ class WorkflowHandle(Generic[R]):
         :class:`WorkflowCancelled` if it was cancelled (:class:`WorkflowTimedOut`
         if it ran past its timeout), the local error if this engine could not
         drive it (e.g. :class:`NonDeterminismError`), and
-        :class:`ResultTimeoutError` after ``timeout`` seconds, and
+        :class:`ResultTimeoutError` after ``timeout`` seconds;
         :class:`WorkflowNotFoundError` if the store has no run of this id.
         """
         if self._on_wait is None:

@@ -323,7 +323,7 @@ class Engine(Controls, Lifecycle, Eviction, Driver, Effects):
         wf = as_workflow(workflow)
         self._workflows.setdefault(wf.name, wf)
         register(wf)  # the schedule workflow finds its target by name
-        after = start_after.timestamp() if start_after is not None else self._clock.now()
+        after = instant(start_after, "start_after") if start_after is not None else self._clock.now()
         return self.start(run_schedule, wf.name, cron, list(args), kwargs, after,
                           workflow_id=f"schedule:{schedule_id}")
 

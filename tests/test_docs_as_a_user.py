@@ -248,6 +248,8 @@ def test_a_naive_start_at_is_refused_as_sleep_until_refuses_it(db: str) -> None:
     with rk.Engine(db) as engine:
         with pytest.raises(ValueError, match="timezone"):
             engine.start(quick, workflow_id="n-1", start_at=datetime(2030, 1, 2, 12, 0))
+        with pytest.raises(ValueError, match="timezone"):  # a schedule's first fire, likewise
+            engine.schedule("n-daily", quick, "0 3 * * *", start_after=datetime(2030, 1, 2))
 
 
 def test_a_workflow_id_that_is_not_text_is_named(db: str) -> None:

@@ -101,7 +101,7 @@ def describe(db: str, workflow_id: str, modules: tuple[str, ...], as_json: bool)
             ("result", output.compact(d["result"], 200) if "result" in d else None)]
     for key, value in rows:
         if value is not None:
-            click.echo(f"{key + ':':15}{output.shown(str(value))}")
+            click.echo(f"{key + ':':15}{output.shown_lines(str(value), ' ' * 15)}")
     if "error" in d:
         error = d["error"]
         click.echo(f"{'error:':15}{output.shown(error['type'])}: {output.shown(error['message'])}")

@@ -400,7 +400,8 @@ class Store(abc.ABC):
 
     def end_idle_transactions_after(self, seconds: float) -> None:  # noqa: B027 - networked stores only
         """Have the server end a session of this store that sits that long inside a transaction (its
-        process stopped or hung, holding locks others wait for). A worker sets its lease."""
+        process stopped or hung, holding locks others wait for). A worker sets its lease, for every user
+        of the store object it is given. Nothing to do for stores without a server (SQLite, memory)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing to release
         """Release resources, and the workflow locks taken through this store. Do not use it afterwards."""

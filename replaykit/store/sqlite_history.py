@@ -66,7 +66,7 @@ class ChainedHistory:
             if not keys:
                 raise PayloadAuthenticationError(
                     f"{self.path}: its histories are chained with the store's key, and {self.codec.keys.missing()}. "
-                    "Nothing was read.")
+                    "Nothing was read or recorded.")
             self._chain_of_keys = chain.Chain(keys)
         return self._chain_of_keys
 

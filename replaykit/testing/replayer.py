@@ -120,7 +120,10 @@ def _event_from_json(n: int, d: dict[str, Any]) -> Event:
     if "pickle" in d:
         if type(d["pickle"]) is not str:
             raise wrong("pickle", "base64 text")
-        encoding, payload = payloads.PICKLE, base64.b64decode(d["pickle"], validate=True)
+        try:
+            encoding, payload = payloads.PICKLE, base64.b64decode(d["pickle"], validate=True)
+        except ValueError:
+            raise wrong("pickle", "base64 text") from None
     else:  # JSON read it, so it is JSON data: only how deep it nests is left to check
         field = "typed" if "typed" in d else "value"
         if not _nested_within(d[field], _DEEPEST):
