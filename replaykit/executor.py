@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # asyncio is imported by the first async activity, not by ``i
 
 Outcome = tuple[bool, Any]  # (True, value) or (False, exception)
 Done = Callable[[Outcome], None]
-Gate = Callable[[], Callable[[], bool]]  # at submit: a check, made on the activity's thread just before it starts
+Gate = Callable[[str], Callable[[], bool]]  # at submit, given the run's id: a check, made just before it starts
 
 
 class NotStarted(Exception):
@@ -98,7 +98,7 @@ class Executor:
     def submit(self, call: ActivityCall, info: Execution, done: Done) -> None:
         """Run in the background; ``done(outcome)`` is called from another thread."""
         fn, is_async = self._function(call)
-        check = None if self.gate is None else self.gate()
+        check = None if self.gate is None else self.gate(info.workflow_id)
         if is_async:
             import asyncio
 

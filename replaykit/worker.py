@@ -124,6 +124,7 @@ class Worker(Client):
         # finds its place lost; _confirmed_at is when the last heartbeat that found it in place was sent.
         self._place = threading.Condition()
         self._life, self._beats, self._confirmed_at = 0, 0, monotonic()
+        self._claimed_in: dict[str, int] = {}  # run id -> the life it was claimed in
         try:
             for queue in queues:
                 if isinstance(queue, Queue):  # given with its limits (a plain name leaves them as stored)
@@ -237,6 +238,7 @@ class Worker(Client):
         """The run's lock was given back (called by the engine's driver)."""
         with self._mutex:
             self._held.pop(workflow_id, None)
+            self._claimed_in.pop(workflow_id, None)
         self._wakeup.set()
 
     def close(self) -> None:
@@ -286,16 +288,18 @@ class Worker(Client):
             self._idle(next_beat, look_ahead=not claimed and not failed and len(self._held) < self._capacity,
                        news=not failed)
 
-    def _activity_gate(self) -> Callable[[], bool]:
-        """When an activity is submitted: the check its thread makes just before starting it."""
-        life = self._life
+    def _activity_gate(self, workflow_id: str) -> Callable[[], bool]:
+        """When an activity of run ``workflow_id`` is submitted: the check made just before starting it. A run
+        claimed in a life that has ended (its place was lost since) may be driven elsewhere: it must be
+        claimed again before any activity of it starts here."""
+        life = self._claimed_in.get(workflow_id, self._life)
         return lambda: self._may_start_activity(life)
 
     def _may_start_activity(self, life: int) -> bool:
-        """May an activity submitted in ``life`` start now? Only while this worker's place is confirmed:
-        a worker silent for its lease (stopped, frozen) is cut off and its runs are driven elsewhere, so
-        an activity queued before that must not start once it wakes. Waits for the next heartbeat when
-        the last one is older than half the lease."""
+        """May an activity of a run claimed in ``life`` start now? Only while that life lasts and a heartbeat
+        confirmed this worker's place within half the lease (else it waits for the next heartbeat): a worker
+        silent for its lease (stopped, frozen) is cut off, its runs' locks end with its session, and the runs
+        are driven elsewhere, so nothing of them may start here once it wakes."""
         with self._place:
             while self._life == life:
                 if monotonic() - self._confirmed_at < self._lease / 2:
@@ -352,6 +356,7 @@ class Worker(Client):
             with self._mutex:
                 for workflow_id, _ in claimed:
                     self._held[workflow_id] = queue.name
+                    self._claimed_in[workflow_id] = self._life
             for workflow_id, name in claimed:
                 engine = self._engines[zlib.crc32(workflow_id.encode()) % len(self._engines)]
                 engine._post(functools.partial(engine.open_claimed, workflow_id, name))

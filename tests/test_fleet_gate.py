@@ -47,3 +47,49 @@ def test_a_run_whose_activity_the_gate_refused_while_its_worker_kept_its_place_i
         admin.close()
         worker.stop()
         client.close()
+
+
+lock_held_at_b: list[bool] = []
+current_worker: list[rk.Worker] = []
+
+
+@rk.activity
+def fleet_gate_check_lock(workflow_id: str) -> str:
+    lock_held_at_b.append(current_worker[0].store._locks.holds(workflow_id))  # type: ignore[attr-defined]
+    return "b"
+
+
+@rk.workflow
+def fleet_gate_lock_kept(ctx: rk.Context, first: float):
+    a = yield fleet_gate_step("a", first)
+    b = yield fleet_gate_check_lock(ctx.workflow_id)
+    return [a, b]
+
+
+def test_a_run_claimed_before_the_worker_lost_its_place_starts_no_activity_until_claimed_again(pg_url: str) -> None:
+    """The worker's lock connection ends (the server ended it, as a reaper does) while an activity of its run
+    runs: the run's lock ended with it. The worker registers again and goes on; the run, still in its memory,
+    must not start its next activity without its lock: it is handed back and claimed again first. Before,
+    the gate looked only at the life an activity was submitted in, and the next activity ran unlocked."""
+    lock_held_at_b.clear()
+    worker = rk.Worker(pg_url, workflows=[fleet_gate_lock_kept], queues=["main"], heartbeat=0.1, lease=5.0)
+    current_worker[:] = [worker]
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    client = rk.Client(pg_url)
+    admin = psycopg.connect(pg_url, autocommit=True)
+    try:
+        client.start(fleet_gate_lock_kept, 1.0, workflow_id="r2", queue="main")
+        deadline = time.monotonic() + 20
+        while not worker.holds("r2"):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(0.2)  # activity "a" (1 s) runs
+        backend = worker.store._locks.backend()  # type: ignore[attr-defined]
+        admin.execute("SELECT pg_terminate_backend(%s)", (backend,))  # the run's lock goes with it
+        assert client.handle("r2").result(timeout=20) == ["a", "b"]
+        assert lock_held_at_b == [True]
+    finally:
+        admin.close()
+        worker.stop()
+        client.close()
