@@ -28,6 +28,11 @@ _NOT_STARTED: Outcome = (False, NotStarted(
     "own (its process was stopped or cut off meanwhile); the run is left to the worker that holds it now"))
 
 
+def not_started() -> NotStarted:
+    """What a step the gate refused says (an inline one: the driver would run it)."""
+    return NotStarted(str(_NOT_STARTED[1]).replace("the activity was", "the step was"))
+
+
 def _call(fn: Callable[..., Any], call: ActivityCall, info: Execution) -> Outcome:
     if info.clock is not None:
         info.started = info.clock.now()  # when it began, not when it was queued (hooks and spans tell it)

@@ -14,9 +14,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from .commands import ACTIVITY, SIDE_EFFECT
 from .control import CANCEL_REQUEST
 from .errors import ReplayKitError, StoreError, WorkflowLockedError
-from .executor import NotStarted
+from .executor import NotStarted, not_started
 from .history import Status
 from .runtime import Engine
 from .store.work import Placement
@@ -185,6 +186,11 @@ class WorkerEngine(Engine):
     def _start_leaf(self, run: _Run, leaf: Leaf, more_to_start: bool) -> Answer | None:
         if self._worker.stopping:  # start nothing new; the run is handed back when it parks
             return None
+        kind = leaf.command.kind
+        if kind == SIDE_EFFECT or (kind == ACTIVITY and self._executor.inline):
+            gate = self._executor.gate  # code run here, on the driver: the gate a thread would pass, now
+            if gate is not None and not gate(run.workflow_id)():
+                raise not_started()  # the run is aborted, as for any error of its step, and handed back
         return super()._start_leaf(run, leaf, more_to_start)
 
     def _shut_down(self) -> None:

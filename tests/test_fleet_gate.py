@@ -8,6 +8,7 @@ import threading
 import time
 
 import psycopg
+import pytest
 
 import replaykit as rk
 
@@ -66,13 +67,17 @@ def fleet_gate_lock_kept(ctx: rk.Context, first: float):
     return [a, b]
 
 
-def test_a_run_claimed_before_the_worker_lost_its_place_starts_no_activity_until_claimed_again(pg_url: str) -> None:
+@pytest.mark.parametrize("threads", [16, 0], ids=["on threads", "inline"])
+def test_a_run_claimed_before_the_worker_lost_its_place_starts_no_activity_until_claimed_again(
+        pg_url: str, threads: int) -> None:
     """The worker's lock connection ends (the server ended it, as a reaper does) while an activity of its run
     runs: the run's lock ended with it. The worker registers again and goes on; the run, still in its memory,
     must not start its next activity without its lock: it is handed back and claimed again first. Before,
-    the gate looked only at the life an activity was submitted in, and the next activity ran unlocked."""
+    the gate looked only at the life an activity was submitted in, and the next activity ran unlocked.
+    Inline (no activity threads), the driver runs the activity: the same gate holds it."""
     lock_held_at_b.clear()
-    worker = rk.Worker(pg_url, workflows=[fleet_gate_lock_kept], queues=["main"], heartbeat=0.1, lease=5.0)
+    worker = rk.Worker(pg_url, workflows=[fleet_gate_lock_kept], queues=["main"], heartbeat=0.1, lease=5.0,
+                       activity_threads=threads)
     current_worker[:] = [worker]
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
