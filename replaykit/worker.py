@@ -135,8 +135,12 @@ class Worker(Client):
             threads = -(-activity_threads // drivers) if activity_threads else 0  # shared out among them
             self._engines = [WorkerEngine(self.store, self, workflows=served, activity_threads=threads,
                                           warn_nondeterminism=warn_nondeterminism) for _ in range(drivers)]
-            for engine in self._engines:
-                engine._executor.gate = self._activity_gate
+            if self.store.networked:  # a stopped SQLite process keeps its locks: nobody takes its runs over
+                for engine in self._engines:
+                    engine._executor.gate = self._activity_gate
+                if lease < 2 * heartbeat:
+                    log.warning("replaykit worker %s: its lease (%ss) is shorter than two heartbeats (%ss): one late "
+                                "heartbeat gets it cut off", self.worker_id, lease, heartbeat)
         except BaseException:
             if self._own_store:
                 self.store.close()
@@ -296,13 +300,15 @@ class Worker(Client):
         return lambda: self._may_start_activity(life)
 
     def _may_start_activity(self, life: int) -> bool:
-        """May an activity of a run claimed in ``life`` start now? Only while that life lasts and a heartbeat
-        confirmed this worker's place within half the lease (else it waits for the next heartbeat): a worker
-        silent for its lease (stopped, frozen) is cut off, its runs' locks end with its session, and the runs
-        are driven elsewhere, so nothing of them may start here once it wakes."""
+        """May an activity of a run claimed in ``life`` start now? Only while that life lasts and the last
+        heartbeat that confirmed this worker's place was sent less than the lease ago, less a margin (else
+        it waits for the next heartbeat): a worker silent for its lease (stopped, frozen) is cut off, its
+        runs' locks end with its session, and the runs are driven elsewhere, so nothing of them may start
+        here once it wakes."""
+        fresh_for = self._lease - min(self._lease / 4, 1.0)
         with self._place:
             while self._life == life:
-                if monotonic() - self._confirmed_at < self._lease / 2:
+                if monotonic() - self._confirmed_at < fresh_for:
                     return True
                 if self._stop_asked.is_set() or not self._place.wait_for(
                         functools.partial(self._news_since, self._beats), timeout=self._lease):

@@ -4,8 +4,10 @@ PostgreSQL: an activity it refuses leaves its run ready for a worker to take, ne
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -98,3 +100,17 @@ def test_a_run_claimed_before_the_worker_lost_its_place_starts_no_activity_until
         admin.close()
         worker.stop()
         client.close()
+
+
+def test_on_sqlite_no_activity_waits_for_a_heartbeat(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The gate is for stores that cut a silent worker off (PostgreSQL): a stopped SQLite process keeps its
+    locks, and nobody takes its runs over. A worker whose heartbeat is longer than its lease (valid on SQLite,
+    where the lease is not used) had every activity wait for a heartbeat, and some refused and handed back."""
+    db = str(tmp_path / "s.db")
+    with caplog.at_level(logging.WARNING, logger="replaykit"), \
+            rk.Worker(db, workflows=[fleet_gate_two], queues=["main"], heartbeat=10.0, lease=2.0) as worker:
+        time.sleep(2.5)  # its last heartbeat is older than the lease now; the next comes at 10 s
+        client = rk.Client(worker.store)
+        handles = [client.start(fleet_gate_two, 0.0, workflow_id=f"s-{n}", queue="main") for n in range(3)]
+        assert [h.result(timeout=30) for h in handles] == [["a", "b"]] * 3
+    assert not [r for r in caplog.records if "not started" in r.getMessage()]

@@ -267,3 +267,18 @@ def test_a_lock_directory_is_used_if_it_is_the_store_owners_and_refused_if_a_thi
             locks.try_acquire("run-1")
     finally:
         locks.close()
+
+
+def test_a_refused_lock_directory_leaves_no_run_behind(tmp_path: Path) -> None:
+    """A lock directory its group may write (a volume mounted with a group owner makes it so) is refused,
+    "Nothing was changed": and nothing is. Before, rk.run and Engine.start recorded the run's start before
+    taking its lock, and left it `running` with nobody driving it."""
+    db = str(tmp_path / "shared.db")
+    assert rk.run(adder, 3, workflow_id="first", db=db) == 3
+    os.chmod(db + "-locks.d", 0o775)
+    with pytest.raises(rk.StoreError, match="Nothing was changed"):
+        rk.run(adder, 2, workflow_id="second", db=db)
+    with rk.Client(db) as client, pytest.raises(rk.StoreError, match="lock directory"):
+        client.start(adder, 3, workflow_id="third")  # queued for workers, who could not drive it either
+    with rk.Client(db) as client:
+        assert [info.workflow_id for info in client.list()] == ["first"]

@@ -130,6 +130,12 @@ class FileLocks:
         self._mine: set[str] = set()  # keys taken through this object: given back by close()
         self._closed = False
 
+    def check(self) -> None:
+        """Raise the :class:`StoreError` a first lock would (a lock directory this process may not use),
+        taking no lock: before recording a run that then could not be driven."""
+        with self._file.mutex:
+            self._file.descriptor(0)
+
     def try_acquire(self, key: str) -> bool:
         f = self._file
         with f.mutex:

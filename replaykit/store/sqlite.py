@@ -304,6 +304,7 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
             if self._read_one(_NEWEST_RUN.format("id"), (workflow_id,)) is not None:
                 return False
             raise read_only_error(self.path, f"starting workflow {workflow_id!r} needs to record it")
+        self._locks.check()  # a lock directory refused: said now, before a run nobody could drive is recorded
         self.codec.keys.load_to_write()  # a store's first run makes its key file
         with self._transaction() as conn:
             cur = conn.execute(_CREATE_RUN, (workflow_id, name, status.value, start.at, start.at, workflow_id))
