@@ -88,7 +88,9 @@ def _execution(what: str) -> Execution:
     try:
         return _current.get()
     except LookupError:
-        raise LookupError(f"{what} called outside a running activity") from None
+        raise LookupError(f"{what} called outside a running activity (or in a thread the activity started "
+                          "itself, which does not carry its context: use asyncio.to_thread, or "
+                          "contextvars.copy_context().run, to call it there)") from None
 
 
 def activity_info() -> ActivityInfo:
@@ -144,8 +146,8 @@ class Activity(Generic[P, R]):
                             f"(retry=rk.RetryPolicy(max_attempts=3)), not {value!r}")
 
     @is_async.default
-    def _is_async(self) -> bool:
-        return inspect.iscoroutinefunction(self.fn)
+    def _is_async(self) -> bool:  # an async def behind a sync decorator (functools.wraps) is async too
+        return inspect.iscoroutinefunction(self.fn) or inspect.iscoroutinefunction(inspect.unwrap(self.fn))
 
     @has_timeouts.default
     def _has_timeouts(self) -> bool:

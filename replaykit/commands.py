@@ -17,6 +17,7 @@ charge_card(...)`` is the activity's return type.
 
 from __future__ import annotations
 
+import inspect
 import sys
 import threading
 from collections.abc import Callable, Generator
@@ -374,6 +375,10 @@ def wait_signal(name: str, timeout: timedelta | float | None = None) -> WaitSign
 
 def side_effect(fn: Callable[[], R]) -> SideEffect[R]:
     """``value = yield rk.side_effect(fn)`` runs ``fn`` once, live, and replays its recorded value."""
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(inspect.unwrap(fn)):
+        raise InvalidCommandError(f"rk.side_effect runs a plain function, and {getattr(fn, '__qualname__', fn)!r} "
+                                  "is an async def: make it an async def activity (@rk.activity), which the "
+                                  "engine awaits")
     return noted(SideEffect(fn))
 
 

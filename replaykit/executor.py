@@ -64,6 +64,21 @@ async def _acall(fn: Callable[..., Any], call: ActivityCall, info: Execution,
         return False, exc
 
 
+def _cancel_then_stop(loop: asyncio.AbstractEventLoop) -> None:
+    """On the loop, at close: the async activities still running are cancelled (their results are no longer
+    wanted, as a sync one's are abandoned), so that their ``finally`` and ``async with`` clean up; then the
+    loop stops. Stopped at once instead, they were destroyed pending, their cleanup never run."""
+    import asyncio
+
+    tasks = asyncio.all_tasks(loop)
+    if not tasks:
+        loop.stop()
+        return
+    for task in tasks:
+        task.cancel()
+    asyncio.gather(*tasks, return_exceptions=True).add_done_callback(lambda _: loop.stop())
+
+
 class Executor:
     """Runs activities. ``threads=0`` runs sync ones inline when nothing else runs (one
     workflow at a time); ``serial=True`` runs every activity inline, one after the other,
@@ -135,7 +150,7 @@ class Executor:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
         if self._loop is not None and self._loop_thread is not None:
-            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop.call_soon_threadsafe(_cancel_then_stop, self._loop)
             self._loop_thread.join(timeout=5)
             if not self._loop.is_running():
                 self._loop.close()

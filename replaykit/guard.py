@@ -35,8 +35,9 @@ _ASYNC_ADVICE = (
     "async def workflows are run by replaykit's interpreter, not by an asyncio event loop: await only "
     "replaykit commands (an activity call, rk.sleep(...), rk.wait_signal(...), rk.all(...), rk.any(...), "
     "rk.child_workflow(...), rk.side_effect(...)) and your own async def helpers that await them. Use "
-    "rk.sleep for delays and rk.all/rk.any instead of asyncio.gather/wait; run asyncio code in an async def "
-    "activity. Nothing was recorded; fix the code and run again."
+    "rk.sleep for delays and rk.all/rk.any instead of asyncio.gather/wait; for a timeout on a step, give the "
+    "activity one (@rk.activity(timeout=...)) or race it with a timer (rk.any(step, rk.sleep(seconds))); run "
+    "asyncio code in an async def activity. Nothing was recorded; fix the code and run again."
 )
 
 Made = tuple[Command[Any], CodeType, int]  # a command, and the code and instruction that made it
@@ -146,6 +147,11 @@ def returned_command(workflow_id: str, command: Command[Any], made: list[Made]) 
 def misused(workflow_id: str, error: BaseException, made: list[Made]) -> InvalidCommandError | None:
     """The error for workflow code that raised because it misused a command (used an activity
     call as its result, passed rk.all something else), or ``None`` if ``error`` is not that."""
+    if isinstance(error, TypeError) and "can't be used in 'await' expression" in str(error):
+        return InvalidCommandError(
+            f"workflow {workflow_id!r} at {_raised_at(error)[0]}: {error}: an async def workflow awaits replaykit "
+            "commands and async def helpers that await them (a helper written as a generator must become an "
+            f"async def too). {_ASYNC_ADVICE}")
     command = getattr(error, "obj", None) if isinstance(error, AttributeError) else None
     if not isinstance(command, Command) and not isinstance(error, InvalidCommandError):
         return None
@@ -224,19 +230,45 @@ class RefusingLoop:
         return refuse
 
     def enter(self) -> Any:
-        """Become this thread's running loop, if asyncio is imported; returns what to restore."""
+        """Become this thread's running loop, if asyncio is imported, and the finalizer of the async
+        generators the step starts; returns what to restore."""
+        hooks = sys.get_asyncgen_hooks()
+        sys.set_asyncgen_hooks(hooks.firstiter, self._finalize)
         if self._set is None:
             events = sys.modules.get("asyncio.events")  # never imported here: users without asyncio pay nothing
             if events is None:
-                return self
+                return hooks, self
             self._get, self._set = events._get_running_loop, events._set_running_loop
         previous = self._get()
         self._set(self)
-        return previous
+        return hooks, previous
 
     def leave(self, previous: Any) -> None:
-        if previous is not self:
-            self._set(previous)
+        hooks, loop = previous
+        sys.set_asyncgen_hooks(*hooks)
+        if loop is not self:
+            self._set(loop)
+
+    def _finalize(self, agen: Any) -> None:
+        """An async generator of the workflow dropped before its end (a ``break`` out of ``async for``). An
+        asyncio loop would close it later, in a task of its own: here its cleanup runs now if it awaits
+        nothing, and a cleanup that awaits a step is refused (it would run at no recorded point)."""
+        closing = agen.aclose()
+        try:
+            closing.send(None)
+        except StopIteration:
+            return  # closed, with nothing to await
+        except BaseException:  # noqa: BLE001 - its cleanup failed: still a cleanup that cannot run here
+            pass
+        else:
+            closing.close()
+        if self.error is None:
+            self.error = InvalidCommandError(
+                f"workflow {self.workflow_id!r}: the async generator {agen.__qualname__} was left before its end "
+                "(a break or return out of async for), and its cleanup awaits a step, which has no place to run "
+                "when Python drops the generator. Close it where the workflow says: async with "
+                "contextlib.aclosing(gen(...)) as items: async for item in items: ... Nothing was recorded; fix "
+                "the code and run again.")
 
     def check(self, raised: BaseException | None = None) -> None:
         """Raise the refusal of this step, if any; or if the step ``raised`` from inside asyncio

@@ -16,6 +16,7 @@ durable backoff timer, then into its next attempt, under the same step.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, NoReturn
 
@@ -161,7 +162,7 @@ class Machine:
     """One workflow run as a state machine whose transitions are recorded outcomes."""
 
     __slots__ = ("ctx", "_watch", "_default_retry", "_gen", "seq", "outstanding", "_cancel_pending",
-                 "_patches", "_new_markers", "_cancelled", "feed", "_loop", "_codec")
+                 "_patches", "_new_markers", "_cancelled", "feed", "_loop", "_codec", "_context")
     # Containers a parked run rarely fills start as None or (): a parked run keeps only what it waits on.
 
     def __init__(self, fn: Callable[..., Any], ctx: Context, args: tuple[Any, ...], kwargs: dict[str, Any], *,
@@ -173,6 +174,8 @@ class Machine:
         self._gen = fn(ctx, *args, **kwargs)
         # An async def workflow steps with a running "loop" that refuses asyncio (see guard.py).
         self._loop = guard.RefusingLoop(ctx.workflow_id) if hasattr(self._gen, "cr_frame") else None
+        # ... and in a context of its own, as an asyncio task would: a ContextVar it sets is not another run's
+        self._context = contextvars.Context() if self._loop is not None else None
         self.seq = 0  # the last step number handed out
         self.outstanding: dict[int, Leaf] = {}
         self._cancel_pending: BaseException | None = None
@@ -363,7 +366,7 @@ class Machine:
         return self._advance(self._gen.throw, value)
 
     def _advance(self, resume: Callable[[Any], Any], arg: Any) -> Step:
-        tracking, loop = per_thread.making, self._loop
+        tracking, loop, context = per_thread.making, self._loop, self._context
         made: list[guard.Made]
         while True:
             # Commands made during this step note themselves here (a machine stepped inside
@@ -373,9 +376,9 @@ class Machine:
             try:
                 if self._watch and not self.ctx.is_replaying:  # live steps only: replaying stays cheap
                     with determinism.watching():
-                        command = resume(arg)
+                        command = resume(arg) if context is None else context.run(resume, arg)
                 else:
-                    command = resume(arg)
+                    command = resume(arg) if context is None else context.run(resume, arg)
             except StopIteration as stop:
                 self._check_end(made, stop.value, None)
                 return Returned(stop.value)

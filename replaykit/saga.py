@@ -9,7 +9,7 @@
         yield notify(target)
     except BaseException:
         yield from saga.compensate()               # durable: each undo is an activity, retried
-        raise
+        raise                                      # (async def workflows: await saga.compensate())
 
 Compensations are activities, so each is recorded and, with a retry policy (the
 saga's, by default), retried; a crash during compensation resumes it where it was.
@@ -42,8 +42,12 @@ class Saga:
             raise TypeError(f"Saga.add takes an @rk.activity, got {activity!r}")
         self._undo.append((activity, args, kwargs))
 
-    def compensate(self) -> Generator[Command, Any, list[Any]]:
-        """``yield from saga.compensate()``: run the compensations in reverse order; their results."""
+    def compensate(self) -> Compensation:
+        """``yield from saga.compensate()`` (``await saga.compensate()`` in an ``async def`` workflow): run
+        the compensations in reverse order; their results."""
+        return Compensation(self._steps())
+
+    def _steps(self) -> Generator[Command, Any, list[Any]]:
         results = []
         while self._undo:
             activity, args, kwargs = self._undo.pop()
@@ -52,3 +56,25 @@ class Saga:
                                     activity.schedule_to_close, activity.heartbeat_timeout)
             results.append((yield activity(*args, **kwargs)))
         return results
+
+
+class Compensation(Generator[Command, Any, list[Any]]):
+    """What :meth:`Saga.compensate` returns: ``yield from`` it in a generator workflow, ``await`` it in an
+    ``async def`` one."""
+
+    def __init__(self, steps: Generator[Command, Any, list[Any]]) -> None:
+        self._steps = steps
+
+    def send(self, value: Any) -> Command:
+        return self._steps.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Command:
+        if val is None and tb is None:
+            return self._steps.throw(typ)
+        return self._steps.throw(typ, val, tb)  # the old three-argument form, passed on as given
+
+    def close(self) -> None:
+        self._steps.close()
+
+    def __await__(self) -> Generator[Any, Any, list[Any]]:
+        return self._steps
