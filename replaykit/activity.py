@@ -146,8 +146,8 @@ class Activity(Generic[P, R]):
                             f"(retry=rk.RetryPolicy(max_attempts=3)), not {value!r}")
 
     @is_async.default
-    def _is_async(self) -> bool:  # an async def behind a sync decorator (functools.wraps) is async too
-        return inspect.iscoroutinefunction(self.fn) or inspect.iscoroutinefunction(inspect.unwrap(self.fn))
+    def _is_async(self) -> bool:  # (a sync function returning a coroutine is awaited too: executor._call)
+        return inspect.iscoroutinefunction(self.fn)
 
     @has_timeouts.default
     def _has_timeouts(self) -> bool:

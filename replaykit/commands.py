@@ -375,7 +375,7 @@ def wait_signal(name: str, timeout: timedelta | float | None = None) -> WaitSign
 
 def side_effect(fn: Callable[[], R]) -> SideEffect[R]:
     """``value = yield rk.side_effect(fn)`` runs ``fn`` once, live, and replays its recorded value."""
-    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(inspect.unwrap(fn)):
+    if inspect.iscoroutinefunction(fn):
         raise InvalidCommandError(f"rk.side_effect runs a plain function, and {getattr(fn, '__qualname__', fn)!r} "
                                   "is an async def: make it an async def activity (@rk.activity), which the "
                                   "engine awaits")

@@ -161,6 +161,6 @@ def query(db: Db, workflow_id: str, name: str, *args: Any, workflows: dict[str, 
         if handler is None:
             known = ", ".join(sorted(queries)) or "none"
             raise UnknownQueryError(f"workflow {workflow_id!r} ({wf.name}) has no query {name!r}; it answers: {known}")
-        return handler(*args, **kwargs)
+        return machine.in_context(handler, *args, **kwargs)
     finally:
         machine.discard()

@@ -38,9 +38,12 @@ def _call(fn: Callable[..., Any], call: ActivityCall, info: Execution) -> Outcom
         info.started = info.clock.now()  # when it began, not when it was queued (hooks and spans tell it)
     token = _current.set(info)
     try:
-        if call.kwargs:
-            return True, fn(*call.args, **dict(call.kwargs))
-        return True, fn(*call.args)
+        value = fn(*call.args, **dict(call.kwargs)) if call.kwargs else fn(*call.args)
+        if inspect.iscoroutine(value):  # an async def behind a sync decorator: its coroutine, run to its end
+            import asyncio
+
+            value = asyncio.run(value)
+        return True, value
     except Exception as exc:
         return False, exc
     finally:
@@ -123,7 +126,8 @@ class Executor:
             import asyncio
 
             future = asyncio.run_coroutine_threadsafe(_acall(fn, call, info, check), self._event_loop_thread())
-            future.add_done_callback(lambda f: done(f.result()))
+            # cancelled only at close (the engine wants no result then): nothing to hand over
+            future.add_done_callback(lambda f: None if f.cancelled() else done(f.result()))
         else:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="replaykit-activity")

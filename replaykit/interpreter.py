@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextvars
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, NoReturn, TypeVar
 
 import attrs
 
@@ -57,6 +57,9 @@ class Backoff(Command):
 
 # Leaf and Waiting are plain slotted classes, not NamedTuples: one of each is built for every step,
 # live or replayed, and a NamedTuple's __new__ costs a second Python call. Both are compared by identity.
+T = TypeVar("T")
+
+
 class Leaf:
     """A command to carry out now, for ``step``."""
 
@@ -277,9 +280,16 @@ class Machine:
         """
         self.ctx.is_replaying = True
         try:
-            self._gen.close()
+            self.in_context(self._gen.close)
         except Exception:  # a finally block that yields or raises: nothing to record
             pass
+
+    def in_context(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn(*args, **kwargs)`` in the run's own context (an ``async def`` run's: what its code set in a
+        ContextVar), as its steps are: its ``finally`` blocks at close, a query handler."""
+        if self._context is None:
+            return fn(*args, **kwargs)
+        return self._context.run(fn, *args, **kwargs)
 
     # -- internals ------------------------------------------------------------------
 
