@@ -202,6 +202,11 @@ def test_check_command_for_ci(tmp_path: Path, child_env: dict[str, str]) -> None
     table = [line.strip() for line in bad.stdout.splitlines()]  # the side by side, a line each, not "\n" escapes
     assert any(line.startswith("history recorded:") for line in table) and "\\n" not in bad.stdout, bad.stdout
     assert any(line.startswith("code now yields:") for line in table), bad.stdout
+    described = subprocess.run([PYTHON, "-m", "replaykit", "describe", db, "f", "-m", "myflows"], cwd=tmp_path,
+                               env=child_env, capture_output=True, text=True, timeout=60)
+    note = [line.strip() for line in described.stdout.splitlines()]  # describe's note: the same lines
+    assert any(line.startswith("history recorded:") for line in note) and "\\n" not in described.stdout, \
+        described.stdout
 
 
 def test_engine_resume_error_has_the_diff_too(tmp_path: Path) -> None:
