@@ -20,17 +20,12 @@ Gate = Callable[[str], Callable[[], bool]]  # at submit, given the run's id: a c
 
 
 class NotStarted(Exception):
-    """An activity its executor did not start: the gate said the run may no longer be this process's."""
+    """A step not started: the worker's gate said the run may no longer be this process's."""
 
-
-_NOT_STARTED: Outcome = (False, NotStarted(
-    "the activity was not started: this worker could not confirm, within its lease, that the run is still its "
-    "own (its process was stopped or cut off meanwhile); the run is left to the worker that holds it now"))
-
-
-def not_started() -> NotStarted:
-    """What a step the gate refused says (an inline one: the driver would run it)."""
-    return NotStarted(str(_NOT_STARTED[1]).replace("the activity was", "the step was"))
+    def __init__(self, what: str = "activity") -> None:
+        super().__init__(f"the {what} was not started: this worker could not confirm, within its lease, that the "
+                         "run is still its own (its process was stopped or cut off meanwhile); the run is left to "
+                         "the worker that holds it now")
 
 
 def _call(fn: Callable[..., Any], call: ActivityCall, info: Execution) -> Outcome:
@@ -50,13 +45,21 @@ def _call(fn: Callable[..., Any], call: ActivityCall, info: Execution) -> Outcom
         _current.reset(token)
 
 
+def _gated_call(fn: Callable[..., Any], call: ActivityCall, info: Execution,
+                check: Callable[[], bool] | None) -> Outcome:
+    """:func:`_call` once the worker's gate (``check``, if any) lets the activity start."""
+    if check is not None and not check():
+        return False, NotStarted()
+    return _call(fn, call, info)
+
+
 async def _acall(fn: Callable[..., Any], call: ActivityCall, info: Execution,
                  check: Callable[[], bool] | None = None) -> Outcome:
     if check is not None:
         import asyncio
 
         if not await asyncio.to_thread(check):  # it may wait for a heartbeat: not on the loop
-            return _NOT_STARTED
+            return False, NotStarted()
     if info.clock is not None:
         info.started = info.clock.now()
     _current.set(info)  # each task runs in its own context copy
@@ -131,7 +134,7 @@ class Executor:
         else:
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="replaykit-activity")
-            self._pool.submit(lambda: done(_call(fn, call, info) if check is None or check() else _NOT_STARTED))
+            self._pool.submit(lambda: done(_gated_call(fn, call, info, check)))
 
     def _event_loop_inline(self) -> asyncio.AbstractEventLoop:
         if self._inline_loop is None:

@@ -4,10 +4,10 @@ unless this application wrote it (docs/security.md).
 A store's keys come from, in order: the ``secret=`` its opener was given (one secret, or a
 list whose first signs and all verify: key rotation), the ``REPLAYKIT_SECRET`` environment
 variable (with ``REPLAYKIT_OLD_SECRETS``, comma-separated, still accepted), or, for an
-SQLite store, the key file beside it (``orders.db.key``), made owner-only by the first
-process that opens the store to write while it holds no runs, and refused unless it is
-this user's private regular file of the shape made. A PostgreSQL store has no file beside it: its clients and workers
-share a secret, or record no pickles.
+SQLite store, the key file beside it (``orders.db.key``), made owner-only when a store that
+holds no runs records its first one (or signs its first value, or is migrated), and refused
+unless it is this user's private regular file of the shape made. A PostgreSQL store has no
+file beside it: its clients and workers share a secret, or record no pickles.
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ def _as_key(secret: Secret, where: str) -> bytes:
 
 
 class Keyring:
-    """Signs with the first key, accepts any. Keys that live in a file are read (or made) on first use."""
+    """Signs with the first key, accepts any. Keys that live in a file are read on first use (made only
+    for a write to a store that holds no history: ``may_make``)."""
 
     def __init__(self, keys: Sequence[bytes] = (), *, key_file: str | None = None, missing: str = "",
                  may_make: Callable[[], bool] | None = None) -> None:

@@ -46,9 +46,6 @@ def _json_exact(value: Any, depth: int = 0) -> bool:
     return False
 
 
-is_json_exact = _json_exact
-
-
 Where = str | Callable[[], str] | None  # names a value in an error: text, or a function making it
 
 

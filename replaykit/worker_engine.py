@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from .commands import ACTIVITY, SIDE_EFFECT
 from .control import CANCEL_REQUEST
 from .errors import ReplayKitError, StoreError, WorkflowLockedError
-from .executor import NotStarted, not_started
+from .executor import NotStarted
 from .history import Status
 from .runtime import Engine
 from .store.work import Placement
@@ -190,7 +190,7 @@ class WorkerEngine(Engine):
         if kind == SIDE_EFFECT or (kind == ACTIVITY and self._executor.inline):
             gate = self._executor.gate  # code run here, on the driver: the gate a thread would pass, now
             if gate is not None and not gate(run.workflow_id)():
-                raise not_started()  # the run is aborted, as for any error of its step, and handed back
+                raise NotStarted("step")  # the run is aborted, as for any error of its step, and handed back
         return super()._start_leaf(run, leaf, more_to_start)
 
     def _shut_down(self) -> None:

@@ -81,7 +81,7 @@ def _refuse_if_others_control(folder: str) -> None:
         problem = (f"belongs to user id {found.st_uid}, neither this process's user ({os.geteuid()}) nor the "
                    "store file's")
     elif found.st_mode & 0o022:
-        problem = f"may be written by other users (mode {oct(found.st_mode & 0o777)})"
+        problem = f"may be written by its group or other users (mode {oct(found.st_mode & 0o777)})"
     else:
         return
     raise StoreError(

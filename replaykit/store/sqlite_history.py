@@ -59,8 +59,8 @@ class ChainedHistory:
         def _run(self, workflow_id: str) -> int: ...
 
     def chain(self) -> chain.Chain:
-        """The chain of this store's keys (a missing key file is made only by the store's opener: see
-        ``SqliteStore``)."""
+        """The chain of this store's keys (never makes a missing key file: ``SqliteStore.create`` does, for
+        a store that holds no history)."""
         if self._chain_of_keys is None:
             keys = self.codec.keys.derived(_CHAIN_KEY)
             if not keys:
