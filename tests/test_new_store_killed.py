@@ -24,23 +24,20 @@ from replaykit.store import sqlite_schema as schema
 import replaykit.keys as keys
 import replaykit.store.sqlite as sqlite_store
 
+def killed_after(owner, name):
+    made = getattr(owner, name)
+    def dying(*args):
+        made(*args)
+        os.kill(os.getpid(), signal.SIGKILL)
+    setattr(owner, name, dying)
+
 where = sys.argv[2]
 if where == "schema-uncommitted":
-    made = schema._create_schema
-    def dying(conn):
-        made(conn)
-        os.kill(os.getpid(), signal.SIGKILL)
-    schema._create_schema = dying
-elif where == "schema-committed":
-    def dying(self):
-        os.kill(os.getpid(), signal.SIGKILL)
-    sqlite_store.SqliteStore._holds_no_history = dying
+    killed_after(schema, "_create_schema")
+elif where == "schema-committed":  # asked before the first run is recorded: killed there
+    sqlite_store.SqliteStore._holds_no_history = lambda self: os.kill(os.getpid(), signal.SIGKILL)
 elif where == "key-linked":
-    made = keys._read_or_make
-    def dying(path):
-        made(path)
-        os.kill(os.getpid(), signal.SIGKILL)
-    keys._read_or_make = dying
+    killed_after(keys, "_read_or_make")
 elif where == "temp-key-only":
     def dying(path):
         folder, name = os.path.split(path)
