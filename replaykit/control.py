@@ -20,6 +20,7 @@ from .history import ERROR, PATCH, RESULT, Event, Status
 from .interpreter import replay_history
 from .starting import started_by
 from .store import Store, open_store
+from .store.open import open_to_read
 from .workflow import Workflow, lookup
 
 CANCEL_REQUEST = "__replaykit_cancel__"  # control messages in the run's signal inbox
@@ -30,9 +31,9 @@ Db = str | os.PathLike[str] | Store
 
 
 @contextmanager
-def opened(db: Db) -> Iterator[Store]:
+def opened(db: Db, *, reading: bool = False) -> Iterator[Store]:
     """A store for ``db``: the given one, or an existing one (an SQLite path or a PostgreSQL URL) opened
-    (and closed) here.
+    (and closed) here; only to be read if ``reading`` (see :func:`~replaykit.store.open.open_to_read`).
 
     These operations only act on runs that exist: a path with no store raises
     :class:`StoreNotFoundError`, and nothing is created.
@@ -40,7 +41,7 @@ def opened(db: Db) -> Iterator[Store]:
     if isinstance(db, Store):
         yield db
         return
-    store = open_store(db, create=False)
+    store = open_to_read(db) if reading else open_store(db, create=False)
     try:
         yield store
     finally:
@@ -130,7 +131,7 @@ def runs_without_patch(db: Db, change_id: str, *, workflow: Workflow[Any] | str 
     ``workflow`` (the workflow the patch is in, or its name): only its runs, so that runs of other
     workflows (a schedule's, which never ends) do not keep the list from emptying."""
     name = workflow if workflow is None or isinstance(workflow, str) else workflow.name
-    with opened(db) as store:
+    with opened(db, reading=True) as store:
         found = []
         for info in store.list():
             if info.status.is_terminal or (name is not None and info.name != name):
@@ -147,7 +148,7 @@ def query(db: Db, workflow_id: str, name: str, *args: Any, workflows: dict[str, 
     The workflow registers handlers with ``@ctx.query("name")``; the history is
     replayed silently in a fresh interpreter and the handler is called on the result.
     """
-    with opened(db) as store:
+    with opened(db, reading=True) as store:
         info = store.info(workflow_id)
         if info is None:
             raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {_where(store)}")

@@ -43,9 +43,9 @@ class UsageError(ReplayKitError):
 
 
 @contextmanager
-def opened(db: str) -> Iterator[Store]:
-    """An existing store (a mistyped path is an error, never a new file)."""
-    with control.opened(db) as store:
+def opened(db: str, *, reading: bool = False) -> Iterator[Store]:
+    """An existing store (a mistyped path is an error, never a new file); ``reading``: only read."""
+    with control.opened(db, reading=reading) as store:
         yield store
 
 

@@ -50,7 +50,7 @@ def moment(text: str) -> float:
 def list_runs(db: str, statuses: tuple[str, ...], workflows: tuple[str, ...], prefix: str, since: float | None,
               until: float | None, limit: int | None, as_json: bool) -> None:
     """List runs, newest first (the newest generation of each id)."""
-    with opened(db) as store:
+    with opened(db, reading=True) as store:
         runs = views.listed(store, statuses=statuses, workflows=workflows, prefix=prefix, since=since, until=until,
                             limit=limit)
     if as_json:
@@ -73,7 +73,7 @@ def describe(db: str, workflow_id: str, modules: tuple[str, ...], as_json: bool)
     With -m MODULE (the module that defines its workflow) the history is replayed with the code,
     without running any activity, to say what the run waits on and at which line."""
     import_modules(modules)
-    with opened(db) as store:
+    with opened(db, reading=True) as store:
         info = store.info(workflow_id)
         if info is None:
             raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {without_password(db)}")
@@ -117,7 +117,7 @@ def describe(db: str, workflow_id: str, modules: tuple[str, ...], as_json: bool)
 @json_option
 def history(db: str, workflow_id: str, every: bool, as_json: bool) -> None:
     """Print a run's recorded events (its newest generation, or --all), checked."""
-    with opened(db) as store:
+    with opened(db, reading=True) as store:
         if not every:
             _print_events(list(store.events(workflow_id)), as_json)
             return
@@ -154,7 +154,7 @@ def result(db: str, workflow_id: str, wait: float) -> None:
     A run that failed, was cancelled or timed out prints its error on stderr (exit 3); a run that
     has not ended says so (exit 4)."""
     deadline = time.monotonic() + wait
-    with opened(db) as store:
+    with opened(db, reading=True) as store:
         while True:
             info = store.info(workflow_id)
             if info is None:
@@ -180,7 +180,7 @@ def result(db: str, workflow_id: str, wait: float) -> None:
 @json_option
 def workers(db: str, as_json: bool) -> None:
     """List the registered workers and the runs each holds."""
-    with opened(db) as store:
+    with opened(db, reading=True) as store:
         records = store.workers()
     now = time.time()
     if as_json:
@@ -204,7 +204,7 @@ def export(db: str, workflow_id: str, path: Path | None) -> None:
     """Write a run's history (its newest generation) as JSON: for import, or a replay test."""
     from ..testing.replayer import export_history
 
-    with opened(db) as store:
+    with opened(db, reading=True) as store:
         history = export_history(store, workflow_id)
     text = json.dumps(history.to_json(), indent=1) + "\n"
     if path is None:

@@ -25,7 +25,7 @@ def show(db: str, workflow_id: str, path: Path, depth: int, modules: tuple[str, 
     With -m MODULE the history is replayed with the workflow's code (no activity runs) so that each
     bar starts when the workflow yielded the step, and the line the run waits at is shown."""
     import_modules(modules)
-    with opened(db) as store:
+    with opened(db, reading=True) as store:
         drawn = timeline.build(store, workflow_id, replay=bool(modules), depth=depth)
     path.write_text(render(drawn), encoding="utf-8")
     click.echo(f"wrote {path} ({len(drawn.lanes)} steps)")

@@ -54,17 +54,20 @@ class _LockFile:
                 raise
             except OSError as exc:
                 self.close_all()  # none holds a lock yet: closing them drops nothing
-                raise StoreError(
-                    f"{self.path[:-len('-locks.d')]}: cannot open its lock files in {self.path} ({exc.strerror}): "
-                    "every process that drives its runs needs to read and write them. Give this user access "
-                    "to that directory and its files (or run as the user that made them); nothing was changed."
-                ) from exc
+                raise _unusable(self.path, exc.strerror or str(exc)) from exc
         return self.fds[offset % SHARDS]
 
     def close_all(self) -> None:
         for fd in self.fds.values():
             os.close(fd)
         self.fds.clear()
+
+
+def _unusable(folder: str, why: str) -> StoreError:
+    return StoreError(
+        f"{folder[:-len('-locks.d')]}: cannot open its lock files in {folder} ({why}): every process that drives "
+        "its runs needs to read and write them, and one that reads it to read them. Give this user access to that "
+        "directory and its files (or run as the user that made them); nothing was changed.")
 
 
 def _refuse_if_others_control(folder: str) -> None:
@@ -185,9 +188,13 @@ class FileLocks:
         offset = _offset(key)
         query = struct.pack(_FLOCK, fcntl.F_WRLCK, os.SEEK_SET, offset, 1, 0) + b"\0" * 8
         with f.mutex:
-            if self._closed or not (f.fds or os.path.isdir(f.path)):  # no lock files: nobody ever locked
+            if self._closed:
                 return None
-            answer = fcntl.fcntl(f.descriptor(offset), fcntl.F_GETLK, query)
+            # asked, not locking: a process with no descriptor yet makes none, and a reader may ask too
+            answer = (fcntl.fcntl(f.descriptor(offset), fcntl.F_GETLK, query) if f.fds
+                      else _ask_unopened(f.path, offset, query))
+        if answer is None:  # no lock file: nobody ever locked
+            return None
         kind, _, _, _, pid = struct.unpack(_FLOCK, answer[:struct.calcsize(_FLOCK)])
         return None if kind == fcntl.F_UNLCK else int(pid)
 
@@ -206,6 +213,24 @@ class FileLocks:
 
 
 _FLOCK = "hhqqi"  # Linux struct flock: l_type, l_whence, l_start, l_len, l_pid
+
+
+def _ask_unopened(folder: str, offset: int, query: bytes) -> bytes | None:
+    """F_GETLK on a lock file this process has not opened (``None``: there is none). Opened read-only,
+    without following a link or waiting on a FIFO planted there, and closed at once: this process holds
+    no lock in it (it would have its descriptor open), so closing drops nothing."""
+    try:
+        fd = os.open(os.path.join(folder, f"{offset % SHARDS:x}"), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise _unusable(folder, exc.strerror or str(exc)) from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise _unusable(folder, "not a regular file")
+        return fcntl.fcntl(fd, fcntl.F_GETLK, query)
+    finally:
+        os.close(fd)
 
 
 class ThreadLocks:

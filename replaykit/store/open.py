@@ -28,6 +28,15 @@ def open_store(db: str | os.PathLike[str], *, durability: Durability | str = Dur
     return SqliteStore(db, durability=durability, create=create, secret=secret, pickle=pickle, migrate=migrate)
 
 
+def open_to_read(db: str | os.PathLike[str]) -> Store:
+    """An existing store, opened only to be read. An SQLite file is read as it stands (``read_only``): no
+    migration, no lock or key file made, whoever runs the reading. (A PostgreSQL store is opened as
+    :func:`open_store` opens it; its server's grants decide who may change it.)"""
+    if is_postgres_url(db):
+        return open_store(db, create=False)
+    return SqliteStore(db, create=False, read_only=True)
+
+
 def store_for(db: str | os.PathLike[str] | Store, *, durability: Durability | str, secret: Secrets,
               pickle: str) -> Store:
     """The store an ``Engine``, ``Client`` or ``Worker`` was given, or the one its ``db`` names."""

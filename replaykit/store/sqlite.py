@@ -49,7 +49,7 @@ from .locks import FileLocks, stores_open
 from .sqlite_access import read_only_error, read_only_query
 from .sqlite_errors import cannot_open, refused, translated, translated_error, undecodable
 from .sqlite_history import ChainedHistory, delete_ended
-from .sqlite_schema import ensure_schema
+from .sqlite_schema import KEEPERS, ensure_schema
 from .sqlite_work import SqliteWork, ended, place, restarted, wake
 from .work import Placement
 
@@ -122,8 +122,9 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
             try:
                 conn = self._conn("rwc" if create else "rw")
                 # refuses foreign files before anything is written
-                ensure_schema(conn, self.path, create, self._chain_for_a_migration, writable=not self.read_only,
-                              migrate=migrate)
+                schema = ensure_schema(conn, self.path, create, self._chain_for_a_migration,
+                                       writable=not self.read_only, migrate=migrate)
+                self._marks_runs = schema >= KEEPERS  # a reader reads schema 3, which has no keeper column
             except sqlite3.DatabaseError as exc:
                 self.close()
                 raise refused(self.path, exc, in_use=stores_open(self.path) > 0) from exc
@@ -554,11 +555,9 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         self._keepers.let_go(keeper)
 
     def lock_owner(self, workflow_id: str) -> str | None:
-        if self.read_only:
-            return None
         pid = self._locks.holder(workflow_id)
         kept = ""
-        if pid is None:
+        if pid is None and self._marks_runs:
             _, mark, _ = self._mark(workflow_id)
             if mark is None:
                 return None

@@ -40,6 +40,7 @@ def read_only_query(path: str, wanted: bool = False) -> str | None:
 def read_only_error(path: str, what: str) -> StoreReadOnlyError:
     """``what`` needs to write the read-only store at ``path``."""
     return StoreReadOnlyError(
-        f"{path}: {what}, and the store is read-only for this process (the file or its directory cannot be "
-        "written). Reading runs, listing, queries and results of finished runs work; to drive or change runs, "
-        "run as a user who may write the file, its directory and its -wal and -shm files. Nothing was changed.")
+        f"{path}: {what}, and the store is read-only for this process (opened to read only, or the file or its "
+        "directory cannot be written). Reading runs, listing, queries and results of finished runs work; to drive "
+        "or change runs, open it to write, as a user who may write the file, its directory and its -wal and -shm "
+        "files. Nothing was changed.")

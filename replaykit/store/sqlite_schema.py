@@ -109,17 +109,17 @@ _MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection, Callable[[], Cha
 
 
 def ensure_schema(conn: sqlite3.Connection, path: str, create: bool, chain_of_keys: Callable[[], Chain],
-                  writable: bool = True, migrate: bool = False) -> None:
-    """Check the file is a replaykit store this version reads; create the schema in an empty one
-    (only if ``create``), migrate an older one (``chain_of_keys``: the store's chain, for checksums;
-    ``migrate``: the owner vouches for the rows of a store from before checksums). Refuses foreign
-    and newer files before anything is written, and a read-only (not ``writable``) store that would
-    need a change."""
+                  writable: bool = True, migrate: bool = False) -> int:
+    """The schema the store is read at. Check the file is a replaykit store this version reads; create
+    the schema in an empty one (only if ``create``), migrate an older one (``chain_of_keys``: the store's
+    chain, for checksums; ``migrate``: the owner vouches for the rows of a store from before checksums).
+    Refuses foreign and newer files before anything is written, and a read-only (not ``writable``) store
+    that would need a change."""
     version = _version(conn, path)
     if version == SCHEMA_VERSION:  # a plain read: opening a store takes no write lock
-        return
+        return version
     if not writable and version is not None and version >= KEEPERS - 1:
-        return  # schema 4 added only what writers use: a reader reads schema 3 as it stands
+        return version  # schema 4 added only what writers use: a reader reads schema 3 as it stands
     if version is None and not create:
         raise StoreNotFoundError(
             f"no replaykit store at {path}: the file is empty, so it holds no replaykit store yet. "
@@ -151,6 +151,7 @@ def ensure_schema(conn: sqlite3.Connection, path: str, create: bool, chain_of_ke
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+    return SCHEMA_VERSION
 
 
 @contextmanager

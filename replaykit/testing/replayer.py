@@ -28,6 +28,7 @@ from ..starting import started_by
 from ..store import Store, open_store
 from ..store.base import Secrets
 from ..store.locks import stores_open
+from ..store.open import open_to_read
 from ..workflow import Workflow, as_workflow, lookup
 
 FORMAT = "replaykit-history"
@@ -132,9 +133,12 @@ def _event_from_json(n: int, d: dict[str, Any]) -> Event:
     return Event(d["seq"], d["step"], d["kind"], d["name"], float(d["at"]), d["outcome"], encoding, payload)
 
 
-def _open(db: str | os.PathLike[str] | Store) -> tuple[Store, bool]:
-    """The given store, or the existing one at a path (``StoreNotFoundError`` if none: nothing is created)."""
-    return (db, False) if isinstance(db, Store) else (open_store(db, create=False), True)
+def _open(db: str | os.PathLike[str] | Store, reading: bool = True) -> tuple[Store, bool]:
+    """The given store, or the existing one at a path (``StoreNotFoundError`` if none), only to read if
+    ``reading``."""
+    if isinstance(db, Store):
+        return db, False
+    return (open_to_read(db) if reading else open_store(db, create=False)), True
 
 
 def export_history(db: str | os.PathLike[str] | Store, workflow_id: str) -> History:
@@ -164,7 +168,7 @@ def import_history(db: str | os.PathLike[str] | Store, history: History) -> Stat
     if [e.seq for e in events] != list(range(len(events))):
         raise ValueError(f"the history of {history.workflow_id!r} has a gap or repeats an event (seq not 0, 1, 2...)")
     status = _ended_as(history)
-    store, own = _open(db)
+    store, own = _open(db, reading=False)
     try:
         if not store.create(history.workflow_id, history.workflow, events[0], status, events[1:]):
             raise WorkflowConflictError(f"workflow id {history.workflow_id!r} is taken in {store}; "

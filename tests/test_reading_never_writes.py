@@ -1,0 +1,114 @@
+"""Reading a store never writes it: the CLI's reading verbs and the reading functions leave an SQLite
+store of the previous schema at that schema (an operator's `sudo replaykit list` must not migrate a
+service's store under it), and describing a run driven by another process names that process
+without making lock files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import replaykit as rk
+from replaykit.cli import main
+from replaykit.testing import export_history, replay_all
+
+from conftest import ROOT
+from helpers import adder, wait_until, waits_for_approval
+
+READERS = [  # each verb, and what it prints
+    (["list"], "waiting"), (["describe", "done"], "completed"),
+    (["describe", "waiting", "-m", "helpers"], "approved"), (["history", "done"], "result"),
+    (["history", "waiting", "--json"], "waits_for_approval"), (["result", "done"], "3"),
+    (["workers", "--json"], "[]"), (["export", "done"], '"adder"'), (["check", "-m", "helpers"], "2 passed"),
+]
+
+
+def _schema_3(db: Path) -> None:
+    """Set the store back to the schema before keepers, as replaykit 0.1's previous release left it."""
+    with sqlite3.connect(db) as conn:
+        conn.executescript("ALTER TABLE runs DROP COLUMN keeper; PRAGMA user_version = 3; "
+                           "UPDATE meta SET value = '3' WHERE key = 'schema_version';")
+    sqlite3.connect(db).close()  # the last close folds the log back in: the file alone holds the store
+
+
+def _digest(db: Path) -> dict[str, str]:
+    """What is in the store's folder: the file, its lock directory's files, its key (SQLite's own
+    shared-memory index aside)."""
+    return {str(p.relative_to(db.parent)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(db.parent.rglob("*")) if p.is_file() and not p.name.endswith("-shm")}
+
+
+@pytest.fixture
+def old_store(tmp_path: Path) -> Path:
+    db = tmp_path / "s.db"
+    assert rk.run(adder, 3, workflow_id="done", db=str(db)) == 3
+    with rk.Engine(str(db)) as engine:
+        engine.start(waits_for_approval, workflow_id="waiting")
+    _schema_3(db)
+    return db
+
+
+@pytest.mark.parametrize(("verb", "shown"), READERS, ids=lambda v: " ".join(v) if isinstance(v, list) else "")
+def test_a_reading_verb_leaves_a_store_of_the_previous_schema_as_it_was(
+        old_store: Path, verb: list[str], shown: str, capsys: pytest.CaptureFixture[str]) -> None:
+    before = _digest(old_store)
+    assert main([verb[0], str(old_store), *verb[1:]]) == 0, capsys.readouterr().err
+    assert shown in capsys.readouterr().out
+    with sqlite3.connect(old_store) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert _digest(old_store) == before
+
+
+def test_reading_functions_leave_a_store_of_the_previous_schema_as_it_was(old_store: Path) -> None:
+    before = _digest(old_store)
+    assert rk.runs_without_patch(str(old_store), "some-change") == ["waiting"]
+    assert [r.ok for r in replay_all(str(old_store), [adder, waits_for_approval])] == [True, True]
+    assert len(export_history(str(old_store), "done").events) > 3
+    assert _digest(old_store) == before
+    with rk.Engine(str(old_store)) as engine:  # a writer still brings it to the current schema
+        rk.send_signal(str(old_store), "waiting", "approved", True)
+        engine.recover()
+        assert engine.handle("waiting").result(timeout=20) == {"answer": True}
+    with sqlite3.connect(old_store) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+
+
+DRIVER = textwrap.dedent("""
+    import sys, time
+    sys.path.insert(0, sys.argv[2])
+    import replaykit as rk
+    from helpers import waits_for_approval
+    with rk.Engine(sys.argv[1]) as engine:
+        engine.start(waits_for_approval, workflow_id="held")
+        print("driving", flush=True)
+        time.sleep(60)
+""")
+
+
+def test_describe_names_another_process_driving_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    db = str(tmp_path / "s.db")
+    child = subprocess.Popen([sys.executable, "-c", DRIVER, db, str(ROOT / "tests")], stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline() == "driving\n"
+        described: dict[str, str] = {}
+
+        def named() -> bool:
+            assert main(["describe", db, "held", "--json"]) == 0
+            described.update(json.loads(capsys.readouterr().out))
+            return bool(described["driven_by"])
+
+        wait_until(named, "describe names the driving process", timeout=20)
+        assert described["driven_by"].startswith(f"pid {child.pid} ")
+    finally:
+        child.kill()
+        child.wait()
+    assert main(["describe", db, "held", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["driven_by"] is None  # the kernel let its lock go
