@@ -348,8 +348,11 @@ def child_workflow(workflow: Any, /, *args: Any, workflow_id: str | None = None,
 
     The id defaults to ``<parent id>/<step>``, stable across replays.
     """
+    from .starting import check_workflow_id
     from .workflow import as_workflow
 
+    if workflow_id is not None:
+        check_workflow_id(workflow_id)
     return noted(ChildWorkflow(as_workflow(workflow), args, tuple(kwargs.items()), workflow_id))
 
 

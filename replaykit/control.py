@@ -18,7 +18,7 @@ from typing import Any
 from .errors import Cancelled, CorruptStoreError, IllegalTransitionError, UnknownQueryError, WorkflowNotFoundError
 from .history import ERROR, PATCH, RESULT, Event, Status
 from .interpreter import replay_history
-from .starting import started_by
+from .starting import check_text, started_by
 from .store import Store, open_store
 from .store.open import open_to_read
 from .workflow import Workflow, lookup
@@ -66,6 +66,7 @@ def send_signal(db: Db, workflow_id: str, name: str, payload: Any = None, *, at:
     ``poll_interval``; if the run is not waiting for it yet, it waits in the run's inbox.
     A run that has ended takes no more signals: :class:`IllegalTransitionError`.
     """
+    check_text(name, "the signal's name", '"approved"')
     with opened(db) as store:
         encoded = store.codec.encode(payload, f"payload of signal {name!r} to {workflow_id!r}")
         store.send_signal(workflow_id, name, *encoded, time.time() if at is None else at)

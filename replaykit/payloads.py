@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -26,9 +27,32 @@ JSON = "json"
 PICKLE = "pickle"
 PICKLE_MODES = ("signed", "off")
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
-to_json = _dumps  # JSON text of plain data, as recorded (no pickle, no key needed)
 _loads = json.loads
+_dumps_utf8 = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _dumps(value: Any) -> str:
+    """JSON text, non-ASCII characters as themselves; but a lone surrogate (as in a file name decoded
+    with ``surrogateescape``) is escaped (``"\\udcff"``): UTF-8 cannot hold it, and the escape reads
+    back as the same text."""
+    text = _dumps_utf8(value)
+    if text.isascii():
+        return text
+    try:
+        text.encode()
+        return text
+    except UnicodeEncodeError:
+        escaped = _SURROGATE.sub(lambda found: f"\\u{ord(found.group()):04x}", text)
+    if _dumps_utf8(_loads(escaped)) != text:  # a high then a low surrogate: it would read back as one character
+        raise SerializationError(
+            "cannot record text holding a surrogate pair as two characters (such as '\\ud83d\\ude00'): JSON "
+            "reads it back as the one character they stand for. Record the text itself (text.encode('utf-16', "
+            "'surrogatepass').decode('utf-16')), or its bytes. Nothing was recorded.")
+    return escaped
+
+
+to_json = _dumps  # JSON text of plain data, as recorded (no pickle, no key needed)
 _SCALARS = (str, int, float, bool, type(None))
 
 
