@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import replaykit as rk
+from replaykit.store import postgres_schema, sqlite_schema
 from replaykit.testing.timeskip import FakeClock
 
 from conftest import PYTHON
@@ -156,7 +157,7 @@ def test_terminate_from_another_process_of_a_paused_kept_run(any_db: str, child_
     _terminated_elsewhere_told_once(any_db, child_env, paused=True)
 
 
-def test_a_schema_3_sqlite_store_reads_as_it_stands_and_migrates_to_4(tmp_path: Any) -> None:
+def test_a_schema_3_sqlite_store_reads_as_it_stands_and_migrates(tmp_path: Any) -> None:
     """A reader opens a store of schema 3 (no keeper column) without writing; the first writer migrates it."""
     db = str(tmp_path / "s.db")
     assert rk.run(naps, [0.0], workflow_id="old", db=db) == "woke"
@@ -176,12 +177,13 @@ def test_a_schema_3_sqlite_store_reads_as_it_stands_and_migrates_to_4(tmp_path: 
         assert engine.handle("old").result(timeout=10) == "woke"
         assert engine.start(naps, [0.05, 0.05], workflow_id="new").result(timeout=20) == "woke"  # evicted: marked
     with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
-        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "4"
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_schema.SCHEMA_VERSION
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(
+            sqlite_schema.SCHEMA_VERSION)
         assert "keeper" in [row[1] for row in conn.execute("PRAGMA table_info(runs)")]
 
 
-def test_a_schema_4_postgres_store_migrates_to_5(pg_url: str) -> None:
+def test_a_schema_4_postgres_store_migrates(pg_url: str) -> None:
     """An older PostgreSQL store (no keeper column) is migrated on open, its runs kept."""
     import psycopg
 
@@ -193,7 +195,8 @@ def test_a_schema_4_postgres_store_migrates_to_5(pg_url: str) -> None:
         assert engine.handle("old").result(timeout=10) == "woke"
         assert engine.start(naps, [0.05, 0.05], workflow_id="new").result(timeout=20) == "woke"
     with psycopg.connect(pg_url) as conn:
-        assert conn.execute("SELECT value FROM replaykit_meta WHERE key = 'schema_version'").fetchone() == ("5",)
+        assert conn.execute("SELECT value FROM replaykit_meta WHERE key = 'schema_version'").fetchone() == (
+            str(postgres_schema.SCHEMA_VERSION),)
         assert conn.execute("SELECT count(*) FROM information_schema.columns WHERE table_name = 'replaykit_runs' "
                             "AND column_name = 'keeper'").fetchone() == (1,)
 

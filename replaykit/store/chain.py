@@ -3,15 +3,18 @@ event's fields, so a flipped bit, a dropped, reordered or duplicated row, or a r
 from another run is caught as the history is read, before anything is replayed from it.
 
 The chain is keyed (keyed BLAKE2b) with a key derived from the store's secret, so a writer of the
-store without the secret cannot forge a history that passes. The first event chains from a seed
-made of the run's workflow id and generation. Events are numbered from 0 with no gap: a missing row is caught by its
-number as well as by the chain. A run that ended is sealed: its row keeps a keyed digest (its *head*)
-of its seed, its status and its last event's position and digest, so a finished history cut short or
-lengthened, a status changed, or the end of another run copied in, is caught too.
+store without the secret cannot forge a history that passes, and salted with the store's identity,
+so a history copied from another store that shares the secret does not pass either. The first
+event chains from a seed made of the run's workflow id and generation. Events are numbered from 0
+with no gap: a missing row is caught by its number as well as by the chain. A run that ended is
+sealed: its row keeps a keyed digest (its *head*) of its seed, its status and its last event's
+position and digest, so a finished history cut short or lengthened, a status changed, or the end
+of another run copied in, is caught too.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from hashlib import blake2b
@@ -50,15 +53,41 @@ def _fields(prev: bytes, e: Event) -> bytes:
             + f"{kind}{name}{outcome}{encoding}".encode() + payload)
 
 
+IDENTITY_SIZE = 16  # bytes of a store's identity: BLAKE2b's salt
+
+
+def new_identity() -> str:
+    """A new store's identity, as its meta table keeps it (hex)."""
+    return os.urandom(IDENTITY_SIZE).hex()
+
+
+def identity_of(kept: object, where: str) -> bytes:
+    """The identity a store's meta table keeps (``None``: a store made before identities, which has none)."""
+    if kept is None:
+        return b""
+    try:
+        identity = bytes.fromhex(kept) if isinstance(kept, str) else b""
+    except ValueError:
+        identity = b""
+    if len(identity) != IDENTITY_SIZE:
+        raise CorruptStoreError(
+            f"{where}: the store's identity (the 'identity' row of its meta table) is damaged ({str(kept)[:40]!r}, "
+            f"not {IDENTITY_SIZE * 2} hex digits). Every history in the store is checksummed with it, so none can be "
+            "checked. Restore the store from a backup; nothing was read or recorded.")
+    return identity
+
+
 class Chain:
     """The chain of one store's keys: the first key links new events, any of them verifies (so
-    histories recorded before a key rotation still read)."""
+    histories recorded before a key rotation still read). ``identity``, the store's own (empty for a
+    store made before identities), salts every digest: a history copied from another store under the
+    same keys does not verify here."""
 
-    def __init__(self, keys: Sequence[bytes]) -> None:
+    def __init__(self, keys: Sequence[bytes], identity: bytes = b"") -> None:
         if not keys:
             raise ValueError("a chain needs at least one key")
-        self._primed = [blake2b(key=key[:64], digest_size=DIGEST_SIZE) for key in keys]
-        self._sealing = [blake2b(key=key[:64], digest_size=DIGEST_SIZE, person=_SEAL) for key in keys]
+        self._primed = [blake2b(key=key[:64], digest_size=DIGEST_SIZE, salt=identity) for key in keys]
+        self._sealing = [blake2b(key=key[:64], digest_size=DIGEST_SIZE, person=_SEAL, salt=identity) for key in keys]
 
     def link(self, prev: bytes, e: Event) -> bytes:
         """The digest of event ``e`` recorded after the event whose digest is ``prev``."""
@@ -191,13 +220,15 @@ def set_back(version: int, what: str = "the checksums") -> CorruptStoreError:
 def broken(where: str, seq: int, why: str) -> CorruptStoreError:
     return CorruptStoreError(
         f"the history of {where} is damaged at event {seq}: {why} (a changed, swapped or spliced row, a flipped "
-        "bit, or a store recorded under another secret). Nothing was replayed from it and the store was not "
-        "changed; restore it from a backup, or give the secret it was recorded with.")
+        "bit, rows copied in from another store, or a store recorded under another secret). Nothing was "
+        "replayed from it and the store was not changed; restore it from a backup, or give the secret it was "
+        "recorded with.")
 
 
 def _other_key(where: str) -> PayloadAuthenticationError:
     return PayloadAuthenticationError(
         f"the history of {where} does not check out under this process's secret from its first event: it was "
         "recorded with another secret (give every process of a store the same REPLAYKIT_SECRET, and keep old ones "
-        "in REPLAYKIT_OLD_SECRETS while rotating), or its first event or its run's row (id, generation) is "
-        "damaged. Nothing was replayed from it and the store was not changed.")
+        "in REPLAYKIT_OLD_SECRETS while rotating), or it was copied in from another store, or its first event, its "
+        "run's row (id, generation) or the store's identity (meta 'identity') is damaged. Nothing was replayed "
+        "from it and the store was not changed.")

@@ -71,7 +71,7 @@ from .postgres_errors import translated
 from .postgres_history import PAGE, SELECT_END, SELECT_PAGE, PostgresHistory, seal_from
 from .postgres_libpq import event_sent, insert_event, send_event
 from .postgres_runs import create_run, end_run
-from .postgres_schema import ensure_schema
+from .postgres_schema import ensure_schema, identity_kept
 from .postgres_work import PostgresWork, ended, restarted, wake
 from .postgres_writes import Writes
 from .sqlite import Durability
@@ -138,10 +138,16 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
         try:
             with self._pool.lent() as conn, translated(self.url):
                 # refuses foreign databases before any write
-                ensure_schema(conn, self.url, create, self.chain, migrate=migrate)
+                ensure_schema(conn, self.url, create, lambda: self._chain_for_a_migration(conn), migrate=migrate)
+                self._identity_kept, self._chain_of_keys = identity_kept(conn), None
         except BaseException:
             self.close()
             raise
+
+    def _chain_for_a_migration(self, conn: Connection) -> chain.Chain:
+        """The chain a migration checksums rows with: of the store's identity as its transaction reads it."""
+        self._identity_kept, self._chain_of_keys = identity_kept(conn), None
+        return self.chain()
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         """Every row of a query, fetched at once: no statement (and no snapshot) outlives the call.

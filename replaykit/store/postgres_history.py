@@ -55,6 +55,7 @@ class PostgresHistory:
     _heads: dict[str, tuple[int, int, bytes]]  # workflow id -> its run, the seq and checksum of its last event
     _seeds: dict[str, tuple[int, bytes]]  # workflow id -> its run and that run's seed, while held
     _chain_of_keys: chain.Chain | None = None
+    _identity_kept: object = None  # the store's identity as its meta table keeps it (None: none)
 
     if TYPE_CHECKING:
         def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]: ...
@@ -63,7 +64,8 @@ class PostgresHistory:
     def chain(self) -> chain.Chain:
         """The chain of this store's secret (and older ones), or of the public key without one."""
         if self._chain_of_keys is None:
-            self._chain_of_keys = chain.Chain(self.codec.keys.derived(_CHAIN_KEY) or (PUBLIC_KEY,))
+            self._chain_of_keys = chain.Chain(self.codec.keys.derived(_CHAIN_KEY) or (PUBLIC_KEY,),
+                                              chain.identity_of(self._identity_kept, self.url))
         return self._chain_of_keys
 
     # -- writing ------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from ..history import Event, Status
 from . import chain
 from .chain import Chain
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 NAMESPACE = 0x524B4954  # "RKIT": the first key of replaykit's two-key advisory locks
 _MIGRATION_LOCK = (NAMESPACE, 0)
 
@@ -138,6 +138,9 @@ _MIGRATIONS: dict[int, list[str | Callable[[psycopg.Connection[TupleRow], Callab
     # The engine that keeps a run it evicted (store/keepers.py): NULL, or its keeper's name. (A column
     # already there is kept: a store whose version was set back loses nothing by it.)
     5: ["ALTER TABLE replaykit_runs ADD COLUMN IF NOT EXISTS keeper text"],
+    # A store created from version 6 on has an identity (meta 'identity': store/chain.py). One made
+    # before keeps none: its checksums were made without one.
+    6: [],
 }
 
 
@@ -169,9 +172,17 @@ def ensure_schema(conn: psycopg.Connection[TupleRow], where: str, create: bool,
                 for statement in _MIGRATIONS[target]:
                     conn.execute(statement) if isinstance(statement, str) else statement(conn, chain_of_keys)
                 conn.execute("UPDATE replaykit_meta SET value = %s WHERE key = 'schema_version'", (str(target),))
+            if version == 0:  # created here
+                conn.execute("INSERT INTO replaykit_meta VALUES ('identity', %s)", (chain.new_identity(),))
         except (psycopg.errors.DuplicateTable, psycopg.errors.DuplicateColumn, psycopg.errors.DuplicateObject) as exc:
             # What a migration adds is already there: the number was set back (rolled back with the rest).
             raise chain.set_back(version, f"what it adds ({' '.join(str(exc).split())})") from exc
+
+
+def identity_kept(conn: psycopg.Connection[TupleRow]) -> object:
+    """What the store's meta table keeps as its identity (``None``: none, as in a store made before them)."""
+    rows = conn.execute("SELECT value FROM replaykit_meta WHERE key = 'identity'").fetchall()
+    return rows[0][0] if rows else None
 
 
 def _version(conn: psycopg.Connection[TupleRow], where: str) -> int | None:

@@ -49,7 +49,7 @@ from .locks import FileLocks, stores_open
 from .sqlite_access import read_only_error, read_only_query
 from .sqlite_errors import cannot_open, refused, translated, translated_error, undecodable
 from .sqlite_history import ChainedHistory, delete_ended
-from .sqlite_schema import KEEPERS, ensure_schema
+from .sqlite_schema import KEEPERS, ensure_schema, identity_kept
 from .sqlite_work import SqliteWork, ended, place, restarted, wake
 from .work import Placement
 
@@ -125,6 +125,7 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
                 schema = ensure_schema(conn, self.path, create, self._chain_for_a_migration,
                                        writable=not self.read_only, migrate=migrate)
                 self._marks_runs = schema >= KEEPERS  # a reader reads schema 3, which has no keeper column
+                self._identity_kept, self._chain_of_keys = identity_kept(conn), None
             except sqlite3.DatabaseError as exc:
                 self.close()
                 raise refused(self.path, exc, in_use=stores_open(self.path) > 0) from exc
@@ -145,8 +146,9 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
 
     def _chain_for_a_migration(self) -> chain.Chain:
         """A migration checksums a store from before checksums (its owner vouched for it): with the key file
-        made if it has none yet."""
+        made if it has none yet, and the store's identity as the migration's transaction reads it."""
         self.codec.keys.make_key_file()
+        self._identity_kept, self._chain_of_keys = identity_kept(self._conn()), None
         return self.chain()
 
     # -- connections and schema ------------------------------------------------

@@ -50,6 +50,7 @@ class ChainedHistory:
     codec: Codec
     path: str
     _chain_of_keys: chain.Chain | None = None
+    _identity_kept: object = None  # the store's identity as its meta table keeps it (None: none)
 
     if TYPE_CHECKING:
         _locks: FileLocks
@@ -67,7 +68,7 @@ class ChainedHistory:
                 raise PayloadAuthenticationError(
                     f"{self.path}: its histories are chained with the store's key, and {self.codec.keys.missing()}. "
                     "Nothing was read or recorded.")
-            self._chain_of_keys = chain.Chain(keys)
+            self._chain_of_keys = chain.Chain(keys, chain.identity_of(self._identity_kept, self.path))
         return self._chain_of_keys
 
     def _insert(self, conn: sqlite3.Connection, run: int, e: Event, head: tuple[int, bytes] | None = None) -> bytes:

@@ -18,7 +18,7 @@ from .chain import Chain
 from .sqlite_access import read_only_error
 from .sqlite_errors import translated
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 APPLICATION_ID = 0x524B4954  # "RKIT" in the SQLite header: marks a replaykit store
 
 # sqlite-utils cannot declare WITHOUT ROWID tables; the history table is one
@@ -105,6 +105,9 @@ _MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection, Callable[[], Cha
     ],
     3: [_add_checksums],
     4: [_add_keepers],
+    # A store created from version 5 on has an identity (meta 'identity': store/chain.py). One made
+    # before keeps none: its checksums were made without one.
+    5: [],
 }
 
 
@@ -119,7 +122,7 @@ def ensure_schema(conn: sqlite3.Connection, path: str, create: bool, chain_of_ke
     if version == SCHEMA_VERSION:  # a plain read: opening a store takes no write lock
         return version
     if not writable and version is not None and version >= KEEPERS - 1:
-        return version  # schema 4 added only what writers use: a reader reads schema 3 as it stands
+        return version  # schemas 4 and 5 added only what writers use: a reader reads 3 and 4 as they stand
     if version is None and not create:
         raise StoreNotFoundError(
             f"no replaykit store at {path}: the file is empty, so it holds no replaykit store yet. "
@@ -137,6 +140,7 @@ def ensure_schema(conn: sqlite3.Connection, path: str, create: bool, chain_of_ke
         version = _version(conn, path)  # another process may have created or migrated it meanwhile
         if version is None:
             _create_schema(conn)
+            conn.execute("INSERT INTO meta VALUES ('identity', ?)", (chain.new_identity(),))
             version = 1
         elif version < CHECKSUMS and not migrate and conn.execute(_HAS_ROWS).fetchall()[0][0]:
             raise chain.migration_required(path, version, CHECKSUMS)
@@ -168,6 +172,12 @@ def _set_back_if_there(version: int) -> Iterator[None]:
 CHECKSUMS = 3  # the version that checksums histories (store/chain.py)
 KEEPERS = 4  # the version that marks runs kept out of memory by a live engine (store/keepers.py)
 _HAS_ROWS = "SELECT EXISTS (SELECT 1 FROM events) OR EXISTS (SELECT 1 FROM signals)"
+
+
+def identity_kept(conn: sqlite3.Connection) -> object:
+    """What the store's meta table keeps as its identity (``None``: none, as in a store made before them)."""
+    rows = conn.execute("SELECT value FROM meta WHERE key = 'identity'").fetchall()
+    return rows[0][0] if rows else None
 
 
 def is_ours(conn: sqlite3.Connection, path: str) -> bool:
