@@ -14,7 +14,7 @@ import os
 import types
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 from unittest import mock
 
 try:
@@ -24,7 +24,7 @@ except ImportError as exc:  # an extra: production installs need no fake clock
 
 from ..activity import Activity, Execution
 from ..clock import seconds
-from ..commands import ActivityCall, utc
+from ..commands import A1, A2, A3, A4, A5, A6, ActivityCall, R, utc
 from ..executor import Executor, Outcome
 from ..handle import WorkflowHandle
 from ..history import Event
@@ -32,6 +32,9 @@ from ..runtime import Engine
 from ..store import MemoryStore, Store, open_store
 from ..workflow import as_workflow
 from .timeskip import DEFAULT_START, FakeClock
+
+if TYPE_CHECKING:
+    from ..workflow import Takes0, Takes1, Takes2, Takes3, Takes4, Takes5, Takes6, Workflow
 
 # Test tooling that keeps the real clock: pytest times tests with functions it imported from `time`.
 _TOOLING = ("_pytest", "pytest", "pluggy", "xdist", "hypothesis", "coverage")
@@ -94,7 +97,7 @@ class TestEnv:
         self,
         *,
         start: datetime = DEFAULT_START,
-        activities: Mapping[Activity[Any] | str, Callable[..., Any]] | None = None,
+        activities: Mapping[Any, Any] | None = None,  # an Activity or its name -> its double (a callable)
         workflows: Iterable[Any] = (),
         db: str | os.PathLike[str] | Store | None = None,
         freeze_time: bool = True,
@@ -152,13 +155,82 @@ class TestEnv:
 
     # -- running workflows ------------------------------------------------------------
 
-    def start(self, workflow: Any, *args: Any, workflow_id: str | None = None, **kwargs: Any) -> WorkflowHandle:
+    # Typed by arity, as Engine.start: positional arguments are checked against the workflow's parameters.
+    @overload
+    def start(self, workflow: Takes0[R], /, *,
+              workflow_id: str | None = None, timeout: timedelta | float | None = None,
+              start_at: datetime | None = None, start_delay: timedelta | float | None = None) -> WorkflowHandle[R]: ...
+    @overload
+    def start(self, workflow: Takes1[A1, R], /, a1: A1, *,
+              workflow_id: str | None = None, timeout: timedelta | float | None = None,
+              start_at: datetime | None = None, start_delay: timedelta | float | None = None) -> WorkflowHandle[R]: ...
+    @overload
+    def start(self, workflow: Takes2[A1, A2, R], /, a1: A1, a2: A2, *,
+              workflow_id: str | None = None, timeout: timedelta | float | None = None,
+              start_at: datetime | None = None, start_delay: timedelta | float | None = None) -> WorkflowHandle[R]: ...
+    @overload
+    def start(self, workflow: Takes3[A1, A2, A3, R], /, a1: A1, a2: A2, a3: A3, *,
+              workflow_id: str | None = None, timeout: timedelta | float | None = None,
+              start_at: datetime | None = None, start_delay: timedelta | float | None = None) -> WorkflowHandle[R]: ...
+    @overload
+    def start(self, workflow: Takes4[A1, A2, A3, A4, R], /, a1: A1, a2: A2, a3: A3, a4: A4, *,
+              workflow_id: str | None = None, timeout: timedelta | float | None = None,
+              start_at: datetime | None = None, start_delay: timedelta | float | None = None) -> WorkflowHandle[R]: ...
+    @overload
+    def start(self, workflow: Takes5[A1, A2, A3, A4, A5, R], /, a1: A1, a2: A2, a3: A3, a4: A4, a5: A5, *,
+              workflow_id: str | None = None, timeout: timedelta | float | None = None,
+              start_at: datetime | None = None, start_delay: timedelta | float | None = None) -> WorkflowHandle[R]: ...
+    @overload
+    def start(self, workflow: Takes6[A1, A2, A3, A4, A5, A6, R], /, a1: A1, a2: A2, a3: A3, a4: A4, a5: A5, a6: A6, *,
+              workflow_id: str | None = None, timeout: timedelta | float | None = None,
+              start_at: datetime | None = None, start_delay: timedelta | float | None = None) -> WorkflowHandle[R]: ...
+    @overload
+    def start(self, workflow: Workflow[..., R], /, *,
+              workflow_id: str | None = None, timeout: timedelta | float | None = None,
+              start_at: datetime | None = None, start_delay: timedelta | float | None = None,
+              **kwargs: Any) -> WorkflowHandle[R]: ...
+
+    def start(self, workflow: Any, /, *args: Any, workflow_id: str | None = None, **kwargs: Any) -> WorkflowHandle[Any]:
         """Start a run (id defaults to ``<workflow name>-<n>``); returns its handle at once."""
         if workflow_id is None:
             workflow_id = f"{as_workflow(workflow).name}-{next(self._ids)}"
         return self.engine.start(workflow, *args, workflow_id=workflow_id, **kwargs)
 
-    def run(self, workflow: Any, *args: Any, workflow_id: str | None = None, **kwargs: Any) -> Any:
+    @overload
+    def run(self, workflow: Takes0[R], /, *,
+              workflow_id: str | None = None, timeout: timedelta | float | None = None,
+              start_at: datetime | None = None, start_delay: timedelta | float | None = None) -> R: ...
+    @overload
+    def run(self, workflow: Takes1[A1, R], /, a1: A1, *,
+              workflow_id: str | None = None, timeout: timedelta | float | None = None,
+              start_at: datetime | None = None, start_delay: timedelta | float | None = None) -> R: ...
+    @overload
+    def run(self, workflow: Takes2[A1, A2, R], /, a1: A1, a2: A2, *,
+              workflow_id: str | None = None, timeout: timedelta | float | None = None,
+              start_at: datetime | None = None, start_delay: timedelta | float | None = None) -> R: ...
+    @overload
+    def run(self, workflow: Takes3[A1, A2, A3, R], /, a1: A1, a2: A2, a3: A3, *,
+              workflow_id: str | None = None, timeout: timedelta | float | None = None,
+              start_at: datetime | None = None, start_delay: timedelta | float | None = None) -> R: ...
+    @overload
+    def run(self, workflow: Takes4[A1, A2, A3, A4, R], /, a1: A1, a2: A2, a3: A3, a4: A4, *,
+              workflow_id: str | None = None, timeout: timedelta | float | None = None,
+              start_at: datetime | None = None, start_delay: timedelta | float | None = None) -> R: ...
+    @overload
+    def run(self, workflow: Takes5[A1, A2, A3, A4, A5, R], /, a1: A1, a2: A2, a3: A3, a4: A4, a5: A5, *,
+              workflow_id: str | None = None, timeout: timedelta | float | None = None,
+              start_at: datetime | None = None, start_delay: timedelta | float | None = None) -> R: ...
+    @overload
+    def run(self, workflow: Takes6[A1, A2, A3, A4, A5, A6, R], /, a1: A1, a2: A2, a3: A3, a4: A4, a5: A5, a6: A6, *,
+              workflow_id: str | None = None, timeout: timedelta | float | None = None,
+              start_at: datetime | None = None, start_delay: timedelta | float | None = None) -> R: ...
+    @overload
+    def run(self, workflow: Workflow[..., R], /, *,
+              workflow_id: str | None = None, timeout: timedelta | float | None = None,
+              start_at: datetime | None = None, start_delay: timedelta | float | None = None,
+              **kwargs: Any) -> R: ...
+
+    def run(self, workflow: Any, /, *args: Any, workflow_id: str | None = None, **kwargs: Any) -> Any:
         """Start a run and wait for its result, skipping time as needed."""
         return self.start(workflow, *args, workflow_id=workflow_id, **kwargs).result(timeout=60)
 

@@ -87,6 +87,17 @@ def scale_out(db: str) -> None:
     print(late)
 
 
+def tests_with_the_test_env() -> None:
+    from replaykit.testing import TestEnv
+
+    with TestEnv() as env:
+        env.run(order, 42)  # E wrong workflow argument type
+        env.run(order, "o-1", "extra")  # E too many workflow arguments
+        ended: int = env.run(order, "o-1")  # E the workflow gives a str
+        later: int = env.start(order, "o-2", workflow_id="o2").result()  # E the handle gives a str
+    print(ended, later)
+
+
 def lazily_loaded_names_are_still_checked() -> None:
     rk.Enginee(rk.MemoryStore())  # E a misspelt name of the public namespace (its names load on first use)
     rk.store.Postgress  # E a misspelt store  # noqa: B018

@@ -134,8 +134,8 @@ def misc(ctx: rk.Context, n: int) -> rk.Flow[str]:
 
 def testing(db: str) -> None:
     with TestEnv() as env:
-        result: Any = env.run(misc, 3)
-        handle = env.start(misc, 3, workflow_id="m")
+        result: str = env.run(misc, 3)
+        handle: rk.WorkflowHandle[str] = env.start(misc, 3, workflow_id="m")
         env.signal("m", "go", True)
         print(result, handle.result(), env.history("m"))
     steps = misc(fake_context(), 3)  # stepping by hand
@@ -149,6 +149,17 @@ def testing(db: str) -> None:
         for event in store.events("x"):
             print(event.describe())
     print(replay(misc, "history.json").ok)
+
+
+def fake_charge(order_id: str, cents: int) -> str:
+    return "receipt-test"
+
+
+def doubles_kept_in_a_variable() -> None:
+    doubles = {charge_card: fake_charge, notify: print}  # a fixture's, say: keyed by activity
+    by_name = {"charge_card": fake_charge}
+    with TestEnv(activities=doubles) as env, TestEnv(activities=by_name) as other:
+        print(env.run(order, "o-1"), other.run(order, "o-2"))
 
 
 def scale_out(db: str) -> None:
