@@ -34,6 +34,7 @@ from .commands import ActivityCall, R, noted
 from .converters import note_annotations
 from .errors import Cancelled
 from .retry import RetryPolicy
+from .text import check_text
 
 P = ParamSpec("P")
 
@@ -192,6 +193,9 @@ def activity(fn: Any = None, /, *, name: str | None = None, retry: RetryPolicy |
     calls; an overrun raises :class:`ActivityTimeoutError` at the yield (after
     retries, if the policy allows them).
     """
+
+    if name is not None:
+        check_text(name, "@rk.activity(name=...) is what histories record", 'name="charge-card"')
 
     def wrap(f: Callable[..., Any]) -> Activity[..., Any]:
         if not callable(f):

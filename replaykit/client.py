@@ -36,6 +36,7 @@ from .store import Store
 from .store.base import Secrets
 from .store.open import store_for
 from .store.work import Placement, WorkerRecord
+from .text import check_text
 from .workflow import Workflow, as_workflow, check_arguments, register
 
 if TYPE_CHECKING:
@@ -110,6 +111,9 @@ class Client:
         bounds the whole run; ``start_at`` / ``start_delay`` make it ``pending`` until then.
         """
         check_workflow_id(workflow_id)
+        check_text(queue, "queue names the queue", 'queue="emails"')
+        if key is not None:
+            check_text(key, "key names the partition", 'key="customer-7"')
         self._may_start(workflow_id)
         wf = as_workflow(workflow)
         register(wf)

@@ -29,6 +29,7 @@ import attrs
 
 from .clock import optional_seconds, seconds
 from .errors import InvalidCommandError
+from .text import check_text
 
 if TYPE_CHECKING:
     # PEP 696 defaults, seen by type checkers only: a bare ``Command`` means ``Command[Any]``.
@@ -373,6 +374,7 @@ def sleep_until(when: datetime) -> SleepUntil:
 
 def wait_signal(name: str, timeout: timedelta | float | None = None) -> WaitSignal:
     """Wait for a signal; returns its payload, or ``None`` when ``timeout`` passes first."""
+    check_text(name, "the signal's name", 'rk.wait_signal("approved")')
     return noted(WaitSignal(name, timeout))
 
 

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from .commands import utc
+from .text import check_text
 
 
 class _ReplayAwareLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -94,11 +95,13 @@ class Context:
         Once no run still needs the old path, replace the call by
         :meth:`deprecate_patch` and drop the old branch.
         """
+        check_text(change_id, "the patch's id", 'ctx.patched("send-sms")')
         return True if self._patching is None else self._patching._patch(change_id, False)
 
     def deprecate_patch(self, change_id: str) -> None:
         """The successor of ``patched(change_id)`` once only the new path remains: histories with
         or without the marker both replay."""
+        check_text(change_id, "the patch's id", 'ctx.deprecate_patch("send-sms")')
         if self._patching is not None:
             self._patching._patch(change_id, True)
 

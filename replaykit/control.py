@@ -18,9 +18,10 @@ from typing import Any
 from .errors import Cancelled, CorruptStoreError, IllegalTransitionError, UnknownQueryError, WorkflowNotFoundError
 from .history import ERROR, PATCH, RESULT, Event, Status
 from .interpreter import replay_history
-from .starting import check_text, started_by
+from .starting import started_by
 from .store import Store, open_store
 from .store.open import open_to_read
+from .text import check_text
 from .workflow import Workflow, lookup
 
 CANCEL_REQUEST = "__replaykit_cancel__"  # control messages in the run's signal inbox

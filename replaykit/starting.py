@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import CorruptStoreError, WorkflowConflictError
 from .history import RULES_VERSION, Event
 from .payloads import Codec
+from .text import check_text
 
 if TYPE_CHECKING:
     from .store import Store
@@ -17,20 +18,6 @@ if TYPE_CHECKING:
 def check_workflow_id(workflow_id: str) -> None:
     """A run's id is non-empty text."""
     check_text(workflow_id, "workflow_id names the run", 'workflow_id="order-42"')
-
-
-def check_text(text: str, what: str, example: str) -> None:
-    """An id or a name the store keeps: non-empty text that UTF-8 can encode."""
-    if not isinstance(text, str) or not text:
-        raise TypeError(f"{what}: non-empty text ({example}), not {text!r}")
-    if not text.isascii():
-        try:
-            text.encode()
-        except UnicodeEncodeError as exc:
-            raise ValueError(
-                f"{what}: {text!r} holds {text[exc.start]!r} (at {exc.start}), which UTF-8 cannot encode (a name "
-                "decoded with surrogateescape, such as a file name, can hold one), and the store keeps it as UTF-8 "
-                "text. Use valid text (decode the bytes with errors='replace'). Nothing was recorded.") from None
 
 
 def start_payload(codec: Codec, wf: Workflow[Any], args: tuple[Any, ...], kwargs: dict[str, Any], *,

@@ -18,6 +18,7 @@ from .activity import Activity
 from .commands import Command, R
 from .converters import note_annotations
 from .errors import NotAWorkflowError, UnknownWorkflowError
+from .text import check_text
 
 if TYPE_CHECKING:
     from .context import Context
@@ -126,6 +127,9 @@ def workflow(fn: Any = None, /, *, name: str | None = None, retry: RetryPolicy |
     ``name`` is what histories record (default: the function's ``__qualname__``);
     ``retry`` is the default :class:`RetryPolicy` of the activities it calls.
     """
+
+    if name is not None:
+        check_text(name, "@rk.workflow(name=...) is what histories record", 'name="orders.checkout"')
 
     def wrap(f: Any) -> Workflow[Any]:
         _check(f)

@@ -17,6 +17,7 @@ import pytest
 
 import replaykit as rk
 from replaykit.cli import main
+from replaykit.store.sqlite_schema import SCHEMA_VERSION
 from replaykit.testing import export_history, replay_all
 
 from conftest import ROOT
@@ -77,7 +78,7 @@ def test_reading_functions_leave_a_store_of_the_previous_schema_as_it_was(old_st
         engine.recover()
         assert engine.handle("waiting").result(timeout=20) == {"answer": True}
     with sqlite3.connect(old_store) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 DRIVER = textwrap.dedent("""

@@ -12,12 +12,14 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import replaykit as rk
 
 from conftest import ROOT
+from ui_server import UiServer
 
 NAME = b"report-\xff.csv".decode("utf-8", "surrogateescape")  # a file name that is not UTF-8
 
@@ -119,3 +121,69 @@ def records_a_pair(ctx: rk.Context) -> rk.Flow[str]:
 def test_a_surrogate_pair_held_as_two_characters_is_refused_not_changed(tmp_path: Path) -> None:
     with pytest.raises(rk.SerializationError, match="surrogate pair"):
         rk.run(records_a_pair, workflow_id="p", db=str(tmp_path / "s.db"))
+
+
+REFUSED = "UTF-8 cannot encode"  # replaykit.text's message
+
+
+@rk.workflow(name="review.waits_for_a_named_signal")
+def waits_for(ctx: rk.Context, name: str) -> rk.Flow[str]:
+    try:
+        got = yield rk.wait_signal(name, timeout=0.5)
+    except ValueError as exc:
+        return f"refused: {exc}"
+    return f"waited: {got}"
+
+
+@rk.workflow(name="review.patched")
+def patched_by(ctx: rk.Context, change_id: str) -> rk.Flow[str]:
+    try:
+        new = ctx.patched(change_id)
+    except ValueError as exc:
+        return f"refused: {exc}"
+    yield rk.sleep(0.01)
+    return f"patched: {new}"
+
+
+@pytest.mark.parametrize("workflow", [waits_for, patched_by], ids=["wait_signal", "patched"])
+def test_a_signal_waited_for_or_a_patch_id_holding_a_lone_surrogate_is_refused_by_name(
+        any_db: str, workflow: Any) -> None:
+    """`send_signal` refuses such a signal name, but the receiving side does not: `rk.wait_signal(name)`
+    (a name made from a file name: "uploaded:" + name) and `ctx.patched(change_id)` record the name as
+    an event's `name` column, which SQLite (and psycopg) must encode as UTF-8. The engine raises a bare
+    UnicodeEncodeError out of `rk.run` / `handle.result()`, and the run stays `running` for ever (every
+    recover() fails the same way): the very failure the commit fixed for values."""
+    with rk.Engine(any_db) as engine:
+        handle = engine.start(workflow, "x-" + NAME, workflow_id="r")
+        try:
+            answer = handle.result(timeout=20)
+        except UnicodeEncodeError as exc:
+            answer = f"engine broke: {exc!r}"
+        status = handle.status()
+    assert answer.startswith("refused: ") and REFUSED in answer, answer
+    assert status is rk.Status.COMPLETED  # not left running
+
+
+@pytest.mark.parametrize("where", ["queue", "key"])
+def test_a_queue_or_key_holding_a_lone_surrogate_is_refused_by_name(tmp_path: Path, where: str) -> None:
+    """`Client.start(queue=..., key=...)`: text the store keeps as UTF-8, like the ids and signal names
+    the commit checks; refused with a bare UnicodeEncodeError from the SQLite driver instead."""
+    with rk.Client(str(tmp_path / "s.db")) as client:
+        with pytest.raises(ValueError, match=REFUSED):
+            client.start(files, "/x", workflow_id="q", **{where: "part-" + NAME})
+
+
+def test_the_ui_json_api_serves_runs_holding_such_values(tmp_path: Path, child_env: dict[str, str]) -> None:
+    """The commit records such values so that they read back and show in the CLI; `replaykit ui`'s JSON
+    API (the same data, through pydantic's UTF-8 serializer) answers 500 for them, and for the whole run
+    list as soon as one run's custom status or arguments hold one: every run becomes unlistable."""
+    db = str(tmp_path / "s.db")
+    rk.run(files, str(tmp_path), workflow_id="f", db=db)
+    server = UiServer(db, child_env)
+    try:
+        for path in ("/api/runs", "/api/runs/f", "/api/runs/f/history", "/api/runs/f/result"):
+            status, body = server.request("GET", path)
+            assert status == 200, (path, status, body)
+            json.loads(body)
+    finally:
+        server.stop()

@@ -47,8 +47,10 @@ class _LockFile:
                 os.makedirs(self.path, mode=0o755, exist_ok=True)
                 _refuse_if_others_control(self.path)
                 for shard in range(SHARDS):  # O_NOFOLLOW: a link planted here is refused, never followed
-                    self.fds[shard] = os.open(os.path.join(self.path, f"{shard:x}"),
-                                              os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+                    fd = os.open(os.path.join(self.path, f"{shard:x}"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW,
+                                 0o644)
+                    _register(fd, self.path)
+                    self.fds[shard] = fd
             except StoreError:
                 self.close_all()
                 raise
@@ -58,9 +60,29 @@ class _LockFile:
         return self.fds[offset % SHARDS]
 
     def close_all(self) -> None:
-        for fd in self.fds.values():
-            os.close(fd)
+        with _inodes_mutex:
+            for fd in self.fds.values():
+                found = os.fstat(fd)
+                _open_inodes.discard((found.st_dev, found.st_ino))
+                os.close(fd)
         self.fds.clear()
+
+
+# Every lock file this process has open, by (device, inode): closing any other descriptor of one drops the
+# locks held on it, so a file reached again under another path (a hard link planted in another store's
+# lock directory) is refused, and its descriptor kept open (in _kept_open) rather than closed.
+_open_inodes: set[tuple[int, int]] = set()
+_inodes_mutex = threading.Lock()
+_kept_open: list[int] = []
+
+
+def _register(fd: int, folder: str) -> None:
+    found = os.fstat(fd)
+    with _inodes_mutex:
+        if (found.st_dev, found.st_ino) in _open_inodes:
+            _kept_open.append(fd)
+            raise _unusable(folder, "one leads to the lock file of another store this process uses")
+        _open_inodes.add((found.st_dev, found.st_ino))
 
 
 def _unusable(folder: str, why: str) -> StoreError:
@@ -216,17 +238,24 @@ _FLOCK = "hhqqi"  # Linux struct flock: l_type, l_whence, l_start, l_len, l_pid
 
 
 def _ask_unopened(folder: str, offset: int, query: bytes) -> bytes | None:
-    """F_GETLK on a lock file this process has not opened (``None``: there is none). Opened read-only,
-    without following a link or waiting on a FIFO planted there, and closed at once: this process holds
-    no lock in it (it would have its descriptor open), so closing drops nothing."""
+    """F_GETLK on a lock file this process has not opened (``None``: there is none, or this user may not
+    read it: not known). Opened read-only, without following a link or waiting on a FIFO planted
+    there, and closed at once: closing drops nothing, as long as it is no file this process has open
+    under another path (a link to another store's lock directory, a hard link), which is refused."""
     try:
+        if not stat.S_ISDIR(os.lstat(folder).st_mode):  # a link planted in its place: not trusted
+            return None
         fd = os.open(os.path.join(folder, f"{offset % SHARDS:x}"), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except FileNotFoundError:
-        return None
     except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.EACCES, errno.ELOOP):
+            return None
         raise _unusable(folder, exc.strerror or str(exc)) from exc
+    found = os.fstat(fd)
+    if (found.st_dev, found.st_ino) in _open_inodes:
+        _kept_open.append(fd)  # closing it would drop this process's locks on that file
+        raise _unusable(folder, "it leads to the lock files of another store this process uses")
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        if not stat.S_ISREG(found.st_mode):
             raise _unusable(folder, "not a regular file")
         return fcntl.fcntl(fd, fcntl.F_GETLK, query)
     finally:

@@ -18,6 +18,7 @@ from ..errors import (
     StoreNotFoundError,
     StoreReadOnlyError,
 )
+from ..text import unencodable
 
 _READ_ONLY = {"25006", "42501"}  # read_only_sql_transaction (a standby), insufficient_privilege
 _FULL = {"53100", "53200", "53400"}  # disk_full, out_of_memory, configuration_limit_exceeded
@@ -64,6 +65,8 @@ def translated(where: str) -> Iterator[None]:
         yield
     except psycopg.Error as exc:
         raise translate(where, exc) from exc
+    except UnicodeEncodeError as exc:  # text given to the store (an id looked up, say): checked where made
+        raise unencodable(f"{where}: text given to the store", exc) from None
 
 
 def cannot_connect(where: str, exc: psycopg.Error) -> StoreError:

@@ -139,12 +139,14 @@ _MIGRATIONS: dict[int, list[str | Callable[[psycopg.Connection[TupleRow], Callab
     # already there is kept: a store whose version was set back loses nothing by it.)
     5: ["ALTER TABLE replaykit_runs ADD COLUMN IF NOT EXISTS keeper text"],
     # A store created from version 6 on has an identity (meta 'identity': store/chain.py). One made
-    # before keeps none: its checksums were made without one.
+    # before keeps none (its checksums were made without one), and a store of version 5 is used as it
+    # is: processes of the version before go on with it.
     6: [],
 }
 
 
 CHECKSUMS = 4  # the version that checksums histories (store/chain.py)
+IDENTITIES = 6  # the version whose new stores have an identity (store/chain.py)
 _HAS_ROWS = "SELECT EXISTS (SELECT 1 FROM replaykit_events) OR EXISTS (SELECT 1 FROM replaykit_signals)"
 
 
@@ -155,7 +157,7 @@ def ensure_schema(conn: psycopg.Connection[TupleRow], where: str, create: bool,
     only happens if ``migrate``: the owner vouches for them). Foreign and newer stores are refused
     before anything is written."""
     version = _version(conn, where)  # a plain read: opening an up-to-date store takes no lock
-    if version == SCHEMA_VERSION:
+    if version in (SCHEMA_VERSION, IDENTITIES - 1):  # 5 is kept: 6 differs only in how stores are made
         return
     if version is None and not create:
         raise StoreNotFoundError(

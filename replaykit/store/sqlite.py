@@ -118,9 +118,9 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
         try:
             # how SQLite reads a store this process may not write (None: it may)
             self._read_only_query = read_only_query(self.path, wanted=read_only)
-            self.read_only = self._read_only_query is not None
+            self.read_only = read_only or self._read_only_query is not None
             try:
-                conn = self._conn("rwc" if create else "rw")
+                conn = self._conn("rwc" if create and not self.read_only else "rw")
                 # refuses foreign files before anything is written
                 schema = ensure_schema(conn, self.path, create, self._chain_for_a_migration,
                                        writable=not self.read_only, migrate=migrate)
@@ -169,6 +169,8 @@ class SqliteStore(ChainedHistory, SqliteWork, Store):
             with translated(self.path) if self._opened else nullcontext():
                 conn.execute("PRAGMA busy_timeout = 10000")
                 conn.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[self.durability]}")
+                if self.read_only:  # opened read-write only for SQLite's log keeping: no statement writes
+                    conn.execute("PRAGMA query_only = 1")
         return conn
 
     def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:

@@ -18,14 +18,15 @@ def _writable(path: str) -> bool:
 
 
 def read_only_query(path: str, wanted: bool = False) -> str | None:
-    """``None`` if this process may write the store at ``path`` (or make it) and read-only access was
-    not ``wanted``; else the URI query that reads it. Raises :class:`StoreReadOnlyError` if it cannot
-    be read consistently either."""
+    """``None`` if this process may write the store at ``path`` (or make it): it opens it read-write,
+    even where it was ``wanted`` read-only (SQLite then keeps its log as a writer does: it folds it back
+    into the file at the last close, and makes no file it leaves behind), refusing writes itself. Else
+    the URI query that reads it. Raises :class:`StoreReadOnlyError` if it cannot be read consistently."""
     folder = os.path.dirname(os.path.abspath(path))
     wal, shm = path + "-wal", path + "-shm"
     if not os.path.exists(path):
         return "mode=ro" if wanted else None  # nothing to read: opening (or creating) it says what is wrong
-    if not wanted and _writable(path) and (_writable(folder) or (_writable(wal) and _writable(shm))):
+    if _writable(path) and (_writable(folder) or (_writable(wal) and _writable(shm))):
         return None
     if _writable(folder) or os.path.exists(shm):
         return "mode=ro"

@@ -20,6 +20,7 @@ from ..errors import (
     StoreNotFoundError,
     StoreReadOnlyError,
 )
+from ..text import unencodable
 
 BUSY, LOCKED, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB = 5, 6, 8, 10, 11, 13, 14, 26
 _WRITES = {IOERR, IOERR | 3 << 8, IOERR | 6 << 8, IOERR | 19 << 8}  # plain, WRITE, TRUNCATE, SHMSIZE
@@ -115,6 +116,8 @@ def translated_error(path: str, exc: BaseException) -> BaseException:
         return translate(path, exc)
     if isinstance(exc, UnicodeDecodeError):  # SQLite's message quotes a damaged schema: Python cannot decode it
         return undecodable(path, exc)
+    if isinstance(exc, UnicodeEncodeError):  # text given to the store (an id looked up, say): checked where made
+        return unencodable(f"{path}: text given to the store", exc)
     return exc
 
 

@@ -106,7 +106,8 @@ _MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection, Callable[[], Cha
     3: [_add_checksums],
     4: [_add_keepers],
     # A store created from version 5 on has an identity (meta 'identity': store/chain.py). One made
-    # before keeps none: its checksums were made without one.
+    # before keeps none (its checksums were made without one), and a store of version 4 is used as it
+    # is: processes of the version before go on with it.
     5: [],
 }
 
@@ -119,8 +120,8 @@ def ensure_schema(conn: sqlite3.Connection, path: str, create: bool, chain_of_ke
     Refuses foreign and newer files before anything is written, and a read-only (not ``writable``) store
     that would need a change."""
     version = _version(conn, path)
-    if version == SCHEMA_VERSION:  # a plain read: opening a store takes no write lock
-        return version
+    if version in (SCHEMA_VERSION, IDENTITIES - 1):  # a plain read: opening a store takes no write lock
+        return version  # (schema 4 is kept: 5 differs only in how stores are made, and 0.1 can go on with it)
     if not writable and version is not None and version >= KEEPERS - 1:
         return version  # schemas 4 and 5 added only what writers use: a reader reads 3 and 4 as they stand
     if version is None and not create:
@@ -171,6 +172,7 @@ def _set_back_if_there(version: int) -> Iterator[None]:
 
 CHECKSUMS = 3  # the version that checksums histories (store/chain.py)
 KEEPERS = 4  # the version that marks runs kept out of memory by a live engine (store/keepers.py)
+IDENTITIES = 5  # the version whose new stores have an identity (store/chain.py)
 _HAS_ROWS = "SELECT EXISTS (SELECT 1 FROM events) OR EXISTS (SELECT 1 FROM signals)"
 
 

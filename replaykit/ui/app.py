@@ -8,6 +8,7 @@ modules ``replaykit ui -m`` imports.
 
 import hmac
 import ipaddress
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
@@ -139,6 +140,14 @@ _STATUS_OF: dict[type[ReplayKitError], int] = {
     CorruptStoreError: 500, StoreError: 503, ResultTimeoutError: 504, ReplayKitError: 500}
 
 
+class _Json(JSONResponse):
+    """JSON in ASCII: text holding a lone surrogate (an undecodable file name a run recorded) is sent
+    escaped, where UTF-8 (and pydantic's serializer) cannot send it at all."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode()
+
+
 async def _problem(request: Request, exc: Exception) -> JSONResponse:
     status = next(_STATUS_OF[c] for c in type(exc).__mro__ if c in _STATUS_OF)
     hint = " (replaykit ui -m MODULE loads a workflow's code)" if isinstance(exc, UnknownWorkflowError) else ""
@@ -239,20 +248,22 @@ def create_app(db: str | Store, *, token: str | None = None, refresh: int = 5,
     def run_page(workflow_id: str, s: StoreDep) -> str:
         return render(timeline.build(s, workflow_id), refresh=refresh)
 
-    @app.get("/api/runs", response_model=list[Run], summary="List runs, newest first")
+    @app.get("/api/runs", response_model=list[Run], response_class=_Json, summary="List runs, newest first")
     def list_runs(s: StoreDep, status: Annotated[list[StatusName] | None, Query()] = None,
                   workflow: Annotated[list[str] | None, Query()] = None, prefix: str = "",
                   limit: Annotated[int | None, Query(ge=1)] = None) -> Any:
         return [views.info_json(i) for i in views.listed(s, statuses=status or (), workflows=workflow or (),
                                                          prefix=prefix, limit=limit)]
 
-    @app.get("/api/runs/{workflow_id:path}/history", response_model=list[HistoryEvent], responses=_ERRORS,
+    @app.get("/api/runs/{workflow_id:path}/history", response_model=list[HistoryEvent], response_class=_Json,
+             responses=_ERRORS,
              summary="A run's events (its newest generation), checked")
     def history(workflow_id: str, s: StoreDep) -> Any:
         info_of(s, workflow_id)
         return [views.event_json(e) for e in s.events(workflow_id)]
 
-    @app.get("/api/runs/{workflow_id:path}/result", response_model=Outcome, summary="How a run ended",
+    @app.get("/api/runs/{workflow_id:path}/result", response_model=Outcome, response_class=_Json,
+             summary="How a run ended",
              responses={**_ERRORS, 409: {"model": Problem, "description": "It has not ended"}})
     def result(workflow_id: str, s: StoreDep) -> Any:
         info = info_of(s, workflow_id)
@@ -276,7 +287,7 @@ def create_app(db: str | Store, *, token: str | None = None, refresh: int = 5,
     def terminate(workflow_id: str, s: StoreDep, _: Writer, body: TerminateBody | None = None) -> None:
         terminate_run(s, workflow_id, (body or TerminateBody()).reason)
 
-    @app.post("/api/runs", status_code=201, response_model=Run,
+    @app.post("/api/runs", status_code=201, response_model=Run, response_class=_Json,
               responses={**_WRITE_ERRORS, **_NO_CODE, **_BAD_ARGUMENTS},
               summary="Start a run, queued for workers (the same id, workflow and arguments: the same run)")
     def start(body: StartBody, s: StoreDep, _: Writer) -> Any:
@@ -292,7 +303,7 @@ def create_app(db: str | Store, *, token: str | None = None, refresh: int = 5,
             raise HTTPException(400, str(exc)) from None
         return views.info_json(info_of(s, body.workflow_id))
 
-    @app.post("/api/runs/{workflow_id:path}/query", responses={**_ERRORS, **_NO_CODE, **_HANDLER},
+    @app.post("/api/runs/{workflow_id:path}/query", response_class=_Json, responses={**_ERRORS, **_NO_CODE, **_HANDLER},
               summary="Answer a run's query from a replay of its history (nothing runs or changes)")
     def query(workflow_id: str, body: QueryBody, s: StoreDep) -> Any:
         info_of(s, workflow_id)
@@ -320,7 +331,7 @@ def create_app(db: str | Store, *, token: str | None = None, refresh: int = 5,
     def resume(workflow_id: str, s: StoreDep, _: Writer) -> None:
         control.resume(s, workflow_id)
 
-    @app.get("/api/runs/{workflow_id:path}", response_model=Described, responses=_ERRORS,
+    @app.get("/api/runs/{workflow_id:path}", response_model=Described, response_class=_Json, responses=_ERRORS,
              summary="One run: arguments, status, where it stands, how it ended")
     def describe(workflow_id: str, s: StoreDep) -> Any:
         return views.described(s, info_of(s, workflow_id), replay=False)
