@@ -10,8 +10,10 @@ from __future__ import annotations
 
 def check_text(text: str, what: str, example: str) -> None:
     """``text`` (``what``: what it names, ``example``: how one is written) is non-empty valid text."""
-    if not isinstance(text, str) or not text:
+    if not isinstance(text, str):
         raise TypeError(f"{what}: non-empty text ({example}), not {text!r}")
+    if not text:
+        raise ValueError(f"{what}: non-empty text ({example}), not {text!r}")
     if not text.isascii():
         try:
             text.encode()
