@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import sys
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -90,6 +91,21 @@ class Codec:
 
     def encode(self, value: Any, where: Where) -> tuple[str, str | bytes]:
         """Encode ``value``; ``where`` (or what it returns) names it in the error."""
+        try:
+            return self._encode(value, where)
+        except SerializationError:
+            raise
+        except RecursionError as exc:
+            raise SerializationError(
+                f"cannot record the {_named(where)}: it is nested too deeply for Python to encode (more than "
+                f"{sys.getrecursionlimit()} levels). Record it flatter. Nothing was recorded.") from exc
+        except ValueError as exc:  # such as an int of more digits than Python turns into text
+            advice = ("Record such a number as bytes (n.to_bytes(...)), or raise the limit in every process of the "
+                      "store." if "digits" in str(exc) else "Record plain data, or a value that encodes.")
+            raise SerializationError(
+                f"cannot record the {_named(where)}: {exc} {advice} Nothing was recorded.") from exc
+
+    def _encode(self, value: Any, where: Where) -> tuple[str, str | bytes]:
         kind = type(value)
         if kind is int:
             return JSON, str(value)
@@ -110,6 +126,8 @@ class Codec:
                 "tuples and sets of them; or allow signed pickles (pickle='signed'). Nothing was recorded.")
         try:
             data = _pickler().dumps(value)
+        except RecursionError:
+            raise
         except Exception as exc:
             path, culprit = _culprit(value, "")
             what = f"{path} is a value of type" if path else "a value of type"
@@ -118,6 +136,14 @@ class Codec:
                 f"JSON-encoded nor pickled ({type(exc).__name__}: {exc}). Use plain data "
                 "(str, numbers, lists, dicts) or a picklable object. Nothing was recorded."
             ) from exc
+        try:  # a pickle that does not load (an exception whose __init__ takes other arguments) would fail every read
+            _pickler().loads(data)
+        except Exception as exc:
+            raise SerializationError(
+                f"cannot record the {_named(where)}: a value of type {kind.__qualname__} pickles but does not unpickle "
+                f"({type(exc).__name__}: {exc}), so it could never be read back. Give the class a __reduce__ (or "
+                "call super().__init__ with all its arguments, for an exception), or record plain data. Nothing was "
+                "recorded.") from exc
         return PICKLE, self.keys.sign(data, _named(where))
 
     @staticmethod
@@ -150,7 +176,14 @@ class Codec:
                 raise PayloadAuthenticationError(
                     f"the {_named(where)} is a pickled value, and this store was opened with pickle='off': it was "
                     "not unpickled. Open it with pickle='signed' (and its secret) to read it.")
-            return _pickler().loads(self.keys.verify(bytes(data), _named(where)))
+            verified = self.keys.verify(bytes(data), _named(where))
+            try:
+                return _pickler().loads(verified)
+            except Exception as exc:  # signed by this store, but its class is gone or changed in this code
+                raise SerializationError(
+                    f"cannot read the {_named(where)}: its pickle does not load in this code ({type(exc).__name__}: "
+                    f"{exc}). The class it holds was removed, renamed or changed since it was recorded: put it "
+                    "back as it was to read this run. Nothing was changed.") from exc
         raise CorruptStoreError(f"the {_named(where)} has an unknown encoding {encoding!r} (or a payload of the "
                                 f"wrong kind, {type(data).__name__}): the store is damaged")
 
