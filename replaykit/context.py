@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from .commands import utc
+from .payloads import plain_json
 from .text import check_text
 
 
@@ -139,7 +140,8 @@ class Context:
         self._queries[name] = fn
 
     def set_status(self, value: Any) -> None:
-        """Custom progress, JSON-able, visible from outside as ``handle.custom_status()``."""
+        """Custom progress, plain JSON data, visible from outside as ``handle.custom_status()``."""
+        plain_json(value, "ctx.set_status's value (the run's custom status)")
         self.custom_status = value
 
     def __repr__(self) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import reprlib
 import sys
 import traceback
 from collections.abc import Callable
@@ -54,6 +55,20 @@ def _dumps(value: Any) -> str:
 
 
 to_json = _dumps  # JSON text of plain data, as recorded (no pickle, no key needed)
+
+
+def plain_json(value: Any, what: str) -> None:
+    """Refuse ``value`` (``what`` names it) unless it is plain JSON data that reads back as itself."""
+    try:
+        if _json_exact(value):
+            _dumps(value)
+            return
+    except (ValueError, RecursionError) as exc:  # an int of too many digits; nesting too deep
+        raise SerializationError(f"{what} cannot be recorded: {exc}. Nothing was recorded.") from exc
+    raise SerializationError(
+        f"{what} must be plain JSON data (str, int, float, bool, None, lists and str-keyed dicts of them) that "
+        f"reads back as itself; {reprlib.repr(value)} is not (a {type(value).__name__} or something inside it). "
+        "Convert it (a datetime with .isoformat(), a tuple to a list, a key to str). Nothing was recorded.")
 _SCALARS = (str, int, float, bool, type(None))
 
 
