@@ -186,7 +186,7 @@ class Lifecycle(EngineState):
         events: Iterator[Event] = opening.events
         start = started_by(workflow_id, info.name, next(events, None))
         recorded = start.value(self.store.codec, workflow_id)
-        check_same_run(workflow_id, start.name, recorded, wf, call)
+        check_same_run(workflow_id, start.name, recorded, wf, call, self.store.codec)
         if info.status.is_terminal:
             self._unlock(workflow_id)
             handle._finish()

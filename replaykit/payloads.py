@@ -57,6 +57,14 @@ def _dumps(value: Any) -> str:
 to_json = _dumps  # JSON text of plain data, as recorded (no pickle, no key needed)
 
 
+def _readable(text: str) -> str:
+    """An error's text as it can be recorded: a surrogate pair held as two characters joined into the one
+    they stand for (the text is for reading; an exact copy rides in the pickle)."""
+    if text.isascii() or _SURROGATE.search(text) is None:
+        return text
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "surrogatepass")
+
+
 def plain_json(value: Any, what: str) -> None:
     """Refuse ``value`` (``what`` names it) unless it is plain JSON data that reads back as itself."""
     try:
@@ -212,10 +220,14 @@ class Codec:
                 pickled = base64.b64encode(self.keys.sign(raw, "exception")).decode()
             except Exception:
                 pickled = None
+        try:
+            message = str(exc)
+        except Exception:  # its __str__ raises: the traceback says so too
+            message = f"<{type(exc).__qualname__}: str() failed>"
         record = {
             "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-            "message": str(exc),
-            "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)),
+            "message": _readable(message),
+            "traceback": _readable("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))),
             "pickle": pickled,
         }
         return JSON, _dumps(record)

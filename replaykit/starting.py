@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Any
 
-from .errors import CorruptStoreError, WorkflowConflictError
+from .errors import CorruptStoreError, ReplayKitError, WorkflowConflictError
 from .history import RULES_VERSION, Event
 from .payloads import Codec
 from .text import check_text
@@ -42,7 +42,7 @@ def start_payload(codec: Codec, wf: Workflow[Any], args: tuple[Any, ...], kwargs
 
 
 def check_same_run(workflow_id: str, name: str, recorded: dict[str, Any], wf: Workflow[Any],
-                   call: tuple[tuple[Any, ...], dict[str, Any]] | None) -> None:
+                   call: tuple[tuple[Any, ...], dict[str, Any]] | None, codec: Codec) -> None:
     """A start (or rerun) found the id taken by a run of workflow ``name`` whose start event recorded
     ``recorded``: it is this very run, or a :class:`WorkflowConflictError`. ``call``: the arguments
     passed (``None``: a run followed, not started: only its workflow is checked)."""
@@ -53,11 +53,24 @@ def check_same_run(workflow_id: str, name: str, recorded: dict[str, Any], wf: Wo
     if call is None or recorded.get("continued"):  # a continued run's arguments are its latest ones
         return
     args, kwargs = call
-    if (recorded["args"], recorded["kwargs"]) != (list(args), kwargs):
+    if not _same_arguments((recorded["args"], recorded["kwargs"]), (list(args), kwargs), codec):
         raise WorkflowConflictError(
             f"workflow {workflow_id!r} was started with args={tuple(recorded['args'])!r} "
             f"kwargs={recorded['kwargs']!r}; this call passes args={tuple(args)!r} kwargs={kwargs!r}. "
             "A rerun or repeated start must pass the same arguments (or use another workflow id).")
+
+
+def _same_arguments(recorded: Any, passed: Any, codec: Codec) -> bool:
+    """Equal, or recorded alike: a NaN is not equal to itself, and a signalling one refuses to be compared."""
+    try:
+        if recorded == passed:
+            return True
+    except Exception:  # noqa: BLE001 - an __eq__ that raises (Decimal("sNaN")): compare how they are recorded
+        pass
+    try:
+        return codec.encode(recorded, None) == codec.encode(passed, None)
+    except ReplayKitError:
+        return False
 
 
 def started_by(workflow_id: str, row_name: str, start: Event | None) -> Event:
@@ -75,4 +88,4 @@ def check_same_stored_run(store: Store, workflow_id: str, wf: Workflow[Any], arg
                           kwargs: dict[str, Any]) -> None:
     """:func:`check_same_run` against the run stored under ``workflow_id``."""
     start = next(iter(store.events(workflow_id)))
-    check_same_run(workflow_id, start.name, start.value(store.codec, workflow_id), wf, (args, kwargs))
+    check_same_run(workflow_id, start.name, start.value(store.codec, workflow_id), wf, (args, kwargs), store.codec)
