@@ -22,6 +22,7 @@ import dataclasses
 import datetime as dt
 import decimal
 import enum
+import json
 import sys
 import typing
 import uuid
@@ -188,20 +189,29 @@ def _encode(v: Any, path: str, declared_only: bool) -> tuple[Any, Any]:
         return (["dict*", next(iter(descriptors.values()))] if len(same) == 1 else ["dict", descriptors]), data
     leaf = _LEAVES.get(_real_class(kind))
     if leaf is not None:
-        if leaf in ("datetime", "time") and v.tzinfo is not None and type(v.tzinfo) is not dt.timezone:
+        if leaf in ("datetime", "time") and not _as_written(v):
             raise Unconvertible(path, v)  # a zoneinfo zone would come back as a fixed offset
         return leaf, _to_json(v)
     if _kind(kind) is None or (declared_only and not _is_declared(kind)):
         raise Unconvertible(path, v)
     try:
         data = _to_json(v)
-        exact = _exact(_from_json(data, kind), v)
+        exact = _exact(_from_json(json.loads(json.dumps(data)), kind), v)  # as the recorded text reads back
     except Exception:  # a field the converter cannot type (annotated object, Any...)
         exact = False
     if not exact:  # or one annotated loosely (list for a tuple, float for an int...)
         raise Unconvertible(path, v)
     _known.setdefault(_name(kind), kind)
     return ["class", _name(kind)], data
+
+
+def _as_written(v: dt.datetime | dt.time) -> bool:
+    """Does ISO text give ``v`` back: no ``fold`` (the second of two equal local times), and no zone but a
+    fixed offset without a name of its own (a zoneinfo zone would come back as an offset, a named
+    ``timezone`` without its name)?"""
+    tz, offset = v.tzinfo, v.utcoffset()
+    return v.fold == 0 and (tz is None or (type(tz) is dt.timezone and offset is not None
+                                           and repr(tz) == repr(dt.timezone(offset))))
 
 
 def _real_class(kind: type) -> type:
@@ -293,6 +303,8 @@ def _exact(a: Any, b: Any) -> bool:
         return len(a) == len(b) and all(_exact(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(_exact(a[k], b[k]) for k in a)
+    if type(a) in (dt.datetime, dt.time):  # == ignores fold, and compares instants across zones
+        return repr(a) == repr(b)
     if isinstance(a, (set, frozenset, enum.Enum)) or type(a) in _LEAVES or type(a) in _PLAIN:
         return bool(a == b)
     fields = _fields(a)

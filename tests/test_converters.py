@@ -60,14 +60,19 @@ def exact(a: Any, b: Any) -> bool:
     return converters._exact(a, b)
 
 
+def _first_fold(moment: Any) -> Any:
+    """The first of two equal local times: ISO text holds no fold (the second is pickled, or refused)."""
+    return moment.replace(fold=0)
+
+
 leaves = st.one_of(
     st.none(), st.booleans(), st.integers(), st.text(max_size=8), st.floats(allow_nan=False),
     st.datetimes(timezones=st.none() | st.just(dt.timezone.utc) | st.builds(
-        dt.timezone, st.integers(-14 * 60, 14 * 60).map(lambda m: dt.timedelta(minutes=m)))),
-    st.dates(), st.times(), st.timedeltas(), st.uuids(), st.binary(max_size=16),
+        dt.timezone, st.integers(-14 * 60, 14 * 60).map(lambda m: dt.timedelta(minutes=m)))).map(_first_fold),
+    st.dates(), st.times().map(_first_fold), st.timedeltas(), st.uuids(), st.binary(max_size=16),
     st.decimals(allow_nan=False, allow_infinity=False), st.sampled_from(Size))
 lines = st.builds(Line, st.text(max_size=5), st.sampled_from(Size), st.decimals(allow_nan=False, allow_infinity=False))
-orders = st.builds(Order, st.uuids(), st.lists(lines, max_size=3).map(tuple), st.datetimes(),
+orders = st.builds(Order, st.uuids(), st.lists(lines, max_size=3).map(tuple), st.datetimes().map(_first_fold),
                    st.dictionaries(st.text(max_size=4), st.dates(), max_size=2), st.binary(max_size=8))
 typed_values = st.recursive(
     leaves | lines | orders,
