@@ -21,7 +21,6 @@ is noticed by the others, which release its runs. ``docs/scale-out.md`` has the 
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import os
 import random
@@ -34,9 +33,9 @@ import zlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .activity import Activity
 from .client import Client
 from .clock import monotonic
+from .code_version import code_version
 from .errors import ReplayKitError, StoreError, WorkerStoppingError
 from .store import Store
 from .store.base import Secrets
@@ -45,7 +44,7 @@ from .store.work import Queue, WorkerRecord
 if TYPE_CHECKING:
     from .hooks import HookEvent
 from .worker_engine import WorkerEngine
-from .workflow import Workflow, as_workflow, register
+from .workflow import as_workflow, register
 
 log = logging.getLogger("replaykit")
 
@@ -398,45 +397,3 @@ class Worker(Client):
                     return
             elif news and len(self._held) < self._capacity and self.store.changed():
                 return
-
-
-def code_version(workflows: Iterable[Workflow[Any]]) -> str:
-    """A short digest of the workflows' names and code, and of the activities they name (a module
-    global used in their code): workers running the same code agree on it, and a fixed activity
-    makes a new version, which takes up the runs the old one could not drive."""
-    digest = hashlib.blake2b(digest_size=6)
-    for wf in sorted(workflows, key=lambda w: w.name):
-        digest.update(wf.name.encode())
-        code = getattr(wf.fn, "__code__", None)
-        if code is not None:
-            names: set[str] = set()
-            _digest_code(digest, code, names)
-            scope = getattr(wf.fn, "__globals__", {})
-            for name in sorted(names):
-                named = scope.get(name)
-                activity_code = getattr(getattr(named, "fn", None), "__code__", None)
-                if isinstance(named, Activity) and activity_code is not None:
-                    digest.update(named.name.encode())
-                    _digest_code(digest, activity_code, set())
-    return digest.hexdigest()
-
-
-def _digest_code(digest: Any, code: types.CodeType, names: set[str]) -> None:
-    digest.update(code.co_code)
-    digest.update(repr(code.co_names).encode())
-    names.update(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            _digest_code(digest, const, names)
-        else:
-            digest.update(_stable_repr(const).encode())
-
-
-def _stable_repr(const: object) -> str:
-    """A constant as the same text in every process: a set literal (a frozenset constant) lists its
-    members in an order that depends on the process's string hash seed."""
-    if isinstance(const, frozenset):
-        return f"frozenset({sorted(_stable_repr(c) for c in const)})"
-    if isinstance(const, tuple):
-        return f"({', '.join(_stable_repr(c) for c in const)},)"
-    return repr(const)

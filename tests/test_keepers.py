@@ -177,9 +177,9 @@ def test_a_schema_3_sqlite_store_reads_as_it_stands_and_migrates(tmp_path: Any) 
         assert engine.handle("old").result(timeout=10) == "woke"
         assert engine.start(naps, [0.05, 0.05], workflow_id="new").result(timeout=20) == "woke"  # evicted: marked
     with sqlite3.connect(db) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_schema.SCHEMA_VERSION
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == sqlite_schema.MIGRATED_TO
         assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(
-            sqlite_schema.SCHEMA_VERSION)
+            sqlite_schema.MIGRATED_TO)
         assert "keeper" in [row[1] for row in conn.execute("PRAGMA table_info(runs)")]
 
 
@@ -196,7 +196,7 @@ def test_a_schema_4_postgres_store_migrates(pg_url: str) -> None:
         assert engine.start(naps, [0.05, 0.05], workflow_id="new").result(timeout=20) == "woke"
     with psycopg.connect(pg_url) as conn:
         assert conn.execute("SELECT value FROM replaykit_meta WHERE key = 'schema_version'").fetchone() == (
-            str(postgres_schema.SCHEMA_VERSION),)
+            str(postgres_schema.MIGRATED_TO),)
         assert conn.execute("SELECT count(*) FROM information_schema.columns WHERE table_name = 'replaykit_runs' "
                             "AND column_name = 'keeper'").fetchone() == (1,)
 

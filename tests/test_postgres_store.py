@@ -14,7 +14,7 @@ import pytest
 import replaykit as rk
 from replaykit.history import OK, START, Event, Status
 from replaykit.store import Store, open_store
-from replaykit.store.postgres_schema import SCHEMA_VERSION
+from replaykit.store.postgres_schema import MIGRATED_TO, SCHEMA_VERSION
 
 from conftest import PYTHON
 from pgserver import PgServer
@@ -512,7 +512,7 @@ def test_a_version_1_store_is_migrated_and_its_runs_kept(pg_url: str) -> None:
         assert store.try_lock("a")
         store.record("a", step(1))
         assert [e.seq for e in store.events("a")] == [0, 1]
-    assert _sql(pg_url, "SELECT value FROM replaykit_meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
+    assert _sql(pg_url, "SELECT value FROM replaykit_meta WHERE key = 'schema_version'") == [(str(MIGRATED_TO),)]
 
 
 def test_a_takeover_waits_for_the_old_owners_open_batch_and_then_fences_it(pg_url: str) -> None:

@@ -17,7 +17,8 @@ import pytest
 
 import replaykit as rk
 from replaykit.cli import main
-from replaykit.store.sqlite_schema import SCHEMA_VERSION
+from replaykit.store.postgres import PostgresStore
+from replaykit.store.sqlite_schema import MIGRATED_TO
 from replaykit.testing import export_history, replay_all
 
 from conftest import ROOT
@@ -73,12 +74,12 @@ def test_reading_functions_leave_a_store_of_the_previous_schema_as_it_was(old_st
     assert [r.ok for r in replay_all(str(old_store), [adder, waits_for_approval])] == [True, True]
     assert len(export_history(str(old_store), "done").events) > 3
     assert _digest(old_store) == before
-    with rk.Engine(str(old_store)) as engine:  # a writer still brings it to the current schema
+    with rk.Engine(str(old_store)) as engine:  # a writer brings it up to the previous version's
         rk.send_signal(str(old_store), "waiting", "approved", True)
         engine.recover()
         assert engine.handle("waiting").result(timeout=20) == {"answer": True}
     with sqlite3.connect(old_store) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == MIGRATED_TO
 
 
 DRIVER = textwrap.dedent("""
@@ -113,3 +114,43 @@ def test_describe_names_another_process_driving_a_run(tmp_path: Path, capsys: py
         child.wait()
     assert main(["describe", db, "held", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["driven_by"] is None  # the kernel let its lock go
+
+
+def _postgres_schema_4(url: str) -> None:
+    """Set the store back to PostgreSQL schema 4 (before keepers), as the release before 0.1 left it."""
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        conn.execute("ALTER TABLE replaykit_runs DROP COLUMN keeper")
+        conn.execute("DELETE FROM replaykit_meta WHERE key = 'identity'")
+        conn.execute("UPDATE replaykit_meta SET value = '4' WHERE key = 'schema_version'")
+
+
+def _postgres_version(url: str) -> str:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return str(conn.execute("SELECT value FROM replaykit_meta WHERE key = 'schema_version'").fetchone()[0])
+
+
+def test_reading_verbs_leave_a_postgres_store_of_the_previous_schema_as_it_was(
+        pg_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Before, a reading verb migrated it (4 to 6), and every process of the version before then
+    refused the database."""
+    PostgresStore(pg_url).close()
+    _postgres_schema_4(pg_url)  # before it holds anything: its runs are then checksummed without an identity
+    assert rk.run(adder, 3, workflow_id="done", db=pg_url) == 3
+    with rk.Engine(pg_url) as engine:
+        engine.start(waits_for_approval, workflow_id="waiting")
+    _postgres_schema_4(pg_url)
+    for verb, shown in READERS:
+        assert main([verb[0], pg_url, *verb[1:]]) == 0, capsys.readouterr().err
+        assert shown in capsys.readouterr().out, verb
+        assert _postgres_version(pg_url) == "4", verb
+    with PostgresStore(pg_url, read_only=True) as store:
+        assert store.info("done") is not None and store.lock_owner("done") is None
+        with pytest.raises(rk.StoreReadOnlyError):
+            store.set_custom_status("done", {"changed": True})
+    assert _postgres_version(pg_url) == "4"
+    assert rk.run(adder, 3, workflow_id="done", db=pg_url) == 3  # a writer brings it to 5, not 6
+    assert _postgres_version(pg_url) == "5"

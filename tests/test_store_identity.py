@@ -138,16 +138,23 @@ def test_a_changed_or_removed_identity_is_refused_not_reset(tmp_path: Path, iden
     assert made is not None
 
 
-def test_a_store_made_before_identities_reads_on_and_is_never_given_one(tmp_path: Path) -> None:
-    """A store of schema 4 (no identity row: its checksums were made without one) is opened, read and
-    written on as it stands; a migration to the current schema keeps it without one."""
+@pytest.mark.parametrize("schema", [3, 4])
+def test_a_store_made_before_identities_reads_on_and_is_never_given_one(tmp_path: Path, schema: int) -> None:
+    """A store of schema 4, or 3 (no identity row: its checksums were made without one) is opened,
+    read and written on, migrated up to schema 4 only, without one: processes of the version before
+    (which read up to 4) go on with it, and can be rolled back to. Before, a schema-3 store that this
+    version wrote to went to 5, which they refuse."""
     db, ledger = str(tmp_path / "s.db"), str(tmp_path / "ledger")
     with rk.SqliteStore(db):
-        pass  # an empty store: set back to schema 4 before it holds anything
+        pass  # an empty store: set back before it holds anything
     with sqlite3.connect(db) as conn:
         conn.executescript("DELETE FROM meta WHERE key = 'identity'; PRAGMA user_version = 4; "
                            "UPDATE meta SET value = '4' WHERE key = 'schema_version';")
     assert rk.run(transfer, ledger, "alice", 5, workflow_id="old", db=db) == "paid 5 to alice"
+    if schema == 3:
+        with sqlite3.connect(db) as conn:
+            conn.executescript("ALTER TABLE runs DROP COLUMN keeper; PRAGMA user_version = 3; "
+                               "UPDATE meta SET value = '3' WHERE key = 'schema_version';")
     assert rk.run(transfer, ledger, "alice", 5, workflow_id="old", db=db) == "paid 5 to alice"
     assert rk.run(transfer, ledger, "bob", 7, workflow_id="new", db=db) == "paid 7 to bob"
     assert _identity(db) is None

@@ -18,7 +18,7 @@ from test_store_conformance import result, start, step, wait_for
 import replaykit as rk
 from replaykit.history import Status
 from replaykit.store import SqliteStore, Store, open_store
-from replaykit.store.sqlite_schema import SCHEMA_VERSION
+from replaykit.store.sqlite_schema import MIGRATED_TO
 from replaykit.store.work import Placement, Queue, WorkerRecord
 
 from conftest import PYTHON, Backend
@@ -264,7 +264,7 @@ def test_an_sqlite_store_of_schema_1_is_migrated_and_keeps_its_runs(tmp_path: Pa
         queued(s, "b")
         assert claim(s) == ["b"]
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchall() == [(SCHEMA_VERSION,)]  # 1 -> 2 -> 3
+    assert conn.execute("PRAGMA user_version").fetchall() == [(MIGRATED_TO,)]  # 1 -> 2 -> 3 -> 4
     conn.close()
 
 

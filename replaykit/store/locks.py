@@ -46,10 +46,10 @@ class _LockFile:
             try:
                 os.makedirs(self.path, mode=0o755, exist_ok=True)
                 _refuse_if_others_control(self.path)
-                for shard in range(SHARDS):  # O_NOFOLLOW: a link planted here is refused, never followed
-                    fd = os.open(os.path.join(self.path, f"{shard:x}"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW,
-                                 0o644)
-                    _register(fd, self.path)
+                for shard in range(SHARDS):
+                    with _inodes_mutex:  # checked, opened and noted at once (see _ask_unopened)
+                        fd = _open_shard(self.path, shard, os.O_RDWR | os.O_CREAT)
+                        _open_inodes.add(_inode(os.fstat(fd)))
                     self.fds[shard] = fd
             except StoreError:
                 self.close_all()
@@ -62,27 +62,54 @@ class _LockFile:
     def close_all(self) -> None:
         with _inodes_mutex:
             for fd in self.fds.values():
-                found = os.fstat(fd)
-                _open_inodes.discard((found.st_dev, found.st_ino))
+                _open_inodes.discard(_inode(os.fstat(fd)))
                 os.close(fd)
         self.fds.clear()
 
 
-# Every lock file this process has open, by (device, inode): closing any other descriptor of one drops the
-# locks held on it, so a file reached again under another path (a hard link planted in another store's
-# lock directory) is refused, and its descriptor kept open (in _kept_open) rather than closed.
+# Every lock file this process has open, by (device, inode). Closing any descriptor of a file drops every
+# lock this process holds on it, so a lock file is checked before it is opened: a regular file with one
+# name (a hard link could be another store's lock file, or a database file SQLite holds locks on) that
+# this process does not already have open. A file swapped in between the check and the open is kept
+# open (in _kept_open) rather than closed.
 _open_inodes: set[tuple[int, int]] = set()
 _inodes_mutex = threading.Lock()
 _kept_open: list[int] = []
 
 
-def _register(fd: int, folder: str) -> None:
+def _inode(found: os.stat_result) -> tuple[int, int]:
+    return found.st_dev, found.st_ino
+
+
+def _open_shard(folder: str, shard: int, flags: int) -> int:
+    """A descriptor of shard ``shard`` of the lock directory ``folder``, opened with ``flags`` (and never
+    through a link, never waiting on a FIFO), once it is checked to be a lock file of this store alone."""
+    path = os.path.join(folder, f"{shard:x}")
+    try:
+        before: os.stat_result | None = os.lstat(path)
+    except FileNotFoundError:
+        before = None  # made by the open (O_CREAT), or reported by it
+    if before is not None:
+        _refuse_unless_its_own(folder, before)
+    fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
     found = os.fstat(fd)
-    with _inodes_mutex:
-        if (found.st_dev, found.st_ino) in _open_inodes:
-            _kept_open.append(fd)
-            raise _unusable(folder, "one leads to the lock file of another store this process uses")
-        _open_inodes.add((found.st_dev, found.st_ino))
+    try:
+        if before is not None and _inode(found) != _inode(before):
+            raise _unusable(folder, "a lock file was replaced while it was opened")
+        _refuse_unless_its_own(folder, found)
+    except StoreError:
+        _kept_open.append(fd)  # it may be a file this process holds locks on: closing it would drop them
+        raise
+    return fd
+
+
+def _refuse_unless_its_own(folder: str, found: os.stat_result) -> None:
+    if not stat.S_ISREG(found.st_mode):
+        raise _unusable(folder, "a lock file is not a regular file")
+    if found.st_nlink != 1:
+        raise _unusable(folder, "a lock file has another name too (a hard link)")
+    if _inode(found) in _open_inodes:
+        raise _unusable(folder, "a lock file is the lock file of another store this process uses")
 
 
 def _unusable(folder: str, why: str) -> StoreError:
@@ -238,28 +265,24 @@ _FLOCK = "hhqqi"  # Linux struct flock: l_type, l_whence, l_start, l_len, l_pid
 
 
 def _ask_unopened(folder: str, offset: int, query: bytes) -> bytes | None:
-    """F_GETLK on a lock file this process has not opened (``None``: there is none, or this user may not
-    read it: not known). Opened read-only, without following a link or waiting on a FIFO planted
-    there, and closed at once: closing drops nothing, as long as it is no file this process has open
-    under another path (a link to another store's lock directory, a hard link), which is refused."""
-    try:
-        if not stat.S_ISDIR(os.lstat(folder).st_mode):  # a link planted in its place: not trusted
-            return None
-        fd = os.open(os.path.join(folder, f"{offset % SHARDS:x}"), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError as exc:
-        if exc.errno in (errno.ENOENT, errno.EACCES, errno.ELOOP):
-            return None
-        raise _unusable(folder, exc.strerror or str(exc)) from exc
-    found = os.fstat(fd)
-    if (found.st_dev, found.st_ino) in _open_inodes:
-        _kept_open.append(fd)  # closing it would drop this process's locks on that file
-        raise _unusable(folder, "it leads to the lock files of another store this process uses")
-    try:
-        if not stat.S_ISREG(found.st_mode):
-            raise _unusable(folder, "not a regular file")
-        return fcntl.fcntl(fd, fcntl.F_GETLK, query)
-    finally:
-        os.close(fd)
+    """F_GETLK on a lock file this process has not opened (``None``: there is none, or it may not be read
+    or trusted: not known). Opened read-only once checked (:func:`_open_shard`), and closed at once:
+    this process holds no lock on it."""
+    with _inodes_mutex:  # no other thread opens the same file as its lock file before this closes it
+        try:
+            if not stat.S_ISDIR(os.lstat(folder).st_mode):  # a link planted in its place: not trusted
+                return None
+            fd = _open_shard(folder, offset % SHARDS, os.O_RDONLY)
+        except StoreError:
+            return None  # not this store's own lock file: nothing to tell from it
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.EACCES, errno.ELOOP):
+                return None
+            raise _unusable(folder, exc.strerror or str(exc)) from exc
+        try:
+            return fcntl.fcntl(fd, fcntl.F_GETLK, query)
+        finally:
+            os.close(fd)
 
 
 class ThreadLocks:

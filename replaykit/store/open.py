@@ -29,11 +29,12 @@ def open_store(db: str | os.PathLike[str], *, durability: Durability | str = Dur
 
 
 def open_to_read(db: str | os.PathLike[str]) -> Store:
-    """An existing store, opened only to be read. An SQLite file is read as it stands (``read_only``): no
-    migration, no lock or key file made, whoever runs the reading. (A PostgreSQL store is opened as
-    :func:`open_store` opens it; its server's grants decide who may change it.)"""
+    """An existing store, opened only to be read (``read_only``): read as it stands, never migrated; no
+    lock or key file made, whoever runs the reading."""
     if is_postgres_url(db):
-        return open_store(db, create=False)
+        from .postgres import PostgresStore
+
+        return PostgresStore(str(db), create=False, read_only=True)
     return SqliteStore(db, create=False, read_only=True)
 
 

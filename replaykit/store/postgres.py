@@ -71,7 +71,7 @@ from .postgres_errors import translated
 from .postgres_history import PAGE, SELECT_END, SELECT_PAGE, PostgresHistory, seal_from
 from .postgres_libpq import event_sent, insert_event, send_event
 from .postgres_runs import create_run, end_run
-from .postgres_schema import ensure_schema, identity_kept
+from .postgres_schema import KEEPERS, ensure_schema, identity_kept
 from .postgres_work import PostgresWork, ended, restarted, wake
 from .postgres_writes import Writes
 from .sqlite import Durability
@@ -110,18 +110,23 @@ _REVOKE = ("UPDATE replaykit_runs SET owner = NULL WHERE id = "
 class PostgresStore(PostgresHistory, PostgresWork, Store):
     """A replaykit store in a PostgreSQL database: its tables are created if absent (with
     ``create=False`` they must exist), and a database holding other tables is refused.
+    ``read_only``: opened only to be read: never created or migrated (a store of the previous schema
+    is read as it stands), and every session read-only, so the server refuses any write.
     Thread-safe: each call borrows a pooled connection; a thread that batches keeps one."""
 
     networked = True
+    _marks_runs = True  # runs carry keeper marks (schema 5 on): see __init__
 
     def __init__(self, url: str, *, durability: Durability | str = Durability.CRASH, create: bool = True,
-                 secret: Secrets = None, pickle: str = "signed", migrate: bool = False) -> None:
+                 secret: Secrets = None, pickle: str = "signed", migrate: bool = False,
+                 read_only: bool = False) -> None:
         self.url = redact(url)
+        self.read_only = read_only
         self.codec = Codec(Keyring.configured(secret, missing=_NO_SECRET), pickle)
         self.durability = Durability(durability)
         sync = _SYNCHRONOUS_COMMIT[self.durability]
         self._idle_transaction_limit = _IDLE_TRANSACTION_LIMIT
-        opener = lambda: connect(url, self.url, sync, self._idle_transaction_limit)  # noqa: E731
+        opener = lambda: connect(url, self.url, sync, self._idle_transaction_limit, read_only)  # noqa: E731
         self._pool = Pool(opener)
         self._locks = AdvisoryLocks(opener, self.url)
         self._keepers = Keepers(lambda key: self._locks.try_acquire(key, None), self._locks.release,
@@ -138,7 +143,10 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
         try:
             with self._pool.lent() as conn, translated(self.url):
                 # refuses foreign databases before any write
-                ensure_schema(conn, self.url, create, lambda: self._chain_for_a_migration(conn), migrate=migrate)
+                for_a_migration = lambda: self._chain_for_a_migration(conn)  # noqa: E731
+                schema = ensure_schema(conn, self.url, create and not read_only, for_a_migration, migrate=migrate,
+                                       writable=not read_only)
+                self._marks_runs = schema >= KEEPERS  # a reader reads schema 4, which has no keeper column
                 self._identity_kept, self._chain_of_keys = identity_kept(conn), None
         except BaseException:
             self.close()
@@ -586,7 +594,7 @@ class PostgresStore(PostgresHistory, PostgresWork, Store):
         row = self._read_one(OWNER_SQL, owner_params(workflow_id))
         if row is not None:
             return describe_owner(row)
-        mark = self._read_one(_NEWEST_RUN.format("keeper"), (workflow_id,))
+        mark = self._read_one(_NEWEST_RUN.format("keeper"), (workflow_id,)) if self._marks_runs else None
         row = None if mark is None or mark[0] is None else self._read_one(OWNER_SQL, owner_params(keeper_key(mark[0])))
         return None if row is None else describe_owner(row) + ", an engine that keeps it out of memory"
 

@@ -46,10 +46,12 @@ _SETTINGS = (
 )
 
 
-def connect(url: str, where: str, synchronous_commit: str, idle_transaction_limit: float = 0.0) -> Connection:
+def connect(url: str, where: str, synchronous_commit: str, idle_transaction_limit: float = 0.0,
+            read_only: bool = False) -> Connection:
     """An autocommit connection: a lone statement is its own transaction (one round trip).
     ``idle_transaction_limit``: seconds after which the server ends the session if it sits idle inside a
-    transaction (its process stopped or hung, holding row locks others wait for); 0: never."""
+    transaction (its process stopped or hung, holding row locks others wait for); 0: never.
+    ``read_only``: every transaction of the session is read-only (the server refuses writes)."""
     options = psycopg.conninfo.conninfo_to_dict(url)
     extra: dict[str, object] = {"fallback_application_name": f"replaykit pid {os.getpid()} on {socket.gethostname()}"}
     if "connect_timeout" not in options:
@@ -60,7 +62,8 @@ def connect(url: str, where: str, synchronous_commit: str, idle_transaction_limi
     except psycopg.Error as exc:
         raise cannot_connect(where, exc) from exc
     try:
-        conn.execute(_SETTINGS.format(synchronous_commit, round(idle_transaction_limit * 1000)).encode())
+        settings = _SETTINGS.format(synchronous_commit, round(idle_transaction_limit * 1000))
+        conn.execute((settings + ("; SET default_transaction_read_only = on" if read_only else "")).encode())
     except psycopg.Error as exc:
         conn.close()
         raise translate(where, exc) from exc

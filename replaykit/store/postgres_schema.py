@@ -139,26 +139,32 @@ _MIGRATIONS: dict[int, list[str | Callable[[psycopg.Connection[TupleRow], Callab
     # already there is kept: a store whose version was set back loses nothing by it.)
     5: ["ALTER TABLE replaykit_runs ADD COLUMN IF NOT EXISTS keeper text"],
     # A store created from version 6 on has an identity (meta 'identity': store/chain.py). One made
-    # before keeps none (its checksums were made without one), and a store of version 5 is used as it
-    # is: processes of the version before go on with it.
+    # before keeps none (its checksums were made without one), and is migrated up to version 5 only,
+    # and used at it: processes of the version before go on with it.
     6: [],
 }
 
 
 CHECKSUMS = 4  # the version that checksums histories (store/chain.py)
+KEEPERS = 5  # the version that marks runs kept out of memory by a live engine (store/keepers.py)
 IDENTITIES = 6  # the version whose new stores have an identity (store/chain.py)
+MIGRATED_TO = IDENTITIES - 1  # an existing store's top: one made before identities stays the previous version's
 _HAS_ROWS = "SELECT EXISTS (SELECT 1 FROM replaykit_events) OR EXISTS (SELECT 1 FROM replaykit_signals)"
 
 
 def ensure_schema(conn: psycopg.Connection[TupleRow], where: str, create: bool,
-                  chain_of_keys: Callable[[], Chain], migrate: bool = False) -> None:
-    """Check the database is a replaykit store this version reads; create (or migrate) it if
-    ``create`` (``chain_of_keys``: the store's chain, to checksum the rows of an older store, which
-    only happens if ``migrate``: the owner vouches for them). Foreign and newer stores are refused
-    before anything is written."""
+                  chain_of_keys: Callable[[], Chain], migrate: bool = False, writable: bool = True) -> int:
+    """The schema the store is read at. Check the database is a replaykit store this version reads;
+    create (or migrate) it if ``create`` (``chain_of_keys``: the store's chain, to checksum the rows of
+    an older store, which only happens if ``migrate``: the owner vouches for them). Foreign and newer
+    stores are refused before anything is written; a reader (not ``writable``) changes nothing."""
     version = _version(conn, where)  # a plain read: opening an up-to-date store takes no lock
-    if version in (SCHEMA_VERSION, IDENTITIES - 1):  # 5 is kept: 6 differs only in how stores are made
-        return
+    if version in (SCHEMA_VERSION, MIGRATED_TO):  # 5 is kept: 6 differs only in how stores are made
+        return version
+    if not writable and version is not None and version >= CHECKSUMS:
+        return version  # 5 added only what writers use: a reader reads 4 as it stands
+    if not writable and version is not None:
+        raise chain.migration_required(where, version, CHECKSUMS)
     if version is None and not create:
         raise StoreNotFoundError(
             f"no replaykit store at {where}: the database holds no replaykit tables yet. Check the URL; "
@@ -167,10 +173,11 @@ def ensure_schema(conn: psycopg.Connection[TupleRow], where: str, create: bool,
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", _MIGRATION_LOCK)
         version = _version(conn, where) or 0  # another process may have done it meanwhile
+        top = SCHEMA_VERSION if version == 0 else max(version, MIGRATED_TO)  # see _MIGRATIONS[6]
         if 0 < version < CHECKSUMS and not migrate and conn.execute(_HAS_ROWS).fetchall()[0][0]:
             raise chain.migration_required(where, version, CHECKSUMS)
         try:
-            for target in range(version + 1, SCHEMA_VERSION + 1):
+            for target in range(version + 1, top + 1):
                 for statement in _MIGRATIONS[target]:
                     conn.execute(statement) if isinstance(statement, str) else statement(conn, chain_of_keys)
                 conn.execute("UPDATE replaykit_meta SET value = %s WHERE key = 'schema_version'", (str(target),))
@@ -179,6 +186,7 @@ def ensure_schema(conn: psycopg.Connection[TupleRow], where: str, create: bool,
         except (psycopg.errors.DuplicateTable, psycopg.errors.DuplicateColumn, psycopg.errors.DuplicateObject) as exc:
             # What a migration adds is already there: the number was set back (rolled back with the rest).
             raise chain.set_back(version, f"what it adds ({' '.join(str(exc).split())})") from exc
+    return top
 
 
 def identity_kept(conn: psycopg.Connection[TupleRow]) -> object:

@@ -106,8 +106,8 @@ _MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection, Callable[[], Cha
     3: [_add_checksums],
     4: [_add_keepers],
     # A store created from version 5 on has an identity (meta 'identity': store/chain.py). One made
-    # before keeps none (its checksums were made without one), and a store of version 4 is used as it
-    # is: processes of the version before go on with it.
+    # before keeps none (its checksums were made without one), and is migrated up to version 4 only,
+    # and used at it: processes of the version before go on with it.
     5: [],
 }
 
@@ -120,7 +120,7 @@ def ensure_schema(conn: sqlite3.Connection, path: str, create: bool, chain_of_ke
     Refuses foreign and newer files before anything is written, and a read-only (not ``writable``) store
     that would need a change."""
     version = _version(conn, path)
-    if version in (SCHEMA_VERSION, IDENTITIES - 1):  # a plain read: opening a store takes no write lock
+    if version in (SCHEMA_VERSION, MIGRATED_TO):  # a plain read: opening a store takes no write lock
         return version  # (schema 4 is kept: 5 differs only in how stores are made, and 0.1 can go on with it)
     if not writable and version is not None and version >= KEEPERS - 1:
         return version  # schemas 4 and 5 added only what writers use: a reader reads 3 and 4 as they stand
@@ -139,6 +139,7 @@ def ensure_schema(conn: sqlite3.Connection, path: str, create: bool, chain_of_ke
         conn.execute("BEGIN IMMEDIATE")
     try:
         version = _version(conn, path)  # another process may have created or migrated it meanwhile
+        top = SCHEMA_VERSION if version is None else max(version, MIGRATED_TO)  # see _MIGRATIONS[5]
         if version is None:
             _create_schema(conn)
             conn.execute("INSERT INTO meta VALUES ('identity', ?)", (chain.new_identity(),))
@@ -146,7 +147,7 @@ def ensure_schema(conn: sqlite3.Connection, path: str, create: bool, chain_of_ke
         elif version < CHECKSUMS and not migrate and conn.execute(_HAS_ROWS).fetchall()[0][0]:
             raise chain.migration_required(path, version, CHECKSUMS)
         with _set_back_if_there(version), translated(path):
-            for target in range(version + 1, SCHEMA_VERSION + 1):
+            for target in range(version + 1, top + 1):
                 for statement in _MIGRATIONS[target]:
                     conn.execute(statement) if isinstance(statement, str) else statement(conn, chain_of_keys)
                 conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(target),))
@@ -156,7 +157,7 @@ def ensure_schema(conn: sqlite3.Connection, path: str, create: bool, chain_of_ke
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
-    return SCHEMA_VERSION
+    return top
 
 
 @contextmanager
@@ -173,6 +174,7 @@ def _set_back_if_there(version: int) -> Iterator[None]:
 CHECKSUMS = 3  # the version that checksums histories (store/chain.py)
 KEEPERS = 4  # the version that marks runs kept out of memory by a live engine (store/keepers.py)
 IDENTITIES = 5  # the version whose new stores have an identity (store/chain.py)
+MIGRATED_TO = IDENTITIES - 1  # an existing store's top: one made before identities stays the previous version's
 _HAS_ROWS = "SELECT EXISTS (SELECT 1 FROM events) OR EXISTS (SELECT 1 FROM signals)"
 
 

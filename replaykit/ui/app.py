@@ -151,7 +151,13 @@ class _Json(JSONResponse):
 async def _problem(request: Request, exc: Exception) -> JSONResponse:
     status = next(_STATUS_OF[c] for c in type(exc).__mro__ if c in _STATUS_OF)
     hint = " (replaykit ui -m MODULE loads a workflow's code)" if isinstance(exc, UnknownWorkflowError) else ""
-    return JSONResponse({"detail": f"{exc}{hint}"}, status_code=status)
+    return _Json({"detail": f"{exc}{hint}"}, status_code=status)
+
+
+async def _refused(request: Request, exc: Exception) -> Response:
+    """FastAPI's own answer to an ``HTTPException``, in ASCII JSON (its text may quote recorded text)."""
+    assert isinstance(exc, HTTPException)
+    return _Json({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
 _LISTED = 1000  # runs the list page shows, newest first (the API pages through all of them)
@@ -230,6 +236,7 @@ def create_app(db: str | Store, *, token: str | None = None, refresh: int = 5,
 
     for error in _STATUS_OF:
         app.add_exception_handler(error, _problem)
+    app.add_exception_handler(HTTPException, _refused)
 
     def info_of(s: Store, workflow_id: str) -> Any:
         info = s.info(workflow_id)
