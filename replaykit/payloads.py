@@ -57,6 +57,16 @@ def _dumps(value: Any) -> str:
 to_json = _dumps  # JSON text of plain data, as recorded (no pickle, no key needed)
 
 
+def _holds_an_exception(value: Any, depth: int = 0) -> bool:
+    """Is ``value`` an exception, or does a list, tuple, set or dict of it (a few levels down) hold one?"""
+    if isinstance(value, BaseException):
+        return True
+    if depth > 8 or type(value) not in (list, tuple, set, frozenset, dict):
+        return False
+    items = value.values() if type(value) is dict else value
+    return any(_holds_an_exception(item, depth + 1) for item in items)
+
+
 def _readable(text: str) -> str:
     """An error's text as it can be recorded: a surrogate pair held as two characters joined into the one
     they stand for (the text is for reading; an exact copy rides in the pickle)."""
@@ -159,8 +169,10 @@ class Codec:
                 f"JSON-encoded nor pickled ({type(exc).__name__}: {exc}). Use plain data "
                 "(str, numbers, lists, dicts) or a picklable object. Nothing was recorded."
             ) from exc
-        try:  # a pickle that does not load (an exception whose __init__ takes other arguments) would fail every read
-            _pickler().loads(data)
+        try:  # an exception pickles its args alone: one whose __init__ takes others would fail every read. (Other
+            # values are not loaded here: loading runs their reconstructors, side effects and all.)
+            if _holds_an_exception(value):
+                _pickler().loads(data)
         except Exception as exc:
             raise SerializationError(
                 f"cannot record the {_named(where)}: a value of type {kind.__qualname__} pickles but does not unpickle "
