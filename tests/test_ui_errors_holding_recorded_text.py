@@ -10,11 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from surrogate_query_flows import NAME, queried
-
 import replaykit as rk
 
 from helpers import wait_until
+from surrogate_query_flows import NAME, queried
 from ui_server import UiServer
 
 
