@@ -25,7 +25,7 @@ def test_a_reading_verb_leaves_a_schema_4_postgres_store_at_schema_4(pg_url: str
 
     read = v.cli_here(verb[0], pg_url, *verb[1:])
     assert read.returncode == 0, read.stderr
-    assert _schema(pg_url) == "4"  # today: 6
+    assert _schema(pg_url) == "4"  # before the fix: 6
 
     old = v.cli(v.OLD, "list", pg_url)
     assert old.returncode == 0, old.stderr

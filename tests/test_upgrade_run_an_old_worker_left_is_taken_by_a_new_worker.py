@@ -60,6 +60,6 @@ def test_a_run_a_0_1_worker_could_not_drive_is_driven_by_a_worker_of_this_versio
         while time.monotonic() < deadline and info is not None and not info.status.is_terminal:
             time.sleep(0.2)
             info = worker.store.info("echo-1")
-        assert info is not None and info.status is rk.Status.COMPLETED, info  # today: running, left for good
+        assert info is not None and info.status is rk.Status.COMPLETED, info  # before the fix: running, left for good
     finally:
         worker.stop()

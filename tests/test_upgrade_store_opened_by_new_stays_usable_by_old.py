@@ -2,8 +2,8 @@
 must stay usable by 0.1's processes (a rolling deploy still holding some, or a rollback): schema 5/6
 differs from 4/5 only in how *new* stores are made (with an identity), and the store gets none. The
 changelog: "A store made before keeps its schema ... and gets no identity, so processes of the
-previous version go on with it (a rollback too)". Today this version migrates it to its own new
-number (SQLite 3 -> 5, PostgreSQL 4 -> 6), and every 0.1 process then refuses it (StoreTooNewError)."""
+previous version go on with it (a rollback too)". Before the fix this version migrated it to its own new
+number (SQLite 3 -> 5, PostgreSQL 4 -> 6), and every 0.1 process then refused it (StoreTooNewError)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def test_a_schema_3_sqlite_store_written_by_this_version_is_still_read_by_0_1(tm
         assert engine.store.info("done") is not None
 
     listed = v.cli(v.OLD, "list", db)
-    assert listed.returncode == 0, listed.stderr  # today: "store schema 5; this version reads up to 4"
+    assert listed.returncode == 0, listed.stderr  # before the fix: "store schema 5; this version reads up to 4"
     assert "done" in listed.stdout
 
 
@@ -43,5 +43,5 @@ def test_a_schema_4_postgres_store_written_by_this_version_is_still_read_by_0_1(
         assert engine.store.info("done") is not None
 
     listed = v.cli(v.OLD, "list", pg_url)
-    assert listed.returncode == 0, listed.stderr  # today: "store schema 6; this version reads up to 5"
+    assert listed.returncode == 0, listed.stderr  # before the fix: "store schema 6; this version reads up to 5"
     assert "done" in listed.stdout
