@@ -226,12 +226,16 @@ class Codec:
         """Record an exception as readable JSON, with a signed pickled copy when it pickles."""
         pickled: str | None = None
         if self.pickle != "off":
-            try:
-                raw = _pickler().dumps(exc)
-                _pickler().loads(raw)
-                pickled = base64.b64encode(self.keys.sign(raw, "exception")).decode()
-            except Exception:
-                pickled = None
+            # with its cause and context, which an exception's own pickle leaves out: a replay raises it
+            # with the same __cause__ the workflow saw live (the cause as its own pickle has it)
+            for held in ((exc, exc.__cause__, exc.__context__, exc.__suppress_context__), exc):
+                try:
+                    raw = _pickler().dumps(held)
+                    _pickler().loads(raw)
+                    pickled = base64.b64encode(self.keys.sign(raw, "exception")).decode()
+                    break
+                except Exception:
+                    pickled = None
         try:
             message = str(exc)
         except Exception:  # its __str__ raises: the traceback says so too
@@ -256,7 +260,12 @@ class Codec:
             raw = self.keys.verify(blob, _named(where, "error"))
             try:
                 rebuilt = _pickler().loads(raw)
-                if isinstance(rebuilt, BaseException):
+                if isinstance(rebuilt, tuple) and len(rebuilt) == 4 and isinstance(rebuilt[0], BaseException):
+                    error: BaseException = rebuilt[0]
+                    error.__cause__, error.__context__ = rebuilt[1], rebuilt[2]
+                    error.__suppress_context__ = bool(rebuilt[3])
+                    return error
+                if isinstance(rebuilt, BaseException):  # alone: recorded before causes were, or a cause did not pickle
                     return rebuilt
             except Exception:
                 pass  # e.g. its class is gone from the code now: the readable record stands in for it
