@@ -140,7 +140,8 @@ class Context:
         self._queries[name] = fn
 
     def set_status(self, value: Any) -> None:
-        """Custom progress, plain JSON data, visible from outside as ``handle.custom_status()``."""
+        """Custom progress, JSON data (a str or int enum member reads back as its value), visible from
+        outside as ``handle.custom_status()``."""
         plain_json(value, "ctx.set_status's value (the run's custom status)")
         self.custom_status = value
 

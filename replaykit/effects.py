@@ -292,9 +292,8 @@ class Effects(EngineState):
                 where = f"result of {leaf.command.describe()} (step {leaf.step} of {run.workflow_id!r})"
                 self.store.codec.encode(value, where)
                 raise
-        encoded = self.store.codec.encode_error(value)
-        thrown = value if payloads.error_record(*encoded)["pickle"] else self.store.codec.decode_error(*encoded)
-        return ERROR, encoded, thrown, None
+        encoded = self.store.codec.encode_error(value)  # the workflow gets what a replay gets: the recorded copy
+        return ERROR, encoded, self.store.codec.decode_error(*encoded), None
 
     # -- child workflows ---------------------------------------------------------------
 

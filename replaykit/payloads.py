@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import converters
-from .errors import ActivityFailed, CorruptStoreError, PayloadAuthenticationError, SerializationError
+from .errors import ActivityFailed, CorruptStoreError, PayloadAuthenticationError, ReplayKitError, SerializationError
 from .keys import Keyring, signed_body
 
 FORMAT_VERSION = 1
@@ -57,6 +57,47 @@ def _dumps(value: Any) -> str:
 to_json = _dumps  # JSON text of plain data, as recorded (no pickle, no key needed)
 
 
+def _chain_of(exc: BaseException) -> list[tuple[BaseException, bool, bool]]:
+    """What an exception's own pickle leaves out: the exceptions it was raised from (``__cause__``, else
+    ``__context__``), each as ``(copy, is_cause, suppress_context)``; a copy that does not pickle and
+    load back is an :class:`ActivityFailed` standing in for it."""
+    chain: list[tuple[BaseException, bool, bool]] = []
+    seen, link = {id(exc)}, exc
+    while len(chain) < 32:
+        nxt, is_cause = (link.__cause__, True) if link.__cause__ is not None else (link.__context__, False)
+        if nxt is None or id(nxt) in seen:
+            break
+        seen.add(id(nxt))
+        try:
+            _pickler().loads(_pickler().dumps(nxt))
+            copy = nxt
+        except Exception:
+            copy = ActivityFailed(f"{type(nxt).__module__}.{type(nxt).__qualname__}", _readable(_text_of(nxt)),
+                                  _readable("".join(traceback.format_exception(type(nxt), nxt, nxt.__traceback__))))
+        chain.append((copy, is_cause, link.__suppress_context__))
+        link = nxt
+    return chain
+
+
+def _link(error: BaseException, chain: list[Any]) -> None:
+    """Hang the recorded chain (:func:`_chain_of`) back on ``error``."""
+    link = error
+    for copy, is_cause, suppress in chain:
+        if is_cause:
+            link.__cause__ = copy
+        else:
+            link.__context__ = copy
+        link.__suppress_context__ = bool(suppress)
+        link = copy
+
+
+def _text_of(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception:  # its __str__ raises: the traceback says so too
+        return f"<{type(exc).__qualname__}: str() failed>"
+
+
 def _holds_an_exception(value: Any, depth: int = 0) -> bool:
     """Is ``value`` an exception, or does a list, tuple, set or dict of it (a few levels down) hold one?"""
     if isinstance(value, BaseException):
@@ -75,17 +116,31 @@ def _readable(text: str) -> str:
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "surrogatepass")
 
 
+def _json_data(value: Any, depth: int = 0) -> bool:
+    """Is ``value`` JSON data: text, numbers (their subclasses too, enums among them: recorded as their JSON
+    value), bool, None, and lists and str-keyed dicts of them, at most 100 levels deep?"""
+    if value is None or isinstance(value, (str, int, float)):
+        return True
+    if depth > 100:
+        return False
+    if type(value) is list:
+        return all(_json_data(v, depth + 1) for v in value)
+    if type(value) is dict:
+        return all(isinstance(k, str) and _json_data(v, depth + 1) for k, v in value.items())
+    return False
+
+
 def plain_json(value: Any, what: str) -> None:
-    """Refuse ``value`` (``what`` names it) unless it is plain JSON data that reads back as itself."""
+    """Refuse ``value`` (``what`` names it) unless it is JSON data (see :func:`_json_data`)."""
     try:
-        if _json_exact(value):
+        if _json_data(value):
             _dumps(value)
             return
     except (ValueError, RecursionError) as exc:  # an int of too many digits; nesting too deep
         raise SerializationError(f"{what} cannot be recorded: {exc}. Nothing was recorded.") from exc
     raise SerializationError(
-        f"{what} must be plain JSON data (str, int, float, bool, None, lists and str-keyed dicts of them) that "
-        f"reads back as itself; {reprlib.repr(value)} is not (a {type(value).__name__} or something inside it). "
+        f"{what} must be JSON data (text, numbers, bool, None, lists and str-keyed dicts of them); "
+        f"{reprlib.repr(value)} is not (a {type(value).__name__} or something inside it). "
         "Convert it (a datetime with .isoformat(), a tuple to a list, a key to str). Nothing was recorded.")
 _SCALARS = (str, int, float, bool, type(None))
 
@@ -223,52 +278,58 @@ class Codec:
                                 f"wrong kind, {type(data).__name__}): the store is damaged")
 
     def encode_error(self, exc: BaseException) -> tuple[str, str]:
-        """Record an exception as readable JSON, with a signed pickled copy when it pickles."""
-        pickled: str | None = None
+        """Record an exception as readable JSON, with a signed pickled copy when it pickles, and its
+        cause and context (which its own pickle leaves out) when they do."""
+        pickled = links = None
         if self.pickle != "off":
-            # with its cause and context, which an exception's own pickle leaves out: a replay raises it
-            # with the same __cause__ the workflow saw live (the cause as its own pickle has it)
-            for held in ((exc, exc.__cause__, exc.__context__, exc.__suppress_context__), exc):
-                try:
-                    raw = _pickler().dumps(held)
-                    _pickler().loads(raw)
-                    pickled = base64.b64encode(self.keys.sign(raw, "exception")).decode()
-                    break
-                except Exception:
-                    pickled = None
-        try:
-            message = str(exc)
-        except Exception:  # its __str__ raises: the traceback says so too
-            message = f"<{type(exc).__qualname__}: str() failed>"
+            pickled = self._signed_copy(exc)
+            chain = _chain_of(exc)
+            if pickled is not None and chain:
+                links = self._signed_copy(chain)
         record = {
             "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-            "message": _readable(message),
+            "message": _readable(_text_of(exc)),
             "traceback": _readable("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))),
             "pickle": pickled,
         }
+        if links is not None:  # a key of its own: a reader of 0.1 finds the exception where it always was
+            record["links"] = links
         return JSON, _dumps(record)
 
+    def _signed_copy(self, value: Any) -> str | None:
+        """``value`` pickled, signed and in base64, if it pickles and loads back (else ``None``)."""
+        try:
+            raw = _pickler().dumps(value)
+            _pickler().loads(raw)
+        except Exception:
+            return None
+        return base64.b64encode(self.keys.sign(raw, "exception")).decode()
+
+    def _loaded(self, text: Any, where: Where) -> Any:
+        """A signed copy read back; ``None`` if it no longer loads (damage and forgery are raised)."""
+        try:
+            blob = base64.b64decode(text, validate=True)
+        except (ValueError, TypeError) as exc:
+            raise CorruptStoreError(f"the {_named(where, 'error')} has a damaged pickled copy ({exc})") from exc
+        raw = self.keys.verify(blob, _named(where, "error"))
+        try:
+            return _pickler().loads(raw)
+        except Exception:
+            return None
+
     def decode_error(self, encoding: str, data: str | bytes, where: Where = None) -> BaseException:
-        """The recorded exception, rebuilt from its pickle if signed; :class:`ActivityFailed` if it did not pickle."""
+        """The recorded exception, rebuilt from its pickle if signed (with its cause and context, and its
+        recorded traceback as a note); :class:`ActivityFailed` if it did not pickle. The workflow gets
+        this copy live as on replay: the same exception either way."""
         record = error_record(encoding, data, where)
-        pickled = record.get("pickle")
-        if pickled and self.pickle != "off":
-            try:
-                blob = base64.b64decode(pickled, validate=True)
-            except ValueError as exc:
-                raise CorruptStoreError(f"the {_named(where, 'error')} has a damaged pickled copy ({exc})") from exc
-            raw = self.keys.verify(blob, _named(where, "error"))
-            try:
-                rebuilt = _pickler().loads(raw)
-                if isinstance(rebuilt, tuple) and len(rebuilt) == 4 and isinstance(rebuilt[0], BaseException):
-                    error: BaseException = rebuilt[0]
-                    error.__cause__, error.__context__ = rebuilt[1], rebuilt[2]
-                    error.__suppress_context__ = bool(rebuilt[3])
-                    return error
-                if isinstance(rebuilt, BaseException):  # alone: recorded before causes were, or a cause did not pickle
-                    return rebuilt
-            except Exception:
-                pass  # e.g. its class is gone from the code now: the readable record stands in for it
+        if record.get("pickle") and self.pickle != "off":
+            rebuilt = self._loaded(record["pickle"], where)  # None: its class is gone from the code now
+            if isinstance(rebuilt, BaseException):
+                links = self._loaded(record["links"], where) if record.get("links") else None
+                _link(rebuilt, links if isinstance(links, list) else [])
+                if not isinstance(rebuilt, ReplayKitError):  # replaykit's own say what they need in their message
+                    rebuilt.add_note(f"(where it was raised, as recorded)\n{record['traceback']}".rstrip())
+                return rebuilt
         return ActivityFailed(str(record["type"]), str(record["message"]), str(record["traceback"]))
 
 
