@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import stat
 import types
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -50,10 +51,12 @@ def _replaykit_build() -> bytes:
     version number still differ."""
     digest = hashlib.blake2b(digest_size=8)
     root = os.path.dirname(os.path.abspath(__file__))
-    for folder, dirs, files in sorted(os.walk(root)):
-        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-        for name in sorted(f for f in files if f.endswith(".py")):
+    for folder, dirs, files in os.walk(root):  # in name order: the same digest wherever it is installed
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
+        for name in sorted(f for f in files if f.endswith(".py") and not f.startswith(".")):
             path = os.path.join(folder, name)
+            if not stat.S_ISREG(os.lstat(path).st_mode):  # an editor's lock link beside a file being edited
+                continue
             digest.update(os.path.relpath(path, root).encode())
             with open(path, "rb") as f:
                 digest.update(f.read())

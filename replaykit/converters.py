@@ -51,8 +51,8 @@ class UnknownTypeError(SerializationError):
 class Unconvertible(Exception):
     """A value (at ``path``) that typed JSON cannot give back exactly: it needs pickle."""
 
-    def __init__(self, path: str, value: Any) -> None:
-        super().__init__(f"{path or 'the value'} ({type(value).__qualname__})")
+    def __init__(self, path: str, value: Any, why: str = "") -> None:
+        super().__init__(f"{path or 'the value'} ({type(value).__qualname__}{': ' + why if why else ''})")
         self.path, self.value = path, value
 
 
@@ -190,7 +190,7 @@ def _encode(v: Any, path: str, declared_only: bool) -> tuple[Any, Any]:
     leaf = _LEAVES.get(_real_class(kind))
     if leaf is not None:
         if leaf in ("datetime", "time") and not _as_written(v):
-            raise Unconvertible(path, v)  # a zoneinfo zone would come back as a fixed offset
+            raise Unconvertible(path, v, _not_as_written(v))
         return leaf, _to_json(v)
     if _kind(kind) is None or (declared_only and not _is_declared(kind)):
         raise Unconvertible(path, v)
@@ -212,6 +212,14 @@ def _as_written(v: dt.datetime | dt.time) -> bool:
     tz, offset = v.tzinfo, v.utcoffset()
     return v.fold == 0 and (tz is None or (type(tz) is dt.timezone and offset is not None
                                            and repr(tz) == repr(dt.timezone(offset))))
+
+
+def _not_as_written(v: dt.datetime | dt.time) -> str:
+    """What ISO text would change in ``v`` (see :func:`_as_written`), and what to record instead."""
+    if v.fold:
+        return "fold=1, the second of two equal local times, which ISO text cannot say: record it in UTC"
+    return (f"its zone {v.tzname()!r} ({type(v.tzinfo).__name__}) would read back as a bare offset: record it "
+            "with an unnamed timezone(offset), or in UTC")
 
 
 def _real_class(kind: type) -> type:

@@ -95,7 +95,7 @@ def _open_shard(folder: str, shard: int, flags: int) -> int:
     found = os.fstat(fd)
     try:
         if before is not None and _inode(found) != _inode(before):
-            raise _unusable(folder, "a lock file was replaced while it was opened")
+            raise _unusable(folder, "a lock file was replaced while it was opened", _NOT_ITS_OWN)
         _refuse_unless_its_own(folder, found)
     except StoreError:
         _kept_open.append(fd)  # it may be a file this process holds locks on: closing it would drop them
@@ -105,18 +105,23 @@ def _open_shard(folder: str, shard: int, flags: int) -> int:
 
 def _refuse_unless_its_own(folder: str, found: os.stat_result) -> None:
     if not stat.S_ISREG(found.st_mode):
-        raise _unusable(folder, "a lock file is not a regular file")
+        raise _unusable(folder, "a lock file is not a regular file", _NOT_ITS_OWN)
     if found.st_nlink != 1:
-        raise _unusable(folder, "a lock file has another name too (a hard link)")
+        raise _unusable(folder, "a lock file has another name too (a hard link)", _NOT_ITS_OWN)
     if _inode(found) in _open_inodes:
-        raise _unusable(folder, "a lock file is the lock file of another store this process uses")
+        raise _unusable(folder, "a lock file is the lock file of another store this process uses", _NOT_ITS_OWN)
 
 
-def _unusable(folder: str, why: str) -> StoreError:
+def _unusable(folder: str, why: str, advice: str = "") -> StoreError:
     return StoreError(
         f"{folder[:-len('-locks.d')]}: cannot open its lock files in {folder} ({why}): every process that drives "
-        "its runs needs to read and write them, and one that reads it to read them. Give this user access to that "
-        "directory and its files (or run as the user that made them); nothing was changed.")
+        "its runs needs to read and write them, and one that reads it to read them. " + (advice or (
+            "Give this user access to that directory and its files (or run as the user that made them)")) +
+        "; nothing was changed.")
+
+
+_NOT_ITS_OWN = ("Remove that file's other name, or remove the directory while no process uses the store "
+                "(replaykit makes it again)")
 
 
 def _refuse_if_others_control(folder: str) -> None:
