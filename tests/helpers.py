@@ -27,6 +27,34 @@ def journal(path: str, line: str) -> None:
         os.close(fd)
 
 
+def as_user(uid: int, gid: int, action: Callable[[], object]) -> str:
+    """Run ``action()`` in a forked child as ``uid``/``gid`` (the tests run as root): what it returned, as
+    text, or the error it raised."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        os.close(read)
+        try:
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+            answer = str(action())
+        except BaseException as exc:  # noqa: BLE001
+            answer = f"{type(exc).__name__}: {exc}"
+        os.write(write, answer.encode()[:4000])
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        answer = f.read()
+    os.waitpid(pid, 0)
+    return answer
+
+
+def same_exactly(a: object, b: object) -> bool:
+    """The same type, and the same repr (which shows a datetime's fold and zone, where == does not)."""
+    return type(a) is type(b) and repr(a) == repr(b)
+
+
 def wait_until(condition: Callable[[], object], what: str, timeout: float = 10.0) -> None:
     """Poll ``condition`` until it holds; fail saying ``what`` was awaited after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout

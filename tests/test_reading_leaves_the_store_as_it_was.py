@@ -21,7 +21,7 @@ import replaykit as rk
 from replaykit.cli import main
 
 from conftest import PYTHON
-from helpers import adder, waits_for_approval
+from helpers import adder, as_user, waits_for_approval
 
 SERVICE = textwrap.dedent("""
     import sys
@@ -71,28 +71,6 @@ def test_a_reader_open_when_the_service_stops_cleanly_leaves_the_store_file_whol
         assert conn.execute("SELECT workflow_id, status FROM runs").fetchall() == [("order", "completed")]
 
 
-def _as_user(uid: int, gid: int, action) -> str:  # type: ignore[no-untyped-def]
-    """Run ``action()`` in a forked child as ``uid``: "ok", or the error it raised."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        os.close(read)
-        try:
-            os.setgroups([])
-            os.setgid(gid)
-            os.setuid(uid)
-            answer = action()
-        except BaseException as exc:  # noqa: BLE001
-            answer = f"{type(exc).__name__}: {exc}"
-        os.write(write, str(answer).encode()[:4000])
-        os._exit(0)
-    os.close(write)
-    with os.fdopen(read) as f:
-        answer = f.read()
-    os.waitpid(pid, 0)
-    return answer
-
-
 def _folder(path: str) -> dict[str, tuple[int, int, int, str]]:
     """Every file of the folder: owner, group, mode and content digest (SQLite's -shm included)."""
     import hashlib
@@ -123,7 +101,7 @@ def test_root_reading_a_service_users_store_changes_nothing_in_its_folder(
     request.addfinalizer(lambda: shutil.rmtree(warm, ignore_errors=True))
     rk.run(adder, 2, workflow_id="w", db=os.path.join(warm, "w.db"))
     assert main(["list", os.path.join(warm, "w.db")]) == 0
-    assert _as_user(service.pw_uid, service.pw_gid,
+    assert as_user(service.pw_uid, service.pw_gid,
                     lambda: rk.run(adder, 3, workflow_id="done", db=db)) == "3"
     before = _folder(folder)
     for verb in (["list", db], ["describe", db, "done"], ["history", db, "done"], ["result", db, "done"]):
@@ -158,7 +136,7 @@ def test_describe_by_a_user_who_may_read_the_store_but_not_its_lock_files(
             code = main(["describe", db, "waiting"])
         return f"{code} {out.getvalue()}"
 
-    answer = _as_user(other.pw_uid, other.pw_gid, describe)
+    answer = as_user(other.pw_uid, other.pw_gid, describe)
     assert answer.startswith("0 ") and "status:" in answer, answer
 
 

@@ -17,6 +17,8 @@ import replaykit as rk
 from replaykit.cli import main
 from replaykit.testing import History, export_history, replay
 
+from helpers import as_user
+
 SECRET = "s" * 32
 
 
@@ -108,26 +110,12 @@ def test_replaykit_list_does_not_make_a_key_file(tmp_path: Path, monkeypatch: py
 
 def _open_as(uid: int, db: str) -> str:
     """Open ``db`` to write in a forked child running as ``uid``: "ok", or the error it raised."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        os.close(read)
-        try:
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-            os.environ.pop("REPLAYKIT_SECRET", None)
-            rk.SqliteStore(db).close()
-            answer = "ok"
-        except BaseException as exc:  # noqa: BLE001
-            answer = f"{type(exc).__name__}: {exc}"
-        os.write(write, answer.encode()[:4000])
-        os._exit(0)
-    os.close(write)
-    with os.fdopen(read) as f:
-        answer = f.read()
-    os.waitpid(pid, 0)
-    return answer
+    def open_it() -> str:
+        os.environ.pop("REPLAYKIT_SECRET", None)
+        rk.SqliteStore(db).close()
+        return "ok"
+
+    return as_user(uid, uid, open_it)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to play the operator under sudo")

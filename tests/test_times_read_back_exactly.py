@@ -13,6 +13,8 @@ import pytest
 
 import replaykit as rk
 
+from helpers import same_exactly
+
 PARIS = zoneinfo.ZoneInfo("Europe/Paris")
 
 
@@ -34,10 +36,6 @@ def echo(ctx: rk.Context, value: object) -> rk.Flow[object]:
     return value
 
 
-def _exactly(a: object, b: object) -> bool:
-    return type(a) is type(b) and repr(a) == repr(b)
-
-
 VALUES = {
     "fold": dt.datetime(2021, 10, 31, 2, 30, fold=1),  # the second 02:30 of a DST change (naive, local)
     "time-fold": dt.time(2, 30, fold=1),
@@ -48,10 +46,10 @@ VALUES = {
 
 
 @pytest.mark.parametrize("which", list(VALUES))
-def test_datetime_reads_back_exactly(any_db: str, which: str) -> None:
+def test_datetime_reads_backsame_exactly(any_db: str, which: str) -> None:
     value = VALUES[which]
     got = rk.run(echo, value, workflow_id=which, db=any_db)
-    assert _exactly(got, value), f"{got!r} != {value!r}"
+    assert same_exactly(got, value), f"{got!r} != {value!r}"
 
 
 def test_fold_survives_pickle_off(tmp_path) -> None:

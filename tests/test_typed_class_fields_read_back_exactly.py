@@ -13,6 +13,8 @@ import pytest
 
 import replaykit as rk
 
+from helpers import same_exactly
+
 
 @rk.json_type
 @dataclasses.dataclass
@@ -49,10 +51,6 @@ def echo(ctx: rk.Context, value: object) -> rk.Flow[object]:
     return value
 
 
-def _exactly(a: object, b: object) -> bool:
-    return type(a) is type(b) and repr(a) == repr(b)
-
-
 VALUES = {
     "bool-key": Flags({False: 1}),           # reads back {True: 1}: bool("false") is True
     "any-int-key": Loose({1: "a"}),          # reads back {'1': 'a'}
@@ -69,7 +67,7 @@ def test_declared_class_reads_back_exactly_or_is_refused(any_db: str, which: str
         got = rk.run(echo, value, workflow_id=which, db=any_db)
     except rk.SerializationError:
         return  # refused before anything is recorded: acceptable
-    assert _exactly(got, value), f"{got!r} != {value!r}"
+    assert same_exactly(got, value), f"{got!r} != {value!r}"
 
 
 @pytest.mark.parametrize("which", list(VALUES))
@@ -80,4 +78,4 @@ def test_declared_class_pickle_off_reads_back_exactly_or_is_refused(tmp_path, wh
             got = rk.run(echo, value, workflow_id=which, db=store)
         except rk.SerializationError:
             return
-    assert _exactly(got, value), f"{got!r} != {value!r}"
+    assert same_exactly(got, value), f"{got!r} != {value!r}"
