@@ -327,7 +327,8 @@ class Codec:
             if isinstance(rebuilt, BaseException):
                 links = self._loaded(record["links"], where) if record.get("links") else None
                 _link(rebuilt, links if isinstance(links, list) else [])
-                if not isinstance(rebuilt, ReplayKitError):  # replaykit's own say what they need in their message
+                # replaykit's own errors say what they need in their message; notes are Python 3.11's
+                if not isinstance(rebuilt, ReplayKitError) and hasattr(rebuilt, "add_note"):
                     rebuilt.add_note(f"(where it was raised, as recorded)\n{record['traceback']}".rstrip())
                 return rebuilt
         return ActivityFailed(str(record["type"]), str(record["message"]), str(record["traceback"]))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import threading
 import time
 from datetime import datetime, timezone
@@ -141,7 +142,8 @@ def test_describe_says_how_a_run_ended_and_where_it_came_from(any_db: str, capsy
     failed = json.loads(out)
     assert failed["status"] == "failed" and failed["custom_status"] == {"stage": "asking"} and "result" not in failed
     assert failed["error"]["type"] == "builtins.ValueError" and failed["error"]["message"] == "order 7 is not allowed"
-    assert "in refuse" in failed["error"]["traceback"]
+    if sys.version_info >= (3, 11):  # the activity's frames ride in a note on the exception the workflow gets
+        assert "in refuse" in failed["error"]["traceback"]
     code, out, _ = cli(capsys, "describe", any_db, "r")  # for people: the error and its traceback, as lines
     assert code == 0 and "status:        failed" in out and "ValueError: order 7 is not allowed" in out
     assert "Traceback (most recent call last):" in out.splitlines() and "\\n" not in out
