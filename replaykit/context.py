@@ -142,8 +142,8 @@ class Context:
     def set_status(self, value: Any) -> None:
         """Custom progress, JSON data (a str or int enum member reads back as its value), visible from
         outside as ``handle.custom_status()``."""
-        plain_json(value, "ctx.set_status's value (the run's custom status)")
-        self.custom_status = value
+        # a copy, as the store reads it back: a change to ``value`` after this call is not the status
+        self.custom_status = plain_json(value, "ctx.set_status's value (the run's custom status)")
 
     def __repr__(self) -> str:
         return f"<Context {self.workflow_id!r} replaying={self.is_replaying}>"

@@ -130,18 +130,20 @@ def _json_data(value: Any, depth: int = 0) -> bool:
     return False
 
 
-def plain_json(value: Any, what: str) -> None:
-    """Refuse ``value`` (``what`` names it) unless it is JSON data (see :func:`_json_data`)."""
+def plain_json(value: Any, what: str) -> Any:
+    """``value`` as JSON reads it back (a copy: changing ``value`` later changes nothing; an enum member is
+    its value); refused (``what`` names it) unless it is JSON data (see :func:`_json_data`)."""
     try:
         if _json_data(value):
-            _dumps(value)
-            return
+            return _loads(_dumps(value))
     except (ValueError, RecursionError) as exc:  # an int of too many digits; nesting too deep
         raise SerializationError(f"{what} cannot be recorded: {exc}. Nothing was recorded.") from exc
     raise SerializationError(
         f"{what} must be JSON data (text, numbers, bool, None, lists and str-keyed dicts of them); "
         f"{reprlib.repr(value)} is not (a {type(value).__name__} or something inside it). "
         "Convert it (a datetime with .isoformat(), a tuple to a list, a key to str). Nothing was recorded.")
+
+
 _SCALARS = (str, int, float, bool, type(None))
 
 
