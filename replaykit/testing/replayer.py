@@ -19,16 +19,16 @@ from typing import Any
 import attrs
 
 from .. import converters, payloads
+from ..control import opened
 from ..errors import ReplayKitError, UnknownWorkflowError, WorkflowConflictError, WorkflowNotFoundError
 from ..history import CONTINUED, ERROR, RESULT, START, Event, Status
 from ..keys import Keyring
 from ..payloads import Codec
 from ..replaycheck import check_history
 from ..starting import started_by
-from ..store import Store, open_store
+from ..store import Store
 from ..store.base import Secrets
 from ..store.locks import stores_open
-from ..store.open import open_to_read
 from ..workflow import Workflow, as_workflow, lookup
 
 FORMAT = "replaykit-history"
@@ -133,26 +133,14 @@ def _event_from_json(n: int, d: dict[str, Any]) -> Event:
     return Event(d["seq"], d["step"], d["kind"], d["name"], float(d["at"]), d["outcome"], encoding, payload)
 
 
-def _open(db: str | os.PathLike[str] | Store, reading: bool = True) -> tuple[Store, bool]:
-    """The given store, or the existing one at a path (``StoreNotFoundError`` if none), only to read if
-    ``reading``."""
-    if isinstance(db, Store):
-        return db, False
-    return (open_to_read(db) if reading else open_store(db, create=False)), True
-
-
 def export_history(db: str | os.PathLike[str] | Store, workflow_id: str) -> History:
     """Read one run's history out of a store (a path or a :class:`Store`)."""
-    store, own = _open(db)
-    try:
+    with opened(db, reading=True) as store:
         info = store.info(workflow_id)
         if info is None:
             where = getattr(store, "path", type(store).__name__)
             raise WorkflowNotFoundError(f"no workflow with id {workflow_id!r} in {where}")
         return History(workflow_id, info.name, tuple(store.events(workflow_id)))
-    finally:
-        if own:
-            store.close()
 
 
 def import_history(db: str | os.PathLike[str] | Store, history: History) -> Status:
@@ -168,14 +156,10 @@ def import_history(db: str | os.PathLike[str] | Store, history: History) -> Stat
     if [e.seq for e in events] != list(range(len(events))):
         raise ValueError(f"the history of {history.workflow_id!r} has a gap or repeats an event (seq not 0, 1, 2...)")
     status = _ended_as(history)
-    store, own = _open(db, reading=False)
-    try:
+    with opened(db) as store:
         if not store.create(history.workflow_id, history.workflow, events[0], status, events[1:]):
             raise WorkflowConflictError(f"workflow id {history.workflow_id!r} is taken in {store}; "
                                         "delete that run first or import under another id")
-    finally:
-        if own:
-            store.close()
     return status
 
 
@@ -234,9 +218,8 @@ def replay_all(db: str | os.PathLike[str] | Store, workflows: Iterable[Any] = ()
     Use it in CI before deploying new workflow code, against a copy of production's store.
     """
     known: dict[str, Workflow[Any]] = {w.name: w for w in map(as_workflow, workflows)}
-    store, own = _open(db)
     reports = []
-    try:
+    with opened(db, reading=True) as store:
         for info in store.list():
             try:
                 history = list(store.events(info.workflow_id))
@@ -245,7 +228,4 @@ def replay_all(db: str | os.PathLike[str] | Store, workflows: Iterable[Any] = ()
                 reports.append(ReplayReport(info.workflow_id, info.name, steps))
             except (ReplayKitError, UnknownWorkflowError) as exc:
                 reports.append(ReplayReport(info.workflow_id, info.name, 0, exc))
-        return reports
-    finally:
-        if own:
-            store.close()
+    return reports
