@@ -68,12 +68,7 @@ def _chain_of(exc: BaseException) -> list[tuple[BaseException, bool, bool]]:
         if nxt is None or id(nxt) in seen:
             break
         seen.add(id(nxt))
-        try:
-            _pickler().loads(_pickler().dumps(nxt))
-            copy = nxt
-        except Exception:
-            copy = ActivityFailed(f"{type(nxt).__module__}.{type(nxt).__qualname__}", _readable(_text_of(nxt)),
-                                  _readable("".join(traceback.format_exception(type(nxt), nxt, nxt.__traceback__))))
+        copy = nxt if _pickled_back(nxt) is not None else ActivityFailed(*_readable_parts(nxt))
         chain.append((copy, is_cause, link.__suppress_context__))
         link = nxt
     return chain
@@ -91,11 +86,24 @@ def _link(error: BaseException, chain: list[Any]) -> None:
         link = copy
 
 
-def _text_of(exc: BaseException) -> str:
+def _readable_parts(exc: BaseException) -> tuple[str, str, str]:
+    """An exception's type name, message and traceback, as recorded for reading."""
     try:
-        return str(exc)
+        message = str(exc)
     except Exception:  # its __str__ raises: the traceback says so too
-        return f"<{type(exc).__qualname__}: str() failed>"
+        message = f"<{type(exc).__qualname__}: str() failed>"
+    return (f"{type(exc).__module__}.{type(exc).__qualname__}", _readable(message),
+            _readable("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))))
+
+
+def _pickled_back(value: Any) -> bytes | None:
+    """``value``'s pickle, if it loads back (else ``None``)."""
+    try:
+        raw: bytes = _pickler().dumps(value)
+        _pickler().loads(raw)
+    except Exception:
+        return None
+    return raw
 
 
 def _holds_an_exception(value: Any, depth: int = 0) -> bool:
@@ -288,24 +296,16 @@ class Codec:
             chain = _chain_of(exc)
             if pickled is not None and chain:
                 links = self._signed_copy(chain)
-        record = {
-            "type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-            "message": _readable(_text_of(exc)),
-            "traceback": _readable("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))),
-            "pickle": pickled,
-        }
+        kind, message, trace = _readable_parts(exc)
+        record = {"type": kind, "message": message, "traceback": trace, "pickle": pickled}
         if links is not None:  # a key of its own: a reader of 0.1 finds the exception where it always was
             record["links"] = links
         return JSON, _dumps(record)
 
     def _signed_copy(self, value: Any) -> str | None:
         """``value`` pickled, signed and in base64, if it pickles and loads back (else ``None``)."""
-        try:
-            raw = _pickler().dumps(value)
-            _pickler().loads(raw)
-        except Exception:
-            return None
-        return base64.b64encode(self.keys.sign(raw, "exception")).decode()
+        raw = _pickled_back(value)
+        return None if raw is None else base64.b64encode(self.keys.sign(raw, "exception")).decode()
 
     def _loaded(self, text: Any, where: Where) -> Any:
         """A signed copy read back; ``None`` if it no longer loads (damage and forgery are raised)."""

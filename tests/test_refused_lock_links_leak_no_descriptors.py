@@ -1,8 +1,7 @@
-"""A lock file reached under a second path (a hard link in another store's lock directory) is refused,
-and its descriptor kept open in `locks._kept_open` so that closing it drops none of this process's
-locks. It is kept open once per refusal, never closed and never reused: every `describe` of the
-other store (the web UI's page, polled every few seconds) costs the process one more descriptor,
-until it runs out of them and its engine can no longer open a file or a connection."""
+"""A lock file reached under a second path (a hard link in another store's lock directory) is refused
+before it is opened. Before, it was opened, found out, and left open once per refusal: every
+`describe` of the other store (the web UI's page, polled every few seconds) cost the process one more
+descriptor, until it ran out of them (found by a review)."""
 
 from __future__ import annotations
 

@@ -70,11 +70,10 @@ class _LockFile:
 # Every lock file this process has open, by (device, inode). Closing any descriptor of a file drops every
 # lock this process holds on it, so a lock file is checked before it is opened: a regular file with one
 # name (a hard link could be another store's lock file, or a database file SQLite holds locks on) that
-# this process does not already have open. A file swapped in between the check and the open is kept
-# open (in _kept_open) rather than closed.
+# this process does not already have open. A file swapped in between the check and the open is left
+# open rather than closed.
 _open_inodes: set[tuple[int, int]] = set()
 _inodes_mutex = threading.Lock()
-_kept_open: list[int] = []
 
 
 def _inode(found: os.stat_result) -> tuple[int, int]:
@@ -97,8 +96,7 @@ def _open_shard(folder: str, shard: int, flags: int) -> int:
         if before is not None and _inode(found) != _inode(before):
             raise _unusable(folder, "a lock file was replaced while it was opened", _NOT_ITS_OWN)
         _refuse_unless_its_own(folder, found)
-    except StoreError:
-        _kept_open.append(fd)  # it may be a file this process holds locks on: closing it would drop them
+    except StoreError:  # fd left open: it may be a file this process holds locks on, and closing drops them
         raise
     return fd
 
