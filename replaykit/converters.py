@@ -189,8 +189,9 @@ def _encode(v: Any, path: str, declared_only: bool) -> tuple[Any, Any]:
         return (["dict*", next(iter(descriptors.values()))] if len(same) == 1 else ["dict", descriptors]), data
     leaf = _LEAVES.get(_real_class(kind))
     if leaf is not None:
-        if leaf in ("datetime", "time") and not _as_written(v):
-            raise Unconvertible(path, v, _not_as_written(v))
+        changed = _what_iso_text_changes(v) if leaf in ("datetime", "time") else None
+        if changed is not None:
+            raise Unconvertible(path, v, changed)
         return leaf, _to_json(v)
     if _kind(kind) is None or (declared_only and not _is_declared(kind)):
         raise Unconvertible(path, v)
@@ -205,21 +206,17 @@ def _encode(v: Any, path: str, declared_only: bool) -> tuple[Any, Any]:
     return ["class", _name(kind)], data
 
 
-def _as_written(v: dt.datetime | dt.time) -> bool:
-    """Does ISO text give ``v`` back: no ``fold`` (the second of two equal local times), and no zone but a
-    fixed offset without a name of its own (a zoneinfo zone would come back as an offset, a named
-    ``timezone`` without its name)?"""
-    tz, offset = v.tzinfo, v.utcoffset()
-    return v.fold == 0 and (tz is None or (type(tz) is dt.timezone and offset is not None
-                                           and repr(tz) == repr(dt.timezone(offset))))
-
-
-def _not_as_written(v: dt.datetime | dt.time) -> str:
-    """What ISO text would change in ``v`` (see :func:`_as_written`), and what to record instead."""
+def _what_iso_text_changes(v: dt.datetime | dt.time) -> str | None:
+    """What ISO text would not give back in ``v``, and what to record instead (``None``: nothing). It holds
+    no ``fold`` (the second of two equal local times), and no zone but a fixed offset without a name of
+    its own (a zoneinfo zone would come back as a bare offset, a named ``timezone`` without its name)."""
     if v.fold:
         return "fold=1, the second of two equal local times, which ISO text cannot say: record it in UTC"
-    return (f"its zone {v.tzname()!r} ({type(v.tzinfo).__name__}) would read back as a bare offset: record it "
-            "with an unnamed timezone(offset), or in UTC")
+    tz, offset = v.tzinfo, v.utcoffset()
+    if tz is None or (type(tz) is dt.timezone and offset is not None and repr(tz) == repr(dt.timezone(offset))):
+        return None
+    return (f"its zone {v.tzname()!r} ({type(tz).__name__}) would read back as a bare offset: record it with an "
+            "unnamed timezone(offset), or in UTC")
 
 
 def _real_class(kind: type) -> type:
