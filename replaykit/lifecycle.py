@@ -146,18 +146,26 @@ class Lifecycle(EngineState):
         row (PostgreSQL stamps a lock on the row from another connection, which cannot see a row created
         in an uncommitted batch), and nobody else can have recorded anything when it is opened from its
         start event alone (``_opened``). A store that cannot lock says so when the run opens."""
-        locked = False
+        locked = unchecked = False
         try:
             if lock and workflow_id not in self._runs:
+                unchecked = workflow_id not in self._releasing  # else taken back: this engine's already
                 try:
                     locked = self._lock(workflow_id, new=True)
                 except StoreError:
                     pass
-            return locked, self._create(wf, workflow_id, payload, pending, placement)
+            created = self._create(wf, workflow_id, payload, pending, placement)
         except BaseException:
             if locked:
                 self._unlock(workflow_id)
             raise
+        if locked and unchecked and created is None:
+            # The run existed: its lock was taken without reading its keeper mark (Store.try_lock_new), so
+            # it is given back at once, untouched, and a later _lock reads the mark (a live engine may keep
+            # it out of memory). Kept until the commit, _lock would take it back unread.
+            self.store.unlock(workflow_id)
+            return False, None
+        return locked, created
 
     def _lock(self, workflow_id: str, *, new: bool = False) -> bool:
         """Take the run's lock; if the holder vanished between our try and our asking who it is, try again
