@@ -16,13 +16,13 @@ import json
 import re
 import reprlib
 import sys
-import traceback
 from collections.abc import Callable
 from typing import Any
 
-from . import converters
-from .errors import ActivityFailed, CorruptStoreError, PayloadAuthenticationError, ReplayKitError, SerializationError
-from .keys import Keyring, signed_body
+from . import converters, error_records, pickling
+from .errors import CorruptStoreError, PayloadAuthenticationError, SerializationError
+from .keys import Keyring
+from .pickling import holds_an_exception, pickled_back, pickler
 
 FORMAT_VERSION = 1
 JSON = "json"
@@ -55,73 +55,6 @@ def _dumps(value: Any) -> str:
 
 
 to_json = _dumps  # JSON text of plain data, as recorded (no pickle, no key needed)
-
-
-def _chain_of(exc: BaseException) -> list[tuple[BaseException, bool, bool]]:
-    """What an exception's own pickle leaves out: the exceptions it was raised from (``__cause__``, else
-    ``__context__``), each as ``(copy, is_cause, suppress_context)``; a copy that does not pickle and
-    load back is an :class:`ActivityFailed` standing in for it."""
-    chain: list[tuple[BaseException, bool, bool]] = []
-    seen, link = {id(exc)}, exc
-    while len(chain) < 32:
-        nxt, is_cause = (link.__cause__, True) if link.__cause__ is not None else (link.__context__, False)
-        if nxt is None or id(nxt) in seen:
-            break
-        seen.add(id(nxt))
-        copy = nxt if _pickled_back(nxt) is not None else ActivityFailed(*_readable_parts(nxt))
-        chain.append((copy, is_cause, link.__suppress_context__))
-        link = nxt
-    return chain
-
-
-def _link(error: BaseException, chain: list[Any]) -> None:
-    """Hang the recorded chain (:func:`_chain_of`) back on ``error``."""
-    link = error
-    for copy, is_cause, suppress in chain:
-        if is_cause:
-            link.__cause__ = copy
-        else:
-            link.__context__ = copy
-        link.__suppress_context__ = bool(suppress)
-        link = copy
-
-
-def _readable_parts(exc: BaseException) -> tuple[str, str, str]:
-    """An exception's type name, message and traceback, as recorded for reading."""
-    try:
-        message = str(exc)
-    except Exception:  # its __str__ raises: the traceback says so too
-        message = f"<{type(exc).__qualname__}: str() failed>"
-    return (f"{type(exc).__module__}.{type(exc).__qualname__}", _readable(message),
-            _readable("".join(traceback.format_exception(type(exc), exc, exc.__traceback__))))
-
-
-def _pickled_back(value: Any) -> bytes | None:
-    """``value``'s pickle, if it loads back (else ``None``)."""
-    try:
-        raw: bytes = _pickler().dumps(value)
-        _pickler().loads(raw)
-    except Exception:
-        return None
-    return raw
-
-
-def _holds_an_exception(value: Any, depth: int = 0) -> bool:
-    """Is ``value`` an exception, or does a list, tuple, set or dict of it (a few levels down) hold one?"""
-    if isinstance(value, BaseException):
-        return True
-    if depth > 8 or type(value) not in (list, tuple, set, frozenset, dict):
-        return False
-    items = value.values() if type(value) is dict else value
-    return any(_holds_an_exception(item, depth + 1) for item in items)
-
-
-def _readable(text: str) -> str:
-    """An error's text as it can be recorded: a surrogate pair held as two characters joined into the one
-    they stand for (the text is for reading; an exact copy rides in the pickle)."""
-    if text.isascii() or _SURROGATE.search(text) is None:
-        return text
-    return text.encode("utf-16", "surrogatepass").decode("utf-16", "surrogatepass")
 
 
 def _json_data(value: Any, depth: int = 0) -> bool:
@@ -223,11 +156,11 @@ class Codec:
                 "structs or pydantic models (with exact field annotations), datetimes, UUIDs, Decimals, bytes, "
                 "tuples and sets of them; or allow signed pickles (pickle='signed'). Nothing was recorded.")
         try:
-            data = _pickler().dumps(value)
+            data = pickler().dumps(value)
         except RecursionError:
             raise
         except Exception as exc:
-            path, culprit = _culprit(value, "")
+            path, culprit = pickling.culprit(value, "")
             what = f"{path} is a value of type" if path else "a value of type"
             raise SerializationError(
                 f"cannot record the {_named(where)}: {what} {type(culprit).__qualname__}, which can be neither "
@@ -236,8 +169,8 @@ class Codec:
             ) from exc
         try:  # an exception pickles its args alone: one whose __init__ takes others would fail every read. (Other
             # values are not loaded here: loading runs their reconstructors, side effects and all.)
-            if _holds_an_exception(value):
-                _pickler().loads(data)
+            if holds_an_exception(value):
+                pickler().loads(data)
         except Exception as exc:
             raise SerializationError(
                 f"cannot record the {_named(where)}: a value of type {kind.__qualname__} pickles but does not unpickle "
@@ -278,7 +211,7 @@ class Codec:
                     "not unpickled. Open it with pickle='signed' (and its secret) to read it.")
             verified = self.keys.verify(bytes(data), _named(where))
             try:
-                return _pickler().loads(verified)
+                return pickler().loads(verified)
             except Exception as exc:  # signed by this store, but its class is gone or changed in this code
                 raise SerializationError(
                     f"cannot read the {_named(where)}: its pickle does not load in this code ({type(exc).__name__}: "
@@ -289,22 +222,12 @@ class Codec:
 
     def encode_error(self, exc: BaseException) -> tuple[str, str]:
         """Record an exception as readable JSON, with a signed pickled copy when it pickles, and its
-        cause and context (which its own pickle leaves out) when they do."""
-        pickled = links = None
-        if self.pickle != "off":
-            pickled = self._signed_copy(exc)
-            chain = _chain_of(exc)
-            if pickled is not None and chain:
-                links = self._signed_copy(chain)
-        kind, message, trace = _readable_parts(exc)
-        record = {"type": kind, "message": message, "traceback": trace, "pickle": pickled}
-        if links is not None:  # a key of its own: a reader of 0.1 finds the exception where it always was
-            record["links"] = links
-        return JSON, _dumps(record)
+        cause and context (which its own pickle leaves out) when they do (:mod:`replaykit.error_records`)."""
+        return JSON, _dumps(error_records.record_of(exc, None if self.pickle == "off" else self._signed_copy))
 
     def _signed_copy(self, value: Any) -> str | None:
         """``value`` pickled, signed and in base64, if it pickles and loads back (else ``None``)."""
-        raw = _pickled_back(value)
+        raw = pickled_back(value)
         return None if raw is None else base64.b64encode(self.keys.sign(raw, "exception")).decode()
 
     def _loaded(self, text: Any, where: Where) -> Any:
@@ -315,7 +238,7 @@ class Codec:
             raise CorruptStoreError(f"the {_named(where, 'error')} has a damaged pickled copy ({exc})") from exc
         raw = self.keys.verify(blob, _named(where, "error"))
         try:
-            return _pickler().loads(raw)
+            return pickler().loads(raw)
         except Exception:
             return None
 
@@ -324,46 +247,7 @@ class Codec:
         recorded traceback as a note); :class:`ActivityFailed` if it did not pickle. The workflow gets
         this copy live as on replay: the same exception either way."""
         record = error_record(encoding, data, where)
-        if record.get("pickle") and self.pickle != "off":
-            rebuilt = self._loaded(record["pickle"], where)  # None: its class is gone from the code now
-            if isinstance(rebuilt, BaseException):
-                links = self._loaded(record["links"], where) if record.get("links") else None
-                _link(rebuilt, links if isinstance(links, list) else [])
-                # replaykit's own errors say what they need in their message; notes are Python 3.11's
-                if not isinstance(rebuilt, ReplayKitError) and hasattr(rebuilt, "add_note"):
-                    rebuilt.add_note(f"(where it was raised, as recorded)\n{record['traceback']}".rstrip())
-                return rebuilt
-        return ActivityFailed(str(record["type"]), str(record["message"]), str(record["traceback"]))
-
-
-def _pickler() -> Any:
-    """cloudpickle, loaded with the first value that needs it: most runs never pickle."""
-    import cloudpickle  # type: ignore[import-untyped]
-
-    return cloudpickle
-
-
-def _picklable(value: Any) -> bool:
-    try:
-        _pickler().dumps(value)
-        return True
-    except Exception:
-        return False
-
-
-def _culprit(value: Any, path: str) -> tuple[str, Any]:
-    """Descend into containers to the innermost value that does not pickle, and its path."""
-    if isinstance(value, dict):
-        items: Any = value.items()
-    elif isinstance(value, (list, tuple, set, frozenset)):
-        items = enumerate(value)
-    else:
-        return path, value
-    for key, item in items:
-        if not _picklable(item):
-            step = key if not path and isinstance(key, str) and key.isidentifier() else f"[{key!r}]"
-            return _culprit(item, path + step)
-    return path, value
+        return error_records.rebuilt(record, None if self.pickle == "off" else lambda text: self._loaded(text, where))
 
 
 def error_record(encoding: str, data: str | bytes, where: Where = None) -> dict[str, Any]:
@@ -375,28 +259,3 @@ def error_record(encoding: str, data: str | bytes, where: Where = None) -> dict[
     if not isinstance(record, dict) or not {"type", "message", "traceback"} <= record.keys():
         raise CorruptStoreError(f"the {_named(where, 'error')} is not a recorded exception: the store is damaged")
     return record
-
-
-_CONTAINERS = {"EMPTY_LIST": "list", "EMPTY_DICT": "dict", "EMPTY_SET": "set", "EMPTY_TUPLE": "tuple"}
-
-
-def pickled_type(blob: bytes) -> str | None:
-    """The type a (signed) pickle holds, read from its first opcodes and never unpickled, for showing
-    it (``None``: it does not say plainly). A hint only: whoever wrote the store chose those bytes."""
-    import pickletools
-
-    strings: list[str] = []
-    try:
-        for count, (op, arg, _) in enumerate(pickletools.genops(signed_body(blob))):
-            if count > 64:
-                return None
-            if op.name in _CONTAINERS and not strings:
-                return _CONTAINERS[op.name]
-            if op.name in ("GLOBAL", "STACK_GLOBAL"):
-                name = str(arg).replace(" ", ".") if op.name == "GLOBAL" else ".".join(strings[-2:])
-                return None if name.startswith("cloudpickle.") or "." not in name else name  # by value: no name
-            if isinstance(arg, str):
-                strings.append(arg)
-    except Exception:  # not a pickle (damage): nothing to say
-        return None
-    return None

@@ -15,7 +15,8 @@ from typing import Any
 
 from .converters import TYPED
 from .history import ERROR, RESULT, START, Event, WorkflowInfo
-from .payloads import Codec, error_record, pickled_type
+from .payloads import Codec, error_record
+from .pickling import pickled_type
 from .store import Store
 
 
