@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from .. import control, views
+from ..control import opened
 from ..errors import UnknownQueryError
 from ..restarting import fork as fork_run
 from ..restarting import restart as restart_run
@@ -23,7 +24,7 @@ from ..store import open_store
 from ..store.urls import without_password
 from ..terminating import terminate as terminate_run
 from . import output
-from .common import UsageError, db_argument, duration, import_modules, json_option, modules_option, opened
+from .common import UsageError, db_argument, duration, import_modules, json_option, modules_option
 
 
 def _json_value(text: str) -> Any:

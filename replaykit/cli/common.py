@@ -5,16 +5,13 @@ from __future__ import annotations
 import importlib
 import re
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
-from .. import control
 from ..errors import ReplayKitError
 from ..history import Status
-from ..store import Store
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -40,13 +37,6 @@ def modules_option(f: F) -> F:
 
 class UsageError(ReplayKitError):
     """A command-line argument that cannot be used (reported on one line, exit 1)."""
-
-
-@contextmanager
-def opened(db: str, *, reading: bool = False) -> Iterator[Store]:
-    """An existing store (a mistyped path is an error, never a new file); ``reading``: only read."""
-    with control.opened(db, reading=reading) as store:
-        yield store
 
 
 def import_modules(modules: tuple[str, ...] | list[str]) -> None:

@@ -10,12 +10,13 @@ from pathlib import Path
 import click
 
 from .. import views
+from ..control import opened
 from ..errors import WorkflowNotFoundError
 from ..handle import ended_with
 from ..history import Event
 from ..store.urls import without_password
 from . import output
-from .common import STATUSES, db_argument, duration, import_modules, json_option, modules_option, opened
+from .common import STATUSES, db_argument, duration, import_modules, json_option, modules_option
 
 # Exit codes of ``result`` beyond 0 (completed), 1 (an error) and 2 (a usage error)
 NOT_COMPLETED = 3  # the run ended without a result: failed, cancelled or timed out

@@ -7,8 +7,9 @@ from pathlib import Path
 import click
 
 from .. import timeline
+from ..control import opened
 from ..timeline_html import render
-from .common import db_argument, import_modules, modules_option, opened
+from .common import db_argument, import_modules, modules_option
 
 
 @click.command()
