@@ -93,6 +93,7 @@ class PostgresWork:
 
     if TYPE_CHECKING:
         url: str
+        _idle_transaction_limit: float
         _locks: AdvisoryLocks
         _writes: Writes
 
@@ -156,12 +157,29 @@ class PostgresWork:
         return None if value is None else float(value)
 
     def set_queue(self, queue: Queue) -> None:
+        """Waits for the queue's row at most twice the time after which the server ends a session idle in its
+        transaction (a hung worker's is ended within one), then says who holds it, instead of waiting for ever."""
         starts, seconds = queue.rate if queue.rate is not None else (None, None)
-        with self._write() as conn:
-            conn.execute(
-                "INSERT INTO replaykit_queues VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
-                "concurrency = excluded.concurrency, per_key = excluded.per_key, rate_starts = excluded.rate_starts, "
-                "rate_seconds = excluded.rate_seconds", (queue.name, queue.concurrency, queue.per_key, starts, seconds))
+        wait = 2 * self._idle_transaction_limit
+        try:
+            with self._write() as conn:
+                conn.execute(f"SET LOCAL lock_timeout = '{round(wait * 1000)}ms'")
+                conn.execute(
+                    "INSERT INTO replaykit_queues VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO UPDATE SET "
+                    "concurrency = excluded.concurrency, per_key = excluded.per_key, "
+                    "rate_starts = excluded.rate_starts, rate_seconds = excluded.rate_seconds",
+                    (queue.name, queue.concurrency, queue.per_key, starts, seconds))
+        except BaseException as exc:
+            if not _lock_busy(exc):
+                raise
+            idle = self._read("SELECT pid, round(extract(epoch from now() - state_change)) FROM pg_stat_activity "
+                              "WHERE datname = current_database() AND state LIKE 'idle in transaction%%'")
+            holders = ", ".join(f"pid {pid} (for {age:g} s)" for pid, age in idle) or "none now"
+            raise StoreError(
+                f"{self.url}: the limits of queue {queue.name!r} were not stored: another session held its row "
+                f"(replaykit_queues) locked for {wait:g} s, a transaction left open. Sessions idle in a transaction: "
+                f"{holders}. End it (COMMIT or ROLLBACK there, or SELECT pg_terminate_backend(pid)) and start the "
+                "worker again; nothing was changed.") from exc
 
     def register_worker(self, record: WorkerRecord) -> None:
         key = worker_key(record.worker_id)
