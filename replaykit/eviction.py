@@ -33,7 +33,7 @@ class Eviction(EngineState):
 
     if TYPE_CHECKING:
         def _opened(self, wf: Workflow[Any], workflow_id: str, call: Any, handle: WorkflowHandle,
-                    created: Any = None, *, woken: bool = False) -> None: ...
+                    created: Any = None, *, woken: bool = False, kept: _Evicted | None = None) -> None: ...
         def _lock(self, workflow_id: str) -> bool: ...
         def _post(self, job: Any) -> None: ...
         def _unlock(self, workflow_id: str) -> None: ...
@@ -94,16 +94,32 @@ class Eviction(EngineState):
             locked = False
         if locked:
             del self._evicted[workflow_id]
-            self._opened(evicted.workflow, workflow_id, None, evicted.handle, woken=True)
+            self._opened(evicted.workflow, workflow_id, None, evicted.handle, woken=True, kept=evicted)
         elif self._kept_elsewhere(workflow_id):
             del self._evicted[workflow_id]  # its handle watches the store (see _evict_parked, _keep_paused)
             self._marked.discard(workflow_id)
             self._paused_here.discard(workflow_id)
         else:
-            self._retrying.add(workflow_id)
-            retry = threading.Timer(self._poll, self._post, (functools.partial(self._retry_wake, workflow_id),))
-            retry.daemon = True  # a retry posted after the engine closed is dropped anyway
-            retry.start()
+            self._retry_wake_later(workflow_id)
+
+    def _retry_wake_later(self, workflow_id: str) -> None:
+        self._retrying.add(workflow_id)
+        retry = threading.Timer(self._poll, self._post, (functools.partial(self._retry_wake, workflow_id),))
+        retry.daemon = True  # a retry posted after the engine closed is dropped anyway
+        retry.start()
+
+    def _kept_after_all(self, workflow_id: str, evicted: _Evicted) -> bool:
+        """A kept run woken and locked (its mark cleared) could not be opened: the store failed reading
+        it. It stays this engine's, as when its lock could not be taken: marked again, its lock given up
+        after the commit, and woken again after a poll interval. ``False`` if it could not be marked."""
+        if workflow_id in self._runs or workflow_id in self._evicted:
+            return False
+        if not self._set_aside(workflow_id, "it is given up"):
+            return False
+        self._evicted[workflow_id] = evicted
+        self._unlock(workflow_id)
+        self._retry_wake_later(workflow_id)
+        return True
 
     def _retry_wake(self, workflow_id: str) -> None:
         self._retrying.discard(workflow_id)

@@ -32,7 +32,7 @@ from .errors import (
 from .history import CONTINUED, ERROR, OK, PATCH, RESULT, START, Event, Status
 from .interpreter import Continued, Feed, Leaf, Raised, Returned, Step, Waiting, replay_history
 from .replaycheck import check_history
-from .runstate import EngineState, _Run
+from .runstate import EngineState, _Evicted, _Run
 from .starting import check_same_run, start_payload, started_by
 from .workflow import check_arguments
 
@@ -74,6 +74,7 @@ class Lifecycle(EngineState):
         def _maybe_evict(self, run: _Run) -> None: ...
         def _keep_paused(self, wf: Workflow[Any], workflow_id: str, handle: WorkflowHandle) -> None: ...
         def _ended_if_asked(self, wf: Workflow[Any], workflow_id: str, handle: WorkflowHandle) -> bool: ...
+        def _kept_after_all(self, workflow_id: str, evicted: _Evicted) -> bool: ...
 
     # -- opening a run: create, lock, replay ------------------------------------------
 
@@ -123,9 +124,11 @@ class Lifecycle(EngineState):
         self._opened(wf, workflow_id, call, handle, woken=woken)
 
     def _opened(self, wf: Workflow[Any], workflow_id: str, call: tuple[tuple[Any, ...], dict[str, Any]] | None,
-                handle: WorkflowHandle, created: Event | None = None, *, woken: bool = False) -> None:
+                handle: WorkflowHandle, created: Event | None = None, *, woken: bool = False,
+                kept: _Evicted | None = None) -> None:
         """Open a run this engine has locked (``created``: its start, which this engine just recorded
-        under the lock, so that the history is that event alone and need not be read back)."""
+        under the lock, so that the history is that event alone and need not be read back; ``kept``:
+        the entry of a kept run being woken, kept again if the store fails before it is driven)."""
         try:
             if created is not None:
                 self._replay(wf, workflow_id, created, created.value(self.store.codec, workflow_id), iter(()), handle)
@@ -135,6 +138,8 @@ class Lifecycle(EngineState):
             run = self._runs.get(workflow_id)
             if run is not None:  # it got as far as running: stop it as any run is stopped
                 self._abort(run, exc)
+            elif kept is not None and isinstance(exc, StoreError) and self._kept_after_all(workflow_id, kept):
+                return  # still this engine's, tried again: its handle waits
             else:
                 self._unlock(workflow_id)
             handle._fail(exc)
