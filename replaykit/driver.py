@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import control
-from .errors import StoreError
+from .errors import ReplayKitError, StoreError
 from .runstate import EngineState
 
 if TYPE_CHECKING:
@@ -153,10 +153,24 @@ class Driver(EngineState):
         """The store rolled the turn's batch back (a full disk, an I/O error): every run in memory may be
         ahead of its recorded history, so stop driving them all; ``result()`` raises ``error``, and a
         rerun (or another engine) replays what was committed. Nothing that waited for the commit happens.
-        Evicted runs hold nothing in memory: when their timer is due they replay what was committed."""
+        Evicted runs hold nothing in memory: when their timer is due they replay what was committed;
+        but those evicted (or kept paused) in this batch lost their mark with it, and are ahead of their
+        history too: they stop as well. A run given up here may have had this engine's mark cleared in
+        the batch (taken back): the rollback restored it, so it is cleared again before its lock goes."""
         log.error("replaykit could not commit; every run of this engine stops: %s", error)
         for run in list(self._runs.values()):
             self._abort(run, error)
+        for workflow_id in [w for w in self._evicted if w in self._releasing]:  # set aside in this batch
+            evicted = self._evicted.pop(workflow_id)
+            self._marked.discard(workflow_id)
+            self._paused_here.discard(workflow_id)
+            evicted.handle._fail(error)
+        for workflow_id in self._releasing:  # locked during the batch, its release waits below
+            try:
+                self.store.keep(workflow_id, None)  # committed with the next batch; refused meanwhile
+            except ReplayKitError as exc:  # created in the lost batch: there is no row to clear
+                if isinstance(exc, StoreError):
+                    log.warning("replaykit could not clear its mark on workflow %r: %s", workflow_id, exc)
         self._children.clear()
         while self._after_commit:
             actions, self._after_commit = self._after_commit, []
