@@ -70,11 +70,18 @@ def wait_ended(store: Store, workflow_id: str, reason: str, at: float, wait: flo
 
 
 def _end_if_free(store: Store, workflow_id: str, reason: str, at: float, keeper: str | None = None) -> bool:
-    """End the run under its lock, its children first, if nobody holds it and it has not ended."""
+    """End the run under its lock, its children first, if nobody holds it and it has not ended. If
+    ``keeper`` kept the run (its mark, cleared as it is taken) and ending it fails, it is marked again
+    before the lock goes: the engine still keeps it."""
+    kept = keeper is not None and store.keeper_of(workflow_id) == keeper
     if not store.try_lock(workflow_id, keeper=keeper):
         return False
     try:
         return end_locked(store, workflow_id, reason, at)
+    except BaseException:
+        if kept:
+            store.keep(workflow_id, keeper)  # (if this fails too, the lock goes unmarked: said by the error)
+        raise
     finally:
         store.unlock(workflow_id)
 
