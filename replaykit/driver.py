@@ -155,8 +155,9 @@ class Driver(EngineState):
         rerun (or another engine) replays what was committed. Nothing that waited for the commit happens.
         Evicted runs hold nothing in memory: when their timer is due they replay what was committed;
         but those evicted (or kept paused) in this batch lost their mark with it, and are ahead of their
-        history too: they stop as well. A run given up here may have had this engine's mark cleared in
-        the batch (taken back): the rollback restored it, so it is cleared again before its lock goes."""
+        history too: they stop as well, as do runs that continued as new in it (their next generation's
+        start is lost). A run given up here may have had this engine's mark cleared in the batch (taken
+        back): the rollback restored it, so it is cleared again before its lock goes."""
         log.error("replaykit could not commit; every run of this engine stops: %s", error)
         for run in list(self._runs.values()):
             self._abort(run, error)
@@ -165,6 +166,10 @@ class Driver(EngineState):
             self._marked.discard(workflow_id)
             self._paused_here.discard(workflow_id)
             evicted.handle._fail(error)
+        continuing, self._continuing = self._continuing, {}  # a next generation whose start was lost: not
+        for workflow_id, handle in continuing.items():  # opened; what was committed goes on, in a rerun or elsewhere
+            handle._fail(error)
+            self._unlock(workflow_id)
         for workflow_id in self._releasing:  # locked during the batch, its release waits below
             try:
                 self.store.keep(workflow_id, None)  # committed with the next batch; refused meanwhile

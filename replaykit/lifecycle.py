@@ -515,11 +515,12 @@ class Lifecycle(EngineState):
             return
         # The next generation opens in the driver's next turn, still locked: opened from here, a chain of
         # generations whose steps all answer at once would nest a call per generation and overflow the stack.
-        self._continuing.add(run.workflow_id)
+        self._continuing[run.workflow_id] = run.handle
         self._post(functools.partial(self._next_generation, run.workflow, run.workflow_id, run.handle, new_start))
 
     def _next_generation(self, wf: Workflow[Any], workflow_id: str, handle: WorkflowHandle, start: Event) -> None:
-        self._continuing.discard(workflow_id)
+        if self._continuing.pop(workflow_id, None) is None:
+            return  # given up meanwhile: its start was in a batch that was lost (see _batch_lost)
         self._opened(wf, workflow_id, None, handle, start)
 
     def _release(self, run: _Run) -> None:

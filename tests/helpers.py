@@ -148,3 +148,20 @@ def crawl(seconds: float) -> float:
 def slow(ctx, seconds):
     return (yield crawl(seconds))
 """  # slowmod.py: a workflow whose one activity sleeps as long as it is asked, for worker processes
+
+
+def lose_a_commit(engine: rk.Engine, when: Callable[[], bool]) -> list[bool]:
+    """The first commit of the engine's driver for which ``when()`` holds is rolled back by SQLite (as on
+    an I/O error) before it is asked to commit: none of the batch is recorded, and commit raises."""
+    commit = engine.store.commit
+    lost: list[bool] = []
+
+    def failing() -> None:
+        conn = engine.store._local.conn  # type: ignore[attr-defined]
+        if not lost and when() and conn.in_transaction:
+            lost.append(True)
+            conn.execute("ROLLBACK")
+        commit()
+
+    engine.store.commit = failing  # type: ignore[method-assign]
+    return lost

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable
 from typing import Any
 
 import replaykit as rk
 from replaykit.testing.timeskip import FakeClock
 
 from conftest import PYTHON
-from helpers import driver_turn, timers_fired, wait_until
+from helpers import driver_turn, lose_a_commit, timers_fired, wait_until
 
 
 @rk.workflow(name="krl_signal_then_nap")
@@ -44,23 +43,6 @@ with rk.Engine(sys.argv[1], poll_interval=0.02) as engine:
 """
 
 
-def _lose_a_commit(engine: rk.Engine, when: Callable[[], bool]) -> list[bool]:
-    """The first commit of the engine's driver for which ``when()`` holds is rolled back by SQLite (as on
-    an I/O error) before it is asked to commit: none of the batch is recorded, and commit raises."""
-    commit = engine.store.commit
-    lost: list[bool] = []
-
-    def failing() -> None:
-        conn = engine.store._local.conn  # type: ignore[attr-defined]
-        if not lost and when() and conn.in_transaction:
-            lost.append(True)
-            conn.execute("ROLLBACK")
-        commit()
-
-    engine.store.commit = failing  # type: ignore[method-assign]
-    return lost
-
-
 def _claims_and_elsewhere(engine: rk.Engine, db: str, env: dict[str, str]) -> tuple[bool, str]:
     claims: list[bool] = []
     engine._post(lambda: claims.append("x" in engine._runs or "x" in engine._evicted))  # read on its driver
@@ -82,7 +64,7 @@ def test_a_run_evicted_in_a_lost_batch_is_not_left_unmarked_while_kept(tmp_path:
         engine.start(signal_then_nap, workflow_id="x")
         wait_until(lambda: "x" in engine._runs, "x waits for its signal, in memory")
         driver_turn(engine)
-        lost = _lose_a_commit(engine, lambda: "x" in engine._evicted and "x" in engine._releasing)
+        lost = lose_a_commit(engine, lambda: "x" in engine._evicted and "x" in engine._releasing)
         engine.signal("x", "go")
         wait_until(lambda: lost, "the batch that evicted x is lost")
         claims, elsewhere = _claims_and_elsewhere(engine, db, child_env)
@@ -100,7 +82,7 @@ def test_a_kept_run_woken_in_a_lost_batch_is_not_stranded(tmp_path: Any, child_e
     with rk.Engine(db, max_cached_runs=0, poll_interval=0.02, clock=clock) as engine:
         engine.start(nap_then_signal, workflow_id="x")
         wait_until(lambda: "x" in engine._evicted, "x is evicted")
-        lost = _lose_a_commit(engine, lambda: "x" in engine._runs)
+        lost = lose_a_commit(engine, lambda: "x" in engine._runs)
         clock.advance_to(clock.now() + 61)
         timers_fired(engine)
         wait_until(lambda: lost, "the batch that woke x is lost")
