@@ -165,3 +165,18 @@ def lose_a_commit(engine: rk.Engine, when: Callable[[], bool]) -> list[bool]:
 
     engine.store.commit = failing  # type: ignore[method-assign]
     return lost
+
+
+# Another engine's recover() in a loop, until it drives run "x" (it prints "took") or argv[3] seconds have
+# passed ("left"); argv[2] is the test module that defines x's workflow.
+RECOVERER = """
+import importlib, sys, time
+import replaykit as rk
+importlib.import_module(sys.argv[2])
+with rk.Engine(sys.argv[1], poll_interval=0.02) as engine:
+    deadline = time.monotonic() + float(sys.argv[3])
+    while "x" not in engine._runs and time.monotonic() < deadline:
+        engine.recover()
+        time.sleep(0.02)
+    print("took" if "x" in engine._runs else "left", flush=True)
+"""

@@ -13,7 +13,7 @@ import replaykit as rk
 from replaykit.testing.timeskip import FakeClock
 
 from conftest import PYTHON
-from helpers import driver_turn, lose_a_commit, timers_fired, wait_until
+from helpers import RECOVERER, driver_turn, lose_a_commit, timers_fired, wait_until
 
 
 @rk.workflow(name="krl_signal_then_nap")
@@ -29,25 +29,12 @@ def nap_then_signal(ctx: rk.Context) -> Any:
     return (yield rk.wait_signal("go"))
 
 
-# Another engine's recover() in a loop, until it drives x (then "took") or 10 s have passed ("left").
-_RECOVERER = """
-import sys, time
-import replaykit as rk
-import test_keepers_review_lost_batch
-with rk.Engine(sys.argv[1], poll_interval=0.02) as engine:
-    deadline = time.monotonic() + 10
-    while "x" not in engine._runs and time.monotonic() < deadline:
-        engine.recover()
-        time.sleep(0.02)
-    print("took" if "x" in engine._runs else "left", flush=True)
-"""
-
-
 def _claims_and_elsewhere(engine: rk.Engine, db: str, env: dict[str, str]) -> tuple[bool, str]:
     claims: list[bool] = []
     engine._post(lambda: claims.append("x" in engine._runs or "x" in engine._evicted))  # read on its driver
     driver_turn(engine)
-    other = subprocess.run([PYTHON, "-c", _RECOVERER, db], env=env, text=True, capture_output=True, timeout=60)
+    other = subprocess.run([PYTHON, "-c", RECOVERER, db, "test_keepers_review_lost_batch", "10"], env=env, text=True,
+                           capture_output=True, timeout=60)
     assert other.returncode == 0, other.stderr
     return claims[0], other.stdout.strip()
 

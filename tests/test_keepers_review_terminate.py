@@ -14,21 +14,8 @@ import pytest
 import replaykit as rk
 
 from conftest import PYTHON
-from helpers import driver_turn, wait_until
+from helpers import RECOVERER, driver_turn, wait_until
 from test_keepers import naps
-
-# Another engine's recover() in a loop, until it drives x (then "took") or 5 s have passed ("left").
-_RECOVERER = """
-import sys, time
-import replaykit as rk
-import test_keepers
-with rk.Engine(sys.argv[1], poll_interval=0.02) as engine:
-    deadline = time.monotonic() + 5
-    while "x" not in engine._runs and time.monotonic() < deadline:
-        engine.recover()
-        time.sleep(0.02)
-    print("took" if "x" in engine._runs else "left", flush=True)
-"""
 
 
 def test_a_failed_terminate_of_a_kept_run_leaves_it_kept(any_db: str, child_env: dict[str, str]) -> None:
@@ -51,8 +38,8 @@ def test_a_failed_terminate_of_a_kept_run_leaves_it_kept(any_db: str, child_env:
         claims: list[bool] = []
         engine._post(lambda: claims.append("x" in engine._runs or "x" in engine._evicted))  # read on its driver
         driver_turn(engine)
-        other = subprocess.run([PYTHON, "-c", _RECOVERER, any_db], env=child_env, text=True, capture_output=True,
-                               timeout=60)
+        other = subprocess.run([PYTHON, "-c", RECOVERER, any_db, "test_keepers", "5"], env=child_env, text=True,
+                               capture_output=True, timeout=60)
         assert other.returncode == 0, other.stderr
         elsewhere = other.stdout.strip()
         assert not (claims == [True] and elsewhere == "took"), "another process drove x, which this engine keeps"
