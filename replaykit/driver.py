@@ -172,10 +172,14 @@ class Driver(EngineState):
             self._unlock(workflow_id)
         for workflow_id in self._releasing:  # locked during the batch, its release waits below
             try:
-                self.store.keep(workflow_id, None)  # committed with the next batch; refused meanwhile
+                self.store.keep(workflow_id, None)  # committed just below, before the lock goes
             except ReplayKitError as exc:  # created in the lost batch: there is no row to clear
                 if isinstance(exc, StoreError):
                     log.warning("replaykit could not clear its mark on workflow %r: %s", workflow_id, exc)
+        try:  # committed now: left for the next turn, the batch these writes opened would hold SQLite's write
+            self.store.commit()  # lock while the driver waits, idle (no run, no timer), for a job
+        except StoreError as exc:
+            log.warning("replaykit could not clear its marks on the runs it gave up: %s", exc)
         self._children.clear()
         while self._after_commit:
             actions, self._after_commit = self._after_commit, []
