@@ -38,7 +38,7 @@ from replaykit.errors import ResultTimeoutError
 from replaykit.testing import replay_all
 from replaykit.testing.timeskip import FakeClock
 
-from helpers import journal, lose_a_commit, wait_until
+from helpers import journal, lose_a_commit
 
 
 @rk.activity(name="lcc_note")
@@ -82,7 +82,7 @@ def expected(wid: str, plan: list[list[Any]], base: int = 0) -> list[Any]:
     """The result ``plan`` implies, random parts left out (see ``shape``)."""
     acc: list[Any] = []
     sig = itertools.count()
-    for i, (kind, arg) in enumerate(plan):
+    for i, (kind, _) in enumerate(plan):
         tag = f"{wid}:{base + i}"
         if kind == "act":
             acc.append(tag)
@@ -240,7 +240,8 @@ def scenario(tmp: Path, plans: list[list[list[Any]]], lose_at: int, cache1: int 
             if all(i is not None and i.status.is_terminal for i in infos):
                 break
             if time.monotonic() > deadline:
-                problems.append(f"runs did not end: {[(w, i and i.status.value) for w, i in zip(wids, infos)]}")
+                ended = [(w, i and i.status.value) for w, i in zip(wids, infos, strict=True)]
+                problems.append(f"runs did not end: {ended}")
                 return problems
             clock2.advance_to(clock2.now() + 100)
             time.sleep(0.01)
