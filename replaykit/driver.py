@@ -90,6 +90,8 @@ class Driver(EngineState):
                 self._skip_time(self._skipping)
             if self._parked:
                 self._evict_parked()
+            if self._unmarking:
+                self._guarded(self._clear_marks)
             self._flush()
 
     def _shut_down(self) -> None:
@@ -118,10 +120,11 @@ class Driver(EngineState):
                 log.warning("replaykit could not let go of the runs this engine kept: %s", exc)
             self._marked.clear()
             self._retrying.clear()
-            for workflow_id in [*self._releasing, *self._continuing]:  # a next generation never opened
-                self.store.unlock(workflow_id)  # is left for a rerun, or another engine, to resume
+            for workflow_id in [*self._releasing, *self._continuing, *self._unmarking]:  # a next generation never
+                self.store.unlock(workflow_id)  # opened is left for a rerun, or another engine, to resume
             self._releasing.clear()
             self._continuing.clear()
+            self._unmarking.clear()
             if self._retention is not None:
                 self._retention.join()
             if self._hooks is not None:
@@ -157,7 +160,8 @@ class Driver(EngineState):
         but those evicted (or kept paused) in this batch lost their mark with it, and are ahead of their
         history too: they stop as well, as do runs that continued as new in it (their next generation's
         start is lost). A run given up here may have had this engine's mark cleared in the batch (taken
-        back): the rollback restored it, so it is cleared again before its lock goes."""
+        back): the rollback restored it, so it is cleared again before its lock goes; if that commit is lost
+        too, the runs stay locked (``_unmarking``) until a later turn commits their marks cleared."""
         log.error("replaykit could not commit; every run of this engine stops: %s", error)
         for run in list(self._runs.values()):
             self._abort(run, error)
@@ -170,22 +174,37 @@ class Driver(EngineState):
         for workflow_id, handle in continuing.items():  # opened; what was committed goes on, in a rerun or elsewhere
             handle._fail(error)
             self._unlock(workflow_id)
-        for workflow_id in self._releasing:  # locked during the batch, its release waits below
-            try:
-                self.store.keep(workflow_id, None)  # committed just below, before the lock goes
-            except ReplayKitError as exc:  # created in the lost batch: there is no row to clear
-                if isinstance(exc, StoreError):
-                    log.warning("replaykit could not clear its mark on workflow %r: %s", workflow_id, exc)
+        releasing = list(self._releasing)
+        for workflow_id in releasing:  # locked during the batch, its release waits below
+            self._clear_mark(workflow_id)  # committed just below, before the lock goes
         try:  # committed now: left for the next turn, the batch these writes opened would hold SQLite's write
             self.store.commit()  # lock while the driver waits, idle (no run, no timer), for a job
-        except StoreError as exc:
-            log.warning("replaykit could not clear its marks on the runs it gave up: %s", exc)
+        except StoreError as exc:  # the marks are back: let go now, the runs would be refused by every engine
+            log.warning("replaykit could not clear its marks on the runs it gave up (tried again): %s", exc)
+            self._releasing.difference_update(releasing)  # their unlocks, below, wait (_unlock_now)
+            self._unmarking.update(releasing)  # for _clear_marks, at the next turn
         self._children.clear()
         while self._after_commit:
             actions, self._after_commit = self._after_commit, []
             for _, lost in actions:
                 if lost is not None:
                     self._guarded(functools.partial(lost, error))
+
+    def _clear_mark(self, workflow_id: str) -> None:
+        try:
+            self.store.keep(workflow_id, None)
+        except ReplayKitError as exc:  # created in the lost batch: there is no row to clear
+            if isinstance(exc, StoreError):
+                log.warning("replaykit could not clear its mark on workflow %r: %s", workflow_id, exc)
+
+    def _clear_marks(self) -> None:
+        """Runs given up in a lost batch whose marks could not be cleared (the commit that cleared them was
+        lost too): cleared in this turn's batch, and let go once it is committed (if it is lost as well,
+        ``_batch_lost`` keeps them again)."""
+        unmarking, self._unmarking = self._unmarking, set()
+        for workflow_id in unmarking:
+            self._unlock(workflow_id)
+            self._clear_mark(workflow_id)
 
     def _unlock(self, workflow_id: str) -> None:
         """Give up driving a run once everything recorded for it is committed: released earlier,
@@ -206,7 +225,7 @@ class Driver(EngineState):
             wait = 0.0 if self._idle() and self._skipping.can_skip(deadline) else None
         elif deadline is not None:
             wait = max(0.0, deadline - self._clock.now())
-        if self._runs or self._children or self._evicted:
+        if self._runs or self._children or self._evicted or self._unmarking:
             wait = self._poll if wait is None else min(wait, self._poll)
         return wait
 

@@ -154,7 +154,7 @@ class Lifecycle(EngineState):
         locked = unchecked = False
         try:
             if lock and workflow_id not in self._runs:
-                unchecked = workflow_id not in self._releasing  # else taken back: this engine's already
+                unchecked = workflow_id not in self._releasing | self._unmarking  # else this engine's already
                 try:
                     locked = self._lock(workflow_id, new=True)
                 except StoreError:
@@ -175,6 +175,10 @@ class Lifecycle(EngineState):
     def _lock(self, workflow_id: str, *, new: bool = False) -> bool:
         """Take the run's lock; if the holder vanished between our try and our asking who it is, try again
         (``new``: to create the run under it, given back if it existed: ``Store.try_lock_new``)."""
+        if workflow_id in self._unmarking:  # still ours, given up in a lost batch: its mark is this engine's
+            self._unmarking.discard(workflow_id)
+            self._releasing.add(workflow_id)
+            self._marked.add(workflow_id)  # cleared just below
         if workflow_id in self._releasing:  # still ours: its release waits for the commit
             if workflow_id in self._marked:  # set aside (evicted, paused) this turn: driven here again
                 self.store.keep(workflow_id, None)  # (if this raises, its release after the commit stands)

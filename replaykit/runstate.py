@@ -90,6 +90,7 @@ class EngineState:
     _parked: set[str]  # runs that parked this turn: candidates for eviction
     _paused_here: set[str]  # runs seen paused (in memory, or evicted): those a poll checks for a resume
     _releasing: set[str]  # runs given up, still locked until the commit
+    _unmarking: set[str]  # runs given up in a lost batch whose marks the rollback brought back (still locked)
     _continuing: dict[str, WorkflowHandle]  # runs whose next generation opens at the driver's next turn (still locked)
     _closed: bool
     _retention: Retention | None  # the thread pruning old histories (Engine(retention=...))

@@ -156,6 +156,7 @@ class Engine(Controls, Lifecycle, Eviction, Driver, Effects):
         self._parked: set[str] = set()  # runs that parked this turn: candidates for eviction
         self._paused_here: set[str] = set()  # runs seen paused (run.paused): those a poll checks for a resume
         self._releasing: set[str] = set()  # runs given up, still locked until the commit (see _unlock)
+        self._unmarking: set[str] = set()  # given up, this engine's mark back on them: cleared next turn
         self._continuing: dict[str, WorkflowHandle] = {}  # runs whose next generation opens next turn (handles)
         self._closed = False
         self._hooks: Hooks | None = None  # made by the first engine.on()
