@@ -154,7 +154,7 @@ class Lifecycle(EngineState):
         locked = unchecked = False
         try:
             if lock and workflow_id not in self._runs:
-                unchecked = workflow_id not in self._releasing | self._unmarking  # else this engine's already
+                unchecked = workflow_id not in self._releasing and workflow_id not in self._unmarking  # else ours
                 try:
                     locked = self._lock(workflow_id, new=True)
                 except StoreError:
