@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -208,7 +208,7 @@ def scenario(tmp: Path, runs: list[Any], lose_at: set[int], cache1: int | None, 
         if starts[wid] == "delay":
             options["start_delay"] = 30
         elif starts[wid] == "at":
-            options["start_at"] = datetime.fromtimestamp(now + 45, tz=UTC)
+            options["start_at"] = datetime.fromtimestamp(now + 45, tz=timezone.utc)
         return options
 
     def committed(wid: str, statuses: tuple[rk.Status, ...], value: Any, what: str) -> None:
