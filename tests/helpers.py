@@ -167,6 +167,93 @@ def lose_a_commit(engine: rk.Engine, when: Callable[[], bool]) -> list[bool]:
     return lost
 
 
+def terminate_backend(url: str, pid: int) -> None:
+    """End PostgreSQL backend ``pid`` from another connection, and wait (10 s at most) until it is gone."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        assert conn.execute("SELECT pg_terminate_backend(%s, 10000)", (pid,)).fetchall() == [(True,)]
+
+
+def lose_a_pg_commit(engine: rk.Engine, url: str, when: Callable[[], bool], at: str = "commit") -> list[bool]:
+    """The PostgreSQL counterpart of :func:`lose_a_commit`: the first time ``when()`` holds on the engine's
+    driver thread, the backend of its group-commit batch's connection is terminated from another connection
+    (as a server restart or a network cut would end it), so the server rolls the open transaction back.
+
+    ``at="commit"``: just before the driver's commit, and only while a batch transaction is open (with
+    ``durability="power"`` every write of a batch but its first is in it; with ``"crash"`` none is: each
+    write commits alone, and nothing is ever open at commit). ``at="write"``: just before one of the batch's
+    writes (either mode), which then fails, as does the rest of the batch and its commit; what was written
+    before it in the batch is recorded with ``"crash"`` (and only the first write with ``"power"``).
+    ``at="read"``: just before a read the driver makes on the batch's connection. ``at="restart"``: just
+    before a commit (open transaction or not), every client connection to the database is ended, the
+    engine's lock connection and idle pooled ones too, as a server restart ends them."""
+    store = engine.store
+    writes = store._writes  # type: ignore[attr-defined]
+    lost: list[bool] = []
+
+    def batch() -> Any:
+        return getattr(writes._local, "batch", None) if threading.current_thread() is engine._thread else None
+
+    def kill(conn: Any) -> None:
+        lost.append(True)
+        terminate_backend(url, conn.info.backend_pid)
+
+    if at == "restart":
+        commit = store.commit
+
+        def restarting_commit() -> None:
+            if not lost and batch() is not None and when():
+                lost.append(True)
+                import psycopg
+
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute("SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity WHERE datname = "
+                                 "current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid()")
+            commit()
+
+        store.commit = restarting_commit  # type: ignore[method-assign]
+    elif at == "commit":
+        commit = store.commit
+
+        def failing_commit() -> None:
+            b = batch()
+            if not lost and b is not None and b.begun and b.conn is not None and when():
+                kill(b.conn)
+            commit()
+
+        store.commit = failing_commit  # type: ignore[method-assign]
+    elif at == "read":
+        from contextlib import contextmanager
+
+        conn_for = writes.conn
+
+        @contextmanager
+        def failing_conn() -> Any:
+            b = batch()
+            if not lost and b is not None and b.lost is None and when():
+                kill(writes._batch_conn(b))
+            with conn_for() as conn:
+                yield conn
+
+        writes.conn = failing_conn
+    else:
+        from contextlib import contextmanager
+
+        write = writes.write
+
+        @contextmanager
+        def failing_write(*args: Any, **kwargs: Any) -> Any:
+            b = batch()
+            if not lost and b is not None and b.lost is None and when():
+                kill(writes._batch_conn(b))
+            with write(*args, **kwargs) as conn:
+                yield conn
+
+        writes.write = failing_write
+    return lost
+
+
 # Another engine's recover() in a loop, until it drives run "x" (it prints "took") or argv[3] seconds have
 # passed ("left"); argv[2] is the test module that defines x's workflow.
 RECOVERER = """
