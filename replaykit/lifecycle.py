@@ -100,11 +100,14 @@ class Lifecycle(EngineState):
             handle._fail(exc)
             return
         if not locked:
+            if call is None and workflow_id in self._runs:  # a recovery or resume that found it driven here
+                handle._follow()  # since it looked (a next generation opened, an evicted run woken)
+                return
             if monotonic() < lock_deadline:
                 retry = lambda: self._open(wf, workflow_id, call, handle, lock_deadline, woken=woken)  # noqa: E731
                 threading.Timer(self._poll, self._post, (retry,)).start()
                 return
-            if call is None and workflow_id not in self._runs:
+            if call is None:
                 # A resume, a wake-up, a recovery, or a run just created here that another engine's
                 # recovery took first: the run goes on there; wait for its end.
                 handle._follow()
