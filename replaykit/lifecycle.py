@@ -75,6 +75,7 @@ class Lifecycle(EngineState):
         def _keep_paused(self, wf: Workflow[Any], workflow_id: str, handle: WorkflowHandle) -> None: ...
         def _ended_if_asked(self, wf: Workflow[Any], workflow_id: str, handle: WorkflowHandle) -> bool: ...
         def _kept_after_all(self, workflow_id: str, evicted: _Evicted) -> bool: ...
+        def _clear_mark(self, workflow_id: str) -> None: ...
 
     # -- opening a run: create, lock, replay ------------------------------------------
 
@@ -179,9 +180,9 @@ class Lifecycle(EngineState):
         """Take the run's lock; if the holder vanished between our try and our asking who it is, try again
         (``new``: to create the run under it, given back if it existed: ``Store.try_lock_new``)."""
         if workflow_id in self._unmarking:  # still ours, given up in a lost batch: its mark is this engine's
-            self._unmarking.discard(workflow_id)
+            self._unmarking.discard(workflow_id)  # (if it has a row: one created in that batch has none)
+            self._clear_mark(workflow_id)
             self._releasing.add(workflow_id)
-            self._marked.add(workflow_id)  # cleared just below
         if workflow_id in self._releasing:  # still ours: its release waits for the commit
             if workflow_id in self._marked:  # set aside (evicted, paused) this turn: driven here again
                 self.store.keep(workflow_id, None)  # (if this raises, its release after the commit stands)

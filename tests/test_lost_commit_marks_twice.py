@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 import replaykit as rk
 from replaykit.testing.timeskip import FakeClock
 
@@ -62,3 +64,27 @@ def test_a_kept_run_woken_in_a_lost_batch_is_not_stranded_when_the_next_commit_i
         elsewhere = other.stdout.strip()
     assert not (claims[0] and elsewhere == "took"), "another process drove x, which this live engine keeps"
     assert claims[0] or elsewhere == "took", "x is driven by nobody: its mark names this live engine"
+
+
+@rk.workflow(name="lmt_waits")
+def waits(ctx: rk.Context) -> Any:
+    return (yield rk.wait_signal("go"))
+
+
+def test_a_run_created_in_a_lost_batch_starts_again_after_the_next_commit_is_lost_too(tmp_path: Any) -> None:
+    """x's start is in a lost batch beside y, which waits in memory; the commit clearing their marks is lost
+    too, so both stay locked to be unmarked later. x has no row (its creation was rolled back): starting
+    it again raised WorkflowNotFoundError from the mark clearing (found by the controls campaign)."""
+    with rk.Engine(str(tmp_path / "s.db"), poll_interval=0.02) as engine:
+        y = engine.start(waits, workflow_id="y")
+        wait_until(lambda: "y" in engine._runs, "y waits in memory")
+        driver_turn(engine)
+        lost = lose_two_commits(engine, lambda: "x" in engine._runs)
+        with pytest.raises(rk.StoreError):
+            engine.start(waits, workflow_id="x")
+        wait_until(lambda: len(lost) == 2, "x's batch, and the commit clearing the marks, are lost")
+        with pytest.raises(rk.StoreError):
+            y.result(timeout=10)
+        x = engine.start(waits, workflow_id="x")
+        engine.signal("x", "go", 1)
+        assert x.result(timeout=10) == 1
