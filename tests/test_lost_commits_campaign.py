@@ -298,3 +298,8 @@ def test_a_lost_commit_anywhere_keeps_the_promise(tmp_path_factory: Any, plans: 
     if os.environ.get("LC_REPORT"):
         print(f"examples {Stats.examples} lost {Stats.lost}", flush=True)
     assert not problems, "\n".join(problems)
+
+
+if os.environ.get("LC_SEED"):
+    test_a_lost_commit_anywhere_keeps_the_promise = hypothesis.seed(int(os.environ["LC_SEED"]))(
+        test_a_lost_commit_anywhere_keeps_the_promise)

@@ -400,3 +400,8 @@ def test_lost_commits_under_controls_keep_the_promise(tmp_path_factory: Any, run
     if os.environ.get("LC_REPORT"):
         print(f"examples {Stats.examples} lost {Stats.lost} twice {Stats.lost_twice}", flush=True)
     assert not problems, "\n".join(problems)
+
+
+if os.environ.get("LC_SEED"):
+    test_lost_commits_under_controls_keep_the_promise = hypothesis.seed(int(os.environ["LC_SEED"]))(
+        test_lost_commits_under_controls_keep_the_promise)
