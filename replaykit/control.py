@@ -76,14 +76,14 @@ def send_signal(db: Db, workflow_id: str, name: str, payload: Any = None, *, at:
 def cancel(db: Db, workflow_id: str, reason: str = "cancelled", *, at: float | None = None) -> None:
     """Ask for a run to be cancelled: ``rk.Cancelled`` is raised at its current yield, so
     ``except``/``finally`` blocks and compensations run. A run that has not started yet
-    (``pending``) ends ``cancelled`` at once; a paused one is resumed to be cancelled."""
+    (``pending``, and not being started) ends ``cancelled`` at once; a paused one is resumed to be
+    cancelled."""
     now = time.time() if at is None else at
     with opened(db) as store:
         status = need(store, workflow_id)
         if status.is_terminal:
             raise IllegalTransitionError(f"workflow {workflow_id!r} is already {status.value}; nothing to cancel")
-        if status is Status.PENDING:
-            end_cancelled(store, workflow_id, Cancelled(reason), now)
+        if status is Status.PENDING and _ended_if_pending(store, workflow_id, Cancelled(reason), now):
             return
         if status is Status.PAUSED:
             store.set_status(workflow_id, Status.RUNNING, now)
@@ -92,6 +92,20 @@ def cancel(db: Db, workflow_id: str, reason: str = "cancelled", *, at: float | N
         except IllegalTransitionError:  # it ended since we looked
             raise IllegalTransitionError(f"workflow {workflow_id!r} is already {need(store, workflow_id).value}; "
                                          "nothing to cancel") from None
+
+
+def _ended_if_pending(store: Store, workflow_id: str, error: Cancelled, at: float) -> bool:
+    """End a run that has not started, under its lock: whoever holds it is starting the run (its status
+    written, not yet committed), and is asked instead, like the driver of any run."""
+    if not store.try_lock(workflow_id):
+        return False
+    try:
+        if need(store, workflow_id) is not Status.PENDING:  # started (and given up) since it was looked at
+            return False
+        end_cancelled(store, workflow_id, error, at)
+        return True
+    finally:
+        store.unlock(workflow_id)
 
 
 def drop_requests(store: Store, workflow_id: str, *names: str) -> None:
