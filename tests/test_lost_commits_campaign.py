@@ -27,6 +27,7 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ import hypothesis.strategies as st
 
 import replaykit as rk
 from replaykit.errors import ResultTimeoutError
+from replaykit.store import open_store
 from replaykit.testing import replay_all
 from replaykit.testing.timeskip import FakeClock
 
@@ -131,15 +133,29 @@ def _generation(events: list[Any], codec: Any, wid: str) -> int:
     return 1 if not events else events[0].value(codec, wid).get("generation", 1)
 
 
+Lose = Callable[[rk.Engine, Callable[[], bool]], list[bool]]
+
+
+def lose_an_sqlite_commit(engine: rk.Engine, hit: Callable[[], bool]) -> list[bool]:
+    """Lose the driver's commit (one with a transaction open) for which ``hit()`` holds (asked once each)."""
+    def when() -> bool:
+        conn = engine.store._local.conn  # type: ignore[attr-defined]
+        return threading.current_thread() is engine._thread and conn.in_transaction and hit()
+
+    return lose_a_commit(engine, when)
+
+
 def scenario(tmp: Path, plans: list[list[list[Any]]], lose_at: int, cache1: int | None, cache2: int | None,
-             sent_early: list[int], moves: int, rerun: bool = False) -> list[str]:
-    """Run one scenario; the problems found."""
-    db, path = str(tmp / "s.db"), str(tmp / "journal")
+             sent_early: list[int], moves: int, rerun: bool = False, *, db: str | None = None,
+             options: dict[str, Any] | None = None, lose: Lose = lose_an_sqlite_commit) -> list[str]:
+    """Run one scenario on ``db`` (an SQLite file in ``tmp`` if none; ``options``: the engines', ``lose``: how
+    a commit is lost); the problems found."""
+    db, path, options = db or str(tmp / "s.db"), str(tmp / "journal"), options or {}
     problems: list[str] = []
     wids = [f"r{k}" for k in range(len(plans))]
     sigs = {wid: sum(1 for kind, _ in plan if kind == "sig") for wid, plan in zip(wids, plans, strict=True)}
     sent = dict.fromkeys(wids, 0)
-    reader = rk.SqliteStore(db)
+    reader = open_store(db)
     told: list[str] = []
 
     def committed_end(wid: str, value: Any, what: str) -> None:
@@ -171,17 +187,12 @@ def scenario(tmp: Path, plans: list[list[list[Any]]], lose_at: int, cache1: int 
     reported: dict[str, Any] = {}
     not_started: list[str] = []
     lost: list[bool] = []
-    engine = rk.Engine(db, clock=clock, max_cached_runs=cache1, poll_interval=0.02)
+    engine = rk.Engine(db, clock=clock, max_cached_runs=cache1, poll_interval=0.02, **options)
     try:
         engine.on("run_completed", on_event)
         engine.on("step_completed", on_event)
         counter = itertools.count(1)
-
-        def when() -> bool:
-            conn = engine.store._local.conn  # type: ignore[attr-defined]
-            return threading.current_thread() is engine._thread and conn.in_transaction and next(counter) == lose_at
-
-        lost = lose_a_commit(engine, when)
+        lost = lose(engine, lambda: next(counter) == lose_at)
         handles = {}
         for wid, plan, early in zip(wids, plans, sent_early, strict=True):
             try:
@@ -226,7 +237,7 @@ def scenario(tmp: Path, plans: list[list[list[Any]]], lose_at: int, cache1: int 
         Stats.lost += 1
 
     clock2 = FakeClock(clock.now())
-    with rk.Engine(db, clock=clock2, max_cached_runs=cache2, poll_interval=0.02) as again:
+    with rk.Engine(db, clock=clock2, max_cached_runs=cache2, poll_interval=0.02, **options) as again:
         for wid in not_started:
             again.start(flow, path, plans[wids.index(wid)], workflow_id=wid)
         again.recover()
@@ -242,6 +253,7 @@ def scenario(tmp: Path, plans: list[list[list[Any]]], lose_at: int, cache1: int 
             if time.monotonic() > deadline:
                 ended = [(w, i and i.status.value) for w, i in zip(wids, infos, strict=True)]
                 problems.append(f"runs did not end: {ended}")
+                reader.close()
                 return problems
             clock2.advance_to(clock2.now() + 100)
             time.sleep(0.01)
@@ -274,7 +286,7 @@ def scenario(tmp: Path, plans: list[list[list[Any]]], lose_at: int, cache1: int 
             done = ended_at.get((tag, recorded[tag]))
             if done is not None and n > done:
                 problems.append(f"{tag} ran again ({uid}) after the copy recorded ({recorded[tag]}) ended")
-    for report in replay_all(db, workflows=[flow]):
+    for report in replay_all(reader, workflows=[flow]):
         if not report.ok:
             problems.append(f"{report.workflow_id} does not replay: {report.error}")
     reader.close()

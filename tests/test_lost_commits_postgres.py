@@ -28,20 +28,17 @@ from __future__ import annotations
 import itertools
 import os
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import hypothesis
 import hypothesis.strategies as st
 import pytest
-from test_lost_commits_campaign import _PLANS, _generation, expected, flow, shape
+import test_lost_commits_campaign as campaign
+from test_lost_commits_campaign import _PLANS, flow
 
 import replaykit as rk
-from replaykit.errors import ResultTimeoutError
 from replaykit.store import open_store
-from replaykit.testing import replay_all
-from replaykit.testing.timeskip import FakeClock
 
 from helpers import lose_a_pg_commit
 from pgserver import PgServer
@@ -49,7 +46,6 @@ from pgserver import PgServer
 
 class Stats:
     examples = 0
-    lost = 0
 
 
 def _events(store: Any) -> dict[str, list[int]]:
@@ -117,143 +113,9 @@ def test_a_terminated_batch_connection_loses_what_is_open(pg_url: str, tmp_path:
 def scenario(url: str, tmp: Path, durability: str, at: str, plans: list[list[list[Any]]], lose_at: int,
              cache1: int | None, cache2: int | None, sent_early: list[int], moves: int, rerun: bool) -> list[str]:
     """``test_lost_commits_campaign.scenario`` on PostgreSQL; the problems found."""
-    path = str(tmp / "journal")
-    problems: list[str] = []
-    wids = [f"r{k}" for k in range(len(plans))]
-    sigs = {wid: sum(1 for kind, _ in plan if kind == "sig") for wid, plan in zip(wids, plans, strict=True)}
-    sent = dict.fromkeys(wids, 0)
-    reader = open_store(url)
-
-    def committed_end(wid: str, value: Any, what: str) -> None:
-        info = reader.info(wid)
-        if info is None or info.status is not rk.Status.COMPLETED:
-            problems.append(f"{what} {wid}: not committed then ({info and info.status})")
-            return
-        if value is not None:
-            last = reader.last_event(wid)
-            if last.value(reader.codec, wid) != value:
-                problems.append(f"{what} {wid}: {value!r}, committed {last.value(reader.codec, wid)!r}")
-
-    def on_event(event: Any) -> None:
-        try:
-            if event.kind == "run_completed":
-                committed_end(event.workflow_id, None, "hook run_completed told of")
-            elif event.kind == "step_completed" and event.command.startswith("activity"):
-                wid = event.workflow_id
-                events = list(reader.events(wid))
-                if _generation(events, reader.codec, wid) == event.generation and not any(
-                        e.step == event.step and e.kind == "activity" for e in events):
-                    problems.append(f"hook step_completed told of {wid} step {event.step} (generation "
-                                    f"{event.generation}), which is not committed")
-        except Exception as exc:  # noqa: BLE001 - reported
-            problems.append(f"hook check failed: {exc!r}")
-
-    clock = FakeClock(1_000_000.0)
-    reported: dict[str, Any] = {}
-    not_started: list[str] = []
-    lost: list[bool] = []
-    engine = rk.Engine(url, durability=durability, clock=clock, max_cached_runs=cache1, poll_interval=0.02)
-    try:
-        engine.on("run_completed", on_event)
-        engine.on("step_completed", on_event)
-        counter = itertools.count(1)
-        lost = lose_a_pg_commit(engine, url, lambda: next(counter) == lose_at, at)
-        handles = {}
-        for wid, plan, early in zip(wids, plans, sent_early, strict=True):
-            try:
-                handles[wid] = engine.start(flow, path, plan, workflow_id=wid)
-            except rk.StoreError:
-                not_started.append(wid)
-                continue
-            for _ in range(min(early, sigs[wid])):
-                engine.signal(wid, "go", sent[wid])
-                sent[wid] += 1
-        for _ in range(moves):
-            clock.advance_to(clock.now() + 20)
-            time.sleep(0.01)
-        if lost and rerun:  # the first engine takes up what was committed itself
-            handles.update({h.workflow_id: h for h in engine.recover() if "/" not in h.workflow_id})
-            for wid in list(not_started):
-                try:
-                    handles[wid] = engine.start(flow, path, plans[wids.index(wid)], workflow_id=wid)
-                    not_started.remove(wid)
-                except rk.StoreError:
-                    pass
-            for wid in wids:
-                if sent[wid] < sigs[wid]:
-                    engine.signal(wid, "go", sent[wid])
-                    sent[wid] += 1
-            for _ in range(moves):
-                clock.advance_to(clock.now() + 20)
-                time.sleep(0.01)
-        for wid, handle in handles.items():
-            try:
-                value = handle.result(timeout=0.3)
-            except (rk.StoreError, ResultTimeoutError):
-                continue
-            except Exception as exc:  # noqa: BLE001 - reported
-                problems.append(f"first engine's handle of {wid} raised {exc!r}")
-                continue
-            reported[wid] = value
-            committed_end(wid, value, "first engine's handle reported")
-    finally:
-        engine.close()
-    if lost:
-        Stats.lost += 1
-
-    clock2 = FakeClock(clock.now())
-    with rk.Engine(url, durability=durability, clock=clock2, max_cached_runs=cache2, poll_interval=0.02) as again:
-        for wid in not_started:
-            again.start(flow, path, plans[wids.index(wid)], workflow_id=wid)
-        again.recover()
-        for wid in wids:
-            while sent[wid] < sigs[wid]:
-                again.signal(wid, "go", sent[wid])
-                sent[wid] += 1
-        deadline = time.monotonic() + 20
-        while True:
-            infos = [reader.info(wid) for wid in wids]
-            if all(i is not None and i.status.is_terminal for i in infos):
-                break
-            if time.monotonic() > deadline:
-                ended = [(w, i and i.status.value) for w, i in zip(wids, infos, strict=True)]
-                problems.append(f"runs did not end: {ended}")
-                reader.close()
-                return problems
-            clock2.advance_to(clock2.now() + 100)
-            time.sleep(0.01)
-    histories = {info.workflow_id: list(reader.events(info.workflow_id)) for info in reader.list()}
-    for wid, plan in zip(wids, plans, strict=True):
-        info = reader.info(wid)
-        if info.status is not rk.Status.COMPLETED:
-            problems.append(f"{wid} ended {info.status.value}: {histories[wid][-1]}")
-            continue
-        result = reader.last_event(wid).value(reader.codec, wid)
-        if shape(result) != expected(wid, plan):
-            problems.append(f"{wid} returned {shape(result)}, its plan implies {expected(wid, plan)}")
-        if wid in reported and reported[wid] != result:
-            problems.append(f"the first engine's handle of {wid} reported {reported[wid]!r}, recorded {result!r}")
-    for wid, info in ((i.workflow_id, i) for i in reader.list()):
-        if "/" in wid and info.status is not rk.Status.COMPLETED:
-            problems.append(f"child {wid} ended {info.status.value}")
-    recorded: dict[str, str] = {}
-    for wid in histories:
-        for e in (e for g in reader.generations(wid) for e in reader.generation_events(wid, g.number)):
-            if e.kind == "activity" and e.outcome == "ok":
-                tag, uid = e.value(reader.codec).split("|")
-                recorded[tag] = uid
-    lines = Path(path).read_text().splitlines() if os.path.exists(path) else []
-    ended_at = {(tag, uid): n for n, (what, tag, uid) in enumerate(line.split() for line in lines) if what == "end"}
-    for n, (what, tag, uid) in enumerate(line.split() for line in lines):
-        if what == "start" and tag in recorded and uid != recorded[tag]:
-            done = ended_at.get((tag, recorded[tag]))
-            if done is not None and n > done:
-                problems.append(f"{tag} ran again ({uid}) after the copy recorded ({recorded[tag]}) ended")
-    for report in replay_all(reader, workflows=[flow]):
-        if not report.ok:
-            problems.append(f"{report.workflow_id} does not replay: {report.error}")
-    reader.close()
-    return problems
+    return campaign.scenario(tmp, plans, lose_at, cache1, cache2, sent_early, moves, rerun, db=url,
+                             options={"durability": durability},
+                             lose=lambda engine, hit: lose_a_pg_commit(engine, url, hit, at))
 
 
 _EXAMPLES = int(os.environ.get("LCP_EXAMPLES", "24"))
@@ -278,7 +140,7 @@ def test_a_lost_postgres_commit_anywhere_keeps_the_promise(pg_server: PgServer, 
     finally:
         pg_server.release_database(name)
     if os.environ.get("LC_REPORT"):
-        print(f"examples {Stats.examples} lost {Stats.lost}", flush=True)
+        print(f"examples {Stats.examples} lost {campaign.Stats.lost}", flush=True)
     assert not problems, "\n".join(problems)
 
 
