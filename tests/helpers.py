@@ -267,3 +267,22 @@ with rk.Engine(sys.argv[1], poll_interval=0.02) as engine:
         time.sleep(0.02)
     print("took" if "x" in engine._runs else "left", flush=True)
 """
+
+
+def turn_ending_after(engine: rk.Engine, post: Callable[[], None]) -> None:
+    """Make the first job ``post()`` posts the last of a driver turn (the 256th: ``driver._JOBS_PER_TURN``), so
+    that what that job posts, and the jobs ``post()`` posts after it, go to the next turn. The turn begins with
+    a job that holds it while ``post()`` runs (posted once a commit is done: nothing of an earlier turn is
+    before it), then 254 no-ops."""
+    started, hold = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        started.set()
+        hold.wait(10)
+
+    engine._post(lambda: engine._later(lambda: engine._post(holder)))  # type: ignore[attr-defined]
+    assert started.wait(10), "the engine's driver did not begin the turn"
+    for _ in range(254):
+        engine._post(lambda: None)
+    post()
+    hold.set()

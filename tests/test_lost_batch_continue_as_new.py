@@ -4,7 +4,6 @@ goes on from what was committed. The lost commit is injected (it really rolls th
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ import pytest
 
 import replaykit as rk
 
-from helpers import driver_turn, lose_a_commit, wait_until
+from helpers import driver_turn, lose_a_commit, turn_ending_after, wait_until
 
 
 @rk.workflow(name="lbc_rounds")
@@ -30,12 +29,7 @@ def test_a_generation_whose_start_was_lost_is_not_driven(tmp_path: Path) -> None
         wait_until(lambda: "x" in engine._runs, "x waits for its signal")
         driver_turn(engine)
         lost = lose_a_commit(engine, lambda: "x" in engine._continuing)
-        hold = threading.Event()
-        engine._post(lambda: hold.wait(10))  # the driver's turn: this, 254 more jobs, then the signal's (the
-        for _ in range(254):  # 256th: the turn commits then, its next generation's opening left to the next turn)
-            engine._post(lambda: None)
-        engine.signal("x", "go")
-        hold.set()
+        turn_ending_after(engine, lambda: engine.signal("x", "go"))  # its next generation opens the turn after
         wait_until(lambda: lost, "the batch that continued x is lost")
         with pytest.raises(rk.StoreError):
             handle.result(timeout=10)

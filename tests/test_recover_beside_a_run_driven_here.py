@@ -6,13 +6,12 @@ campaign on PostgreSQL)."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
 import replaykit as rk
 
-from helpers import driver_turn, wait_until
+from helpers import driver_turn, turn_ending_after, wait_until
 
 
 @rk.workflow(name="rbr_rounds")
@@ -28,14 +27,13 @@ def test_a_run_that_came_into_memory_after_recover_looked_is_followed(tmp_path: 
         first = engine.start(rounds, 1, workflow_id="x")
         wait_until(lambda: "x" in engine._runs, "x waits for its signal")
         driver_turn(engine)
-        hold = threading.Event()
-        engine._post(lambda: hold.wait(10))  # the driver's turn: this, 254 more jobs, then the signal's (the
-        for _ in range(254):  # 256th): x continues as new, its next generation opened at the next turn
-            engine._post(lambda: None)
-        engine.signal("x", "go")
         recovered: list[list[Any]] = []
-        engine._post(lambda: recovered.append(engine.recover()))  # looks while x is between generations
-        hold.set()
+
+        def signal_then_recover() -> None:  # x continues as new; its next generation opens the turn after, and
+            engine.signal("x", "go")  # recover() looks first, while x is between generations
+            engine._post(lambda: recovered.append(engine.recover()))
+
+        turn_ending_after(engine, signal_then_recover)
         wait_until(lambda: recovered, "recover() looked")
         [handle] = recovered[0]
         driver_turn(engine)
