@@ -165,8 +165,20 @@ class WorkerEngine(Engine):
                 self._ending.discard(workflow_id)
             else:
                 self._hand_back(workflow_id, wake, problem)
-            self._later(_nothing, lambda _: self._hand_back(workflow_id, self._clock.now(), None))
+            self._later(_nothing, lambda _: self._hand_back_again(workflow_id))
         super()._unlock(workflow_id)
+
+    def _hand_back_again(self, workflow_id: str) -> None:
+        """The batch that handed the run back was lost (``_batch_lost``, after it committed the marks it
+        cleared): handed back again and committed at once, before its lock goes. Left for the next turn,
+        this write's batch would hold SQLite's write lock while the driver waits, idle, for a job (the
+        worker's own claims and heartbeats, and every other writer, failed with 'database is locked')."""
+        self._hand_back(workflow_id, self._clock.now(), None)
+        try:
+            self.store.commit()
+        except StoreError as exc:  # it stays marked as ours until the worker's next heartbeat releases it
+            log.warning("replaykit worker %s could not hand back %r: %s", self._worker.worker_id, workflow_id, exc)
+            self._worker.hand_back_failed(workflow_id)
 
     def _hand_back(self, workflow_id: str, wake: float | None, problem: str | None) -> None:
         try:
