@@ -373,10 +373,14 @@ class Listener:
         self._closed = False
 
     def version(self) -> int | None:
-        """The count of notifications seen, once listening (starts the listener on first use)."""
+        """The count of notifications seen, once listening (starts the listener on first use); ``None`` while
+        not listening (the connection lost, or not made yet): every look then says "changed"."""
         with self._mutex:
             if self._thread is None and not self._closed:
-                self._listen()  # synchronously: every commit after this returns is counted
+                try:
+                    self._listen()  # synchronously: every commit after this returns is counted
+                except StoreError:  # the server unreachable (restarting): "changed", and asked again next time
+                    return None
                 self._wake_r, self._wake_w = os.pipe()
                 self._thread = threading.Thread(target=self._serve, name="replaykit-pg-listener", daemon=True)
                 self._thread.start()
