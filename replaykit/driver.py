@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import control
-from .errors import ReplayKitError, StoreError
+from .errors import StoreError, WorkflowNotFoundError
 from .runstate import EngineState
 
 if TYPE_CHECKING:
@@ -193,9 +193,10 @@ class Driver(EngineState):
     def _clear_mark(self, workflow_id: str) -> None:
         try:
             self.store.keep(workflow_id, None)
-        except ReplayKitError as exc:  # created in the lost batch: there is no row to clear
-            if isinstance(exc, StoreError):
-                log.warning("replaykit could not clear its mark on workflow %r: %s", workflow_id, exc)
+        except WorkflowNotFoundError:  # created in the lost batch: there is no row to clear
+            pass
+        except StoreError as exc:
+            log.warning("replaykit could not clear its mark on workflow %r: %s", workflow_id, exc)
 
     def _clear_marks(self) -> None:
         """Runs given up in a lost batch whose marks could not be cleared (the commit that cleared them was
